@@ -1,0 +1,44 @@
+import { z } from 'zod'
+import net from 'node:net'
+
+/**
+ * The fleet: gateways and the sites they and their clients live in. Proxy, DNS and planner all
+ * read this section, so it lives in config/ rather than beside any one of them.
+ */
+
+const idPattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/
+
+export const gatewaySchema = z.object({
+  /** Stable gateway id: used in routes, metrics, DNS names (`<id>.gw.<zone>`). */
+  id: z.string().regex(idPattern, 'gateway id must be 1-63 letters, digits, "_" or "-", starting with a letter or digit'),
+  /** Base URL of the gateway's block API, e.g. http://10.0.0.5:9001 */
+  url: z.string().url().refine(u => /^https?:$/.test(new URL(u).protocol), 'gateway url must be http or https'),
+  /** The site the gateway is in (one of `sites[].name`). */
+  site: z.string().min(1),
+  /** Capacity in bytes; the planner never fills a gateway past it. 0 = unlimited. */
+  capacityBytes: z.number().int().nonnegative().default(0)
+}).strict()
+
+const cidrSchema = z.string().refine(isCidr, 'must be a CIDR such as 10.1.0.0/16 or 2001:db8::/32')
+
+export const siteSchema = z.object({
+  name: z.string().regex(idPattern, 'site name must be 1-63 letters, digits, "_" or "-"'),
+  /** Client subnets that belong to this site. */
+  subnets: z.array(cidrSchema).default([]),
+  /** Addresses of the ferry edges (proxies) at this site: what DNS answers for data held here. */
+  edges: z.array(z.string().refine(s => net.isIP(s) !== 0, 'must be an IPv4 or IPv6 address')).default([])
+}).strict()
+
+export type GatewayConfig = z.infer<typeof gatewaySchema>
+export type SiteConfig = z.infer<typeof siteSchema>
+
+export function isCidr (s: string): boolean {
+  const slash = s.indexOf('/')
+  if (slash < 0) return false
+  const ip = s.slice(0, slash)
+  const bitsText = s.slice(slash + 1)
+  if (!/^\d{1,3}$/.test(bitsText)) return false
+  const family = net.isIP(ip)
+  const bits = Number(bitsText)
+  return (family === 4 && bits <= 32) || (family === 6 && bits <= 128)
+}

@@ -1,0 +1,106 @@
+import net from 'node:net'
+import type { SiteConfig } from './fleet.js'
+
+/**
+ * Longest-prefix match from a client address to its site. The proxy calls this on every
+ * request and DNS on every query, so IPv4 lookups are integer masks into one Map per prefix
+ * length (no allocation beyond the parse); IPv6 uses BigInt, which is rarer on these paths.
+ */
+export class SiteMap {
+  // Prefix lengths in descending order, so the first hit is the longest match.
+  private readonly v4: Array<{ bits: number, mask: number, nets: Map<number, string> }> = []
+  private readonly v6: Array<{ bits: number, mask: bigint, nets: Map<bigint, string> }> = []
+  readonly names: readonly string[]
+
+  constructor (sites: readonly SiteConfig[]) {
+    this.names = sites.map(s => s.name)
+    const v4 = new Map<number, Map<number, string>>()
+    const v6 = new Map<number, Map<bigint, string>>()
+    for (const site of sites) {
+      for (const cidr of site.subnets) {
+        const [ip, bitsText] = cidr.split('/') as [string, string]
+        const bits = Number(bitsText)
+        if (net.isIPv4(ip)) {
+          const mask = maskV4(bits)
+          let nets = v4.get(bits)
+          if (!nets) v4.set(bits, nets = new Map())
+          const key = (ipv4ToInt(ip) & mask) >>> 0
+          if (!nets.has(key)) nets.set(key, site.name)
+        } else {
+          const mask = maskV6(bits)
+          let nets = v6.get(bits)
+          if (!nets) v6.set(bits, nets = new Map())
+          const key = ipv6ToBigInt(ip) & mask
+          if (!nets.has(key)) nets.set(key, site.name)
+        }
+      }
+    }
+    for (const [bits, nets] of [...v4].sort((a, b) => b[0] - a[0])) this.v4.push({ bits, mask: maskV4(bits), nets })
+    for (const [bits, nets] of [...v6].sort((a, b) => b[0] - a[0])) this.v6.push({ bits, mask: maskV6(bits), nets })
+  }
+
+  /** The site of `address` (IPv4, IPv6 or IPv4-mapped IPv6), or undefined when no subnet matches. */
+  siteOf (address: string): string | undefined {
+    let ip = address
+    if (ip.startsWith('::ffff:') && net.isIPv4(ip.slice(7))) ip = ip.slice(7)
+    if (net.isIPv4(ip)) return this.lookupV4(ipv4ToInt(ip))
+    if (net.isIPv6(ip)) return this.lookupV6(ipv6ToBigInt(ip))
+    return undefined
+  }
+
+  lookupV4 (addr: number): string | undefined {
+    for (const { mask, nets } of this.v4) {
+      const site = nets.get((addr & mask) >>> 0)
+      if (site !== undefined) return site
+    }
+    return undefined
+  }
+
+  lookupV6 (addr: bigint): string | undefined {
+    for (const { mask, nets } of this.v6) {
+      const site = nets.get(addr & mask)
+      if (site !== undefined) return site
+    }
+    return undefined
+  }
+}
+
+function maskV4 (bits: number): number {
+  return bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0
+}
+
+function maskV6 (bits: number): bigint {
+  return bits === 0 ? 0n : ((1n << 128n) - 1n) ^ ((1n << BigInt(128 - bits)) - 1n)
+}
+
+export function ipv4ToInt (ip: string): number {
+  let n = 0
+  let part = 0
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i)
+    if (c === 46) { n = (n * 256) + part; part = 0 } else part = part * 10 + (c - 48)
+  }
+  return ((n * 256) + part) >>> 0
+}
+
+export function ipv6ToBigInt (ip: string): bigint {
+  // Expand "::" and any embedded IPv4 tail into eight 16-bit groups.
+  let text = ip
+  const zone = text.indexOf('%')
+  if (zone >= 0) text = text.slice(0, zone)
+  const lastColon = text.lastIndexOf(':')
+  const tail = text.slice(lastColon + 1)
+  if (tail.includes('.')) {
+    const v4 = ipv4ToInt(tail)
+    text = `${text.slice(0, lastColon + 1)}${(v4 >>> 16).toString(16)}:${(v4 & 0xffff).toString(16)}`
+  }
+  const [head, rest] = text.split('::') as [string, string | undefined]
+  const headGroups = head === '' ? [] : head.split(':')
+  const restGroups = rest === undefined || rest === '' ? [] : rest.split(':')
+  const groups = rest === undefined
+    ? headGroups
+    : [...headGroups, ...new Array<string>(8 - headGroups.length - restGroups.length).fill('0'), ...restGroups]
+  let n = 0n
+  for (const g of groups) n = (n << 16n) | BigInt(parseInt(g, 16))
+  return n
+}

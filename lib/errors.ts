@@ -1,0 +1,25 @@
+/**
+ * Typed errors with stable codes (in the manner of Fastify): callers and clients match on
+ * `code`, never on message text, so messages can improve without breaking anyone.
+ */
+export class FerryError extends Error {
+  readonly code: string
+  readonly statusCode: number
+  readonly details?: Record<string, unknown>
+
+  constructor (code: string, message: string, statusCode = 500, details?: Record<string, unknown>) {
+    super(message)
+    this.name = 'FerryError'
+    this.code = code
+    this.statusCode = statusCode
+    if (details !== undefined) this.details = details
+  }
+
+  toJSON (): Record<string, unknown> {
+    return { error: { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) } }
+  }
+}
+
+export function isFerryError (err: unknown): err is FerryError {
+  return err instanceof FerryError
+}
