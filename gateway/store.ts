@@ -1,0 +1,326 @@
+import { createHash, randomUUID } from 'node:crypto'
+import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
+import type { BigIntStats } from 'node:fs'
+import path from 'node:path'
+import { FerryError } from '../lib/errors.js'
+import { blockKey } from '../lib/ids.js'
+
+/**
+ * The on-disk block store behind the reference gateway.
+ *
+ *   <dir>/<volume>/<block>   one regular file per block, its bytes exactly as PUT
+ *   <dir>/.tmp/<uuid>        uploads in progress; emptied on every start
+ *
+ * Invariants:
+ * - A block file is only ever created by rename(2) of a fully written, fsynced temp file, and never
+ *   modified in place. So a reader holding an open fd sees one complete version, and a crash at
+ *   any point leaves either the old block or the new one, never a mix.
+ * - Ids cannot start with '.', so `.tmp` (and any dot-file) can never be addressed as a volume.
+ * - Callers validate ids with isValidId before they get here; this module joins them into paths.
+ */
+
+export interface StoreOptions {
+  maxBlockBytes: number
+  /** How many ETags to remember (FIFO). A forgotten one costs one re-hash on the next read. */
+  etagCacheSize?: number
+}
+
+export interface OpenedBlock {
+  /** Open on the version the ETag describes; the caller must close it. */
+  fh: FileHandle
+  size: number
+  etag: string
+}
+
+export interface PutResult {
+  etag: string
+  size: number
+  created: boolean
+}
+
+/** Throws (typically a 412 FerryError) when the block's current ETag (null: absent) forbids the write. */
+export type Precondition = (current: string | null) => void
+
+const HASH_READ_BYTES = 1 << 20
+
+export class BlockStore {
+  readonly dir: string
+  readonly tmpDir: string
+  readonly maxBlockBytes: number
+  readonly #etags: EtagCache
+  readonly #hashing = new Map<string, Promise<string>>()
+  readonly #locks = new KeyedLock()
+  #closed = false
+
+  constructor (dir: string, opts: StoreOptions) {
+    this.dir = path.resolve(dir)
+    this.tmpDir = path.join(this.dir, '.tmp')
+    this.maxBlockBytes = opts.maxBlockBytes
+    this.#etags = new EtagCache(opts.etagCacheSize ?? 100_000)
+  }
+
+  /** Creates the directories and removes uploads a previous process left half-written. */
+  async init (): Promise<void> {
+    await mkdir(this.tmpDir, { recursive: true })
+    for (const name of await readdir(this.tmpDir)) {
+      await unlink(path.join(this.tmpDir, name)).catch(ignoreNotFound)
+    }
+  }
+
+  /**
+   * Refuses every later commit. Used when the gateway is killed: an upload that was mid-fsync
+   * when the "process crashed" must not become visible afterwards.
+   */
+  close (): void {
+    this.#closed = true
+  }
+
+  blockPath (volume: string, block: string): string {
+    return path.join(this.dir, volume, block)
+  }
+
+  /** Opens the current version of a block with its ETag, or null if there is none. */
+  async open (volume: string, block: string): Promise<OpenedBlock | null> {
+    let fh: FileHandle
+    try {
+      fh = await open(this.blockPath(volume, block), 'r')
+    } catch (err) {
+      if (isNotFound(err)) return null
+      throw err
+    }
+    try {
+      const st = await fh.stat({ bigint: true })
+      if (!st.isFile()) {
+        await fh.close()
+        return null
+      }
+      const etag = await this.#etagOf(blockKey(volume, block), fh, st)
+      return { fh, size: Number(st.size), etag }
+    } catch (err) {
+      await fh.close().catch(noop)
+      throw err
+    }
+  }
+
+  /** The current ETag, or null when the block does not exist. */
+  async currentEtag (volume: string, block: string): Promise<string | null> {
+    const b = await this.open(volume, block)
+    if (b === null) return null
+    await b.fh.close()
+    return b.etag
+  }
+
+  /**
+   * Streams `body` into a temp file (hashing as it goes, awaiting each write so the socket is
+   * paused while the disk catches up), fsyncs it, then — under the block's lock — checks the
+   * precondition against the current version and renames the file into place.
+   * On any failure (too large, client gone, precondition) the temp file is removed.
+   */
+  async put (volume: string, block: string, body: AsyncIterable<Buffer>, precondition?: Precondition, onBytes?: (n: number) => void): Promise<PutResult> {
+    const tmp = path.join(this.tmpDir, randomUUID())
+    const fh = await open(tmp, 'wx', 0o644)
+    let committed = false
+    try {
+      const hash = createHash('sha256')
+      let size = 0
+      for await (const chunk of body) {
+        size += chunk.length
+        onBytes?.(chunk.length)
+        if (size > this.maxBlockBytes) throw tooLarge(this.maxBlockBytes)
+        hash.update(chunk)
+        await writeAll(fh, chunk)
+      }
+      await fh.sync()
+      const etag = quote(hash.digest('hex'))
+      const key = blockKey(volume, block)
+      return await this.#locks.run(key, async () => {
+        if (this.#closed) throw new FerryError('GATEWAY_STOPPED', 'the gateway stopped before the write was committed', 503)
+        const final = this.blockPath(volume, block)
+        let created: boolean
+        if (precondition !== undefined) {
+          const current = await this.currentEtag(volume, block)
+          precondition(current)
+          created = current === null
+        } else {
+          created = !(await exists(final))
+        }
+        const volumeDir = path.dirname(final)
+        // mkdir returns the first directory it created: a new volume's entry in <dir> must be
+        // made durable too, or a crash could lose the whole volume directory.
+        if (await mkdir(volumeDir, { recursive: true }) !== undefined) await fsyncDir(this.dir)
+        await rename(tmp, final)
+        committed = true
+        await fsyncDir(volumeDir)
+        // Stat through our own fd after the rename (rename changes ctime): the cache entry then
+        // describes exactly this inode, even if a later write replaces the path.
+        this.#etags.set(key, await fh.stat({ bigint: true }), etag)
+        return { etag, size, created }
+      })
+    } finally {
+      await fh.close().catch(noop)
+      // Best effort: a failure here must not mask the error that got us here; init() sweeps leftovers.
+      if (!committed) await unlink(tmp).catch(noop)
+    }
+  }
+
+  /** Deletes a block; false when there was none. */
+  async delete (volume: string, block: string, precondition?: Precondition): Promise<boolean> {
+    const key = blockKey(volume, block)
+    return await this.#locks.run(key, async () => {
+      if (this.#closed) throw new FerryError('GATEWAY_STOPPED', 'the gateway stopped before the delete was committed', 503)
+      const final = this.blockPath(volume, block)
+      if (precondition !== undefined) {
+        const current = await this.currentEtag(volume, block)
+        precondition(current)
+        if (current === null) return false
+      }
+      try {
+        await unlink(final)
+      } catch (err) {
+        if (isNotFound(err)) return false
+        throw err
+      }
+      this.#etags.delete(key)
+      await fsyncDir(path.dirname(final))
+      return true
+    })
+  }
+
+  /**
+   * The ETag of the version open on `fh`. Cached by file identity (device, inode, size, mtime,
+   * ctime): since blocks are only ever replaced by rename, a matching identity means the same
+   * bytes, and a restart simply starts with an empty cache (one re-hash per block on first read).
+   * Concurrent misses on the same version share one hash.
+   */
+  async #etagOf (key: string, fh: FileHandle, st: BigIntStats): Promise<string> {
+    const cached = this.#etags.get(key, st)
+    if (cached !== undefined) return cached
+    const id = `${key}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`
+    let pending = this.#hashing.get(id)
+    if (pending === undefined) {
+      pending = hashFile(fh, Number(st.size)).finally(() => this.#hashing.delete(id))
+      this.#hashing.set(id, pending)
+    }
+    const etag = await pending
+    this.#etags.set(key, st, etag)
+    return etag
+  }
+}
+
+interface CachedEtag {
+  dev: bigint
+  ino: bigint
+  size: bigint
+  mtimeNs: bigint
+  ctimeNs: bigint
+  etag: string
+}
+
+class EtagCache {
+  readonly #map = new Map<string, CachedEtag>()
+  readonly #limit: number
+
+  constructor (limit: number) {
+    this.#limit = limit
+  }
+
+  get (key: string, st: BigIntStats): string | undefined {
+    const e = this.#map.get(key)
+    if (e === undefined) return undefined
+    if (e.ino !== st.ino || e.dev !== st.dev || e.size !== st.size || e.mtimeNs !== st.mtimeNs || e.ctimeNs !== st.ctimeNs) return undefined
+    return e.etag
+  }
+
+  set (key: string, st: BigIntStats, etag: string): void {
+    this.#map.delete(key)
+    this.#map.set(key, { dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, etag })
+    if (this.#map.size > this.#limit) {
+      const oldest = this.#map.keys().next()
+      if (oldest.done !== true) this.#map.delete(oldest.value)
+    }
+  }
+
+  delete (key: string): void {
+    this.#map.delete(key)
+  }
+}
+
+/** Serialises the commit step per key (check-then-rename must not interleave for one block). */
+class KeyedLock {
+  readonly #tails = new Map<string, Promise<void>>()
+
+  async run<T> (key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#tails.get(key)
+    let release!: () => void
+    const mine = new Promise<void>(resolve => { release = resolve })
+    const tail = prev === undefined ? mine : prev.then(() => mine)
+    this.#tails.set(key, tail)
+    if (prev !== undefined) await prev
+    try {
+      return await fn()
+    } finally {
+      release()
+      if (this.#tails.get(key) === tail) this.#tails.delete(key)
+    }
+  }
+}
+
+export function tooLarge (max: number): FerryError {
+  return new FerryError('PAYLOAD_TOO_LARGE', `block larger than the limit of ${max} bytes`, 413, { maxBlockBytes: max })
+}
+
+function quote (hex: string): string {
+  return '"' + hex + '"'
+}
+
+async function hashFile (fh: FileHandle, size: number): Promise<string> {
+  const hash = createHash('sha256')
+  const buf = Buffer.allocUnsafe(Math.max(1, Math.min(size, HASH_READ_BYTES)))
+  let pos = 0
+  while (pos < size) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos)
+    if (bytesRead === 0) break
+    hash.update(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead))
+    pos += bytesRead
+  }
+  return quote(hash.digest('hex'))
+}
+
+async function writeAll (fh: FileHandle, buf: Buffer): Promise<void> {
+  let off = 0
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off)
+    off += bytesWritten
+  }
+}
+
+/** Makes a directory's entries (a rename, a new file) durable. */
+async function fsyncDir (dir: string): Promise<void> {
+  const fh = await open(dir, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+async function exists (file: string): Promise<boolean> {
+  try {
+    await stat(file)
+    return true
+  } catch (err) {
+    if (isNotFound(err)) return false
+    throw err
+  }
+}
+
+function isNotFound (err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code
+  return code === 'ENOENT' || code === 'ENOTDIR'
+}
+
+function ignoreNotFound (err: unknown): void {
+  if (!isNotFound(err)) throw err
+}
+
+function noop (): void {}
