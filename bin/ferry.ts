@@ -1,0 +1,133 @@
+#!/usr/bin/env node
+/**
+ * The `ferry` command. Each subcommand parses its own flags; roles are started by FerryNode.
+ */
+import { parseArgs } from 'node:util'
+import { loadConfigFile } from '../config/load.js'
+import { ConfigWatcher } from '../config/watch.js'
+import { isFerryError } from '../lib/errors.js'
+import { createLogger, type Logger } from '../lib/log.js'
+import { createRegistry } from '../lib/metrics.js'
+import { ALL_ROLES, FerryNode, type Role } from './node.js'
+import { Sandbox, sandboxYaml } from './sandbox.js'
+
+const USAGE = `usage: ferry <command> [options]
+
+commands:
+  start --config FILE [--roles proxy,dns,planner]   run ferry on a config file (reloads on change and SIGHUP)
+  sandbox [--config FILE] [--proxy-port P] [--admin-port P] [--gateway-ports P,P,P] [--print-config]
+                                                    everything on loopback with an embedded default config
+  gateway --dir D --port P [--host H] [--admin-port P] [--max-block-bytes N]
+                                                    run a reference gateway
+  check --config FILE                               validate a config file and exit
+`
+
+type Command = (argv: string[]) => Promise<void>
+
+const commands: Record<string, Command> = {
+  start: startCommand,
+  sandbox: sandboxCommand,
+  check: checkCommand,
+  gateway: async argv => { const m = await import('../gateway/command.js'); await m.gatewayCommand(argv) }
+}
+
+async function startCommand (argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { config: { type: 'string' }, roles: { type: 'string', default: 'proxy' } } })
+  if (values.config === undefined) throw usage('start needs --config FILE')
+  const registry = createRegistry()
+  const boot = loadConfigFile(values.config)
+  const logger = createLogger(boot.log.level)
+  const watcher = new ConfigWatcher({ file: values.config, logger, registry, sighup: true })
+  const node = new FerryNode({ config: watcher.current, roles: parseRoles(values.roles), logger, registry, watcher })
+  await node.start()
+  watcher.start()
+  runUntilSignal(logger, () => node.stop())
+}
+
+async function sandboxCommand (argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: 'string' },
+      'proxy-port': { type: 'string' },
+      'admin-port': { type: 'string' },
+      'gateway-ports': { type: 'string' },
+      roles: { type: 'string', default: ALL_ROLES.join(',') },
+      'print-config': { type: 'boolean', default: false }
+    }
+  })
+  const ports = {
+    ...(values['proxy-port'] !== undefined ? { proxy: port(values['proxy-port']) } : {}),
+    ...(values['admin-port'] !== undefined ? { admin: port(values['admin-port']) } : {}),
+    ...(values['gateway-ports'] !== undefined ? { gateways: values['gateway-ports'].split(',').map(port) } : {})
+  }
+  if (values['print-config']) {
+    process.stdout.write(sandboxYaml({ proxy: 8080, admin: 9090, dns: 5353, gateways: [9001, 9002, 9003], ...ports }))
+    return
+  }
+  const config = values.config !== undefined ? loadConfigFile(values.config) : undefined
+  const logger = createLogger(config?.log.level ?? 'info')
+  const sandbox = new Sandbox({ ports, ...(config ? { config } : {}), roles: parseRoles(values.roles), logger, registry: createRegistry() })
+  await sandbox.start()
+  process.stderr.write(sandbox.tryLines())
+  runUntilSignal(logger, () => sandbox.stop())
+}
+
+async function checkCommand (argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { config: { type: 'string' } } })
+  if (values.config === undefined) throw usage('check needs --config FILE')
+  loadConfigFile(values.config)
+  process.stdout.write(`${values.config}: ok\n`)
+}
+
+/** First SIGINT/SIGTERM drains gracefully; a second one exits at once. */
+function runUntilSignal (logger: Logger, stop: () => Promise<void>): void {
+  let stopping = false
+  const onSignal = (sig: string): void => {
+    if (stopping) { logger.warn({ sig }, 'second signal: exiting now'); process.exit(1) }
+    stopping = true
+    logger.info({ sig }, 'shutting down')
+    stop().then(() => { logger.info('stopped'); process.exit(0) }, err => { logger.error({ err }, 'shutdown failed'); process.exit(1) })
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+}
+
+function parseRoles (text: string): Set<Role> {
+  const roles = new Set<Role>()
+  for (const r of text.split(',').map(s => s.trim()).filter(Boolean)) {
+    if (!(ALL_ROLES as readonly string[]).includes(r)) throw usage(`unknown role "${r}" (roles: ${ALL_ROLES.join(', ')})`)
+    roles.add(r as Role)
+  }
+  return roles
+}
+
+function port (text: string): number {
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw usage(`not a port: ${text}`)
+  return n
+}
+
+class UsageError extends Error {}
+function usage (message: string): UsageError { return new UsageError(message) }
+
+async function main (): Promise<void> {
+  const [name, ...argv] = process.argv.slice(2)
+  const command = name === undefined ? undefined : commands[name]
+  if (command === undefined) {
+    process.stderr.write(name === undefined || name === 'help' || name === '--help' ? USAGE : `ferry: unknown command "${name}"\n\n${USAGE}`)
+    process.exit(name === undefined || name === 'help' || name === '--help' ? 0 : 2)
+  }
+  try {
+    await command(argv)
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      process.stderr.write(`ferry ${name}: ${(err as Error).message}\n\n${USAGE}`)
+      process.exit(2)
+    }
+    process.stderr.write(`ferry ${name}: ${isFerryError(err) ? `${err.message} [${err.code}]` : (err as Error).stack ?? String(err)}\n`)
+    process.exit(1)
+  }
+}
+
+await main()

@@ -1,0 +1,71 @@
+import type { Registry } from 'prom-client'
+import type { FerryConfig } from '../config/schema.js'
+import type { ConfigWatcher } from '../config/watch.js'
+import type { Logger } from '../lib/log.js'
+import { AdminServer } from '../proxy/admin.js'
+import { registerProxyAdmin } from '../proxy/admin-routes.js'
+import { ProxyServer } from '../proxy/server.js'
+
+export type Role = 'proxy' | 'dns' | 'planner'
+export const ALL_ROLES: readonly Role[] = ['proxy', 'dns', 'planner']
+
+export interface FerryNodeOptions {
+  config: FerryConfig
+  roles: ReadonlySet<Role>
+  logger: Logger
+  registry: Registry
+  /** When given, reloads are applied as the watcher publishes them. */
+  watcher?: ConfigWatcher
+}
+
+/**
+ * One ferry process: the admin listener plus whichever roles it runs, wired to one config.
+ * The roles never see each other; this is the only place that knows them all.
+ */
+export class FerryNode {
+  readonly admin: AdminServer
+  readonly proxy: ProxyServer | undefined
+  private config: FerryConfig
+  private readonly logger: Logger
+
+  constructor (private readonly opts: FerryNodeOptions) {
+    this.config = opts.config
+    this.logger = opts.logger
+    const cfg = opts.config
+    this.admin = new AdminServer({
+      host: cfg.admin.listen.host,
+      port: cfg.admin.listen.port,
+      registry: opts.registry,
+      token: adminToken(cfg),
+      logger: opts.logger.child({ role: 'admin' })
+    })
+    if (opts.roles.has('proxy')) {
+      this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry })
+      registerProxyAdmin(this.admin, this.proxy)
+    }
+    opts.watcher?.on('reload', next => { this.reconfigure(next) })
+  }
+
+  async start (): Promise<void> {
+    await this.admin.listen()
+    await this.proxy?.listen()
+  }
+
+  reconfigure (cfg: FerryConfig): void {
+    this.proxy?.reconfigure(cfg)
+    this.admin.setToken(adminToken(cfg))
+    if (cfg.log.level !== this.config.log.level) this.logger.level = cfg.log.level
+    this.config = cfg
+  }
+
+  /** Stops taking new work, drains what is in flight, then closes the admin listener last. */
+  async stop (): Promise<void> {
+    this.opts.watcher?.stop()
+    await this.proxy?.close()
+    await this.admin.close()
+  }
+}
+
+function adminToken (cfg: FerryConfig): string | null {
+  return process.env.FERRY_ADMIN_TOKEN ?? cfg.admin.token
+}

@@ -1,0 +1,39 @@
+import type { FerryConfigInput } from './schema.js'
+
+export interface SandboxPorts {
+  proxy: number
+  admin: number
+  dns: number
+  gateways: readonly number[]
+}
+
+/** The sandbox defaults of DESIGN.md. */
+export const SANDBOX_PORTS: SandboxPorts = { proxy: 8080, admin: 9090, dns: 5353, gateways: [9001, 9002, 9003] }
+
+export const SANDBOX_SITES = ['site-a', 'site-b', 'site-c'] as const
+
+/**
+ * The embedded config `npm start` runs on: three gateways on loopback, one per site. Loopback
+ * is split into three /24s so that a curl with `--interface 127.0.0.2` (or X-Forwarded-For from
+ * the trusted 127.0.0.1) shows up as a different site in the affinity map.
+ */
+export function sandboxConfig (ports: SandboxPorts = SANDBOX_PORTS): FerryConfigInput {
+  return {
+    log: { level: 'info' },
+    sites: SANDBOX_SITES.map((name, i) => ({
+      name,
+      subnets: [`127.0.${i}.0/24`, ...(i === 0 ? ['::1/128'] : [])],
+      edges: ['127.0.0.1']
+    })),
+    gateways: ports.gateways.map((port, i) => ({
+      id: `gw${i + 1}`,
+      url: `http://127.0.0.1:${port}`,
+      site: SANDBOX_SITES[i % SANDBOX_SITES.length] as string,
+      capacityBytes: 0
+    })),
+    proxy: { listen: { host: '127.0.0.1', port: ports.proxy }, trustedProxies: ['127.0.0.1/32'] },
+    admin: { listen: { host: '127.0.0.1', port: ports.admin }, token: 'sandbox-admin-token-change-me' },
+    health: { active: { intervalMs: 1000 } },
+    recorder: { halfLifeS: 300 }
+  }
+}

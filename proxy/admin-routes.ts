@@ -1,0 +1,52 @@
+import { isValidId } from '../lib/ids.js'
+import { FerryError } from '../lib/errors.js'
+import type { AdminServer } from './admin.js'
+import type { ProxyServer } from './server.js'
+import { blockKey } from '../lib/ids.js'
+
+/** The proxy's readiness and its part of the /v1 API. */
+export function registerProxyAdmin (admin: AdminServer, proxy: ProxyServer): void {
+  admin.addReadinessCheck('proxy', () => proxy.isListening ? undefined : 'proxy listener is not bound')
+  admin.addReadinessCheck('gateways', () => {
+    const now = Date.now()
+    if (proxy.gateways.healthyCount(now) > 0) return undefined
+    const why = proxy.gateways.all().map(g => `${g.id} ${g.downReason(now) ?? 'down'}${g.lastProbeError ? ` (${g.lastProbeError})` : ''}`)
+    return `no healthy gateway: ${why.join('; ')}`
+  })
+
+  admin.route('GET', '/v1/gateways', () => {
+    const now = Date.now()
+    return {
+      gateways: proxy.gateways.all().map(g => ({
+        id: g.id,
+        url: g.url,
+        site: g.site,
+        capacityBytes: g.capacityBytes,
+        healthy: g.isHealthy(now),
+        reason: g.downReason(now) ?? null,
+        ejectedForMs: Math.max(0, g.ejectedUntil - now),
+        consecutiveFailures: g.consecutiveFailures,
+        lastProbeError: g.lastProbeError ?? null,
+        inflight: g.inflight
+      }))
+    }
+  })
+
+  admin.route('GET', '/v1/blocks/:volume/:block', ({ params }) => {
+    const volume = params.volume as string
+    const block = params.block as string
+    if (!isValidId(volume) || !isValidId(block)) throw new FerryError('FERRY_BAD_ID', 'volume and block must be valid ids', 400)
+    const key = blockKey(volume, block)
+    const route = proxy.routes.route(key)
+    return {
+      volume,
+      block,
+      location: {
+        gateway: route.gateway?.id ?? null,
+        placed: route.placed,
+        ...(route.location ? { epoch: route.location.epoch, phase: route.location.phase } : {})
+      },
+      access: proxy.recorder.get(volume, block) ?? null
+    }
+  })
+}

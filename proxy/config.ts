@@ -1,0 +1,74 @@
+import { z } from 'zod'
+import { isCidr } from '../config/fleet.js'
+
+/**
+ * The `proxy:`, `health:`, `recorder:`, `sessions:` and `admin:` sections. Every key has a
+ * default so that a config file only says what differs; `.describe()` texts are the reference
+ * that config/example.yaml and the README repeat.
+ */
+
+const listenSchema = (port: number) => z.object({
+  host: z.string().default('127.0.0.1').describe('address to bind; "::" for every IPv6 and IPv4 address'),
+  port: z.number().int().min(0).max(65535).default(port).describe('TCP port; 0 picks a free one')
+}).strict().default({})
+
+const pathPatternSchema = z.string()
+  .refine(p => p.startsWith('/') && p.includes('{volume}') && p.includes('{block}'),
+    'must start with "/" and contain {volume} and {block}, e.g. "/{volume}/{block}"')
+  .default('/{volume}/{block}')
+
+export const proxySectionSchema = z.object({
+  listen: listenSchema(8080).describe('where clients connect'),
+  pathPattern: pathPatternSchema.describe('how volume and block are read from the request path; other path segments must match literally'),
+  trustedProxies: z.array(z.string().refine(isCidr, 'must be a CIDR')).default([])
+    .describe('peers whose X-Forwarded-For is believed; for anyone else the socket address is the client'),
+  maxBodyBytes: z.number().int().positive().default(1024 ** 3).describe('largest request body accepted (413 above it)'),
+  headersTimeoutMs: z.number().int().positive().default(10_000).describe('time a client has to send the request headers'),
+  requestTimeoutMs: z.number().int().nonnegative().default(0)
+    .describe('time a client has to send the whole request, body included; 0 = no limit (large uploads), bodyIdleTimeoutMs still applies'),
+  bodyIdleTimeoutMs: z.number().int().positive().default(30_000).describe('longest silence while a body streams, either way'),
+  idleTimeoutMs: z.number().int().positive().default(5_000).describe('keep-alive idle time before a client connection is closed'),
+  upstreamHeadersTimeoutMs: z.number().int().positive().default(30_000).describe('time a gateway has to answer with headers'),
+  connectTimeoutMs: z.number().int().positive().default(2_000).describe('time to open a connection to a gateway'),
+  connectionsPerGateway: z.number().int().positive().default(128).describe('keep-alive connections pooled per gateway'),
+  retries: z.number().int().min(0).max(10).default(2)
+    .describe('how many other gateways a bodiless idempotent request (GET, HEAD) is retried on when a connection fails'),
+  via: z.string().regex(/^[\w.-]+$/).default('ferry').describe('pseudonym in the Via header'),
+  shutdownGraceMs: z.number().int().nonnegative().default(10_000).describe('how long in-flight requests may run on shutdown before sockets are cut')
+}).strict().default({})
+
+export const healthSectionSchema = z.object({
+  passive: z.object({
+    failures: z.number().int().positive().default(3).describe('consecutive failures (connect errors, timeouts, 5xx) that eject a gateway'),
+    baseEjectMs: z.number().int().positive().default(1_000).describe('first ejection time; doubles on each ejection in a row'),
+    maxEjectMs: z.number().int().positive().default(30_000).describe('longest ejection time')
+  }).strict().default({}),
+  active: z.object({
+    enabled: z.boolean().default(true),
+    path: z.string().startsWith('/').default('/healthz').describe('probed with GET; any status below 500 counts as healthy'),
+    intervalMs: z.number().int().positive().default(2_000),
+    timeoutMs: z.number().int().positive().default(1_000),
+    unhealthyThreshold: z.number().int().positive().default(2).describe('failed probes in a row that mark a gateway down'),
+    healthyThreshold: z.number().int().positive().default(1).describe('good probes in a row that mark it up again')
+  }).strict().default({})
+}).strict().default({})
+
+export const recorderSectionSchema = z.object({
+  enabled: z.boolean().default(true).describe('record every proxied access inline'),
+  halfLifeS: z.number().positive().default(600).describe('half-life of the decayed access score: an access this old weighs half'),
+  burstHalfLifeS: z.number().positive().default(10).describe('half-life of the short score that burst detection compares with the long one'),
+  burstFactor: z.number().gt(1).default(4).describe('short-term rate over long-term rate above which a block is bursting'),
+  maxBlocks: z.number().int().positive().default(200_000).describe('blocks tracked per proxy; the least recently used are evicted past this'),
+  accessLog: z.string().nullable().default(null).describe('path of a JSON-lines access log, or null for none')
+}).strict().default({})
+
+export const adminSectionSchema = z.object({
+  listen: listenSchema(9090).describe('admin, health and metrics listener'),
+  token: z.string().min(16, 'admin token must be at least 16 characters').nullable().default(null)
+    .describe('bearer token required by mutating endpoints; null refuses them all. FERRY_ADMIN_TOKEN overrides it')
+}).strict().default({})
+
+export type ProxySection = z.infer<typeof proxySectionSchema>
+export type HealthSection = z.infer<typeof healthSectionSchema>
+export type RecorderSection = z.infer<typeof recorderSectionSchema>
+export type AdminSection = z.infer<typeof adminSectionSchema>

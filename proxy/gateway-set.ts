@@ -1,0 +1,230 @@
+import { EventEmitter } from 'node:events'
+import { Pool } from 'undici'
+import type { GatewayConfig } from '../config/fleet.js'
+import type { HealthSection, ProxySection } from './config.js'
+import { rendezvousNode, type RendezvousNode } from '../lib/rendezvous.js'
+import type { Logger } from '../lib/log.js'
+import { silentLogger } from '../lib/log.js'
+
+/** Why a gateway is not healthy, for /readyz and /v1/gateways. */
+export type GatewayDownReason = 'ejected' | 'probe-failed'
+
+export class Gateway {
+  readonly id: string
+  readonly url: string
+  readonly site: string
+  readonly capacityBytes: number
+  readonly node: RendezvousNode
+  pool: Pool
+  // Passive health (outlier detection, after Envoy): consecutive failures eject the gateway
+  // for a time that doubles with each ejection in a row.
+  consecutiveFailures = 0
+  ejections = 0
+  ejectedUntil = 0
+  // Active health: the last probes' verdict. Starts up so a fresh proxy serves immediately;
+  // the first failed probes (or requests) take a dead gateway out within a couple of seconds.
+  probeUp = true
+  probeFails = 0
+  probeOks = 0
+  lastProbeError: string | undefined
+  inflight = 0
+
+  constructor (cfg: GatewayConfig, proxy: ProxySection) {
+    this.id = cfg.id
+    this.url = cfg.url
+    this.site = cfg.site
+    this.capacityBytes = cfg.capacityBytes
+    this.node = rendezvousNode(cfg.id)
+    this.pool = createPool(cfg.url, proxy)
+  }
+
+  isHealthy (now: number): boolean {
+    return this.probeUp && now >= this.ejectedUntil
+  }
+
+  downReason (now: number): GatewayDownReason | undefined {
+    if (!this.probeUp) return 'probe-failed'
+    if (now < this.ejectedUntil) return 'ejected'
+    return undefined
+  }
+}
+
+function createPool (url: string, proxy: ProxySection): Pool {
+  return new Pool(new URL(url).origin, {
+    connections: proxy.connectionsPerGateway,
+    pipelining: 1,
+    keepAliveTimeout: 4_000,
+    keepAliveMaxTimeout: 60_000,
+    connectTimeout: proxy.connectTimeoutMs,
+    headersTimeout: proxy.upstreamHeadersTimeoutMs,
+    bodyTimeout: proxy.bodyIdleTimeoutMs
+  })
+}
+
+export interface GatewaySetEvents {
+  /** A gateway went up or down (passive or active). */
+  change: [id: string, healthy: boolean]
+}
+
+/**
+ * The gateways behind the proxy: one keep-alive pool each, and their health from two sources —
+ * passive (what real requests see) and active (periodic probes). A gateway is healthy when its
+ * probes pass and it is not ejected.
+ */
+export class GatewaySet extends EventEmitter<GatewaySetEvents> {
+  private byId = new Map<string, Gateway>()
+  private list: Gateway[] = []
+  nodes: RendezvousNode[] = []
+  private health: HealthSection
+  private proxy: ProxySection
+  private probeTimer: NodeJS.Timeout | undefined
+  private readonly logger: Logger
+  private readonly lastHealthy = new Map<string, boolean>()
+  private ejectionTimers = new Map<string, NodeJS.Timeout>()
+
+  constructor (gateways: readonly GatewayConfig[], health: HealthSection, proxy: ProxySection, logger: Logger = silentLogger) {
+    super()
+    this.health = health
+    this.proxy = proxy
+    this.logger = logger
+    this.apply(gateways)
+  }
+
+  get (id: string): Gateway | undefined { return this.byId.get(id) }
+  all (): readonly Gateway[] { return this.list }
+
+  isHealthy (id: string, now = Date.now()): boolean {
+    return this.byId.get(id)?.isHealthy(now) ?? false
+  }
+
+  healthyCount (now = Date.now()): number {
+    let n = 0
+    for (const g of this.list) if (g.isHealthy(now)) n++
+    return n
+  }
+
+  /** A response came back that says the gateway works (any status below 500). */
+  reportSuccess (g: Gateway): void {
+    if (g.consecutiveFailures === 0 && g.ejections === 0) return
+    g.consecutiveFailures = 0
+    g.ejections = 0
+    this.notify(g)
+  }
+
+  /** A connect error, a reset, a timeout or a 5xx. */
+  reportFailure (g: Gateway, reason: string): void {
+    g.consecutiveFailures++
+    const now = Date.now()
+    if (g.consecutiveFailures < this.health.passive.failures || now < g.ejectedUntil) return
+    const ms = Math.min(this.health.passive.maxEjectMs, this.health.passive.baseEjectMs * 2 ** g.ejections)
+    g.ejections++
+    g.ejectedUntil = now + ms
+    // After the ejection one more failure re-ejects (for twice as long), one success clears it.
+    g.consecutiveFailures = this.health.passive.failures - 1
+    this.logger.warn({ gateway: g.id, reason, ejectMs: ms }, 'gateway ejected')
+    this.notify(g)
+    // Announce the return too, so route caches and DNS answers come back without waiting for traffic.
+    clearTimeout(this.ejectionTimers.get(g.id))
+    const t = setTimeout(() => { this.ejectionTimers.delete(g.id); this.notify(g) }, ms + 1)
+    t.unref()
+    this.ejectionTimers.set(g.id, t)
+  }
+
+  /** Applies a reloaded config: new gateways get pools, removed ones drain and close. */
+  reconfigure (gateways: readonly GatewayConfig[], health: HealthSection, proxy: ProxySection): void {
+    const poolChanged = JSON.stringify(proxy) !== JSON.stringify(this.proxy)
+    this.health = health
+    this.proxy = proxy
+    this.apply(gateways, poolChanged)
+    if (this.probeTimer !== undefined) { this.stopProbes(); this.startProbes() }
+  }
+
+  startProbes (): void {
+    if (!this.health.active.enabled || this.probeTimer !== undefined) return
+    const tick = (): void => { for (const g of this.list) void this.probe(g) }
+    this.probeTimer = setInterval(tick, this.health.active.intervalMs)
+    this.probeTimer.unref()
+    tick()
+  }
+
+  stopProbes (): void {
+    clearInterval(this.probeTimer)
+    this.probeTimer = undefined
+  }
+
+  /** Closes every pool, waiting for requests in flight (bounded by the pools' own timeouts). */
+  async close (): Promise<void> {
+    this.stopProbes()
+    for (const t of this.ejectionTimers.values()) clearTimeout(t)
+    await Promise.all(this.list.map(g => g.pool.close()))
+  }
+
+  async destroy (): Promise<void> {
+    this.stopProbes()
+    for (const t of this.ejectionTimers.values()) clearTimeout(t)
+    await Promise.all(this.list.map(g => g.pool.destroy()))
+  }
+
+  private async probe (g: Gateway): Promise<void> {
+    const a = this.health.active
+    let ok: boolean
+    try {
+      const res = await g.pool.request({ method: 'GET', path: a.path, headersTimeout: a.timeoutMs, bodyTimeout: a.timeoutMs, signal: AbortSignal.timeout(a.timeoutMs) })
+      await res.body.dump()
+      ok = res.statusCode < 500
+      g.lastProbeError = ok ? undefined : `status ${res.statusCode}`
+    } catch (err) {
+      ok = false
+      g.lastProbeError = (err as Error).message
+    }
+    if (this.byId.get(g.id) !== g) return // removed by a reload while the probe ran
+    if (ok) {
+      g.probeFails = 0
+      g.probeOks++
+      if (!g.probeUp && g.probeOks >= a.healthyThreshold) { g.probeUp = true; this.notify(g) }
+    } else {
+      g.probeOks = 0
+      g.probeFails++
+      if (g.probeUp && g.probeFails >= a.unhealthyThreshold) {
+        g.probeUp = false
+        this.logger.warn({ gateway: g.id, error: g.lastProbeError }, 'gateway failed its health probes')
+        this.notify(g)
+      }
+    }
+  }
+
+  private apply (gateways: readonly GatewayConfig[], rebuildPools = false): void {
+    const next = new Map<string, Gateway>()
+    for (const cfg of gateways) {
+      const old = this.byId.get(cfg.id)
+      if (old !== undefined && old.url === cfg.url && old.site === cfg.site && old.capacityBytes === cfg.capacityBytes) {
+        if (rebuildPools) {
+          const oldPool = old.pool
+          old.pool = createPool(cfg.url, this.proxy)
+          void oldPool.close() // lets requests in flight finish on the old pool
+        }
+        next.set(cfg.id, old)
+      } else {
+        next.set(cfg.id, new Gateway(cfg, this.proxy))
+        if (old !== undefined) void old.pool.close()
+      }
+    }
+    for (const [id, g] of this.byId) {
+      if (!next.has(id)) {
+        void g.pool.close()
+        this.lastHealthy.delete(id)
+      }
+    }
+    this.byId = next
+    this.list = [...next.values()]
+    this.nodes = this.list.map(g => g.node)
+    for (const g of this.list) this.notify(g)
+  }
+
+  private notify (g: Gateway): void {
+    const healthy = g.isHealthy(Date.now())
+    if (this.lastHealthy.get(g.id) === healthy) return
+    this.lastHealthy.set(g.id, healthy)
+    this.emit('change', g.id, healthy)
+  }
+}

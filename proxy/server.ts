@@ -1,0 +1,263 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { pipeline } from 'node:stream'
+import { Gauge, type Registry } from 'prom-client'
+import type { FerryConfig } from '../config/schema.js'
+import { SiteMap } from '../config/site-map.js'
+import { blockKey } from '../lib/ids.js'
+import { sendError } from '../lib/http.js'
+import type { Logger } from '../lib/log.js'
+import { silentLogger } from '../lib/log.js'
+import { createRegistry } from '../lib/metrics.js'
+import { AccessRecorder, type AccessRecorderOptions } from './access-recorder.js'
+import { ClientAddressResolver } from './client-address.js'
+import { BodyLimit, ForwardCall, type ForwardHost } from './forward.js'
+import { GatewaySet, type Gateway } from './gateway-set.js'
+import { upstreamHeaders } from './headers.js'
+import { ProxyMetrics } from './metrics.js'
+import { PathPattern } from './path-pattern.js'
+import { RouteTable, type LocationLookup } from './route-table.js'
+
+export interface ProxyServerOptions {
+  config: FerryConfig
+  logger?: Logger
+  registry?: Registry
+  /** Where placed blocks live (the shared-state layer); without it every block is hash-placed. */
+  locations?: LocationLookup
+}
+
+const ALLOW = 'GET, HEAD, PUT, DELETE'
+
+/**
+ * The HTTP data plane: parse → record access → route → forward. Everything the request path
+ * reads is precomputed at (re)configuration time and swapped in whole, so a reload never leaves
+ * a request looking at half an old and half a new config.
+ */
+export class ProxyServer implements ForwardHost {
+  readonly gateways: GatewaySet
+  readonly routes: RouteTable
+  readonly recorder: AccessRecorder
+  readonly registry: Registry
+  readonly metrics: ProxyMetrics
+  readonly server: http.Server
+  via: string
+  retries: number
+  private config: FerryConfig
+  private pattern: PathPattern
+  private sites: SiteMap
+  private clients: ClientAddressResolver
+  private recording: boolean
+  private readonly logger: Logger
+  private closing = false
+  private inflight = 0
+  private readonly idle = new Set<() => void>()
+  private listening = false
+
+  constructor (opts: ProxyServerOptions) {
+    this.config = opts.config
+    this.logger = opts.logger ?? silentLogger
+    this.registry = opts.registry ?? createRegistry(false)
+    this.metrics = new ProxyMetrics(this.registry)
+    const cfg = opts.config
+    this.gateways = new GatewaySet(cfg.gateways, cfg.health, cfg.proxy, this.logger)
+    this.routes = new RouteTable(this.gateways, opts.locations)
+    this.recorder = new AccessRecorder(recorderOptions(cfg))
+    this.pattern = new PathPattern(cfg.proxy.pathPattern)
+    this.sites = new SiteMap(cfg.sites)
+    this.clients = new ClientAddressResolver(cfg.proxy.trustedProxies)
+    this.recording = cfg.recorder.enabled
+    this.via = `1.1 ${cfg.proxy.via}`
+    this.retries = cfg.proxy.retries
+    for (const g of this.gateways.all()) this.metrics.healthy.set({ gateway: g.id }, 1)
+    this.gateways.on('change', (id, healthy) => { this.metrics.healthy.set({ gateway: id }, healthy ? 1 : 0) })
+    this.registerRecorderMetrics()
+
+    this.server = http.createServer({
+      keepAliveTimeout: cfg.proxy.idleTimeoutMs,
+      headersTimeout: cfg.proxy.headersTimeoutMs,
+      requestTimeout: cfg.proxy.requestTimeoutMs,
+      // Long enough for any URL this proxy routes, short enough that junk is refused early.
+      maxHeaderSize: 16 * 1024
+    }, this.handle)
+    this.server.timeout = cfg.proxy.bodyIdleTimeoutMs
+    this.server.on('timeout', (socket: Socket) => { this.onSocketTimeout(socket) })
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => { this.onClientError(err, socket) })
+  }
+
+  get address (): AddressInfo {
+    return this.server.address() as AddressInfo
+  }
+
+  get isListening (): boolean { return this.listening }
+
+  async listen (): Promise<AddressInfo> {
+    const { host, port } = this.config.proxy.listen
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => { this.server.off('error', reject); resolve() })
+    })
+    this.listening = true
+    this.gateways.startProbes()
+    this.logger.info({ address: this.address }, 'proxy listening')
+    return this.address
+  }
+
+  /** Applies a reloaded config. Listen addresses are fixed for the process's life. */
+  reconfigure (cfg: FerryConfig): void {
+    if (cfg.proxy.listen.host !== this.config.proxy.listen.host || cfg.proxy.listen.port !== this.config.proxy.listen.port) {
+      this.logger.warn('proxy.listen changed: takes effect on restart')
+    }
+    this.gateways.reconfigure(cfg.gateways, cfg.health, cfg.proxy)
+    this.recorder.reconfigure(recorderOptions(cfg))
+    this.pattern = new PathPattern(cfg.proxy.pathPattern)
+    this.sites = new SiteMap(cfg.sites)
+    this.clients = new ClientAddressResolver(cfg.proxy.trustedProxies)
+    this.recording = cfg.recorder.enabled
+    this.via = `1.1 ${cfg.proxy.via}`
+    this.retries = cfg.proxy.retries
+    this.server.keepAliveTimeout = cfg.proxy.idleTimeoutMs
+    this.server.headersTimeout = cfg.proxy.headersTimeoutMs
+    this.server.requestTimeout = cfg.proxy.requestTimeoutMs
+    this.server.timeout = cfg.proxy.bodyIdleTimeoutMs
+    this.config = cfg
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, let requests in flight finish (up to shutdownGraceMs),
+   * close idle keep-alive connections, then cut whatever is left.
+   */
+  async close (): Promise<void> {
+    if (this.closing) return
+    this.closing = true
+    const closed = new Promise<void>(resolve => this.server.close(() => { resolve() }))
+    this.server.closeIdleConnections()
+    if (this.inflight > 0) {
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(done, this.config.proxy.shutdownGraceMs)
+        const idle = (): void => { done() }
+        this.idle.add(idle)
+        function done (): void { clearTimeout(timer); resolve() }
+      })
+    }
+    this.server.closeAllConnections()
+    await closed
+    this.listening = false
+    await this.gateways.destroy()
+    await this.recorder.close()
+  }
+
+  private readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const method = req.method as string
+    if (method !== 'GET' && method !== 'PUT' && method !== 'HEAD' && method !== 'DELETE') {
+      return this.refuse(req, res, 405, 'FERRY_METHOD_NOT_ALLOWED', `method ${method} is not supported; use ${ALLOW}`, { allow: ALLOW })
+    }
+    const addr = this.pattern.match(req.url as string)
+    if (addr === undefined) {
+      return this.refuse(req, res, 400, 'FERRY_BAD_PATH', `path must match ${this.pattern.pattern} with ids of letters, digits, ".", "_", "-" (not starting with ".")`)
+    }
+    const write = method === 'PUT' || method === 'DELETE'
+    let body: NodeJS.ReadableStream | null = null
+    if (method === 'PUT') {
+      const cl = req.headers['content-length']
+      if (cl !== undefined) {
+        if (Number(cl) > this.config.proxy.maxBodyBytes) {
+          return this.refuse(req, res, 413, 'FERRY_BODY_TOO_LARGE', `request body of ${cl} bytes exceeds ${this.config.proxy.maxBodyBytes}`)
+        }
+        body = req
+      } else {
+        const limit = new BodyLimit(this.config.proxy.maxBodyBytes)
+        body = pipeline(req, limit, () => {})
+      }
+    } else if (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') {
+      return this.refuse(req, res, 400, 'FERRY_UNEXPECTED_BODY', `${method} must not carry a body`)
+    } else if (req.headers['transfer-encoding'] !== undefined) {
+      return this.refuse(req, res, 400, 'FERRY_UNEXPECTED_BODY', `${method} must not carry a body`)
+    }
+
+    const key = blockKey(addr.volume, addr.block)
+    const now = Date.now()
+    const peer = req.socket.remoteAddress ?? ''
+    const client = this.clients.resolve(peer, req.headers['x-forwarded-for'])
+    const site = this.sites.siteOf(client)
+    if (this.recording) this.recorder.recordAt(key, addr.volume, addr.block, site, write, now)
+
+    const route = this.routes.route(key, now)
+    if (route.gateway === undefined) {
+      return this.refuse(req, res, 503, 'FERRY_NO_GATEWAY', route.placed
+        ? `block ${key} is placed on gateway ${route.location?.gateway ?? '?'}, which is not configured`
+        : 'no gateway is configured', { 'retry-after': 1 })
+    }
+
+    this.inflight++
+    const call = new ForwardCall(this, req, res, key, PathPattern.gatewayPath(addr.volume, addr.block), route.placed, route.gateway,
+      upstreamHeaders(req.rawHeaders, peer, this.via, req.headers.host), body)
+    if (this.recorder.logging) {
+      res.once('close', () => {
+        this.recorder.logAccess({ volume: addr.volume, block: addr.block, client, site, write, at: now }, call.status, call.gateway.id, performance.now() - call.startedAt)
+      })
+    }
+    call.start()
+  }
+
+  nextGateway (call: ForwardCall): Gateway | undefined {
+    return this.routes.next(call.key, call.tried)
+  }
+
+  onGatewaySuccess (g: Gateway): void { this.gateways.reportSuccess(g) }
+  onGatewayFailure (g: Gateway, reason: string): void { this.gateways.reportFailure(g, reason) }
+  onRetry (): void { this.metrics.retries.inc() }
+
+  onDone (call: ForwardCall, status: number): void {
+    this.metrics.observe(call.gateway.id, call.req.method as string, status, (performance.now() - call.startedAt) / 1000)
+    if (this.closing) call.res.shouldKeepAlive = false
+    if (--this.inflight === 0 && this.idle.size > 0) for (const f of this.idle) f()
+  }
+
+  /**
+   * Answers an error without forwarding. When the request may still have body bytes coming,
+   * the connection is closed after the answer: reading (say) a 1 GiB upload just to discard it
+   * would waste the bandwidth the 413 was meant to save.
+   */
+  private refuse (req: IncomingMessage, res: ServerResponse, status: number, code: string, message: string, headers?: Record<string, string | number>): void {
+    this.metrics.errors.inc({ code })
+    const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined
+    sendError(res, status, code, message, hasBody || this.closing ? { ...headers, connection: 'close' } : headers)
+  }
+
+  /** No bytes in either direction for bodyIdleTimeoutMs: a stalled client (or gateway). */
+  private onSocketTimeout (socket: Socket): void {
+    const res = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage
+    if (res !== undefined && !res.headersSent) {
+      this.metrics.errors.inc({ code: 'FERRY_REQUEST_TIMEOUT' })
+      sendError(res, 408, 'FERRY_REQUEST_TIMEOUT', 'no data received in time', { connection: 'close' })
+      // The upload will never finish; the forward is aborted when the socket closes.
+      socket.destroySoon()
+      return
+    }
+    socket.destroy()
+  }
+
+  /** Unparseable requests: a plain 400 (or 431 for huge headers) and close, never a crash. */
+  private onClientError (err: NodeJS.ErrnoException, socket: Socket): void {
+    if (!socket.writable || (socket as Socket & { _httpMessage?: unknown })._httpMessage) { socket.destroy(); return }
+    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : tooLarge ? 431 : 400
+    const code = status === 408 ? 'FERRY_REQUEST_TIMEOUT' : tooLarge ? 'FERRY_HEADERS_TOO_LARGE' : 'FERRY_BAD_REQUEST'
+    this.metrics.errors.inc({ code })
+    const body = JSON.stringify({ error: { code, message: status === 400 ? 'malformed HTTP request' : code === 'FERRY_HEADERS_TOO_LARGE' ? 'request headers too large' : 'request not received in time' } })
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+  }
+
+  private registerRecorderMetrics (): void {
+    const recorder = this.recorder
+    const registers = [this.registry]
+    new Gauge({ name: 'ferry_recorder_blocks', help: 'Blocks tracked by the access recorder', registers, collect () { this.set(recorder.size) } })
+    new Gauge({ name: 'ferry_recorder_evicted_blocks', help: 'Cold blocks evicted by the access recorder since start', registers, collect () { this.set(recorder.evicted) } })
+    new Gauge({ name: 'ferry_recorder_bursts', help: 'Times a block entered a burst since start', registers, collect () { this.set(recorder.bursts) } })
+    new Gauge({ name: 'ferry_recorder_log_dropped', help: 'Access-log lines dropped because the log could not keep up', registers, collect () { this.set(recorder.logDropped) } })
+  }
+}
+
+function recorderOptions (cfg: FerryConfig): AccessRecorderOptions {
+  return { ...cfg.recorder, sites: cfg.sites.map(s => s.name) }
+}
