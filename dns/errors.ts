@@ -1,0 +1,31 @@
+import { FerryError } from '../lib/errors.js'
+
+/** Stable codes for what was wrong with a message; they also label the FORMERR log line. */
+export type WireErrorCode =
+  | 'DNS_SHORT_MESSAGE'
+  | 'DNS_TRUNCATED'
+  | 'DNS_BAD_LABEL'
+  | 'DNS_NAME_TOO_LONG'
+  | 'DNS_BAD_POINTER'
+  | 'DNS_QDCOUNT'
+  | 'DNS_BAD_OPT'
+  | 'DNS_MULTIPLE_OPT'
+  | 'DNS_BAD_ECS'
+  | 'DNS_TRAILING_DATA'
+
+/** A message that cannot be decoded: answered with FORMERR (RFC 1035 §4.1.1). */
+export class DnsWireError extends FerryError {
+  declare readonly code: WireErrorCode
+  constructor (code: WireErrorCode, message: string) {
+    super(code, message, 400)
+    this.name = 'DnsWireError'
+  }
+}
+
+/** The server could not start: a listener failed to bind (`DNS_LISTEN`), or it was already started (`DNS_STATE`). */
+export class DnsServerError extends FerryError {
+  constructor (code: 'DNS_LISTEN' | 'DNS_STATE', message: string, details?: Record<string, unknown>) {
+    super(code, message, 500, details)
+    this.name = 'DnsServerError'
+  }
+}
