@@ -82,6 +82,9 @@ export class ProxyServer implements ForwardHost {
     this.server.timeout = cfg.proxy.bodyIdleTimeoutMs
     this.server.on('timeout', (socket: Socket) => { this.onSocketTimeout(socket) })
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => { this.onClientError(err, socket) })
+    // Without these listeners Node drops such sockets silently; a client deserves an answer.
+    this.server.on('connect', (_req: IncomingMessage, socket: Socket) => { this.answerRaw(socket, 405, 'FERRY_METHOD_NOT_ALLOWED', `CONNECT is not supported; use ${ALLOW}`) })
+    this.server.on('upgrade', (_req: IncomingMessage, socket: Socket) => { this.answerRaw(socket, 400, 'FERRY_UPGRADE_NOT_SUPPORTED', 'protocol upgrades are not supported') })
   }
 
   get address (): AddressInfo {
@@ -243,8 +246,13 @@ export class ProxyServer implements ForwardHost {
     const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
     const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : tooLarge ? 431 : 400
     const code = status === 408 ? 'FERRY_REQUEST_TIMEOUT' : tooLarge ? 'FERRY_HEADERS_TOO_LARGE' : 'FERRY_BAD_REQUEST'
+    this.answerRaw(socket, status, code, status === 400 ? 'malformed HTTP request' : tooLarge ? 'request headers too large' : 'request not received in time')
+  }
+
+  /** A JSON error written straight to a socket that has no ServerResponse, then closed. */
+  private answerRaw (socket: Socket, status: number, code: string, message: string): void {
     this.metrics.errors.inc({ code })
-    const body = JSON.stringify({ error: { code, message: status === 400 ? 'malformed HTTP request' : code === 'FERRY_HEADERS_TOO_LARGE' ? 'request headers too large' : 'request not received in time' } })
+    const body = JSON.stringify({ error: { code, message } })
     socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
   }
 
