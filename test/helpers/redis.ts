@@ -24,6 +24,10 @@ export interface RedisServer {
   kill (): Promise<void>
   /** Start again on the same port (after `kill()` or while running). Data is not kept. */
   restart (): Promise<void>
+  /** SIGSTOP: the port keeps accepting connections but nothing answers (a hung server). */
+  pause (): void
+  /** SIGCONT after `pause()`. */
+  resume (): void
 }
 
 export interface RedisCluster {
@@ -137,6 +141,7 @@ export async function startRedis (): Promise<RedisServer> {
       if (stopped) return
       stopped = true
       if (child) {
+        child.kill('SIGCONT')
         child.kill('SIGTERM')
         await waitExit(child, 2000)
       }
@@ -147,6 +152,12 @@ export async function startRedis (): Promise<RedisServer> {
       child.kill('SIGKILL')
       await waitExit(child, 2000)
       child = null
+    },
+    pause () {
+      child?.kill('SIGSTOP')
+    },
+    resume () {
+      child?.kill('SIGCONT')
     },
     async restart () {
       if (stopped) throw new Error('redis-server was stopped')

@@ -1,0 +1,584 @@
+import type { Cluster, Redis } from 'ioredis'
+import type { Registry } from 'prom-client'
+import { silentLogger, type Logger } from '../../lib/log.js'
+import { SCORE_FLOOR, groupDeltas } from '../affinity.js'
+import {
+  decodeHistory, decodeMigration, decodeStoredLocation, encodeMessageEvent, encodeMigrationFields,
+  liveLocation, pairsToRecord, sortMigrations
+} from '../codec.js'
+import type { StateConfig } from '../config.js'
+import { closed, conflict, corrupt, tooLarge, unavailable } from '../errors.js'
+import { EventHub } from '../events.js'
+import { KeySpace, checkChannel, checkEpoch, checkHolder, checkId, checkText, checkToken, checkTtl } from '../keys.js'
+import { StateMetrics } from '../metrics.js'
+import type {
+  AccessDelta, AffinityEntry, BlockLocation, BlockRef, CasResult, DeleteResult, HistoryEntry, LeaseGrant,
+  LeaseInfo, LocatedBlock, LocationInput, MigrationInput, MigrationPatch, MigrationQuery, MigrationRecord,
+  Session, SessionInput, StateStore, StoreEventHandler, StoreStatus, TelemetryQuery, TelemetrySample,
+  VersionResult, WriteOptions
+} from '../types.js'
+import {
+  MAX_BINDINGS, VERSION_MAX, checkLimit, checkLocationInput, checkMigrationInput, checkMigrationPatch,
+  checkSamples, checkSessionInput, checkWriteOptions, type CheckedWriteOptions
+} from '../validate.js'
+import { backoff, createCommandClient, mapRedisError, resolveConnection, type ResolvedConnection } from './connection.js'
+import { SCRIPTS, type ScriptName } from './scripts.js'
+import { ChannelSubscriber } from './subscriber.js'
+
+type ScriptFn = (...args: Array<string | number>) => Promise<unknown>
+type Client = (Redis | Cluster) & Record<ScriptName, ScriptFn>
+
+const SCAN_COUNT = 500
+/** While degraded by a failed call, how often to probe so status recovers without traffic. */
+const PROBE_INTERVAL_MS = 1000
+
+export interface RedisStoreOptions {
+  logger?: Logger
+  registry?: Registry
+}
+
+/**
+ * The Redis backend (standalone or Cluster). See state/README.md for the key layout, the
+ * scripts, the notification protocol and the failure behaviour; in short:
+ *
+ * - one command connection (auto-pipelined) and one dedicated subscriber connection;
+ * - every call checks readiness first and fails fast with FERRY_STATE_UNAVAILABLE rather than
+ *   queue; a per-call deadline backs up ioredis' own timeouts;
+ * - `status()` is ok only while commands can run *and* the event subscription is live; when both
+ *   are back after a loss, a `resync` event tells consumers to reload what they cache.
+ */
+export class RedisStore implements StateStore {
+  readonly backend: 'redis' | 'redis-cluster'
+  private readonly keys: KeySpace
+  private readonly client: Client
+  private readonly subscriber: ChannelSubscriber
+  private readonly hub: EventHub
+  private readonly metrics: StateMetrics
+  private readonly logger: Logger
+  private readonly deadlineMs: number
+  private cmdReady = false
+  private cmdError = ''
+  private subscribed = false
+  private subError = ''
+  private lastFailure: string | null = null
+  private needResync = true
+  private everReady = false
+  private isClosed = false
+  private probeTimer: NodeJS.Timeout | null = null
+
+  constructor (private readonly config: StateConfig, options: RedisStoreOptions = {}) {
+    const conn: ResolvedConnection = resolveConnection(config)
+    this.backend = conn.mode
+    this.keys = new KeySpace(config.keyPrefix)
+    this.logger = (options.logger ?? silentLogger).child({ component: 'state', backend: this.backend })
+    this.metrics = new StateMetrics(options.registry, this.backend)
+    this.hub = new EventHub(this.logger, this.metrics)
+    // Slack over the driver's own timeout: the deadline only catches what ioredis would not
+    // (a Cluster redirect loop, a connect that hangs), it must not pre-empt a normal timeout.
+    this.deadlineMs = config.commandTimeoutMs * 2 + 250
+
+    this.client = createCommandClient(conn, config) as Client
+    for (const [name, def] of Object.entries(SCRIPTS)) {
+      this.client.defineCommand(name, { lua: def.lua, ...('numberOfKeys' in def ? { numberOfKeys: def.numberOfKeys } : {}), ...('readOnly' in def ? { readOnly: def.readOnly } : {}) })
+    }
+    this.watchCommandClient()
+
+    this.subscriber = new ChannelSubscriber({
+      channel: this.keys.channel,
+      targets: () => this.subscriberTargets(conn),
+      common: conn.common,
+      backoff: backoff(config.reconnect.minDelayMs, config.reconnect.maxDelayMs),
+      pingIntervalMs: Math.max(1000, config.commandTimeoutMs * 3),
+      logger: this.logger,
+      onMessage: raw => this.hub.deliverRaw(raw),
+      onState: (ok, reason) => {
+        this.subscribed = ok
+        this.subError = reason ?? ''
+        if (ok) this.needResync = true
+        this.updateStatus()
+      }
+    })
+
+    this.client.connect().catch(() => { /* reported through 'error'/'close'; reconnection continues */ })
+    this.subscriber.start()
+  }
+
+  private subscriberTargets (conn: ResolvedConnection): Array<{ host: string, port: number }> {
+    if (conn.mode === 'redis') return conn.endpoints
+    // Prefer the nodes the Cluster currently knows; fall back to the configured seeds.
+    const known = (this.client as Cluster).nodes('master').map(n => ({ host: n.options.host!, port: n.options.port! }))
+    return known.length > 0 ? known : conn.endpoints
+  }
+
+  private watchCommandClient (): void {
+    const c = this.client
+    c.on('ready', () => {
+      this.cmdReady = true
+      this.cmdError = ''
+      this.lastFailure = null
+      this.updateStatus()
+    })
+    const down = (): void => {
+      if (!this.cmdReady) return
+      this.cmdReady = false
+      this.updateStatus()
+    }
+    c.on('close', down)
+    c.on('end', down)
+    c.on('reconnecting', down)
+    // Without these listeners ioredis would crash the process with an unhandled 'error'.
+    c.on('error', (err: Error) => {
+      this.cmdError = err.message
+      if (!this.cmdReady) this.updateStatus()
+    })
+    c.on('node error', (err: Error, node: string) => {
+      this.cmdError = `${node}: ${err.message}`
+    })
+  }
+
+  private reason (): string | undefined {
+    if (this.isClosed) return 'closed'
+    if (!this.cmdReady) return `redis: ${this.cmdError !== '' ? this.cmdError : (this.everReady ? 'connection lost' : 'connecting')}`
+    if (!this.subscribed) return `redis: event subscription ${this.subError !== '' ? `lost (${this.subError})` : 'not established yet'}`
+    if (this.lastFailure !== null) return this.lastFailure
+    return undefined
+  }
+
+  private updateStatus (): void {
+    const reason = this.reason()
+    const ok = reason === undefined
+    this.hub.setStatus(ok ? { ok: true } : { ok: false, reason })
+    if (ok && this.needResync) {
+      this.needResync = false
+      const first = !this.everReady
+      this.everReady = true
+      // After the subscription is live and commands work: a reload now misses nothing.
+      this.hub.resync(first ? 'connected' : 'reconnected')
+    }
+    if (this.lastFailure !== null && this.cmdReady && this.probeTimer === null) this.startProbe()
+  }
+
+  private startProbe (): void {
+    this.probeTimer = setInterval(() => {
+      if (this.lastFailure === null || this.isClosed) {
+        if (this.probeTimer !== null) clearInterval(this.probeTimer)
+        this.probeTimer = null
+        return
+      }
+      this.run('ping', () => this.client.ping()).catch(() => { /* still failing: stay degraded */ })
+    }, PROBE_INTERVAL_MS)
+    this.probeTimer.unref()
+  }
+
+  /**
+   * Every backend call goes through here: closed check, fail-fast readiness check, deadline,
+   * error mapping, metrics, and health bookkeeping (an unavailable error degrades `status()`
+   * until the next success).
+   */
+  private async run<T> (op: string, fn: () => Promise<T>): Promise<T> {
+    if (this.isClosed) throw closed()
+    if (!this.cmdReady) {
+      this.metrics.operations.inc({ op, result: 'unavailable' })
+      throw unavailable(this.reason() ?? 'not connected')
+    }
+    const start = process.hrtime.bigint()
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const deadline = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => reject(unavailable(`redis: no answer within ${this.deadlineMs} ms`)), this.deadlineMs)
+      })
+      const value = await Promise.race([fn(), deadline])
+      this.metrics.operations.inc({ op, result: 'ok' })
+      this.metrics.duration.observe({ op }, Number(process.hrtime.bigint() - start) / 1e9)
+      if (this.lastFailure !== null) {
+        this.lastFailure = null
+        this.updateStatus()
+      }
+      return value
+    } catch (err) {
+      const mapped = mapRedisError(err)
+      const unavailableError = mapped.code === 'FERRY_STATE_UNAVAILABLE'
+      this.metrics.operations.inc({ op, result: unavailableError ? 'unavailable' : 'error' })
+      if (unavailableError && !this.isClosed) {
+        this.lastFailure = mapped.message.replace(/^state store unavailable: /, '')
+        this.updateStatus()
+      }
+      throw mapped
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  // ───────────────────────────── locations ─────────────────────────────
+
+  async getLocation (volume: string, block: string): Promise<BlockLocation | null> {
+    const key = this.keys.location(checkId('volume', volume), checkId('block', block))
+    return await this.run('getLocation', async () => liveLocation(await this.client.hgetall(key)))
+  }
+
+  async getLocations (refs: readonly BlockRef[]): Promise<Array<BlockLocation | null>> {
+    const keys = refs.map(r => this.keys.location(checkId('volume', r.volume), checkId('block', r.block)))
+    if (keys.length === 0) return []
+    // Issued in one tick: auto-pipelining sends them in one write per node.
+    return await this.run('getLocations', async () =>
+      (await Promise.all(keys.map(k => this.client.hgetall(k)))).map(h => liveLocation(h)))
+  }
+
+  /** Standalone: the lease is checked inside the script (any key may be used). Cluster: see casLocation. */
+  private fenceKeys (fence: CheckedWriteOptions['fence']): string[] {
+    return fence !== undefined && this.backend === 'redis' ? [this.keys.lease(fence.lease)] : []
+  }
+
+  /**
+   * On a Cluster the lease is in another slot than the block, so it cannot be read by the
+   * block's script: it is checked here, one round trip before. The window between the two is
+   * closed by the per-block high-water mark the script enforces: once the new leader has written
+   * a block, no lower token can write it again.
+   */
+  private async clusterFenceHolds (fence: CheckedWriteOptions['fence']): Promise<boolean> {
+    if (fence === undefined || this.backend === 'redis') return true
+    const token = await this.client.hget(this.keys.lease(fence.lease), 'token')
+    return token !== null && Number(token) === fence.token
+  }
+
+  async casLocation (volume: string, block: string, expectedEpoch: number, next: LocationInput, options?: WriteOptions): Promise<CasResult> {
+    checkId('volume', volume)
+    checkId('block', block)
+    checkEpoch(expectedEpoch)
+    const n = checkLocationInput(next)
+    const o = checkWriteOptions(options, 'cas')
+    const extra = this.fenceKeys(o.fence)
+    return await this.run('casLocation', async () => {
+      if (!await this.clusterFenceHolds(o.fence)) {
+        return { ok: false, reason: 'fenced', current: liveLocation(await this.client.hgetall(this.keys.location(volume, block))) }
+      }
+      const reply = await this.client.ferryCas(
+        2 + extra.length, this.keys.location(volume, block), this.keys.history(volume, block), ...extra,
+        expectedEpoch, Date.now(), n.gateway, n.phase, n.target ?? '',
+        n.version === undefined ? 'k' : n.version === null ? 'n' : 's', n.version ?? '',
+        o.fence?.token ?? '', this.config.history.limit, this.keys.channel, volume, block, o.reason
+      ) as [string, unknown]
+      const h = pairsToRecord(reply[1])
+      if (reply[0] === 'ok') return { ok: true, location: liveLocation(h)! }
+      return { ok: false, reason: reply[0] === 'fenced' ? 'fenced' : 'epoch', current: liveLocation(h) }
+    })
+  }
+
+  async setVersion (volume: string, block: string, epoch: number, version: string): Promise<VersionResult> {
+    checkId('volume', volume)
+    checkId('block', block)
+    checkEpoch(epoch)
+    checkText('version', version, VERSION_MAX)
+    return await this.run('setVersion', async () => {
+      const reply = await this.client.ferrySetVersion(
+        this.keys.location(volume, block), this.keys.history(volume, block),
+        epoch, version, Date.now(), this.config.history.limit) as [string, unknown]
+      const loc = liveLocation(pairsToRecord(reply[1]))
+      return reply[0] === 'ok' ? { ok: true, location: loc! } : { ok: false, current: loc }
+    })
+  }
+
+  async deleteLocation (volume: string, block: string, expectedEpoch?: number, options?: WriteOptions): Promise<DeleteResult> {
+    checkId('volume', volume)
+    checkId('block', block)
+    if (expectedEpoch !== undefined) checkEpoch(expectedEpoch)
+    const o = checkWriteOptions(options, 'delete')
+    const extra = this.fenceKeys(o.fence)
+    return await this.run('deleteLocation', async () => {
+      if (!await this.clusterFenceHolds(o.fence)) {
+        return { ok: false, reason: 'fenced', current: liveLocation(await this.client.hgetall(this.keys.location(volume, block))) }
+      }
+      const reply = await this.client.ferryDelete(
+        2 + extra.length, this.keys.location(volume, block), this.keys.history(volume, block), ...extra,
+        expectedEpoch ?? '', Date.now(), o.fence?.token ?? '', this.config.history.limit,
+        this.keys.channel, volume, block, o.reason, this.config.tombstoneTtlMs
+      ) as [string, unknown?]
+      if (reply[0] === 'ok') return { ok: true, deleted: true }
+      if (reply[0] === 'absent') return { ok: true, deleted: false }
+      return { ok: false, reason: reply[0] === 'fenced' ? 'fenced' : 'epoch', current: liveLocation(pairsToRecord(reply[1])) }
+    })
+  }
+
+  /** Masters to SCAN: the server itself, or every Cluster master (each holds its own slots). */
+  private scanNodes (): Redis[] {
+    if (this.backend === 'redis') return [this.client as Redis]
+    return (this.client as Cluster).nodes('master')
+  }
+
+  private async * scanHashes (kind: 'loc' | 'aff', op: string): AsyncGenerator<{ volume: string, block: string, hash: Record<string, string> }> {
+    const pattern = this.keys.blockPattern(kind)
+    const nodes = await this.run(op, async () => this.scanNodes())
+    for (const node of nodes) {
+      let cursor = '0'
+      do {
+        const [next, keys] = await this.run(op, () => node.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT))
+        cursor = next
+        const refs = keys.map(k => this.keys.parseBlockKey(k, kind)).filter((r): r is BlockRef => r !== null)
+        if (refs.length === 0) continue
+        const hashes = await this.run(op, async () => {
+          const replies = await node.pipeline(refs.map(r => ['hgetall', kind === 'loc' ? this.keys.location(r.volume, r.block) : this.keys.affinity(r.volume, r.block)])).exec()
+          return (replies ?? []).map(([err, value]) => {
+            if (err) throw err
+            return value as Record<string, string>
+          })
+        })
+        for (let i = 0; i < refs.length; i++) yield { ...refs[i]!, hash: hashes[i]! }
+      } while (cursor !== '0')
+    }
+  }
+
+  async * scanLocations (): AsyncIterable<LocatedBlock> {
+    for await (const { volume, block, hash } of this.scanHashes('loc', 'scanLocations')) {
+      const s = decodeStoredLocation(hash)
+      if (s.kind === 'live') yield { volume, block, location: s.location }
+    }
+  }
+
+  async blockHistory (volume: string, block: string): Promise<HistoryEntry[]> {
+    const key = this.keys.history(checkId('volume', volume), checkId('block', block))
+    const raw = await this.run('blockHistory', () => this.client.lrange(key, 0, -1))
+    return raw.map(decodeHistory).filter((h): h is HistoryEntry => h !== null)
+  }
+
+  // ───────────────────────────── affinity ─────────────────────────────
+
+  async mergeAccess (deltas: readonly AccessDelta[]): Promise<void> {
+    const { halfLifeMs, ttlMs } = this.config.affinity
+    const groups = groupDeltas(deltas, halfLifeMs)
+    if (groups.length === 0) return
+    await this.run('mergeAccess', async () => {
+      // One script call per block, all issued in one tick: one round trip per node.
+      await Promise.all(groups.map(g => {
+        const args: Array<string | number> = [halfLifeMs, ttlMs, g.reads, g.writes, g.at, SCORE_FLOOR]
+        for (const [site, w] of g.weights) args.push(site, w)
+        return this.client.ferryMergeAccess(this.keys.affinity(g.volume, g.block), ...args)
+      }))
+    })
+  }
+
+  async getAffinity (volume: string, block: string): Promise<AffinityEntry | null> {
+    const key = this.keys.affinity(checkId('volume', volume), checkId('block', block))
+    const h = await this.run('getAffinity', () => this.client.hgetall(key))
+    return decodeAffinity(volume, block, h)
+  }
+
+  async * scanAffinity (): AsyncIterable<AffinityEntry> {
+    for await (const { volume, block, hash } of this.scanHashes('aff', 'scanAffinity')) {
+      const a = decodeAffinity(volume, block, hash)
+      if (a !== null) yield a
+    }
+  }
+
+  async setPreferred (volume: string, block: string, gateways: readonly string[]): Promise<void> {
+    const key = this.keys.affinity(checkId('volume', volume), checkId('block', block))
+    const list = gateways.map(g => checkId('gateway', g)).join(',')
+    await this.run('setPreferred', () => this.client.ferrySetPreferred(key, list, Date.now(), this.config.affinity.ttlMs))
+  }
+
+  // ───────────────────────────── sessions ─────────────────────────────
+
+  async getSession (id: string): Promise<Session | null> {
+    const key = this.keys.session(checkId('session', id))
+    const h = await this.run('getSession', () => this.client.hgetall(key))
+    return decodeSession(h)
+  }
+
+  async putSession (id: string, session: SessionInput, ttlMs: number): Promise<Session> {
+    const key = this.keys.session(checkId('session', id))
+    checkTtl(ttlMs)
+    const { bindings, stateJson } = checkSessionInput(session, this.config.sessions.maxBytes)
+    const now = Date.now()
+    const args: string[] = []
+    for (const [v, g] of Object.entries(bindings)) args.push(v, g)
+    await this.run('putSession', () => this.client.ferryPutSession(key, now, ttlMs, stateJson, ...args))
+    return { bindings, state: JSON.parse(stateJson) as Record<string, unknown>, updatedAt: now }
+  }
+
+  async bindSession (id: string, volume: string, gateway: string, ttlMs: number): Promise<void> {
+    const key = this.keys.session(checkId('session', id))
+    checkId('volume', volume)
+    checkId('gateway', gateway)
+    checkTtl(ttlMs)
+    const ok = await this.run('bindSession', () => this.client.ferryBindSession(key, Date.now(), ttlMs, volume, gateway, MAX_BINDINGS))
+    if (ok !== 1) throw tooLarge(`session ${id} already binds ${MAX_BINDINGS} volumes`)
+  }
+
+  async touchSession (id: string, ttlMs: number): Promise<boolean> {
+    const key = this.keys.session(checkId('session', id))
+    checkTtl(ttlMs)
+    return await this.run('touchSession', async () => (await this.client.pexpire(key, ttlMs)) === 1)
+  }
+
+  async deleteSession (id: string): Promise<boolean> {
+    const key = this.keys.session(checkId('session', id))
+    return await this.run('deleteSession', async () => (await this.client.del(key)) === 1)
+  }
+
+  // ───────────────────────────── telemetry ─────────────────────────────
+
+  async appendTelemetry (gateway: string, samples: readonly TelemetrySample[]): Promise<void> {
+    const key = this.keys.telemetry(checkId('gateway', gateway))
+    const checked = checkSamples(samples)
+    if (checked.length === 0) return
+    const { maxAgeMs, maxSamples } = this.config.telemetry
+    const args: Array<string | number> = []
+    for (const s of checked) args.push(s.at, JSON.stringify(s))
+    await this.run('appendTelemetry', () => this.client.ferryAppendTelemetry(key, Date.now(), maxAgeMs, maxSamples, ...args))
+  }
+
+  async readTelemetry (gateway: string, query: TelemetryQuery = {}): Promise<TelemetrySample[]> {
+    const key = this.keys.telemetry(checkId('gateway', gateway))
+    const { maxAgeMs, maxSamples } = this.config.telemetry
+    const limit = checkLimit(query.limit, maxSamples, maxSamples)
+    const min = Math.max(query.since ?? 0, Date.now() - maxAgeMs)
+    const raw = await this.run('readTelemetry', () => this.client.zrevrangebyscore(key, '+inf', min, 'LIMIT', 0, limit))
+    const out: TelemetrySample[] = []
+    for (let i = raw.length - 1; i >= 0; i--) {
+      try { out.push(JSON.parse(raw[i]!) as TelemetrySample) } catch { /* foreign member: skip */ }
+    }
+    return out
+  }
+
+  // ───────────────────────────── migrations ─────────────────────────────
+
+  private migrationArgs (id: string, fields: Partial<MigrationRecord>, finished: boolean, endedAt: number | null | undefined): Array<string | number> {
+    return [
+      this.keys.migActive, this.keys.migDone, this.keys.migration(id),
+      id, finished ? '1' : '0', endedAt ?? '', this.config.migrations.limit, this.keys.migRecordPrefix,
+      ...encodeMigrationFields(fields)
+    ]
+  }
+
+  async appendMigration (record: MigrationInput): Promise<MigrationRecord> {
+    const rec = checkMigrationInput(record, Date.now())
+    const added = await this.run('appendMigration', () =>
+      this.client.ferryAppendMigration(...this.migrationArgs(rec.id, rec, rec.result !== null, rec.endedAt)))
+    if (added !== 1) throw conflict(`migration ${rec.id} already exists`)
+    return rec
+  }
+
+  async updateMigration (id: string, patch: MigrationPatch): Promise<MigrationRecord | null> {
+    checkId('migration', id)
+    const fields = checkMigrationPatch(patch, Date.now())
+    const reply = await this.run('updateMigration', () =>
+      this.client.ferryUpdateMigration(...this.migrationArgs(id, fields, fields.result !== undefined && fields.result !== null, fields.endedAt)))
+    if (reply === null) return null
+    const h = pairsToRecord(reply)
+    return Object.keys(h).length === 0 ? null : decodeMigration(h)
+  }
+
+  async getMigration (id: string): Promise<MigrationRecord | null> {
+    const key = this.keys.migration(checkId('migration', id))
+    const h = await this.run('getMigration', () => this.client.hgetall(key))
+    return Object.keys(h).length === 0 ? null : decodeMigration(h)
+  }
+
+  async listMigrations (query: MigrationQuery = {}): Promise<MigrationRecord[]> {
+    const limit = checkLimit(query.limit, 100, 10_000)
+    const reply = await this.run('listMigrations', () =>
+      this.client.ferryListMigrations(this.keys.migActive, this.keys.migDone, this.keys.migRecordPrefix, limit, query.active === true ? '1' : '0')) as unknown[]
+    return sortMigrations(reply.map(r => decodeMigration(pairsToRecord(r))), limit)
+  }
+
+  // ───────────────────────────── lease ─────────────────────────────
+
+  async acquireLease (name: string, holder: string, ttlMs: number): Promise<LeaseGrant | null> {
+    checkId('lease', name)
+    checkHolder(holder)
+    checkTtl(ttlMs)
+    const reply = await this.run('acquireLease', () => this.client.ferryAcquireLease(this.keys.lease(name), this.keys.leaseSeq(name), holder, ttlMs))
+    if (reply === null) return null
+    const token = Number(reply)
+    if (!Number.isSafeInteger(token) || token < 1) throw corrupt(`lease ${name} holds a bad token: ${String(reply)}`)
+    return { token }
+  }
+
+  async renewLease (name: string, holder: string, token: number, ttlMs: number): Promise<boolean> {
+    checkId('lease', name)
+    checkHolder(holder)
+    checkToken(token)
+    checkTtl(ttlMs)
+    return await this.run('renewLease', async () => (await this.client.ferryRenewLease(this.keys.lease(name), holder, token, ttlMs)) === 1)
+  }
+
+  async releaseLease (name: string, holder: string, token: number): Promise<boolean> {
+    checkId('lease', name)
+    checkHolder(holder)
+    checkToken(token)
+    return await this.run('releaseLease', async () => (await this.client.ferryReleaseLease(this.keys.lease(name), holder, token)) === 1)
+  }
+
+  async getLease (name: string): Promise<LeaseInfo | null> {
+    checkId('lease', name)
+    const reply = await this.run('getLease', () => this.client.ferryGetLease(this.keys.lease(name))) as [string, string, number] | null
+    if (reply === null) return null
+    return { holder: reply[0], token: Number(reply[1]), ttlMs: Number(reply[2]) }
+  }
+
+  // ───────────────────────────── events ─────────────────────────────
+
+  subscribe (handler: StoreEventHandler): () => void {
+    return this.hub.subscribe(handler)
+  }
+
+  async publish (channel: string, message: unknown): Promise<void> {
+    const raw = encodeMessageEvent(checkChannel(channel), message)
+    if (Buffer.byteLength(raw) > this.config.maxMessageBytes) throw tooLarge(`message over ${this.config.maxMessageBytes} bytes`)
+    await this.run('publish', () => this.client.publish(this.keys.channel, raw))
+  }
+
+  status (): StoreStatus {
+    return this.hub.status()
+  }
+
+  async close (): Promise<void> {
+    if (this.isClosed) return
+    this.isClosed = true
+    if (this.probeTimer !== null) clearInterval(this.probeTimer)
+    this.updateStatus()
+    await this.subscriber.close()
+    try {
+      if (this.cmdReady) await this.client.quit()
+      else this.client.disconnect()
+    } catch {
+      this.client.disconnect()
+    }
+  }
+}
+
+function num (s: string | undefined): number {
+  const n = Number(s ?? 0)
+  return Number.isFinite(n) ? n : 0
+}
+
+export function decodeAffinity (volume: string, block: string, h: Record<string, string>): AffinityEntry | null {
+  if (Object.keys(h).length === 0) return null
+  const scores: Record<string, number> = {}
+  for (const [field, value] of Object.entries(h)) {
+    if (field.startsWith('s:')) scores[field.slice(2)] = num(value)
+  }
+  return {
+    volume,
+    block,
+    scores,
+    scoredAt: num(h.at),
+    reads: num(h.r),
+    writes: num(h.w),
+    lastAccess: num(h.la),
+    preferred: h.pref === undefined || h.pref === '' ? [] : h.pref.split(',')
+  }
+}
+
+export function decodeSession (h: Record<string, string>): Session | null {
+  if (Object.keys(h).length === 0) return null
+  const bindings: Record<string, string> = {}
+  for (const [field, value] of Object.entries(h)) {
+    if (field.startsWith('b:')) bindings[field.slice(2)] = value
+  }
+  let state: Record<string, unknown> = {}
+  try {
+    const parsed: unknown = JSON.parse(h.st ?? '{}')
+    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) state = parsed as Record<string, unknown>
+  } catch { throw corrupt('stored session state is not JSON') }
+  return { bindings, state, updatedAt: num(h.at) }
+}

@@ -1,0 +1,288 @@
+/**
+ * The state store contract. Both backends (memory, Redis standalone/Cluster) implement
+ * `StateStore` with the same semantics; `test/state/contract.ts` is the executable version of
+ * this file. Times are milliseconds since the epoch (Date.now()) unless a name says otherwise.
+ */
+
+// ───────────────────────────── block locations ─────────────────────────────
+
+/**
+ * `stable`: served by `gateway`. `copying`: still served by `gateway` while the planner copies to
+ * `target`. `cutover`: proxies hold writes while the planner verifies and flips. `done`: the flip
+ * happened; serve from `gateway` (the planner sets it to the new home) and release held writes.
+ */
+export type LocationPhase = 'stable' | 'copying' | 'cutover' | 'done'
+export const LOCATION_PHASES: readonly LocationPhase[] = ['stable', 'copying', 'cutover', 'done']
+
+export interface BlockLocation {
+  /** Where requests for the block go. Always route here, whatever the phase. */
+  gateway: string
+  /** Bumped by every compare-and-set and by a delete; never goes backwards for a block. */
+  epoch: number
+  /** ETag of the last acknowledged write recorded with `setVersion` (null: none yet). */
+  version: string | null
+  phase: LocationPhase
+  /** The gateway being migrated to (required in `copying` and `cutover`). */
+  target?: string
+  /** When this epoch began (a `setVersion` does not change it). */
+  updatedAt: number
+  /** Highest fencing token that has written this block (0: never written under a lease). */
+  fence: number
+}
+
+/** What a caller proposes; the store assigns `epoch`, `updatedAt` and `fence`. */
+export interface LocationInput {
+  gateway: string
+  /** Default `stable`. */
+  phase?: LocationPhase
+  target?: string
+  /** Omitted: keep the current version (a migration keeps the block's content). null: clear it. */
+  version?: string | null
+}
+
+/** A lease name and the token `acquireLease` returned: proves the writer is the current leader. */
+export interface Fence {
+  lease: string
+  token: number
+}
+
+export interface WriteOptions {
+  /**
+   * Refuse the write unless `token` is the lease's current token (and no higher token has ever
+   * written this block). See README "Fencing".
+   */
+  fence?: Fence
+  /** Free text recorded in the block's history (e.g. `migration:m-42`). At most 200 characters. */
+  reason?: string
+}
+
+export type CasResult =
+  | { ok: true, location: BlockLocation }
+  | { ok: false, reason: 'epoch' | 'fenced', current: BlockLocation | null }
+
+export type VersionResult =
+  | { ok: true, location: BlockLocation }
+  | { ok: false, current: BlockLocation | null }
+
+export type DeleteResult =
+  | { ok: true, deleted: boolean }
+  | { ok: false, reason: 'epoch' | 'fenced', current: BlockLocation | null }
+
+export interface BlockRef {
+  volume: string
+  block: string
+}
+
+export interface LocatedBlock extends BlockRef {
+  location: BlockLocation
+}
+
+/** One entry of a block's version history, oldest first. */
+export interface HistoryEntry {
+  epoch: number
+  gateway: string
+  version: string | null
+  phase: LocationPhase
+  at: number
+  /** `cas`, `write`, `delete`, or the caller's `reason`. */
+  reason: string
+}
+
+// ───────────────────────────── affinity ─────────────────────────────
+
+/**
+ * Accesses to one block from one site, accumulated by a proxy since its last flush (the shape
+ * proxy/access-recorder.ts drains, so a drained batch can be merged as is).
+ */
+export interface AccessDelta {
+  volume: string
+  block: string
+  /** A site id, or '' for clients in no configured site. */
+  site: string
+  reads: number
+  writes: number
+  /** When the last of these accesses happened: decay is computed relative to it. */
+  lastAccessMs: number
+  /** Score increment; default `reads + writes`. */
+  weight?: number
+}
+
+export interface AffinityEntry extends BlockRef {
+  /** Decayed access score per site, as of `scoredAt`. Use `decayScores()` to bring to "now". */
+  scores: Record<string, number>
+  scoredAt: number
+  /** Total reads and writes ever merged (not decayed). */
+  reads: number
+  writes: number
+  lastAccess: number
+  /** Preferred gateways, best first: the seed's `(Data Block ID) -> (Preferred Gateway ID list)`. */
+  preferred: string[]
+}
+
+// ───────────────────────────── sessions ─────────────────────────────
+
+export interface Session {
+  /** volume → gateway the session is bound to. */
+  bindings: Record<string, string>
+  /** Small JSON-serialisable state (bounded by `sessions.maxBytes`). */
+  state: Record<string, unknown>
+  updatedAt: number
+}
+
+export interface SessionInput {
+  bindings: Record<string, string>
+  state?: Record<string, unknown>
+}
+
+// ───────────────────────────── telemetry ─────────────────────────────
+
+/** One sample from a gateway's agent: a timestamp and named finite numbers (cpu, memPressure, …). */
+export interface TelemetrySample {
+  at: number
+  [metric: string]: number
+}
+
+export interface TelemetryQuery {
+  /** Only samples with `at >= since`. */
+  since?: number
+  /** At most this many, the most recent ones (returned oldest first). */
+  limit?: number
+}
+
+// ───────────────────────────── migrations ─────────────────────────────
+
+export type MigrationPhase = 'queued' | 'copying' | 'cutover' | 'cleanup' | 'done'
+export const MIGRATION_PHASES: readonly MigrationPhase[] = ['queued', 'copying', 'cutover', 'cleanup', 'done']
+export type MigrationResult = 'ok' | 'failed' | 'rolled-back' | 'cancelled'
+export const MIGRATION_RESULTS: readonly MigrationResult[] = ['ok', 'failed', 'rolled-back', 'cancelled']
+
+export interface MigrationRecord {
+  id: string
+  volume: string
+  block: string
+  from: string
+  to: string
+  phase: MigrationPhase
+  /** Bytes copied so far. */
+  bytes: number
+  /** Size of the block when known (for % and ETA). */
+  totalBytes: number | null
+  startedAt: number
+  endedAt: number | null
+  /** null while the migration is active; set once, when it ends. */
+  result: MigrationResult | null
+  error: string | null
+  /** Why it was started (`rebalance`, `drain:gw-2`, `operator`, …). */
+  reason: string | null
+  updatedAt: number
+}
+
+export type MigrationInput =
+  Pick<MigrationRecord, 'id' | 'volume' | 'block' | 'from' | 'to'> &
+  Partial<Pick<MigrationRecord, 'phase' | 'bytes' | 'totalBytes' | 'startedAt' | 'endedAt' | 'result' | 'error' | 'reason'>>
+
+export type MigrationPatch = Partial<Pick<MigrationRecord, 'phase' | 'bytes' | 'totalBytes' | 'endedAt' | 'result' | 'error' | 'to'>>
+
+export interface MigrationQuery {
+  /** Default 100. */
+  limit?: number
+  /** Only migrations whose result is still null. */
+  active?: boolean
+}
+
+// ───────────────────────────── lease ─────────────────────────────
+
+export interface LeaseGrant {
+  /** Strictly greater than every token granted before for this lease name. */
+  token: number
+}
+
+export interface LeaseInfo {
+  holder: string
+  token: number
+  /** Remaining time to live as the backend sees it. */
+  ttlMs: number
+}
+
+// ───────────────────────────── events and health ─────────────────────────────
+
+export interface StoreStatus {
+  ok: boolean
+  /** Why it is not ok (for /readyz), e.g. `redis: connect ECONNREFUSED 127.0.0.1:6379`. */
+  reason?: string
+}
+
+export type StoreEvent =
+  /** A location changed (compare-and-set or delete). `location` is null after a delete. */
+  | { type: 'location', volume: string, block: string, epoch: number, location: BlockLocation | null }
+  /** A message from `publish(channel, message)`: gateway-health, config, … */
+  | { type: 'message', channel: string, message: unknown }
+  /** Events may have been missed (first connection, reconnection): reload everything cached. */
+  | { type: 'resync', reason: string }
+  /** `status()` changed. Local to this store instance; never crosses the backend. */
+  | { type: 'status', status: StoreStatus }
+
+export type StoreEventHandler = (event: StoreEvent) => void
+
+// ───────────────────────────── the store ─────────────────────────────
+
+export interface StateStore {
+  /** `memory`, `redis` or `redis-cluster`. */
+  readonly backend: string
+
+  getLocation (volume: string, block: string): Promise<BlockLocation | null>
+  /** One round trip (one per node on a Cluster); result in the order of `refs`. */
+  getLocations (refs: readonly BlockRef[]): Promise<Array<BlockLocation | null>>
+  /**
+   * Atomically: if the block's epoch is `expectedEpoch` (0: no location) and the fence holds,
+   * write `next` with epoch + 1, append to the block's history and publish a location event.
+   */
+  casLocation (volume: string, block: string, expectedEpoch: number, next: LocationInput, options?: WriteOptions): Promise<CasResult>
+  /** Record the ETag of an acknowledged write; refused when the block's epoch is no longer `epoch`. */
+  setVersion (volume: string, block: string, epoch: number, version: string): Promise<VersionResult>
+  /** Removes the location (the epoch is kept in a tombstone so it never goes backwards). */
+  deleteLocation (volume: string, block: string, expectedEpoch?: number, options?: WriteOptions): Promise<DeleteResult>
+  /** Every live location, in no particular order, in batches (for full resync). */
+  scanLocations (): AsyncIterable<LocatedBlock>
+  /** Oldest first, at most `history.limit` entries. */
+  blockHistory (volume: string, block: string): Promise<HistoryEntry[]>
+
+  /** Merge a batch of deltas (pipelined: one round trip per node). Refreshes the entries' TTL. */
+  mergeAccess (deltas: readonly AccessDelta[]): Promise<void>
+  getAffinity (volume: string, block: string): Promise<AffinityEntry | null>
+  scanAffinity (): AsyncIterable<AffinityEntry>
+  /** Does not refresh the TTL: a cold block's preferences expire with it. */
+  setPreferred (volume: string, block: string, gateways: readonly string[]): Promise<void>
+
+  getSession (id: string): Promise<Session | null>
+  putSession (id: string, session: SessionInput, ttlMs: number): Promise<Session>
+  /** Bind one volume atomically (other bindings and the state are kept); creates the session if absent. */
+  bindSession (id: string, volume: string, gateway: string, ttlMs: number): Promise<void>
+  touchSession (id: string, ttlMs: number): Promise<boolean>
+  deleteSession (id: string): Promise<boolean>
+
+  appendTelemetry (gateway: string, samples: readonly TelemetrySample[]): Promise<void>
+  readTelemetry (gateway: string, query?: TelemetryQuery): Promise<TelemetrySample[]>
+
+  /** Throws FERRY_STATE_CONFLICT if the id exists. */
+  appendMigration (record: MigrationInput): Promise<MigrationRecord>
+  /** null when the id is unknown (or was trimmed away). */
+  updateMigration (id: string, patch: MigrationPatch): Promise<MigrationRecord | null>
+  getMigration (id: string): Promise<MigrationRecord | null>
+  /** Newest first (by startedAt). */
+  listMigrations (query?: MigrationQuery): Promise<MigrationRecord[]>
+
+  /** null while someone else holds it. The same holder re-acquiring gets its token back, extended. */
+  acquireLease (name: string, holder: string, ttlMs: number): Promise<LeaseGrant | null>
+  renewLease (name: string, holder: string, token: number, ttlMs: number): Promise<boolean>
+  releaseLease (name: string, holder: string, token: number): Promise<boolean>
+  getLease (name: string): Promise<LeaseInfo | null>
+
+  /** Handlers run in delivery order; an exception in one is logged and does not affect others. */
+  subscribe (handler: StoreEventHandler): () => void
+  /** `channel`: lowercase letters, digits, `.`, `_`, `-` (e.g. `gateway-health`). JSON-serialisable message. */
+  publish (channel: string, message: unknown): Promise<void>
+
+  status (): StoreStatus
+  close (): Promise<void>
+}

@@ -1,0 +1,111 @@
+import { randomBytes } from 'node:crypto'
+import { Cluster, Redis } from 'ioredis'
+import { createRegistry, type Registry } from '../../lib/metrics.js'
+import { MemoryBackend, MemoryStore } from '../../state/memory.js'
+import { createStore, waitForReady } from '../../state/factory.js'
+import type { StateConfigInput } from '../../state/config.js'
+import type { StateStore } from '../../state/types.js'
+
+/**
+ * How the contract suite reaches a backend. A namespace is an empty, private data set (a fresh
+ * MemoryBackend, or a fresh key prefix on a shared Redis); each `connect()` is one more store
+ * over it — one more "proxy".
+ */
+export interface Connected {
+  store: StateStore
+  registry: Registry
+}
+
+export interface Namespace {
+  connect (): Promise<Connected>
+  /** Puts a raw string on the notification channel, bypassing every encoder. */
+  injectRaw (raw: string): Promise<void>
+  close (): Promise<void>
+}
+
+export interface Harness {
+  name: string
+  namespace (config?: StateConfigInput): Promise<Namespace>
+}
+
+/** Small bounds so the suite can observe trimming and expiry quickly. */
+export const TEST_LIMITS: StateConfigInput = {
+  affinity: { halfLifeMs: 1000, ttlMs: 60_000 },
+  telemetry: { maxSamples: 5, maxAgeMs: 60_000 },
+  history: { limit: 4 },
+  migrations: { limit: 3 },
+  sessions: { maxBytes: 2048 }
+}
+
+function merge (a: StateConfigInput, b: StateConfigInput | undefined): StateConfigInput {
+  return { ...a, ...(b ?? {}) }
+}
+
+export function memoryHarness (): Harness {
+  return {
+    name: 'memory',
+    async namespace (config) {
+      const backend = new MemoryBackend(merge(TEST_LIMITS, config))
+      const stores: StateStore[] = []
+      return {
+        async connect () {
+          const registry = createRegistry(false)
+          const store = new MemoryStore({ backend, registry })
+          stores.push(store)
+          return { store, registry }
+        },
+        async injectRaw (raw) { backend.publishRaw(raw) },
+        async close () { await Promise.all(stores.map(s => s.close())) }
+      }
+    }
+  }
+}
+
+/** `target`: a standalone URL, or Cluster node addresses. Each namespace gets its own key prefix. */
+export function redisHarness (name: string, target: { url: string } | { nodes: string[] }): Harness {
+  return {
+    name,
+    async namespace (config) {
+      const keyPrefix = `t${randomBytes(4).toString('hex')}:`
+      const base: StateConfigInput = {
+        ...merge(TEST_LIMITS, config),
+        backend: 'redis',
+        keyPrefix,
+        ...('url' in target ? { url: target.url } : { cluster: { nodes: target.nodes } }),
+        reconnect: { minDelayMs: 50, maxDelayMs: 500 }
+      }
+      const stores: StateStore[] = []
+      const raw = 'url' in target
+        ? new Redis(target.url, { lazyConnect: true })
+        : new Cluster(target.nodes.map(n => ({ host: n.split(':')[0]!, port: Number(n.split(':')[1]) })), { lazyConnect: true })
+      raw.on('error', () => { /* the test using it reports failures */ })
+      return {
+        async connect () {
+          const registry = createRegistry(false)
+          const store = createStore(base, { registry })
+          stores.push(store)
+          if (!await waitForReady(store, 10_000)) throw new Error(`store did not become ready: ${store.status().reason ?? ''}`)
+          return { store, registry }
+        },
+        async injectRaw (message) {
+          await raw.publish(keyPrefix + 'events', message)
+        },
+        async close () {
+          await Promise.all(stores.map(s => s.close()))
+          // Leave a shared REDIS_URL server as we found it.
+          if (raw.status === 'wait') await raw.connect()
+          const nodes = raw instanceof Cluster ? raw.nodes('master') : [raw]
+          for (const node of nodes) {
+            let cursor = '0'
+            do {
+              const [next, keys] = await node.scan(cursor, 'MATCH', keyPrefix + '*', 'COUNT', 1000)
+              cursor = next
+              for (const k of keys) await node.del(k)
+            } while (cursor !== '0')
+          }
+          raw.disconnect()
+        }
+      }
+    }
+  }
+}
