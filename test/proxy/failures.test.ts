@@ -6,7 +6,7 @@ import { request } from 'undici'
 import { startGateways } from '../helpers/gateway.js'
 import { startProxy, testConfig } from '../helpers/ferry.js'
 import { sleep, waitFor } from '../helpers/net.js'
-import { rawRequest } from './forwarding.test.js'
+import { rawRequest } from '../helpers/http.js'
 
 /** Block files and temp files in a reference gateway's directory. */
 function gatewayFiles (dir: string): { blocks: string[], temps: string[] } {
@@ -170,7 +170,7 @@ t.test('/readyz turns 503 with reasons when every gateway is down, and 200 when 
   await gws.gateways[0]!.setFaults({ refuse: 'unbind' })
   await gws.gateways[1]!.setFaults({ refuse: 'unbind' })
   const down = await waitFor(async () => { const r = await ready(); return r.status === 503 ? r : undefined }, 'readyz 503')
-  t.match(down.body.reasons.join('\n'), /gateways: no healthy gateway: gw1 probe-failed.*gw2 probe-failed/)
+  t.match(down?.body.reasons.join('\n'), /gateways: no healthy gateway: gw1 probe-failed.*gw2 probe-failed/)
   await gws.gateways[1]!.clearFaults()
   await waitFor(async () => (await ready()).status === 200, 'readyz 200 again')
   t.pass('ready again')

@@ -3,7 +3,9 @@ import http from 'node:http'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import net from 'node:net'
+import type net from 'node:net'
+import { Readable } from 'node:stream'
+import { rawRequest } from '../helpers/http.js'
 import { request } from 'undici'
 import { startGateways } from '../helpers/gateway.js'
 import { startProxy, testConfig } from '../helpers/ferry.js'
@@ -113,7 +115,7 @@ t.test('bad paths, methods and bodies get clean 4xx JSON errors', async t => {
 
   // Chunked (no Content-Length): refused once the stream passes the limit, and nothing stored.
   async function * chunks (): AsyncGenerator<Buffer> { for (let i = 0; i < 10; i++) yield Buffer.alloc(500, 1) }
-  const chunked = await request(`${p.url}/a/chunked`, { method: 'PUT', body: chunks() })
+  const chunked = await request(`${p.url}/a/chunked`, { method: 'PUT', body: Readable.from(chunks()) })
   t.equal(chunked.statusCode, 413, 'chunked body over the limit')
   await chunked.body.dump()
   const after = await request(`${p.url}/a/chunked`)
@@ -162,17 +164,3 @@ t.test('X-Forwarded-For from a peer that is not a trusted proxy is ignored', asy
   const info = await (await request(`${p.adminUrl}/v1/blocks/v/b`)).body.json() as { access: { sites: Record<string, number> } }
   t.same(Object.keys(info.access.sites), ['site-a'], 'the socket address decides the site')
 })
-
-/** Sends raw bytes and returns everything the server answers before closing (or 2 s). */
-export async function rawRequest (url: string, text: string | Buffer): Promise<string> {
-  const { port } = new URL(url)
-  return await new Promise((resolve, reject) => {
-    const sock = net.connect(Number(port), '127.0.0.1')
-    let out = ''
-    sock.setTimeout(2000, () => sock.destroy())
-    sock.on('data', d => { out += d.toString('latin1'); if (/\r\n\r\n/.test(out) && /content-length: (\d+)/i.test(out)) { const m = /content-length: (\d+)/i.exec(out); const head = out.indexOf('\r\n\r\n') + 4; if (m && out.length - head >= Number(m[1])) sock.end() } })
-    sock.on('close', () => resolve(out))
-    sock.on('error', err => { if (out !== '') resolve(out); else reject(err) })
-    sock.write(text)
-  })
-}
