@@ -66,6 +66,8 @@ interface Life {
   dataClosed: Promise<void> | undefined
   inflight: number
   onIdle: (() => void) | undefined
+  /** Aborted when the life ends: cancels injected delays, which a dead process would not keep. */
+  ended: AbortController
 }
 
 /**
@@ -180,6 +182,7 @@ export class ReferenceGateway {
     const life = this.#life
     if (life === undefined) return
     life.store.close()
+    life.ended.abort()
     const closed = [this.#unbind(life), closeServer(life.admin)]
     for (const socket of life.sockets) socket.destroy()
     life.admin.closeAllConnections()
@@ -238,7 +241,8 @@ export class ReferenceGateway {
       bound: false,
       dataClosed: undefined,
       inflight: 0,
-      onIdle: undefined
+      onIdle: undefined,
+      ended: new AbortController()
     }
     const { server, admin } = life
     server.timeout = o.idleTimeoutMs ?? 60_000
@@ -304,6 +308,7 @@ export class ReferenceGateway {
   }
 
   #finish (life: Life): void {
+    life.ended.abort()
     if (this.#life === life) {
       this.#life = undefined
       this.#state = 'stopped'
@@ -338,7 +343,7 @@ export class ReferenceGateway {
     const delay = f.latencyMs + (f.jitterMs > 0 ? Math.random() * f.jitterMs : 0)
     if (delay > 0) {
       this.#metrics.fault('latency')
-      await sleep(delay)
+      await sleep(delay, undefined, { signal: life.ended.signal })
     }
     if (this.#faults.stall && !res.destroyed) {
       this.#metrics.fault('stall')

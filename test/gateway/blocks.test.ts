@@ -4,8 +4,7 @@ import { readFile, rename, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { request } from 'undici'
 import { ReferenceGateway } from '../../gateway/gateway.js'
-import { startGateways } from '../helpers/gateway.js'
-import { tempFiles } from './raw.js'
+import { startGateways, tempFiles } from '../helpers/gateway.js'
 
 const etagOf = (b: Buffer): string => `"${createHash('sha256').update(b).digest('hex')}"`
 
