@@ -20,6 +20,21 @@ export class DnsWireError extends FerryError {
     super(code, message, 400)
     this.name = 'DnsWireError'
   }
+
+  /**
+   * Creates one without a stack trace. These are thrown for every malformed packet, a flood
+   * of which is an attack to withstand, and capturing a stack costs more than answering; the
+   * code and message say all there is to say about bad input.
+   */
+  static of (code: WireErrorCode, message: string): DnsWireError {
+    const limit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
+    try {
+      return new DnsWireError(code, message)
+    } finally {
+      Error.stackTraceLimit = limit
+    }
+  }
 }
 
 /** The server could not start: a listener failed to bind (`DNS_LISTEN`), or it was already started (`DNS_STATE`). */

@@ -113,7 +113,7 @@ export class MemoryView implements DnsView {
 export function sampleView (): MemoryView {
   const view = new MemoryView([
     { name: 'east', subnets: ['10.1.0.0/16', '2001:db8:e::/48'], edges: ['192.0.2.1', '2001:db8:e0::1'] },
-    { name: 'west', subnets: ['10.2.0.0/20', '2001:db8:1234:5600::/56'], edges: ['192.0.2.2', '2001:db8:f0::2'] },
+    { name: 'west', subnets: ['10.2.0.0/20', '2001:db8:1234:5600::/56', '2001:1000::/20'], edges: ['192.0.2.2', '2001:db8:f0::2'] },
     { name: 'home', subnets: ['127.0.0.0/8', '::1/128'], edges: ['192.0.2.3', '2001:db8:10::3'] }
   ])
   view.setGateway('gw-east', 'east')
