@@ -447,13 +447,8 @@ export class ReferenceGateway {
     // Refuse before reading a byte: the client learns at once and no disk is touched.
     const declared = req.headers['content-length']
     if (declared !== undefined && Number(declared) > this.maxBlockBytes) throw tooLarge(this.maxBlockBytes)
-    let precondition: Precondition | undefined
-    if (hasPreconditions(req.headers)) {
-      precondition = (current) => {
-        if (evaluatePreconditions(req.headers, current, false) !== 'ok') {
-          throw new FerryError('PRECONDITION_FAILED', 'precondition failed against the current ETag', 412, current === null ? undefined : { etag: current })
-        }
-      }
+    const precondition = preconditionOf(req)
+    if (precondition !== undefined) {
       // Check early too (e.g. If-None-Match: * on an existing block) so a doomed upload is not
       // read; the check that counts is repeated under the block's lock at commit.
       precondition(await store.currentEtag(volume, block))
@@ -468,14 +463,7 @@ export class ReferenceGateway {
   }
 
   async #delete (store: BlockStore, req: IncomingMessage, res: ServerResponse, volume: string, block: string): Promise<void> {
-    let precondition: Precondition | undefined
-    if (hasPreconditions(req.headers)) {
-      precondition = (current) => {
-        if (evaluatePreconditions(req.headers, current, false) !== 'ok') {
-          throw new FerryError('PRECONDITION_FAILED', 'precondition failed against the current ETag', 412)
-        }
-      }
-    }
+    const precondition = preconditionOf(req)
     if (!(await store.delete(volume, block, precondition))) {
       return reject(req, res, 404, 'BLOCK_NOT_FOUND', `block ${volume}/${block} not found`)
     }
@@ -559,6 +547,16 @@ export class ReferenceGateway {
 }
 
 // ---- helpers ----
+
+/** The If-Match/If-None-Match check of a write, as the store runs it against the current ETag. */
+function preconditionOf (req: IncomingMessage): Precondition | undefined {
+  if (!hasPreconditions(req.headers)) return undefined
+  return (current) => {
+    if (evaluatePreconditions(req.headers, current, false) !== 'ok') {
+      throw new FerryError('PRECONDITION_FAILED', current === null ? 'precondition failed: the block does not exist' : 'precondition failed against the current ETag', 412, current === null ? undefined : { etag: current })
+    }
+  }
+}
 
 /**
  * Sends a JSON error. If the request body has not been read, the connection is closed after the
