@@ -64,16 +64,16 @@ export const dnsSectionSchema = z.object({
   zone: dnsName.default('sandbox.ferry.test').describe('the zone ferry is authoritative for; everything else is REFUSED'),
   ttl: u32.default(5).describe('TTL, seconds, of answers that follow the data: volumes, gateways, the SRV of the proxies'),
   apexTtl: u32.default(3600).describe('TTL, seconds, of the SOA and NS records and the name servers\' addresses'),
-  soa: soaSchema,
+  soa: soaSchema.describe('fields of the SOA record at the apex'),
   nameservers: z.array(nameserverSchema).default([])
     .describe('NS records at the apex; default: one, ns1.<zone>, with the first listen address when that is not a wildcard'),
   maxUdpPayload: z.number().int().min(512).max(4096).default(1232)
     .describe('largest UDP response sent, and the EDNS payload size advertised (1232 avoids IP fragmentation: DNS flag day 2020)'),
-  rateLimit: rateLimitSchema,
+  rateLimit: rateLimitSchema.describe('response rate limiting per client subnet (UDP), so that ferry cannot be used to amplify floods'),
   tcp: z.object({
     idleTimeoutMs: z.number().int().positive().default(10_000).describe('idle TCP connections are closed after this (RFC 7766 suggests seconds)'),
     maxConnections: z.number().int().positive().default(1000).describe('TCP connections open at once; more are refused')
-  }).strict().default({}),
+  }).strict().default({}).describe('TCP connections'),
   cacheSize: z.number().int().min(16).default(100_000)
     .describe('encoded answers kept for the fast path (per name, type and site); the whole cache is dropped on any change of the data')
 }).strict().default({})
