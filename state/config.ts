@@ -74,6 +74,12 @@ export const stateConfigSchema = z.object({
   tombstoneTtlMs: ms(7 * 86_400_000, 'how long a deleted location remembers its epoch (so epochs never go backwards for a re-created block)'),
   maxMessageBytes: z.number().int().positive().max(1 << 20).default(64 * 1024).describe('largest message accepted by publish()')
 }).strict().superRefine((cfg, ctx) => {
+  if (cfg.tls?.key !== undefined && cfg.tls.cert === undefined) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['tls', 'cert'], message: '`tls.key` needs `tls.cert`' })
+  }
+  if (cfg.reconnect.minDelayMs > cfg.reconnect.maxDelayMs) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['reconnect', 'minDelayMs'], message: 'must not exceed maxDelayMs' })
+  }
   if (cfg.backend !== 'redis') return
   if (cfg.url === undefined && cfg.cluster === undefined) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['url'], message: 'backend "redis" needs `url` or `cluster.nodes`' })
@@ -83,12 +89,6 @@ export const stateConfigSchema = z.object({
   }
   if (cfg.cluster !== undefined && cfg.db !== undefined && cfg.db !== 0) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['db'], message: 'Redis Cluster has only database 0' })
-  }
-  if (cfg.tls?.key !== undefined && cfg.tls.cert === undefined) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['tls', 'cert'], message: '`tls.key` needs `tls.cert`' })
-  }
-  if (cfg.reconnect.minDelayMs > cfg.reconnect.maxDelayMs) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['reconnect', 'minDelayMs'], message: 'must not exceed maxDelayMs' })
   }
 }).describe('the shared state store: block locations, affinity, sessions, telemetry, migration log, leader lease')
 

@@ -348,7 +348,7 @@ export function contractSuite (t: Test, h: Harness): void {
     const w = await a.casLocation('v', 'b', 0, { gateway: 'gw1' }, { fence: { lease: 'planner', token: first.token } })
     t.ok(w.ok && w.location.fence === first.token, 'fenced cas by the leader')
 
-    const second = await waitFor(() => b.acquireLease('planner', 'host-b:1', 5000), 'lease expiry and takeover', 3000, 50)
+    const second = (await waitFor(() => b.acquireLease('planner', 'host-b:1', 5000), 'lease expiry and takeover', 3000, 50))!
     t.ok(second.token > first.token, `token grows (${first.token} → ${second.token})`)
     t.equal(await a.renewLease('planner', 'host-a:1', first.token, 400), false, 'deposed holder cannot renew')
     t.equal(await a.releaseLease('planner', 'host-a:1', first.token), false, 'nor release')
