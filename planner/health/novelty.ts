@@ -1,0 +1,207 @@
+/**
+ * Behavioural novelty of one signal: how surprising the latest sample is, given everything
+ * this signal did before. Output is a surprise S = -log10(p) >= 0 (p: how often behaviour at
+ * least this unusual was seen), so that S = 4 means "about once in 10 000 samples" on every
+ * signal, whatever its units or distribution.
+ *
+ * Two families live here, behind one interface, so they can be compared on the same
+ * evaluation (bench/health.ts):
+ *
+ * - `tail` (the default): a few causal features per sample, each ranked against its own
+ *   history with an empirical tail (tail.ts), then the most surprising one, corrected for the
+ *   number of features looked at (Bonferroni). Features:
+ *     level     the value itself, both directions: values beyond anything seen before;
+ *     shift     mean of the last `window` samples minus a slow EWMA of the signal, both
+ *               directions: a sustained move that no single sample shows.
+ *   An episode is reported at its onset and whenever it escalates: a sample is only as novel
+ *   as it is more surprising than the previous `refractory` samples. Without this a level that
+ *   stays abnormal would keep re-alarming; with it, what stays abnormal is the job of the
+ *   limit-based part of the health model, not of novelty.
+ * - `gaussian`: the classical online Gaussian: z-score of the sample against the mean and
+ *   standard deviation of a sliding window, turned into a one-sided tail probability. It is
+ *   the family of NAB's windowedGaussian detector and of most threshold-on-z alerting.
+ *
+ * Both are strictly causal: update(x) uses x and the past only.
+ */
+import { TailEstimator, DEFAULT_TAIL, type TailState, type TailOptions } from './tail.js'
+
+export type NoveltyKind = 'tail' | 'gaussian'
+
+export interface TailNoveltyParams {
+  kind: 'tail'
+  /** Samples in the short mean of the shift feature. */
+  window: number
+  /** Weight of a new sample in the slow baseline of the shift feature. */
+  baselineAlpha: number
+  /** Samples during which a non-escalating surprise is not reported again. */
+  refractory: number
+  tail: TailOptions
+}
+
+export interface GaussianNoveltyParams {
+  kind: 'gaussian'
+  /** Samples in the sliding window that defines "normal". */
+  window: number
+}
+
+export type NoveltyParams = TailNoveltyParams | GaussianNoveltyParams
+
+export const DEFAULT_NOVELTY: TailNoveltyParams = { kind: 'tail', window: 24, baselineAlpha: 0.01, refractory: 20, tail: DEFAULT_TAIL }
+export const DEFAULT_GAUSSIAN_NOVELTY: GaussianNoveltyParams = { kind: 'gaussian', window: 288 }
+
+export interface TailNoveltyState {
+  kind: 'tail'
+  /** The last `window` samples, oldest first. */
+  recent: number[]
+  baseline: number | null
+  /** Raw surprises of the last `refractory` samples, oldest first. */
+  recentSurprise: number[]
+  /** level+, level-, shift+, shift- */
+  tails: TailState[]
+}
+
+export interface GaussianNoveltyState {
+  kind: 'gaussian'
+  recent: number[]
+}
+
+export type NoveltyState = TailNoveltyState | GaussianNoveltyState
+
+export interface NoveltyDetector {
+  /** Ingests one sample and returns its surprise (>= 0). */
+  update (x: number): number
+  state (): NoveltyState
+}
+
+const FEATURE_PAIRS = 2
+
+class TailNovelty implements NoveltyDetector {
+  private readonly p: TailNoveltyParams
+  private readonly recent: number[]
+  private baseline: number | null
+  private readonly recentSurprise: number[]
+  private readonly tails: TailEstimator[]
+  private sum: number
+
+  constructor (p: TailNoveltyParams, s?: TailNoveltyState) {
+    this.p = p
+    this.recent = s?.recent.slice(-p.window) ?? []
+    this.baseline = s?.baseline ?? null
+    this.recentSurprise = s?.recentSurprise.slice(-p.refractory) ?? []
+    this.tails = Array.from({ length: 2 * FEATURE_PAIRS }, (_, i) => new TailEstimator(p.tail, s?.tails[i]))
+    this.sum = this.recent.reduce((a, b) => a + b, 0)
+  }
+
+  update (x: number): number {
+    const p = this.p
+    this.recent.push(x)
+    this.sum += x
+    if (this.recent.length > p.window) this.sum -= this.recent.shift() as number
+    if (this.baseline === null) this.baseline = x
+    const features: Array<number | undefined> = [x, -x, undefined, undefined]
+    if (this.recent.length === p.window) {
+      const shift = this.sum / p.window - this.baseline
+      features[2] = shift
+      features[3] = -shift
+    }
+    this.baseline += p.baselineAlpha * (x - this.baseline)
+
+    let raw = 0
+    for (let k = 0; k < features.length; k++) {
+      const f = features[k]
+      if (f === undefined) continue
+      const tail = this.tails[k] as TailEstimator
+      const s = tail.surprise(f)
+      if (s > raw) raw = s
+      tail.add(f)
+    }
+    // Looking at two features (each two-sided, but one side at a time) gives two chances to
+    // see a rare value: halve the probability (Bonferroni).
+    raw = Math.max(0, raw - Math.log10(FEATURE_PAIRS))
+
+    let prevMax = 0
+    for (const s of this.recentSurprise) if (s > prevMax) prevMax = s
+    this.recentSurprise.push(raw)
+    if (this.recentSurprise.length > p.refractory) this.recentSurprise.shift()
+    return raw > prevMax ? raw : 0
+  }
+
+  state (): TailNoveltyState {
+    return { kind: 'tail', recent: this.recent.slice(), baseline: this.baseline, recentSurprise: this.recentSurprise.slice(), tails: this.tails.map(t => t.state()) }
+  }
+}
+
+/** Upper tail of the standard normal, Q(z) = P(Z > z) (Abramowitz-Stegun 7.1.26 via erfc). */
+export function normalTail (z: number): number {
+  return 0.5 * erfc(z / Math.SQRT2)
+}
+
+function erfc (x: number): number {
+  // Numerical Recipes' erfcc: fractional error < 1.2e-7 everywhere, fine for tail probabilities.
+  const z = Math.abs(x)
+  const t = 1 / (1 + 0.5 * z)
+  const r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+  return x >= 0 ? r : 2 - r
+}
+
+/** Inverse of the standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9). */
+export function normalQuantile (p: number): number {
+  if (p <= 0) return -Infinity
+  if (p >= 1) return Infinity
+  const a = [-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00]
+  const b = [-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01, -1.328068155288572e+01]
+  const c = [-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00]
+  const d = [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00]
+  const lo = 0.02425
+  const poly = (cs: number[], x: number): number => cs.reduce((acc, v) => acc * x + v, 0)
+  if (p < lo) {
+    const q = Math.sqrt(-2 * Math.log(p))
+    return poly(c, q) / (poly(d, q) * q + 1)
+  }
+  if (p > 1 - lo) {
+    const q = Math.sqrt(-2 * Math.log(1 - p))
+    return -poly(c, q) / (poly(d, q) * q + 1)
+  }
+  const q = p - 0.5
+  const r = q * q
+  return poly(a, r) * q / (poly(b, r) * r + 1)
+}
+
+class GaussianNovelty implements NoveltyDetector {
+  private readonly p: GaussianNoveltyParams
+  private readonly recent: number[]
+
+  constructor (p: GaussianNoveltyParams, s?: GaussianNoveltyState) {
+    this.p = p
+    this.recent = s?.recent.slice(-p.window) ?? []
+  }
+
+  update (x: number): number {
+    const r = this.recent
+    let out = 0
+    if (r.length >= 10) {
+      let m = 0
+      for (const v of r) m += v
+      m /= r.length
+      let v2 = 0
+      for (const v of r) v2 += (v - m) ** 2
+      const sd = Math.sqrt(v2 / r.length)
+      const z = sd > 0 ? Math.abs(x - m) / sd : (x === m ? 0 : 40)
+      // Two-sided: either direction is news.
+      out = Math.min(300, -Math.log10(Math.max(2 * normalTail(z), 1e-300)))
+    }
+    r.push(x)
+    if (r.length > this.p.window) r.shift()
+    return out
+  }
+
+  state (): GaussianNoveltyState {
+    return { kind: 'gaussian', recent: this.recent.slice() }
+  }
+}
+
+export function createNovelty (params: NoveltyParams, state?: NoveltyState): NoveltyDetector {
+  if (params.kind === 'tail') return new TailNovelty(params, state?.kind === 'tail' ? state : undefined)
+  return new GaussianNovelty(params, state?.kind === 'gaussian' ? state : undefined)
+}
