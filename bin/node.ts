@@ -5,6 +5,8 @@ import type { Logger } from '../lib/log.js'
 import { AdminServer } from '../proxy/admin.js'
 import { registerProxyAdmin } from '../proxy/admin-routes.js'
 import { ProxyServer } from '../proxy/server.js'
+import { createStore } from '../state/factory.js'
+import type { StateStore } from '../state/types.js'
 
 export type Role = 'proxy' | 'dns' | 'planner'
 export const ALL_ROLES: readonly Role[] = ['proxy', 'dns', 'planner']
@@ -16,6 +18,8 @@ export interface FerryNodeOptions {
   registry: Registry
   /** When given, reloads are applied as the watcher publishes them. */
   watcher?: ConfigWatcher
+  /** A store to use instead of the one `state:` describes (tests share one memory store). */
+  store?: StateStore
 }
 
 /**
@@ -25,6 +29,7 @@ export interface FerryNodeOptions {
 export class FerryNode {
   readonly admin: AdminServer
   readonly proxy: ProxyServer | undefined
+  readonly store: StateStore
   private config: FerryConfig
   private readonly logger: Logger
 
@@ -39,8 +44,9 @@ export class FerryNode {
       token: adminToken(cfg),
       logger: opts.logger.child({ role: 'admin' })
     })
+    this.store = opts.store ?? createStore(cfg.state, { logger: opts.logger.child({ role: 'state' }), registry: opts.registry })
     if (opts.roles.has('proxy')) {
-      this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry })
+      this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry, store: this.store })
       registerProxyAdmin(this.admin, this.proxy)
     }
     opts.watcher?.on('reload', next => { this.reconfigure(next) })
@@ -52,6 +58,7 @@ export class FerryNode {
   }
 
   reconfigure (cfg: FerryConfig): void {
+    if (JSON.stringify(cfg.state) !== JSON.stringify(this.config.state)) this.logger.warn('state: changed; takes effect on restart')
     this.proxy?.reconfigure(cfg)
     this.admin.setToken(adminToken(cfg))
     if (cfg.log.level !== this.config.log.level) this.logger.level = cfg.log.level
@@ -63,6 +70,7 @@ export class FerryNode {
     this.opts.watcher?.stop()
     await this.proxy?.close()
     await this.admin.close()
+    if (this.opts.store === undefined) await this.store.close()
   }
 }
 

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { gatewaySchema, siteSchema } from './fleet.js'
-import { adminSectionSchema, healthSectionSchema, proxySectionSchema, recorderSectionSchema } from '../proxy/config.js'
+import { adminSectionSchema, healthSectionSchema, proxySectionSchema, recorderSectionSchema, sessionsSectionSchema } from '../proxy/config.js'
+import { stateConfigSchema } from '../state/config.js'
 
 /**
  * The whole file. Each section's schema lives beside the code it configures; this module only
@@ -15,7 +16,9 @@ export const configSchema = z.object({
   proxy: proxySectionSchema,
   health: healthSectionSchema,
   recorder: recorderSectionSchema,
-  admin: adminSectionSchema
+  sessions: sessionsSectionSchema,
+  admin: adminSectionSchema,
+  state: stateConfigSchema.default({})
 }).strict().superRefine((cfg, ctx) => {
   const siteNames = new Set<string>()
   cfg.sites.forEach((s, i) => {

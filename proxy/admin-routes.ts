@@ -14,6 +14,16 @@ export function registerProxyAdmin (admin: AdminServer, proxy: ProxyServer): voi
     return `no healthy gateway: ${why.join('; ')}`
   })
 
+  const sync = proxy.sync
+  if (sync !== undefined) {
+    // A proxy whose store is away still serves from its cached routes: degraded, not unready.
+    admin.addReadinessCheck('state', () => {
+      const st = sync.store.status()
+      if (st.ok) return undefined
+      return { degraded: `shared state unavailable (${st.reason ?? 'unknown'}); serving from ${sync.cache.size} cached routes` }
+    })
+  }
+
   admin.route('GET', '/v1/gateways', () => {
     const now = Date.now()
     return {
@@ -37,14 +47,14 @@ export function registerProxyAdmin (admin: AdminServer, proxy: ProxyServer): voi
     const block = params.block as string
     if (!isValidId(volume) || !isValidId(block)) throw new FerryError('FERRY_BAD_ID', 'volume and block must be valid ids', 400)
     const key = blockKey(volume, block)
-    const route = proxy.routes.route(key)
+    const route = proxy.routes.route(volume, block, key)
     return {
       volume,
       block,
       location: {
         gateway: route.gateway?.id ?? null,
         placed: route.placed,
-        ...(route.location ? { epoch: route.location.epoch, phase: route.location.phase } : {})
+        ...(route.location ? { epoch: route.location.epoch, phase: route.location.phase, version: route.location.version, ...(route.location.target ? { target: route.location.target } : {}) } : {})
       },
       access: proxy.recorder.get(volume, block) ?? null
     }

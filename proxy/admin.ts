@@ -7,8 +7,12 @@ import { FerryError, isFerryError } from '../lib/errors.js'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
 
-/** A readiness check: undefined when fine, else the reason a load balancer should read. */
-export type ReadinessCheck = () => string | undefined | Promise<string | undefined>
+/**
+ * A readiness check: undefined when fine; a string (the reason) when the process should not get
+ * traffic; `{ degraded }` when it still serves but something is wrong (reported, still 200).
+ */
+export type ReadinessResult = string | { degraded: string } | undefined
+export type ReadinessCheck = () => ReadinessResult | Promise<ReadinessResult>
 
 export interface AdminRequest {
   req: IncomingMessage
@@ -98,17 +102,19 @@ export class AdminServer {
   }
 
   /** Runs every readiness check; a check that throws counts as failing with its message. */
-  async readiness (): Promise<{ ready: boolean, reasons: string[] }> {
+  async readiness (): Promise<{ ready: boolean, reasons: string[], degraded: string[] }> {
     const reasons: string[] = []
+    const degraded: string[] = []
     for (const [name, check] of this.checks) {
       try {
         const r = await check()
-        if (r !== undefined) reasons.push(`${name}: ${r}`)
+        if (typeof r === 'string') reasons.push(`${name}: ${r}`)
+        else if (r !== undefined) degraded.push(`${name}: ${r.degraded}`)
       } catch (err) {
         reasons.push(`${name}: ${(err as Error).message}`)
       }
     }
-    return { ready: reasons.length === 0, reasons }
+    return { ready: reasons.length === 0, reasons, degraded }
   }
 
   private async dispatch (req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -119,7 +125,8 @@ export class AdminServer {
     }
     if (url.pathname === '/readyz' && (method === 'GET' || method === 'HEAD')) {
       const r = await this.readiness()
-      return sendJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', reasons: r.reasons })
+      const status = !r.ready ? 'not ready' : r.degraded.length > 0 ? 'degraded' : 'ready'
+      return sendJson(res, r.ready ? 200 : 503, { status, reasons: r.reasons, degraded: r.degraded })
     }
     if (url.pathname === '/metrics' && method === 'GET') {
       const text = await this.registry.metrics()

@@ -59,7 +59,21 @@ export const recorderSectionSchema = z.object({
   burstHalfLifeS: z.number().positive().default(10).describe('half-life of the short score that burst detection compares with the long one'),
   burstFactor: z.number().gt(1).default(4).describe('short-term rate over long-term rate above which a block is bursting'),
   maxBlocks: z.number().int().positive().default(200_000).describe('blocks tracked per proxy; the least recently used are evicted past this'),
-  accessLog: z.string().nullable().default(null).describe('path of a JSON-lines access log, or null for none')
+  accessLog: z.string().nullable().default(null).describe('path of a JSON-lines access log, or null for none'),
+  flushIntervalMs: z.number().int().min(50).max(1000).default(500)
+    .describe('how often access deltas are merged into the shared store (at least once a second)'),
+  maxPendingDeltas: z.number().int().positive().default(100_000)
+    .describe('deltas kept while the store is unreachable; beyond this they are dropped and counted')
+}).strict().default({})
+
+export const sessionsSectionSchema = z.object({
+  enabled: z.boolean().default(false).describe('sticky sessions: bind a client session to a gateway per volume, state in the shared store'),
+  cookie: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).default('ferry_session').describe('cookie that carries the session id'),
+  header: z.string().regex(/^[A-Za-z0-9-]{1,64}$/).default('x-ferry-session').describe('header that carries the session id (wins over the cookie)'),
+  setCookie: z.boolean().default(true).describe('give a session cookie to clients that have neither cookie nor header'),
+  ttlS: z.number().int().positive().default(1800).describe('a session unused this long expires (in the store)'),
+  cacheMs: z.number().int().nonnegative().default(2000)
+    .describe('how long a proxy uses its cached copy of a session before reading it from the store again')
 }).strict().default({})
 
 export const adminSectionSchema = z.object({
@@ -72,3 +86,4 @@ export type ProxySection = z.infer<typeof proxySectionSchema>
 export type HealthSection = z.infer<typeof healthSectionSchema>
 export type RecorderSection = z.infer<typeof recorderSectionSchema>
 export type AdminSection = z.infer<typeof adminSectionSchema>
+export type SessionsSection = z.infer<typeof sessionsSectionSchema>

@@ -4,6 +4,7 @@ import type { Dispatcher } from 'undici'
 import { sendError } from '../lib/http.js'
 import { downstreamHeaders } from './headers.js'
 import type { Gateway } from './gateway-set.js'
+import type { BlockLocation } from '../state/types.js'
 
 /** What a finished forward reports back to the server (metrics, access log, health). */
 export interface ForwardHost {
@@ -31,6 +32,9 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
   readonly tried = new Set<string>()
   status = 0
   bytesOut = 0
+  etag: string | undefined
+  /** Set when this request recorded the block's first location (and must undo it on failure). */
+  claimedEpoch: number | undefined
   readonly startedAt = performance.now()
   private controller: Dispatcher.DispatchController | undefined
   private started = false
@@ -50,7 +54,8 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
     readonly res: ServerResponse,
     readonly key: string,
     readonly path: string,
-    readonly placed: boolean,
+    /** The block's location when it has one: then it is served there and nowhere else. */
+    readonly location: BlockLocation | undefined,
     gateway: Gateway,
     private readonly headers: string[],
     private readonly body: NodeJS.ReadableStream | null
@@ -79,6 +84,8 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
     if (statusCode < 200) return // 1xx: Node already handled 100-continue with the client
     this.started = true
     this.status = statusCode
+    const etag = headers.etag
+    if (typeof etag === 'string') this.etag = etag
     if (statusCode >= 500) this.host.onGatewayFailure(this.gateway, `status ${statusCode}`)
     else this.host.onGatewaySuccess(this.gateway)
     if (this.res.destroyed) return
@@ -110,7 +117,7 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
       const code = (err as { code?: string }).code ?? ''
       this.host.onGatewayFailure(this.gateway, code || err.message)
       // Only requests without a body can be sent again: an upload's bytes are already spent.
-      if (!this.started && this.body === null && !this.placed && CONNECT_ERRORS.has(code) && this.attempts <= this.host.retries) {
+      if (!this.started && this.body === null && this.location === undefined && CONNECT_ERRORS.has(code) && this.attempts <= this.host.retries) {
         const next = this.host.nextGateway(this)
         if (next !== undefined) {
           this.gateway.inflight--

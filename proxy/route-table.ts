@@ -1,27 +1,21 @@
 import { rendezvousPick, rendezvousRank } from '../lib/rendezvous.js'
+import type { BlockLocation } from '../state/types.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
 
 /**
- * Where a block lives when something (the planner, through the store) has placed it. The proxy
- * only ever reads this from memory: the shared-state layer keeps it current by notification.
+ * Where placed blocks live. The proxy only ever reads this from memory (state/LocationCache,
+ * kept current by the store's notifications): no store round trip on the request path.
+ * `null` means "known to have no location", `undefined` "not loaded yet"; both route by hash.
  */
-export interface PlacedLocation {
-  gateway: string
-  epoch: number
-  phase: 'stable' | 'copying' | 'cutover' | 'done'
-  target?: string
-}
-
 export interface LocationLookup {
-  /** `key` is blockKey(volume, block), already computed by the caller. */
-  lookup (key: string): PlacedLocation | undefined
+  get (volume: string, block: string): BlockLocation | null | undefined
 }
 
 export interface Route {
   gateway: Gateway | undefined
   /** True when the block has a placed location: then only that gateway holds it, no fallback. */
   placed: boolean
-  location: PlacedLocation | undefined
+  location: BlockLocation | undefined
 }
 
 /**
@@ -41,14 +35,19 @@ export class RouteTable {
     this.locations = locations
   }
 
-  route (key: string, now = Date.now()): Route {
-    const location = this.locations?.lookup(key)
-    if (location !== undefined) {
+  route (volume: string, block: string, key: string, now = Date.now()): Route {
+    const location = this.locations?.get(volume, block)
+    if (location !== undefined && location !== null) {
       return { gateway: this.gateways.get(location.gateway), placed: true, location }
     }
+    return { gateway: this.hashed(key, now), placed: false, location: undefined }
+  }
+
+  /** The first healthy gateway in rendezvous order for `key` (any gateway if none is healthy). */
+  hashed (key: string, now = Date.now()): Gateway | undefined {
     const nodes = this.gateways.nodes
     const id = rendezvousPick(key, nodes, gid => this.gateways.isHealthy(gid, now)) ?? rendezvousPick(key, nodes)
-    return { gateway: id === undefined ? undefined : this.gateways.get(id), placed: false, location: undefined }
+    return id === undefined ? undefined : this.gateways.get(id)
   }
 
   /** The next gateway to try for an unplaced block after those in `tried` failed to connect. */

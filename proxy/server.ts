@@ -16,14 +16,35 @@ import { GatewaySet, type Gateway } from './gateway-set.js'
 import { upstreamHeaders } from './headers.js'
 import { ProxyMetrics } from './metrics.js'
 import { PathPattern } from './path-pattern.js'
-import { RouteTable, type LocationLookup } from './route-table.js'
+import { RouteTable } from './route-table.js'
+import { SessionManager } from './sessions.js'
+import { StateSync } from './state-sync.js'
+import type { BlockLocation, StateStore } from '../state/types.js'
 
 export interface ProxyServerOptions {
   config: FerryConfig
   logger?: Logger
   registry?: Registry
-  /** Where placed blocks live (the shared-state layer); without it every block is hash-placed. */
-  locations?: LocationLookup
+  /**
+   * The shared store: block locations (cached in memory, kept current by notifications),
+   * merged access records and sessions. Without it every block is hash-placed and sessions
+   * are off.
+   */
+  store?: StateStore
+}
+
+interface RequestContext {
+  req: IncomingMessage
+  res: ServerResponse
+  volume: string
+  block: string
+  key: string
+  write: boolean
+  body: NodeJS.ReadableStream | null
+  client: string
+  site: string | undefined
+  peer: string
+  now: number
 }
 
 const ALLOW = 'GET, HEAD, PUT, DELETE'
@@ -40,6 +61,8 @@ export class ProxyServer implements ForwardHost {
   readonly registry: Registry
   readonly metrics: ProxyMetrics
   readonly server: http.Server
+  readonly sync: StateSync | undefined
+  readonly sessions: SessionManager | undefined
   via: string
   retries: number
   private config: FerryConfig
@@ -60,8 +83,12 @@ export class ProxyServer implements ForwardHost {
     this.metrics = new ProxyMetrics(this.registry)
     const cfg = opts.config
     this.gateways = new GatewaySet(cfg.gateways, cfg.health, cfg.proxy, this.logger)
-    this.routes = new RouteTable(this.gateways, opts.locations)
     this.recorder = new AccessRecorder(recorderOptions(cfg))
+    if (opts.store !== undefined) {
+      this.sync = new StateSync(opts.store, this.recorder, cfg.recorder, this.registry, this.logger)
+      this.sessions = new SessionManager(opts.store, cfg.sessions, this.logger)
+    }
+    this.routes = new RouteTable(this.gateways, this.sync?.cache)
     this.pattern = new PathPattern(cfg.proxy.pathPattern)
     this.sites = new SiteMap(cfg.sites)
     this.clients = new ClientAddressResolver(cfg.proxy.trustedProxies)
@@ -101,6 +128,7 @@ export class ProxyServer implements ForwardHost {
     })
     this.listening = true
     this.gateways.startProbes()
+    await this.sync?.start()
     this.logger.info({ address: this.address }, 'proxy listening')
     return this.address
   }
@@ -112,6 +140,8 @@ export class ProxyServer implements ForwardHost {
     }
     this.gateways.reconfigure(cfg.gateways, cfg.health, cfg.proxy)
     this.recorder.reconfigure(recorderOptions(cfg))
+    this.sync?.reconfigure(cfg.recorder)
+    this.sessions?.reconfigure(cfg.sessions)
     this.pattern = new PathPattern(cfg.proxy.pathPattern)
     this.sites = new SiteMap(cfg.sites)
     this.clients = new ClientAddressResolver(cfg.proxy.trustedProxies)
@@ -146,6 +176,7 @@ export class ProxyServer implements ForwardHost {
     await closed
     this.listening = false
     await this.gateways.destroy()
+    await this.sync?.stop()
     await this.recorder.close()
   }
 
@@ -183,22 +214,75 @@ export class ProxyServer implements ForwardHost {
     const client = this.clients.resolve(peer, req.headers['x-forwarded-for'])
     const site = this.sites.siteOf(client)
     if (this.recording) this.recorder.recordAt(key, addr.volume, addr.block, site, write, now)
+    const ctx: RequestContext = { req, res, volume: addr.volume, block: addr.block, key, write, body, client, site, peer, now }
 
-    const route = this.routes.route(key, now)
-    if (route.gateway === undefined) {
-      return this.refuse(req, res, 503, 'FERRY_NO_GATEWAY', route.placed
-        ? `block ${key} is placed on gateway ${route.location?.gateway ?? '?'}, which is not configured`
+    const route = this.routes.route(addr.volume, addr.block, key, now)
+    // The common case stays synchronous: no session, and either a read or a block that
+    // already has a location. Sessions and first writes need the store, so they go async.
+    if (this.sessions?.enabled !== true && (route.placed || method !== 'PUT' || this.sync === undefined)) {
+      this.forward(ctx, route.gateway, route.location)
+      return
+    }
+    this.routeSlow(ctx, route.gateway, route.location).catch(err => {
+      this.logger.error({ err }, 'routing failed')
+      this.refuse(req, res, 500, 'FERRY_INTERNAL', 'internal error')
+    })
+  }
+
+  /** Routing that may wait for the store: session bindings and a new block's first location. */
+  private async routeSlow (ctx: RequestContext, hashed: Gateway | undefined, location: BlockLocation | undefined): Promise<void> {
+    let gateway = location !== undefined ? this.gateways.get(location.gateway) : hashed
+    const sessions = this.sessions
+    if (sessions?.enabled === true) {
+      let id = sessions.idFrom(ctx.req)
+      if (id === undefined) {
+        const created = sessions.create()
+        id = created.id
+        if (created.setCookie !== undefined) ctx.res.setHeader('set-cookie', created.setCookie)
+      }
+      const session = sessions.cached(id, ctx.now) ?? await sessions.load(id, ctx.now)
+      const bound = session.bindings[ctx.volume]
+      if (location === undefined && bound !== undefined && this.gateways.isHealthy(bound, ctx.now)) {
+        // New data of this volume follows the session's gateway while that gateway is healthy.
+        gateway = this.gateways.get(bound) ?? gateway
+      }
+      // The session follows its data: a block that moved, or a bound gateway that was ejected,
+      // rebinds the session, which keeps its other bindings and its state.
+      if (gateway !== undefined && bound !== gateway.id) sessions.bind(id, session, ctx.volume, gateway.id, ctx.now)
+      else sessions.touch(id, session, ctx.now)
+    }
+    let claimedEpoch: number | undefined
+    if (location === undefined && ctx.req.method === 'PUT' && this.sync !== undefined && gateway !== undefined) {
+      const claimed = await this.sync.claim(ctx.volume, ctx.block, gateway.id)
+      if (claimed !== null) {
+        if (claimed.ours) claimedEpoch = claimed.location.epoch
+        location = claimed.location
+        gateway = this.gateways.get(claimed.location.gateway)
+      }
+    }
+    if (ctx.res.destroyed) { // the client left while we waited
+      if (claimedEpoch !== undefined) this.sync?.release(ctx.volume, ctx.block, claimedEpoch)
+      return
+    }
+    this.forward(ctx, gateway, location, claimedEpoch)
+  }
+
+  private forward (ctx: RequestContext, gateway: Gateway | undefined, location: BlockLocation | undefined, claimedEpoch?: number): void {
+    const { req, res } = ctx
+    if (gateway === undefined) {
+      return this.refuse(req, res, 503, 'FERRY_NO_GATEWAY', location !== undefined
+        ? `block ${ctx.key} is placed on gateway ${location.gateway}, which is not configured`
         : 'no gateway is configured', { 'retry-after': 1 })
     }
-
     this.inflight++
-    const call = new ForwardCall(this, req, res, key, PathPattern.gatewayPath(addr.volume, addr.block), route.placed, route.gateway,
-      upstreamHeaders(req.rawHeaders, peer, this.via, req.headers.host), body)
+    const call = new ForwardCall(this, req, res, ctx.key, PathPattern.gatewayPath(ctx.volume, ctx.block), location, gateway,
+      upstreamHeaders(req.rawHeaders, ctx.peer, this.via, req.headers.host), ctx.body)
     if (this.recorder.logging) {
       res.once('close', () => {
-        this.recorder.logAccess({ volume: addr.volume, block: addr.block, client, site, write, at: now }, call.status, call.gateway.id, performance.now() - call.startedAt)
+        this.recorder.logAccess({ volume: ctx.volume, block: ctx.block, client: ctx.client, site: ctx.site, write: ctx.write, at: ctx.now }, call.status, call.gateway.id, performance.now() - call.startedAt)
       })
     }
+    call.claimedEpoch = claimedEpoch
     call.start()
   }
 
@@ -212,6 +296,16 @@ export class ProxyServer implements ForwardHost {
 
   onDone (call: ForwardCall, status: number): void {
     this.metrics.observe(call.gateway.id, call.req.method as string, status, (performance.now() - call.startedAt) / 1000)
+    // The version of an acknowledged write goes to the store with the next flush, so the
+    // planner can tell whether a block changed while it was being copied.
+    const ok = status >= 200 && status < 300
+    if (call.location !== undefined && this.sync !== undefined && call.req.method === 'PUT') {
+      const slash = call.key.indexOf('/')
+      const volume = call.key.slice(0, slash)
+      const block = call.key.slice(slash + 1)
+      if (ok && call.etag !== undefined) this.sync.noteVersion(call.key, volume, block, call.location.epoch, call.etag)
+      else if (!ok && call.claimedEpoch !== undefined) this.sync.release(volume, block, call.claimedEpoch)
+    }
     if (this.closing) call.res.shouldKeepAlive = false
     if (--this.inflight === 0 && this.idle.size > 0) for (const f of this.idle) f()
   }

@@ -1,0 +1,116 @@
+import { randomBytes } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import type { Logger } from '../lib/log.js'
+import type { StateStore } from '../state/types.js'
+import type { SessionsSection } from './config.js'
+
+/** A session as this proxy knows it: bindings volume → gateway, and when it was last read. */
+export interface CachedSession {
+  bindings: Record<string, string>
+  fetchedAt: number
+  touchedAt: number
+}
+
+const ID_PATTERN = /^[A-Za-z0-9_-]{16,128}$/
+const MAX_CACHED = 100_000
+
+/**
+ * Sticky sessions. The binding of a session to a gateway per volume lives in the shared store
+ * with a TTL, so another proxy — or this one after a restart — continues the session. Each proxy
+ * keeps a short-lived copy (`cacheMs`) so a session costs one store read per proxy and not one
+ * per request; bindings are written behind (the next proxy to read the session sees them).
+ * Correctness never rests on this cache: where a block lives is decided by its location in the
+ * store, and a binding only chooses the gateway for data that has no location yet.
+ */
+export class SessionManager {
+  private readonly cache = new Map<string, CachedSession>()
+  private cfg: SessionsSection
+  private cookiePrefix: string
+  storeErrors = 0
+
+  constructor (private readonly store: StateStore, cfg: SessionsSection, private readonly logger: Logger) {
+    this.cfg = cfg
+    this.cookiePrefix = cfg.cookie + '='
+  }
+
+  get enabled (): boolean { return this.cfg.enabled }
+
+  reconfigure (cfg: SessionsSection): void {
+    this.cfg = cfg
+    this.cookiePrefix = cfg.cookie + '='
+  }
+
+  /** The session id a request carries (header first, then cookie), if it is well-formed. */
+  idFrom (req: IncomingMessage): string | undefined {
+    const h = req.headers[this.cfg.header]
+    if (typeof h === 'string') return ID_PATTERN.test(h) ? h : undefined
+    const cookie = req.headers.cookie
+    if (cookie === undefined) return undefined
+    for (const part of cookie.split(';')) {
+      const p = part.trim()
+      if (p.startsWith(this.cookiePrefix)) {
+        const v = p.slice(this.cookiePrefix.length)
+        return ID_PATTERN.test(v) ? v : undefined
+      }
+    }
+    return undefined
+  }
+
+  /** A new session id (128 random bits) and the Set-Cookie value that hands it out, when configured. */
+  create (): { id: string, setCookie: string | undefined } {
+    const id = randomBytes(16).toString('base64url') + randomBytes(8).toString('base64url')
+    return {
+      id,
+      setCookie: this.cfg.setCookie ? `${this.cfg.cookie}=${id}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${this.cfg.ttlS}` : undefined
+    }
+  }
+
+  /** The cached session if still fresh; otherwise undefined and the caller awaits load(). */
+  cached (id: string, now: number): CachedSession | undefined {
+    const s = this.cache.get(id)
+    return s !== undefined && now - s.fetchedAt <= this.cfg.cacheMs ? s : undefined
+  }
+
+  /** Reads the session from the store; a store failure yields the cached or an empty session. */
+  async load (id: string, now: number): Promise<CachedSession> {
+    let bindings: Record<string, string> = this.cache.get(id)?.bindings ?? {}
+    try {
+      const s = await this.store.getSession(id)
+      if (s !== null) bindings = { ...s.bindings }
+    } catch (err) {
+      this.storeErrors++
+      this.logger.debug({ err: (err as Error).message }, 'session read failed; continuing from the local copy')
+    }
+    const entry: CachedSession = { bindings, fetchedAt: now, touchedAt: this.cache.get(id)?.touchedAt ?? 0 }
+    this.remember(id, entry)
+    return entry
+  }
+
+  /**
+   * Binds `volume` to `gateway` for the session: at once locally, written behind to the store
+   * (which also refreshes the TTL). A failed write is counted; the next request retries it.
+   */
+  bind (id: string, session: CachedSession, volume: string, gateway: string, now: number): void {
+    session.bindings[volume] = gateway
+    session.touchedAt = now
+    this.store.bindSession(id, volume, gateway, this.cfg.ttlS * 1000).catch(err => {
+      this.storeErrors++
+      delete session.bindings[volume] // so the next request tries to write it again
+      this.logger.debug({ err: (err as Error).message }, 'session bind failed')
+    })
+  }
+
+  /** Keeps an active session alive in the store, at most once per quarter TTL. */
+  touch (id: string, session: CachedSession, now: number): void {
+    if (now - session.touchedAt < (this.cfg.ttlS * 1000) / 4) return
+    session.touchedAt = now
+    this.store.touchSession(id, this.cfg.ttlS * 1000).catch(() => { this.storeErrors++ })
+  }
+
+  private remember (id: string, entry: CachedSession): void {
+    this.cache.delete(id)
+    this.cache.set(id, entry)
+    // Map iteration is insertion order: the first key is the least recently loaded.
+    if (this.cache.size > MAX_CACHED) this.cache.delete(this.cache.keys().next().value as string)
+  }
+}

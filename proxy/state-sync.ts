@@ -1,0 +1,156 @@
+import { Counter, Gauge, type Registry } from 'prom-client'
+import type { Logger } from '../lib/log.js'
+import { LocationCache } from '../state/cache.js'
+import type { AccessDelta, BlockLocation, StateStore } from '../state/types.js'
+import type { AccessRecorder } from './access-recorder.js'
+
+export interface StateSyncOptions {
+  flushIntervalMs: number
+  maxPendingDeltas: number
+}
+
+interface PendingVersion { volume: string, block: string, epoch: number, version: string }
+
+/** Deltas per mergeAccess call: keeps one Redis pipeline (and one Lua batch) a sensible size. */
+const MERGE_BATCH = 2000
+
+/**
+ * The proxy's side of the shared state: the in-memory LocationCache the RouteTable reads,
+ * the periodic flush of access deltas (merged across proxies in the store), the recording of
+ * a new block's first location, and the versions of acknowledged writes.
+ *
+ * Everything on the request path is local. The store is touched only by the flush timer and by
+ * the first write of a block that has no location yet. When the store is unreachable, routing
+ * goes on from the cache, deltas accumulate up to `maxPendingDeltas` (then are dropped and
+ * counted), and everything is flushed when it returns.
+ */
+export class StateSync {
+  readonly cache: LocationCache
+  private timer: NodeJS.Timeout | undefined
+  private pending: AccessDelta[] = []
+  private versions = new Map<string, PendingVersion>()
+  private flushing: Promise<void> | undefined
+  private opts: StateSyncOptions
+  private readonly dropped: Counter
+  private readonly flushed: Counter
+  private readonly claimsFailed: Counter
+
+  constructor (
+    readonly store: StateStore,
+    private readonly recorder: AccessRecorder,
+    opts: StateSyncOptions,
+    registry: Registry,
+    private readonly logger: Logger
+  ) {
+    this.opts = opts
+    this.cache = new LocationCache(store, { logger })
+    const registers = [registry]
+    this.dropped = new Counter({ name: 'ferry_state_deltas_dropped_total', help: 'Access deltas dropped because the store was unreachable for too long', registers })
+    this.flushed = new Counter({ name: 'ferry_state_deltas_flushed_total', help: 'Access deltas merged into the shared store', registers })
+    this.claimsFailed = new Counter({ name: 'ferry_state_claims_failed_total', help: 'First-write locations that could not be recorded (store unreachable)', registers })
+    const pendingRef = (): number => this.pending.length
+    new Gauge({ name: 'ferry_state_deltas_pending', help: 'Access deltas waiting for the store', registers, collect () { this.set(pendingRef()) } })
+    const cache = this.cache
+    new Gauge({ name: 'ferry_state_locations_cached', help: 'Block locations in the proxy\'s cache', registers, collect () { this.set(cache.size) } })
+  }
+
+  /** Starts the cache (waits up to `timeoutMs` for the first load) and the flush timer. */
+  async start (timeoutMs = 2000): Promise<void> {
+    this.timer = setInterval(() => { void this.flush() }, this.opts.flushIntervalMs)
+    this.timer.unref()
+    await this.cache.start(timeoutMs)
+  }
+
+  reconfigure (opts: StateSyncOptions): void {
+    const restart = opts.flushIntervalMs !== this.opts.flushIntervalMs && this.timer !== undefined
+    this.opts = opts
+    if (restart) {
+      clearInterval(this.timer)
+      this.timer = setInterval(() => { void this.flush() }, this.opts.flushIntervalMs)
+      this.timer.unref()
+    }
+  }
+
+  /**
+   * Records `gateway` as the location of a block that has none, before its first write is
+   * forwarded, so that every proxy sends the next request for it to the same gateway. Returns
+   * the location in force: ours, or the one another proxy recorded first (then the write goes
+   * there). Null when the store is unreachable: the write proceeds to the hashed gateway.
+   */
+  async claim (volume: string, block: string, gateway: string): Promise<{ location: BlockLocation, ours: boolean } | null> {
+    try {
+      const r = await this.store.casLocation(volume, block, 0, { gateway }, { reason: 'first-write' })
+      const loc = r.ok ? r.location : r.current
+      if (loc === null) return null
+      this.cache.apply(volume, block, loc.epoch, loc, 'local')
+      return { location: loc, ours: r.ok }
+    } catch (err) {
+      this.claimsFailed.inc()
+      this.logger.debug({ err: (err as Error).message, volume, block }, 'could not record a first location')
+      return null
+    }
+  }
+
+  /**
+   * Undoes a claim whose first write was not acknowledged (the gateway was down, refused, or
+   * the client gave up), so the block is not pinned to a gateway that never received it. Only
+   * if nobody has changed the location since (epoch compare).
+   */
+  release (volume: string, block: string, epoch: number): void {
+    this.store.deleteLocation(volume, block, epoch, { reason: 'first-write-failed' }).then(r => {
+      if (r.ok && r.deleted) this.cache.apply(volume, block, epoch + 1, null, 'local')
+    }, err => {
+      this.logger.debug({ err: (err as Error).message, volume, block }, 'could not release a failed first location')
+    })
+  }
+
+  /** Notes the ETag of an acknowledged write to a placed block; sent with the next flush. */
+  noteVersion (key: string, volume: string, block: string, epoch: number, version: string): void {
+    this.versions.set(key, { volume, block, epoch, version })
+  }
+
+  /** Merges pending deltas and versions into the store. Never throws; one flush at a time. */
+  flush (): Promise<void> {
+    this.flushing ??= this.doFlush().finally(() => { this.flushing = undefined })
+    return this.flushing
+  }
+
+  async stop (): Promise<void> {
+    clearInterval(this.timer)
+    this.timer = undefined
+    await this.flush()
+    this.cache.close()
+  }
+
+  private async doFlush (): Promise<void> {
+    const fresh = this.recorder.drainDeltas()
+    if (fresh.length > 0) this.pending = this.pending.length === 0 ? fresh : this.pending.concat(fresh)
+    if (this.pending.length > this.opts.maxPendingDeltas) {
+      // Keep the newest: they carry the most weight once decay is applied.
+      const drop = this.pending.length - this.opts.maxPendingDeltas
+      this.dropped.inc(drop)
+      this.pending = this.pending.slice(drop)
+    }
+    if (!this.store.status().ok) return
+    while (this.pending.length > 0) {
+      const batch = this.pending.slice(0, MERGE_BATCH)
+      try {
+        await this.store.mergeAccess(batch)
+      } catch (err) {
+        this.logger.debug({ err: (err as Error).message }, 'access flush failed; kept for the next one')
+        return
+      }
+      this.flushed.inc(batch.length)
+      this.pending = this.pending.slice(batch.length)
+    }
+    if (this.versions.size > 0) {
+      const versions = [...this.versions.values()]
+      this.versions = new Map()
+      // A refusal means the epoch moved on (the block was migrated): that version is history.
+      await Promise.all(versions.map(v => this.store.setVersion(v.volume, v.block, v.epoch, v.version).catch(() => {
+        const key = v.volume + '/' + v.block
+        if (!this.versions.has(key)) this.versions.set(key, v)
+      })))
+    }
+  }
+}
