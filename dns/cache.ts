@@ -62,6 +62,18 @@ export class AnswerCache {
     this.put(qtype, key, { siteDependent: true, bySite: new Map([[site, body]]) }, 1)
   }
 
+  /** Drops every answer (all types, all sites) for one name. */
+  deleteName (key: string): void {
+    for (const g of [this.young, this.old]) {
+      for (const byName of g.values()) {
+        const e = byName.get(key)
+        if (e === undefined) continue
+        byName.delete(key)
+        if (g === this.young) this.youngSize -= entryWeight(e)
+      }
+    }
+  }
+
   clear (): void {
     this.young = new Map()
     this.old = new Map()

@@ -1,21 +1,22 @@
 import dns2 from 'dns2'
+import { ipv4Bytes, ipv6Bytes } from './addr.js'
 import { optLength, writeOpt, type OptOut } from './edns.js'
 import type { Answer, Rr } from './zone.js'
 import { FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, FLAG_TC, HEADER_LENGTH, TYPE, type Question } from './wire.js'
 
 /**
- * Turns an Answer into a response message.
+ * Turns an Answer into a response message, by one of two encoders.
  *
- * Positive answers (records in the answer or additional section) are encoded by dns2: its
- * record encoders and name compression are sound, and these answers are cached, so its cost
- * (a bit-by-bit writer: tens of microseconds a message) is paid once per name, type and site
- * after each change of the data.
+ * By hand, here: responses whose records are all A, AAAA or SOA and that have no additional
+ * section. That is every answer for a volume or gateway name, every negative answer
+ * (NXDOMAIN and NODATA carry the SOA) and every error (no records at all): what the cache
+ * must recompute after a change, and what a flood of random names or garbage consists of,
+ * which cannot be cached at all. These cost a few microseconds.
  *
- * Everything else is written here by hand, because it is what a flood consists of and must
- * stay cheap when it cannot be cached: errors (FORMERR, REFUSED, NOTIMP, SERVFAIL, BADVERS:
- * header and question only) and negative answers (NXDOMAIN, NODATA: header, question and the
- * SOA). A random-name flood (`<random>.<zone>`, every name new) then costs a few microseconds
- * a query instead of ~100.
+ * With dns2: everything else (NS with glue, SRV with target addresses, anything with an
+ * additional section). Its record encoders and name compression are sound, but its writer
+ * works bit by bit (tens of microseconds a message), which is fine for these rare, cached
+ * answers.
  *
  * In both cases the header, the question and the OPT record are ours: the question is echoed
  * byte for byte as received (case included, and names dns2's text-based encoder cannot
@@ -53,16 +54,22 @@ const NO_RECORDS: Answer = { rcode: 0, aa: false, answers: [], authorities: [], 
  */
 export function encodeResponse (head: ResponseHead, answer: Answer, opt: OptOut | undefined, limit: number): EncodedResponse {
   const extra = opt === undefined ? 0 : optLength(opt.ecs)
-  const positive = answer.answers.length > 0 || answer.additionals.length > 0
-  const full = positive ? encodeWithDns2(head, answer, answer.additionals, false) : encodeByHand(head, answer, false)
+  const full = encode(head, answer, answer.additionals, false)
   let body = full
-  if (body.length + extra > limit && answer.additionals.length > 0) body = encodeWithDns2(head, answer, [], false)
+  if (body.length + extra > limit && answer.additionals.length > 0) body = encode(head, answer, [], false)
   let truncated = false
   if (body.length + extra > limit) {
-    body = encodeByHand(head, { ...answer, authorities: [] }, true)
+    body = encodeByHand(head, { ...answer, answers: [], authorities: [] }, true)
     truncated = true
   }
   return { message: appendOpt(body, opt), truncated, body: full }
+}
+
+const BY_HAND = new Set<number>([TYPE.A, TYPE.AAAA, TYPE.SOA])
+
+function encode (head: ResponseHead, answer: Answer, additionals: readonly Rr[], tc: boolean): Buffer {
+  const byHand = additionals.length === 0 && answer.answers.every(rr => BY_HAND.has(rr.type)) && answer.authorities.every(rr => BY_HAND.has(rr.type))
+  return byHand ? encodeByHand(head, answer, tc) : encodeWithDns2(head, answer, additionals, tc)
 }
 
 /** A bare header (and question, when known) with `rcode`: FORMERR, NOTIMP and friends. */
@@ -74,7 +81,7 @@ function flagsOf (head: ResponseHead, answer: Answer, tc: boolean): number {
   return FLAG_QR | (head.queryFlags & (0x7800 | FLAG_RD | FLAG_CD)) | (answer.aa ? FLAG_AA : 0) | (tc ? FLAG_TC : 0) | (answer.rcode & 0xf)
 }
 
-function encodeWithDns2 (head: ResponseHead, answer: Answer, additionals: readonly Rr[], tc: boolean): Buffer {
+export function encodeWithDns2 (head: ResponseHead, answer: Answer, additionals: readonly Rr[], tc: boolean): Buffer {
   const w: Writer = new Packet.Writer()
   w.names = new Map()
   const q = head.question
@@ -112,21 +119,20 @@ function registerQuestion (w: Writer, q: Question): void {
 }
 
 /**
- * Header, question, and at most SOA records in the authority section (all a negative answer
- * has). Names in the SOA compress against the question where it ends in the same suffix,
- * which for a negative answer about a name in the zone is the zone itself.
+ * Header, question, and A, AAAA and SOA records in the answer and authority sections. Names
+ * compress against the question where they end in the same labels: an answer's owner is the
+ * question itself, a negative answer's SOA is the zone, a suffix of the question.
  */
-function encodeByHand (head: ResponseHead, answer: Answer, tc: boolean): Buffer {
+export function encodeByHand (head: ResponseHead, answer: Answer, tc: boolean): Buffer {
   const q = head.question
-  const soas = answer.authorities.filter((rr): rr is Extract<Rr, { type: 6 }> => rr.type === TYPE.SOA)
-  const questionLength = q === undefined ? 0 : q.raw.length + 4
-  // Upper bound: names written in full (each at most 255 octets).
-  const out = Buffer.allocUnsafe(HEADER_LENGTH + questionLength + soas.length * (3 * 255 + 30))
+  const records = answer.answers.length + answer.authorities.length
+  // Upper bound: every name written in full (at most 255 octets each, three in an SOA).
+  const out = Buffer.allocUnsafe(HEADER_LENGTH + (q === undefined ? 0 : q.raw.length + 4) + records * (3 * 255 + 30))
   out.writeUInt16BE(head.id, 0)
   out.writeUInt16BE(flagsOf(head, answer, tc), 2)
   out.writeUInt16BE(q === undefined ? 0 : 1, 4)
-  out.writeUInt16BE(0, 6)
-  out.writeUInt16BE(soas.length, 8)
+  out.writeUInt16BE(answer.answers.length, 6)
+  out.writeUInt16BE(answer.authorities.length, 8)
   out.writeUInt16BE(0, 10)
   let off = HEADER_LENGTH
   if (q !== undefined) {
@@ -136,23 +142,44 @@ function encodeByHand (head: ResponseHead, answer: Answer, tc: boolean): Buffer 
     out.writeUInt16BE(q.qclass, off + 2)
     off += 4
   }
-  for (const soa of soas) {
-    off = writeName(out, off, soa.name, q)
-    out.writeUInt16BE(TYPE.SOA, off)
-    out.writeUInt16BE(1, off + 2)
-    out.writeUInt32BE(Math.min(soa.ttl, 0x7fffffff), off + 4)
-    const rdata = off + 10
-    off = writeName(out, rdata, soa.primary, q)
-    off = writeName(out, off, soa.admin, q)
-    out.writeUInt32BE(soa.serial >>> 0, off)
-    out.writeUInt32BE(soa.refresh, off + 4)
-    out.writeUInt32BE(soa.retry, off + 8)
-    out.writeUInt32BE(soa.expiration, off + 12)
-    out.writeUInt32BE(soa.minimum, off + 16)
-    off += 20
-    out.writeUInt16BE(off - rdata, rdata - 2)
-  }
+  for (const rr of answer.answers) off = writeRecord(out, off, rr, q)
+  for (const rr of answer.authorities) off = writeRecord(out, off, rr, q)
   return out.subarray(0, off)
+}
+
+function writeRecord (out: Buffer, offset: number, rr: Rr, q: Question | undefined): number {
+  let off = writeName(out, offset, rr.name, q)
+  out.writeUInt16BE(rr.type, off)
+  out.writeUInt16BE(1, off + 2)
+  out.writeUInt32BE(Math.min(rr.ttl, 0x7fffffff), off + 4)
+  const rdata = off + 10
+  off = rdata
+  switch (rr.type) {
+    case TYPE.A: {
+      const b = ipv4Bytes(rr.address)
+      b.copy(out, off)
+      off += 4
+      break
+    }
+    case TYPE.AAAA:
+      ipv6Bytes(rr.address).copy(out, off)
+      off += 16
+      break
+    case TYPE.SOA:
+      off = writeName(out, off, rr.primary, q)
+      off = writeName(out, off, rr.admin, q)
+      out.writeUInt32BE(rr.serial >>> 0, off)
+      out.writeUInt32BE(rr.refresh, off + 4)
+      out.writeUInt32BE(rr.retry, off + 8)
+      out.writeUInt32BE(rr.expiration, off + 12)
+      out.writeUInt32BE(rr.minimum, off + 16)
+      off += 20
+      break
+    default:
+      throw new TypeError(`no hand encoder for type ${rr.type}`)
+  }
+  out.writeUInt16BE(off - rdata, rdata - 2)
+  return off
 }
 
 /**

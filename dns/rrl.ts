@@ -1,6 +1,6 @@
 import { SiteMap } from '../config/site-map.js'
 import type { DnsConfig } from './config.js'
-import { ipv6Bytes } from './ecs.js'
+import { ipv6Bytes } from './addr.js'
 
 /**
  * Response rate limiting per client subnet, so that ferry cannot be used to amplify a flood at

@@ -10,8 +10,8 @@ import { encodeError, encodeResponse, type ResponseHead } from './encode.js'
 import { DnsServerError } from './errors.js'
 import { DnsMetrics, TRANSPORT_TCP, TRANSPORT_UDP } from './metrics.js'
 import { RRL_DROP, RRL_SEND, RateLimiter } from './rrl.js'
-import type { DnsView } from './view.js'
-import { CLASS_IN, FLAG_QR, FLAG_TC, OPCODE_QUERY, RCODE, TYPE, lowerAsciiInPlace, parseQuery, type Edns } from './wire.js'
+import type { DnsChange, DnsView } from './view.js'
+import { CLASS_IN, FLAG_QR, FLAG_TC, OPCODE_QUERY, RCODE, TYPE, encodeName, lowerAsciiInPlace, parseQuery, type Edns } from './wire.js'
 import { Zone, type Answer } from './zone.js'
 
 export interface AuthoritativeServerOptions {
@@ -84,6 +84,7 @@ export class AuthoritativeServer {
   private sweepTimer: NodeJS.Timeout | undefined
   private state: 'new' | 'starting' | 'running' | 'stopped' = 'new'
   private readonly maxUdp: number
+  private readonly apexKey: string
   private readonly scratch = Buffer.allocUnsafe(256)
   // Outputs of fastAnswer/fullAnswer besides the message, kept in fields rather than a
   // returned object so the per-query path allocates nothing it does not send.
@@ -99,6 +100,7 @@ export class AuthoritativeServer {
     this.rrl = new RateLimiter(options.config.rateLimit)
     this.metrics = new DnsMetrics(options.registry)
     this.maxUdp = options.config.maxUdpPayload
+    this.apexKey = encodeName(options.config.zone).toString('latin1')
     this.listeners = options.config.listen.map(l => ({
       address: l.address,
       family: net.isIPv6(l.address) ? 6 : 4,
@@ -116,7 +118,7 @@ export class AuthoritativeServer {
   async start (): Promise<void> {
     if (this.state !== 'new') throw new DnsServerError('DNS_STATE', `cannot start a server that is ${this.state}`)
     this.state = 'starting'
-    this.unsubscribe = this.view.onChange(() => this.invalidate())
+    this.unsubscribe = this.view.onChange(change => this.invalidate(change))
     try {
       for (const l of this.listeners) await this.bind(l)
     } catch (err) {
@@ -198,11 +200,22 @@ export class AuthoritativeServer {
     return this.fastAnswer(msg, address, udp) ?? this.fullAnswer(msg, address, udp)
   }
 
-  private invalidate (): void {
-    this.cache.clear()
-    this.zone.invalidate()
+  private invalidate (change: DnsChange | undefined): void {
+    const volumes = change?.volumes
+    if (volumes === undefined) {
+      this.cache.clear()
+      this.zone.invalidate(true)
+    } else {
+      // Only these names: the rest of the cache stays warm (a route change for one volume
+      // must not make every other volume a cache miss).
+      for (const v of volumes) this.cache.deleteName(encodeName(`${v}.${this.config.zone}`).toString('latin1').toLowerCase())
+      this.zone.invalidate(false)
+      // The apex too, so that a SOA query shows the new serial. Cached negative answers keep
+      // the serial they were made with; resolvers use only their TTL.
+      this.cache.deleteName(this.apexKey)
+    }
     this.metrics.invalidations++
-    this.log.debug({ serial: this.zone.soaSerial }, 'dns data changed, answer cache dropped')
+    this.log.debug({ serial: this.zone.soaSerial, volumes: volumes?.length }, 'dns data changed, cached answers dropped')
   }
 
   // ---------------------------------------------------------------- listeners
@@ -245,10 +258,11 @@ export class AuthoritativeServer {
         resolve()
       })
     })
-    // Bursts (and the fuzz test) arrive faster than one event-loop turn drains; a larger
-    // receive buffer turns a burst into latency instead of loss. The kernel caps it at
-    // net.core.rmem_max.
-    try { socket.setRecvBufferSize(4 * 1024 * 1024) } catch { /* capped or refused: keep the default */ }
+    // Bursts arrive faster than one event-loop turn drains; a larger receive buffer turns a
+    // burst into a little latency instead of loss. Not much larger: under sustained overload
+    // a deep queue only makes every answer late (1 MiB is ~1500 queries, ~40 ms at full
+    // speed). The kernel caps it at net.core.rmem_max.
+    try { socket.setRecvBufferSize(1024 * 1024) } catch { /* capped or refused: keep the default */ }
     socket.on('error', err => this.log.warn({ err, address: l.address }, 'dns udp socket error'))
     socket.on('message', (msg, rinfo) => this.onUdp(socket, msg, rinfo))
     l.port = socket.address().port

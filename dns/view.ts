@@ -10,7 +10,18 @@
  * changes: a volume's or block's preferred gateway, a gateway's health (ejected, degraded,
  * restored), the edges of a site, the site map, the set of proxies. Missing a call means
  * stale answers until the next change; a spurious call only costs a few cache misses.
+ *
+ * A change that concerns only some volumes (a route update for a volume or one of its blocks)
+ * should say so with `{ volumes: [...] }`: the server then drops only those names' answers
+ * and every other answer stays cached. Anything else (health, sites, proxies, or not knowing)
+ * is a call without an argument, which drops everything.
  */
+
+/** What changed, when the view knows. */
+export interface DnsChange {
+  /** Only the answers for these volumes (any case) can have changed. */
+  readonly volumes?: readonly string[]
+}
 
 /** Addresses of edges (ferry proxies), in preference order. Either list may be empty. */
 export interface EdgeSet {
@@ -70,6 +81,9 @@ export interface DnsView {
    */
   siteOf (address: string): string | undefined
 
-  /** Registers `listener`, called after any change that can alter an answer. Returns an unsubscribe function. */
-  onChange (listener: () => void): () => void
+  /**
+   * Registers `listener`, called (synchronously or not) after any change that can alter an
+   * answer, with the scope of the change when it is known. Returns an unsubscribe function.
+   */
+  onChange (listener: (change?: DnsChange) => void): () => void
 }

@@ -2,7 +2,7 @@ import net from 'node:net'
 import { isValidId } from '../lib/ids.js'
 import type { DnsConfig } from './config.js'
 import type { DnsView, EdgeSet } from './view.js'
-import { ipv6Bytes } from './ecs.js'
+import { ipv6Bytes } from './addr.js'
 import { CLASS_ANY, CLASS_IN, RCODE, TYPE, type Question } from './wire.js'
 
 /**
@@ -80,11 +80,12 @@ export class Zone {
 
   /**
    * The data changed: move the serial forward (to the current Unix time, or by one when
-   * changes come faster than seconds) and forget derived host names.
+   * changes come faster than seconds) and, unless only volumes changed, forget derived host
+   * names (they come from the proxies).
    */
-  invalidate (): void {
+  invalidate (everything: boolean): void {
     this.serial = Math.max((this.serial + 1) >>> 0, Math.floor(Date.now() / 1000)) >>> 0
-    this.hosts = undefined
+    if (everything) this.hosts = undefined
   }
 
   /**

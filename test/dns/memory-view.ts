@@ -1,14 +1,14 @@
 import net from 'node:net'
 import { SiteMap } from '../../config/site-map.js'
 import type { SiteConfig } from '../../config/fleet.js'
-import type { DnsView, EdgeSet, SrvTarget } from '../../dns/view.js'
+import type { DnsChange, DnsView, EdgeSet, SrvTarget } from '../../dns/view.js'
 
 /**
  * A small, real DnsView over in-memory data, shaped like the one the DNS role builds from the
  * route table: sites (client subnets and the edges in front of them, resolved with the real
  * SiteMap), gateways (a site and a health flag), volumes (the gateways holding a copy, in the
  * affinity's order of preference) and proxies. Every mutator fires onChange, as the real
- * implementation must.
+ * implementation must: scoped to the volume for volume changes, unscoped for the rest.
  *
  * Choice of edge for a volume and a client site:
  *   1. candidates = the volume's gateways that are healthy; only if none is, all of them
@@ -22,7 +22,7 @@ export class MemoryView implements DnsView {
   private readonly gateways = new Map<string, { site: string, healthy: boolean }>()
   private readonly volumes = new Map<string, string[]>()
   private srv: SrvTarget[] = []
-  private readonly listeners = new Set<() => void>()
+  private readonly listeners = new Set<(change?: DnsChange) => void>()
   /** How many times volumeEdges was called: tests use it to see the cache at work. */
   volumeLookups = 0
 
@@ -52,12 +52,12 @@ export class MemoryView implements DnsView {
   /** The gateways holding `volume`, most preferred first. */
   setVolume (volume: string, gateways: string[]): void {
     this.volumes.set(volume.toLowerCase(), gateways)
-    this.changed()
+    this.changed({ volumes: [volume] })
   }
 
   deleteVolume (volume: string): void {
     this.volumes.delete(volume.toLowerCase())
-    this.changed()
+    this.changed({ volumes: [volume] })
   }
 
   setProxies (proxies: SrvTarget[]): void {
@@ -89,7 +89,7 @@ export class MemoryView implements DnsView {
     return this.siteMap.siteOf(address)
   }
 
-  onChange (listener: () => void): () => void {
+  onChange (listener: (change?: DnsChange) => void): () => void {
     this.listeners.add(listener)
     return () => { this.listeners.delete(listener) }
   }
@@ -101,8 +101,8 @@ export class MemoryView implements DnsView {
     return { v4: edges.filter(e => net.isIPv4(e)), v6: edges.filter(e => net.isIPv6(e)) }
   }
 
-  private changed (): void {
-    for (const l of this.listeners) l()
+  private changed (change?: DnsChange): void {
+    for (const l of this.listeners) l(change)
   }
 }
 

@@ -171,3 +171,21 @@ t.test('cached answers are not recomputed until the data changes', async t => {
   await udpQuery(port4, '127.0.0.1', q)
   t.equal(view.volumeLookups, after1 + 1, 'one lookup after a change')
 })
+
+t.test('a change scoped to one volume keeps every other answer cached', async t => {
+  const view = sampleView()
+  const { port4, server } = await startServer(t, view)
+  const ask = async (name: string, type = A): Promise<string[]> =>
+    decode(await udpQuery(port4, '127.0.0.1', buildQuery({ name, type }))).answers.map(a => String(a.address ?? a.serial))
+  await ask(`vol1.${ZONE}`)
+  await ask(`solo.${ZONE}`)
+  const serial = (await ask(ZONE, SOA))[0]
+  const lookups = view.volumeLookups
+  view.setVolume('SOLO', ['gw-west']) // scoped: { volumes: ['SOLO'] }, in any case
+  t.same(await ask(`solo.${ZONE}`), ['192.0.2.2'], 'the changed volume answers anew')
+  t.equal(view.volumeLookups, lookups + 1, 'one lookup, for it')
+  t.same(await ask(`vol1.${ZONE}`), ['192.0.2.1'])
+  t.equal(view.volumeLookups, lookups + 1, 'the other volume still comes from the cache')
+  t.not((await ask(ZONE, SOA))[0], serial, 'the SOA shows the new serial')
+  t.equal(server.status().serial, Number((await ask(ZONE, SOA))[0]))
+})
