@@ -8,8 +8,12 @@
  * serve both. Ranking a value against the signal's own history calibrates every feature to
  * the same scale (a probability), whatever its distribution.
  *
- * Only the top K values are kept (K = max(kMin, frac * n), capped at kMax), so memory is
- * bounded and an update costs O(K). Inside the kept tail the probability is the rank,
+ * Only the top K values are kept (K = max(kMin, frac * n), at most kMax), so memory is
+ * bounded and an update costs O(K). When frac * n would exceed kMax, the history is halved:
+ * n is halved and every second kept value dropped (the largest stays). Ranks, hence
+ * probabilities, are preserved, the resolution (frac) is kept, and old behaviour weighs less
+ * and less: a forgetting memory of roughly kMax / frac to 2 kMax / frac samples, which is
+ * what a gateway whose normal drifts over days needs. Inside the kept tail the probability is the rank,
  * (c + 1) / (n + 1); beyond the largest value ever seen it is extrapolated with an
  * exponential tail whose scale is the mean excess of the kept values over the K-th one
  * (peaks-over-threshold with a shape of 0, as in SPOT-style streaming detectors). Values below
@@ -71,6 +75,12 @@ export class TailEstimator {
     if (!Number.isFinite(x)) return
     this.n++
     const top = this.top
+    if (this.opts.frac * this.n > this.opts.kMax) {
+      this.n = Math.floor(this.n / 2)
+      let w = 0
+      for (let r = 0; r < top.length; r += 2) top[w++] = top[r] as number
+      top.length = w
+    }
     const k = Math.min(this.opts.kMax, Math.max(this.opts.kMin, Math.ceil(this.opts.frac * this.n)))
     if (top.length < k || x > (top[top.length - 1] as number)) {
       // Insertion into a short sorted array: O(K), no allocation.

@@ -34,7 +34,7 @@ export type TelemetryRecord = TelemetrySample & { gateway: string }
  * What the model reads from a sample: any numeric field by name. TelemetrySample is one; the
  * NAB adapter feeds `{ timestamp, value }`.
  */
-export type SampleLike = { timestamp: number } & { readonly [signal: string]: number | undefined }
+export type SampleLike = { timestamp: number } & { readonly [signal: string]: unknown }
 
 /** How a signal turns into health. */
 export interface SignalSpec {
