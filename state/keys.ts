@@ -24,6 +24,7 @@ import { invalid } from './errors.js'
  *   P{mig}:active         set    ids of active migrations
  *   P{mig}:done           zset   ids of finished migrations by end time, capped
  *   P{mig}:m:<id>         hash   one migration record (JSON per field)
+ *   P{events}:pub         (never written) pins publish() to one Cluster node
  *   Pevents               pub/sub channel (not a key)
  */
 
@@ -109,6 +110,8 @@ export const KEY_PREFIX_PATTERN = /^[A-Za-z0-9:._-]{0,64}$/
 export class KeySpace {
   readonly prefix: string
   readonly channel: string
+  /** Never written: its slot decides which Cluster node publishes messages (see scripts.ts PUBLISH). */
+  readonly publishSlot: string
   readonly migActive: string
   readonly migDone: string
   readonly migRecordPrefix: string
@@ -117,6 +120,7 @@ export class KeySpace {
     if (!KEY_PREFIX_PATTERN.test(prefix)) throw invalid(`invalid keyPrefix: ${describe(prefix)}`)
     this.prefix = prefix
     this.channel = prefix + 'events'
+    this.publishSlot = prefix + '{events}:pub'
     this.migActive = prefix + '{mig}:active'
     this.migDone = prefix + '{mig}:done'
     this.migRecordPrefix = prefix + '{mig}:m:'

@@ -117,7 +117,7 @@ export function createCommandClient (conn: ResolvedConnection, config: StateConf
 }
 
 /** Reply errors that mean "try again later", not "your command is wrong". */
-const TRANSIENT_REPLY = /^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|READONLY|NOREPLICAS|BUSY|MOVED|ASK|NOAUTH|WRONGPASS)\b/
+const TRANSIENT_REPLY = /^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|READONLY|NOREPLICAS|BUSY|MOVED|ASK|NOAUTH|WRONGPASS|NOSCRIPT)\b/
 
 /**
  * Every failure as a FerryError. Connection-level failures (refused, reset, timed out, not

@@ -352,6 +352,16 @@ end
 return out
 `
 
+/**
+ * KEYS: a never-written key whose only purpose is its slot   ARGV: channel, message
+ * PUBLISH has no key, so a Cluster client would send each one to a random node, and two
+ * messages from one publisher could then overtake each other on the cluster bus. Publishing
+ * through a script bound to one fixed slot sends every message from the same node, in order.
+ */
+export const PUBLISH = `
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+`
+
 export interface ScriptDef {
   lua: string
   /** Fixed key count, or undefined when the caller passes it first (cas/delete: 2 or 3 keys). */
@@ -374,7 +384,8 @@ export const SCRIPTS = {
   ferryGetLease: { lua: GET_LEASE, numberOfKeys: 1, readOnly: true },
   ferryAppendMigration: { lua: APPEND_MIGRATION, numberOfKeys: 3 },
   ferryUpdateMigration: { lua: UPDATE_MIGRATION, numberOfKeys: 3 },
-  ferryListMigrations: { lua: LIST_MIGRATIONS, numberOfKeys: 2, readOnly: true }
+  ferryListMigrations: { lua: LIST_MIGRATIONS, numberOfKeys: 2, readOnly: true },
+  ferryPublish: { lua: PUBLISH, numberOfKeys: 1 }
 } satisfies Record<string, ScriptDef>
 
 export type ScriptName = keyof typeof SCRIPTS

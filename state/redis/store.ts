@@ -524,7 +524,7 @@ export class RedisStore implements StateStore {
   async publish (channel: string, message: unknown): Promise<void> {
     const raw = encodeMessageEvent(checkChannel(channel), message)
     if (Buffer.byteLength(raw) > this.config.maxMessageBytes) throw tooLarge(`message over ${this.config.maxMessageBytes} bytes`)
-    await this.run('publish', () => this.client.publish(this.keys.channel, raw))
+    await this.run('publish', () => this.client.ferryPublish(this.keys.publishSlot, this.keys.channel, raw))
   }
 
   status (): StoreStatus {

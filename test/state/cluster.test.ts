@@ -1,9 +1,11 @@
 import t from 'tap'
 import { startCluster } from '../helpers/redis.js'
-import { contractSuite } from './contract.js'
-import { redisHarness } from './harness.js'
+import { contractSuite, pipeliningSuite } from './contract.js'
+import { countWrites, redisHarness } from './harness.js'
 
 const cluster = await startCluster(3)
 t.teardown(() => cluster.stop())
 
-contractSuite(t, redisHarness('redis-cluster', { nodes: cluster.nodeAddresses }))
+const harness = redisHarness('redis-cluster', { nodes: cluster.nodeAddresses })
+contractSuite(t, harness)
+pipeliningSuite(t, harness, countWrites)

@@ -109,3 +109,30 @@ export function redisHarness (name: string, target: { url: string } | { nodes: s
     }
   }
 }
+
+type Writable = { write: (...args: unknown[]) => boolean }
+type Connection = { stream?: Writable }
+
+/**
+ * Socket writes per connection while `fn` runs: white-box, through the store's private client,
+ * because "a batch costs one round trip (per node)" is a property of what goes on the wire.
+ */
+export async function countWrites (store: StateStore, fn: () => Promise<unknown>): Promise<number[]> {
+  const client = (store as unknown as { client: Connection & { nodes?: (role: string) => Connection[] } }).client
+  const conns: Connection[] = typeof client.nodes === 'function' ? client.nodes('master') : [client]
+  const counts = conns.map(() => 0)
+  const restore: Array<() => void> = []
+  conns.forEach((c, i) => {
+    const stream = c.stream
+    if (stream === undefined) return
+    const original = stream.write
+    stream.write = (...args: unknown[]) => { counts[i]!++; return original.apply(stream, args) }
+    restore.push(() => { stream.write = original })
+  })
+  try {
+    await fn()
+  } finally {
+    for (const r of restore) r()
+  }
+  return counts
+}

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { startRedis } from '../helpers/redis.js'
-import { contractSuite } from './contract.js'
-import { redisHarness } from './harness.js'
+import { contractSuite, pipeliningSuite } from './contract.js'
+import { countWrites, redisHarness } from './harness.js'
 
 // REDIS_URL (CI's service container) when set, else a private server for this file.
 let url = process.env.REDIS_URL
@@ -11,4 +11,6 @@ if (url === undefined || url === '') {
   url = server.url
 }
 
-contractSuite(t, redisHarness('redis', { url }))
+const harness = redisHarness('redis', { url })
+contractSuite(t, harness)
+pipeliningSuite(t, harness, countWrites)
