@@ -9,6 +9,13 @@ import type { BlockLocation } from '../state/types.js'
 /** What a finished forward reports back to the server (metrics, access log, health). */
 export interface ForwardHost {
   readonly via: string
+  /**
+   * True when an acknowledged write must be confirmed before the client hears of it: the
+   * block's location changed while the write was in flight (a migration started or flipped).
+   */
+  mustConfirm (call: ForwardCall): boolean
+  /** Resolves true when the write is on the block's current location. */
+  confirmWrite (call: ForwardCall): Promise<boolean>
   readonly retries: number
   /** Next gateway to try after a connection failure, or undefined when none is left. */
   nextGateway (call: ForwardCall): Gateway | undefined
@@ -38,6 +45,8 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
   readonly startedAt = performance.now()
   private controller: Dispatcher.DispatchController | undefined
   private started = false
+  /** A write's response held back until confirmWrite() says it may be acknowledged. */
+  private held: { status: number, headers: Record<string, string | string[]>, chunks: Buffer[] } | undefined
   private done = false
   private attempts = 0
   private readonly onClientClose = (): void => {
@@ -89,11 +98,16 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
     if (statusCode >= 500) this.host.onGatewayFailure(this.gateway, `status ${statusCode}`)
     else this.host.onGatewaySuccess(this.gateway)
     if (this.res.destroyed) return
+    if (statusCode < 300 && this.req.method !== 'GET' && this.req.method !== 'HEAD' && this.host.mustConfirm(this)) {
+      this.held = { status: statusCode, headers: downstreamHeaders(headers, this.host.via), chunks: [] }
+      return
+    }
     this.res.writeHead(statusCode, downstreamHeaders(headers, this.host.via))
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.bytesOut += chunk.length
+    if (this.held !== undefined) { this.held.chunks.push(chunk); return } // a write's reply: tiny
     if (!this.res.write(chunk)) {
       controller.pause()
       this.res.once('drain', this.onDrain)
@@ -101,8 +115,25 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd (): void {
-    this.finish()
-    this.res.end()
+    const held = this.held
+    if (held === undefined) {
+      this.finish()
+      this.res.end()
+      return
+    }
+    this.host.confirmWrite(this).then(ok => ok, () => false).then(ok => {
+      if (ok) {
+        this.finish()
+        if (this.res.destroyed) return
+        this.res.writeHead(held.status, held.headers)
+        this.res.end(Buffer.concat(held.chunks))
+        return
+      }
+      // Not provably on the block's current location, so not acknowledged: the client retries.
+      this.status = 503
+      this.finish()
+      sendError(this.res, 503, 'FERRY_WRITE_NOT_CONFIRMED', 'the block moved while this write was in flight; retry it', { 'retry-after': 1 })
+    })
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {

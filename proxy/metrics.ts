@@ -10,6 +10,7 @@ export class ProxyMetrics {
   readonly retries: Counter
   readonly errors: Counter<'code'>
   readonly healthy: Gauge<'gateway'>
+  readonly confirmations: Counter<'result'>
   private readonly reqChildren = new Map<string, Counter.Internal>()
   private readonly durChildren = new Map<string, Histogram.Internal<'gateway' | 'method'>>()
 
@@ -25,6 +26,7 @@ export class ProxyMetrics {
     })
     this.retries = new Counter({ name: 'ferry_proxy_retries_total', help: 'Requests retried on another gateway after a connection failure', registers })
     this.errors = new Counter({ name: 'ferry_proxy_errors_total', help: 'Requests ferry answered itself with an error, by error code', labelNames: ['code'], registers })
+    this.confirmations = new Counter({ name: 'ferry_proxy_write_confirmations_total', help: 'Writes that raced a block move and were checked on the new location, by HEAD status', labelNames: ['result'], registers })
     this.healthy = new Gauge({ name: 'ferry_gateway_healthy', help: '1 when the gateway is healthy (probes pass and not ejected)', labelNames: ['gateway'], registers })
   }
 

@@ -96,7 +96,11 @@ export class ProxyServer implements ForwardHost {
     this.via = `1.1 ${cfg.proxy.via}`
     this.retries = cfg.proxy.retries
     for (const g of this.gateways.all()) this.metrics.healthy.set({ gateway: g.id }, 1)
-    this.gateways.on('change', (id, healthy) => { this.metrics.healthy.set({ gateway: id }, healthy ? 1 : 0) })
+    this.gateways.on('change', (id, healthy) => {
+      this.metrics.healthy.set({ gateway: id }, healthy ? 1 : 0)
+      // DNS and the planner, possibly in other processes, learn of health through the store.
+      opts.store?.publish('gateway-health', { gateway: id, healthy, at: Date.now(), from: `${process.pid}` }).catch(() => {})
+    })
     this.registerRecorderMetrics()
 
     this.server = http.createServer({
@@ -219,7 +223,8 @@ export class ProxyServer implements ForwardHost {
     const route = this.routes.route(addr.volume, addr.block, key, now)
     // The common case stays synchronous: no session, and either a read or a block that
     // already has a location. Sessions and first writes need the store, so they go async.
-    if (this.sessions?.enabled !== true && (route.placed || method !== 'PUT' || this.sync === undefined)) {
+    const held = write && route.location?.phase === 'cutover'
+    if (this.sessions?.enabled !== true && !held && (route.placed || method !== 'PUT' || this.sync === undefined)) {
       this.forward(ctx, route.gateway, route.location)
       return
     }
@@ -231,6 +236,17 @@ export class ProxyServer implements ForwardHost {
 
   /** Routing that may wait for the store: session bindings and a new block's first location. */
   private async routeSlow (ctx: RequestContext, hashed: Gateway | undefined, location: BlockLocation | undefined): Promise<void> {
+    if (ctx.write && location?.phase === 'cutover' && this.sync !== undefined) {
+      // Cut-over: the planner is checking that the copy is complete. A write now could land
+      // on the source after that check, so it waits for the flip (or the rollback).
+      const after = await this.sync.settled(ctx.volume, ctx.block, ctx.key, this.config.proxy.writeHoldMs)
+      if (after?.phase === 'cutover') {
+        this.metrics.errors.inc({ code: 'FERRY_WRITE_HELD' })
+        return this.refuse(ctx.req, ctx.res, 503, 'FERRY_WRITE_HELD', `block ${ctx.key} is being moved; retry shortly`, { 'retry-after': 1 })
+      }
+      location = after ?? undefined
+      if (location === undefined) hashed = this.routes.hashed(ctx.key)
+    }
     let gateway = location !== undefined ? this.gateways.get(location.gateway) : hashed
     const sessions = this.sessions
     if (sessions?.enabled === true) {
@@ -284,6 +300,34 @@ export class ProxyServer implements ForwardHost {
     }
     call.claimedEpoch = claimedEpoch
     call.start()
+  }
+
+  mustConfirm (call: ForwardCall): boolean {
+    if (this.sync === undefined) return false
+    const slash = call.key.indexOf('/')
+    const now = this.sync.cache.get(call.key.slice(0, slash), call.key.slice(slash + 1))
+    // Any change of epoch while the write was in flight — including a block that had no
+    // location and got one (the planner places hashed blocks before moving them).
+    return (now?.epoch ?? 0) !== (call.location?.epoch ?? 0)
+  }
+
+  async confirmWrite (call: ForwardCall): Promise<boolean> {
+    const sync = this.sync
+    if (sync === undefined) return true
+    const slash = call.key.indexOf('/')
+    const volume = call.key.slice(0, slash)
+    const block = call.key.slice(slash + 1)
+    const loc = await sync.settled(volume, block, call.key, this.config.proxy.writeHoldMs * 2)
+    if (loc === null || loc === undefined || loc.phase === 'cutover') return false
+    if (loc.gateway === call.gateway.id) return true
+    // The block moved: the write counts only if the new location holds exactly what we wrote.
+    const target = this.gateways.get(loc.gateway)
+    if (target === undefined) return false
+    const res = await target.pool.request({ method: 'HEAD', path: PathPattern.gatewayPath(volume, block), headersTimeout: 2000 })
+    await res.body.dump()
+    this.metrics.confirmations.inc({ result: String(res.statusCode) })
+    if (call.req.method === 'DELETE') return res.statusCode === 404
+    return res.statusCode === 200 && call.etag !== undefined && res.headers.etag === call.etag
   }
 
   nextGateway (call: ForwardCall): Gateway | undefined {

@@ -34,6 +34,8 @@ export class StateSync {
   private readonly dropped: Counter
   private readonly flushed: Counter
   private readonly claimsFailed: Counter
+  /** Waiters for a block's location to change, by blockKey. */
+  private readonly waiters = new Map<string, Set<() => void>>()
 
   constructor (
     readonly store: StateStore,
@@ -44,6 +46,10 @@ export class StateSync {
   ) {
     this.opts = opts
     this.cache = new LocationCache(store, { logger })
+    this.cache.onChange(change => {
+      const set = this.waiters.get(change.volume + '/' + change.block)
+      if (set !== undefined) for (const wake of set) wake()
+    })
     const registers = [registry]
     this.dropped = new Counter({ name: 'ferry_state_deltas_dropped_total', help: 'Access deltas dropped because the store was unreachable for too long', registers })
     this.flushed = new Counter({ name: 'ferry_state_deltas_flushed_total', help: 'Access deltas merged into the shared store', registers })
@@ -102,6 +108,32 @@ export class StateSync {
     }, err => {
       this.logger.debug({ err: (err as Error).message, volume, block }, 'could not release a failed first location')
     })
+  }
+
+  /**
+   * Resolves with the block's location once it is no longer in `cutover` (or null/undefined when
+   * it has none), or with the cutover location still in force after `timeoutMs`.
+   */
+  async settled (volume: string, block: string, key: string, timeoutMs: number): Promise<BlockLocation | null | undefined> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const loc = this.cache.get(volume, block)
+      const left = deadline - Date.now()
+      if (loc === null || loc === undefined || loc.phase !== 'cutover' || left <= 0) return loc
+      await new Promise<void>(resolve => {
+        let set = this.waiters.get(key)
+        if (set === undefined) this.waiters.set(key, set = new Set())
+        const s = set
+        const done = (): void => {
+          clearTimeout(timer)
+          s.delete(done)
+          if (s.size === 0 && this.waiters.get(key) === s) this.waiters.delete(key)
+          resolve()
+        }
+        const timer = setTimeout(done, left)
+        s.add(done)
+      })
+    }
   }
 
   /** Notes the ETag of an acknowledged write to a placed block; sent with the next flush. */

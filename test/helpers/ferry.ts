@@ -2,6 +2,7 @@ import { configSchema, type FerryConfig, type FerryConfigInput } from '../../con
 import { createRegistry } from '../../lib/metrics.js'
 import { silentLogger } from '../../lib/log.js'
 import { FerryNode } from '../../bin/node.js'
+import type { StateStore } from '../../state/types.js'
 
 export interface ProxyUnderTest {
   node: FerryNode
@@ -41,8 +42,8 @@ export function testConfig (gatewayUrls: readonly string[], overrides: Partial<R
 }
 
 /** Starts a FerryNode with the proxy role on `config`. Use with t.teardown(p.stop). */
-export async function startProxy (config: FerryConfig): Promise<ProxyUnderTest> {
-  const node = new FerryNode({ config, roles: new Set(['proxy']), logger: silentLogger, registry: createRegistry(false) })
+export async function startProxy (config: FerryConfig, opts: { store?: StateStore } = {}): Promise<ProxyUnderTest> {
+  const node = new FerryNode({ config, roles: new Set(['proxy']), logger: silentLogger, registry: createRegistry(false), ...opts })
   await node.start()
   const p = node.proxy?.address
   const a = node.admin.address
