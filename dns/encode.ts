@@ -1,5 +1,5 @@
 import dns2 from 'dns2'
-import { ipv4Bytes, ipv6Bytes } from './addr.js'
+import { addressBytes, fullIpv6 } from './addr.js'
 import { optLength, writeOpt, type OptOut } from './edns.js'
 import type { Answer, Rr } from './zone.js'
 import { FLAG_AA, FLAG_CD, FLAG_QR, FLAG_RD, FLAG_TC, HEADER_LENGTH, TYPE, type Question } from './wire.js'
@@ -97,10 +97,16 @@ export function encodeWithDns2 (head: ResponseHead, answer: Answer, additionals:
     w.write(q.qclass, 16)
     registerQuestion(w, q)
   }
-  for (const rr of answer.answers) encodeResource({ ...rr, class: 1 }, w)
-  for (const rr of answer.authorities) encodeResource({ ...rr, class: 1 }, w)
-  for (const rr of additionals) encodeResource({ ...rr, class: 1 }, w)
+  for (const rr of answer.answers) encodeResource(forDns2(rr), w)
+  for (const rr of answer.authorities) encodeResource(forDns2(rr), w)
+  for (const rr of additionals) encodeResource(forDns2(rr), w)
   return w.toBuffer()
+}
+
+// dns2's AAAA encoder expands "::" itself but mishandles an embedded IPv4 tail
+// ("::ffff:192.0.2.1"); handing it eight full groups sidesteps its parser entirely.
+function forDns2 (rr: Rr): Rr & { class: number } {
+  return rr.type === TYPE.AAAA ? { ...rr, address: fullIpv6(rr.address), class: 1 } : { ...rr, class: 1 }
 }
 
 /**
@@ -155,16 +161,14 @@ function writeRecord (out: Buffer, offset: number, rr: Rr, q: Question | undefin
   const rdata = off + 10
   off = rdata
   switch (rr.type) {
-    case TYPE.A: {
-      const b = ipv4Bytes(rr.address)
+    case TYPE.A:
+    case TYPE.AAAA: {
+      // Validated by the zone; the length matches the type.
+      const b = addressBytes(rr.address) as Buffer
       b.copy(out, off)
-      off += 4
+      off += b.length
       break
     }
-    case TYPE.AAAA:
-      ipv6Bytes(rr.address).copy(out, off)
-      off += 16
-      break
     case TYPE.SOA:
       off = writeName(out, off, rr.primary, q)
       off = writeName(out, off, rr.admin, q)

@@ -192,10 +192,13 @@ interface DecodedName {
  * label that holds them, which makes loops impossible (each hop moves to a smaller offset)
  * without a visited set; the 255-octet limit bounds the work as well.
  */
+// Scratch space for assembling a name: decoding is synchronous, so one buffer serves every call.
+const nameScratch = Buffer.allocUnsafe(MAX_NAME_OCTETS)
+const lowerScratch = Buffer.allocUnsafe(MAX_NAME_OCTETS)
+
 export function readName (msg: Buffer, offset: number): DecodedName {
-  const raw = Buffer.allocUnsafe(MAX_NAME_OCTETS)
+  const raw = nameScratch
   let rawLength = 0
-  const labels: string[] = []
   let off = offset
   let end = -1
   let lowestStart = offset
@@ -227,15 +230,17 @@ export function readName (msg: Buffer, offset: number): DecodedName {
     off += 1 + len
   }
   const exact = Buffer.from(raw.subarray(0, rawLength))
-  const lower = Buffer.from(exact)
-  lowerAsciiInPlace(lower, 0, lower.length)
-  // Labels from the lower-case copy (label lengths are < 64, so never touched by lowering).
-  for (let i = 0; lower[i] !== 0;) {
-    const len = lower[i] as number
-    labels.push(lower.toString('latin1', i + 1, i + 1 + len))
+  raw.copy(lowerScratch, 0, 0, rawLength)
+  lowerAsciiInPlace(lowerScratch, 0, rawLength)
+  const key = lowerScratch.toString('latin1', 0, rawLength)
+  // Labels are slices of the key (label lengths are < 64, never touched by lowering).
+  const labels: string[] = []
+  for (let i = 0; i < rawLength - 1;) {
+    const len = lowerScratch[i] as number
+    labels.push(key.slice(i + 1, i + 1 + len))
     i += 1 + len
   }
-  return { raw: exact, key: lower.toString('latin1'), labels, end }
+  return { raw: exact, key, labels, end }
 }
 
 /** Lower-cases ASCII letters in place; other octets (including label lengths, all < 64) stay. */

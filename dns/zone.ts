@@ -2,7 +2,7 @@ import net from 'node:net'
 import { isValidId } from '../lib/ids.js'
 import type { DnsConfig } from './config.js'
 import type { DnsView, EdgeSet } from './view.js'
-import { ipv6Bytes } from './addr.js'
+import { addressBytes } from './addr.js'
 import { CLASS_ANY, CLASS_IN, RCODE, TYPE, type Question } from './wire.js'
 
 /**
@@ -182,8 +182,9 @@ export class Zone {
     const v4 = type === TYPE.A || (type === TYPE.ANY && edges.v4.length > 0)
     const v6 = type === TYPE.AAAA || (type === TYPE.ANY && edges.v4.length === 0)
     const answers: Rr[] = []
-    if (v4) for (const a of edges.v4) if (net.isIPv4(a)) answers.push({ name, type: TYPE.A, ttl, address: a })
-    if (v6) for (const a of edges.v6) if (net.isIPv6(a)) answers.push({ name, type: TYPE.AAAA, ttl, address: fullIpv6(a) })
+    // Addresses the view got wrong (not an address, wrong family) are left out, not fatal.
+    if (v4) for (const a of edges.v4) if (addressBytes(a)?.length === 4) answers.push({ name, type: TYPE.A, ttl, address: a })
+    if (v6) for (const a of edges.v6) if (addressBytes(a)?.length === 16) answers.push({ name, type: TYPE.AAAA, ttl, address: a })
     if (answers.length === 0) return { ...this.nodata(), siteDependent }
     return this.positive(answers, EMPTY, siteDependent)
   }
@@ -257,15 +258,4 @@ export class Zone {
     this.hostTable()
     return this.parents
   }
-}
-
-/**
- * Eight full hex groups. dns2's AAAA encoder expands "::" itself but mishandles an embedded
- * IPv4 tail ("::ffff:192.0.2.1"); handing it the full form sidesteps its parser entirely.
- */
-export function fullIpv6 (address: string): string {
-  const b = ipv6Bytes(address)
-  let text = ''
-  for (let i = 0; i < 16; i += 2) text += (i === 0 ? '' : ':') + b.readUInt16BE(i).toString(16).padStart(4, '0')
-  return text
 }

@@ -35,3 +35,20 @@ t.test('hand-written and dns2 encodings decode to the same message', async t => 
     t.ok(mine.length <= theirs.length, `${name} type ${type}: no larger (${mine.length} vs ${theirs.length})`)
   }
 })
+
+t.test('addresses the view gets wrong are left out of the answer', async t => {
+  const view = sampleView()
+  const sloppy = Object.assign(Object.create(view) as typeof view, {
+    volumeEdges: () => ({ v4: ['not-an-ip', '192.0.2.9', '2001:db8::1', '999.1.1.1'], v6: ['192.0.2.1', '2001:db8::9', '::ffff:192.0.2.7'] })
+  })
+  const zone = new Zone(parseDnsConfig(), sloppy)
+  for (const [type, want] of [[1, ['192.0.2.9']], [28, ['2001:db8::9', '::ffff:c000:207']]] as const) {
+    const parsed = parseQuery(buildQuery({ name: `vol1.${ZONE}`, type }))
+    if (parsed?.ok !== true || parsed.query.question === undefined) throw new Error('bad test query')
+    const head: ResponseHead = { id: 1, queryFlags: parsed.query.flags, question: parsed.query.question }
+    const answer = zone.resolve(parsed.query.question, () => undefined)
+    for (const [what, bytes] of [['by hand', encodeByHand(head, answer, false)], ['dns2', encodeWithDns2(head, answer, [], false)]] as const) {
+      t.same(dns2.Packet.parse(bytes).answers.map(a => a.address), want, `type ${type} ${what}`)
+    }
+  }
+})
