@@ -75,7 +75,7 @@ export const dnsSectionSchema = z.object({
     maxConnections: z.number().int().positive().default(1000).describe('TCP connections open at once; more are refused')
   }).strict().default({}).describe('TCP connections'),
   cacheSize: z.number().int().min(16).default(100_000)
-    .describe('encoded answers kept for the fast path (per name, type and site); the whole cache is dropped on any change of the data')
+    .describe('encoded answers kept for the fast path (per name, type and site); a change drops the answers it concerns (one volume\'s, or all)')
 }).strict().default({})
 
 export type DnsConfig = z.infer<typeof dnsSectionSchema>
