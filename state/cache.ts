@@ -65,6 +65,8 @@ interface Entry {
  */
 export class LocationCache {
   private readonly entries = new Map<string, Entry>()
+  /** Entries with a location (kept in step with `entries`, so `size` is O(1) for metrics). */
+  private live = 0
   private readonly listeners = new Set<(change: LocationChange) => void>()
   private readonly logger: Logger
   private readonly tombstoneMs: number
@@ -132,9 +134,7 @@ export class LocationCache {
 
   /** Live locations cached (tombstones not counted). */
   get size (): number {
-    let n = 0
-    for (const e of this.entries.values()) if (e.location !== null) n++
-    return n
+    return this.live
   }
 
   onChange (listener: (change: LocationChange) => void): () => void {
@@ -163,6 +163,7 @@ export class LocationCache {
     const loc = location === null ? null : Object.freeze({ ...location })
     this.entries.set(key, { location: loc, epoch, gen: this.gen, volume, block, at: Date.now() })
     const prev = previous?.location ?? null
+    this.live += (loc === null ? 0 : 1) - (prev === null ? 0 : 1)
     if (loc === null && prev === null) return
     this.notify({ volume, block, location: loc, previous: prev, source })
   }
@@ -241,7 +242,10 @@ export class LocationCache {
       for (const [key, e] of this.entries) {
         if (e.gen >= gen) continue
         this.entries.delete(key)
-        if (e.location !== null) this.notify({ volume: e.volume, block: e.block, location: null, previous: e.location, source: 'resync' })
+        if (e.location !== null) {
+          this.live--
+          this.notify({ volume: e.volume, block: e.block, location: null, previous: e.location, source: 'resync' })
+        }
       }
       this.stats.reloads++
       this.retryAttempt = 0

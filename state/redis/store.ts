@@ -329,7 +329,15 @@ export class RedisStore implements StateStore {
 
   async * scanLocations (): AsyncIterable<LocatedBlock> {
     for await (const { volume, block, hash } of this.scanHashes('loc', 'scanLocations')) {
-      const s = decodeStoredLocation(hash)
+      let s: ReturnType<typeof decodeStoredLocation>
+      try {
+        s = decodeStoredLocation(hash)
+      } catch (err) {
+        // One foreign or damaged key must not make every resync fail: skip it (getLocation
+        // on that block still reports FERRY_STATE_CORRUPT).
+        this.logger.warn({ err, volume, block }, 'skipping a stored location that does not decode')
+        continue
+      }
       if (s.kind === 'live') yield { volume, block, location: s.location }
     }
   }
