@@ -15,7 +15,7 @@ const USAGE = `usage: ferry <command> [options]
 
 commands:
   start --config FILE [--roles proxy,dns,planner]   run ferry on a config file (reloads on change and SIGHUP)
-  sandbox [--config FILE] [--proxy-port P] [--admin-port P] [--gateway-ports P,P,P] [--print-config]
+  sandbox [--config FILE] [--proxy-port P] [--admin-port P] [--dns-port P] [--gateway-ports P,P,P] [--print-config]
                                                     everything on loopback with an embedded default config
   gateway --dir D --port P [--host H] [--admin-port P] [--max-block-bytes N]
                                                     run a reference gateway
@@ -51,6 +51,7 @@ async function sandboxCommand (argv: string[]): Promise<void> {
       config: { type: 'string' },
       'proxy-port': { type: 'string' },
       'admin-port': { type: 'string' },
+      'dns-port': { type: 'string' },
       'gateway-ports': { type: 'string' },
       roles: { type: 'string', default: ALL_ROLES.join(',') },
       'print-config': { type: 'boolean', default: false }
@@ -59,6 +60,7 @@ async function sandboxCommand (argv: string[]): Promise<void> {
   const ports = {
     ...(values['proxy-port'] !== undefined ? { proxy: port(values['proxy-port']) } : {}),
     ...(values['admin-port'] !== undefined ? { admin: port(values['admin-port']) } : {}),
+    ...(values['dns-port'] !== undefined ? { dns: port(values['dns-port']) } : {}),
     ...(values['gateway-ports'] !== undefined ? { gateways: values['gateway-ports'].split(',').map(port) } : {})
   }
   if (values['print-config']) {

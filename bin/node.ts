@@ -6,6 +6,10 @@ import { AdminServer } from '../proxy/admin.js'
 import { registerProxyAdmin } from '../proxy/admin-routes.js'
 import { ProxyServer } from '../proxy/server.js'
 import { createStore } from '../state/factory.js'
+import { LocationCache } from '../state/cache.js'
+import { AuthoritativeServer } from '../dns/server.js'
+import { FleetDnsView } from './dns-view.js'
+import { GatewayHealthBoard } from './health-board.js'
 import type { StateStore } from '../state/types.js'
 
 export type Role = 'proxy' | 'dns' | 'planner'
@@ -30,6 +34,10 @@ export class FerryNode {
   readonly admin: AdminServer
   readonly proxy: ProxyServer | undefined
   readonly store: StateStore
+  readonly dns: AuthoritativeServer | undefined
+  readonly health: GatewayHealthBoard
+  private dnsView: FleetDnsView | undefined
+  private dnsLocations: LocationCache | undefined
   private config: FerryConfig
   private readonly logger: Logger
 
@@ -49,17 +57,36 @@ export class FerryNode {
       this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry, store: this.store })
       registerProxyAdmin(this.admin, this.proxy)
     }
+    this.health = new GatewayHealthBoard(this.store)
+    this.proxy?.gateways.on('change', (id, healthy) => { this.health.set(id, healthy) })
+    if (opts.roles.has('dns')) {
+      // With a proxy in this process, DNS reads its location cache; otherwise it keeps its own.
+      const locations = this.proxy?.sync?.cache ?? (this.dnsLocations = new LocationCache(this.store, { logger: opts.logger }))
+      this.dnsView = new FleetDnsView(cfg, locations, this.health, cfg.proxy.listen.port)
+      const dns = new AuthoritativeServer({ config: cfg.dns, view: this.dnsView, registry: opts.registry, logger: opts.logger.child({ role: 'dns' }) })
+      this.dns = dns
+      this.admin.addReadinessCheck('dns', () => {
+        const down = dns.status().listeners.filter(l => l.error !== undefined || !l.bound)
+        return down.length === 0 ? undefined : `DNS listeners not bound: ${down.map(l => `${l.transport} ${l.address}:${l.port}${l.error ? ` (${l.error})` : ''}`).join(', ')}`
+      })
+    }
     opts.watcher?.on('reload', next => { this.reconfigure(next) })
   }
 
   async start (): Promise<void> {
     await this.admin.listen()
     await this.proxy?.listen()
+    await this.dnsLocations?.start()
+    await this.dns?.start()
+    // The SRV records name the proxy's real port (it may have been 0 = "pick one").
+    if (this.proxy !== undefined) this.dnsView?.reconfigure(this.config, this.proxy.address.port)
   }
 
   reconfigure (cfg: FerryConfig): void {
     if (JSON.stringify(cfg.state) !== JSON.stringify(this.config.state)) this.logger.warn('state: changed; takes effect on restart')
+    if (JSON.stringify(cfg.dns) !== JSON.stringify(this.config.dns)) this.logger.warn('dns: changed; takes effect on restart')
     this.proxy?.reconfigure(cfg)
+    this.dnsView?.reconfigure(cfg, this.proxy?.address.port ?? cfg.proxy.listen.port)
     this.admin.setToken(adminToken(cfg))
     if (cfg.log.level !== this.config.log.level) this.logger.level = cfg.log.level
     this.config = cfg
@@ -69,6 +96,10 @@ export class FerryNode {
   async stop (): Promise<void> {
     this.opts.watcher?.stop()
     await this.proxy?.close()
+    await this.dns?.stop()
+    this.dnsView?.close()
+    this.dnsLocations?.close()
+    this.health.close()
     await this.admin.close()
     if (this.opts.store === undefined) await this.store.close()
   }

@@ -73,6 +73,7 @@ export class Sandbox {
       `  curl -sS -H 'X-Forwarded-For: 127.0.1.9' ${proxy}/vol1/blk1             # the same read from site-b`,
       `  curl -sS ${admin}/v1/blocks/vol1/blk1                                  # location and access scores`,
       `  curl -sS ${admin}/v1/gateways                                          # gateways and health`,
+      ...(this.node.dns ? [`  dig @127.0.0.1 -p ${this.config.dns.listen[0]?.port ?? 5353} vol1.${this.config.dns.zone} +short           # the edge nearest vol1's data`] : []),
       `  curl -sS ${admin}/readyz ; curl -sS ${admin}/metrics | grep ferry_`,
       gw ? `  curl -sS -X PUT -d '{"errorRate":1}' ${gw.adminUrl}/faults     # make ${gw.id} fail; watch it get ejected` : '',
       '',

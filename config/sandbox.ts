@@ -34,6 +34,8 @@ export function sandboxConfig (ports: SandboxPorts = SANDBOX_PORTS): FerryConfig
     proxy: { listen: { host: '127.0.0.1', port: ports.proxy }, trustedProxies: ['127.0.0.1/32'] },
     admin: { listen: { host: '127.0.0.1', port: ports.admin }, token: 'sandbox-admin-token-change-me' },
     health: { active: { intervalMs: 1000 } },
+    sessions: { enabled: true },
+    dns: { listen: [{ address: '127.0.0.1', port: ports.dns }], zone: 'sandbox.ferry.test' },
     recorder: { halfLifeS: 300 }
   }
 }

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { gatewaySchema, siteSchema } from './fleet.js'
 import { adminSectionSchema, healthSectionSchema, proxySectionSchema, recorderSectionSchema, sessionsSectionSchema } from '../proxy/config.js'
 import { stateConfigSchema } from '../state/config.js'
+import { dnsSectionSchema } from '../dns/config.js'
 
 /**
  * The whole file. Each section's schema lives beside the code it configures; this module only
@@ -18,7 +19,8 @@ export const configSchema = z.object({
   recorder: recorderSectionSchema,
   sessions: sessionsSectionSchema,
   admin: adminSectionSchema,
-  state: stateConfigSchema.default({})
+  state: stateConfigSchema.default({}),
+  dns: dnsSectionSchema.default({})
 }).strict().superRefine((cfg, ctx) => {
   const siteNames = new Set<string>()
   cfg.sites.forEach((s, i) => {

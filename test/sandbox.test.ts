@@ -1,12 +1,13 @@
 import t from 'tap'
+import dns from 'node:dns'
 import { request } from 'undici'
 import { freePort, waitFor } from './helpers/net.js'
 import { spawnFerry } from './helpers/process.js'
 
 t.test('ferry sandbox: gateways, proxy and admin on loopback, clean exit on Ctrl-C', async t => {
-  const ports = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()])
-  const [proxy, admin, g1, g2, g3] = ports as [number, number, number, number, number]
-  const ferry = spawnFerry(['sandbox', '--proxy-port', String(proxy), '--admin-port', String(admin), '--gateway-ports', `${g1},${g2},${g3}`])
+  const ports = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()])
+  const [proxy, admin, g1, g2, g3, dnsPort] = ports as [number, number, number, number, number, number]
+  const ferry = spawnFerry(['sandbox', '--proxy-port', String(proxy), '--admin-port', String(admin), '--dns-port', String(dnsPort), '--gateway-ports', `${g1},${g2},${g3}`])
   t.teardown(() => ferry.stop('SIGKILL'))
   await waitFor(() => ferry.output().includes('Ctrl-C stops everything'), 'the sandbox banner', 20_000, 100)
   t.match(ferry.output(), new RegExp(`curl -sS -X PUT --data-binary 'hello ferry' http://127\\.0\\.0\\.1:${proxy}/vol1/blk1`), 'prints curl lines for its own ports')
@@ -23,6 +24,12 @@ t.test('ferry sandbox: gateways, proxy and admin on loopback, clean exit on Ctrl
   await ready.body.dump()
   const gws = await (await request(`http://127.0.0.1:${admin}/v1/gateways`)).body.json() as { gateways: Array<{ url: string }> }
   t.same(gws.gateways.map(g => g.url), [g1, g2, g3].map(p => `http://127.0.0.1:${p}`))
+
+  // The DNS role answers for the volume just written, from a real resolver.
+  const resolver = new dns.promises.Resolver({ timeout: 2000, tries: 2 })
+  resolver.setServers([`127.0.0.1:${dnsPort}`])
+  t.same(await resolver.resolve4('vol1.sandbox.ferry.test'), ['127.0.0.1'], 'vol1 resolves to its edge')
+  await t.rejects(resolver.resolve4('nope.sandbox.ferry.test'), { code: 'ENOTFOUND' }, 'unknown volume: NXDOMAIN')
 
   t.equal(await ferry.stop('SIGINT'), 0, 'exits 0 on SIGINT')
   await t.rejects(request(`http://127.0.0.1:${proxy}/vol1/blk1`), 'proxy port closed')

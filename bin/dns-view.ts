@@ -1,0 +1,116 @@
+import net from 'node:net'
+import type { FerryConfig } from '../config/schema.js'
+import { SiteMap } from '../config/site-map.js'
+import type { DnsChange, DnsView, EdgeSet, SrvTarget } from '../dns/view.js'
+import type { LocationCache, LocationChange } from '../state/cache.js'
+import type { GatewayHealthBoard } from './health-board.js'
+
+interface VolumeEntry {
+  /** Gateway id → number of the volume's blocks located there. */
+  gateways: Map<string, number>
+}
+
+/**
+ * DNS answers derived from where the data is. A volume's edges are those of the site of the
+ * gateway holding most of its blocks — preferring, for a client, a healthy gateway at the
+ * client's own site — so answers follow the data as blocks move. The per-volume counts are
+ * kept incrementally from the location cache's changes, so a query never scans blocks.
+ */
+export class FleetDnsView implements DnsView {
+  private config: FerryConfig
+  private sites: SiteMap
+  private siteEdges = new Map<string, EdgeSet>()
+  private gatewaySite = new Map<string, string>()
+  private readonly volumes = new Map<string, VolumeEntry>()
+  private readonly listeners = new Set<(change?: DnsChange) => void>()
+  private readonly unsubscribe: Array<() => void> = []
+
+  constructor (config: FerryConfig, private readonly locations: LocationCache, private readonly health: GatewayHealthBoard, private proxyPort: number) {
+    this.config = config
+    this.sites = new SiteMap(config.sites)
+    this.index(config)
+    this.unsubscribe.push(locations.onChange(c => { this.onLocation(c) }))
+    this.unsubscribe.push(health.onChange(() => { this.emit() }))
+  }
+
+  reconfigure (config: FerryConfig, proxyPort: number): void {
+    this.config = config
+    this.proxyPort = proxyPort
+    this.sites = new SiteMap(config.sites)
+    this.index(config)
+    this.emit()
+  }
+
+  close (): void {
+    for (const u of this.unsubscribe) u()
+  }
+
+  volumeEdges (volume: string, site: string | undefined): EdgeSet | undefined {
+    const entry = this.volumes.get(volume)
+    if (entry === undefined) return undefined
+    let best: string | undefined
+    let bestRank = -Infinity
+    for (const [gateway, count] of entry.gateways) {
+      if (count <= 0) continue
+      // Health dominates, then the client's own site, then where most of the volume is.
+      const rank = (this.health.isHealthy(gateway) ? 2e9 : 0) + (site !== undefined && this.gatewaySite.get(gateway) === site ? 1e9 : 0) + count
+      if (rank > bestRank) { bestRank = rank; best = gateway }
+    }
+    if (best === undefined) return undefined
+    return this.siteEdges.get(this.gatewaySite.get(best) ?? '') ?? { v4: [], v6: [] }
+  }
+
+  gatewayEdges (gateway: string): EdgeSet | undefined {
+    for (const [id, site] of this.gatewaySite) {
+      if (id.toLowerCase() === gateway) return this.siteEdges.get(site) ?? { v4: [], v6: [] }
+    }
+    return undefined
+  }
+
+  proxies (): readonly SrvTarget[] {
+    const out: SrvTarget[] = []
+    for (const s of this.config.sites) {
+      const edges = this.siteEdges.get(s.name)
+      if (edges === undefined || edges.v4.length + edges.v6.length === 0) continue
+      out.push({ target: `${s.name.toLowerCase()}.edge.${this.config.dns.zone}`, port: this.proxyPort, priority: 0, weight: 1, v4: edges.v4, v6: edges.v6 })
+    }
+    return out
+  }
+
+  siteOf (address: string): string | undefined {
+    return this.sites.siteOf(address)
+  }
+
+  onChange (listener: (change?: DnsChange) => void): () => void {
+    this.listeners.add(listener)
+    return () => { this.listeners.delete(listener) }
+  }
+
+  private onLocation (c: LocationChange): void {
+    const volume = c.volume.toLowerCase()
+    if (c.previous !== null) this.count(volume, c.previous.gateway, -1)
+    if (c.location !== null) this.count(volume, c.location.gateway, +1)
+    this.emit({ volumes: [volume] })
+  }
+
+  private count (volume: string, gateway: string, delta: number): void {
+    let e = this.volumes.get(volume)
+    if (e === undefined) this.volumes.set(volume, e = { gateways: new Map() })
+    const n = (e.gateways.get(gateway) ?? 0) + delta
+    if (n > 0) e.gateways.set(gateway, n)
+    else e.gateways.delete(gateway)
+    if (e.gateways.size === 0) this.volumes.delete(volume)
+  }
+
+  private index (config: FerryConfig): void {
+    this.siteEdges = new Map(config.sites.map(s => [s.name, {
+      v4: s.edges.filter(a => net.isIPv4(a)),
+      v6: s.edges.filter(a => net.isIPv6(a))
+    }]))
+    this.gatewaySite = new Map(config.gateways.map(g => [g.id, g.site]))
+  }
+
+  private emit (change?: DnsChange): void {
+    for (const l of this.listeners) l(change)
+  }
+}
