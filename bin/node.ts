@@ -59,7 +59,7 @@ export class FerryNode {
     }
     this.health = new GatewayHealthBoard(this.store)
     this.proxy?.gateways.on('change', (id, healthy) => { this.health.set(id, healthy) })
-    if (opts.roles.has('dns')) {
+    if (opts.roles.has('dns') && cfg.dns.enabled) {
       // With a proxy in this process, DNS reads its location cache; otherwise it keeps its own.
       const locations = this.proxy?.sync?.cache ?? (this.dnsLocations = new LocationCache(this.store, { logger: opts.logger }))
       this.dnsView = new FleetDnsView(cfg, locations, this.health, cfg.proxy.listen.port)

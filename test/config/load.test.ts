@@ -4,6 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { ConfigError, loadConfigFile, parseConfig } from '../../config/load.js'
 import { ConfigWatcher } from '../../config/watch.js'
+import { configSchema } from '../../config/schema.js'
 import { createRegistry } from '../../lib/metrics.js'
 import { waitFor } from '../helpers/net.js'
 
@@ -143,3 +144,29 @@ t.test('ConfigWatcher reloads on SIGHUP', async t => {
   await waitFor(() => w.current.proxy.listen.port === 8090, 'SIGHUP reload')
   t.pass('reloaded on SIGHUP')
 })
+
+t.test('config/example.yaml names every key of the schema', async t => {
+  const text = fs.readFileSync(path.resolve('config/example.yaml'), 'utf8')
+  const missing: string[] = []
+  walk(configSchema, '', (keyPath, key) => { if (!new RegExp(`\\b${key}\\b`).test(text)) missing.push(keyPath) })
+  t.same(missing, [], 'every option is documented in the example')
+})
+
+/** Visits every object key of a zod schema (through defaults, optionals, effects and arrays). */
+function walk (schema: unknown, prefix: string, visit: (keyPath: string, key: string) => void): void {
+  let s = schema as { _def: Record<string, unknown>, shape?: Record<string, unknown> }
+  for (;;) {
+    const d = s._def
+    if (d.innerType !== undefined) s = d.innerType as typeof s
+    else if (d.schema !== undefined) s = d.schema as typeof s
+    else if (d.typeName === 'ZodArray') s = d.type as typeof s
+    else break
+  }
+  if ((s._def.typeName as string) !== 'ZodObject') return
+  const shape = (s._def.shape as () => Record<string, unknown>)()
+  for (const [key, child] of Object.entries(shape)) {
+    const keyPath = prefix === '' ? key : `${prefix}.${key}`
+    visit(keyPath, key)
+    walk(child, keyPath, visit)
+  }
+}
