@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- dns [--volumes N] [--seconds S] [--no-edns] [--node-loadgen]`
+ * `npm run bench -- dns [--volumes N] [--seconds S] [--rounds R] [--no-edns] [--node-loadgen]`
  *
  * Queries per second of ferry's authoritative DNS against, in the same run and on the same
  * machine: nsd serving an equivalent static zone (when installed), and a bare node:dgram
@@ -7,6 +7,11 @@
  * from a Node load generator in a worker thread. Also measures change-to-answer latency: from
  * a route change in the view until a query returns the new address, idle and under load.
  * Writes bench/results/dns.json.
+ *
+ * The machines this runs on are shared and noisy, so the three targets are measured in turns
+ * (ferry, nsd, bare; ferry, nsd, bare; …) for `rounds` rounds of `seconds` each, and each
+ * target's figure is its median: a burst of someone else's load then hurts one round of each
+ * target rather than all of one.
  */
 import dgram from 'node:dgram'
 import fs from 'node:fs'
@@ -25,7 +30,7 @@ const ZONE = 'bench.ferry.test'
 const TARGET_QPS = 40_000
 const TARGET_RATIO = 0.45
 
-interface Options { volumes: number, seconds: number, edns: boolean, nodeLoadgen: boolean }
+interface Options { volumes: number, seconds: number, rounds: number, edns: boolean, nodeLoadgen: boolean }
 
 function options (args: string[]): Options {
   const value = (name: string, dflt: number): number => {
@@ -34,7 +39,7 @@ function options (args: string[]): Options {
     if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} wants a positive number`)
     return v
   }
-  return { volumes: value('volumes', 1000), seconds: value('seconds', 10), edns: !args.includes('--no-edns'), nodeLoadgen: args.includes('--node-loadgen') }
+  return { volumes: value('volumes', 1000), seconds: value('seconds', 5), rounds: value('rounds', 3), edns: !args.includes('--no-edns'), nodeLoadgen: args.includes('--node-loadgen') }
 }
 
 /**
@@ -361,77 +366,95 @@ export default async function run (args: string[]): Promise<void> {
   fs.writeFileSync(queryFile, names.flatMap(v => [`${v}.${ZONE} A`, `${v}.${ZONE} AAAA`]).join('\n') + '\n')
   const queries = names.flatMap(v => [query(`${v}.${ZONE}`, 1, opt.edns), query(`${v}.${ZONE}`, 28, opt.edns)])
   const load = (port: number, maxQps?: number): Promise<Load> => useDnsperf ? dnsperf(port, queryFile, opt.seconds, opt.edns, maxQps) : nodeLoad(port, queries, opt.seconds, maxQps)
-  console.log(`dns bench: ${opt.volumes} volumes, ${opt.seconds} s per target, ${opt.edns ? 'EDNS' : 'no EDNS'}, load from ${useDnsperf ? 'dnsperf' : 'a Node worker'}${haveNsd ? '' : ', nsd not installed'}`)
+  console.log(`dns bench: ${opt.volumes} volumes, ${opt.rounds} rounds of ${opt.seconds} s per target, ${opt.edns ? 'EDNS' : 'no EDNS'}, load from ${useDnsperf ? 'dnsperf' : 'a Node worker'}${haveNsd ? '' : ', nsd not installed'}`)
 
-  const results: Record<string, Load> = {}
+  const results: Record<string, Load[]> = { ferry: [], nsd: [], bareDgram: [] }
+  const median = (runs: Load[] | undefined): number | undefined => {
+    if (runs === undefined || runs.length === 0) return undefined
+    const q = runs.map(r => r.qps).sort((a, b) => a - b)
+    return q.length % 2 === 1 ? q[(q.length - 1) / 2] as number : ((q[q.length / 2 - 1] as number) + (q[q.length / 2] as number)) / 2
+  }
   const server = new AuthoritativeServer({
     // Rate limiting off: the load comes from one address, which is exactly what RRL limits.
     config: parseDnsConfig({ zone: ZONE, listen: [{ address: '127.0.0.1', port: 0 }], rateLimit: { responsesPerSecond: 0 } }),
     view
   })
   let nsd: ChildProcess | undefined
+  let bare: { port: number, close: () => Promise<void> } | undefined
   try {
-    // 1. ferry
+    // The three servers: ferry (in this process), nsd with the equivalent static zone, and a
+    // bare node:dgram responder. Each is checked for correct answers first.
     await server.start()
     const ferryPort = server.addresses()[0]?.port as number
     await verify('ferry', ferryPort, view, opt.edns)
-    results.ferry = await load(ferryPort)
-    console.log(`ferry        ${Math.round(results.ferry.qps)} qps`)
-
-    // 2. nsd, equivalent static zone
+    let nsdPort: number | undefined
     if (haveNsd) {
-      const port = await freeUdpPort()
-      nsd = await startNsd(dir, port, view)
-      await verify('nsd', port, view, opt.edns)
-      results.nsd = await load(port)
-      await stopChild(nsd)
-      nsd = undefined
-      console.log(`nsd          ${Math.round(results.nsd.qps)} qps`)
+      nsdPort = await freeUdpPort()
+      nsd = await startNsd(dir, nsdPort, view)
+      await verify('nsd', nsdPort, view, opt.edns)
     }
+    bare = await startBare()
 
-    // 3. bare node:dgram
-    const bare = await startBare()
-    results.bareDgram = await load(bare.port)
+    for (let round = 1; round <= opt.rounds; round++) {
+      const line: string[] = []
+      results.ferry?.push(await load(ferryPort))
+      line.push(`ferry ${Math.round(results.ferry?.at(-1)?.qps ?? NaN)}`)
+      if (nsdPort !== undefined) {
+        results.nsd?.push(await load(nsdPort))
+        line.push(`nsd ${Math.round(results.nsd?.at(-1)?.qps ?? NaN)}`)
+      }
+      results.bareDgram?.push(await load(bare.port))
+      line.push(`bare dgram ${Math.round(results.bareDgram?.at(-1)?.qps ?? NaN)}`)
+      console.log(`round ${round}: ${line.join(', ')} qps`)
+    }
+    if (nsd !== undefined) await stopChild(nsd)
+    nsd = undefined
     await bare.close()
-    console.log(`bare dgram   ${Math.round(results.bareDgram.qps)} qps`)
+    bare = undefined
+    const ferryQps = median(results.ferry) as number
+    const nsdQps = median(results.nsd)
+    const bareQps = median(results.bareDgram) as number
 
     // 4. Change-to-answer latency. Idle: one change at a time, query until the new address.
     // Under load: route changes every 100 ms while the server runs at half the rate it
     // managed above (at full rate the probe would only measure the load generator's queue).
     const idle = await changeLatency(ferryPort, view, 200, 0, Infinity)
-    const halfRate = results.ferry.qps / 2
-    const underLoadRun = load(ferryPort, halfRate)
+    const underLoadRun = load(ferryPort, ferryQps / 2)
     await new Promise(resolve => setTimeout(resolve, 500))
     const busy = await changeLatency(ferryPort, view, 10_000, 100, performance.now() + (opt.seconds - 1) * 1000)
-    results.ferryHalfRateWithRouteChanges = await underLoadRun
-    console.log(`ferry at half rate, a route change every 100 ms: ${Math.round(results.ferryHalfRateWithRouteChanges.qps)} qps, lost ${results.ferryHalfRateWithRouteChanges.lost}`)
+    const halfRate = await underLoadRun
+    results.ferryHalfRateWithRouteChanges = [halfRate]
+    console.log(`ferry at half rate, a route change every 100 ms: ${Math.round(halfRate.qps)} qps, lost ${halfRate.lost}`)
 
     // 5. Health flaps: every 100 ms a change that drops every cached answer, at full load.
     const flapping = setInterval(() => view.flap(), 100)
+    let flaps: Load
     try {
-      results.ferryWithFlaps = await load(ferryPort)
+      flaps = await load(ferryPort)
     } finally {
       clearInterval(flapping)
     }
-    console.log(`ferry, full cache drop every 100 ms: ${Math.round(results.ferryWithFlaps.qps)} qps`)
+    results.ferryWithFlaps = [flaps]
+    console.log(`ferry, full cache drop every 100 ms: ${Math.round(flaps.qps)} qps`)
 
-    const ferryQps = results.ferry.qps
     const figures = {
       ferryQps: Math.round(ferryQps),
-      nsdQps: results.nsd === undefined ? null : Math.round(results.nsd.qps),
-      bareDgramQps: Math.round(results.bareDgram.qps),
-      ferryWithFullInvalidationEvery100msQps: Math.round(results.ferryWithFlaps.qps),
+      nsdQps: nsdQps === undefined ? null : Math.round(nsdQps),
+      bareDgramQps: Math.round(bareQps),
+      ferryAtHalfRateWithRouteChangesQps: Math.round(halfRate.qps),
+      ferryWithFullInvalidationEvery100msQps: Math.round(flaps.qps),
       changeToAnswerIdle: summary(idle),
       changeToAnswerUnderLoad: summary(busy)
     }
     const ratios = {
-      ferryOverNsd: results.nsd === undefined ? null : ratio(ferryQps, results.nsd.qps),
-      ferryOverBareDgram: ratio(ferryQps, results.bareDgram.qps)
+      ferryOverNsd: nsdQps === undefined ? null : ratio(ferryQps, nsdQps),
+      ferryOverBareDgram: ratio(ferryQps, bareQps)
     }
     const targets = {
       qps: { target: TARGET_QPS, met: ferryQps >= TARGET_QPS },
       ratioOverNsd: { target: TARGET_RATIO, met: ratios.ferryOverNsd === null ? null : ratios.ferryOverNsd >= TARGET_RATIO }
     }
+    console.log(`median qps: ferry ${figures.ferryQps}, nsd ${figures.nsdQps ?? 'n/a'}, bare dgram ${figures.bareDgramQps}`)
     console.log(`ratios: ferry/nsd ${ratios.ferryOverNsd ?? 'n/a'}, ferry/bare dgram ${ratios.ferryOverBareDgram}`)
     console.log(`change to answer: idle p50 ${figures.changeToAnswerIdle.p50Ms} ms p99 ${figures.changeToAnswerIdle.p99Ms} ms; under load p50 ${figures.changeToAnswerUnderLoad.p50Ms} ms p99 ${figures.changeToAnswerUnderLoad.p99Ms} ms`)
     console.log(`targets: >= ${TARGET_QPS} qps ${targets.qps.met ? 'met' : 'NOT met'}; >= ${TARGET_RATIO}x nsd ${targets.ratioOverNsd.met === null ? 'not measured' : targets.ratioOverNsd.met ? 'met' : 'NOT met'}`)
@@ -449,6 +472,7 @@ export default async function run (args: string[]): Promise<void> {
     console.log(`wrote ${file}`)
   } finally {
     if (nsd !== undefined) await stopChild(nsd)
+    if (bare !== undefined) await bare.close()
     await server.stop()
     fs.rmSync(dir, { recursive: true, force: true })
   }
