@@ -103,6 +103,9 @@ export function createCommandClient (conn: ResolvedConnection, config: StateConf
     enableReadyCheck: true,
     // Grouped per node: a batch costs one round trip per node, in parallel.
     enableAutoPipelining: true,
+    // Auto-pipelining groups a command by the slot of its first argument; for these two that is
+    // the key count (their key count varies), so same-tick calls on other nodes' blocks failed.
+    autoPipeliningIgnoredCommands: ['ferryCas', 'ferryDelete'],
     scaleReads: 'master',
     lazyConnect: true,
     clusterRetryStrategy: backoff(config.reconnect.minDelayMs, config.reconnect.maxDelayMs),
