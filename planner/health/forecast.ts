@@ -148,8 +148,9 @@ export class SignalWindow {
     const stt = Math.max(0, this.stt / n - (this.st / n) ** 2) * n
     const stx = (this.stx / n - (this.st / n) * xm) * n
     const sxx = Math.max(0, this.sxx / n - xm * xm) * n
-    // Until half the window is filled a slope is mostly noise: persistence instead.
-    if (kind === 'level' || stt <= 1e-12 || this.spanS < this.windowS / 2) {
+    // Until the window is (nearly) full a slope is fitted on less history than the error
+    // calibration assumed, and a burst weighs more: persistence instead.
+    if (kind === 'level' || stt <= 1e-12 || this.spanS < 0.9 * this.windowS) {
       const sd = Math.sqrt(sxx / Math.max(1, n - 1))
       return { mean: xm, scale: Math.max(sd * Math.sqrt(1 + 1 / n), 1e-9), level: xm, slope: 0, samples: n }
     }

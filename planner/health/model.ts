@@ -465,8 +465,8 @@ export class HealthModel {
     let maxSurprise = 0
     let noveltySignal: string | undefined
     let looked = 0
-    // A window at least half full (the trend needs that much) is enough data.
-    const expected = Math.max(5, 0.5 * p.windowS / p.sampleIntervalS)
+    // A full window (what the trend needs) is enough data.
+    const expected = Math.max(5, 0.9 * p.windowS / p.sampleIntervalS)
     for (const spec of p.signals) {
       const s = st.signals.get(spec.name)
       if (s === undefined || s.window.size === 0) continue

@@ -78,8 +78,12 @@ export interface ProfileResult {
 
 export const PROBATION_PERCENT = 0.15
 
-/** Where the shared NAB copy lives: ../shared/data/nab relative to the project root. */
+/**
+ * Where the shared NAB copy lives: ../shared/data/nab relative to the project root, unless
+ * FERRY_NAB_DIR says otherwise.
+ */
 export function defaultNabRoot (): string {
+  if (process.env.FERRY_NAB_DIR !== undefined && process.env.FERRY_NAB_DIR !== '') return path.resolve(process.env.FERRY_NAB_DIR)
   const here = path.dirname(fileURLToPath(import.meta.url))
   // Works both from planner/health (ts via tap) and from dist/planner/health (compiled).
   let dir = here

@@ -75,59 +75,85 @@ export interface NoveltyDetector {
 
 const FEATURE_PAIRS = 2
 
+/** A fixed-size ring of the last `size` numbers (no shifting: this runs per sample per signal). */
+class Ring {
+  private readonly buf: Float64Array
+  private next = 0
+  length = 0
+  constructor (readonly size: number, init: readonly number[] = []) {
+    this.buf = new Float64Array(Math.max(1, size))
+    for (const v of init.slice(-size)) this.push(v)
+  }
+
+  /** Adds v; returns the value that fell out, or undefined while filling. */
+  push (v: number): number | undefined {
+    let out: number | undefined
+    if (this.length === this.size) out = this.buf[this.next]
+    else this.length++
+    this.buf[this.next] = v
+    this.next = (this.next + 1) % this.size
+    return out
+  }
+
+  max (): number {
+    let m = 0
+    for (let i = 0; i < this.length; i++) if ((this.buf[i] as number) > m) m = this.buf[i] as number
+    return m
+  }
+
+  toArray (): number[] {
+    const out: number[] = []
+    const start = this.length === this.size ? this.next : 0
+    for (let i = 0; i < this.length; i++) out.push(this.buf[(start + i) % this.size] as number)
+    return out
+  }
+}
+
 class TailNovelty implements NoveltyDetector {
   private readonly p: TailNoveltyParams
-  private readonly recent: number[]
+  private readonly recent: Ring
   private baseline: number | null
-  private readonly recentSurprise: number[]
+  private readonly recentSurprise: Ring
   private readonly tails: TailEstimator[]
-  private sum: number
+  private sum = 0
 
   constructor (p: TailNoveltyParams, s?: TailNoveltyState) {
     this.p = p
-    this.recent = s?.recent.slice(-p.window) ?? []
+    this.recent = new Ring(p.window, s?.recent)
+    for (const v of this.recent.toArray()) this.sum += v
     this.baseline = s?.baseline ?? null
-    this.recentSurprise = s?.recentSurprise.slice(-p.refractory) ?? []
+    this.recentSurprise = new Ring(p.refractory, s?.recentSurprise)
     this.tails = Array.from({ length: 2 * FEATURE_PAIRS }, (_, i) => new TailEstimator(p.tail, s?.tails[i]))
-    this.sum = this.recent.reduce((a, b) => a + b, 0)
+  }
+
+  private rank (k: number, f: number): number {
+    const tail = this.tails[k] as TailEstimator
+    const s = tail.surprise(f)
+    tail.add(f)
+    return s
   }
 
   update (x: number): number {
     const p = this.p
-    this.recent.push(x)
-    this.sum += x
-    if (this.recent.length > p.window) this.sum -= this.recent.shift() as number
+    const dropped = this.recent.push(x)
+    this.sum += x - (dropped ?? 0)
     if (this.baseline === null) this.baseline = x
-    const features: Array<number | undefined> = [x, -x, undefined, undefined]
+    let raw = Math.max(this.rank(0, x), this.rank(1, -x))
     if (this.recent.length === p.window) {
       const shift = this.sum / p.window - this.baseline
-      features[2] = shift
-      features[3] = -shift
+      raw = Math.max(raw, this.rank(2, shift), this.rank(3, -shift))
     }
     this.baseline += p.baselineAlpha * (x - this.baseline)
-
-    let raw = 0
-    for (let k = 0; k < features.length; k++) {
-      const f = features[k]
-      if (f === undefined) continue
-      const tail = this.tails[k] as TailEstimator
-      const s = tail.surprise(f)
-      if (s > raw) raw = s
-      tail.add(f)
-    }
     // Looking at two features (each two-sided, but one side at a time) gives two chances to
     // see a rare value: halve the probability (Bonferroni).
     raw = Math.max(0, raw - Math.log10(FEATURE_PAIRS))
-
-    let prevMax = 0
-    for (const s of this.recentSurprise) if (s > prevMax) prevMax = s
-    this.recentSurprise.push(raw)
-    if (this.recentSurprise.length > p.refractory) this.recentSurprise.shift()
+    const prevMax = p.refractory > 0 ? this.recentSurprise.max() : 0
+    if (p.refractory > 0) this.recentSurprise.push(raw)
     return raw > prevMax ? raw : 0
   }
 
   state (): TailNoveltyState {
-    return { kind: 'tail', recent: this.recent.slice(), baseline: this.baseline, recentSurprise: this.recentSurprise.slice(), tails: this.tails.map(t => t.state()) }
+    return { kind: 'tail', recent: this.recent.toArray(), baseline: this.baseline, recentSurprise: this.recentSurprise.toArray(), tails: this.tails.map(t => t.state()) }
   }
 }
 
@@ -169,35 +195,33 @@ export function normalQuantile (p: number): number {
 }
 
 class GaussianNovelty implements NoveltyDetector {
-  private readonly p: GaussianNoveltyParams
-  private readonly recent: number[]
+  private readonly recent: Ring
+  private sum = 0
+  private sumSq = 0
 
   constructor (p: GaussianNoveltyParams, s?: GaussianNoveltyState) {
-    this.p = p
-    this.recent = s?.recent.slice(-p.window) ?? []
+    this.recent = new Ring(p.window, s?.recent)
+    for (const v of this.recent.toArray()) { this.sum += v; this.sumSq += v * v }
   }
 
   update (x: number): number {
-    const r = this.recent
+    const n = this.recent.length
     let out = 0
-    if (r.length >= 10) {
-      let m = 0
-      for (const v of r) m += v
-      m /= r.length
-      let v2 = 0
-      for (const v of r) v2 += (v - m) ** 2
-      const sd = Math.sqrt(v2 / r.length)
-      const z = sd > 0 ? Math.abs(x - m) / sd : (x === m ? 0 : 40)
+    if (n >= 10) {
+      const m = this.sum / n
+      const sd = Math.sqrt(Math.max(0, this.sumSq / n - m * m))
+      const z = sd > 1e-12 * (Math.abs(m) + 1) ? Math.abs(x - m) / sd : (Math.abs(x - m) <= 1e-12 * (Math.abs(m) + 1) ? 0 : 40)
       // Two-sided: either direction is news.
       out = Math.min(300, -Math.log10(Math.max(2 * normalTail(z), 1e-300)))
     }
-    r.push(x)
-    if (r.length > this.p.window) r.shift()
+    const dropped = this.recent.push(x)
+    this.sum += x - (dropped ?? 0)
+    this.sumSq += x * x - (dropped ?? 0) ** 2
     return out
   }
 
   state (): GaussianNoveltyState {
-    return { kind: 'gaussian', recent: this.recent.slice() }
+    return { kind: 'gaussian', recent: this.recent.toArray() }
   }
 }
 

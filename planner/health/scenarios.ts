@@ -172,89 +172,48 @@ function round (v: number, digits = 5): number {
   return Number(v.toPrecision(digits))
 }
 
-export function generateScenario (kind: ScenarioKind, opts: ScenarioOptions): Scenario {
+export type ScenarioInfo = Omit<Scenario, 'samples' | 'faults'>
+
+/**
+ * A scenario as a stream: its description (failure time etc.) and an iterator over its samples
+ * and fault steps, generated on the fly. A gateway-week at one sample a second is 600 000
+ * samples: the benchmark streams it rather than holding it.
+ */
+export function streamScenario (kind: ScenarioKind, opts: ScenarioOptions): { info: ScenarioInfo, steps: () => Generator<{ sample: TelemetrySample, fault?: FaultStep }> } {
   if (!(SCENARIO_KINDS as readonly string[]).includes(kind)) throw new FerryError('SCENARIO_BAD_KIND', `unknown scenario kind ${kind} (known: ${SCENARIO_KINDS.join(', ')})`, 400)
   const seed = opts.seed >>> 0
-  const r = new Random(rng(seed ^ (SCENARIO_KINDS.indexOf(kind) + 1) * 0x9E3779B1))
   const dt = opts.intervalS ?? 1
   if (!(dt > 0)) throw new FerryError('SCENARIO_BAD_OPTIONS', 'intervalS must be positive', 400)
   const start = opts.start ?? DEFAULT_START
   const gateway = opts.gateway ?? `gw-${kind}-${seed}`
-  const g = new HealthyGateway(r)
-
+  const draw = (): { r: Random, g: HealthyGateway, prefix: number, failLevel: { mem: number, await: number }, rampS: number, gamma: number, holdS: number } => {
+    const r = new Random(rng(seed ^ (SCENARIO_KINDS.indexOf(kind) + 1) * 0x9E3779B1))
+    const g = new HealthyGateway(r)
+    // Degradation parameters, drawn up front so that the story is fixed by the seed.
+    const prefix = r.uniform(1200, 3600)
+    const failLevel = { mem: r.uniform(0.95, 1.0), await: r.uniform(800, 1500) }
+    let rampS = 0
+    let gamma = 1
+    let holdS = 0
+    switch (kind) {
+      case 'memory_leak': rampS = r.uniform(600, 3600); gamma = r.uniform(1, 1.5); break
+      case 'disk_latency': rampS = r.uniform(480, 2400); break
+      case 'cpu_saturation': rampS = r.uniform(240, 1500); holdS = r.uniform(30, 120); break
+      default: break
+    }
+    return { r, g, prefix, failLevel, rampS, gamma, holdS }
+  }
+  const d0 = draw()
   let onsetS: number | null = null
   let failureS: number | null = null
   let durationS: number
-  // Degradation parameters, drawn up front so that the story is fixed by the seed.
-  const prefix = r.uniform(1200, 3600)
-  const failLevel = { mem: r.uniform(0.95, 1.0), await: r.uniform(800, 1500) }
-  let rampS = 0
-  let gamma = 1
-  let holdS = 0
-  switch (kind) {
-    case 'memory_leak': rampS = r.uniform(600, 3600); gamma = r.uniform(1, 1.5); onsetS = prefix; break
-    case 'disk_latency': rampS = r.uniform(480, 2400); onsetS = prefix; break
-    case 'cpu_saturation': rampS = r.uniform(240, 1500); holdS = r.uniform(30, 120); onsetS = prefix; break
-    case 'crash': failureS = prefix; break
-    case 'healthy': break
-  }
   if (kind === 'healthy') durationS = opts.durationS ?? 3600
-  else if (kind === 'crash') durationS = (failureS as number) + 60
-  else durationS = (onsetS as number) + rampS + holdS + 60
-  if (kind === 'memory_leak' || kind === 'disk_latency') failureS = (onsetS as number) + rampS
-  if (kind === 'cpu_saturation') failureS = (onsetS as number) + rampS + holdS
-
-  const samples: TelemetrySample[] = []
-  const faults: FaultStep[] = []
-  let memStart: number | null = null
-  let awaitStart: number | null = null
-  for (let i = 0; i * dt <= durationS; i++) {
-    const t = i * dt
-    const v = g.step(t, dt)
-    const failed = failureS !== null && t >= failureS
-    const into = onsetS !== null ? t - onsetS : -1
-    if (into >= 0 && !failed) {
-      const f = Math.min(1, into / rampS)
-      if (kind === 'memory_leak') {
-        memStart ??= v.mem_pressure
-        v.mem_pressure = clamp01(memStart + (failLevel.mem - memStart) * f ** gamma + (v.mem_pressure - memStart) * 0.3)
-        // Swapping in the last stretch: everything slows down.
-        const swap = Math.max(0, (v.mem_pressure - 0.8) / 0.2)
-        v.cpu = clamp01(v.cpu + 0.25 * swap)
-        v.disk_await_ms *= 1 + 4 * swap
-        v.probe_latency_ms *= 1 + 5 * swap
-      } else if (kind === 'disk_latency') {
-        awaitStart ??= Math.max(1, v.disk_await_ms)
-        const growth = Math.log(failLevel.await / awaitStart)
-        v.disk_await_ms = Math.max(v.disk_await_ms, awaitStart * Math.exp(growth * f)) * Math.exp(0.1 * r.normal())
-        v.disk_util = clamp01(v.disk_util + (1 - v.disk_util) * f * f)
-        v.probe_latency_ms += 1.2 * v.disk_await_ms
-        if (v.disk_await_ms > 500) v.probe_error_rate = clamp01(v.probe_error_rate + (v.disk_await_ms - 500) / 2000)
-      } else if (kind === 'cpu_saturation') {
-        v.cpu = clamp01(v.cpu + (1 - v.cpu) * f)
-        const queue = 1 / (1 - Math.min(v.cpu, 0.995)) - 1
-        v.probe_latency_ms = g.probeBase * (1 + 0.2 * queue) * Math.exp(0.15 * r.normal()) + v.net_latency_ms
-      }
-    }
-    const sample: TelemetrySample = { timestamp: start + Math.round(t * 1000) }
-    for (const s of SIGNALS) sample[s] = round(v[s])
-    if (failed) {
-      // The host still reports; the gateway process does not answer.
-      sample.probe_error_rate = 1
-      delete sample.probe_latency_ms
-    }
-    samples.push(sample)
-    if (i % Math.max(1, Math.round(5 / dt)) === 0) {
-      const extra = Math.max(0, (sample.probe_latency_ms ?? 0) - g.probeBase)
-      faults.push({
-        atS: round(t, 9),
-        faults: failed
-          ? { latencyMs: 0, jitterMs: 0, errorRate: 1, stall: kind === 'disk_latency', refuse: kind === 'disk_latency' ? 'none' : 'unbind' }
-          : { latencyMs: Math.round(extra), jitterMs: Math.round(0.2 * extra), errorRate: round(sample.probe_error_rate ?? 0, 3), stall: false, refuse: 'none' }
-      })
-    }
+  else if (kind === 'crash') { failureS = d0.prefix; durationS = failureS + 60 } else {
+    onsetS = d0.prefix
+    failureS = onsetS + d0.rampS + d0.holdS
+    durationS = failureS + 60
   }
-  return {
+  const info: ScenarioInfo = {
     format: 'ferry-scenario',
     version: 1,
     name: `${kind}-${seed}`,
@@ -265,10 +224,74 @@ export function generateScenario (kind: ScenarioKind, opts: ScenarioOptions): Sc
     intervalS: dt,
     onsetS: onsetS === null ? null : round(onsetS, 9),
     failureS: failureS === null ? null : round(failureS, 9),
-    hasPrecursor: PRECURSOR_KINDS.includes(kind),
-    samples,
-    faults
+    hasPrecursor: PRECURSOR_KINDS.includes(kind)
   }
+  function * steps (): Generator<{ sample: TelemetrySample, fault?: FaultStep }> {
+    // Fresh draws: every iteration replays the same story.
+    const { r, g, failLevel, rampS, gamma } = draw()
+    let memStart: number | null = null
+    let awaitStart: number | null = null
+    const faultEvery = Math.max(1, Math.round(5 / dt))
+    for (let i = 0; i * dt <= durationS; i++) {
+      const t = i * dt
+      const v = g.step(t, dt)
+      const failed = failureS !== null && t >= failureS
+      const into = onsetS !== null ? t - onsetS : -1
+      if (into >= 0 && !failed) {
+        const f = Math.min(1, into / rampS)
+        if (kind === 'memory_leak') {
+          memStart ??= v.mem_pressure
+          v.mem_pressure = clamp01(memStart + (failLevel.mem - memStart) * f ** gamma + (v.mem_pressure - memStart) * 0.3)
+          // Swapping in the last stretch: everything slows down.
+          const swap = Math.max(0, (v.mem_pressure - 0.8) / 0.2)
+          v.cpu = clamp01(v.cpu + 0.25 * swap)
+          v.disk_await_ms *= 1 + 4 * swap
+          v.probe_latency_ms *= 1 + 5 * swap
+        } else if (kind === 'disk_latency') {
+          awaitStart ??= Math.max(1, v.disk_await_ms)
+          const growth = Math.log(failLevel.await / awaitStart)
+          v.disk_await_ms = Math.max(v.disk_await_ms, awaitStart * Math.exp(growth * f)) * Math.exp(0.1 * r.normal())
+          v.disk_util = clamp01(v.disk_util + (1 - v.disk_util) * f * f)
+          v.probe_latency_ms += 1.2 * v.disk_await_ms
+          if (v.disk_await_ms > 500) v.probe_error_rate = clamp01(v.probe_error_rate + (v.disk_await_ms - 500) / 2000)
+        } else if (kind === 'cpu_saturation') {
+          v.cpu = clamp01(v.cpu + (1 - v.cpu) * f)
+          const queue = 1 / (1 - Math.min(v.cpu, 0.995)) - 1
+          v.probe_latency_ms = g.probeBase * (1 + 0.2 * queue) * Math.exp(0.15 * r.normal()) + v.net_latency_ms
+        }
+      }
+      const sample: TelemetrySample = { timestamp: start + Math.round(t * 1000) }
+      for (const k of SIGNALS) sample[k] = round(v[k])
+      if (failed) {
+        // The host still reports; the gateway process does not answer.
+        sample.probe_error_rate = 1
+        delete sample.probe_latency_ms
+      }
+      let fault: FaultStep | undefined
+      if (i % faultEvery === 0) {
+        const extra = Math.max(0, (sample.probe_latency_ms ?? 0) - g.probeBase)
+        fault = {
+          atS: round(t, 9),
+          faults: failed
+            ? { latencyMs: 0, jitterMs: 0, errorRate: 1, stall: kind === 'disk_latency', refuse: kind === 'disk_latency' ? 'none' : 'unbind' }
+            : { latencyMs: Math.round(extra), jitterMs: Math.round(0.2 * extra), errorRate: round(sample.probe_error_rate ?? 0, 3), stall: false, refuse: 'none' }
+        }
+      }
+      yield fault === undefined ? { sample } : { sample, fault }
+    }
+  }
+  return { info, steps }
+}
+
+export function generateScenario (kind: ScenarioKind, opts: ScenarioOptions): Scenario {
+  const { info, steps } = streamScenario(kind, opts)
+  const samples: TelemetrySample[] = []
+  const faults: FaultStep[] = []
+  for (const step of steps()) {
+    samples.push(step.sample)
+    if (step.fault !== undefined) faults.push(step.fault)
+  }
+  return { ...info, samples, faults }
 }
 
 /** The scenario's samples as CSV-export records (for `ferry train` and `ferry evaluate`). */

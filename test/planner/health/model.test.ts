@@ -91,6 +91,22 @@ t.test('degradations: the score falls and the trigger fires before the failure',
   }
 })
 
+t.test('a burst while the model warms up does not trigger', async t => {
+  // A gateway seen for the first time: 6 minutes in, a two-minute CPU burst close to the
+  // failure level. With half a window of history a trend would extrapolate the burst.
+  const m = fresh()
+  const policy = new TriggerPolicy()
+  const start = Date.UTC(2024, 0, 1)
+  let triggers = 0
+  for (let i = 0; i < 1200; i++) {
+    const burst = i >= 240 && i < 360 ? 0.6 : 0
+    const a = m.score('new', [{ timestamp: start + i * 1000, cpu: 0.3 + burst + 0.02 * Math.sin(i / 7), mem_pressure: 0.3, disk_util: 0.2, disk_await_ms: 3, net_latency_ms: 1, probe_latency_ms: 10, probe_error_rate: 0 }])
+    if (policy.update(a).event === 'trigger') triggers++
+    if (i === 100) t.ok(a.confidence < 0.5, `little confidence on 100 s of data (${a.confidence.toFixed(2)})`)
+  }
+  t.equal(triggers, 0)
+})
+
 t.test('intervals contain the truth at about the nominal rate on held-out data', async t => {
   const heldOut: TelemetryRecord[] = []
   for (let s = 0; s < 2; s++) heldOut.push(...scenarioRecords(generateScenario('healthy', { seed: 900 + s, durationS: 2 * 3600 })))

@@ -1,0 +1,373 @@
+/**
+ * `npm run bench -- health [--quick] [--weeks N] [--seeds N]`: the health model's evaluation.
+ *
+ * (a) NAB. ferry's detector (1 - predicted health, model defaults, one parameter set, no labels,
+ *     causal) on all 58 series, scored with our NAB scorer (planner/health/nab.ts, which
+ *     reproduces the published scoreboard) for the three profiles, next to the published
+ *     scoreboard. The comparison family (the same model with the classical Gaussian novelty)
+ *     is scored alongside. ferry's per-series outputs are written in NAB's results layout,
+ *     bench/results/nab/<category>/ferry_<file>.csv, so any NAB scorer can check the figure.
+ * (b) Gateway scenarios (planner/health/scenarios.ts). A model trained on a healthy fleet
+ *     history watches gateways it has never seen: memory leaks, disk latency growth and CPU
+ *     saturation (precursors), crashes (no precursor) and weeks of healthy but noisy telemetry.
+ *     Per family: the share of failures with precursors triggered at least 60 s ahead, lead
+ *     times, and false triggers per gateway-week; against a reactive threshold baseline. The
+ *     trigger is the planner's TriggerPolicy with its defaults for every contender.
+ *
+ * `--sensitivity` adds a small grid over the novelty parameters on NAB, with a two-fold check
+ * (choose on half the series, score on the other half) of how much choosing by NAB score
+ * flatters the figure.
+ *
+ * Writes bench/results/health.json.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { writeResult, ratio, percentile, resultsDir } from './lib.js'
+import { loadNabCorpus, scoreDetector, scoreProfile, defaultNabRoot, type ProfileResult } from '../planner/health/nab.js'
+import { DEFAULT_NOVELTY } from '../planner/health/novelty.js'
+import { ferryNabScores } from '../planner/health/nab-detector.js'
+import { HealthModel, type TrainOptions } from '../planner/health/model.js'
+import { streamScenario, PRECURSOR_KINDS, type ScenarioKind, type ScenarioInfo } from '../planner/health/scenarios.js'
+import { TriggerPolicy } from '../planner/health/trigger.js'
+import { evaluateModel } from '../planner/health/evaluate.js'
+import { DEFAULT_SIGNAL_SPECS, type TelemetrySample, type TelemetryRecord } from '../planner/health/types.js'
+
+const PROFILES = ['standard', 'reward_low_FP_rate', 'reward_low_FN_rate'] as const
+const WEEK_S = 7 * 86400
+
+interface Family { name: string, description: string, options: TrainOptions }
+
+const FAMILIES: Family[] = [
+  { name: 'ferry', description: 'calibrated local-trend forecast to failure levels + empirical-tail novelty (the model\'s defaults)', options: {} },
+  { name: 'persistence+gaussian', description: 'flat (window mean) forecast + online Gaussian z-score novelty', options: { forecaster: 'level', novelty: { kind: 'gaussian', window: 288 } } }
+]
+
+function args (argv: string[]): { quick: boolean, weeks: number, seeds: number, sensitivity: boolean } {
+  const quick = argv.includes('--quick')
+  const sensitivity = argv.includes('--sensitivity')
+  const num = (flag: string, dflt: number): number => {
+    const i = argv.indexOf(flag)
+    if (i < 0) return dflt
+    const v = Number(argv[i + 1])
+    if (!(v > 0)) throw new Error(`${flag} needs a positive number`)
+    return v
+  }
+  return { quick, sensitivity, weeks: num('--weeks', quick ? 0.25 : 3), seeds: Math.round(num('--seeds', quick ? 4 : 20)) }
+}
+
+// ---------------------------------------------------------------- NAB
+
+function fmt2 (v: number): string { return v.toFixed(2) }
+
+function writeNabOutputs (corpus: ReturnType<typeof loadNabCorpus>, scores: Map<string, Float64Array>): string {
+  const root = path.join(resultsDir, 'nab')
+  for (const f of corpus.files) {
+    const dir = path.join(root, f.category)
+    fs.mkdirSync(dir, { recursive: true })
+    const s = scores.get(f.key) as Float64Array
+    const lines = ['timestamp,value,anomaly_score']
+    for (let i = 0; i < f.values.length; i++) lines.push(`${f.timestamps[i] as string},${f.values[i] as number},${(s[i] as number).toPrecision(8)}`)
+    fs.writeFileSync(path.join(dir, `ferry_${f.name}`), lines.join('\n') + '\n')
+  }
+  return root
+}
+
+function nab (): Record<string, unknown> {
+  const root = defaultNabRoot()
+  const corpus = loadNabCorpus(root)
+  const published = JSON.parse(fs.readFileSync(path.join(root, 'results', 'final_results.json'), 'utf8')) as Record<string, Record<string, number>>
+  const out: Record<string, Record<string, ProfileResult>> = {}
+  const timing: Record<string, number> = {}
+  let ferryScores: Map<string, Float64Array> | undefined
+  for (const fam of FAMILIES) {
+    const started = process.hrtime.bigint()
+    const scores = new Map<string, Float64Array>()
+    for (const f of corpus.files) scores.set(f.key, ferryNabScores(f.timestamps, f.values, fam.options))
+    timing[fam.name] = Number(process.hrtime.bigint() - started) / 1e6
+    out[fam.name] = scoreDetector(corpus, scores)
+    if (fam.name === 'ferry') ferryScores = scores
+  }
+  const outputs = writeNabOutputs(corpus, ferryScores as Map<string, Float64Array>)
+
+  // The scoreboard: published detectors and ours, by standard score.
+  const rows: Array<{ detector: string, ours: boolean, scores: Record<string, number> }> = Object.entries(published).map(([detector, s]) => ({ detector, ours: false, scores: s }))
+  for (const [name, r] of Object.entries(out)) rows.push({ detector: `${name} (this run)`, ours: true, scores: Object.fromEntries(PROFILES.map(p => [p, (r[p] as ProfileResult).normalized])) })
+  rows.sort((a, b) => (b.scores.standard ?? 0) - (a.scores.standard ?? 0))
+  console.log('\nNAB (58 series, normalised: null detector 0, perfect 100)')
+  console.log(`${'detector'.padEnd(34)} ${'standard'.padStart(9)} ${'low FP'.padStart(9)} ${'low FN'.padStart(9)}`)
+  for (const r of rows) console.log(`${(r.ours ? '> ' : '  ') + r.detector.padEnd(32)} ${PROFILES.map(p => fmt2(r.scores[p] ?? NaN).padStart(9)).join(' ')}`)
+  const ferry = out.ferry as Record<string, ProfileResult>
+  const std = ferry.standard as ProfileResult
+  console.log(`ferry standard: threshold ${std.threshold.toPrecision(6)}, raw ${std.raw.toFixed(3)}, TP rows ${std.counts.tp}, FP rows ${std.counts.fp}; per-series outputs in ${path.relative(process.cwd(), outputs)}`)
+
+  const perCategory: Record<string, number> = {}
+  for (const f of std.files) {
+    const c = f.file.split('/')[0] as string
+    perCategory[c] = (perCategory[c] ?? 0) + f.score
+  }
+  return {
+    corpus: { files: corpus.files.length, windows: corpus.windowCount, rows: corpus.files.reduce((a, f) => a + f.values.length, 0) },
+    published: { numenta: published.numenta, windowedGaussian: published.windowedGaussian, ARTime: published.ARTime, contextOSE: published.contextOSE },
+    families: Object.fromEntries(Object.entries(out).map(([name, r]) => [name, Object.fromEntries(PROFILES.map(p => {
+      const x = r[p] as ProfileResult
+      return [p, { normalized: x.normalized, raw: x.raw, threshold: x.threshold, counts: x.counts }]
+    }))])),
+    ferryStandardRawByCategory: perCategory,
+    ferryVsNumentaStandard: ratio(std.normalized, published.numenta?.standard ?? NaN),
+    detectorMs: timing,
+    target: { standard: 70, met: std.normalized >= 70 },
+    outputs: path.relative(process.cwd(), outputs)
+  }
+}
+
+/**
+ * How much does picking the novelty parameters by NAB score flatter the figure? A grid around
+ * the defaults, scored on the whole corpus and on its two halves (alternate series): the
+ * parameters that win on one half are scored on the other.
+ */
+function sensitivity (): Record<string, unknown> {
+  const corpus = loadNabCorpus(defaultNabRoot())
+  const half = (parity: number): ReturnType<typeof loadNabCorpus> => {
+    const files = corpus.files.filter((_, i) => i % 2 === parity)
+    return { ...corpus, files, windowCount: files.reduce((a, f) => a + f.windows.length, 0) }
+  }
+  const halves = [half(0), half(1)]
+  const rows: Array<{ window: number, baselineAlpha: number, refractory: number, all: number, halves: number[] }> = []
+  for (const window of [12, 24, 48]) {
+    for (const baselineAlpha of [0.003, 0.01, 0.03]) {
+      for (const refractory of [20, 50]) {
+        const novelty = { ...DEFAULT_NOVELTY, window, baselineAlpha, refractory }
+        const scores = new Map<string, Float64Array>()
+        for (const f of corpus.files) scores.set(f.key, ferryNabScores(f.timestamps, f.values, { novelty }))
+        rows.push({ window, baselineAlpha, refractory, all: scoreProfile(corpus, scores, 'standard').normalized, halves: halves.map(h => scoreProfile(h, scores, 'standard').normalized) })
+      }
+    }
+  }
+  const crossed = [0, 1].map(k => {
+    const chosen = rows.reduce((a, b) => (b.halves[k] as number) > (a.halves[k] as number) ? b : a)
+    const other = 1 - k
+    const best = rows.reduce((a, b) => (b.halves[other] as number) > (a.halves[other] as number) ? b : a)
+    return { chosenOnHalf: k, chosen: { window: chosen.window, baselineAlpha: chosen.baselineAlpha, refractory: chosen.refractory }, scoreOnOtherHalf: chosen.halves[other], bestOnOtherHalf: best.halves[other] }
+  })
+  console.log('\nNAB sensitivity (standard): window x baselineAlpha x refractory')
+  for (const r of rows) console.log(`  window ${String(r.window).padStart(2)}  alpha ${r.baselineAlpha.toFixed(3)}  refractory ${r.refractory}:  ${fmt2(r.all)}  (halves ${r.halves.map(fmt2).join(' / ')})`)
+  for (const c of crossed) console.log(`  chosen on half ${c.chosenOnHalf}: ${fmt2(c.scoreOnOtherHalf as number)} on the other half (its best: ${fmt2(c.bestOnOtherHalf as number)})`)
+  return { grid: rows, crossValidation: crossed }
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/** A contender watching one gateway: a health model family, or the reactive baseline. */
+interface Watcher {
+  name: string
+  /** Feeds one sample; returns true when the trigger policy is in the triggered state. */
+  tick: (gateway: string, sample: TelemetrySample) => { event: 'trigger' | 'clear' | null, triggered: boolean }
+  reset: () => void
+}
+
+function modelWatcher (name: string, trained: HealthModel): Watcher {
+  let model = HealthModel.fromJSON(trained.toJSON())
+  let policy = new TriggerPolicy()
+  return {
+    name,
+    tick (gateway, sample) {
+      const d = policy.update(model.score(gateway, [sample]))
+      return { event: d.event, triggered: d.triggered }
+    },
+    reset () { model = HealthModel.fromJSON(trained.toJSON()); policy = new TriggerPolicy() }
+  }
+}
+
+/**
+ * The reactive baseline: a static alert on the current value of any signal at 80% of its
+ * failure level (what a dashboard alert rule does), through the same TriggerPolicy; either
+ * with the policy's 3 ticks, or held for a minute like a Prometheus rule with `for: 1m`.
+ */
+function reactiveWatcher (name: string, consecutive: number): Watcher {
+  const make = (): TriggerPolicy => new TriggerPolicy({ consecutive })
+  let policy = make()
+  const alarms = DEFAULT_SIGNAL_SPECS.filter(s => s.limit !== undefined).map(s => [s.name, 0.8 * (s.limit as number)] as const)
+  return {
+    name,
+    tick (_gateway, sample) {
+      const s = sample as Record<string, number | undefined>
+      const alarm = alarms.some(([name, level]) => (s[name] ?? -Infinity) >= level)
+      const d = policy.update({ score: alarm ? 0 : 1, confidence: 1 })
+      return { event: d.event, triggered: d.triggered }
+    },
+    reset () { policy = make() }
+  }
+}
+
+interface FailureResult { scenario: string, kind: ScenarioKind, rampS: number | null, leadS: number | null }
+interface Tally { failures: FailureResult[], falseTriggers: number, healthyS: number, ticks: number, ms: number }
+
+/** Streams one scenario through every watcher. */
+function runScenario (info: ScenarioInfo, steps: () => Generator<{ sample: TelemetrySample }>, watchers: Watcher[], tallies: Map<string, Tally>): void {
+  const failAt = info.failureS === null ? Infinity : info.start + info.failureS * 1000
+  const onsetAt = info.onsetS === null ? (info.failureS === null ? Infinity : failAt) : info.start + info.onsetS * 1000
+  const first = new Map<string, number>()
+  let lastHealthy = info.start
+  for (const w of watchers) w.reset()
+  for (const { sample } of steps()) {
+    if (sample.timestamp >= failAt) break
+    const healthy = sample.timestamp < onsetAt
+    if (healthy) lastHealthy = sample.timestamp
+    for (const w of watchers) {
+      const started = process.hrtime.bigint()
+      const d = w.tick(info.gateway, sample)
+      const t = tallies.get(w.name) as Tally
+      t.ms += Number(process.hrtime.bigint() - started) / 1e6
+      t.ticks++
+      if (d.event === 'trigger' && healthy) t.falseTriggers++
+      if (!healthy && d.triggered && !first.has(w.name)) first.set(w.name, sample.timestamp)
+    }
+  }
+  for (const w of watchers) {
+    const t = tallies.get(w.name) as Tally
+    t.healthyS += (Math.min(lastHealthy, failAt) - info.start) / 1000
+    if (info.failureS !== null) {
+      const f = first.get(w.name)
+      t.failures.push({ scenario: info.name, kind: info.kind, rampS: info.onsetS === null ? null : info.failureS - info.onsetS, leadS: f === undefined ? null : (failAt - f) / 1000 })
+    }
+  }
+}
+
+function summarise (t: Tally): Record<string, unknown> {
+  const withPrecursor = t.failures.filter(f => f.kind !== 'crash')
+  const leads = withPrecursor.map(f => f.leadS ?? -Infinity).sort((a, b) => a - b)
+  const ahead60 = withPrecursor.filter(f => (f.leadS ?? -Infinity) >= 60).length
+  const byKind: Record<string, unknown> = {}
+  for (const kind of [...PRECURSOR_KINDS, 'crash']) {
+    const fs = t.failures.filter(f => f.kind === kind)
+    const l = fs.map(f => f.leadS ?? -Infinity).sort((a, b) => a - b)
+    byKind[kind] = { failures: fs.length, triggeredAhead60s: fs.filter(f => (f.leadS ?? -Infinity) >= 60).length, triggeredBeforeFailure: fs.filter(f => f.leadS !== null).length, medianLeadS: finite(percentile(l, 50)), minLeadS: finite(l[0] ?? NaN) }
+  }
+  const weeks = t.healthyS / WEEK_S
+  return {
+    precursorFailures: withPrecursor.length,
+    triggeredAhead60s: ahead60,
+    shareAhead60s: withPrecursor.length > 0 ? ahead60 / withPrecursor.length : NaN,
+    leadS: { p10: finite(percentile(leads, 10)), median: finite(percentile(leads, 50)), p90: finite(percentile(leads, 90)) },
+    byKind,
+    falseTriggers: t.falseTriggers,
+    healthyGatewayWeeks: weeks,
+    falseTriggersPerGatewayWeek: weeks > 0 ? t.falseTriggers / weeks : NaN,
+    falseTriggersPerGatewayWeekUpper95: weeks > 0 ? poissonUpper95(t.falseTriggers) / weeks : NaN,
+    usPerTick: t.ticks > 0 ? 1000 * t.ms / t.ticks : NaN,
+    missed: t.failures.filter(f => f.kind !== 'crash' && (f.leadS ?? -Infinity) < 60).map(f => `${f.scenario} (ramp ${((f.rampS ?? 0) / 60).toFixed(1)} min, lead ${f.leadS === null ? 'none' : f.leadS.toFixed(0) + ' s'})`)
+  }
+}
+
+function finite (v: number): number | null { return Number.isFinite(v) ? v : null }
+
+/**
+ * One-sided 95% upper bound of a Poisson rate from k events (exact: the lambda at which
+ * P(X <= k) = 0.05). Zero false triggers in three gateway-weeks still allows about one a week.
+ */
+export function poissonUpper95 (k: number): number {
+  const cdf = (lambda: number): number => {
+    let term = Math.exp(-lambda)
+    let sum = term
+    for (let i = 1; i <= k; i++) { term *= lambda / i; sum += term }
+    return sum
+  }
+  let lo = 0
+  let hi = k + 10 + 5 * Math.sqrt(k + 1)
+  for (let i = 0; i < 100; i++) {
+    const mid = (lo + hi) / 2
+    if (cdf(mid) > 0.05) lo = mid
+    else hi = mid
+  }
+  return (lo + hi) / 2
+}
+
+function scenarios (opts: { weeks: number, seeds: number, quick: boolean }): Record<string, unknown> {
+  // Fleet history for training: healthy gateways that are not among the ones evaluated.
+  const history: TelemetryRecord[] = []
+  const trainGateways = opts.quick ? 3 : 6
+  const trainHours = opts.quick ? 3 : 8
+  for (let i = 0; i < trainGateways; i++) {
+    const { steps } = streamScenario('healthy', { seed: 100_000 + i, durationS: trainHours * 3600, gateway: `train-${i}` })
+    for (const { sample } of steps()) history.push({ ...sample, gateway: `train-${i}` })
+  }
+  const trained = new Map<string, HealthModel>()
+  const trainMs: Record<string, number> = {}
+  for (const fam of FAMILIES) {
+    const started = Date.now()
+    trained.set(fam.name, HealthModel.train(history, fam.options))
+    trainMs[fam.name] = Date.now() - started
+  }
+  const watchers: Watcher[] = [
+    ...FAMILIES.map(f => modelWatcher(f.name, trained.get(f.name) as HealthModel)),
+    reactiveWatcher('threshold, 3 ticks', 3),
+    reactiveWatcher('threshold, for 1m', 60)
+  ]
+  const tallies = new Map(watchers.map(w => [w.name, { failures: [], falseTriggers: 0, healthyS: 0, ticks: 0, ms: 0 } as Tally]))
+
+  for (const kind of [...PRECURSOR_KINDS, 'crash'] as ScenarioKind[]) {
+    for (let seed = 1; seed <= opts.seeds; seed++) {
+      const { info, steps } = streamScenario(kind, { seed })
+      runScenario(info, steps, watchers, tallies)
+    }
+  }
+  // Healthy noise, one gateway-week at a time (a gateway per week: new personality each).
+  const fullWeeks = Math.floor(opts.weeks)
+  const parts = [...Array(fullWeeks).fill(WEEK_S) as number[], ...(opts.weeks > fullWeeks ? [(opts.weeks - fullWeeks) * WEEK_S] : [])]
+  parts.forEach((durationS, i) => {
+    const { info, steps } = streamScenario('healthy', { seed: 200_000 + i, durationS, gateway: `healthy-${i}` })
+    runScenario(info, steps, watchers, tallies)
+  })
+
+  // Calibration on held-out telemetry (healthy and degrading), for the chosen family.
+  const heldOut: TelemetryRecord[] = []
+  for (const kind of ['healthy', ...PRECURSOR_KINDS] as ScenarioKind[]) {
+    for (let seed = 301; seed <= (opts.quick ? 301 : 303); seed++) {
+      const { info, steps } = streamScenario(kind, { seed, durationS: 2 * 3600 })
+      for (const { sample } of steps()) heldOut.push({ ...sample, gateway: info.gateway })
+    }
+  }
+  const calibration = evaluateModel(trained.get('ferry') as HealthModel, heldOut, { stride: 5 })
+
+  const results = Object.fromEntries([...tallies].map(([name, t]) => [name, summarise(t)]))
+  console.log(`\nGateway scenarios: ${opts.seeds} seeds per kind, ${opts.weeks} healthy gateway-weeks (+ the healthy stretches before each failure); trained on ${trainGateways} healthy gateways x ${trainHours} h`)
+  console.log(`${'contender'.padEnd(24)} ${'>=60 s ahead'.padStart(14)} ${'median lead'.padStart(12)} ${'p10 lead'.padStart(9)} ${'false/gw-week'.padStart(14)} ${'(95% up to)'.padStart(12)} ${'us/tick'.padStart(8)}`)
+  for (const [name, r] of Object.entries(results) as Array<[string, ReturnType<typeof summarise> & Record<string, unknown>]>) {
+    const lead = r.leadS as { median: number | null, p10: number | null }
+    console.log(`${name.padEnd(24)} ${`${r.triggeredAhead60s as number}/${r.precursorFailures as number}`.padStart(14)} ${(lead.median === null ? '-' : lead.median.toFixed(0) + ' s').padStart(12)} ${(lead.p10 === null ? '-' : lead.p10.toFixed(0) + ' s').padStart(9)} ${(r.falseTriggersPerGatewayWeek as number).toFixed(2).padStart(14)} ${(r.falseTriggersPerGatewayWeekUpper95 as number).toFixed(2).padStart(12)} ${(r.usPerTick as number).toFixed(1).padStart(8)}`)
+  }
+  for (const [name, r] of Object.entries(results)) {
+    const missed = (r as { missed: string[] }).missed
+    if (missed.length > 0) console.log(`  ${name} missed (< 60 s): ${missed.slice(0, 8).join(', ')}${missed.length > 8 ? ', ...' : ''}`)
+  }
+  const crash = (results.ferry as { byKind: Record<string, { failures: number }> }).byKind.crash
+  console.log(`crashes without precursor: ${crash?.failures ?? 0} (nothing to predict; their healthy stretch counts towards false triggers)`)
+  console.log(`interval coverage on held-out telemetry (nominal ${calibration.level}): health ${calibration.coverage.health.toFixed(3)}, signals ${Object.entries(calibration.coverage.signals).map(([k, v]) => `${k} ${v.coverage.toFixed(2)}`).join(', ')}`)
+
+  const ferry = results.ferry as { shareAhead60s: number, falseTriggersPerGatewayWeek: number, falseTriggersPerGatewayWeekUpper95: number }
+  const reactive = results['threshold, for 1m'] as { shareAhead60s: number, falseTriggersPerGatewayWeek: number }
+  return {
+    setup: { seedsPerKind: opts.seeds, healthyWeeks: opts.weeks, trainGateways, trainHours, trigger: new TriggerPolicy().options, families: FAMILIES.map(f => ({ name: f.name, description: f.description })), reactive: 'any signal >= 80% of its failure level, same TriggerPolicy, for 3 ticks or for 60 ticks (for: 1m)' },
+    trainMs,
+    results,
+    calibration: { level: calibration.level, health: calibration.coverage.health, signals: calibration.coverage.signals, falseTriggers: calibration.falseTriggers, failures: calibration.failures },
+    ratios: {
+      ferryVsThresholdFor1mShareAhead60s: ratio(ferry.shareAhead60s, reactive.shareAhead60s),
+      ferryVsThresholdFor1mFalseTriggers: ratio(ferry.falseTriggersPerGatewayWeek, reactive.falseTriggersPerGatewayWeek)
+    },
+    targets: {
+      shareAhead60s: { target: 0.9, measured: ferry.shareAhead60s, met: ferry.shareAhead60s >= 0.9 },
+      falseTriggersPerGatewayWeek: { target: 1, measured: ferry.falseTriggersPerGatewayWeek, upper95: ferry.falseTriggersPerGatewayWeekUpper95, met: ferry.falseTriggersPerGatewayWeek <= 1 }
+    }
+  }
+}
+
+export default async function run (argv: string[]): Promise<void> {
+  const opts = args(argv)
+  const started = Date.now()
+  const nabResult = nab()
+  const sensitivityResult = opts.sensitivity ? sensitivity() : undefined
+  const scenarioResult = scenarios(opts)
+  const file = writeResult('health', { options: opts, nab: nabResult, ...(sensitivityResult !== undefined ? { nabSensitivity: sensitivityResult } : {}), scenarios: scenarioResult, runtimeS: (Date.now() - started) / 1000 })
+  console.log(`\nwrote ${path.relative(process.cwd(), file)} in ${((Date.now() - started) / 1000).toFixed(0)} s`)
+}
