@@ -10,6 +10,8 @@ import { LocationCache } from '../state/cache.js'
 import { AuthoritativeServer } from '../dns/server.js'
 import { FleetDnsView } from './dns-view.js'
 import { GatewayHealthBoard } from './health-board.js'
+import { ProfileFeed } from './profile-feed.js'
+import { registerProfileRoutes } from './profile-routes.js'
 import type { StateStore } from '../state/types.js'
 
 export type Role = 'proxy' | 'dns' | 'planner'
@@ -36,6 +38,7 @@ export class FerryNode {
   readonly store: StateStore
   readonly dns: AuthoritativeServer | undefined
   readonly health: GatewayHealthBoard
+  readonly profile: ProfileFeed
   private dnsView: FleetDnsView | undefined
   private dnsLocations: LocationCache | undefined
   private config: FerryConfig
@@ -53,8 +56,16 @@ export class FerryNode {
       logger: opts.logger.child({ role: 'admin' })
     })
     this.store = opts.store ?? createStore(cfg.state, { logger: opts.logger.child({ role: 'state' }), registry: opts.registry })
+    this.profile = new ProfileFeed(this.store, {
+      publish: opts.roles.has('proxy'),
+      merge: opts.roles.has('planner'),
+      intervalMs: cfg.recorder.profileIntervalMs,
+      halfLifeMs: cfg.recorder.halfLifeS * 1000,
+      logger: opts.logger
+    })
+    if (this.profile.merged !== undefined) registerProfileRoutes(this.admin, this.profile.merged, opts.registry)
     if (opts.roles.has('proxy')) {
-      this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry, store: this.store })
+      this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry, store: this.store, observer: this.profile.observe })
       registerProxyAdmin(this.admin, this.proxy)
     }
     this.health = new GatewayHealthBoard(this.store)
@@ -100,6 +111,7 @@ export class FerryNode {
     this.dnsView?.close()
     this.dnsLocations?.close()
     this.health.close()
+    this.profile.close()
     await this.admin.close()
     if (this.opts.store === undefined) await this.store.close()
   }

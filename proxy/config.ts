@@ -64,6 +64,8 @@ export const recorderSectionSchema = z.object({
   accessLog: z.string().nullable().default(null).describe('path of a JSON-lines access log, or null for none'),
   flushIntervalMs: z.number().int().min(50).max(1000).default(500)
     .describe('how often access deltas are merged into the shared store (at least once a second)'),
+  profileIntervalMs: z.number().int().min(100).default(5_000)
+    .describe('how often a proxy publishes its access-profile summary to the planner'),
   maxPendingDeltas: z.number().int().positive().default(100_000)
     .describe('deltas kept while the store is unreachable; beyond this they are dropped and counted')
 }).strict().default({})

@@ -31,7 +31,12 @@ export interface ProxyServerOptions {
    * are off.
    */
   store?: StateStore
+  /** Called once per forwarded request (the access profiler); must be cheap. */
+  observer?: AccessObserver
 }
+
+/** Sees every forwarded access with the site of the gateway that serves it. */
+export type AccessObserver = (volume: string, block: string, client: string, site: string | undefined, write: boolean, at: number, servedBySite: string) => void
 
 interface RequestContext {
   req: IncomingMessage
@@ -71,6 +76,7 @@ export class ProxyServer implements ForwardHost {
   private clients: ClientAddressResolver
   private recording: boolean
   private readonly logger: Logger
+  private readonly observer: AccessObserver | undefined
   private closing = false
   private inflight = 0
   private readonly idle = new Set<() => void>()
@@ -79,6 +85,7 @@ export class ProxyServer implements ForwardHost {
   constructor (opts: ProxyServerOptions) {
     this.config = opts.config
     this.logger = opts.logger ?? silentLogger
+    this.observer = opts.observer
     this.registry = opts.registry ?? createRegistry(false)
     this.metrics = new ProxyMetrics(this.registry)
     const cfg = opts.config
@@ -291,6 +298,7 @@ export class ProxyServer implements ForwardHost {
         : 'no gateway is configured', { 'retry-after': 1 })
     }
     this.inflight++
+    if (this.observer !== undefined && this.recording) this.observer(ctx.volume, ctx.block, ctx.client, ctx.site, ctx.write, ctx.now, gateway.site)
     const call = new ForwardCall(this, req, res, ctx.key, PathPattern.gatewayPath(ctx.volume, ctx.block), location, gateway,
       upstreamHeaders(req.rawHeaders, ctx.peer, this.via, req.headers.host), ctx.body)
     if (this.recorder.logging) {
