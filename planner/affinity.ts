@@ -603,7 +603,7 @@ export class AffinityTable {
       const bestCost = kernel.costOf(this.scoresCol, row * S, best)
       const curCost = cur === NO_GATEWAY || (kernel.gateways[cur] as GatewayInfo).healthy === false ? Infinity : kernel.costOf(this.scoresCol, row * S, cur)
       const gain = curCost - bestCost
-      if (!(gain > Math.max(marginMs, marginRatio * curCost))) continue
+      if (curCost !== Infinity && !(gain > Math.max(marginMs, marginRatio * curCost))) continue
       const key = this.keys[row] as string
       const slash = key.indexOf('/')
       out.push({

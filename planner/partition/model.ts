@@ -280,12 +280,10 @@ export class PlacementModel {
     if (S === 0) return out
     const p = new Float64Array(S)
     const { alpha, beta, gamma } = this.params
-    let wsum = alpha
     for (let i = 0; i < S; i++) p[i] = alpha * (this.prior[i] as number)
     const v = this.volumes.get(meta.volume)
     if (v !== undefined) {
       const w = Math.min(v.n, gamma)
-      wsum += w
       for (let i = 0; i < S; i++) (p[i] as number) += w * (v.shares[i] as number)
     }
     if (beta > 0 && this.count > 0) {
@@ -294,11 +292,14 @@ export class PlacementModel {
       for (let j = 0; j < found; j++) {
         const sim = this.topSim[j] as number
         const row = this.topIdx[j] as number
-        wsum += beta * sim
         for (let i = 0; i < S; i++) (p[i] as number) += beta * sim * (this.shares[row * S + i] as number)
       }
     }
-    for (let i = 0; i < S; i++) out[this.sites[i] as string] = (p[i] as number) / wsum
+    // Normalise by the sum rather than by the total weight: stored shares are float32, and callers rely
+    // on the shares summing to 1.
+    let sum = 0
+    for (let i = 0; i < S; i++) sum += p[i] as number
+    for (let i = 0; i < S; i++) out[this.sites[i] as string] = sum > 0 ? (p[i] as number) / sum : 1 / S
     return out
   }
 

@@ -1,0 +1,263 @@
+import t from 'tap'
+import { FerryError } from '../../lib/errors.js'
+import { rendezvousNode, rendezvousRank } from '../../lib/rendezvous.js'
+import { mergeScores, decayScores } from '../../state/affinity.js'
+import { AffinityScorer, AffinityTable, latencyMatrix, NO_GATEWAY, type GatewayInfo } from '../../planner/affinity.js'
+
+// The issue's four-site set-up.
+const LAT = latencyMatrix({
+  'na-east': { 'na-west': 60, europe: 90, asia: 170 },
+  'na-west': { europe: 90, asia: 110 },
+  europe: { asia: 200 }
+}, { sameSiteMs: 2, defaultMs: 150 })
+const SITES = ['na-east', 'na-west', 'europe', 'asia']
+
+function gw (id: string, site: string, extra: Partial<GatewayInfo> = {}): GatewayInfo {
+  return { id, site, capacityBytes: 0, usedBytes: 0, healthy: true, ...extra }
+}
+const FLEET = [gw('g-east', 'na-east'), gw('g-west', 'na-west'), gw('g-eu', 'europe'), gw('g-asia', 'asia')]
+
+function rng (seed: number): () => number {
+  let a = seed >>> 0
+  return () => { a = (Math.imul(a, 1664525) + 1013904223) >>> 0; return a / 2 ** 32 }
+}
+
+t.test('latencyMatrix: symmetric lookup, same-site and default values, validation', async t => {
+  t.equal(LAT.get('na-east', 'asia'), 170)
+  t.equal(LAT.get('asia', 'na-east'), 170, 'the mirror of a written pair')
+  t.equal(LAT.get('europe', 'europe'), 2, 'same site')
+  t.equal(LAT.get('mars', 'europe'), 150, 'unknown pair')
+  t.equal(LAT.get('', ''), 150, 'clients in no site get the default even "to themselves"')
+  const asym = latencyMatrix({ a: { b: 10 }, b: { a: 30 } }, { sameSiteMs: 1, defaultMs: 99 })
+  t.equal(asym.get('a', 'b'), 10)
+  t.equal(asym.get('b', 'a'), 30, 'an explicit entry in each direction wins over the mirror')
+  const same = latencyMatrix({ a: { a: 5 } }, { sameSiteMs: 1, defaultMs: 99 })
+  t.equal(same.get('a', 'a'), 5, 'an explicit same-site entry wins')
+  for (const bad of [-1, NaN, Infinity]) {
+    t.throws(() => latencyMatrix({ a: { b: bad } }, { sameSiteMs: 1, defaultMs: 2 }), { code: 'AFFINITY_BAD_INPUT' })
+  }
+  t.throws(() => latencyMatrix({}, { sameSiteMs: -2, defaultMs: 2 }), FerryError)
+})
+
+t.test('preferred: order and cost follow site scores and latencies', async t => {
+  const s = new AffinityScorer({ latency: LAT })
+  const asia = s.preferred({ asia: 5 }, FLEET)
+  t.same(asia.map(p => p.gateway), ['g-asia', 'g-west', 'g-east', 'g-eu'])
+  t.same(asia.map(p => p.costMs), [2, 110, 170, 200], 'cost = latency from the only site')
+
+  // 3 parts europe, 1 part na-east: mean latency per gateway.
+  const mixed = s.preferred({ europe: 3, 'na-east': 1 }, FLEET)
+  const expect = {
+    'g-eu': (3 * 2 + 1 * 90) / 4,
+    'g-east': (3 * 90 + 1 * 2) / 4,
+    'g-west': (3 * 90 + 1 * 60) / 4,
+    'g-asia': (3 * 200 + 1 * 170) / 4
+  }
+  t.same(mixed.map(p => p.gateway), ['g-eu', 'g-east', 'g-west', 'g-asia'])
+  for (const p of mixed) t.equal(p.costMs, expect[p.gateway as keyof typeof expect], p.gateway)
+
+  // Only the proportions matter: scaling every score leaves the answer unchanged.
+  t.same(s.preferred({ europe: 3e-9, 'na-east': 1e-9 }, FLEET).map(p => p.gateway), mixed.map(p => p.gateway))
+  // The balance tips where expected latency says: na-east ≥ 55% of traffic beats europe's pull.
+  t.equal(s.preferred({ europe: 45, 'na-east': 55 }, FLEET)[0]?.gateway, 'g-east')
+  t.equal(s.preferred({ europe: 55, 'na-east': 45 }, FLEET)[0]?.gateway, 'g-eu')
+  t.equal(s.preferred({ europe: 1, 'na-east': 0, asia: -4 }, FLEET)[0]?.gateway, 'g-eu', 'zero and negative scores are ignored')
+})
+
+t.test('preferred: health and capacity are respected', async t => {
+  const s = new AffinityScorer({ latency: LAT })
+  const fleet = [gw('g-east', 'na-east', { healthy: false }), gw('g-west', 'na-west'), gw('g-eu', 'europe', { capacityBytes: 1000, usedBytes: 900 }), gw('g-asia', 'asia')]
+  t.same(s.preferred({ 'na-east': 1 }, fleet).map(p => p.gateway), ['g-west', 'g-eu', 'g-asia'], 'unhealthy gateway left out')
+  t.same(s.preferred({ europe: 1 }, fleet, { sizeBytes: 100 }).map(p => p.gateway), ['g-eu', 'g-west', 'g-asia'], 'exactly enough room still fits')
+  t.notOk(s.preferred({ europe: 1 }, fleet, { sizeBytes: 101 }).some(p => p.gateway === 'g-eu'), 'a full gateway is left out')
+  t.equal(s.preferred({ europe: 1 }, fleet, { sizeBytes: 101, current: 'g-eu' })[0]?.gateway, 'g-eu', '… unless the block is already there')
+  t.same(s.preferred({ europe: 1 }, fleet.map(g => ({ ...g, healthy: false }))), [], 'no healthy gateway: empty list')
+
+  // healthScore: a penalty of healthPenaltyMs × (1 - h).
+  const p = new AffinityScorer({ latency: LAT, healthPenaltyMs: 100 })
+  const degrading = [gw('g-east', 'na-east', { healthScore: 0.5 }), gw('g-west', 'na-west')]
+  t.same(p.preferred({ 'na-east': 1 }, degrading).map(x => [x.gateway, x.costMs]), [['g-east', 52], ['g-west', 60]], 'still first at health 0.5')
+  degrading[0]!.healthScore = 0.3
+  t.same(p.preferred({ 'na-east': 1 }, degrading).map(x => [x.gateway, x.costMs]), [['g-west', 60], ['g-east', 72]], 'second at health 0.3')
+  t.throws(() => new AffinityScorer({ latency: LAT, healthPenaltyMs: -1 }), { code: 'AFFINITY_BAD_INPUT' })
+})
+
+t.test('preferred: cost ties go to rendezvous order of the block key', async t => {
+  const s = new AffinityScorer({ latency: LAT })
+  const nodes = FLEET.map(g => rendezvousNode(g.id))
+  const firsts = new Set<string>()
+  for (let i = 0; i < 50; i++) {
+    const key = `vol/blk-${i}`
+    const got = s.preferred({}, FLEET, { key }).map(p => p.gateway)
+    t.same(got, rendezvousRank(key, nodes), key)
+    firsts.add(got[0] as string)
+  }
+  t.equal(firsts.size, 4, 'cold blocks spread over every gateway, as hashing does')
+})
+
+t.test('hostAffinity: shares per subset sum to 1 and credit each block to its best gateway', async t => {
+  const s = new AffinityScorer({ latency: LAT })
+  const entries: Array<{ volume: string, block: string, scores: Record<string, number> }> = [
+    { volume: 'v1', block: 'aa1', scores: { europe: 6 } },
+    { volume: 'v1', block: 'aa2', scores: { asia: 2 } },
+    { volume: 'v1', block: 'bb1', scores: { europe: 1, 'na-east': 1 } }, // tie between g-eu and g-east
+    { volume: 'v2', block: 'x', scores: { 'na-west': 3 } },
+    { volume: 'v3', block: 'y', scores: {} },
+    { volume: 'v3', block: 'z', scores: {} }
+  ]
+  const byVol = s.hostAffinity(entries, FLEET, { by: 'volume' })
+  t.same([...byVol.keys()].sort(), ['v1', 'v2', 'v3'])
+  for (const [subset, shares] of byVol) {
+    const sum = [...shares.values()].reduce((a, b) => a + b, 0)
+    t.ok(Math.abs(sum - 1) < 1e-12, `${subset} sums to 1`)
+  }
+  t.ok((byVol.get('v1')?.get('g-eu') ?? 0) >= 6 / 10, 'v1: at least the europe block goes to g-eu')
+  t.equal(byVol.get('v1')?.get('g-asia'), 2 / 10)
+  t.same([...byVol.get('v2')!], [['g-west', 1]])
+  const v3 = byVol.get('v3')!
+  t.equal([...v3.values()].reduce((a, b) => a + b, 0), 1, 'a subset with no recent accesses counts blocks')
+
+  const byPrefix = s.hostAffinity(entries, FLEET, { by: 'prefix', length: 2 })
+  t.same([...byPrefix.keys()].sort(), ['v1/aa', 'v1/bb', 'v2/x', 'v3/y', 'v3/z'])
+  t.same([...byPrefix.get('v1/aa')!].sort(), [['g-asia', 0.25], ['g-eu', 0.75]])
+  t.throws(() => s.hostAffinity(entries, FLEET, { by: 'prefix', length: 0 }), { code: 'AFFINITY_BAD_INPUT' })
+})
+
+t.test('the compiled kernel ranks exactly as preferred() on random blocks', async t => {
+  const s = new AffinityScorer({ latency: LAT, healthPenaltyMs: 80 })
+  const r = rng(42)
+  const sites = ['', ...SITES]
+  let checked = 0
+  for (let round = 0; round < 20; round++) {
+    const fleet = FLEET.map(g => ({
+      ...g,
+      healthy: r() > 0.15,
+      capacityBytes: r() > 0.5 ? 0 : 1000,
+      usedBytes: Math.floor(r() * 1000),
+      ...(r() > 0.5 ? { healthScore: r() } : {})
+    }))
+    const kernel = s.compile(sites, fleet)
+    const out = new Uint8Array(fleet.length)
+    for (let i = 0; i < 200; i++) {
+      const scores = new Float64Array(sites.length)
+      const rec: Record<string, number> = {}
+      for (let j = 0; j < sites.length; j++) if (r() > 0.5) { scores[j] = r() * 10; rec[sites[j] as string] = scores[j] as number }
+      const size = Math.floor(r() * 500)
+      const cur = Math.floor(r() * (fleet.length + 1))
+      const current = cur < fleet.length ? fleet[cur]!.id : undefined
+      const n = kernel.rank(scores, 0, out, 0, size, cur < fleet.length ? cur : NO_GATEWAY)
+      const want = s.preferred(rec, fleet, { sizeBytes: size, ...(current !== undefined ? { current } : {}) })
+      // Without a key both orders break exact ties differently; compare costs position by position.
+      t.equal(n, want.length)
+      const gotCosts = [...out.subarray(0, n)].map(g => kernel.costOf(scores, 0, g))
+      if (gotCosts.some((c, k) => Math.abs(c - want[k]!.costMs) > 1e-9)) t.fail(`round ${round} block ${i}: ${JSON.stringify({ gotCosts, want })}`)
+      for (let k = n; k < fleet.length; k++) if (out[k] !== NO_GATEWAY) t.fail('slots past the eligible ones are NO_GATEWAY')
+      checked++
+    }
+  }
+  t.equal(checked, 4000)
+})
+
+t.test('AffinityTable: forward-decayed scores equal the store\'s decayed merge', async t => {
+  const H = 60_000
+  const table = new AffinityTable({ sites: SITES, halfLifeMs: H, now: 0 })
+  const state = { scores: {} as Record<string, number>, scoredAt: 0 }
+  const r = rng(7)
+  // Records over 40 half-lives (forces a few rescales of the Float32 columns), out of order.
+  const times = Array.from({ length: 2000 }, (_, i) => i * 1200 + Math.floor(r() * 5000))
+  for (const at of times) {
+    const site = SITES[Math.floor(r() * 4)] as string
+    table.record('vol', 'b', site, r() < 0.2, at)
+    mergeScores(state, new Map([[site, 1]]), at, H)
+  }
+  const now = 2000 * 1200 + 10_000
+  const got = table.scores('vol', 'b', now)!
+  const want = decayScores(state, now, H)
+  for (const site of SITES) {
+    const w = want[site] ?? 0
+    t.ok(Math.abs((got[site] ?? 0) - w) <= 1e-5 * Math.max(1, w), `${site}: ${got[site]} ≈ ${w}`)
+  }
+  const e = table.get('vol', 'b', now)!
+  t.equal(e.reads + e.writes, 2000)
+  t.equal(e.lastAccess, Math.max(...times))
+  t.equal(table.scores('vol', 'missing', now), undefined)
+})
+
+t.test('AffinityTable: deltas, store entries, preferred lists and move candidates', async t => {
+  const s = new AffinityScorer({ latency: LAT })
+  const table = new AffinityTable({ sites: SITES, halfLifeMs: 600_000, now: 1_000 })
+  table.mergeDelta({ volume: 'v', block: 'eu', site: 'europe', reads: 9, writes: 1, lastAccessMs: 2_000 })
+  table.mergeDelta({ volume: 'v', block: 'eu', site: 'asia', reads: 1, writes: 0, lastAccessMs: 2_000 })
+  table.load({ volume: 'v', block: 'asia', scores: { asia: 4, 'na-west': 1 }, scoredAt: 2_000, reads: 5, writes: 0, lastAccess: 2_000, preferred: [] })
+  table.mergeDelta({ volume: 'v', block: 'weird', site: 'no-such-site', reads: 1, writes: 0, lastAccessMs: 2_000, weight: 3 })
+  const weirdScores = table.scores('v', 'weird', 2_000)!
+  t.same(Object.keys(weirdScores), [''], 'an unknown site counts in slot ""…')
+  t.ok(Math.abs(weirdScores['']! - 3) < 1e-6, '… with its weight')
+  table.setBlock('v', 'eu', { current: 'g-asia', sizeBytes: 100 })
+  table.setBlock('v', 'asia', { current: 'g-asia', sizeBytes: 100 })
+  t.equal(table.current('v', 'eu'), 'g-asia')
+
+  const kernel = s.compile(table.sites, FLEET)
+  t.equal(table.recomputePreferred(kernel), 3)
+  t.same(table.preferred('v', 'eu'), s.preferred(table.scores('v', 'eu', 2_000)!, FLEET).map(p => p.gateway))
+  t.same(table.preferred('v', 'asia'), ['g-asia', 'g-west', 'g-east', 'g-eu'])
+  const weird = table.preferred('v', 'weird')
+  t.same(weird, rendezvousRank('v/weird', FLEET.map(g => rendezvousNode(g.id))), 'only the default latency: rendezvous order')
+
+  const moves = table.moveCandidates(kernel, { now: 2_000 })
+  t.same(moves.map(m => [m.block, m.from, m.to]), [['eu', 'g-asia', 'g-eu']], 'only the misplaced block')
+  const m = moves[0]!
+  t.ok(Math.abs(m.gainMs - ((9 * 200 + 1 * 2 + 1 * 200) / 11 - (10 * 2 + 1 * 200) / 11)) < 1e-3, `gain ${m.gainMs}`)
+  t.equal(table.moveCandidates(kernel, { now: 2_000, marginMs: m.gainMs + 1 }).length, 0, 'a margin above the gain holds the block')
+  t.equal(table.moveCandidates(kernel, { now: 2_000, marginRatio: 0.99 }).length, 0, 'so does a relative margin')
+
+  // The best gateway is full: the block stays, and no candidate is produced.
+  const full = FLEET.map(g => g.id === 'g-eu' ? { ...g, capacityBytes: 150, usedBytes: 100 } : g)
+  const k2 = s.compile(table.sites, full)
+  // europe 10, asia 1: g-west (10·90 + 110)/11 = 91.8 beats g-east (10·90 + 170)/11 = 97.3.
+  t.equal(table.moveCandidates(k2, { now: 2_000 })[0]?.to, 'g-west', 'next best with room')
+  // The current gateway fails: every block on it is a candidate with infinite gain.
+  const down = FLEET.map(g => g.id === 'g-asia' ? { ...g, healthy: false } : g)
+  const k3 = s.compile(table.sites, down)
+  const evac = table.moveCandidates(k3, { now: 2_000 })
+  t.same(evac.map(c => c.block).sort(), ['asia', 'eu'])
+  t.ok(evac.every(c => c.gainMs === Infinity))
+
+  table.recomputePreferred(k3)
+  const host = table.hostAffinity({ by: 'volume' }, 2_000).get('v')!
+  t.ok(Math.abs([...host.values()].reduce((a, b) => a + b, 0) - 1) < 1e-9)
+  t.same([...table.entries(2_000)].map(e => e.block).sort(), ['asia', 'eu', 'weird'])
+  t.ok(table.delete('v', 'weird'))
+  t.notOk(table.delete('v', 'weird'))
+  t.equal(table.size, 2)
+  t.same(table.preferred('v', 'eu'), s.preferred(table.scores('v', 'eu', 2_000)!, down).map(p => p.gateway), 'rows moved by delete keep their lists')
+  t.throws(() => table.recomputePreferred(s.compile(['', 'europe'], FLEET)), { code: 'AFFINITY_BAD_INPUT' })
+})
+
+t.test('AffinityTable: bursts are detected from the short score', async t => {
+  const table = new AffinityTable({ sites: SITES, halfLifeMs: 600_000, burstHalfLifeMs: 10_000, burstFactor: 4, now: 0 })
+  // A steady trickle: one access a minute for an hour.
+  for (let i = 0; i < 60; i++) table.record('v', 'b', 'europe', false, i * 60_000)
+  t.notOk(table.bursting('v', 'b', 60 * 60_000), 'steady traffic is not a burst')
+  // Then 50 accesses in five seconds.
+  for (let i = 0; i < 50; i++) table.record('v', 'b', 'europe', false, 3_600_000 + i * 100)
+  t.ok(table.bursting('v', 'b', 3_605_000), 'a sudden burst is')
+  t.notOk(table.bursting('v', 'b', 3_605_000 + 120_000), 'and it ends when the short score decays')
+})
+
+t.test('AffinityTable: memory stays bounded by evicting the coldest blocks', async t => {
+  const table = new AffinityTable({ sites: SITES, halfLifeMs: 600_000, maxBlocks: 1000, initialCapacity: 16, now: 0 })
+  // A hot set of 50 blocks, touched often, and a stream of one-off blocks.
+  for (let i = 0; i < 20_000; i++) {
+    table.record('hot', `h${i % 50}`, 'europe', false, i)
+    table.record('cold', `c${i}`, 'asia', false, i)
+  }
+  t.ok(table.size <= 1000, `size ${table.size}`)
+  t.equal(table.evicted + table.size, 20_050, 'every block is either tracked or counted as evicted')
+  let hot = 0
+  for (let i = 0; i < 50; i++) if (table.has('hot', `h${i}`)) hot++
+  t.equal(hot, 50, 'the hot blocks survive')
+  const s = new AffinityScorer({ latency: LAT })
+  table.recomputePreferred(s.compile(table.sites, FLEET))
+  t.equal(table.preferred('hot', 'h1')[0], 'g-eu', 'rows stay consistent after evictions')
+})
