@@ -31,8 +31,9 @@ history (at least one; several may be combined):
                         the rest split between na-east and na-west)
   --access-log FILE     ferry proxy access log (JSON lines; repeatable)
   --config FILE         ferry config: read the merged affinity of every block from its state store
-  --meta FILE           block metadata, JSON lines {"volume","block","name","path","tags"}: joined
-                        by volume and block (traces derive path and name from the URL)
+  --meta FILE           block metadata, JSON lines {"volume","block","name","path","tags","origin"}:
+                        joined by volume and block (traces derive path and name from the URL, and
+                        origin, the creating site, from each block's earliest access)
 
 model:
   --out FILE            model file to write
@@ -64,20 +65,22 @@ export async function makeEmbedder (kind: string, opts: { model?: string, dim?: 
  * come in any order (forward decay, as everywhere in the planner).
  */
 class HistoryBuilder {
-  private readonly blocks = new Map<string, { meta: BlockMeta, scores: Record<string, number> }>()
+  private readonly blocks = new Map<string, { meta: BlockMeta, scores: Record<string, number>, first: number }>()
   private t0 = NaN
   constructor (private readonly halfLifeMs: number) {}
 
+  /** One access; the site of a block's earliest access becomes its `origin`. */
   add (meta: BlockMeta, site: string, at: number): void {
     if (Number.isNaN(this.t0)) this.t0 = at
     const key = blockKey(meta.volume, meta.block)
     let b = this.blocks.get(key)
-    if (b === undefined) this.blocks.set(key, b = { meta, scores: {} })
+    if (b === undefined) this.blocks.set(key, b = { meta: { ...meta, origin: site }, scores: {}, first: at })
+    else if (at < b.first) { b.first = at; b.meta.origin = site }
     b.scores[site] = (b.scores[site] ?? 0) + Math.pow(2, (at - this.t0) / this.halfLifeMs)
   }
 
   set (meta: BlockMeta, scores: Record<string, number>): void {
-    this.blocks.set(blockKey(meta.volume, meta.block), { meta, scores: { ...scores } })
+    this.blocks.set(blockKey(meta.volume, meta.block), { meta, scores: { ...scores }, first: -Infinity })
   }
 
   join (metas: Map<string, BlockMeta>): number {
@@ -108,6 +111,7 @@ function readMeta (file: string): Map<string, BlockMeta> {
     if (typeof o.name === 'string') meta.name = o.name
     if (typeof o.path === 'string') meta.path = o.path
     if (Array.isArray(o.tags)) meta.tags = o.tags.filter((t): t is string => typeof t === 'string')
+    if (typeof o.origin === 'string') meta.origin = o.origin
     out.set(blockKey(meta.volume, meta.block), meta)
   }
   return out
@@ -179,8 +183,8 @@ export async function trainPlacementCommand (argv: string[], io: CommandIO = def
     for (const n of notes) io.stdout.write(n + '\n')
     const v = model.validation
     io.stdout.write(`trained on ${history.size} blocks over ${model.sites.length} sites (${model.sites.join(', ')}), ${model.examples} neighbour examples, embedder ${embedder.name}, ${Date.now() - started} ms\n`)
-    io.stdout.write(`blend α=${model.params.alpha} β=${model.params.beta} γ=${model.params.gamma}` +
-      (v === null ? ' (too little history to validate)\n' : `; leave-one-out on ${v.samples} blocks: cross-entropy ${v.crossEntropy.chosen.toFixed(3)} (prior ${v.crossEntropy.prior.toFixed(3)}, volume only ${v.crossEntropy.volumeOnly.toFixed(3)}, neighbours only ${v.crossEntropy.knnOnly.toFixed(3)}), top site right ${(v.topSiteAccuracy.chosen * 100).toFixed(1)}% (prior ${(v.topSiteAccuracy.prior * 100).toFixed(1)}%)\n`))
+    io.stdout.write(`blend α=${model.params.alpha} β=${model.params.beta} γ=${model.params.gamma} δ=${model.params.delta}` +
+      (v === null ? ' (too little history to validate)\n' : `; leave-one-out on ${v.samples} blocks: cross-entropy ${v.crossEntropy.chosen.toFixed(3)} (prior ${v.crossEntropy.prior.toFixed(3)}, volume only ${v.crossEntropy.volumeOnly.toFixed(3)}, neighbours only ${v.crossEntropy.knnOnly.toFixed(3)}, origin only ${v.crossEntropy.originOnly.toFixed(3)}), top site right ${(v.topSiteAccuracy.chosen * 100).toFixed(1)}% (prior ${(v.topSiteAccuracy.prior * 100).toFixed(1)}%)\n`))
     io.stdout.write(`wrote ${values.out}\n`)
     return 0
   } catch (err) {

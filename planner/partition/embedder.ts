@@ -30,6 +30,11 @@ export interface BlockMeta {
   /** A hierarchical path, '/'-separated (URL path, file path). */
   path?: string
   tags?: string[]
+  /**
+   * Site of the client whose request created the block (its first write, or first access
+   * when blocks appear by being read). Known at placement time; not part of the embedded text.
+   */
+  origin?: string
 }
 
 /**

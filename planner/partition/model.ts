@@ -11,10 +11,13 @@
  *            the volume has history                                           (weight min(n, γ))
  *   kNN      the similarity-weighted mean distribution of the k training
  *            blocks whose metadata embeddings are nearest (cosine ≥ minSim)   (weight β·Σ sim)
+ *   origin   when the block's creating request came from a known site, the
+ *            mean distribution of training blocks created at that site        (weight δ)
+ *            ("user behaviour": how far data created somewhere travels)
  *
- *   p(site) = (α·prior + min(n, γ)·volume + β·Σsim·kNN) / (α + min(n, γ) + β·Σsim)
+ *   p(site) ∝ α·prior + min(n, γ)·volume + β·Σsim·kNN + δ·origin
  *
- * α, β and γ are chosen by measurement at training time: leave-one-out over a sample of the
+ * α, β, γ and δ are chosen by measurement at training time: leave-one-out over a sample of the
  * training blocks, half of them treated as "new block in a known volume" (the volume term
  * without the block itself), half as "block of a new volume" (no volume term, no neighbours
  * from the same volume), minimising cross-entropy against the blocks' observed distributions.
@@ -38,6 +41,8 @@ export interface TrainingExample {
 }
 
 export interface PlacementTrainOptions {
+  /** Fix the weight of the origin term (see module comment) instead of choosing it. */
+  delta?: number
   /** Neighbours consulted (default 8). */
   k?: number
   /** Training blocks kept for neighbour search, the most accessed first (default 20,000). */
@@ -60,8 +65,8 @@ export interface PlacementTrainOptions {
 
 export interface PlacementValidation {
   samples: number
-  /** Mean cross-entropy (nats) of the chosen blend, of the prior alone, of volume + prior, of kNN + prior. */
-  crossEntropy: { chosen: number, prior: number, volumeOnly: number, knnOnly: number }
+  /** Mean cross-entropy (nats) of the chosen blend, of the prior alone, and of the prior with only one other term. */
+  crossEntropy: { chosen: number, prior: number, volumeOnly: number, knnOnly: number, originOnly: number }
   /** Share of samples whose most likely predicted site is their observed top site. */
   topSiteAccuracy: { chosen: number, prior: number }
 }
@@ -73,6 +78,8 @@ export interface PlacementParams {
   beta: number
   /** Volume pseudo-count cap (Infinity is written as null). */
   gamma: number
+  /** Weight of the origin-site term. */
+  delta: number
 }
 
 export const PLACEMENT_FORMAT = 'ferry-placement'
@@ -81,6 +88,7 @@ export const PLACEMENT_VERSION = 1
 const GRID_ALPHA = [0.25, 1, 4]
 const GRID_BETA = [0, 0.5, 1, 2, 4, 8]
 const GRID_GAMMA = [2, 8, 32, Infinity]
+const GRID_DELTA = [0, 1, 4, 16]
 const EPS = 1e-4
 
 function badModel (message: string, details?: Record<string, unknown>): FerryError {
@@ -98,20 +106,23 @@ const fileSchema = z.object({
     minSimilarity: z.number(),
     alpha: z.number().positive(),
     beta: z.number().nonnegative(),
-    gamma: z.number().positive().nullable()
+    gamma: z.number().positive().nullable(),
+    delta: z.number().nonnegative()
   }),
   validation: z.object({
     samples: z.number().int().nonnegative(),
-    crossEntropy: z.object({ chosen: z.number(), prior: z.number(), volumeOnly: z.number(), knnOnly: z.number() }),
+    crossEntropy: z.object({ chosen: z.number(), prior: z.number(), volumeOnly: z.number(), knnOnly: z.number(), originOnly: z.number() }),
     topSiteAccuracy: z.object({ chosen: z.number(), prior: z.number() })
   }).nullable(),
   prior: z.array(z.number().nonnegative()),
   volumes: z.array(z.tuple([z.string(), z.number().int().positive(), z.array(z.number().nonnegative())])),
+  origins: z.array(z.tuple([z.string(), z.number().int().positive(), z.array(z.number().nonnegative())])),
   examples: z.object({
     count: z.number().int().nonnegative(),
     vectors: z.string(),
     shares: z.string(),
-    volumes: z.string()
+    volumes: z.string(),
+    origins: z.string()
   })
 }).strict()
 
@@ -126,6 +137,11 @@ export class PlacementModel {
   private readonly prior: Float64Array
   private readonly volumes: Map<string, VolumeStats>
   private readonly volumeNames: string[]
+  /** Mean distribution of the training blocks created at each site. */
+  private readonly origins: Map<string, VolumeStats>
+  private readonly originNames: string[]
+  /** count: index into originNames, -1 when unknown. */
+  private readonly exampleOrigin: Int32Array
   /** count × dim int8 unit vectors ×127. */
   private readonly vectors: Int8Array
   /** count × S site shares. */
@@ -140,7 +156,8 @@ export class PlacementModel {
 
   private constructor (init: {
     embedder: Embedder, sites: readonly string[], params: PlacementParams, validation: PlacementValidation | null, trainedAt: string,
-    prior: Float64Array, volumes: Map<string, VolumeStats>, volumeNames: string[], vectors: Int8Array, shares: Float32Array, exampleVolume: Uint32Array
+    prior: Float64Array, volumes: Map<string, VolumeStats>, volumeNames: string[], vectors: Int8Array, shares: Float32Array, exampleVolume: Uint32Array,
+    origins: Map<string, VolumeStats>, originNames: string[], exampleOrigin: Int32Array
   }) {
     this.embedder = init.embedder
     this.sites = init.sites
@@ -153,6 +170,9 @@ export class PlacementModel {
     this.vectors = init.vectors
     this.shares = init.shares
     this.exampleVolume = init.exampleVolume
+    this.origins = init.origins
+    this.originNames = init.originNames
+    this.exampleOrigin = init.exampleOrigin
     this.count = init.exampleVolume.length
     this.topIdx = new Int32Array(init.params.k)
     this.topSim = new Float64Array(init.params.k)
@@ -221,6 +241,19 @@ export class PlacementModel {
     if (kept.length > 0) for (let i = 0; i < S; i++) (prior[i] as number) /= kept.length
     else if (S > 0) prior.fill(1 / S)
     for (const v of volumes.values()) for (let i = 0; i < S; i++) (v.shares[i] as number) /= v.n
+    const origins = new Map<string, VolumeStats>()
+    for (let j = 0; j < kept.length; j++) {
+      const o = (kept[j] as typeof raw[number]).meta.origin
+      if (o === undefined) continue
+      let st = origins.get(o)
+      if (st === undefined) origins.set(o, st = { n: 0, shares: new Float64Array(S) })
+      st.n++
+      const d = dists[j] as Float64Array
+      for (let i = 0; i < S; i++) (st.shares[i] as number) += d[i] as number
+    }
+    for (const st of origins.values()) for (let i = 0; i < S; i++) (st.shares[i] as number) /= st.n
+    const originNames = [...origins.keys()]
+    const originIndex = new Map(originNames.map((n, i) => [n, i]))
 
     // 3. Neighbour examples: the most accessed blocks (their distributions are the best measured).
     let order = kept.map((_, j) => j)
@@ -231,6 +264,7 @@ export class PlacementModel {
     const vectors = new Int8Array(order.length * dim)
     const shares = new Float32Array(order.length * S)
     const exampleVolume = new Uint32Array(order.length)
+    const exampleOrigin = new Int32Array(order.length).fill(-1)
     for (let b = 0; b < order.length; b += batchSize) {
       const batch = order.slice(b, b + batchSize)
       const vecs = await embedder.embed(batch.map(j => metaText((kept[j] as typeof raw[number]).meta)))
@@ -241,21 +275,23 @@ export class PlacementModel {
         if (vec === undefined || vec.length !== dim) throw new FerryError('PLACEMENT_EMBEDDER_MISMATCH', `embedder ${embedder.name} returned a vector of length ${vec?.length ?? 0}, expected ${dim}`, 500)
         quantise(vec, vectors, row * dim)
         shares.set(dists[j] as Float64Array, row * S)
-        exampleVolume[row] = volumeIndex.get((kept[j] as typeof raw[number]).meta.volume) as number
+        const meta = (kept[j] as typeof raw[number]).meta
+        exampleVolume[row] = volumeIndex.get(meta.volume) as number
+        if (meta.origin !== undefined) exampleOrigin[row] = originIndex.get(meta.origin) as number
       }
     }
 
-    const fixed = opts.alpha !== undefined || opts.beta !== undefined || opts.gamma !== undefined
-    const params: PlacementParams = { k, minSimilarity, alpha: opts.alpha ?? 1, beta: opts.beta ?? 1, gamma: opts.gamma ?? 8 }
+    const fixed = opts.alpha !== undefined || opts.beta !== undefined || opts.gamma !== undefined || opts.delta !== undefined
+    const params: PlacementParams = { k, minSimilarity, alpha: opts.alpha ?? 1, beta: opts.beta ?? 1, gamma: opts.gamma ?? 8, delta: opts.delta ?? (origins.size > 0 ? 1 : 0) }
     const model = new PlacementModel({
       embedder, sites, params, validation: null, trainedAt: new Date().toISOString(),
-      prior, volumes, volumeNames, vectors, shares, exampleVolume
+      prior, volumes, volumeNames, vectors, shares, exampleVolume, origins, originNames, exampleOrigin
     })
     if (sample > 0 && order.length >= 10) {
       const v = model.validate(Math.min(sample, order.length), opts.seed ?? 1, fixed)
       return new PlacementModel({
         embedder, sites, params: v.params, validation: v.validation, trainedAt: model.trainedAt,
-        prior, volumes, volumeNames, vectors, shares, exampleVolume
+        prior, volumes, volumeNames, vectors, shares, exampleVolume, origins, originNames, exampleOrigin
       })
     }
     return model
@@ -279,13 +315,15 @@ export class PlacementModel {
     const out: Record<string, number> = {}
     if (S === 0) return out
     const p = new Float64Array(S)
-    const { alpha, beta, gamma } = this.params
+    const { alpha, beta, gamma, delta } = this.params
     for (let i = 0; i < S; i++) p[i] = alpha * (this.prior[i] as number)
     const v = this.volumes.get(meta.volume)
     if (v !== undefined) {
       const w = Math.min(v.n, gamma)
       for (let i = 0; i < S; i++) (p[i] as number) += w * (v.shares[i] as number)
     }
+    const o = meta.origin === undefined || delta === 0 ? undefined : this.origins.get(meta.origin)
+    if (o !== undefined) for (let i = 0; i < S; i++) (p[i] as number) += delta * (o.shares[i] as number)
     if (beta > 0 && this.count > 0) {
       quantise(vec, this.query, 0)
       const found = this.neighbours(this.query, -1, -1)
@@ -314,11 +352,13 @@ export class PlacementModel {
       validation: this.validation,
       prior: [...this.prior],
       volumes: this.volumeNames.map(n => { const v = this.volumes.get(n) as VolumeStats; return [n, v.n, [...v.shares]] }),
+      origins: this.originNames.map(n => { const v = this.origins.get(n) as VolumeStats; return [n, v.n, [...v.shares]] }),
       examples: {
         count: this.count,
         vectors: Buffer.from(this.vectors.buffer, this.vectors.byteOffset, this.vectors.byteLength).toString('base64'),
         shares: Buffer.from(this.shares.buffer, this.shares.byteOffset, this.shares.byteLength).toString('base64'),
-        volumes: Buffer.from(this.exampleVolume.buffer, this.exampleVolume.byteOffset, this.exampleVolume.byteLength).toString('base64')
+        volumes: Buffer.from(this.exampleVolume.buffer, this.exampleVolume.byteOffset, this.exampleVolume.byteLength).toString('base64'),
+        origins: Buffer.from(this.exampleOrigin.buffer, this.exampleOrigin.byteOffset, this.exampleOrigin.byteLength).toString('base64')
       }
     }
   }
@@ -352,11 +392,22 @@ export class PlacementModel {
       volumes.set(name, { n, shares: Float64Array.from(shares) })
       volumeNames.push(name)
     }
+    const origins = new Map<string, VolumeStats>()
+    const originNames: string[] = []
+    for (const [name, n, shares] of f.origins) {
+      if (shares.length !== S) throw badModel(`origin ${name} has ${shares.length} shares for ${S} sites`)
+      if (origins.has(name)) throw badModel(`origin ${name} appears twice`)
+      origins.set(name, { n, shares: Float64Array.from(shares) })
+      originNames.push(name)
+    }
     const count = f.examples.count
     const vectors = decode(f.examples.vectors, count * f.embedder.dim, 'vectors')
     const shareBytes = decode(f.examples.shares, count * S * 4, 'shares')
     const volBytes = decode(f.examples.volumes, count * 4, 'volumes')
     const exampleVolume = new Uint32Array(volBytes.buffer, volBytes.byteOffset, count)
+    const originBytes = decode(f.examples.origins, count * 4, 'origins')
+    const exampleOrigin = new Int32Array(originBytes.buffer, originBytes.byteOffset, count)
+    for (let i = 0; i < count; i++) if ((exampleOrigin[i] as number) < -1 || (exampleOrigin[i] as number) >= originNames.length) throw badModel(`example ${i} refers to origin ${exampleOrigin[i] as number} of ${originNames.length}`)
     for (let i = 0; i < count; i++) if ((exampleVolume[i] as number) >= volumeNames.length) throw badModel(`example ${i} refers to volume ${exampleVolume[i] as number} of ${volumeNames.length}`)
     const shares = new Float32Array(shareBytes.buffer, shareBytes.byteOffset, count * S)
     for (let i = 0; i < shares.length; i++) if (!(shares[i] as number >= 0 && shares[i] as number <= 1 + 1e-6)) throw badModel(`example shares must be in [0, 1] (index ${i})`)
@@ -371,7 +422,10 @@ export class PlacementModel {
       volumeNames,
       vectors: new Int8Array(vectors.buffer, vectors.byteOffset, count * f.embedder.dim),
       shares,
-      exampleVolume
+      exampleVolume,
+      origins,
+      originNames,
+      exampleOrigin
     })
   }
 
@@ -412,7 +466,7 @@ export class PlacementModel {
     const picks = new Set<number>()
     while (picks.size < n) picks.add(Math.floor(rnd() * this.count))
     // Per sample: observed distribution, volume mean without the block (n-1), neighbour evidence.
-    interface Case { truth: Float64Array, vn: number, vshares: Float64Array | null, knnW: number, knn: Float64Array }
+    interface Case { truth: Float64Array, vn: number, vshares: Float64Array | null, knnW: number, knn: Float64Array, oshares: Float64Array | null }
     const cases: Case[] = []
     let s = 0
     for (const row of picks) {
@@ -436,9 +490,17 @@ export class PlacementModel {
         knnW += w
         for (let i = 0; i < S; i++) (knn[i] as number) += w * (this.shares[r * S + i] as number)
       }
-      cases.push({ truth, vn, vshares, knnW, knn })
+      // The origin term without the block itself.
+      let oshares: Float64Array | null = null
+      const oi = this.exampleOrigin[row] as number
+      const ost = oi < 0 ? undefined : this.origins.get(this.originNames[oi] as string)
+      if (ost !== undefined && ost.n > 1) {
+        oshares = new Float64Array(S)
+        for (let i = 0; i < S; i++) oshares[i] = ((ost.shares[i] as number) * ost.n - (truth[i] as number)) / (ost.n - 1)
+      }
+      cases.push({ truth, vn, vshares, knnW, knn, oshares })
     }
-    const evaluate = (alpha: number, beta: number, gamma: number): { ce: number, acc: number } => {
+    const evaluate = (alpha: number, beta: number, gamma: number, delta: number): { ce: number, acc: number } => {
       let ce = 0
       let acc = 0
       const p = new Float64Array(S)
@@ -452,6 +514,10 @@ export class PlacementModel {
         }
         w += beta * c.knnW
         for (let i = 0; i < S; i++) (p[i] as number) += beta * (c.knn[i] as number)
+        if (c.oshares !== null && delta > 0) {
+          w += delta
+          for (let i = 0; i < S; i++) (p[i] as number) += delta * (c.oshares[i] as number)
+        }
         let best = 0
         let top = 0
         for (let i = 0; i < S; i++) {
@@ -470,14 +536,16 @@ export class PlacementModel {
       for (const alpha of GRID_ALPHA) {
         for (const beta of GRID_BETA) {
           for (const gamma of GRID_GAMMA) {
-            const { ce } = evaluate(alpha, beta, gamma)
-            if (ce < bestCe - 1e-12) { bestCe = ce; params = { ...this.params, alpha, beta, gamma } }
+            for (const delta of this.origins.size > 0 ? GRID_DELTA : [0]) {
+              const { ce } = evaluate(alpha, beta, gamma, delta)
+              if (ce < bestCe - 1e-12) { bestCe = ce; params = { ...this.params, alpha, beta, gamma, delta } }
+            }
           }
         }
       }
     }
-    const chosen = evaluate(params.alpha, params.beta, params.gamma)
-    const prior = evaluate(1, 0, 1e-9)
+    const chosen = evaluate(params.alpha, params.beta, params.gamma, params.delta)
+    const prior = evaluate(1, 0, 1e-9, 0)
     return {
       params,
       validation: {
@@ -485,8 +553,9 @@ export class PlacementModel {
         crossEntropy: {
           chosen: chosen.ce,
           prior: prior.ce,
-          volumeOnly: evaluate(params.alpha, 0, params.gamma).ce,
-          knnOnly: evaluate(params.alpha, params.beta > 0 ? params.beta : 1, 1e-9).ce
+          volumeOnly: evaluate(params.alpha, 0, params.gamma, 0).ce,
+          knnOnly: evaluate(params.alpha, params.beta > 0 ? params.beta : 1, 1e-9, 0).ce,
+          originOnly: evaluate(params.alpha, 0, 1e-9, params.delta > 0 ? params.delta : 1).ce
         },
         topSiteAccuracy: { chosen: chosen.acc, prior: prior.acc }
       }

@@ -167,3 +167,25 @@ t.test('the partitioner ranks predictions like known blocks, under capacity', as
   p.setModel(null)
   t.equal((await p.place(meta, fleet)).by, 'hash')
 })
+
+t.test('the creating site is evidence: data tends to be read where it was created', async t => {
+  const r = rng(4)
+  const hist: TrainingExample[] = []
+  // One shared volume; each block is read mostly at the site that created it.
+  for (let i = 0; i < 120; i++) {
+    const origin = SITES[i % 4] as string
+    hist.push({ meta: { volume: 'shared', block: `b${i}`, name: `file-${i}`, origin }, scores: scoresFor(origin, r) })
+  }
+  const model = await PlacementModel.train(hist, new NgramHashEmbedder())
+  t.ok(model.params.delta > 0, `validation chose an origin weight (δ = ${model.params.delta})`)
+  t.ok(model.validation!.crossEntropy.chosen < model.validation!.crossEntropy.volumeOnly - 0.2, 'it beats the volume history alone')
+  for (const origin of SITES) {
+    const p = await model.predict({ volume: 'shared', block: 'new', name: 'file-new', origin })
+    t.equal(argmax(p), origin, `created at ${origin}`)
+  }
+  const none = await model.predict({ volume: 'shared', block: 'new', name: 'file-new' })
+  t.ok(Math.max(...Object.values(none)) < 0.4, 'without an origin: the volume\'s even spread')
+  const back = PlacementModel.fromJSON(JSON.parse(JSON.stringify(model.toJSON())), new NgramHashEmbedder())
+  t.same(await back.predict({ volume: 'shared', block: 'x', origin: 'asia' }), await model.predict({ volume: 'shared', block: 'x', origin: 'asia' }), 'origins survive the round trip')
+  t.throws(() => PlacementModel.fromJSON({ ...(model.toJSON() as object), origins: [['asia', 1, [1]]] }, new NgramHashEmbedder()), { code: 'PLACEMENT_BAD_MODEL' })
+})
