@@ -78,15 +78,15 @@ export class Sampler {
 
   async sample (at: number = Date.now()): Promise<SampleResult> {
     const o = this.opts
-    const [stat, psi, meminfo, diskstats, rtts, probe] = await Promise.all([
+    const [stat, psi, meminfo, [diskstats, diskAt], rtts, probe] = await Promise.all([
       this.read('stat'),
       this.read('pressure/memory'),
       this.read('meminfo'),
-      this.read('diskstats'),
+      // Timestamped when read, not when the slowest probe returns: disk_util divides by it.
+      this.read('diskstats').then(text => [text, performance.now()] as const),
       Promise.all((o.peers ?? []).map(p => tcpConnectRtt(p, this.timeoutMs))),
       o.probe === undefined ? Promise.resolve(undefined) : httpProbe(o.probe, this.timeoutMs)
     ])
-    const now = performance.now()
     const sample: AgentSample = { at: Math.round(at) }
     const unavailable: Source[] = []
     const result: SampleResult = { sample, unavailable }
@@ -113,13 +113,13 @@ export class Sampler {
 
     const disks = diskstats === undefined ? undefined : parseDiskstats(diskstats)
     if (disks === undefined || disks.length === 0) unavailable.push('diskstats')
-    const d = diskUsage(this.prevDisks?.disks, disks, now - (this.prevDisks?.at ?? now), o.disk)
+    const d = diskUsage(this.prevDisks?.disks, disks, diskAt - (this.prevDisks?.at ?? diskAt), o.disk)
     if (d !== undefined) {
       sample.disk_util = d.util
       sample.disk_await_ms = d.awaitMs
       result.disk = d.device
     }
-    this.prevDisks = disks === undefined ? undefined : { at: now, disks }
+    this.prevDisks = disks === undefined ? undefined : { at: diskAt, disks }
 
     if (rtts.length > 0) {
       const ok = rtts.filter((r): r is number => r !== undefined)

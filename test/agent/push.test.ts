@@ -82,8 +82,9 @@ t.test('wrong token: 401, counted, samples kept for when the token is fixed', as
 
   // The planner's token is changed to the one the agent has: delivery resumes.
   planner.admin.setToken('wrong-token')
-  await waitFor(async () => (await planner.store.readTelemetry('gw1')).length === 3, 'delivered after the fix')
-  t.equal(p.buffered, 0)
+  await waitFor(() => p.buffered === 0, 'delivered after the fix')
+  t.equal((await planner.store.readTelemetry('gw1')).length, 3)
+  t.equal(await metricValue(registry, 'ferry_agent_samples_pushed_total'), 3)
 })
 
 t.test('planner down: buffered, oldest dropped beyond the bound, the rest delivered in order', async t => {
