@@ -72,6 +72,7 @@ export class TelemetryAgent {
   private timer: NodeJS.Timeout | undefined
   private nextAt = 0
   private running = false
+  private stopped = false
   private ticking: Promise<void> | undefined
 
   constructor (private readonly opts: TelemetryAgentOptions) {
@@ -120,6 +121,8 @@ export class TelemetryAgent {
 
   async start (): Promise<void> {
     if (this.running) return
+    // The pusher is closed for good by stop(); a restarted agent is a new TelemetryAgent.
+    if (this.stopped) throw new FerryError('FERRY_AGENT_STOPPED', 'this agent was stopped; create a new one', 409)
     if (this.opts.metricsPort !== undefined) await this.listen(this.opts.metricsPort, this.opts.metricsHost ?? '127.0.0.1')
     await this.sampler.prime()
     this.running = true
@@ -131,6 +134,7 @@ export class TelemetryAgent {
   /** Stops sampling, tries briefly to deliver what is buffered, closes the metrics listener. */
   async stop (): Promise<void> {
     this.running = false
+    this.stopped = true
     clearTimeout(this.timer)
     this.timer = undefined
     await this.ticking

@@ -52,7 +52,7 @@ const fieldSchemas = Object.fromEntries(AGENT_FIELDS.map(f => {
  * everything looks fine. (The passive_* fields are the planner's own and cannot be pushed.)
  */
 const sampleSchema = z.object({
-  at: z.number().finite().min(MIN_AT, { message: 'must be Unix milliseconds (this is before 2000: seconds?)' }),
+  at: z.number().int().min(MIN_AT, { message: 'must be Unix milliseconds (this is before 2000: seconds?)' }),
   ...fieldSchemas
 }).strict()
 

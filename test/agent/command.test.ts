@@ -61,5 +61,6 @@ t.test('agentCommand runs the agent until aborted', async t => {
   ac.abort()
   await done
   t.equal(agent?.status().running, false, 'stopped')
+  await t.rejects(agent?.start() ?? Promise.resolve(), { code: 'FERRY_AGENT_STOPPED' }, 'a stopped agent does not restart half-working')
   await t.rejects(fetch(`http://127.0.0.1:${port}/metrics`), 'metrics listener closed')
 })

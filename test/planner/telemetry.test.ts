@@ -2,6 +2,8 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { parseTelemetryCsv } from '../../planner/health/csv.js'
+import { SIGNALS } from '../../planner/health/types.js'
+import { HEALTH_SIGNALS } from '../../agent/fields.js'
 import { NodeExporterScraper, nodeExporterConfigSchema, toHealthRecord } from '../../planner/telemetry.js'
 import { createRegistry } from '../../lib/metrics.js'
 import { createStore } from '../../state/factory.js'
@@ -21,6 +23,10 @@ async function post (p: PlannerUnderTest, body: unknown, token: string | null = 
   const json = await res.json() as Record<string, unknown> & { error?: { code: string, message: string } }
   return { status: res.status, json, ...(json.error ? { code: json.error.code, message: json.error.message } : {}) }
 }
+
+t.test('the agent\'s health fields are the health model\'s signals, in its order', async t => {
+  t.same([...HEALTH_SIGNALS], [...SIGNALS])
+})
 
 t.test('hostile pushes are refused with a clear 4xx and store nothing', async t => {
   const p = await startPlanner()
@@ -42,6 +48,7 @@ t.test('hostile pushes are refused with a clear 4xx and store nothing', async t 
     ['an unknown field', { gateway: 'gw1', samples: [{ at: NOW, cpu_util: 0.3 }] }, 400, 'FERRY_TELEMETRY_INVALID', /samples\[0\]: Unrecognized key\(s\) in object: 'cpu_util'/],
     ['a planner-only field', { gateway: 'gw1', samples: [{ at: NOW, passive_requests: 5 }] }, 400, 'FERRY_TELEMETRY_INVALID', /'passive_requests'/],
     ['no time', { gateway: 'gw1', samples: [{ cpu: 0.1 }] }, 400, 'FERRY_TELEMETRY_INVALID', /samples\[0\]\.at: Required/],
+    ['fractional ms', { gateway: 'gw1', samples: [{ at: NOW + 0.5, cpu: 0.1 }] }, 400, 'FERRY_TELEMETRY_INVALID', /samples\[0\]\.at: Expected integer, received float/],
     ['seconds, not ms', { gateway: 'gw1', samples: [{ at: Math.floor(NOW / 1000), cpu: 0.1 }] }, 400, 'FERRY_TELEMETRY_INVALID', /samples\[0\]\.at: must be Unix milliseconds/],
     ['an hour in the future', { gateway: 'gw1', samples: [ok, { at: Date.now() + 3_600_000, cpu: 0.1 }] }, 400, 'FERRY_TELEMETRY_INVALID', /samples\[1\]\.at is 3[56]\d\d s ahead of the planner.s clock/],
     ['a sample that is not an object', { gateway: 'gw1', samples: [ok, 7] }, 400, 'FERRY_TELEMETRY_INVALID', /samples\[1\]: Expected object, received number/],
