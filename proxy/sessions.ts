@@ -26,11 +26,14 @@ export class SessionManager {
   private readonly cache = new Map<string, CachedSession>()
   private cfg: SessionsSection
   private cookiePrefix: string
+  /** Node lower-cases incoming header names; the configured name may not be. */
+  private header: string
   storeErrors = 0
 
   constructor (private readonly store: StateStore, cfg: SessionsSection, private readonly logger: Logger) {
     this.cfg = cfg
     this.cookiePrefix = cfg.cookie + '='
+    this.header = cfg.header.toLowerCase()
   }
 
   get enabled (): boolean { return this.cfg.enabled }
@@ -38,11 +41,12 @@ export class SessionManager {
   reconfigure (cfg: SessionsSection): void {
     this.cfg = cfg
     this.cookiePrefix = cfg.cookie + '='
+    this.header = cfg.header.toLowerCase()
   }
 
   /** The session id a request carries (header first, then cookie), if it is well-formed. */
   idFrom (req: IncomingMessage): string | undefined {
-    const h = req.headers[this.cfg.header]
+    const h = req.headers[this.header]
     if (typeof h === 'string') return ID_PATTERN.test(h) ? h : undefined
     const cookie = req.headers.cookie
     if (cookie === undefined) return undefined
@@ -56,12 +60,17 @@ export class SessionManager {
     return undefined
   }
 
-  /** A new session id (128 random bits) and the Set-Cookie value that hands it out, when configured. */
+  /**
+   * A new session id (192 random bits) and the Set-Cookie value that hands it out, when
+   * configured. The cookie has no Max-Age: the store's TTL, renewed while the session is used,
+   * decides when it ends (a cookie that expired `ttlS` after it was issued would end sessions
+   * still in use). An id presented after its session expired simply starts an empty one.
+   */
   create (): { id: string, setCookie: string | undefined } {
     const id = randomBytes(16).toString('base64url') + randomBytes(8).toString('base64url')
     return {
       id,
-      setCookie: this.cfg.setCookie ? `${this.cfg.cookie}=${id}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${this.cfg.ttlS}` : undefined
+      setCookie: this.cfg.setCookie ? `${this.cfg.cookie}=${id}; Path=/; HttpOnly; SameSite=Lax` : undefined
     }
   }
 
