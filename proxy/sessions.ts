@@ -9,6 +9,13 @@ export interface CachedSession {
   bindings: Record<string, string>
   fetchedAt: number
   touchedAt: number
+  /**
+   * Created here for a request that carried no session, and not yet presented back by the
+   * client: kept in this proxy only. Many clients (SDKs, curl, load balancers' probes) never
+   * return a cookie; writing a session to the store for each of their requests would cost a
+   * store write per request and leave a key behind for the whole TTL.
+   */
+  local?: boolean
 }
 
 const ID_PATTERN = /^[A-Za-z0-9_-]{16,128}$/
@@ -21,6 +28,10 @@ const MAX_CACHED = 100_000
  * per request; bindings are written behind (the next proxy to read the session sees them).
  * Correctness never rests on this cache: where a block lives is decided by its location in the
  * store, and a binding only chooses the gateway for data that has no location yet.
+ *
+ * A session this proxy hands out is stored only once the client presents its id back (see
+ * `CachedSession.local`): until then it lives in this proxy alone, so a client that keeps no
+ * cookie costs no store round trip and leaves nothing in the store.
  */
 export class SessionManager {
   private readonly cache = new Map<string, CachedSession>()
@@ -44,8 +55,17 @@ export class SessionManager {
     this.header = cfg.header.toLowerCase()
   }
 
-  /** The session id a request carries (header first, then cookie), if it is well-formed. */
+  /**
+   * The session id a request carries (header first, then cookie), if it is well-formed. A
+   * session this proxy handed out is stored from here on: the client has shown it keeps it.
+   */
   idFrom (req: IncomingMessage): string | undefined {
+    const id = this.parseId(req)
+    if (id !== undefined) this.confirm(id)
+    return id
+  }
+
+  private parseId (req: IncomingMessage): string | undefined {
     const h = req.headers[this.header]
     if (typeof h === 'string') return ID_PATTERN.test(h) ? h : undefined
     const cookie = req.headers.cookie
@@ -61,13 +81,15 @@ export class SessionManager {
   }
 
   /**
-   * A new session id (192 random bits) and the Set-Cookie value that hands it out, when
-   * configured. The cookie has no Max-Age: the store's TTL, renewed while the session is used,
-   * decides when it ends (a cookie that expired `ttlS` after it was issued would end sessions
-   * still in use). An id presented after its session expired simply starts an empty one.
+   * A new session id (192 random bits), known to this proxy only until the client presents it,
+   * and the Set-Cookie value that hands it out, when configured. The cookie has no Max-Age: the
+   * store's TTL, renewed while the session is used, decides when it ends (a cookie that expired
+   * `ttlS` after it was issued would end sessions still in use). An id presented after its
+   * session expired simply starts an empty one.
    */
-  create (): { id: string, setCookie: string | undefined } {
+  create (now = Date.now()): { id: string, setCookie: string | undefined } {
     const id = randomBytes(16).toString('base64url') + randomBytes(8).toString('base64url')
+    this.remember(id, { bindings: {}, fetchedAt: now, touchedAt: now, local: true })
     return {
       id,
       setCookie: this.cfg.setCookie ? `${this.cfg.cookie}=${id}; Path=/; HttpOnly; SameSite=Lax` : undefined
@@ -77,7 +99,8 @@ export class SessionManager {
   /** The cached session if still fresh; otherwise undefined and the caller awaits load(). */
   cached (id: string, now: number): CachedSession | undefined {
     const s = this.cache.get(id)
-    return s !== undefined && now - s.fetchedAt <= this.cfg.cacheMs ? s : undefined
+    // A local session is in no store: only this copy exists, however old.
+    return s !== undefined && (s.local === true || now - s.fetchedAt <= this.cfg.cacheMs) ? s : undefined
   }
 
   /** Reads the session from the store; a store failure yields the cached or an empty session. */
@@ -102,15 +125,29 @@ export class SessionManager {
   bind (id: string, session: CachedSession, volume: string, gateway: string, now: number): void {
     session.bindings[volume] = gateway
     session.touchedAt = now
+    if (session.local !== true) this.write(id, session, volume, gateway)
+  }
+
+  private write (id: string, session: CachedSession, volume: string, gateway: string): void {
     this.store.bindSession(id, volume, gateway, this.cfg.ttlS * 1000).catch(err => {
       this.storeErrors++
-      delete session.bindings[volume] // so the next request tries to write it again
+      // So the next request tries to write it again — unless a later bind has replaced it.
+      if (session.bindings[volume] === gateway) delete session.bindings[volume]
       this.logger.debug({ err: (err as Error).message }, 'session bind failed')
     })
   }
 
+  /** The client presented a session this proxy handed out: store what it has gathered so far. */
+  private confirm (id: string): void {
+    const s = this.cache.get(id)
+    if (s === undefined || s.local !== true) return
+    s.local = false
+    for (const [volume, gateway] of Object.entries(s.bindings)) this.write(id, s, volume, gateway)
+  }
+
   /** Keeps an active session alive in the store, at most once per quarter TTL. */
   touch (id: string, session: CachedSession, now: number): void {
+    if (session.local === true) return
     if (now - session.touchedAt < (this.cfg.ttlS * 1000) / 4) return
     session.touchedAt = now
     this.store.touchSession(id, this.cfg.ttlS * 1000).catch(() => { this.storeErrors++ })
