@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { blockKey } from '../../lib/ids.js'
@@ -7,7 +9,7 @@ import type { StateStore } from '../../state/types.js'
 import { startProxy, testConfig, type ProxyUnderTest } from '../helpers/ferry.js'
 import { startGateways, type Gateways } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/net.js'
-import { startRedis } from '../helpers/redis.js'
+import { REDIS_CLI, startRedis } from '../helpers/redis.js'
 
 /**
  * Sticky sessions over a real Redis, with two proxies (each its own FerryNode and connections):
@@ -106,10 +108,11 @@ t.test('sessions continue across proxies, a restart, an ejection and a move', as
   const client = new Client()
   const outer = t
 
-  // The first request has no session: the proxy hands out a cookie and binds the volume to the
-  // gateway its new block was placed on.
-  t.equal(await client.put(a, '/V/first', 'one'), 201, 'first write through A')
+  // The first request has no session: the proxy hands out a cookie. The client then writes a new
+  // block of V with it, which binds V to the gateway that block was placed on.
+  t.equal((await client.get(a, '/other/probe')).status, 404)
   t.equal(client.setCookies, 1, 'A handed out a session cookie')
+  t.equal(await client.put(a, '/V/first', 'one'), 201, 'first write through A')
   const id = client.id
   t.match(id, /^[A-Za-z0-9_-]{16,128}$/, 'a well-formed session id')
   const G = (await planner.getLocation('V', 'first'))?.gateway as string
@@ -147,7 +150,7 @@ t.test('sessions continue across proxies, a restart, an ejection and a move', as
     await bindingIs(planner, id, W, G2)
     const s = await planner.getSession(id)
     await planner.putSession(id, { bindings: s?.bindings ?? {}, state: { user: 'alice', cart: [1, 2] } }, 60_000)
-    t.same((await planner.getSession(id))?.bindings, { V: G, W: G2 })
+    t.match((await planner.getSession(id))?.bindings, { V: G, W: G2 })
   })
 
   let H = ''
@@ -239,6 +242,7 @@ t.test('a proxy with a cached copy of the session follows another proxy\'s rebin
   const planner = createStore(state)
   t.teardown(() => planner.close())
   const client = new Client()
+  t.equal((await client.get(a, '/other/probe')).status, 404, 'a cookie')
   t.equal(await client.put(a, '/V/first', 'one'), 201)
   const G = (await planner.getLocation('V', 'first'))?.gateway as string
   await bindingIs(planner, client.id, 'V', G)
@@ -258,5 +262,75 @@ t.test('a proxy with a cached copy of the session follows another proxy\'s rebin
   await waitFor(() => b.node.proxy?.sync?.cache.get('V', next) != null, 'B to receive the location')
   t.equal((await client.get(b, `/V/${next}`)).body, 'a', 'wherever A put it, B finds it by its location')
 })
+
+/** Store calls of one kind a proxy has made, from its metrics. */
+async function storeOps (p: ProxyUnderTest, op: string): Promise<number> {
+  const text = await (await request(`${p.adminUrl}/metrics`)).body.text()
+  let n = 0
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`ferry_state_operations_total{op="${op}"`)) n += Number(line.slice(line.lastIndexOf(' ') + 1))
+  }
+  return n
+}
+
+t.test('a session is stored once the client presents it back; clients that keep no cookie cost the store nothing', async t => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const gws = await startGateways(3)
+  t.teardown(gws.stopAll)
+  const state: StateConfigInput = { backend: 'redis', url: redis.url, keyPrefix: 'lazy:' }
+  // B names its session header in mixed case, as an operator might write it in the config.
+  const a = await proxyOn(t, gws, state)
+  const b = await startProxy(testConfig(gws.urls, { state, sessions: { enabled: true, header: 'X-Session-Id' } }))
+  t.teardown(b.stop)
+  const planner = createStore(state)
+  t.teardown(() => planner.close())
+  t.ok(await waitForReady(planner, 10_000))
+  const sessionKeys = async (): Promise<number> => {
+    const { stdout } = await promisify(execFile)(REDIS_CLI, ['-p', String(redis.port), '--scan', '--pattern', 'lazy:{s:*'])
+    return stdout.split('\n').filter(l => l !== '').length
+  }
+
+  // 40 requests from clients that never send a cookie back.
+  t.equal(await put(a, '/C/blk', 'c'), 201)
+  const cookies = new Set<string>()
+  for (let i = 0; i < 40; i++) {
+    const r = await request(`${a.url}/C/blk`)
+    t.equal(await r.body.text(), 'c')
+    const set = r.headers['set-cookie'] as string
+    cookies.add(set.split(';')[0] as string)
+    t.notOk(/max-age|expires/i.test(set), 'the cookie lasts as long as the session is used (no fixed expiry)')
+  }
+  t.equal(cookies.size, 40, 'each was offered a session')
+  t.equal(await sessionKeys(), 0, 'none of them left a session in the store')
+  t.equal(await storeOps(a, 'getSession'), 0, 'nor cost a session read')
+  t.equal(await storeOps(a, 'bindSession'), 0, 'nor a session write')
+
+  // A client that does keep its cookie: its first binding, made before it had the cookie, is
+  // stored when it comes back.
+  const client = new Client()
+  t.equal(await client.put(a, '/V/first', 'one'), 201)
+  const G = (await planner.getLocation('V', 'first'))?.gateway as string
+  t.equal(await sessionKeys(), 0, 'not stored yet')
+  const next = newBlock(a, 'V', 'next', [G])
+  t.equal(await client.put(a, `/V/${next}`, 'two'), 201)
+  t.same(await onGateway(gws, G, `/V/${next}`), { status: 200, body: 'two' }, 'the next new block of V follows the first one to G')
+  await bindingIs(planner, client.id, 'V', G)
+  t.equal(await sessionKeys(), 1, 'one session in the store')
+
+  // A header named in mixed case in the config matches (HTTP header names are case-insensitive).
+  const id = 'header-session-0123456789'
+  const r = await request(`${b.url}/H/blk`, { method: 'PUT', body: 'h', headers: { 'x-session-id': id } })
+  await r.body.dump()
+  t.equal(r.statusCode, 201)
+  t.equal(r.headers['set-cookie'], undefined, 'the header was taken as the session: no cookie offered')
+  await bindingIs(planner, id, 'H', (await planner.getLocation('H', 'blk'))?.gateway as string)
+})
+
+async function put (p: ProxyUnderTest, path: string, body: string): Promise<number> {
+  const r = await request(`${p.url}${path}`, { method: 'PUT', body })
+  await r.body.dump()
+  return r.statusCode
+}
 
 t.test('nothing escaped to the process', async t => { t.same(escaped, []) })
