@@ -1,0 +1,97 @@
+import { z } from 'zod'
+
+/**
+ * The `planner:` section: leader election, the latency model the rebalancer ranks gateways by,
+ * the planner's own view of gateway health, the rebalancer's hysteresis and budget, and the
+ * migration engine's limits. Every key has a default, so `planner: {}` (or no section) is a
+ * working planner; `.describe()` texts are the reference the README repeats.
+ */
+
+const ms = (def: number, what: string): z.ZodDefault<z.ZodNumber> =>
+  z.number().int().positive().default(def).describe(what)
+
+const siteId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/, 'site name must be 1-63 letters, digits, "_" or "-"')
+
+export const latencySchema = z.object({
+  sameSiteMs: z.number().nonnegative().default(2).describe('access latency from a client to a gateway in its own site, in ms'),
+  defaultMs: z.number().nonnegative().default(100).describe('access latency between two sites that `between` does not list, in ms'),
+  between: z.record(siteId, z.record(siteId, z.number().nonnegative())).default({})
+    .describe('measured or configured latency between sites: between.<siteA>.<siteB> = ms; one direction is enough (the other is assumed equal unless given)')
+}).strict().default({})
+
+export const plannerHealthSchema = z.object({
+  probeIntervalMs: ms(2000, 'how often the planner probes each gateway itself (GET probePath)'),
+  probeTimeoutMs: ms(1000, 'a probe that has not answered in this long failed'),
+  probePath: z.string().startsWith('/').default('/healthz').describe('path probed on each gateway; any status below 500 is up'),
+  unhealthyThreshold: z.number().int().positive().default(2).describe('failed probes in a row before the planner considers a gateway down'),
+  healthyThreshold: z.number().int().positive().default(1).describe('good probes in a row before a down gateway is up again'),
+  reportTtlMs: ms(30_000, 'how long a proxy\'s "gateway down" report (gateway-health message) counts unless it is repeated or revoked')
+}).strict().default({})
+
+export const rebalancerSchema = z.object({
+  enabled: z.boolean().default(true).describe('move blocks towards the gateway their accesses prefer'),
+  intervalMs: ms(30_000, 'how often the affinity map is scanned for moves'),
+  margin: z.number().min(0).max(0.95).default(0.25)
+    .describe('hysteresis: a block moves only when the best gateway cuts its expected access latency by at least this fraction of the current one'),
+  minGainMs: z.number().nonnegative().default(1).describe('and by at least this many ms (absolute floor, so near-equal sites never trade blocks)'),
+  minDwellMs: z.number().int().nonnegative().default(600_000)
+    .describe('a block stays at least this long where it was last placed or moved before it may move again (no ping-pong)'),
+  minScore: z.number().nonnegative().default(1).describe('blocks whose decayed access score (all sites) is below this are too cold to be worth a move'),
+  maxMovesPerInterval: z.number().int().nonnegative().default(64).describe('move budget: migrations started per interval'),
+  maxBytesPerInterval: z.number().int().nonnegative().default(1024 ** 3).describe('move budget: bytes of the blocks moved per interval (0 = no byte limit)')
+}).strict().default({})
+
+export const migrationSchema = z.object({
+  concurrency: z.number().int().positive().max(1024).default(4).describe('migrations copying at once, across all gateways'),
+  bandwidthBytesPerSec: z.number().int().nonnegative().default(0)
+    .describe('copy bandwidth shared by all migrations (token bucket); 0 = unlimited'),
+  burstBytes: z.number().int().positive().default(1024 * 1024).describe('token bucket depth: bytes that may be sent at once after an idle period'),
+  settleMs: ms(250, 'after entering cut-over, wait this long before checking the source, so every proxy has seen the cut-over (>= the store\'s notification delay) and writes in flight have landed'),
+  cutoverTimeoutMs: ms(1500, 'longest time in cut-over, re-copies included, before the migration is rolled back; keep it below proxy.writeHoldMs so held writes are released rather than refused'),
+  maxRecopies: z.number().int().nonnegative().default(3).describe('re-copies in cut-over when the source changed since the copy, before giving up'),
+  gracePeriodMs: z.number().int().nonnegative().default(30_000)
+    .describe('after the flip, how long the source copy is kept (for readers still routed there) before it is deleted'),
+  copyTimeoutMs: ms(60_000, 'a whole block copy (GET from the source streamed into a PUT to the target) must finish within this'),
+  requestTimeoutMs: ms(10_000, 'time allowed for a HEAD or DELETE on a gateway'),
+  connectionsPerGateway: z.number().int().positive().default(16).describe('keep-alive connections the planner keeps to each gateway'),
+  maxQueued: z.number().int().positive().default(100_000).describe('migrations waiting for a slot; submissions beyond this are refused'),
+  progressIntervalMs: ms(500, 'how often a running copy writes its progress (bytes) to the migration log'),
+  retryDelayMs: z.number().int().nonnegative().default(2_000).describe('after the store or a gateway failed a cleanup step, wait this long before trying it again'),
+  recoveryIntervalMs: ms(5_000, 'how often the leader looks for migrations left unfinished (a rollback that could not be written, a predecessor\'s work) and completes or rolls them back')
+}).strict().default({})
+
+export const plannerSectionSchema = z.object({
+  holder: z.string().regex(/^[\x21-\x7e]{1,200}$/).optional()
+    .describe('name under which this planner takes the leader lease; default <hostname>:<pid>'),
+  lease: z.object({
+    ttlMs: ms(10_000, 'leader lease time to live: a planner that stops renewing is replaced after this long'),
+    renewIntervalMs: ms(3_000, 'how often the leader renews its lease and a standby tries to take it')
+  }).strict().default({}).describe('leader election: one planner acts, the others stand by'),
+  latency: latencySchema.describe('the latency model gateways are ranked by'),
+  health: plannerHealthSchema.describe('gateway health as the planner sees it: its own probes plus the proxies\' reports'),
+  rebalancer: rebalancerSchema.describe('periodic moves towards each block\'s best gateway (hysteresis, budget)'),
+  migration: migrationSchema.describe('the migration engine: copy, cut-over, flip, cleanup'),
+  admin: z.object({
+    requireToken: z.boolean().default(true)
+      .describe('POST /v1/migrations and POST/DELETE /v1/gateways/:id/drain need the admin bearer token (admin.token or FERRY_ADMIN_TOKEN); false only on a closed loopback sandbox')
+  }).strict().default({}).describe('the planner\'s operator API')
+}).strict().superRefine((cfg, ctx) => {
+  if (cfg.lease.renewIntervalMs * 2 > cfg.lease.ttlMs) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['lease', 'renewIntervalMs'], message: 'must be at most half of lease.ttlMs, or a single late renewal loses the lease' })
+  }
+  if (cfg.migration.settleMs >= cfg.migration.cutoverTimeoutMs) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['migration', 'settleMs'], message: 'must be below migration.cutoverTimeoutMs' })
+  }
+}).default({})
+
+export type PlannerConfig = z.infer<typeof plannerSectionSchema>
+export type PlannerConfigInput = z.input<typeof plannerSectionSchema>
+export type LatencyConfig = z.infer<typeof latencySchema>
+export type RebalancerConfig = z.infer<typeof rebalancerSchema>
+export type MigrationConfig = z.infer<typeof migrationSchema>
+export type PlannerHealthConfig = z.infer<typeof plannerHealthSchema>
+
+/** Parses the section; throws the ZodError (the config loader turns it into file:line:key errors). */
+export function parsePlannerConfig (input: unknown): PlannerConfig {
+  return plannerSectionSchema.parse(input ?? {})
+}

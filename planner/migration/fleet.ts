@@ -1,0 +1,309 @@
+import { EventEmitter } from 'node:events'
+import { Pool } from 'undici'
+import type { GatewayConfig } from '../../config/fleet.js'
+import { blockKey } from '../../lib/ids.js'
+import { silentLogger, type Logger } from '../../lib/log.js'
+import { rendezvousNode, rendezvousPick, rendezvousRank, type RendezvousNode } from '../../lib/rendezvous.js'
+import type { BlockLocation, StoreEvent } from '../../state/types.js'
+import type { GatewayInfo } from '../affinity.js'
+import type { PlannerHealthConfig } from '../config.js'
+
+/** One gateway as the planner sees it. */
+export interface FleetGateway {
+  readonly id: string
+  readonly url: string
+  readonly site: string
+  readonly capacityBytes: number
+  /** Keep-alive connections for copies, checks, deletes and probes. */
+  readonly pool: Pool
+  /** The planner's own probes. */
+  probeUp: boolean
+  probeFailures: number
+  probeSuccesses: number
+  lastProbeAt: number
+  lastProbeError: string | null
+  /** Proxies' reports (gateway-health messages) that it is down, by reporter, with their time. */
+  readonly downReports: Map<string, number>
+  /** Operator drain: never a target, everything on it is moved off. */
+  draining: boolean
+}
+
+export interface FleetEvents {
+  /** A gateway's health as the planner sees it changed. */
+  health: [id: string, healthy: boolean]
+}
+
+/** The message proxies publish on the `gateway-health` channel. */
+interface HealthMessage { gateway: string, healthy: boolean, at: number, from: string }
+
+function isHealthMessage (m: unknown): m is HealthMessage {
+  const o = m as Partial<HealthMessage> | null
+  return o !== null && typeof o === 'object' && typeof o.gateway === 'string' && typeof o.healthy === 'boolean' &&
+    typeof o.at === 'number' && typeof o.from === 'string'
+}
+
+/**
+ * The gateways, their health and how full they are, as the planner needs them to choose
+ * targets and sources.
+ *
+ * Health combines two views. The planner probes every gateway itself (GET probePath, below 500
+ * is up), because the planner may run where no proxy does and must not copy to a gateway it
+ * cannot reach. And proxies publish what their passive checks see (`gateway-health`): a gateway
+ * refusing client traffic is not a target even if it still answers the planner's probes. A
+ * proxy's "down" report counts until the same proxy reports it up again or `reportTtlMs`
+ * passes (a proxy that died must not blacklist a gateway for ever).
+ *
+ * Usage is an estimate, because gateways do not report it: the sizes of placed blocks the
+ * planner has seen (copied, checked), plus the mean of those for placed blocks of unknown
+ * size. Blocks that were never placed (hash-routed, never accessed through a proxy since the
+ * store was created) are not counted.
+ */
+export class Fleet extends EventEmitter<FleetEvents> {
+  private gateways = new Map<string, FleetGateway>()
+  private nodes: RendezvousNode[] = []
+  private health: PlannerHealthConfig
+  private connections: number
+  private probeTimer: NodeJS.Timeout | null = null
+  private probing = false
+  private readonly logger: Logger
+  /** Known block sizes, by blockKey. */
+  private readonly sizes = new Map<string, number>()
+  /** Placed blocks per gateway, by blockKey (kept from location changes). */
+  private readonly placed = new Map<string, Set<string>>()
+  private readonly where = new Map<string, string>()
+  /** Per gateway: bytes of its placed blocks of known size, and how many are of unknown size. */
+  private readonly knownBytes = new Map<string, number>()
+  private readonly unknownCount = new Map<string, number>()
+  private sizeSum = 0
+
+  constructor (gateways: readonly GatewayConfig[], health: PlannerHealthConfig, opts: { connections: number, logger?: Logger }) {
+    super()
+    this.health = health
+    this.connections = opts.connections
+    this.logger = (opts.logger ?? silentLogger).child({ component: 'fleet' })
+    this.reconfigure(gateways, health, opts.connections)
+  }
+
+  /** Adds, updates and removes gateways; a gateway whose URL changed gets a new pool. */
+  reconfigure (gateways: readonly GatewayConfig[], health: PlannerHealthConfig, connections: number): void {
+    this.health = health
+    const next = new Map<string, FleetGateway>()
+    for (const g of gateways) {
+      const old = this.gateways.get(g.id)
+      if (old !== undefined && old.url === g.url && connections === this.connections) {
+        next.set(g.id, { ...old, site: g.site, capacityBytes: g.capacityBytes, pool: old.pool, downReports: old.downReports })
+        continue
+      }
+      if (old !== undefined) void old.pool.close().catch(() => {})
+      next.set(g.id, {
+        id: g.id,
+        url: g.url,
+        site: g.site,
+        capacityBytes: g.capacityBytes,
+        pool: new Pool(g.url, { connections, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: 2_000 }),
+        probeUp: true,
+        probeFailures: 0,
+        probeSuccesses: 0,
+        lastProbeAt: 0,
+        lastProbeError: null,
+        downReports: new Map(),
+        draining: old?.draining ?? false
+      })
+    }
+    for (const [id, old] of this.gateways) if (!next.has(id)) void old.pool.close().catch(() => {})
+    this.connections = connections
+    this.gateways = next
+    this.nodes = [...next.keys()].map(rendezvousNode)
+  }
+
+  get (id: string): FleetGateway | undefined { return this.gateways.get(id) }
+  has (id: string): boolean { return this.gateways.has(id) }
+  all (): FleetGateway[] { return [...this.gateways.values()] }
+  get ids (): string[] { return [...this.gateways.keys()] }
+
+  isHealthy (id: string, now = Date.now()): boolean {
+    const g = this.gateways.get(id)
+    if (g === undefined || !g.probeUp) return false
+    for (const [from, at] of g.downReports) {
+      if (now - at < this.health.reportTtlMs) return false
+      g.downReports.delete(from)
+    }
+    return true
+  }
+
+  /** Healthy, not draining: may receive blocks. */
+  isTarget (id: string, now = Date.now()): boolean {
+    return this.isHealthy(id, now) && this.gateways.get(id)?.draining === false
+  }
+
+  setDraining (id: string, draining: boolean): void {
+    const g = this.gateways.get(id)
+    if (g !== undefined) g.draining = draining
+  }
+
+  /**
+   * The gateway a block without a location is served from: the first healthy one in rendezvous
+   * order, as the proxy's RouteTable.hashed() picks it (any one when none is healthy).
+   */
+  hashed (key: string, now = Date.now()): string | undefined {
+    return rendezvousPick(key, this.nodes, id => this.isHealthy(id, now)) ?? rendezvousPick(key, this.nodes)
+  }
+
+  /** Every gateway in rendezvous order for `key`, healthy ones first. */
+  ranked (key: string, now = Date.now()): string[] {
+    const rank = rendezvousRank(key, this.nodes)
+    return [...rank.filter(id => this.isHealthy(id, now)), ...rank.filter(id => !this.isHealthy(id, now))]
+  }
+
+  /** What the affinity scorer ranks. Draining gateways count as unhealthy: they take no blocks. */
+  infos (now = Date.now()): GatewayInfo[] {
+    return this.all().map(g => ({
+      id: g.id,
+      site: g.site,
+      capacityBytes: g.capacityBytes,
+      usedBytes: this.usedBytes(g.id),
+      healthy: this.isTarget(g.id, now)
+    }))
+  }
+
+  // ── usage
+
+  /** Estimated bytes held by `id` (see the class comment). */
+  usedBytes (id: string): number {
+    return (this.knownBytes.get(id) ?? 0) + (this.unknownCount.get(id) ?? 0) * this.meanBlockBytes()
+  }
+
+  meanBlockBytes (): number {
+    return this.sizes.size === 0 ? 0 : this.sizeSum / this.sizes.size
+  }
+
+  sizeOf (volume: string, block: string): number | undefined {
+    return this.sizes.get(blockKey(volume, block))
+  }
+
+  noteSize (volume: string, block: string, bytes: number): void {
+    const key = blockKey(volume, block)
+    const old = this.sizes.get(key)
+    if (old === bytes) return
+    this.sizes.set(key, bytes)
+    this.sizeSum += bytes - (old ?? 0)
+    const at = this.where.get(key)
+    if (at === undefined) return
+    this.add(this.knownBytes, at, bytes - (old ?? 0))
+    if (old === undefined) this.add(this.unknownCount, at, -1)
+  }
+
+  private add (m: Map<string, number>, id: string, delta: number): void {
+    m.set(id, (m.get(id) ?? 0) + delta)
+  }
+
+  /** Keeps per-gateway placement (and usage) in step with the planner's LocationCache. */
+  noteLocation (volume: string, block: string, location: BlockLocation | null): void {
+    const key = blockKey(volume, block)
+    const before = this.where.get(key)
+    const after = location?.gateway
+    if (before === after) return
+    const size = this.sizes.get(key)
+    if (before !== undefined) {
+      this.placed.get(before)?.delete(key)
+      if (size !== undefined) this.add(this.knownBytes, before, -size)
+      else this.add(this.unknownCount, before, -1)
+    }
+    if (after === undefined) {
+      this.where.delete(key)
+      return
+    }
+    this.where.set(key, after)
+    let set = this.placed.get(after)
+    if (set === undefined) this.placed.set(after, set = new Set())
+    set.add(key)
+    if (size !== undefined) this.add(this.knownBytes, after, size)
+    else this.add(this.unknownCount, after, 1)
+  }
+
+  /** Placed blocks on `id` (blockKeys), as last seen. */
+  blocksOn (id: string): string[] {
+    return [...(this.placed.get(id) ?? [])]
+  }
+
+  // ── health
+
+  /** Feeds the store's events: `gateway-health` messages from proxies. */
+  onStoreEvent (event: StoreEvent): void {
+    if (event.type !== 'message' || event.channel !== 'gateway-health' || !isHealthMessage(event.message)) return
+    const m = event.message
+    const g = this.gateways.get(m.gateway)
+    if (g === undefined) return
+    const was = this.isHealthy(g.id)
+    if (m.healthy) g.downReports.delete(m.from)
+    else g.downReports.set(m.from, Math.min(m.at, Date.now()))
+    const is = this.isHealthy(g.id)
+    if (was !== is) this.changed(g.id, is, `proxy ${m.from} reported it ${m.healthy ? 'up' : 'down'}`)
+  }
+
+  startProbes (): void {
+    if (this.probeTimer !== null) return
+    const loop = (): void => {
+      this.probeTimer = setTimeout(() => { void this.probeAll().finally(loop) }, this.health.probeIntervalMs)
+      this.probeTimer.unref()
+    }
+    void this.probeAll().finally(loop)
+  }
+
+  /** One round of probes (exposed so tests and a fresh leader need not wait an interval). */
+  async probeAll (): Promise<void> {
+    if (this.probing) return
+    this.probing = true
+    try {
+      await Promise.all(this.all().map(g => this.probe(g)))
+    } finally {
+      this.probing = false
+    }
+  }
+
+  private async probe (g: FleetGateway): Promise<void> {
+    let ok = false
+    let why: string | null = null
+    try {
+      const res = await g.pool.request({ method: 'GET', path: this.health.probePath, headersTimeout: this.health.probeTimeoutMs, bodyTimeout: this.health.probeTimeoutMs, signal: AbortSignal.timeout(this.health.probeTimeoutMs) })
+      await res.body.dump()
+      ok = res.statusCode < 500
+      if (!ok) why = `status ${res.statusCode}`
+    } catch (err) {
+      why = (err as { code?: string }).code ?? (err as Error).message
+    }
+    if (this.gateways.get(g.id) !== g) return // reconfigured meanwhile
+    const was = this.isHealthy(g.id)
+    g.lastProbeAt = Date.now()
+    g.lastProbeError = why
+    if (ok) {
+      g.probeFailures = 0
+      g.probeSuccesses++
+      if (!g.probeUp && g.probeSuccesses >= this.health.healthyThreshold) g.probeUp = true
+    } else {
+      g.probeSuccesses = 0
+      g.probeFailures++
+      if (g.probeUp && g.probeFailures >= this.health.unhealthyThreshold) g.probeUp = false
+    }
+    const is = this.isHealthy(g.id)
+    if (was !== is) this.changed(g.id, is, why ?? 'probe succeeded')
+  }
+
+  private changed (id: string, healthy: boolean, why: string): void {
+    this.logger.info({ gateway: id, healthy, why }, healthy ? 'gateway up (planner view)' : 'gateway down (planner view)')
+    this.emit('health', id, healthy)
+  }
+
+  async close (): Promise<void> {
+    if (this.probeTimer !== null) clearTimeout(this.probeTimer)
+    this.probeTimer = null
+    await Promise.all(this.all().map(g => g.pool.close().catch(() => {})))
+  }
+
+  /** As a crash: every connection cut at once. */
+  async destroy (): Promise<void> {
+    if (this.probeTimer !== null) clearTimeout(this.probeTimer)
+    this.probeTimer = null
+    await Promise.all(this.all().map(g => g.pool.destroy().catch(() => {})))
+  }
+}

@@ -1,0 +1,426 @@
+import os from 'node:os'
+import { randomBytes } from 'node:crypto'
+import type { Registry } from 'prom-client'
+import { Gauge } from 'prom-client'
+import type { GatewayConfig, SiteConfig } from '../config/fleet.js'
+import { FerryError } from '../lib/errors.js'
+import { blockKey } from '../lib/ids.js'
+import { silentLogger, type Logger } from '../lib/log.js'
+import type { AdminServer } from '../proxy/admin.js'
+import { LocationCache } from '../state/cache.js'
+import type { MigrationRecord, StateStore } from '../state/types.js'
+import { AffinityScorer, latencyMatrix } from './affinity.js'
+import { registerPlannerAdmin } from './admin-routes.js'
+import { parsePlannerConfig, type PlannerConfig, type PlannerConfigInput } from './config.js'
+import { LeaderElection } from './leader.js'
+import { MigrationEngine } from './migration/engine.js'
+import { BLOCK_BUSY, BLOCK_NOT_FOUND, MIGRATION_NOOP, NO_TARGET, TARGET_UNAVAILABLE, UNKNOWN_GATEWAY, plannerError } from './migration/errors.js'
+import { Fleet } from './migration/fleet.js'
+import { Rebalancer } from './rebalancer.js'
+
+/** The parts of the ferry config the planner reads (a FerryConfig fits). */
+export interface PlannerConfigPieces {
+  gateways: readonly GatewayConfig[]
+  sites: readonly SiteConfig[]
+  planner?: PlannerConfigInput
+  /** The store's affinity half-life: scores are decayed with it. Default 10 min (the store's default). */
+  state?: { affinity?: { halfLifeMs?: number } }
+  /** For a warning when cut-over may outlast the proxies' write hold. */
+  proxy?: { writeHoldMs?: number }
+}
+
+export interface PlannerOptions {
+  config: PlannerConfigPieces
+  store: StateStore
+  logger?: Logger
+  registry?: Registry
+  /** When given, the planner's routes (/v1/migrations, drains, block history) and readiness are registered on it. */
+  admin?: AdminServer
+}
+
+export interface MoveRequest {
+  volume: string
+  /** Omitted: every known block of the volume. */
+  block?: string
+  /** Omitted: the best gateway by affinity. */
+  to?: string
+  reason?: string
+}
+
+export interface MoveResult {
+  migrations: MigrationRecord[]
+  /** Blocks of a volume move that were not started, with why. */
+  skipped: Array<{ block: string, code: string, message: string }>
+}
+
+export interface DrainStatus {
+  gateway: string
+  state: 'draining' | 'drained'
+  startedAt: number
+  /** Placed blocks still on the gateway. */
+  remaining: number
+  migrations: { started: number, ok: number, failed: number, active: number }
+  bytesMoved: number
+  /** Blocks for which no target could be found in the last pass. */
+  stuck: number
+}
+
+interface DrainState {
+  gateway: string
+  to: string | undefined
+  startedAt: number
+  ids: Set<string>
+  ok: number
+  failed: number
+  bytes: number
+  stuck: number
+}
+
+const DEFAULT_HALF_LIFE_MS = 600_000
+
+/**
+ * The planner role: leader election, the migration engine, the rebalancer and the operator
+ * controls, over one shared store. Every planner instance campaigns for the lease; only the
+ * leader's engine and rebalancer act, standbys serve the read-only API from the store.
+ */
+export class Planner {
+  readonly leader: LeaderElection
+  readonly fleet: Fleet
+  readonly engine: MigrationEngine
+  readonly rebalancer: Rebalancer
+  /** Every block location, kept current by notifications (drains, rebalancing, usage). */
+  readonly locations: LocationCache
+  private config: PlannerConfig
+  private scorer: AffinityScorer
+  readonly store: StateStore
+  private readonly logger: Logger
+  private readonly drains = new Map<string, DrainState>()
+  private tickTimer: NodeJS.Timeout | null = null
+  private unsubscribe: (() => void) | null = null
+  private started = false
+  private sites: string[]
+  private halfLifeMs: number
+
+  constructor (opts: PlannerOptions) {
+    this.store = opts.store
+    this.logger = (opts.logger ?? silentLogger).child({ role: 'planner' })
+    this.config = parsePlannerConfig(opts.config.planner)
+    const cfg = this.config
+    this.sites = opts.config.sites.map(s => s.name)
+    this.halfLifeMs = opts.config.state?.affinity?.halfLifeMs ?? DEFAULT_HALF_LIFE_MS
+    this.scorer = new AffinityScorer({ latency: latencyMatrix(cfg.latency.between, cfg.latency) })
+    this.leader = new LeaderElection(opts.store, {
+      holder: cfg.holder ?? `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
+      ttlMs: cfg.lease.ttlMs,
+      renewIntervalMs: cfg.lease.renewIntervalMs,
+      logger: this.logger
+    })
+    this.fleet = new Fleet(opts.config.gateways, cfg.health, { connections: cfg.migration.connectionsPerGateway, logger: this.logger })
+    this.engine = new MigrationEngine({ store: opts.store, fleet: this.fleet, leader: this.leader, config: cfg.migration, logger: this.logger, ...(opts.registry ? { registry: opts.registry } : {}) })
+    this.locations = new LocationCache(opts.store, { logger: this.logger })
+    this.rebalancer = new Rebalancer({
+      store: opts.store,
+      fleet: this.fleet,
+      engine: this.engine,
+      scorer: this.scorer,
+      locations: this.locations,
+      sites: this.sites,
+      halfLifeMs: this.halfLifeMs,
+      config: cfg.rebalancer,
+      logger: this.logger,
+      ...(opts.registry ? { registry: opts.registry } : {})
+    })
+    this.locations.onChange(c => { this.fleet.noteLocation(c.volume, c.block, c.location) })
+    this.leader.on('elected', () => { void this.onElected() })
+    this.leader.on('deposed', reason => { this.engine.deactivate(reason) })
+    this.engine.on('end', rec => { this.onMigrationEnd(rec) })
+    this.warnIfHoldTooShort(opts.config)
+    if (opts.registry !== undefined) {
+      const leader = this.leader
+      new Gauge({ name: 'ferry_planner_leader', help: '1 while this planner holds the leader lease', registers: [opts.registry], collect () { this.set(leader.isLeader ? 1 : 0) } })
+    }
+    if (opts.admin !== undefined) registerPlannerAdmin(opts.admin, this, { requireToken: cfg.admin.requireToken })
+  }
+
+  get isLeader (): boolean { return this.leader.isLeader }
+  get plannerConfig (): PlannerConfig { return this.config }
+
+  /** Loads locations, starts probing gateways and campaigning for the lease. */
+  async start (): Promise<void> {
+    if (this.started) return
+    this.started = true
+    this.unsubscribe = this.store.subscribe(e => { this.fleet.onStoreEvent(e) })
+    await this.locations.start()
+    this.fleet.startProbes()
+    this.rebalancer.start()
+    this.tickTimer = setInterval(() => { void this.tick() }, this.config.migration.recoveryIntervalMs)
+    this.tickTimer.unref()
+    await this.leader.start()
+  }
+
+  /**
+   * Graceful: migrations before their flip are rolled back, the lease is released (a standby
+   * takes over at once), connections are closed. Flipped migrations finish under the next leader.
+   */
+  async stop (): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    this.rebalancer.stop()
+    if (this.tickTimer !== null) clearInterval(this.tickTimer)
+    this.tickTimer = null
+    await this.engine.stop()
+    await this.leader.stop()
+    this.unsubscribe?.()
+    this.locations.close()
+    await this.fleet.close()
+  }
+
+  /**
+   * As a crash (for tests and the "planner killed mid-copy" drills): nothing more is written,
+   * connections are cut mid-request, the lease is left to expire.
+   */
+  async kill (): Promise<void> {
+    this.started = false
+    this.rebalancer.stop()
+    if (this.tickTimer !== null) clearInterval(this.tickTimer)
+    this.tickTimer = null
+    this.leader.kill()
+    this.engine.kill()
+    this.unsubscribe?.()
+    this.locations.close()
+    await this.fleet.destroy()
+  }
+
+  /** Applies a reloaded config: gateways, sites, latency, limits. The lease holder name is kept. */
+  reconfigure (config: PlannerConfigPieces): void {
+    const cfg = parsePlannerConfig(config.planner)
+    this.config = cfg
+    this.sites = config.sites.map(s => s.name)
+    this.halfLifeMs = config.state?.affinity?.halfLifeMs ?? DEFAULT_HALF_LIFE_MS
+    this.scorer = new AffinityScorer({ latency: latencyMatrix(cfg.latency.between, cfg.latency) })
+    this.leader.reconfigure(cfg.lease.ttlMs, cfg.lease.renewIntervalMs)
+    this.fleet.reconfigure(config.gateways, cfg.health, cfg.migration.connectionsPerGateway)
+    this.engine.reconfigure(cfg.migration)
+    this.rebalancer.reconfigure(cfg.rebalancer, this.sites, this.halfLifeMs, this.scorer)
+    for (const id of this.drains.keys()) this.fleet.setDraining(id, true)
+    this.warnIfHoldTooShort(config)
+    if (this.tickTimer !== null) {
+      clearInterval(this.tickTimer)
+      this.tickTimer = setInterval(() => { void this.tick() }, cfg.migration.recoveryIntervalMs)
+      this.tickTimer.unref()
+    }
+  }
+
+  private async onElected (): Promise<void> {
+    // Look before acting: a gateway that died while nobody led must not be chosen as a target.
+    await this.fleet.probeAll()
+    if (!this.leader.isLeader) return
+    await this.rebalancer.activate()
+    await this.engine.activate()
+    await this.restoreDrains()
+  }
+
+  /** Periodic: drains pick up blocks that arrived on the gateway, or whose move failed. */
+  private async tick (): Promise<void> {
+    if (!this.engine.isActive) return
+    for (const gateway of this.drains.keys()) {
+      await this.drainPass(gateway).catch(err => { this.logger.warn({ gateway, err: (err as Error).message }, 'drain pass failed') })
+    }
+  }
+
+  // ───────────────────────────── operator controls ─────────────────────────────
+
+  /** Moves one block, or every known block of a volume, to `to` or to each block's best gateway. */
+  async move (req: MoveRequest): Promise<MoveResult> {
+    if (req.to !== undefined) this.checkTarget(req.to)
+    const reason = req.reason ?? 'operator'
+    if (req.block !== undefined) {
+      return { migrations: [await this.moveOne(req.volume, req.block, req.to, reason)], skipped: [] }
+    }
+    const blocks = await this.blocksOfVolume(req.volume)
+    if (blocks.length === 0) throw plannerError(BLOCK_NOT_FOUND, `no known block of volume ${req.volume} (placed, or in the affinity map)`, 404)
+    const out: MoveResult = { migrations: [], skipped: [] }
+    const planned = new Map<string, number>()
+    for (const block of blocks) {
+      try {
+        out.migrations.push(await this.moveOne(req.volume, block, req.to, reason, planned))
+      } catch (err) {
+        if (!(err instanceof FerryError) || err.statusCode >= 500) throw err
+        out.skipped.push({ block, code: err.code, message: err.message })
+      }
+    }
+    return out
+  }
+
+  private async moveOne (volume: string, block: string, to: string | undefined, reason: string, planned?: Map<string, number>): Promise<MigrationRecord> {
+    const key = blockKey(volume, block)
+    if (this.engine.busy(volume, block)) throw plannerError(BLOCK_BUSY, `block ${key} is already being moved`, 409)
+    const loc = this.locations.get(volume, block) ?? await this.store.getLocation(volume, block)
+    if (loc !== null && loc.phase !== 'stable') throw plannerError(BLOCK_BUSY, `block ${key} is in ${loc.phase} (a migration is being finished)`, 409)
+    const current = loc?.gateway ?? this.fleet.hashed(key) ?? null
+    const size = this.fleet.sizeOf(volume, block) ?? this.fleet.meanBlockBytes()
+    const target = to ?? await this.rebalancer.bestTarget(volume, block, current, size, planned)
+    if (target === undefined) throw plannerError(NO_TARGET, `no healthy gateway with room to move ${key} to`, 409)
+    if (loc !== null && loc !== undefined && loc.gateway === target) throw plannerError(MIGRATION_NOOP, `block ${key} is already on ${target}`, 409)
+    const rec = await this.engine.submit({ volume, block, to: target, reason, priority: await this.rebalancer.score(volume, block) })
+    planned?.set(target, (planned.get(target) ?? 0) + size)
+    return rec
+  }
+
+  private checkTarget (id: string): void {
+    if (!this.fleet.has(id)) throw plannerError(UNKNOWN_GATEWAY, `no gateway ${id} is configured`, 404)
+    if (!this.fleet.isTarget(id)) throw plannerError(TARGET_UNAVAILABLE, `gateway ${id} is ${this.fleet.get(id)?.draining === true ? 'draining' : 'down'}`, 409)
+  }
+
+  /** Blocks of a volume the planner knows: placed ones and those in the affinity map. */
+  private async blocksOfVolume (volume: string): Promise<string[]> {
+    const blocks = new Set<string>()
+    for await (const { volume: v, block } of this.store.scanLocations()) if (v === volume) blocks.add(block)
+    for await (const { volume: v, block } of this.store.scanAffinity()) if (v === volume) blocks.add(block)
+    return [...blocks].sort()
+  }
+
+  /**
+   * Moves everything off a gateway and keeps it from receiving blocks (it counts as unhealthy
+   * for every ranking) until `undrain`. Blocks are moved hottest first; blocks that arrive on it
+   * later (a proxy's first write) or whose move failed are picked up by the next pass.
+   */
+  async drain (gateway: string, to?: string): Promise<DrainStatus> {
+    if (!this.fleet.has(gateway)) throw plannerError(UNKNOWN_GATEWAY, `no gateway ${gateway} is configured`, 404)
+    if (to !== undefined) {
+      if (to === gateway) throw plannerError(TARGET_UNAVAILABLE, `cannot drain ${gateway} onto itself`, 409)
+      this.checkTarget(to)
+    }
+    if (!this.engine.isActive) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
+    this.fleet.setDraining(gateway, true)
+    let d = this.drains.get(gateway)
+    if (d === undefined) {
+      d = { gateway, to, startedAt: Date.now(), ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 }
+      this.drains.set(gateway, d)
+    } else {
+      d.to = to
+    }
+    await this.drainPass(gateway)
+    return this.drainStatus(gateway) as DrainStatus
+  }
+
+  /** Ends a drain: the gateway may receive blocks again. */
+  undrain (gateway: string): boolean {
+    if (!this.fleet.has(gateway)) throw plannerError(UNKNOWN_GATEWAY, `no gateway ${gateway} is configured`, 404)
+    this.fleet.setDraining(gateway, false)
+    return this.drains.delete(gateway)
+  }
+
+  drainStatus (gateway: string): DrainStatus | undefined {
+    const d = this.drains.get(gateway)
+    if (d === undefined) return undefined
+    const remaining = this.fleet.blocksOn(gateway).length
+    const active = d.ids.size - d.ok - d.failed
+    return {
+      gateway,
+      state: remaining === 0 && active === 0 ? 'drained' : 'draining',
+      startedAt: d.startedAt,
+      remaining,
+      migrations: { started: d.ids.size, ok: d.ok, failed: d.failed, active },
+      bytesMoved: d.bytes,
+      stuck: d.stuck
+    }
+  }
+
+  listDrains (): DrainStatus[] {
+    return [...this.drains.keys()].map(g => this.drainStatus(g) as DrainStatus)
+  }
+
+  private async drainPass (gateway: string): Promise<void> {
+    const d = this.drains.get(gateway)
+    if (d === undefined || !this.engine.isActive) return
+    const keys = new Set(this.fleet.blocksOn(gateway))
+    // Blocks never placed are served by hash: the ones the affinity map knows and that hash here.
+    for await (const e of this.store.scanAffinity()) {
+      const key = blockKey(e.volume, e.block)
+      if (this.locations.get(e.volume, e.block) === null && this.fleet.hashed(key) === gateway) keys.add(key)
+    }
+    const blocks = await Promise.all([...keys].map(async key => {
+      const slash = key.indexOf('/')
+      const volume = key.slice(0, slash)
+      const block = key.slice(slash + 1)
+      return { volume, block, score: await this.rebalancer.score(volume, block).catch(() => 0) }
+    }))
+    blocks.sort((a, b) => b.score - a.score)
+    const planned = new Map<string, number>()
+    let stuck = 0
+    for (const { volume, block } of blocks) {
+      if (this.engine.busy(volume, block)) continue
+      const loc = this.locations.get(volume, block)
+      if (loc !== null && loc !== undefined && (loc.phase !== 'stable' || loc.gateway !== gateway)) continue
+      try {
+        const rec = await this.moveOne(volume, block, d.to, `drain:${gateway}`, planned)
+        d.ids.add(rec.id)
+      } catch (err) {
+        if (!(err instanceof FerryError)) throw err
+        if (err.code === NO_TARGET || err.code === TARGET_UNAVAILABLE) stuck++
+        else if (err.code === 'FERRY_PLANNER_NOT_LEADER') return
+        else this.logger.debug({ volume, block, err: err.message }, 'drain move not started')
+      }
+    }
+    d.stuck = stuck
+  }
+
+  /** A new leader picks up the drains its predecessor's migrations were part of. */
+  private async restoreDrains (): Promise<void> {
+    try {
+      for (const rec of await this.store.listMigrations({ active: true, limit: 100_000 })) {
+        const m = /^drain:(.+)$/.exec(rec.reason ?? '')
+        const gateway = m?.[1]
+        if (gateway === undefined || !this.fleet.has(gateway)) continue
+        this.fleet.setDraining(gateway, true)
+        let d = this.drains.get(gateway)
+        if (d === undefined) this.drains.set(gateway, d = { gateway, to: undefined, startedAt: rec.startedAt, ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 })
+        d.ids.add(rec.id)
+      }
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, 'could not restore drains from the migration log')
+    }
+  }
+
+  private onMigrationEnd (rec: MigrationRecord): void {
+    const m = /^drain:(.+)$/.exec(rec.reason ?? '')
+    const d = m === null ? undefined : this.drains.get(m[1] as string)
+    if (d === undefined || !d.ids.has(rec.id)) return
+    if (rec.result === 'ok') { d.ok++; d.bytes += rec.bytes } else d.failed++
+  }
+
+  /** For GET /v1/planner. */
+  status (): Record<string, unknown> {
+    const fence = this.leader.fence()
+    const now = Date.now()
+    return {
+      holder: this.leader.holder,
+      leader: fence !== null,
+      token: fence?.token ?? null,
+      leaseValidForMs: this.leader.validForMs(),
+      migrations: { queued: this.engine.queued, running: this.engine.inFlight, ended: this.engine.counts, recopies: this.engine.recopies },
+      gateways: this.fleet.all().map(g => ({
+        id: g.id,
+        site: g.site,
+        healthy: this.fleet.isHealthy(g.id, now),
+        draining: g.draining,
+        probe: { up: g.probeUp, lastAt: g.lastProbeAt || null, lastError: g.lastProbeError },
+        reportedDownBy: [...g.downReports.keys()],
+        placedBlocks: this.fleet.blocksOn(g.id).length,
+        usedBytesEstimate: Math.round(this.fleet.usedBytes(g.id)),
+        capacityBytes: g.capacityBytes
+      })),
+      drains: this.listDrains(),
+      rebalancer: { enabled: this.config.rebalancer.enabled, lastRound: this.rebalancer.rounds.at(-1) ?? null }
+    }
+  }
+
+  private warnIfHoldTooShort (config: PlannerConfigPieces): void {
+    const hold = config.proxy?.writeHoldMs
+    if (hold !== undefined && this.config.migration.cutoverTimeoutMs >= hold) {
+      this.logger.warn({ cutoverTimeoutMs: this.config.migration.cutoverTimeoutMs, writeHoldMs: hold },
+        'planner.migration.cutoverTimeoutMs is not below proxy.writeHoldMs: writes held during a slow cut-over will be refused with 503')
+    }
+  }
+}

@@ -1,0 +1,147 @@
+import t, { type Test } from 'tap'
+import { randomBytes } from 'node:crypto'
+import { blockKey } from '../../../lib/ids.js'
+import type { Planner } from '../../../planner/planner.js'
+import type { StateStore } from '../../../state/types.js'
+import { sleep, waitFor } from '../../helpers/net.js'
+import { get, put, rig, waitEnded, waitLeader, type Rig } from './harness.js'
+
+/**
+ * Failures in the middle of a migration: the planner dies, the target dies, the source fails
+ * during cut-over. Each time a writer keeps writing to the block through a proxy; afterwards
+ * the block's location is consistent (the old one in force, or the migration completed),
+ * nothing is left half-done, and the block reads its last acknowledged write.
+ */
+
+interface Writer {
+  /** Stops the loop, then writes until one write is acknowledged; resolves with its content. */
+  stop: () => Promise<string>
+  counts: Record<string, number>
+}
+
+function writer (url: string, tag: string): Writer {
+  let seq = 0
+  let running = true
+  const counts: Record<string, number> = {}
+  const one = async (): Promise<string | null> => {
+    const body = `${tag}:${++seq}`
+    const r = await put(url, body)
+    const key = r.status < 300 ? 'acknowledged' : `${r.status} ${r.code ?? ''}`.trim()
+    counts[key] = (counts[key] ?? 0) + 1
+    return r.status < 300 ? body : null
+  }
+  const loop = (async () => { while (running) { await one(); await sleep(3) } })()
+  return {
+    counts,
+    stop: async () => {
+      running = false
+      await loop
+      for (let i = 0; i < 100; i++) {
+        const body = await one()
+        if (body !== null) return body
+        await sleep(50)
+      }
+      throw new Error('no write was acknowledged after the failure')
+    }
+  }
+}
+
+const gatewayUrl = (r: Rig, id: string): string => r.gws.urls[Number(id.slice(2)) - 1] as string
+const gatewayOf = (r: Rig, id: string): (typeof r.gws.gateways)[number] => r.gws.gateways[Number(id.slice(2)) - 1] as (typeof r.gws.gateways)[number]
+
+/** Nothing half-done: no active migration in the log, no location outside `stable`. */
+async function settled (t: Test, store: StateStore): Promise<void> {
+  await waitFor(async () => (await store.listMigrations({ active: true })).length === 0, 'no unfinished migration in the log', 10_000)
+  const unsettled: string[] = []
+  for await (const { volume, block, location } of store.scanLocations()) if (location.phase !== 'stable') unsettled.push(`${blockKey(volume, block)} ${location.phase}`)
+  t.same(unsettled, [], 'every location is stable')
+}
+
+async function placedBlock (r: Rig, url: string, block: string, body: Buffer | string): Promise<{ from: string, to: string }> {
+  const first = await put(`${url}/v/${block}`, body)
+  if (first.status !== 201) throw new Error(`first write of ${block}: ${first.status}`)
+  const loc = await waitFor(() => r.store.getLocation('v', block), 'the first write\'s location')
+  const from = (loc as NonNullable<typeof loc>).gateway
+  return { from, to: ['gw1', 'gw2', 'gw3'].find(g => g !== from) as string }
+}
+
+async function copying (p: Planner, id: string, bytes: number): Promise<void> {
+  await waitFor(async () => ((await p.engine.get(id)).progress?.bytes ?? 0) > bytes, 'the copy to be under way', 10_000, 5)
+}
+
+t.test('planner killed mid-copy: the next leader resumes the migration; nothing is lost', async t => {
+  const r = await rig(t)
+  const proxy = await r.proxy()
+  const slow = { bandwidthBytesPerSec: 1_000_000, burstBytes: 64 * 1024 }
+  const a = await r.planner({ holder: 'planner-a', migration: slow })
+  await waitLeader(a)
+  const { from, to } = await placedBlock(r, proxy.url, 'big', randomBytes(2_000_000))
+  const { migrations } = await a.move({ volume: 'v', block: 'big', to })
+  const id = migrations[0]!.id
+  await copying(a, id, 300_000)
+  await a.kill()
+  t.equal((await r.store.getLocation('v', 'big'))?.phase, 'copying', 'killed while copying')
+  const w = writer(`${proxy.url}/v/big`, 'k')
+
+  const b = await r.planner({ holder: 'planner-b', migration: slow })
+  await waitLeader(b)
+  t.equal(b.leader.fence()!.token > 0, true)
+  const rec = await waitEnded(b, id, 15_000)
+  const last = await w.stop()
+  t.comment(`writes: ${JSON.stringify(w.counts)}`)
+  t.equal(rec.result, 'ok', `resumed and completed (${rec.error})`)
+  const history = await r.store.blockHistory('v', 'big')
+  t.ok(history.some(h => h.reason === `migration:${id}:recover` && h.phase === 'stable' && h.gateway === from), 'the new leader first restored the source\'s location')
+  t.match(await r.store.getLocation('v', 'big'), { gateway: to, phase: 'stable' })
+  t.equal((await get(`${proxy.url}/v/big`)).body, last, 'the block reads its last acknowledged write')
+  t.equal((await get(`${gatewayUrl(r, from)}/v/big`)).status, 404, 'the source copy was removed after the flip')
+  await settled(t, r.store)
+})
+
+t.test('target gateway killed mid-copy: rolled back, the old location in force', async t => {
+  const r = await rig(t)
+  const proxy = await r.proxy()
+  const p = await r.planner({ migration: { bandwidthBytesPerSec: 1_000_000, burstBytes: 64 * 1024 } })
+  await waitLeader(p)
+  const { from, to } = await placedBlock(r, proxy.url, 'big', randomBytes(2_000_000))
+  const w = writer(`${proxy.url}/v/big`, 't')
+  const { migrations } = await p.move({ volume: 'v', block: 'big', to })
+  await copying(p, migrations[0]!.id, 200_000)
+  await gatewayOf(r, to).kill()
+  const rec = await waitEnded(p, migrations[0]!.id)
+  const last = await w.stop()
+  t.comment(`writes: ${JSON.stringify(w.counts)}`)
+  t.equal(rec.result, 'rolled-back')
+  t.match(rec.error, /^FERRY_COPY_(TARGET_FAILED|SOURCE_FAILED)/, rec.error ?? '')
+  t.match(await r.store.getLocation('v', 'big'), { gateway: from, phase: 'stable' }, 'the old location is in force')
+  t.equal((await get(`${proxy.url}/v/big`)).body, last, 'the block reads its last acknowledged write')
+  await gatewayOf(r, to).start()
+  t.equal((await get(`${gatewayUrl(r, to)}/v/big`)).status, 404, 'no partial copy on the target after its restart')
+  await settled(t, r.store)
+})
+
+for (const fault of [{ errorRate: 0.7 }, { refuse: 'unbind' as const }]) {
+  t.test(`source failing during cut-over (${JSON.stringify(fault)}): consistent, nothing acknowledged lost`, async t => {
+    const r = await rig(t)
+    const proxy = await r.proxy()
+    // A long settle leaves time to break the source once the block is in cut-over.
+    const p = await r.planner({ migration: { settleMs: 300, cutoverTimeoutMs: 1200 } })
+    await waitLeader(p)
+    const { from, to } = await placedBlock(r, proxy.url, 'c', randomBytes(50_000))
+    const w = writer(`${proxy.url}/v/c`, 'c')
+    const { migrations } = await p.move({ volume: 'v', block: 'c', to })
+    await waitFor(async () => (await r.store.getLocation('v', 'c'))?.phase === 'cutover', 'the cut-over', 10_000, 2)
+    await gatewayOf(r, from).setFaults(fault)
+    const rec = await waitEnded(p, migrations[0]!.id)
+    await sleep(200)
+    await gatewayOf(r, from).clearFaults()
+    const last = await w.stop()
+    t.comment(`result ${rec.result} ${rec.error ?? ''}; writes: ${JSON.stringify(w.counts)}`)
+    const loc = await waitFor(async () => { const l = await r.store.getLocation('v', 'c'); return l?.phase === 'stable' ? l : undefined }, 'a stable location', 10_000)
+    if (rec.result === 'ok') t.equal(loc?.gateway, to, 'flipped: the target is in force')
+    else t.equal(loc?.gateway, from, 'rolled back: the source is in force')
+    if ('refuse' in fault) t.equal(rec.result, 'rolled-back', 'a source that answers nothing cannot be verified: rolled back')
+    t.equal((await get(`${proxy.url}/v/c`)).body, last, 'the block reads its last acknowledged write')
+    await settled(t, r.store)
+  })
+}
