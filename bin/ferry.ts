@@ -19,6 +19,12 @@ commands:
                                                     everything on loopback with an embedded default config
   gateway --dir D --port P [--host H] [--admin-port P] [--max-block-bytes N]
                                                     run a reference gateway
+  agent --gateway ID --planner URL [--token T] [--interval-ms N] [--probe URL] [--peers H:P,…] [--metrics-port P]
+                                                    the telemetry agent beside a gateway (ferry agent --help)
+  train --telemetry FILE.csv --out MODEL.json [--horizon S]
+                                                    train the gateway health model (ferry train --help)
+  evaluate --model MODEL.json --telemetry FILE.csv  print the health model's metrics
+  train-placement …                                 train the placement model of the partitioning engine
   check --config FILE                               validate a config file and exit
 `
 
@@ -28,7 +34,16 @@ const commands: Record<string, Command> = {
   start: startCommand,
   sandbox: sandboxCommand,
   check: checkCommand,
-  gateway: async argv => { const m = await import('../gateway/command.js'); await m.gatewayCommand(argv) }
+  gateway: async argv => { const m = await import('../gateway/command.js'); await m.gatewayCommand(argv) },
+  agent: async argv => { const m = await import('../agent/command.js'); await m.agentCommand(argv) },
+  train: async argv => { const m = await import('../planner/health/commands.js'); exitWith(await m.trainCommand(argv)) },
+  evaluate: async argv => { const m = await import('../planner/health/commands.js'); exitWith(await m.evaluateCommand(argv)) },
+  'train-placement': async argv => { const m = await import('../planner/partition/command.js'); exitWith(await m.trainPlacementCommand(argv)) }
+}
+
+/** Commands that return an exit code (train, evaluate) end the process with it. */
+function exitWith (code: number): void {
+  if (code !== 0) process.exit(code)
 }
 
 async function startCommand (argv: string[]): Promise<void> {

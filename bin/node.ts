@@ -12,6 +12,8 @@ import { FleetDnsView } from './dns-view.js'
 import { GatewayHealthBoard } from './health-board.js'
 import { ProfileFeed } from './profile-feed.js'
 import { registerProfileRoutes } from './profile-routes.js'
+import { PassiveFeed } from './passive-feed.js'
+import { registerTelemetryRoutes, type TelemetryIngest } from '../planner/telemetry.js'
 import type { StateStore } from '../state/types.js'
 
 export type Role = 'proxy' | 'dns' | 'planner'
@@ -39,6 +41,8 @@ export class FerryNode {
   readonly dns: AuthoritativeServer | undefined
   readonly health: GatewayHealthBoard
   readonly profile: ProfileFeed
+  readonly telemetry: TelemetryIngest | undefined
+  private readonly passive: PassiveFeed
   private dnsView: FleetDnsView | undefined
   private dnsLocations: LocationCache | undefined
   private config: FerryConfig
@@ -68,6 +72,15 @@ export class FerryNode {
       this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry, store: this.store, observer: this.profile.observe })
       registerProxyAdmin(this.admin, this.proxy)
     }
+    if (opts.roles.has('planner')) {
+      // Agents push here; the health model reads the history from the store.
+      this.telemetry = registerTelemetryRoutes(this.admin, this.store, {
+        logger: opts.logger.child({ role: 'telemetry' }),
+        registry: opts.registry,
+        gateways: () => this.config.gateways.map(g => g.id)
+      })
+    }
+    this.passive = new PassiveFeed(this.store, this.proxy?.gateways, this.telemetry?.recordPassive, 5000, opts.logger)
     this.health = new GatewayHealthBoard(this.store)
     this.proxy?.gateways.on('change', (id, healthy) => { this.health.set(id, healthy) })
     if (opts.roles.has('dns') && cfg.dns.enabled) {
@@ -112,6 +125,8 @@ export class FerryNode {
     this.dnsLocations?.close()
     this.health.close()
     this.profile.close()
+    this.passive.close()
+    await this.telemetry?.close()
     await this.admin.close()
     if (this.opts.store === undefined) await this.store.close()
   }

@@ -28,6 +28,10 @@ export class Gateway {
   probeOks = 0
   lastProbeError: string | undefined
   inflight = 0
+  // Running totals of what real traffic saw, for the planner's passive telemetry.
+  requests = 0
+  errors = 0
+  latencyMsTotal = 0
 
   constructor (cfg: GatewayConfig, proxy: ProxySection) {
     this.id = cfg.id

@@ -347,7 +347,12 @@ export class ProxyServer implements ForwardHost {
   onRetry (): void { this.metrics.retries.inc() }
 
   onDone (call: ForwardCall, status: number): void {
-    this.metrics.observe(call.gateway.id, call.req.method as string, status, (performance.now() - call.startedAt) / 1000)
+    const ms = performance.now() - call.startedAt
+    this.metrics.observe(call.gateway.id, call.req.method as string, status, ms / 1000)
+    const g = call.gateway
+    g.requests++
+    g.latencyMsTotal += ms
+    if (status >= 500 || status === 0) g.errors++
     // The version of an acknowledged write goes to the store with the next flush, so the
     // planner can tell whether a block changed while it was being copied.
     const ok = status >= 200 && status < 300
