@@ -257,7 +257,9 @@ function writeNsdZone (dir: string, view: BenchView): string {
 async function startNsd (dir: string, port: number, view: BenchView): Promise<ChildProcess> {
   const zonefile = writeNsdZone(dir, view)
   // Running as root in a scratch directory: no privilege drop (username ""), no chroot, no
-  // database file, no remote control; one server process, like the single Node process.
+  // database file, no remote control; one server process, like the single Node process; the
+  // same answers as ferry's (minimal responses: no NS RRset in the authority section) and the
+  // same 1 MiB receive buffer.
   const conf = `server:
   ip-address: 127.0.0.1
   port: ${port}
@@ -273,6 +275,8 @@ async function startNsd (dir: string, port: number, view: BenchView): Promise<Ch
   logfile: "${dir}/nsd.log"
   verbosity: 0
   hide-version: yes
+  minimal-responses: yes
+  receive-buffer-size: 1048576
 remote-control:
   control-enable: no
 zone:
