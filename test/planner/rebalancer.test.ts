@@ -1,0 +1,105 @@
+import t, { type Test } from 'tap'
+import { request } from 'undici'
+import type { Planner } from '../../planner/planner.js'
+import { sleep, waitFor } from '../helpers/net.js'
+import { rig, waitLeader, type Rig } from './migration/harness.js'
+
+/**
+ * The rebalancer against real traffic: clients of one site, then of another, read blocks
+ * through a proxy (the site comes from X-Forwarded-For, trusted from 127.0.0.1; see testConfig:
+ * site-a 127.0.0.0/24 → gw1, site-b 127.0.1.0/24 → gw2, site-c 127.0.2.0/24 → gw3). The blocks
+ * follow their clients, then stay put.
+ */
+const SITE_CLIENT = { 'site-a': '127.0.0.7', 'site-b': '127.0.1.7', 'site-c': '127.0.2.7' } as const
+/** A client in no configured site: equally far from every gateway, so its accesses prefer none. */
+const NOWHERE = '10.9.9.9'
+const BLOCKS = Array.from({ length: 10 }, (_, i) => `b${i}`)
+
+async function setup (t: Test, rebalancer: Record<string, unknown> = {}): Promise<{ r: Rig, p: Planner, url: string }> {
+  const r = await rig(t, { config: { state: { affinity: { halfLifeMs: 1500 } }, recorder: { flushIntervalMs: 100 } } })
+  const proxy = await r.proxy()
+  const p = await r.planner({
+    latency: { sameSiteMs: 1, defaultMs: 50 },
+    rebalancer: { enabled: true, intervalMs: 250, margin: 0.25, minGainMs: 1, minDwellMs: 1000, minScore: 0.5, ...rebalancer }
+  })
+  await waitLeader(p)
+  for (const b of BLOCKS) {
+    const res = await request(`${proxy.url}/wl/${b}`, { method: 'PUT', body: `block ${b}`, headers: { 'x-forwarded-for': NOWHERE } })
+    t.equal(res.statusCode, 201)
+    await res.body.dump()
+  }
+  return { r, p, url: proxy.url }
+}
+
+/** Reads every block from `site`'s client until stopped. */
+function traffic (url: string, site: keyof typeof SITE_CLIENT): { stop: () => Promise<void> } {
+  let running = true
+  const loop = (async () => {
+    while (running) {
+      await Promise.all(BLOCKS.map(async b => {
+        const res = await request(`${url}/wl/${b}`, { headers: { 'x-forwarded-for': SITE_CLIENT[site] } })
+        await res.body.dump()
+      }))
+      await sleep(20)
+    }
+  })()
+  return { stop: async () => { running = false; await loop } }
+}
+
+const allOn = (p: Planner, gw: string): boolean => BLOCKS.every(b => { const l = p.locations.get('wl', b); return l?.gateway === gw && l.phase === 'stable' })
+
+t.test('a workload that moves from one site to another takes its blocks along, then they stay', async t => {
+  const { p, url } = await setup(t)
+  let load = traffic(url, 'site-a')
+  await waitFor(() => allOn(p, 'gw1'), 'every block on gw1 (site-a)', 15_000)
+  await load.stop()
+
+  load = traffic(url, 'site-b')
+  await waitFor(() => allOn(p, 'gw2'), 'every block on gw2 (site-b)', 15_000)
+  const converged = Date.now()
+  // Keep the site-b workload going for several intervals (past the dwell time), then stop it.
+  await sleep(1500)
+  await load.stop()
+  await sleep(800)
+  const later = p.rebalancer.rounds.filter(r => r.at > converged)
+  t.ok(later.length >= 6, `${later.length} rebalancer passes after convergence`)
+  t.ok(later.every(r => r.scanned >= BLOCKS.length), 'each of them saw every block')
+  t.same(later.map(r => r.moves), later.map(() => 0), 'and none of them moved anything')
+  t.ok(allOn(p, 'gw2'), 'the blocks stayed on gw2')
+  const moved = (await p.store.listMigrations({ limit: 1000 })).filter(m => m.reason === 'rebalance')
+  t.ok(moved.every(m => m.result === 'ok'), 'every rebalance migration completed')
+  // Each block moved at most twice (to site-a's gateway unless it started there, then to site-b's): no ping-pong.
+  const perBlock = new Map<string, number>()
+  for (const m of moved) perBlock.set(m.block, (perBlock.get(m.block) ?? 0) + 1)
+  t.ok([...perBlock.values()].every(n => n <= 2), `moves per block: ${JSON.stringify(Object.fromEntries(perBlock))}`)
+})
+
+t.test('never onto an unhealthy gateway; the move happens once it is back', async t => {
+  const { r, p, url } = await setup(t)
+  const gw3 = r.gws.gateways[2]!
+  // Start from gw1, then kill site-c's gateway and send site-c's traffic.
+  let load = traffic(url, 'site-a')
+  await waitFor(() => allOn(p, 'gw1'), 'every block on gw1', 15_000)
+  await load.stop()
+  await gw3.kill()
+  await waitFor(() => !p.fleet.isHealthy('gw3'), 'the planner to see gw3 down')
+  load = traffic(url, 'site-c')
+  await sleep(1500)
+  t.ok(BLOCKS.every(b => p.locations.get('wl', b)?.gateway !== 'gw3'), 'nothing moved onto the dead gateway')
+  await gw3.start()
+  await waitFor(() => allOn(p, 'gw3'), 'every block on gw3 once it is back', 15_000)
+  await load.stop()
+})
+
+t.test('the move budget bounds every pass', async t => {
+  const { p, url } = await setup(t, { maxMovesPerInterval: 2 })
+  const load = traffic(url, 'site-b')
+  await waitFor(() => allOn(p, 'gw2'), 'every block on gw2', 20_000)
+  await load.stop()
+  const rounds = p.rebalancer.rounds.filter(r => r.moves > 0)
+  const moves = rounds.reduce((n, r) => n + r.moves, 0)
+  t.ok(moves >= 3, `${moves} blocks had to move`)
+  t.ok(rounds.length >= Math.ceil(moves / 2), `the ${moves} moves were spread over ${rounds.length} passes`)
+  t.ok(p.rebalancer.rounds.every(r => r.moves <= 2), 'no pass started more than 2 moves')
+  t.ok(p.rebalancer.rounds.some(r => r.skipped.budget > 0), 'candidates were held back by the budget')
+})
