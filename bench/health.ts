@@ -266,13 +266,16 @@ function finite (v: number): number | null { return Number.isFinite(v) ? v : nul
  * P(X <= k) = 0.05). Zero false triggers in three gateway-weeks still allows about one a week.
  */
 export function poissonUpper95 (k: number): number {
+  // P(X <= k; lambda) summed in log space: exp(-lambda) underflows for large lambda.
   const cdf = (lambda: number): number => {
-    let term = Math.exp(-lambda)
-    let sum = term
-    for (let i = 1; i <= k; i++) { term *= lambda / i; sum += term }
-    return sum
+    const logs: number[] = []
+    let logTerm = -lambda
+    logs.push(logTerm)
+    for (let i = 1; i <= k; i++) { logTerm += Math.log(lambda / i); logs.push(logTerm) }
+    const max = Math.max(...logs)
+    return Math.exp(max) * logs.reduce((a, l) => a + Math.exp(l - max), 0)
   }
-  let lo = 0
+  let lo = k
   let hi = k + 10 + 5 * Math.sqrt(k + 1)
   for (let i = 0; i < 100; i++) {
     const mid = (lo + hi) / 2
