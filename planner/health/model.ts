@@ -8,8 +8,9 @@
  *    the 0.5/99.5% quantiles, fleet-wide and per gateway); the failure level comes from the
  *    signal spec (types.ts). A value inside the band has health 1, at or past the failure level
  *    0, linearly in between.
- * 2. Forecast. A local linear trend over the last `windowS` seconds predicts the signal at the
- *    horizon; its error distribution was calibrated on the training data (forecast.ts), so the
+ * 2. Forecast. A local linear trend, fitted to the signal's one-minute running median over the
+ *    last `windowS` seconds (a burst shorter than half a minute is not a trend), predicts the
+ *    signal at the horizon; its error distribution was calibrated on the training data (forecast.ts), so the
  *    forecast comes with quantiles. The score is the expected health over that distribution;
  *    the interval maps the forecast interval through the health map (monotone, so coverage
  *    carries over).
