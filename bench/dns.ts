@@ -369,7 +369,7 @@ export default async function run (args: string[]): Promise<void> {
   const queryFile = path.join(dir, 'queries.txt')
   fs.writeFileSync(queryFile, names.flatMap(v => [`${v}.${ZONE} A`, `${v}.${ZONE} AAAA`]).join('\n') + '\n')
   const queries = names.flatMap(v => [query(`${v}.${ZONE}`, 1, opt.edns), query(`${v}.${ZONE}`, 28, opt.edns)])
-  const load = (port: number, maxQps?: number): Promise<Load> => useDnsperf ? dnsperf(port, queryFile, opt.seconds, opt.edns, maxQps) : nodeLoad(port, queries, opt.seconds, maxQps)
+  const load = (port: number, maxQps?: number, seconds = opt.seconds): Promise<Load> => useDnsperf ? dnsperf(port, queryFile, seconds, opt.edns, maxQps) : nodeLoad(port, queries, seconds, maxQps)
   console.log(`dns bench: ${opt.volumes} volumes, ${opt.rounds} rounds of ${opt.seconds} s per target, ${opt.edns ? 'EDNS' : 'no EDNS'}, load from ${useDnsperf ? 'dnsperf' : 'a Node worker'}${haveNsd ? '' : ', nsd not installed'}`)
 
   const results: Record<string, Load[]> = { ferry: [], nsd: [], bareDgram: [] }
@@ -420,15 +420,15 @@ export default async function run (args: string[]): Promise<void> {
     const bareQps = median(results.bareDgram) as number
 
     // 4. Change-to-answer latency. Idle: one change at a time, query until the new address.
-    // Under load: route changes every 100 ms while the server runs at half the rate it
-    // managed above (at full rate the probe would only measure the load generator's queue).
+    // Under load: a route change every 50 ms for 10 s while the server runs at half the rate
+    // it managed above (at full rate the probe would only measure the load generator's queue).
     const idle = await changeLatency(ferryPort, view, 200, 0, Infinity)
-    const underLoadRun = load(ferryPort, ferryQps / 2)
+    const underLoadRun = load(ferryPort, ferryQps / 2, 10)
     await new Promise(resolve => setTimeout(resolve, 500))
-    const busy = await changeLatency(ferryPort, view, 10_000, 100, performance.now() + (opt.seconds - 1) * 1000)
+    const busy = await changeLatency(ferryPort, view, 10_000, 50, performance.now() + 9000)
     const halfRate = await underLoadRun
     results.ferryHalfRateWithRouteChanges = [halfRate]
-    console.log(`ferry at half rate, a route change every 100 ms: ${Math.round(halfRate.qps)} qps, lost ${halfRate.lost}`)
+    console.log(`ferry at half rate, a route change every 50 ms: ${Math.round(halfRate.qps)} qps, lost ${halfRate.lost}`)
 
     // 5. Health flaps: every 100 ms a change that drops every cached answer, at full load.
     const flapping = setInterval(() => view.flap(), 100)
