@@ -89,6 +89,7 @@ export type PlannerConfigInput = z.input<typeof plannerSectionSchema>
 export type LatencyConfig = z.infer<typeof latencySchema>
 export type RebalancerConfig = z.infer<typeof rebalancerSchema>
 export type MigrationConfig = z.infer<typeof migrationSchema>
+export type MigrationConfigInput = z.input<typeof migrationSchema>
 export type PlannerHealthConfig = z.infer<typeof plannerHealthSchema>
 
 /** Parses the section; throws the ZodError (the config loader turns it into file:line:key errors). */
