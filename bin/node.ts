@@ -7,7 +7,7 @@ import { registerProxyAdmin } from '../proxy/admin-routes.js'
 import { ProxyServer } from '../proxy/server.js'
 import { createStore } from '../state/factory.js'
 import { LocationCache } from '../state/cache.js'
-import { AuthoritativeServer } from '../dns/server.js'
+import type { AuthoritativeServer } from '../dns/server.js'
 import { FleetDnsView } from './dns-view.js'
 import { GatewayHealthBoard } from './health-board.js'
 import { ProfileFeed } from './profile-feed.js'
@@ -38,7 +38,7 @@ export class FerryNode {
   readonly admin: AdminServer
   readonly proxy: ProxyServer | undefined
   readonly store: StateStore
-  readonly dns: AuthoritativeServer | undefined
+  dns: AuthoritativeServer | undefined
   readonly health: GatewayHealthBoard
   readonly profile: ProfileFeed
   readonly telemetry: TelemetryIngest | undefined
@@ -83,27 +83,31 @@ export class FerryNode {
     this.passive = new PassiveFeed(this.store, this.proxy?.gateways, this.telemetry?.recordPassive, 5000, opts.logger)
     this.health = new GatewayHealthBoard(this.store)
     this.proxy?.gateways.on('change', (id, healthy) => { this.health.set(id, healthy) })
-    if (opts.roles.has('dns') && cfg.dns.enabled) {
-      // With a proxy in this process, DNS reads its location cache; otherwise it keeps its own.
-      const locations = this.proxy?.sync?.cache ?? (this.dnsLocations = new LocationCache(this.store, { logger: opts.logger }))
-      this.dnsView = new FleetDnsView(cfg, locations, this.health, cfg.proxy.listen.port)
-      const dns = new AuthoritativeServer({ config: cfg.dns, view: this.dnsView, registry: opts.registry, logger: opts.logger.child({ role: 'dns' }) })
-      this.dns = dns
-      this.admin.addReadinessCheck('dns', () => {
-        const down = dns.status().listeners.filter(l => l.error !== undefined || !l.bound)
-        return down.length === 0 ? undefined : `DNS listeners not bound: ${down.map(l => `${l.transport} ${l.address}:${l.port}${l.error ? ` (${l.error})` : ''}`).join(', ')}`
-      })
-    }
     opts.watcher?.on('reload', next => { this.reconfigure(next) })
   }
 
   async start (): Promise<void> {
     await this.admin.listen()
     await this.proxy?.listen()
+    if (this.opts.roles.has('dns') && this.config.dns.enabled) await this.startDns()
+  }
+
+  /** Loaded on demand: a process without the DNS role never loads dns2. */
+  private async startDns (): Promise<void> {
+    const { AuthoritativeServer } = await import('../dns/server.js')
+    const cfg = this.config
+    // With a proxy in this process, DNS reads its location cache; otherwise it keeps its own.
+    // The SRV records name the proxy's bound port (the config may say 0, "pick one").
+    const locations = this.proxy?.sync?.cache ?? (this.dnsLocations = new LocationCache(this.store, { logger: this.logger }))
+    this.dnsView = new FleetDnsView(cfg, locations, this.health, this.proxy?.address.port ?? cfg.proxy.listen.port)
+    const dns = new AuthoritativeServer({ config: cfg.dns, view: this.dnsView, registry: this.opts.registry, logger: this.logger.child({ role: 'dns' }) })
+    this.dns = dns
+    this.admin.addReadinessCheck('dns', () => {
+      const down = dns.status().listeners.filter(l => l.error !== undefined || !l.bound)
+      return down.length === 0 ? undefined : `DNS listeners not bound: ${down.map(l => `${l.transport} ${l.address}:${l.port}${l.error ? ` (${l.error})` : ''}`).join(', ')}`
+    })
     await this.dnsLocations?.start()
-    await this.dns?.start()
-    // The SRV records name the proxy's real port (it may have been 0 = "pick one").
-    if (this.proxy !== undefined) this.dnsView?.reconfigure(this.config, this.proxy.address.port)
+    await dns.start()
   }
 
   reconfigure (cfg: FerryConfig): void {

@@ -36,7 +36,8 @@ const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'EN
  */
 export class ForwardCall implements Dispatcher.DispatchHandler {
   gateway: Gateway
-  readonly tried = new Set<string>()
+  /** Gateways tried before the current one (only built when a retry happens). */
+  tried: Set<string> | undefined
   status = 0
   bytesOut = 0
   etag: string | undefined
@@ -75,7 +76,6 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
 
   start (): void {
     this.attempts++
-    this.tried.add(this.gateway.id)
     this.gateway.inflight++
     this.gateway.pool.dispatch({
       method: this.req.method as Dispatcher.HttpMethod,
@@ -149,6 +149,7 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
       this.host.onGatewayFailure(this.gateway, code || err.message)
       // Only requests without a body can be sent again: an upload's bytes are already spent.
       if (!this.started && this.body === null && this.location === undefined && CONNECT_ERRORS.has(code) && this.attempts <= this.host.retries) {
+        ;(this.tried ??= new Set()).add(this.gateway.id)
         const next = this.host.nextGateway(this)
         if (next !== undefined) {
           this.gateway.inflight--

@@ -339,7 +339,7 @@ export class ProxyServer implements ForwardHost {
   }
 
   nextGateway (call: ForwardCall): Gateway | undefined {
-    return this.routes.next(call.key, call.tried)
+    return this.routes.next(call.key, call.tried ?? new Set([call.gateway.id]))
   }
 
   onGatewaySuccess (g: Gateway): void { this.gateways.reportSuccess(g) }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import type { ConnectionOptions } from 'node:tls'
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
+import type { Cluster, Redis, ClusterOptions, RedisOptions } from 'ioredis'
+import { ioredis } from './ioredis.js'
 import { FerryError, isFerryError } from '../../lib/errors.js'
 import type { StateConfig } from '../config.js'
 import { STATE_ERROR, STATE_UNAVAILABLE, unavailable } from '../errors.js'
@@ -95,7 +96,7 @@ export function createCommandClient (conn: ResolvedConnection, config: StateConf
     const ep = conn.endpoints[0]!
     // Auto-pipelining: commands issued in the same tick share one write and one round trip,
     // which is what makes a batch (getLocations, mergeAccess) cost one round trip.
-    return new Redis({ ...conn.common, host: ep.host, port: ep.port, lazyConnect: true, enableAutoPipelining: true })
+    return new (ioredis().Redis)({ ...conn.common, host: ep.host, port: ep.port, lazyConnect: true, enableAutoPipelining: true })
   }
   const { retryStrategy: _r, enableOfflineQueue: _q, db: _db, ...nodeOptions } = conn.common
   const options: ClusterOptions = {
@@ -116,7 +117,7 @@ export function createCommandClient (conn: ResolvedConnection, config: StateConf
     slotsRefreshTimeout: config.connectTimeoutMs,
     redisOptions: nodeOptions
   }
-  return new Cluster(conn.endpoints.map(e => ({ host: e.host, port: e.port })), options)
+  return new (ioredis().Cluster)(conn.endpoints.map(e => ({ host: e.host, port: e.port })), options)
 }
 
 /** Reply errors that mean "try again later", not "your command is wrong". */

@@ -1,4 +1,5 @@
-import { Redis, type RedisOptions } from 'ioredis'
+import type { Redis, RedisOptions } from 'ioredis'
+import { ioredis } from './ioredis.js'
 import type { Logger } from '../../lib/log.js'
 import type { Endpoint } from './connection.js'
 
@@ -54,7 +55,7 @@ export class ChannelSubscriber {
       return
     }
     const target = targets[this.targetIndex++ % targets.length]!
-    const conn = new Redis({
+    const conn = new (ioredis().Redis)({
       ...this.opts.common,
       host: target.host,
       port: target.port,

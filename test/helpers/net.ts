@@ -17,7 +17,7 @@ export async function freePort (): Promise<number> {
 export const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 /** Polls `fn` until it returns truthy or `timeoutMs` passes; throws with `what` on timeout. */
-export async function waitFor<T> (fn: () => T | Promise<T>, what: string, timeoutMs = 5000, stepMs = 20): Promise<T> {
+export async function waitFor<T> (fn: () => T | Promise<T>, what: string, timeoutMs = 15_000, stepMs = 20): Promise<T> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   while (Date.now() < deadline) {

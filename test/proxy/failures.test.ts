@@ -63,7 +63,7 @@ t.test('a slow client gets 408 and the partial upload is discarded', async t => 
   })
   t.match(answer, /^HTTP\/1\.1 408 /, 'answered 408')
   t.match(answer, /FERRY_REQUEST_TIMEOUT/)
-  t.ok(Date.now() - started < 5000, 'closed within a few idle timeouts')
+  t.ok(Date.now() - started < 15_000, 'closed by the idle timeout, not left open')
   await waitFor(() => gatewayFiles(gw.dir).temps.length === 0, 'the gateway to drop its temp file')
   t.same(gatewayFiles(gw.dir).blocks, [])
 })
@@ -82,7 +82,7 @@ t.test('a slow client that never finishes its headers is cut off', async t => {
     sock.on('error', () => resolve(out))
     sock.write('GET /v/b HTTP/1.1\r\nHost: x\r\n') // headers never end
   })
-  t.ok(Date.now() - started < 5000, 'socket closed by the proxy')
+  t.ok(Date.now() - started < 15_000, 'socket closed by the proxy')
   t.ok(answer === '' || /^HTTP\/1\.1 408 /.test(answer), 'nothing, or a 408')
 })
 
