@@ -1,8 +1,7 @@
 import { z } from 'zod'
-import { FerryError } from '../lib/errors.js'
 import { isValidId } from '../lib/ids.js'
 import type { AdminServer } from '../proxy/admin.js'
-import { BLOCK_NOT_FOUND, PLANNER_BAD_REQUEST, plannerError } from './migration/errors.js'
+import { BLOCK_NOT_FOUND, NOT_DRAINING, PLANNER_BAD_REQUEST, plannerError } from './migration/errors.js'
 import type { Planner } from './planner.js'
 
 const id = z.string().refine(isValidId, 'must be 1-128 letters, digits, ".", "_" or "-", not starting with "."')
@@ -80,7 +79,7 @@ export function registerPlannerAdmin (admin: AdminServer, planner: Planner, opts
   admin.route('GET', '/v1/gateways/:id/drain', ({ params }) => {
     const gw = param(params, 'id')
     const d = planner.drainStatus(gw)
-    if (d === undefined) throw new FerryError('FERRY_NOT_DRAINING', `gateway ${gw} is not being drained`, 404)
+    if (d === undefined) throw plannerError(NOT_DRAINING, `gateway ${gw} is not being drained`, 404)
     return d
   })
 

@@ -14,7 +14,7 @@ import { registerPlannerAdmin } from './admin-routes.js'
 import { parsePlannerConfig, type PlannerConfig, type PlannerConfigInput } from './config.js'
 import { LeaderElection } from './leader.js'
 import { MigrationEngine } from './migration/engine.js'
-import { BLOCK_BUSY, BLOCK_NOT_FOUND, MIGRATION_NOOP, NO_TARGET, TARGET_UNAVAILABLE, UNKNOWN_GATEWAY, plannerError } from './migration/errors.js'
+import { BLOCK_BUSY, BLOCK_NOT_FOUND, MIGRATION_NOOP, NOT_LEADER, NO_TARGET, TARGET_UNAVAILABLE, UNKNOWN_GATEWAY, plannerError } from './migration/errors.js'
 import { Fleet } from './migration/fleet.js'
 import { Rebalancer } from './rebalancer.js'
 
@@ -291,7 +291,7 @@ export class Planner {
       if (to === gateway) throw plannerError(TARGET_UNAVAILABLE, `cannot drain ${gateway} onto itself`, 409)
       this.checkTarget(to)
     }
-    if (!this.engine.isActive) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
+    if (!this.engine.isActive) throw plannerError(NOT_LEADER, 'this planner is not the leader', 503, { holder: this.leader.holder })
     this.fleet.setDraining(gateway, true)
     let d = this.drains.get(gateway)
     if (d === undefined) {
@@ -359,7 +359,7 @@ export class Planner {
       } catch (err) {
         if (!(err instanceof FerryError)) throw err
         if (err.code === NO_TARGET || err.code === TARGET_UNAVAILABLE) stuck++
-        else if (err.code === 'FERRY_PLANNER_NOT_LEADER') return
+        else if (err.code === NOT_LEADER) return
         else this.logger.debug({ volume, block, err: err.message }, 'drain move not started')
       }
     }

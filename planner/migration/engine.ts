@@ -453,7 +453,14 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
       job.recopies++
       this.recopies++
       this.metrics.recopies.inc()
-      copy = await this.copy(job, Math.max(1, Math.min(this.config.copyTimeoutMs, left())))
+      try {
+        copy = await this.copy(job, Math.max(1, Math.min(this.config.copyTimeoutMs, left())))
+      } catch (err) {
+        // Writes are held now: a flaky gateway is worth another try within the budget, rather
+        // than a rollback and a whole new migration (and cut-over) later.
+        if (!(err instanceof FerryError) || (err.code !== COPY_SOURCE_FAILED && err.code !== COPY_TARGET_FAILED) || left() <= 0) throw err
+        this.logger.debug({ id: job.id, key: job.key, err: err.message }, 're-copy in cut-over failed; trying again')
+      }
     }
 
     // flip: from here on the target is the block's home; nothing is rolled back any more.

@@ -10,6 +10,7 @@ import { FerryError } from '../../lib/errors.js'
  * - `FERRY_BLOCK_NOT_FOUND` (404): a block with no location that no gateway holds, or a volume
  *   with no known block.
  * - `FERRY_MIGRATION_NOT_FOUND` (404): no such migration id (or it was trimmed from the log).
+ * - `FERRY_NOT_DRAINING` (404): the gateway has no drain to show or end.
  * - `FERRY_BLOCK_BUSY` (409): the block is already being moved.
  * - `FERRY_MIGRATION_NOOP` (409): the block already lives on the requested gateway.
  * - `FERRY_TARGET_UNAVAILABLE` (409): the requested target is down, draining or full.
@@ -33,6 +34,7 @@ export const PLANNER_BAD_REQUEST = 'FERRY_PLANNER_BAD_REQUEST'
 export const UNKNOWN_GATEWAY = 'FERRY_UNKNOWN_GATEWAY'
 export const BLOCK_NOT_FOUND = 'FERRY_BLOCK_NOT_FOUND'
 export const MIGRATION_NOT_FOUND = 'FERRY_MIGRATION_NOT_FOUND'
+export const NOT_DRAINING = 'FERRY_NOT_DRAINING'
 export const BLOCK_BUSY = 'FERRY_BLOCK_BUSY'
 export const MIGRATION_NOOP = 'FERRY_MIGRATION_NOOP'
 export const TARGET_UNAVAILABLE = 'FERRY_TARGET_UNAVAILABLE'

@@ -91,6 +91,7 @@ t.test(`${MIGRATIONS} migrations under concurrent reads and writes lose no ackno
   p.engine.on('end', rec => { ended.push(rec) })
   const started = Date.now()
   let submitted = 0
+  const refused: Record<string, number> = {}
   const okCount = (): number => ended.filter(m => m.result === 'ok').length
   while (okCount() < MIGRATIONS) {
     if (failures.length > 20 || Date.now() - started > 120_000) break
@@ -103,8 +104,11 @@ t.test(`${MIGRATIONS} migrations under concurrent reads and writes lose no ackno
       await p.move({ volume: 'load', block: b, to: others[Math.floor(Math.random() * others.length)] as string, reason: 'load-test' })
       submitted++
     } catch (err) {
-      // The cache can lag the store by a notification: the engine refuses, we pick again.
-      if (!['FERRY_BLOCK_BUSY', 'FERRY_MIGRATION_NOOP'].includes((err as { code?: string }).code ?? '')) throw err
+      // The cache can lag the store by a notification, and on a loaded machine a health check
+      // can time out and take a gateway out for a moment: the planner refuses, we pick again.
+      const code = (err as { code?: string }).code ?? ''
+      if (!['FERRY_BLOCK_BUSY', 'FERRY_MIGRATION_NOOP', 'FERRY_TARGET_UNAVAILABLE'].includes(code)) throw err
+      refused[code] = (refused[code] ?? 0) + 1
     }
   }
   const moveMs = Date.now() - started
@@ -127,7 +131,7 @@ t.test(`${MIGRATIONS} migrations under concurrent reads and writes lose no ackno
   const results: Record<string, number> = {}
   for (const m of ended) results[m.result as string] = (results[m.result as string] ?? 0) + 1
   const errors = new Set(ended.filter(m => m.result !== 'ok').map(m => (m.error ?? '').split(':')[0]))
-  t.comment(`${okCount()} migrations ok in ${moveMs} ms (${Math.round(okCount() / (moveMs / 1000))}/s); results ${JSON.stringify(results)}${errors.size > 0 ? `; non-ok causes ${[...errors].join(', ')}` : ''}; re-copies in cut-over ${p.engine.recopies}`)
+  t.comment(`${okCount()} migrations ok in ${moveMs} ms (${Math.round(okCount() / (moveMs / 1000))}/s); results ${JSON.stringify(results)}${errors.size > 0 ? `; non-ok causes ${[...errors].join(', ')}` : ''}; re-copies in cut-over ${p.engine.recopies}; moves refused ${JSON.stringify(refused)}`)
   t.comment(`writes: ${writes.ok} acknowledged, ${writes.held} × 503 FERRY_WRITE_HELD, ${writes.notConfirmed} × 503 FERRY_WRITE_NOT_CONFIRMED; reads: ${reads.ok} ok`)
   t.same(failures, [], 'no request failed other than bounded-hold 503s, and no read went back in time')
   t.ok(okCount() >= MIGRATIONS, `at least ${MIGRATIONS} migrations completed (${okCount()})`)
