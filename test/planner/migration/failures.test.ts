@@ -145,3 +145,48 @@ for (const fault of [{ errorRate: 0.7 }, { refuse: 'unbind' as const }]) {
     await settled(t, r.store)
   })
 }
+
+for (const when of ['cutover', 'done'] as const) {
+  t.test(`planner killed in ${when}: the next leader ${when === 'cutover' ? 'restores the source and resumes' : 'finishes the cleanup'}`, async t => {
+    const r = await rig(t)
+    const proxy = await r.proxy()
+    // A long settle (or grace) leaves the block in that phase long enough to kill the planner there.
+    const slowPhase = when === 'cutover' ? { settleMs: 800, cutoverTimeoutMs: 3000 } : { gracePeriodMs: 1500 }
+    const a = await r.planner({ holder: 'planner-a', migration: slowPhase })
+    await waitLeader(a)
+    const { from, to } = await placedBlock(r, proxy.url, 'p', randomBytes(20_000))
+    const w = writer(`${proxy.url}/v/p`, when)
+    const { migrations } = await a.move({ volume: 'v', block: 'p', to })
+    const id = migrations[0]!.id
+    await waitFor(async () => (await r.store.getLocation('v', 'p'))?.phase === when, `the ${when} phase`, 10_000, 2)
+    await a.kill()
+    const b = await r.planner({ holder: 'planner-b', migration: slowPhase })
+    await waitLeader(b)
+    const rec = await waitEnded(b, id, 15_000)
+    const last = await w.stop()
+    t.comment(`result ${rec.result}; writes: ${JSON.stringify(w.counts)}`)
+    t.equal(rec.result, 'ok', `completed under the new leader (${rec.error})`)
+    const history = await r.store.blockHistory('v', 'p')
+    if (when === 'cutover') t.ok(history.some(h => h.reason === `migration:${id}:recover` && h.gateway === from), 'the source\'s location was restored before resuming')
+    else t.notOk(history.some(h => h.reason === `migration:${id}:recover`), 'nothing was rolled back after the flip')
+    t.match(await r.store.getLocation('v', 'p'), { gateway: to, phase: 'stable' })
+    t.equal((await get(`${proxy.url}/v/p`)).body, last, 'the block reads its last acknowledged write')
+    t.equal((await get(`${gatewayUrl(r, from)}/v/p`)).status, 404, 'the source copy is gone')
+    await settled(t, r.store)
+  })
+}
+
+t.test('a location left mid-migration with no record is settled where it is served', async t => {
+  const r = await rig(t)
+  const [gw1, gw2] = r.gws.urls as [string, string]
+  await put(`${gw1}/v/o`, 'orphan')
+  await put(`${gw2}/v/o`, 'partial copy')
+  await r.store.casLocation('v', 'o', 0, { gateway: 'gw1' })
+  await r.store.casLocation('v', 'o', 1, { gateway: 'gw1', phase: 'cutover', target: 'gw2' })
+  const p = await r.planner()
+  await waitLeader(p)
+  await waitFor(async () => (await r.store.getLocation('v', 'o'))?.phase === 'stable', 'the location to be settled')
+  t.match(await r.store.getLocation('v', 'o'), { gateway: 'gw1', phase: 'stable' })
+  t.equal((await get(`${gw2}/v/o`)).status, 404, 'the stray copy on the target was removed')
+  t.equal((await get(`${gw1}/v/o`)).body, 'orphan', 'the block is untouched where it is served')
+})
