@@ -1,6 +1,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Logger } from '../lib/log.js'
 import { LocationCache } from '../state/cache.js'
+import { STATE_CLOSED, STATE_UNAVAILABLE } from '../state/errors.js'
 import type { AccessDelta, BlockLocation, StateStore } from '../state/types.js'
 import type { AccessRecorder } from './access-recorder.js'
 
@@ -13,6 +14,15 @@ interface PendingVersion { volume: string, block: string, epoch: number, version
 
 /** Deltas per mergeAccess call: keeps one Redis pipeline (and one Lua batch) a sensible size. */
 const MERGE_BATCH = 2000
+
+/**
+ * Whether a failed call may succeed later as it is: the store was unreachable (or closing). Any
+ * other failure (a refused value, foreign data in a key) will fail the same way again.
+ */
+function transient (err: unknown): boolean {
+  const code = (err as { code?: unknown }).code
+  return code === STATE_UNAVAILABLE || code === STATE_CLOSED
+}
 
 /**
  * The proxy's side of the shared state: the in-memory LocationCache the RouteTable reads,
@@ -51,7 +61,7 @@ export class StateSync {
       if (set !== undefined) for (const wake of set) wake()
     })
     const registers = [registry]
-    this.dropped = new Counter({ name: 'ferry_state_deltas_dropped_total', help: 'Access deltas dropped because the store was unreachable for too long', registers })
+    this.dropped = new Counter({ name: 'ferry_state_deltas_dropped_total', help: 'Access deltas dropped: beyond the bound while the store was unreachable, or in a batch the store refused', registers })
     this.flushed = new Counter({ name: 'ferry_state_deltas_flushed_total', help: 'Access deltas merged into the shared store', registers })
     this.claimsFailed = new Counter({ name: 'ferry_state_claims_failed_total', help: 'First-write locations that could not be recorded (store unreachable)', registers })
     const pendingRef = (): number => this.pending.length
@@ -169,8 +179,17 @@ export class StateSync {
       try {
         await this.store.mergeAccess(batch)
       } catch (err) {
-        this.logger.debug({ err: (err as Error).message }, 'access flush failed; kept for the next one')
-        return
+        if (transient(err)) {
+          this.logger.debug({ err: (err as Error).message }, 'access flush failed; kept for the next one')
+          return
+        }
+        // Refused for good (e.g. one block's key holds foreign data). The rest of the batch may
+        // well have been merged, and a merge adds: sending it again would count those accesses
+        // again at every flush, forever. Give it up, counted.
+        this.dropped.inc(batch.length)
+        this.pending = this.pending.slice(batch.length)
+        this.logger.warn({ err: (err as Error).message, deltas: batch.length }, 'access batch refused by the store; dropped')
+        continue
       }
       this.flushed.inc(batch.length)
       this.pending = this.pending.slice(batch.length)
@@ -179,9 +198,10 @@ export class StateSync {
       const versions = [...this.versions.values()]
       this.versions = new Map()
       // A refusal means the epoch moved on (the block was migrated): that version is history.
-      await Promise.all(versions.map(v => this.store.setVersion(v.volume, v.block, v.epoch, v.version).catch(() => {
+      await Promise.all(versions.map(v => this.store.setVersion(v.volume, v.block, v.epoch, v.version).catch(err => {
         const key = v.volume + '/' + v.block
-        if (!this.versions.has(key)) this.versions.set(key, v)
+        if (transient(err) && !this.versions.has(key)) this.versions.set(key, v)
+        else if (!transient(err)) this.logger.warn({ err: (err as Error).message, volume: v.volume, block: v.block }, 'version refused by the store; dropped')
       })))
     }
   }
