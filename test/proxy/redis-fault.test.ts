@@ -312,4 +312,38 @@ t.test('a first write under a session while Redis is down stays findable by ever
   t.equal(body, 'acknowledged while down', 'with its bytes', { todo })
 })
 
+// Foreign data in one block's affinity key (a plain string where ferry keeps a hash) makes that
+// block's merge script fail while the others in the same flush succeed. The flush must neither
+// re-send the blocks already merged (a merge adds: they would be counted again at every flush)
+// nor keep the failing batch forever.
+t.test('a damaged affinity key neither stalls the access flush nor inflates other blocks', async t => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const gws = await startGateways(1)
+  t.teardown(gws.stopAll)
+  const state: StateConfigInput = { backend: 'redis', url: redis.url, keyPrefix: 'dmg:' }
+  // A long interval: only the flushes this test asks for happen.
+  const p = await startProxy(testConfig(gws.urls, { state, recorder: { flushIntervalMs: 1000 } }))
+  t.teardown(p.stop)
+  const planner = createStore(state)
+  t.teardown(() => planner.close())
+  t.ok(await waitForReady(planner, 10_000))
+  await waitFor(() => p.node.store.status().ok, 'connected', 10_000)
+  const sync = p.node.proxy?.sync
+  if (sync === undefined) throw new Error('no state sync')
+  await run(REDIS_CLI, ['-p', String(redis.port), 'SET', 'dmg:{v/bad}:aff', 'not a hash'])
+
+  const good = ['good0', 'good1', 'good2']
+  for (const blk of [...good, 'bad']) for (let i = 0; i < 3; i++) await (await request(`${p.url}/v/${blk}`)).body.dump()
+  for (let i = 0; i < 4; i++) await sync.flush()
+  for (const blk of good) t.equal((await planner.getAffinity('v', blk))?.reads, 3, `${blk}: its 3 reads merged once`)
+  t.equal(await metric(p, 'ferry_state_deltas_pending'), 0, 'nothing left pending')
+  t.ok(await metric(p, 'ferry_state_deltas_dropped_total') >= 1, 'the delta that cannot be merged is counted as dropped')
+
+  // Later accesses still flow.
+  for (let i = 0; i < 2; i++) await (await request(`${p.url}/v/good0`)).body.dump()
+  await sync.flush()
+  t.equal((await planner.getAffinity('v', 'good0'))?.reads, 5, 'later accesses merge as usual')
+})
+
 t.test('nothing escaped to the process', async t => { t.same(escaped, []) })
