@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
 import { FerryError } from '../../lib/errors.js'
 import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
@@ -14,6 +14,8 @@ import {
   describeError, plannerError
 } from './errors.js'
 import type { Fleet } from './fleet.js'
+import { deleteBlock, delay, headBlock, type HeadResult } from './gateway-ops.js'
+import { EngineMetrics } from './metrics.js'
 import { MigrationQueue, type Queued } from './queue.js'
 import { TokenBucket } from './token-bucket.js'
 
@@ -780,29 +782,12 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     throw plannerError(BLOCK_NOT_FOUND, `block ${key} has no location and no gateway holds it`, 404)
   }
 
-  /** HEAD on a gateway: status (0 when it did not answer), ETag and size. */
-  private async head (path: string, gateway: string, signal?: AbortSignal): Promise<{ status: number, etag: string | null, size: number | null, error?: string }> {
-    const g = this.fleet.get(gateway)
-    if (g === undefined) return { status: 0, etag: null, size: null, error: 'not configured' }
-    const timeout = AbortSignal.timeout(this.config.requestTimeoutMs)
-    try {
-      const res = await g.pool.request({
-        method: 'HEAD',
-        path,
-        signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout])
-      })
-      await res.body.dump()
-      const etag = res.headers.etag
-      const len = res.headers['content-length']
-      return { status: res.statusCode, etag: typeof etag === 'string' ? etag : null, size: typeof len === 'string' ? Number(len) : null }
-    } catch (err) {
-      if (signal?.aborted === true) throw signal.reason
-      return { status: 0, etag: null, size: null, error: (err as { code?: string }).code ?? (err as Error).message }
-    }
+  private async head (path: string, gateway: string, signal?: AbortSignal): Promise<HeadResult> {
+    return await headBlock(this.fleet.get(gateway), path, this.config.requestTimeoutMs, signal)
   }
 
   /** HEAD, retried while it fails (a flaky source during cut-over) and time is `left()`. */
-  private async headUntil (job: Job, gateway: string, left: () => number): Promise<{ status: number, etag: string | null }> {
+  private async headUntil (job: Job, gateway: string, left: () => number): Promise<HeadResult> {
     for (let attempt = 0; ; attempt++) {
       this.guard(job)
       const h = await this.head(job.path, gateway, job.abort.signal)
@@ -821,15 +806,9 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
    */
   private async deleteCopy (path: string, gateway: string): Promise<void> {
     this.requireLeader()
-    const g = this.fleet.get(gateway)
-    if (g === undefined) return
     const budget = Math.min(this.config.requestTimeoutMs, this.leader.validForMs())
     if (budget <= 0) throw new DeposedError('the lease expires before a DELETE could finish')
-    const res = await g.pool.request({ method: 'DELETE', path, signal: AbortSignal.timeout(budget) })
-    await res.body.dump()
-    if (res.statusCode !== 404 && (res.statusCode < 200 || res.statusCode >= 300)) {
-      throw plannerError(res.statusCode >= 500 ? COPY_TARGET_FAILED : LOCATION_CHANGED, `DELETE ${path} on ${gateway} answered ${res.statusCode}`, 502)
-    }
+    await deleteBlock(this.fleet.get(gateway), path, budget)
   }
 
   // ───────────────────────────── the log ─────────────────────────────
@@ -873,35 +852,4 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
 
 function sameRoute (loc: BlockLocation, next: LocationInput): boolean {
   return loc.gateway === next.gateway && loc.phase === (next.phase ?? 'stable') && (loc.target ?? undefined) === (next.target ?? undefined)
-}
-
-/** setTimeout as a promise that rejects with the signal's own reason (timers/promises would wrap it). */
-function delay (ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted === true) return Promise.reject(signal.reason as Error)
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => { clearTimeout(timer); reject(signal?.reason as Error) }
-    const timer = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve() }, ms)
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
-}
-
-class EngineMetrics {
-  readonly ended: Counter<'result'>
-  readonly bytes: Counter
-  readonly recopies: Counter
-  readonly strays: Counter
-  readonly cutover: Histogram
-  readonly duration: Histogram
-
-  constructor (registry: Registry | undefined, engine: MigrationEngine) {
-    const registers = registry === undefined ? [] : [registry]
-    this.ended = new Counter({ name: 'ferry_planner_migrations_total', help: 'Migrations ended, by result (ok, rolled-back, failed, cancelled)', labelNames: ['result'], registers })
-    this.bytes = new Counter({ name: 'ferry_planner_migration_bytes_total', help: 'Bytes copied by migrations (re-copies included)', registers })
-    this.recopies = new Counter({ name: 'ferry_planner_recopies_total', help: 'Copies repeated in cut-over because the source changed after the copy', registers })
-    this.strays = new Counter({ name: 'ferry_planner_stray_copies_total', help: 'Copies that could not be deleted (target unreachable): wasted space, never a location', registers })
-    this.cutover = new Histogram({ name: 'ferry_planner_cutover_seconds', help: 'Time blocks spent in cut-over (writes held), from entering it to the flip', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5], registers })
-    this.duration = new Histogram({ name: 'ferry_planner_migration_seconds', help: 'Time from the start of a migration to its flip', buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300], registers })
-    new Gauge({ name: 'ferry_planner_migrations_running', help: 'Migrations copying or in cut-over', registers, collect () { this.set(engine.inFlight) } })
-    new Gauge({ name: 'ferry_planner_migrations_queued', help: 'Migrations waiting for a slot', registers, collect () { this.set(engine.queued) } })
-  }
 }
