@@ -9,9 +9,9 @@
  * Writes bench/results/dns.json.
  *
  * The machines this runs on are shared and noisy, so the three targets are measured in turns
- * (ferry, nsd, bare; ferry, nsd, bare; …) for `rounds` rounds of `seconds` each, and each
- * target's figure is its median: a burst of someone else's load then hurts one round of each
- * target rather than all of one.
+ * (ferry, nsd, bare; bare, nsd, ferry; …) for `rounds` rounds of `seconds` each, and each
+ * target's figure is its median, with the ratios also computed per round: a burst of someone
+ * else's load then hurts one round of each target rather than all of one.
  */
 import dgram from 'node:dgram'
 import fs from 'node:fs'
@@ -399,16 +399,17 @@ export default async function run (args: string[]): Promise<void> {
     }
     bare = await startBare()
 
+    const servers: Array<[keyof typeof results, number]> = [['ferry', ferryPort], ...(nsdPort === undefined ? [] : [['nsd', nsdPort] as [keyof typeof results, number]]), ['bareDgram', bare.port]]
     for (let round = 1; round <= opt.rounds; round++) {
+      // Odd rounds in one order, even rounds in the reverse (ABC CBA …), so that no target
+      // always runs first or last.
+      const order = round % 2 === 1 ? servers : [...servers].reverse()
       const line: string[] = []
-      results.ferry?.push(await load(ferryPort))
-      line.push(`ferry ${Math.round(results.ferry?.at(-1)?.qps ?? NaN)}`)
-      if (nsdPort !== undefined) {
-        results.nsd?.push(await load(nsdPort))
-        line.push(`nsd ${Math.round(results.nsd?.at(-1)?.qps ?? NaN)}`)
+      for (const [name, port] of order) {
+        const run = await load(port)
+        results[name]?.push(run)
+        line.push(`${name} ${Math.round(run.qps)}`)
       }
-      results.bareDgram?.push(await load(bare.port))
-      line.push(`bare dgram ${Math.round(results.bareDgram?.at(-1)?.qps ?? NaN)}`)
       console.log(`round ${round}: ${line.join(', ')} qps`)
     }
     if (nsd !== undefined) await stopChild(nsd)
@@ -450,16 +451,19 @@ export default async function run (args: string[]): Promise<void> {
       changeToAnswerIdle: summary(idle),
       changeToAnswerUnderLoad: summary(busy)
     }
+    const perRound = (other: Load[] | undefined): number[] => (results.ferry ?? []).map((f, i) => ratio(f.qps, other?.[i]?.qps ?? NaN))
     const ratios = {
       ferryOverNsd: nsdQps === undefined ? null : ratio(ferryQps, nsdQps),
-      ferryOverBareDgram: ratio(ferryQps, bareQps)
+      ferryOverBareDgram: ratio(ferryQps, bareQps),
+      ferryOverNsdPerRound: nsdQps === undefined ? null : perRound(results.nsd),
+      ferryOverBareDgramPerRound: perRound(results.bareDgram)
     }
     const targets = {
       qps: { target: TARGET_QPS, met: ferryQps >= TARGET_QPS },
       ratioOverNsd: { target: TARGET_RATIO, met: ratios.ferryOverNsd === null ? null : ratios.ferryOverNsd >= TARGET_RATIO }
     }
     console.log(`median qps: ferry ${figures.ferryQps}, nsd ${figures.nsdQps ?? 'n/a'}, bare dgram ${figures.bareDgramQps}`)
-    console.log(`ratios: ferry/nsd ${ratios.ferryOverNsd ?? 'n/a'}, ferry/bare dgram ${ratios.ferryOverBareDgram}`)
+    console.log(`ratios of medians: ferry/nsd ${ratios.ferryOverNsd ?? 'n/a'}, ferry/bare dgram ${ratios.ferryOverBareDgram}; per round: ferry/nsd ${ratios.ferryOverNsdPerRound?.join(' ') ?? 'n/a'}, ferry/bare ${ratios.ferryOverBareDgramPerRound.join(' ')}`)
     console.log(`change to answer: idle p50 ${figures.changeToAnswerIdle.p50Ms} ms p99 ${figures.changeToAnswerIdle.p99Ms} ms; under load p50 ${figures.changeToAnswerUnderLoad.p50Ms} ms p99 ${figures.changeToAnswerUnderLoad.p99Ms} ms`)
     console.log(`targets: >= ${TARGET_QPS} qps ${targets.qps.met ? 'met' : 'NOT met'}; >= ${TARGET_RATIO}x nsd ${targets.ratioOverNsd.met === null ? 'not measured' : targets.ratioOverNsd.met ? 'met' : 'NOT met'}`)
     const file = writeResult('dns', {
