@@ -15,7 +15,9 @@ import { waitFor } from '../../helpers/net.js'
 export function testPlannerConfig (overrides: PlannerConfigInput = {}): PlannerConfigInput {
   return {
     ...overrides,
-    lease: { ttlMs: 1000, renewIntervalMs: 200, ...overrides.lease },
+    // Short enough for quick takeovers, long enough that a loaded machine's event-loop stalls
+    // do not make a leader stand down.
+    lease: { ttlMs: 2000, renewIntervalMs: 300, ...overrides.lease },
     health: { probeIntervalMs: 200, probeTimeoutMs: 300, ...overrides.health },
     rebalancer: { enabled: false, ...overrides.rebalancer },
     migration: {
