@@ -14,6 +14,7 @@ import { ProfileFeed } from './profile-feed.js'
 import { registerProfileRoutes } from './profile-routes.js'
 import { PassiveFeed } from './passive-feed.js'
 import { registerTelemetryRoutes, type TelemetryIngest } from '../planner/telemetry.js'
+import type { Planner } from '../planner/planner.js'
 import type { StateStore } from '../state/types.js'
 
 export type Role = 'proxy' | 'dns' | 'planner'
@@ -39,6 +40,7 @@ export class FerryNode {
   readonly proxy: ProxyServer | undefined
   readonly store: StateStore
   dns: AuthoritativeServer | undefined
+  planner: Planner | undefined
   readonly health: GatewayHealthBoard
   readonly profile: ProfileFeed
   readonly telemetry: TelemetryIngest | undefined
@@ -90,6 +92,11 @@ export class FerryNode {
     await this.admin.listen()
     await this.proxy?.listen()
     if (this.opts.roles.has('dns') && this.config.dns.enabled) await this.startDns()
+    if (this.opts.roles.has('planner')) {
+      const { Planner } = await import('../planner/planner.js')
+      this.planner = new Planner({ config: this.config, store: this.store, logger: this.logger.child({ role: 'planner' }), registry: this.opts.registry, admin: this.admin })
+      await this.planner.start()
+    }
   }
 
   /** Loaded on demand: a process without the DNS role never loads dns2. */
@@ -114,6 +121,7 @@ export class FerryNode {
     if (JSON.stringify(cfg.state) !== JSON.stringify(this.config.state)) this.logger.warn('state: changed; takes effect on restart')
     if (JSON.stringify(cfg.dns) !== JSON.stringify(this.config.dns)) this.logger.warn('dns: changed; takes effect on restart')
     this.proxy?.reconfigure(cfg)
+    this.planner?.reconfigure(cfg)
     this.dnsView?.reconfigure(cfg, this.proxy?.address.port ?? cfg.proxy.listen.port)
     this.admin.setToken(adminToken(cfg))
     if (cfg.log.level !== this.config.log.level) this.logger.level = cfg.log.level
@@ -123,6 +131,7 @@ export class FerryNode {
   /** Stops taking new work, drains what is in flight, then closes the admin listener last. */
   async stop (): Promise<void> {
     this.opts.watcher?.stop()
+    await this.planner?.stop()
     await this.proxy?.close()
     await this.dns?.stop()
     this.dnsView?.close()

@@ -36,6 +36,12 @@ export function sandboxConfig (ports: SandboxPorts = SANDBOX_PORTS): FerryConfig
     health: { active: { intervalMs: 1000 } },
     sessions: { enabled: true },
     dns: { listen: [{ address: '127.0.0.1', port: ports.dns }], zone: 'sandbox.ferry.test' },
+    // Quick enough to watch: reads from site-b move a block to gw2 within ~10 s.
+    planner: {
+      latency: { sameSiteMs: 2, defaultMs: 80 },
+      rebalancer: { intervalMs: 10_000, minDwellMs: 60_000, minScore: 3 },
+      migration: { gracePeriodMs: 5_000 }
+    },
     recorder: { halfLifeS: 300 }
   }
 }

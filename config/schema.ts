@@ -3,6 +3,7 @@ import { gatewaySchema, siteSchema } from './fleet.js'
 import { adminSectionSchema, healthSectionSchema, proxySectionSchema, recorderSectionSchema, sessionsSectionSchema } from '../proxy/config.js'
 import { stateConfigSchema } from '../state/config.js'
 import { dnsSectionSchema } from '../dns/config.js'
+import { plannerSectionSchema } from '../planner/config.js'
 
 /**
  * The whole file. Each section's schema lives beside the code it configures; this module only
@@ -20,7 +21,8 @@ export const configSchema = z.object({
   sessions: sessionsSectionSchema,
   admin: adminSectionSchema,
   state: stateConfigSchema.default({}),
-  dns: dnsSectionSchema.default({})
+  dns: dnsSectionSchema.default({}),
+  planner: plannerSectionSchema.default({})
 }).strict().superRefine((cfg, ctx) => {
   const siteNames = new Set<string>()
   cfg.sites.forEach((s, i) => {
