@@ -37,7 +37,8 @@ export function registerProxyAdmin (admin: AdminServer, proxy: ProxyServer): voi
         ejectedForMs: Math.max(0, g.ejectedUntil - now),
         consecutiveFailures: g.consecutiveFailures,
         lastProbeError: g.lastProbeError ?? null,
-        inflight: g.inflight
+        inflight: g.inflight,
+        ...admin.gatewayExtras(g.id)
       }))
     }
   })

@@ -53,6 +53,7 @@ export class AdminServer {
   readonly server: http.Server
   private readonly routes: Route[] = []
   private readonly checks = new Map<string, ReadinessCheck>()
+  private readonly gatewayInfo: Array<(id: string) => Record<string, unknown> | undefined> = []
   private token: Buffer | null
   private readonly registry: Registry
   private readonly logger: Logger
@@ -74,6 +75,26 @@ export class AdminServer {
 
   setToken (token: string | null): void {
     this.token = token === null ? null : Buffer.from(token)
+  }
+
+  /**
+   * Adds fields to each gateway in `GET /v1/gateways` (e.g. the planner's predicted health),
+   * so one endpoint shows a gateway whichever roles know things about it.
+   */
+  addGatewayInfo (provider: (id: string) => Record<string, unknown> | undefined): void {
+    this.gatewayInfo.push(provider)
+  }
+
+  /** The extra fields the providers give for gateway `id`. */
+  gatewayExtras (id: string): Record<string, unknown> {
+    let out: Record<string, unknown> = {}
+    for (const p of this.gatewayInfo) out = { ...out, ...p(id) }
+    return out
+  }
+
+  hasRoute (method: string, pattern: string): boolean {
+    const parts = pattern.split('/').slice(1)
+    return this.routes.some(r => r.method === method && r.parts.join('/') === parts.join('/'))
   }
 
   addReadinessCheck (name: string, check: ReadinessCheck): void {
