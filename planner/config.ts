@@ -60,6 +60,24 @@ export const migrationSchema = z.object({
   recoveryIntervalMs: ms(5_000, 'how often the leader looks for migrations left unfinished (a rollback that could not be written, a predecessor\'s work) and completes or rolls them back')
 }).strict().default({})
 
+export const predictionSchema = z.object({
+  enabled: z.boolean().default(true)
+    .describe('score every gateway\'s telemetry with the health model and evacuate a gateway predicted to fail (false: reactive only)'),
+  model: z.string().min(1).optional()
+    .describe('path of a trained model file (ferry train); reloaded when the file changes. Omitted: an untrained model that learns online'),
+  tickMs: ms(1000, 'how often new telemetry is read, scored and fed to the trigger'),
+  retrainIntervalMs: z.number().int().nonnegative().default(0)
+    .describe('retrain the model from the stored telemetry history this often (and save it to `model` when set); 0 = never'),
+  threshold: z.number().gt(0).lt(1).default(0.5).describe('predicted health below which a gateway is at risk'),
+  confidenceThreshold: z.number().min(0).max(1).default(0.5).describe('confidence at or above which a low predicted health is believed'),
+  consecutive: z.number().int().positive().default(3).describe('scored ticks in a row at risk (with confidence) before the gateway is evacuated'),
+  clearMargin: z.number().nonnegative().max(0.9).default(0.15).describe('the evacuation is lifted only once health reaches threshold + clearMargin ...'),
+  clearConsecutive: z.number().int().positive().default(10).describe('... for this many scored ticks in a row (hysteresis: no flapping)'),
+  decisionLogSize: z.number().int().positive().max(100_000).default(256).describe('trigger decisions kept for GET /v1/health/decisions (oldest dropped)')
+}).strict().superRefine((p, ctx) => {
+  if (p.threshold + p.clearMargin > 1) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['clearMargin'], message: 'threshold + clearMargin must be at most 1' })
+}).default({})
+
 export const plannerSectionSchema = z.object({
   holder: z.string().regex(/^[\x21-\x7e]{1,200}$/).optional()
     .describe('name under which this planner takes the leader lease; default <hostname>:<pid>'),
@@ -71,6 +89,7 @@ export const plannerSectionSchema = z.object({
   health: plannerHealthSchema.describe('gateway health as the planner sees it: its own probes plus the proxies\' reports'),
   rebalancer: rebalancerSchema.describe('periodic moves towards each block\'s best gateway (hysteresis, budget)'),
   migration: migrationSchema.describe('the migration engine: copy, cut-over, flip, cleanup'),
+  prediction: predictionSchema.describe('predictive health: the health model scores telemetry; a gateway predicted to fail is evacuated before it does'),
   admin: z.object({
     requireToken: z.boolean().default(true)
       .describe('POST /v1/migrations and POST/DELETE /v1/gateways/:id/drain need the admin bearer token (admin.token or FERRY_ADMIN_TOKEN); false only on a closed loopback sandbox')
@@ -91,6 +110,8 @@ export type RebalancerConfig = z.infer<typeof rebalancerSchema>
 export type MigrationConfig = z.infer<typeof migrationSchema>
 export type MigrationConfigInput = z.input<typeof migrationSchema>
 export type PlannerHealthConfig = z.infer<typeof plannerHealthSchema>
+export type PredictionConfig = z.infer<typeof predictionSchema>
+export type PredictionConfigInput = z.input<typeof predictionSchema>
 
 /** Parses the section; throws the ZodError (the config loader turns it into file:line:key errors). */
 export function parsePlannerConfig (input: unknown): PlannerConfig {

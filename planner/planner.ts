@@ -15,7 +15,8 @@ import { parsePlannerConfig, type PlannerConfig, type PlannerConfigInput } from 
 import { LeaderElection } from './leader.js'
 import { MigrationEngine } from './migration/engine.js'
 import { BLOCK_BUSY, BLOCK_NOT_FOUND, MIGRATION_NOOP, NOT_LEADER, NO_TARGET, TARGET_UNAVAILABLE, UNKNOWN_GATEWAY, plannerError } from './migration/errors.js'
-import { Fleet } from './migration/fleet.js'
+import type { Fleet } from './migration/fleet.js'
+import { HealthMonitor, PredictiveFleet, type EvacuationSummary } from './health-monitor.js'
 import { Rebalancer } from './rebalancer.js'
 
 /** The parts of the ferry config the planner reads (a FerryConfig fits). */
@@ -55,6 +56,8 @@ export interface MoveResult {
 
 export interface DrainStatus {
   gateway: string
+  /** `operator`: POST /v1/gateways/:id/drain; `health`: the predictive trigger (lifted on recovery). */
+  cause: 'operator' | 'health'
   state: 'draining' | 'drained'
   startedAt: number
   /** Placed blocks still on the gateway. */
@@ -67,6 +70,8 @@ export interface DrainStatus {
 
 interface DrainState {
   gateway: string
+  /** An operator's drain, or the health monitor's evacuation (which it lifts on recovery). */
+  cause: 'operator' | 'health'
   to: string | undefined
   startedAt: number
   ids: Set<string>
@@ -78,6 +83,9 @@ interface DrainState {
 
 const DEFAULT_HALF_LIFE_MS = 600_000
 
+/** Migration reasons of drains: `drain:<gw>` (operator) and `health:<gw>` (predicted failure). */
+const DRAIN_REASON = /^(drain|health):(.+)$/
+
 /**
  * The planner role: leader election, the migration engine, the rebalancer and the operator
  * controls, over one shared store. Every planner instance campaigns for the lease; only the
@@ -88,6 +96,8 @@ export class Planner {
   readonly fleet: Fleet
   readonly engine: MigrationEngine
   readonly rebalancer: Rebalancer
+  /** Predictive health: scores telemetry, evacuates gateways predicted to fail. */
+  readonly health: HealthMonitor
   /** Every block location, kept current by notifications (drains, rebalancing, usage). */
   readonly locations: LocationCache
   private config: PlannerConfig
@@ -115,7 +125,8 @@ export class Planner {
       renewIntervalMs: cfg.lease.renewIntervalMs,
       logger: this.logger
     })
-    this.fleet = new Fleet(opts.config.gateways, cfg.health, { connections: cfg.migration.connectionsPerGateway, logger: this.logger })
+    const fleet = new PredictiveFleet(opts.config.gateways, cfg.health, { connections: cfg.migration.connectionsPerGateway, logger: this.logger })
+    this.fleet = fleet
     this.engine = new MigrationEngine({ store: opts.store, fleet: this.fleet, leader: this.leader, config: cfg.migration, logger: this.logger, ...(opts.registry ? { registry: opts.registry } : {}) })
     this.locations = new LocationCache(opts.store, { logger: this.logger })
     this.rebalancer = new Rebalancer({
@@ -130,6 +141,20 @@ export class Planner {
       logger: this.logger,
       ...(opts.registry ? { registry: opts.registry } : {})
     })
+    this.health = new HealthMonitor({
+      store: opts.store,
+      config: cfg.prediction,
+      logger: this.logger,
+      ...(opts.registry ? { registry: opts.registry } : {}),
+      host: {
+        gateways: () => this.fleet.ids,
+        isLeader: () => this.engine.isActive,
+        evacuate: async gw => await this.evacuate(gw),
+        release: gw => this.releaseEvacuation(gw),
+        evacuating: gw => this.drains.get(gw)?.cause === 'health'
+      }
+    })
+    fleet.setPredictions(id => this.health.prediction(id))
     this.locations.onChange(c => { this.fleet.noteLocation(c.volume, c.block, c.location) })
     this.leader.on('elected', () => { void this.onElected() })
     this.leader.on('deposed', reason => { this.engine.deactivate(reason) })
@@ -139,7 +164,10 @@ export class Planner {
       const leader = this.leader
       new Gauge({ name: 'ferry_planner_leader', help: '1 while this planner holds the leader lease', registers: [opts.registry], collect () { this.set(leader.isLeader ? 1 : 0) } })
     }
-    if (opts.admin !== undefined) registerPlannerAdmin(opts.admin, this, { requireToken: cfg.admin.requireToken })
+    if (opts.admin !== undefined) {
+      registerPlannerAdmin(opts.admin, this, { requireToken: cfg.admin.requireToken })
+      this.health.register(opts.admin)
+    }
   }
 
   get isLeader (): boolean { return this.leader.isLeader }
@@ -153,6 +181,7 @@ export class Planner {
     await this.locations.start()
     this.fleet.startProbes()
     this.rebalancer.start()
+    this.health.start()
     this.tickTimer = setInterval(() => { void this.tick() }, this.config.migration.recoveryIntervalMs)
     this.tickTimer.unref()
     await this.leader.start()
@@ -166,6 +195,7 @@ export class Planner {
     if (!this.started) return
     this.started = false
     this.rebalancer.stop()
+    this.health.stop()
     if (this.tickTimer !== null) clearInterval(this.tickTimer)
     this.tickTimer = null
     await this.engine.stop()
@@ -182,6 +212,7 @@ export class Planner {
   async kill (): Promise<void> {
     this.started = false
     this.rebalancer.stop()
+    this.health.stop()
     if (this.tickTimer !== null) clearInterval(this.tickTimer)
     this.tickTimer = null
     this.leader.kill()
@@ -202,6 +233,7 @@ export class Planner {
     this.fleet.reconfigure(config.gateways, cfg.health, cfg.migration.connectionsPerGateway)
     this.engine.reconfigure(cfg.migration)
     this.rebalancer.reconfigure(cfg.rebalancer, this.sites, this.halfLifeMs, this.scorer)
+    this.health.reconfigure(cfg.prediction)
     for (const id of this.drains.keys()) this.fleet.setDraining(id, true)
     this.warnIfHoldTooShort(config)
     if (this.tickTimer !== null) {
@@ -295,13 +327,34 @@ export class Planner {
     this.fleet.setDraining(gateway, true)
     let d = this.drains.get(gateway)
     if (d === undefined) {
-      d = { gateway, to, startedAt: Date.now(), ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 }
+      d = { gateway, cause: 'operator', to, startedAt: Date.now(), ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 }
       this.drains.set(gateway, d)
     } else {
+      // An operator's drain of a gateway under evacuation becomes the operator's: recovery no longer lifts it.
+      d.cause = 'operator'
       d.to = to
     }
     await this.drainPass(gateway)
     return this.drainStatus(gateway) as DrainStatus
+  }
+
+  /**
+   * The health monitor's evacuation: a drain (hottest first, each block to its best target by
+   * affinity, capacity and predicted health) that the monitor lifts once the gateway has clearly
+   * recovered. Repeated calls run another pass. An operator's drain in force is left as it is.
+   */
+  async evacuate (gateway: string): Promise<EvacuationSummary> {
+    if (!this.fleet.has(gateway)) throw plannerError(UNKNOWN_GATEWAY, `no gateway ${gateway} is configured`, 404)
+    if (!this.engine.isActive) throw plannerError(NOT_LEADER, 'this planner is not the leader', 503, { holder: this.leader.holder })
+    this.fleet.setDraining(gateway, true)
+    if (!this.drains.has(gateway)) this.drains.set(gateway, { gateway, cause: 'health', to: undefined, startedAt: Date.now(), ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 })
+    return await this.drainPass(gateway)
+  }
+
+  /** Lifts a predictive evacuation; an operator's drain stays. True when one was lifted. */
+  releaseEvacuation (gateway: string): boolean {
+    if (this.drains.get(gateway)?.cause !== 'health') return false
+    return this.undrain(gateway)
   }
 
   /** Ends a drain: the gateway may receive blocks again. */
@@ -318,6 +371,7 @@ export class Planner {
     const active = d.ids.size - d.ok - d.failed
     return {
       gateway,
+      cause: d.cause,
       state: remaining === 0 && active === 0 ? 'drained' : 'draining',
       startedAt: d.startedAt,
       remaining,
@@ -331,9 +385,10 @@ export class Planner {
     return [...this.drains.keys()].map(g => this.drainStatus(g) as DrainStatus)
   }
 
-  private async drainPass (gateway: string): Promise<void> {
+  private async drainPass (gateway: string): Promise<EvacuationSummary> {
+    const summary: EvacuationSummary = { blocks: 0, started: 0, stuck: 0, first: [] }
     const d = this.drains.get(gateway)
-    if (d === undefined || !this.engine.isActive) return
+    if (d === undefined || !this.engine.isActive) return summary
     const keys = new Set(this.fleet.blocksOn(gateway))
     // Blocks never placed are served by hash: the ones the affinity map knows and that hash here.
     for await (const e of this.store.scanAffinity()) {
@@ -347,35 +402,39 @@ export class Planner {
       return { volume, block, score: await this.rebalancer.score(volume, block).catch(() => 0) }
     }))
     blocks.sort((a, b) => b.score - a.score)
+    summary.blocks = blocks.length
     const planned = new Map<string, number>()
     let stuck = 0
-    for (const { volume, block } of blocks) {
+    for (const { volume, block, score } of blocks) {
       if (this.engine.busy(volume, block)) continue
       const loc = this.locations.get(volume, block)
       if (loc !== null && loc !== undefined && (loc.phase !== 'stable' || loc.gateway !== gateway)) continue
       try {
-        const rec = await this.moveOne(volume, block, d.to, `drain:${gateway}`, planned)
+        const rec = await this.moveOne(volume, block, d.to, `${d.cause === 'health' ? 'health' : 'drain'}:${gateway}`, planned)
         d.ids.add(rec.id)
+        summary.started++
+        if (summary.first.length < 5) summary.first.push({ volume, block, score: Math.round(score * 1000) / 1000, to: rec.to })
       } catch (err) {
         if (!(err instanceof FerryError)) throw err
         if (err.code === NO_TARGET || err.code === TARGET_UNAVAILABLE) stuck++
-        else if (err.code === NOT_LEADER) return
+        else if (err.code === NOT_LEADER) return summary
         else this.logger.debug({ volume, block, err: err.message }, 'drain move not started')
       }
     }
-    d.stuck = stuck
+    d.stuck = summary.stuck = stuck
+    return summary
   }
 
   /** A new leader picks up the drains its predecessor's migrations were part of. */
   private async restoreDrains (): Promise<void> {
     try {
       for (const rec of await this.store.listMigrations({ active: true, limit: 100_000 })) {
-        const m = /^drain:(.+)$/.exec(rec.reason ?? '')
-        const gateway = m?.[1]
+        const m = DRAIN_REASON.exec(rec.reason ?? '')
+        const gateway = m?.[2]
         if (gateway === undefined || !this.fleet.has(gateway)) continue
         this.fleet.setDraining(gateway, true)
         let d = this.drains.get(gateway)
-        if (d === undefined) this.drains.set(gateway, d = { gateway, to: undefined, startedAt: rec.startedAt, ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 })
+        if (d === undefined) this.drains.set(gateway, d = { gateway, cause: m?.[1] === 'health' ? 'health' : 'operator', to: undefined, startedAt: rec.startedAt, ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 })
         d.ids.add(rec.id)
       }
     } catch (err) {
@@ -384,8 +443,8 @@ export class Planner {
   }
 
   private onMigrationEnd (rec: MigrationRecord): void {
-    const m = /^drain:(.+)$/.exec(rec.reason ?? '')
-    const d = m === null ? undefined : this.drains.get(m[1] as string)
+    const m = DRAIN_REASON.exec(rec.reason ?? '')
+    const d = m === null ? undefined : this.drains.get(m[2] as string)
     if (d === undefined || !d.ids.has(rec.id)) return
     if (rec.result === 'ok') { d.ok++; d.bytes += rec.bytes } else d.failed++
   }
