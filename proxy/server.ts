@@ -263,15 +263,25 @@ export class ProxyServer implements ForwardHost {
         id = created.id
         if (created.setCookie !== undefined) ctx.res.setHeader('set-cookie', created.setCookie)
       }
-      const session = sessions.cached(id, ctx.now) ?? await sessions.load(id, ctx.now)
-      const bound = session.bindings[ctx.volume]
-      if (location === undefined && bound !== undefined && this.gateways.isHealthy(bound, ctx.now)) {
-        // New data of this volume follows the session's gateway while that gateway is healthy.
-        gateway = this.gateways.get(bound) ?? gateway
+      let session = sessions.cached(id, ctx.now) ?? await sessions.load(id, ctx.now)
+      let bound = session.bindings[ctx.volume]
+      if (bound !== undefined && session.local !== true && !this.gateways.isHealthy(bound, ctx.now) && session.fetchedAt < ctx.now) {
+        // Before replacing a binding, make sure it is not just our cached copy that is stale:
+        // another proxy may already have rebound the session, and it should stay where it went.
+        session = await sessions.load(id, ctx.now)
+        bound = session.bindings[ctx.volume]
       }
-      // The session follows its data: a block that moved, or a bound gateway that was ejected,
-      // rebinds the session, which keeps its other bindings and its state.
-      if (gateway !== undefined && bound !== gateway.id) sessions.bind(id, session, ctx.volume, gateway.id, ctx.now)
+      const boundHealthy = bound !== undefined && this.gateways.isHealthy(bound, ctx.now)
+      if (location === undefined && boundHealthy && ctx.write) {
+        // New data of this volume follows the session's gateway while that gateway is healthy.
+        // (A read of a block with no location goes where such blocks are: its hashed gateway.)
+        gateway = this.gateways.get(bound as string) ?? gateway
+      }
+      // Rebind when the session has no healthy binding for the volume, or when it writes to a
+      // block that lives elsewhere (the session follows the data it writes). Reads of blocks on
+      // other gateways leave the binding alone: rebinding on every read would thrash it.
+      const rebind = gateway !== undefined && bound !== gateway.id && (!boundHealthy || (ctx.write && location !== undefined))
+      if (rebind) sessions.bind(id, session, ctx.volume, (gateway as Gateway).id, ctx.now)
       else sessions.touch(id, session, ctx.now)
     }
     let claimedEpoch: number | undefined
@@ -281,6 +291,11 @@ export class ProxyServer implements ForwardHost {
         if (claimed.ours) claimedEpoch = claimed.location.epoch
         location = claimed.location
         gateway = this.gateways.get(claimed.location.gateway)
+      } else {
+        // The location could not be recorded (store away): put the block where every proxy
+        // will look for a block without a location — its hashed gateway — not where this
+        // session happens to be bound, or other clients would get 404 once the store is back.
+        gateway = hashed ?? gateway
       }
     }
     if (ctx.res.destroyed) { // the client left while we waited

@@ -221,11 +221,9 @@ t.test('sessions continue across proxies, a restart, an ejection and a move', as
 })
 
 // A read the session (V → G) and keeps its copy for sessions.cacheMs. B then finds G ejected and
-// rebinds V to H. When A next places new data of V it also finds G ejected, but picks a gateway of
-// its own from its stale copy instead of B's H, and overwrites B's binding in the store: the
-// session's new blocks split across gateways while the copies disagree. No data is at risk (every
-// block's location is recorded); stickiness is. The fix belongs in proxy/server.ts: re-read the
-// session from the store before replacing a binding whose gateway is unhealthy.
+// rebinds V to H. When A next places new data of V it also finds G ejected; before replacing the
+// binding it re-reads the session from the store, finds B's H, and follows it — rather than
+// picking a gateway of its own from its stale copy and overwriting B's binding.
 t.test('a proxy with a cached copy of the session follows another proxy\'s rebinding', async t => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
@@ -256,9 +254,8 @@ t.test('a proxy with a cached copy of the session follows another proxy\'s rebin
 
   const next = newBlock(a, 'V', 'through-a', [H])
   t.equal(await client.put(a, `/V/${next}`, 'a'), 201)
-  const todo = 'proxy/server.ts rebinds from its stale cached copy of the session'
-  t.equal((await planner.getLocation('V', next))?.gateway, H, `A places new data of V on ${H}, where B rebound the session`, { todo })
-  t.equal((await planner.getSession(client.id))?.bindings.V, H, 'and leaves the binding there', { todo })
+  t.equal((await planner.getLocation('V', next))?.gateway, H, `A places new data of V on ${H}, where B rebound the session`)
+  t.equal((await planner.getSession(client.id))?.bindings.V, H, 'and leaves the binding there')
   await waitFor(() => b.node.proxy?.sync?.cache.get('V', next) != null, 'B to receive the location')
   t.equal((await client.get(b, `/V/${next}`)).body, 'a', 'wherever A put it, B finds it by its location')
 })
