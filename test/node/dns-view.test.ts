@@ -1,0 +1,57 @@
+import t from 'tap'
+import dns from 'node:dns'
+import { FerryNode } from '../../bin/node.js'
+import { silentLogger } from '../../lib/log.js'
+import { createRegistry } from '../../lib/metrics.js'
+import { createStore } from '../../state/factory.js'
+import { startGateways } from '../helpers/gateway.js'
+import { testConfig } from '../helpers/ferry.js'
+import { freePort, waitFor } from '../helpers/net.js'
+
+/**
+ * DNS answers derived from the fleet (bin/dns-view.ts): a volume resolves to the edge of the
+ * site whose gateway holds its data, follows the data when blocks move, and never points at an
+ * unhealthy gateway's site while a healthy one holds the volume.
+ */
+t.test('volume answers follow block locations and gateway health', async t => {
+  const gws = await startGateways(3)
+  t.teardown(gws.stopAll)
+  const store = createStore({})
+  t.teardown(() => store.close())
+  const dnsPort = await freePort()
+  const config = testConfig(gws.urls, {
+    sites: [
+      { name: 'site-a', subnets: ['127.0.0.0/24'], edges: ['127.0.0.11', '::1'] },
+      { name: 'site-b', subnets: ['127.0.1.0/24'], edges: ['127.0.0.12'] },
+      { name: 'site-c', subnets: ['127.0.2.0/24'], edges: ['127.0.0.13'] }
+    ],
+    dns: { listen: [{ address: '127.0.0.1', port: dnsPort }], zone: 'fleet.test', rateLimit: { responsesPerSecond: 0 } },
+    health: { active: { enabled: false }, passive: { failures: 1, baseEjectMs: 60_000 } }
+  })
+  const node = new FerryNode({ config, roles: new Set(['proxy', 'dns']), logger: silentLogger, registry: createRegistry(false), store })
+  await node.start()
+  t.teardown(() => node.stop())
+  const resolver = new dns.promises.Resolver({ timeout: 1000, tries: 2 })
+  resolver.setServers([`127.0.0.1:${dnsPort}`])
+
+  await t.rejects(resolver.resolve4('vx.fleet.test'), { code: 'ENOTFOUND' }, 'no data yet: NXDOMAIN')
+  await store.casLocation('vx', 'b1', 0, { gateway: 'gw1' })
+  await store.casLocation('vx', 'b2', 0, { gateway: 'gw1' })
+  await store.casLocation('vx', 'b3', 0, { gateway: 'gw2' })
+  await waitFor(async () => (await resolver.resolve4('vx.fleet.test'))[0] === '127.0.0.11', 'vx on site-a (most blocks on gw1)')
+  t.same(await resolver.resolve6('vx.fleet.test'), ['::1'], 'AAAA from the same site')
+  t.same(await resolver.resolve4('gw3.gw.fleet.test'), ['127.0.0.13'], 'a gateway by name')
+  const srv = await resolver.resolveSrv('_ferry._tcp.fleet.test')
+  t.same(srv.map(r => r.name).sort(), ['site-a.edge.fleet.test', 'site-b.edge.fleet.test', 'site-c.edge.fleet.test'])
+  t.equal(srv[0]?.port, node.proxy?.address.port, 'SRV names the proxy port')
+
+  // The data moves: both gw1 blocks go to gw3.
+  await store.casLocation('vx', 'b1', 1, { gateway: 'gw3' })
+  await store.casLocation('vx', 'b2', 1, { gateway: 'gw3' })
+  await waitFor(async () => (await resolver.resolve4('vx.fleet.test'))[0] === '127.0.0.13', 'the answer to follow the data to site-c')
+
+  // gw3 goes down (reported by the proxy): site-b's gateway still holds part of vx, so it wins.
+  node.proxy?.gateways.reportFailure(node.proxy.gateways.get('gw3')!, 'test')
+  await waitFor(async () => (await resolver.resolve4('vx.fleet.test'))[0] === '127.0.0.12', 'no edge of an unhealthy gateway while a healthy one holds the volume')
+  t.pass('answers follow the data and the health')
+})
