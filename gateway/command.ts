@@ -3,6 +3,7 @@ import { FerryError } from '../lib/errors.js'
 import { createLogger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
 import { DEFAULT_MAX_BLOCK_BYTES, ReferenceGateway } from './gateway.js'
+import { loadFaultTimeline, ScenarioDriver, type ScenarioEnd } from './scenario.js'
 
 export const GATEWAY_USAGE = `usage: ferry gateway --dir DIR --port PORT [options]
 
@@ -16,6 +17,10 @@ Runs a reference gateway: a file-backed block store on GET/HEAD/PUT/DELETE /{vol
                          (default 64MiB)
   --id ID                name in logs and metrics (default gateway-<port>)
   --log-level LEVEL      trace|debug|info|warn|error|silent (default info; FERRY_LOG_LEVEL wins)
+  --scenario FILE        drive the fault injection from a scenario file (JSON: {"steps":[{"atMs","faults"}]}
+                         or a health scenario export); see gateway/README.md "Scenarios"
+  --scenario-speed N     replay N times faster (default 1)
+  --scenario-end E       after the last step: hold (default), loop, or crash (the gateway dies)
   -h, --help             this text
 
 FERRY_GATEWAY_ADMIN_TOKEN, when set, is required as a bearer token to change faults.
@@ -38,6 +43,9 @@ export async function gatewayCommand (argv: string[]): Promise<void> {
         'max-block-bytes': { type: 'string' },
         id: { type: 'string' },
         'log-level': { type: 'string' },
+        scenario: { type: 'string' },
+        'scenario-speed': { type: 'string' },
+        'scenario-end': { type: 'string' },
         help: { type: 'boolean', short: 'h' }
       }
     }))
@@ -64,8 +72,19 @@ export async function gatewayCommand (argv: string[]): Promise<void> {
     logger: createLogger(level as 'info', 'ferry-gateway'),
     registry: createRegistry(true)
   })
+  // Validated before the gateway starts: a bad file is a usage error, not a half-started demo.
+  const timeline = values.scenario === undefined ? undefined : loadFaultTimeline(values.scenario)
+  const speed = values['scenario-speed'] === undefined ? 1 : Number(values['scenario-speed'])
+  if (!(speed > 0 && Number.isFinite(speed))) throw usageError('--scenario-speed must be a positive number')
+  const end = values['scenario-end'] ?? 'hold'
+  if (!['hold', 'loop', 'crash'].includes(end)) throw usageError('--scenario-end must be hold, loop or crash')
   await gateway.start()
+  const driver = timeline === undefined ? undefined : new ScenarioDriver({ target: gateway, timeline, speed, end: end as ScenarioEnd, logger: createLogger(level as 'info', 'ferry-gateway') })
+  driver?.on('error', err => { process.stderr.write(`ferry gateway: scenario stopped: ${err.message}\n`) })
+  await driver?.start()
   await new Promise<void>((resolve, reject) => {
+    // A crash ends the command: the gateway is dead, as its process would be.
+    driver?.on('crash', () => { resolve() })
     const onSignal = (): void => {
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
@@ -73,7 +92,7 @@ export async function gatewayCommand (argv: string[]): Promise<void> {
       const force = (): void => { void gateway.kill() }
       process.once('SIGINT', force)
       process.once('SIGTERM', force)
-      void gateway.stop().then(resolve, reject).finally(() => {
+      void (driver?.stop() ?? Promise.resolve()).then(() => gateway.stop()).then(resolve, reject).finally(() => {
         process.off('SIGINT', force)
         process.off('SIGTERM', force)
       })
