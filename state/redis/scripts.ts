@@ -128,55 +128,80 @@ return {'ok'}
 `
 
 /**
- * KEYS: aff
- * ARGV: halfLifeMs, ttlMs, reads, writes, at, floor, then site, weight pairs
- * Mirrors affinity.ts mergeScores() exactly (see there for why the merge is order-independent).
+ * KEYS: one aff key per block (on a Cluster all in one slot: the store groups a batch by slot)
+ * ARGV: halfLifeMs, ttlMs, floor, then per block, in KEYS order: reads, writes, at, siteCount,
+ *       siteCount × (site, weight)
+ * → number of blocks merged, or an error naming the first block that failed.
+ *
+ * One call merges a whole batch (mergeAccess sends one call per batch on a standalone server,
+ * one per slot on a Cluster). Each block's merge mirrors affinity.ts mergeScores() exactly (see
+ * there for why it is order-independent) and runs under pcall, so a damaged key (wrong type, a
+ * non-numeric field) fails only its own block, as it did when each block was its own call: the
+ * other blocks are merged, and the call then reports the first failure.
  */
 export const MERGE_ACCESS = HGETALL + `
 local hl = tonumber(ARGV[1])
-local at = tonumber(ARGV[5])
-local floor = tonumber(ARGV[6])
-local h = hgetall(KEYS[1])
-local weights = {}
-for i = 7, #ARGV, 2 do weights[ARGV[i]] = tonumber(ARGV[i + 1]) end
-local sets = {}
-local dels = {}
-local scoredAt = tonumber(h.at)
-if scoredAt == nil or at >= scoredAt then
-  local f = 1
-  if scoredAt ~= nil then f = 2 ^ (-(at - scoredAt) / hl) end
-  for field, val in pairs(h) do
-    if string.sub(field, 1, 2) == 's:' then
-      local site = string.sub(field, 3)
-      local s = tonumber(val) * f
-      local w = weights[site]
-      if w then
-        sets[#sets + 1] = field; sets[#sets + 1] = s + w
-        weights[site] = nil
-      elseif s < floor then
-        dels[#dels + 1] = field
-      else
-        sets[#sets + 1] = field; sets[#sets + 1] = s
+local ttl = ARGV[2]
+local floor = tonumber(ARGV[3])
+local function merge(key, reads, writes, atArg, weights)
+  local at = tonumber(atArg)
+  local h = hgetall(key)
+  local sets = {}
+  local dels = {}
+  local scoredAt = tonumber(h.at)
+  if scoredAt == nil or at >= scoredAt then
+    local f = 1
+    if scoredAt ~= nil then f = 2 ^ (-(at - scoredAt) / hl) end
+    for field, val in pairs(h) do
+      if string.sub(field, 1, 2) == 's:' then
+        local site = string.sub(field, 3)
+        local s = tonumber(val) * f
+        local w = weights[site]
+        if w then
+          sets[#sets + 1] = field; sets[#sets + 1] = s + w
+          weights[site] = nil
+        elseif s < floor then
+          dels[#dels + 1] = field
+        else
+          sets[#sets + 1] = field; sets[#sets + 1] = s
+        end
       end
     end
+    for site, w in pairs(weights) do sets[#sets + 1] = 's:' .. site; sets[#sets + 1] = w end
+    sets[#sets + 1] = 'at'; sets[#sets + 1] = atArg
+  else
+    local f = 2 ^ (-(scoredAt - at) / hl)
+    for site, w in pairs(weights) do
+      sets[#sets + 1] = 's:' .. site
+      sets[#sets + 1] = (tonumber(h['s:' .. site]) or 0) + w * f
+    end
   end
-  for site, w in pairs(weights) do sets[#sets + 1] = 's:' .. site; sets[#sets + 1] = w end
-  sets[#sets + 1] = 'at'; sets[#sets + 1] = ARGV[5]
-else
-  local f = 2 ^ (-(scoredAt - at) / hl)
-  for site, w in pairs(weights) do
-    sets[#sets + 1] = 's:' .. site
-    sets[#sets + 1] = (tonumber(h['s:' .. site]) or 0) + w * f
-  end
+  local la = tonumber(h.la)
+  if la == nil or at > la then sets[#sets + 1] = 'la'; sets[#sets + 1] = atArg end
+  if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
+  if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
+  redis.call('HINCRBYFLOAT', key, 'r', reads)
+  redis.call('HINCRBYFLOAT', key, 'w', writes)
+  redis.call('PEXPIRE', key, ttl)
 end
-local la = tonumber(h.la)
-if la == nil or at > la then sets[#sets + 1] = 'la'; sets[#sets + 1] = ARGV[5] end
-if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
-if #sets > 0 then redis.call('HSET', KEYS[1], unpack(sets)) end
-redis.call('HINCRBYFLOAT', KEYS[1], 'r', ARGV[3])
-redis.call('HINCRBYFLOAT', KEYS[1], 'w', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
+local failed = nil
+local merged = 0
+local p = 4
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[p + 3])
+  local weights = {}
+  for i = p + 4, p + 3 + 2 * n, 2 do weights[ARGV[i]] = tonumber(ARGV[i + 1]) end
+  local ok, err = pcall(merge, KEYS[k], ARGV[p], ARGV[p + 1], ARGV[p + 2], weights)
+  if ok then
+    merged = merged + 1
+  elseif failed == nil then
+    if type(err) == 'table' then err = err.err end
+    failed = 'ERR ferryMergeAccess ' .. KEYS[k] .. ': ' .. tostring(err)
+  end
+  p = p + 4 + 2 * n
+end
+if failed then return redis.error_reply(failed) end
+return merged
 `
 
 /**
@@ -364,7 +389,7 @@ return redis.call('PUBLISH', ARGV[1], ARGV[2])
 
 export interface ScriptDef {
   lua: string
-  /** Fixed key count, or undefined when the caller passes it first (cas/delete: 2 or 3 keys). */
+  /** Fixed key count, or undefined when the caller passes it first (cas/delete: 2 or 3 keys; mergeAccess: one per block). */
   numberOfKeys?: number
   readOnly?: boolean
 }
@@ -373,7 +398,7 @@ export const SCRIPTS = {
   ferryCas: { lua: CAS },
   ferrySetVersion: { lua: SET_VERSION, numberOfKeys: 2 },
   ferryDelete: { lua: DELETE },
-  ferryMergeAccess: { lua: MERGE_ACCESS, numberOfKeys: 1 },
+  ferryMergeAccess: { lua: MERGE_ACCESS },
   ferrySetPreferred: { lua: SET_PREFERRED, numberOfKeys: 1 },
   ferryPutSession: { lua: PUT_SESSION, numberOfKeys: 1 },
   ferryBindSession: { lua: BIND_SESSION, numberOfKeys: 1 },

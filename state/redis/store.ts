@@ -23,12 +23,17 @@ import {
 } from '../validate.js'
 import { backoff, createCommandClient, mapRedisError, resolveConnection, type ResolvedConnection } from './connection.js'
 import { SCRIPTS, type ScriptName } from './scripts.js'
+import { keySlot } from './slot.js'
 import { ChannelSubscriber } from './subscriber.js'
 
 type ScriptFn = (...args: Array<string | number>) => Promise<unknown>
 type Client = (Redis | Cluster) & Record<ScriptName, ScriptFn>
+/** One ferryMergeAccess call: blocks of one slot (Cluster) or of any slot (standalone). */
+interface MergeCall { slot: number, keys: string[], args: Array<string | number> }
 
 const SCAN_COUNT = 500
+/** Blocks per mergeAccess script call: bounds how long one call runs inside Redis (~1 ms per 1,000 blocks). */
+const MERGE_BLOCKS_PER_CALL = 1000
 /** While degraded by a failed call, how often to probe so status recovers without traffic. */
 const PROBE_INTERVAL_MS = 1000
 
@@ -350,16 +355,53 @@ export class RedisStore implements StateStore {
 
   // ───────────────────────────── affinity ─────────────────────────────
 
+  /**
+   * One `ferryMergeAccess` call per batch on a standalone server, one per slot on a Cluster (a
+   * script's keys must share a slot there; see README "Access recording"), each at most
+   * MERGE_BLOCKS_PER_CALL blocks so one call never holds the server for long (a batch kept
+   * through an outage can be large). All calls are issued in one tick: one write per node.
+   */
   async mergeAccess (deltas: readonly AccessDelta[]): Promise<void> {
     const { halfLifeMs, ttlMs } = this.config.affinity
     const groups = groupDeltas(deltas, halfLifeMs)
     if (groups.length === 0) return
+    const calls: MergeCall[] = []
+    const open = new Map<number, MergeCall>()
+    for (const g of groups) {
+      const key = this.keys.affinity(g.volume, g.block)
+      const slot = this.backend === 'redis' ? 0 : keySlot(key)
+      let call = open.get(slot)
+      if (call === undefined || call.keys.length >= MERGE_BLOCKS_PER_CALL) {
+        call = { slot, keys: [], args: [] }
+        open.set(slot, call)
+        calls.push(call)
+      }
+      call.keys.push(key)
+      call.args.push(g.reads, g.writes, g.at, g.weights.size)
+      for (const [site, w] of g.weights) call.args.push(site, w)
+    }
+    const send = (target: { ferryMergeAccess: (...args: Array<string | number>) => unknown }, c: MergeCall): unknown =>
+      target.ferryMergeAccess(c.keys.length, ...c.keys, halfLifeMs, ttlMs, SCORE_FLOOR, ...c.args)
     await this.run('mergeAccess', async () => {
-      // One script call per block, all issued in one tick: one round trip per node.
-      await Promise.all(groups.map(g => {
-        const args: Array<string | number> = [halfLifeMs, ttlMs, g.reads, g.writes, g.at, SCORE_FLOOR]
-        for (const [site, w] of g.weights) args.push(site, w)
-        return this.client.ferryMergeAccess(this.keys.affinity(g.volume, g.block), ...args)
+      if (this.backend === 'redis') {
+        await Promise.all(calls.map(async c => await send(this.client, c)))
+        return
+      }
+      // Cluster: one explicit pipeline per node. Auto-pipelining would route a script call by
+      // its first argument (the key count), not by its keys.
+      const cluster = this.client as Cluster
+      const byNode = new Map<string, MergeCall[]>()
+      for (const c of calls) {
+        const node = cluster.slots[c.slot]?.join(',') ?? ''
+        const list = byNode.get(node)
+        if (list === undefined) byNode.set(node, [c])
+        else list.push(c)
+      }
+      await Promise.all([...byNode.values()].map(async list => {
+        const pipeline = cluster.pipeline()
+        // On a pipeline the call only queues (it returns the pipeline); exec() reports per call.
+        for (const c of list) send(pipeline as unknown as Client, c)
+        for (const [err] of await pipeline.exec() ?? []) if (err !== null) throw err
       }))
     })
   }
