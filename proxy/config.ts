@@ -62,7 +62,7 @@ export const recorderSectionSchema = z.object({
   burstFactor: z.number().gt(1).default(4).describe('short-term rate over long-term rate above which a block is bursting'),
   maxBlocks: z.number().int().positive().default(200_000).describe('blocks tracked per proxy; the least recently used are evicted past this'),
   accessLog: z.string().nullable().default(null).describe('path of a JSON-lines access log, or null for none'),
-  flushIntervalMs: z.number().int().min(50).max(1000).default(500)
+  flushIntervalMs: z.number().int().min(50).max(1000).default(1000)
     .describe('how often access deltas are merged into the shared store (at least once a second)'),
   profileIntervalMs: z.number().int().min(100).default(5_000)
     .describe('how often a proxy publishes its access-profile summary to the planner'),
