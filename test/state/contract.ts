@@ -4,6 +4,7 @@ import { LocationCache, type LocationChange } from '../../state/cache.js'
 import { decayScores } from '../../state/affinity.js'
 import type { BlockLocation, StateStore, StoreEvent, StoreEventHandler } from '../../state/types.js'
 import type { Harness } from './harness.js'
+import { keySlot } from '../../state/redis/slot.js'
 
 /**
  * The executable contract of state/types.ts, run unchanged against every backend. Each subtest
@@ -549,5 +550,56 @@ export function pipeliningSuite (t: Test, h: Harness, countWrites: (store: State
     const merges = await countWrites(store, () => store.mergeAccess(deltas))
     t.ok(merges.every(n => n <= 1) && merges.some(n => n === 1), `mergeAccess of 300 blocks: writes per node ${JSON.stringify(merges)}`)
     t.equal((await store.getAffinity('v0', 'b0'))?.reads, 2, 'and the merge landed')
+  })
+}
+
+/**
+ * Redis only: mergeAccess sends one script call per batch on a standalone server and one per
+ * slot on a Cluster (`scriptCalls` reads INFO commandstats on a private server), and a damaged
+ * key fails only its own block.
+ */
+export function mergeScriptSuite (t: Test, h: Harness, opts: { cluster: boolean, scriptCalls: () => Promise<number> }): void {
+  t.test('mergeAccess: script calls per batch', async t => {
+    const ns = await h.namespace()
+    t.teardown(() => ns.close())
+    const { store } = await ns.connect()
+    const now = Date.now()
+    await store.mergeAccess([{ volume: 'w', block: 'warm', site: 'eu', reads: 1, writes: 0, lastAccessMs: now }]) // loads the script
+    for (const n of [1, 2, 300, 2500]) {
+      const refs = Array.from({ length: n }, (_, i) => ({ volume: `v${i % 7}`, block: `n${n}b${i}` }))
+      // Two sites for some blocks: one call still covers every (block, site) delta of the batch.
+      const deltas = refs.flatMap((r, i) => [
+        { ...r, site: 'eu', reads: 1, writes: 0, lastAccessMs: now },
+        ...(i % 3 === 0 ? [{ ...r, site: 'us', reads: 0, writes: 1, lastAccessMs: now - 10 }] : [])
+      ])
+      // Calls of at most 1,000 blocks each; on a Cluster, one per slot (the hash tag is {vol/blk}).
+      const slots = new Set(refs.map(r => keySlot(`x{${r.volume}/${r.block}}:aff`)))
+      const expected = opts.cluster ? slots.size : Math.ceil(n / 1000)
+      const before = await opts.scriptCalls()
+      await store.mergeAccess(deltas)
+      const calls = await opts.scriptCalls() - before
+      t.equal(calls, expected, `${n} blocks, ${deltas.length} deltas: ${calls} script calls (expected ${expected})`)
+      const last = refs[n - 1]!
+      const a = await store.getAffinity(last.volume, last.block)
+      t.same([a?.reads, a?.writes], (n - 1) % 3 === 0 ? [1, 1] : [1, 0], 'and the merge landed')
+    }
+  })
+
+  t.test('mergeAccess: a damaged key fails only its own block', async t => {
+    const ns = await h.namespace()
+    t.teardown(() => ns.close())
+    const { store } = await ns.connect()
+    const raw = ns.raw!
+    await raw.client.set(`${raw.keyPrefix}{v/str}:aff`, 'not a hash')
+    await raw.client.hset(`${raw.keyPrefix}{v/nan}:aff`, 'at', '1', 's:eu', 'x')
+    const now = Date.now()
+    const d = (block: string): { volume: string, block: string, site: string, reads: number, writes: number, lastAccessMs: number } =>
+      ({ volume: 'v', block, site: 'eu', reads: 2, writes: 1, lastAccessMs: now })
+    await t.rejects(store.mergeAccess([d('a'), d('str'), d('nan'), d('b')]), { code: 'FERRY_STATE_ERROR' })
+    t.same([(await store.getAffinity('v', 'a'))?.reads, (await store.getAffinity('v', 'b'))?.reads], [2, 2], 'the other blocks are merged')
+    t.equal(await raw.client.get(`${raw.keyPrefix}{v/str}:aff`), 'not a hash', 'the damaged key is left alone')
+    t.same(await raw.client.hgetall(`${raw.keyPrefix}{v/nan}:aff`), { at: '1', 's:eu': 'x' }, 'a half-merged block is not written')
+    await store.mergeAccess([d('a')])
+    t.equal((await store.getAffinity('v', 'a'))?.reads, 4, 'later batches still merge')
   })
 }

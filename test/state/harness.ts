@@ -20,6 +20,8 @@ export interface Namespace {
   connect (): Promise<Connected>
   /** Puts a raw string on the notification channel, bypassing every encoder. */
   injectRaw (raw: string): Promise<void>
+  /** Redis only: the namespace's key prefix and a plain client, to damage keys on purpose. */
+  raw?: { keyPrefix: string, client: Redis | Cluster }
   close (): Promise<void>
 }
 
@@ -90,6 +92,7 @@ export function redisHarness (name: string, target: { url: string } | { nodes: s
         async injectRaw (message) {
           await raw.publish(keyPrefix + 'events', message)
         },
+        raw: { keyPrefix, client: raw },
         async close () {
           await Promise.all(stores.map(s => s.close()))
           // Leave a shared REDIS_URL server as we found it.
@@ -135,4 +138,26 @@ export async function countWrites (store: StateStore, fn: () => Promise<unknown>
     for (const r of restore) r()
   }
   return counts
+}
+
+/**
+ * Script calls (EVAL + EVALSHA) the server(s) have executed so far, from INFO commandstats,
+ * summed over `addresses` (every Cluster master): what "one call per batch / per slot" is about.
+ * Only meaningful on a private server: anything else using it is counted too.
+ */
+export async function scriptCalls (addresses: string[]): Promise<number> {
+  let total = 0
+  for (const address of addresses) {
+    const url = new URL(address.includes('://') ? address : `redis://${address}`)
+    const client = new Redis({ host: url.hostname, port: Number(url.port || 6379), lazyConnect: true, maxRetriesPerRequest: 0 })
+    client.on('error', () => { /* the caller's assertion reports it */ })
+    try {
+      await client.connect()
+      const info = await client.info('commandstats')
+      for (const m of info.matchAll(/^cmdstat_(eval|evalsha):calls=(\d+)/gm)) total += Number(m[2])
+    } finally {
+      client.disconnect()
+    }
+  }
+  return total
 }

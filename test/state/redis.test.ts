@@ -1,7 +1,7 @@
 import t from 'tap'
 import { startRedis } from '../helpers/redis.js'
-import { contractSuite, pipeliningSuite } from './contract.js'
-import { countWrites, redisHarness } from './harness.js'
+import { contractSuite, mergeScriptSuite, pipeliningSuite } from './contract.js'
+import { countWrites, redisHarness, scriptCalls } from './harness.js'
 
 // REDIS_URL (CI's service container) when set, else a private server for this file.
 let url = process.env.REDIS_URL
@@ -14,3 +14,5 @@ if (url === undefined || url === '') {
 const harness = redisHarness('redis', { url })
 contractSuite(t, harness)
 pipeliningSuite(t, harness, countWrites)
+// Counting script calls needs a server nothing else uses.
+if (process.env.REDIS_URL === undefined || process.env.REDIS_URL === '') mergeScriptSuite(t, harness, { cluster: false, scriptCalls: async () => await scriptCalls([url!]) })
