@@ -32,7 +32,7 @@ type Client = (Redis | Cluster) & Record<ScriptName, ScriptFn>
 interface MergeCall { slot: number, keys: string[], args: Array<string | number> }
 
 const SCAN_COUNT = 500
-/** Blocks per mergeAccess script call: bounds how long one call runs inside Redis (~1 ms per 1,000 blocks). */
+/** Blocks per mergeAccess script call: bounds how long one call runs inside Redis (a batch kept through an outage can be large). */
 const MERGE_BLOCKS_PER_CALL = 1000
 /** While degraded by a failed call, how often to probe so status recovers without traffic. */
 const PROBE_INTERVAL_MS = 1000
