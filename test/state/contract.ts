@@ -572,9 +572,9 @@ export function mergeScriptSuite (t: Test, h: Harness, opts: { cluster: boolean,
         { ...r, site: 'eu', reads: 1, writes: 0, lastAccessMs: now },
         ...(i % 3 === 0 ? [{ ...r, site: 'us', reads: 0, writes: 1, lastAccessMs: now - 10 }] : [])
       ])
-      // Calls of at most 1,000 blocks each; on a Cluster, one per slot (the hash tag is {vol/blk}).
+      // Calls of at most 500 blocks each; on a Cluster, one per slot (the hash tag is {vol/blk}).
       const slots = new Set(refs.map(r => keySlot(`x{${r.volume}/${r.block}}:aff`)))
-      const expected = opts.cluster ? slots.size : Math.ceil(n / 1000)
+      const expected = opts.cluster ? slots.size : Math.ceil(n / 500)
       const before = await opts.scriptCalls()
       await store.mergeAccess(deltas)
       const calls = await opts.scriptCalls() - before
