@@ -9,13 +9,14 @@ import { isFerryError } from '../lib/errors.js'
 import { createLogger, type Logger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
 import { ALL_ROLES, FerryNode, type Role } from './node.js'
-import { Sandbox, sandboxYaml } from './sandbox.js'
+import { SANDBOX_SCENARIOS, Sandbox, sandboxYaml, type SandboxScenario } from './sandbox.js'
 
 const USAGE = `usage: ferry <command> [options]
 
 commands:
   start --config FILE [--roles proxy,dns,planner]   run ferry on a config file (reloads on change and SIGHUP)
   sandbox [--config FILE] [--proxy-port P] [--admin-port P] [--dns-port P] [--gateway-ports P,P,P] [--print-config]
+          [--scenario memory-leak|disk-latency|cpu-saturation|crash [--scenario-speed N]]   (gw1 degrades; simulated telemetry)
                                                     everything on loopback with an embedded default config
   gateway --dir D --port P [--host H] [--admin-port P] [--max-block-bytes N]
                                                     run a reference gateway
@@ -69,9 +70,15 @@ async function sandboxCommand (argv: string[]): Promise<void> {
       'dns-port': { type: 'string' },
       'gateway-ports': { type: 'string' },
       roles: { type: 'string', default: ALL_ROLES.join(',') },
-      'print-config': { type: 'boolean', default: false }
+      'print-config': { type: 'boolean', default: false },
+      scenario: { type: 'string' },
+      'scenario-speed': { type: 'string', default: '10' }
     }
   })
+  const scenario = values.scenario
+  if (scenario !== undefined && !(SANDBOX_SCENARIOS as readonly string[]).includes(scenario)) throw usage(`--scenario must be one of ${SANDBOX_SCENARIOS.join(', ')}`)
+  const speed = Number(values['scenario-speed'])
+  if (!(speed > 0)) throw usage('--scenario-speed must be a positive number')
   const ports = {
     ...(values['proxy-port'] !== undefined ? { proxy: port(values['proxy-port']) } : {}),
     ...(values['admin-port'] !== undefined ? { admin: port(values['admin-port']) } : {}),
@@ -84,7 +91,7 @@ async function sandboxCommand (argv: string[]): Promise<void> {
   }
   const config = values.config !== undefined ? loadConfigFile(values.config) : undefined
   const logger = createLogger(config?.log.level ?? 'info')
-  const sandbox = new Sandbox({ ports, ...(config ? { config } : {}), roles: parseRoles(values.roles), logger, registry: createRegistry() })
+  const sandbox = new Sandbox({ ports, ...(config ? { config } : {}), ...(scenario !== undefined ? { scenario: { kind: scenario as SandboxScenario, speed } } : {}), roles: parseRoles(values.roles), logger, registry: createRegistry() })
   await sandbox.start()
   process.stderr.write(sandbox.tryLines())
   runUntilSignal(logger, () => sandbox.stop())

@@ -7,6 +7,8 @@ import { parseConfig } from '../config/load.js'
 import { SANDBOX_PORTS, sandboxConfig, type SandboxPorts } from '../config/sandbox.js'
 import type { FerryConfig } from '../config/schema.js'
 import { ReferenceGateway } from '../gateway/gateway.js'
+import { httpTelemetrySink, parseFaultTimeline, ScenarioDriver, ScenarioTelemetryFeed } from '../gateway/scenario.js'
+import { generateScenario, type ScenarioKind } from '../planner/health/index.js'
 import type { Logger } from '../lib/log.js'
 import { FerryNode, type Role } from './node.js'
 
@@ -17,7 +19,12 @@ export interface SandboxOptions {
   roles: ReadonlySet<Role>
   logger: Logger
   registry: Registry
+  /** Degrade gw1 per a generated health scenario (a simulation: faults plus matching telemetry). */
+  scenario?: { kind: SandboxScenario, speed: number, seed?: number }
 }
+
+export const SANDBOX_SCENARIOS = ['memory-leak', 'disk-latency', 'cpu-saturation', 'crash'] as const
+export type SandboxScenario = typeof SANDBOX_SCENARIOS[number]
 
 /** The embedded sandbox config as YAML: what `ferry sandbox --print-config` shows. */
 export function sandboxYaml (ports: SandboxPorts = SANDBOX_PORTS): string {
@@ -34,6 +41,8 @@ export class Sandbox {
   readonly node: FerryNode
   readonly config: FerryConfig
   private readonly dirs: string[] = []
+  private driver: ScenarioDriver | undefined
+  private feed: ScenarioTelemetryFeed | undefined
 
   constructor (private readonly opts: SandboxOptions) {
     const ports: SandboxPorts = { ...SANDBOX_PORTS, ...opts.ports }
@@ -50,9 +59,31 @@ export class Sandbox {
   async start (): Promise<void> {
     await Promise.all(this.gateways.map(g => g.start()))
     await this.node.start()
+    if (this.opts.scenario !== undefined) await this.startScenario(this.opts.scenario)
+  }
+
+  /**
+   * gw1 degrades to failure per a generated scenario, replayed `speed` times faster from 700 s
+   * before the degradation (so the health model starts warm), and its telemetry is pushed to the
+   * planner as an agent would: SIMULATION, the host itself is fine.
+   */
+  private async startScenario (o: NonNullable<SandboxOptions['scenario']>): Promise<void> {
+    const gw = this.gateways[0]
+    if (gw === undefined) return
+    const s = generateScenario(o.kind.replace('-', '_') as ScenarioKind, { seed: o.seed ?? 1, gateway: gw.id })
+    const timeline = parseFaultTimeline(JSON.parse(JSON.stringify(s)))
+    const from = (s.onsetS ?? (s.failureS as number) - 120) - 700
+    this.driver = new ScenarioDriver({ target: gw, timeline, speed: o.speed, startAtMs: Math.max(0, from * 1000), end: 'crash', logger: this.opts.logger })
+    await this.driver.start()
+    const a = this.node.admin.address
+    this.feed = new ScenarioTelemetryFeed({ driver: this.driver, timeline, gateway: gw.id, sink: httpTelemetrySink(`http://${a.address}:${a.port}`, this.config.admin.token ?? ''), logger: this.opts.logger })
+    await this.feed.start()
+    this.opts.logger.warn({ scenario: s.name, gateway: gw.id, failsInS: Math.round(((s.failureS as number) - Math.max(0, from)) / o.speed) }, 'scenario: the gateway will degrade and fail (simulated telemetry)')
   }
 
   async stop (): Promise<void> {
+    await this.feed?.stop()
+    await this.driver?.stop()
     await this.node.stop()
     await Promise.all(this.gateways.map(g => g.stop()))
     for (const d of this.dirs) fs.rmSync(d, { recursive: true, force: true })
@@ -76,6 +107,7 @@ export class Sandbox {
       ...(this.node.dns ? [`  dig @127.0.0.1 -p ${this.config.dns.listen[0]?.port ?? 5353} vol1.${this.config.dns.zone} +short           # the edge nearest vol1's data`] : []),
       `  curl -sS ${admin}/readyz ; curl -sS ${admin}/metrics | grep ferry_`,
       gw ? `  curl -sS -X PUT -d '{"errorRate":1}' ${gw.adminUrl}/faults     # make ${gw.id} fail; watch it get ejected` : '',
+      ...(this.driver ? [`  curl -sS ${admin}/v1/health ; curl -sS ${admin}/v1/health/decisions   # ${gw?.id ?? ''} is degrading: predicted health, trigger, evacuation`] : []),
       '',
       'Ctrl-C stops everything.',
       ''
