@@ -13,7 +13,7 @@ import { GatewayHealthBoard } from './health-board.js'
 import { ProfileFeed } from './profile-feed.js'
 import { registerProfileRoutes } from './profile-routes.js'
 import { PassiveFeed } from './passive-feed.js'
-import { registerTelemetryRoutes, type TelemetryIngest } from '../planner/telemetry.js'
+import type { TelemetryIngest } from '../planner/telemetry.js'
 import type { Planner } from '../planner/planner.js'
 import type { StateStore } from '../state/types.js'
 
@@ -43,8 +43,8 @@ export class FerryNode {
   planner: Planner | undefined
   readonly health: GatewayHealthBoard
   readonly profile: ProfileFeed
-  readonly telemetry: TelemetryIngest | undefined
-  private readonly passive: PassiveFeed
+  telemetry: TelemetryIngest | undefined
+  private passive: PassiveFeed | undefined
   private dnsView: FleetDnsView | undefined
   private dnsLocations: LocationCache | undefined
   private config: FerryConfig
@@ -74,15 +74,6 @@ export class FerryNode {
       this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry, store: this.store, observer: this.profile.observe })
       registerProxyAdmin(this.admin, this.proxy)
     }
-    if (opts.roles.has('planner')) {
-      // Agents push here; the health model reads the history from the store.
-      this.telemetry = registerTelemetryRoutes(this.admin, this.store, {
-        logger: opts.logger.child({ role: 'telemetry' }),
-        registry: opts.registry,
-        gateways: () => this.config.gateways.map(g => g.id)
-      })
-    }
-    this.passive = new PassiveFeed(this.store, this.proxy?.gateways, this.telemetry?.recordPassive, 5000, opts.logger)
     this.health = new GatewayHealthBoard(this.store)
     this.proxy?.gateways.on('change', (id, healthy) => { this.health.set(id, healthy) })
     opts.watcher?.on('reload', next => { this.reconfigure(next) })
@@ -92,6 +83,17 @@ export class FerryNode {
     await this.admin.listen()
     await this.proxy?.listen()
     if (this.opts.roles.has('dns') && this.config.dns.enabled) await this.startDns()
+    if (this.opts.roles.has('planner')) {
+      // Agents push here; the health model reads the history from the store. Loaded only in a
+      // process with the planner role, so a proxy-only process carries none of it.
+      const { registerTelemetryRoutes } = await import('../planner/telemetry.js')
+      this.telemetry = registerTelemetryRoutes(this.admin, this.store, {
+        logger: this.logger.child({ role: 'telemetry' }),
+        registry: this.opts.registry,
+        gateways: () => this.config.gateways.map(g => g.id)
+      })
+    }
+    this.passive = new PassiveFeed(this.store, this.proxy?.gateways, this.telemetry?.recordPassive, 5000, this.logger)
     if (this.opts.roles.has('planner')) {
       const { Planner } = await import('../planner/planner.js')
       this.planner = new Planner({ config: this.config, store: this.store, logger: this.logger.child({ role: 'planner' }), registry: this.opts.registry, admin: this.admin })
@@ -138,7 +140,7 @@ export class FerryNode {
     this.dnsLocations?.close()
     this.health.close()
     this.profile.close()
-    this.passive.close()
+    this.passive?.close()
     await this.telemetry?.close()
     await this.admin.close()
     if (this.opts.store === undefined) await this.store.close()
