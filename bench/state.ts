@@ -191,13 +191,13 @@ export default async function run (args: string[]): Promise<void> {
         // Deltas of the warm-up are flushed within one interval; let that happen before the
         // snapshot so the phase is charged for its own flushes (and, conservatively, for one
         // interval of the warm-up's tail, since a delta costs a command whatever its count).
-        await sleep(600)
+        await sleep(1100)
         const stats0 = backend === 'redis' ? await commandStats(redisPort) : undefined
         const cpu0 = cpuTimes(p.proc.child.pid as number)
         const r = await load(p, duration)
         const cpu1 = cpuTimes(p.proc.child.pid as number)
         // The last flush of the phase's accesses happens up to one interval after it ends.
-        await sleep(600)
+        await sleep(1100)
         const stats1 = backend === 'redis' ? await commandStats(redisPort) : undefined
         p.proc.assertAlive()
         const errors = r.errors.connect + r.errors.read + r.errors.write + r.errors.status + r.errors.timeout
@@ -231,10 +231,10 @@ export default async function run (args: string[]): Promise<void> {
       await populate(proxies.redis.url, proxies.redis.volume, Math.max(...sweep), blocks)
       for (const n of sweep) {
         if (warmup > 0) await load(proxies.redis, warmup, n)
-        await sleep(600)
+        await sleep(1100)
         const s0 = await commandStats(redisPort)
         const r = await load(proxies.redis, duration, n)
-        await sleep(600)
+        await sleep(1100)
         const d = diffStats(s0, await commandStats(redisPort))
         const seconds = r.durationUs / 1e6 + 0.6
         const row = {
