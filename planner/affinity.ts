@@ -270,6 +270,11 @@ export class PreferenceKernel {
     return -1
   }
 
+  /** Free room of gateway `g` in the snapshot (Infinity when unlimited). */
+  roomOf (g: number): number { return this.room[g] as number }
+
+  isHealthy (g: number): boolean { return this.healthy[g] === 1 }
+
   /**
    * Ranks the eligible gateways for a block whose per-site scores are
    * `scores[offset .. offset + sites.length)` (any common scale). Writes gateway indices best
@@ -346,6 +351,22 @@ export interface AffinityTableOptions {
   initialCapacity?: number
   /** Forward-decay landmark (default Date.now()). */
   now?: number
+  /**
+   * Pseudo-count of the prior (see setPrior) in decayed accesses (default 0: rank by observed
+   * scores only). With κ > 0 a block is ranked by `scores + κ·prior`: a hot block by its own
+   * traffic, a block going cold back towards where its volume (or the partitioning engine)
+   * predicts its next access will come from.
+   */
+  priorWeight?: number
+  /**
+   * Weight λ of the volume's short-term site scores in every block's ranking vector (default
+   * 0: off). Reading is bursty per volume (a client opens a directory, a VM boots from a disk
+   * image): when a site starts reading a volume, the volume's blocks that site has not touched
+   * yet are about to be read there too, and their own history cannot know it.
+   */
+  volumeWeight?: number
+  /** Half-life of the volume's short-term scores (default 30 s). */
+  volumeHalfLifeMs?: number
 }
 
 /** A tracked block as the store and the admin API see it. */
@@ -370,9 +391,36 @@ export interface MoveCandidate {
   sizeBytes: number
 }
 
+export interface PlanOptions {
+  /** Absolute hysteresis: the best gateway must save more than this many ms per access. */
+  marginMs?: number
+  /** Relative hysteresis: … and more than this fraction of the current cost. */
+  marginRatio?: number
+  /** Move budget of the round (displacements count). */
+  maxMoves?: number
+  maxBytes?: number
+  /** Push cold blocks off a full target to make room (default true). */
+  displace?: boolean
+  /** Coldest blocks examined per displacement (default 16). */
+  displaceScan?: number
+  /**
+   * Only blocks with at least this decayed score (accesses, default 1) may displace another:
+   * a block that is itself cold gains too little to be worth two moves.
+   */
+  displaceMinScore?: number
+  now?: number
+}
+
+export interface PlannedMove extends MoveCandidate {
+  /** 'gain': the block itself is better off; 'make-room': displaced so that the next move fits. */
+  reason: 'gain' | 'make-room'
+}
+
 /** Weights pass 2^RESCALE_EXP (Float32 tops out at 2^127): rescale long before. */
 const RESCALE_EXP = 60
 const BURST_MIN_SHORT = 5
+/** A block displaces another only when it is at least this many times hotter (planMoves). */
+const DISPLACE_RATIO = 4
 
 /**
  * Every tracked block's affinity in a compact columnar layout: the planner's working set.
@@ -416,6 +464,20 @@ export class AffinityTable {
   private wAt = Number.NaN
   private wLong = 1
   private wShort = 1
+  private readonly priorWeight: number
+  private readonly volumeWeight: number
+  private readonly volumeHalfLifeMs: number
+  private globalPrior: Float64Array | null = null
+  // Volumes: index by name, per-row volume index, per-volume prior and short-term scores.
+  private readonly volumeIndex = new Map<string, number>()
+  private readonly volumePriors: Array<Float64Array | null> = []
+  private volCol: Uint32Array
+  private volScores: Float64Array
+  private wVol = 1
+  /** Per-row prior (S slots, NaN in slot 0 = none), allocated by the first setBlockPrior(). */
+  private priorCol: Float32Array | null = null
+  /** Scratch: one block's ranking vector. */
+  private vec: Float64Array
   /** Blocks dropped to stay within maxBlocks. */
   evicted = 0
 
@@ -438,6 +500,43 @@ export class AffinityTable {
     this.sizeCol = new Float64Array(this.cap)
     this.currentCol = new Uint8Array(this.cap).fill(NO_GATEWAY)
     this.prefCol = new Uint8Array(0)
+    this.priorWeight = opts.priorWeight ?? 0
+    if (!(this.priorWeight >= 0) || !Number.isFinite(this.priorWeight)) throw badInput('priorWeight must be a finite number ≥ 0')
+    this.volumeWeight = opts.volumeWeight ?? 0
+    if (!(this.volumeWeight >= 0) || !Number.isFinite(this.volumeWeight)) throw badInput('volumeWeight must be a finite number ≥ 0')
+    this.volumeHalfLifeMs = opts.volumeHalfLifeMs ?? 30_000
+    if (!(this.volumeHalfLifeMs > 0)) throw badInput('volumeHalfLifeMs must be positive')
+    this.volCol = new Uint32Array(this.cap)
+    this.volScores = new Float64Array(this.volumeWeight > 0 ? 64 * S : 0)
+    this.vec = new Float64Array(S)
+  }
+
+  /**
+   * Priors: where a block's accesses are expected to come from before (and after) its own
+   * traffic says so, as per-site shares. Looked up per block, then per volume, then global.
+   * Without priorWeight they are stored but unused.
+   */
+  setPrior (shares: Readonly<Record<string, number>> | null): void {
+    this.globalPrior = shares === null ? null : this.shareVector(shares)
+  }
+
+  setVolumePrior (volume: string, shares: Readonly<Record<string, number>> | null): void {
+    this.volumePriors[this.volumeOf(volume)] = shares === null ? null : this.shareVector(shares)
+  }
+
+  /** A block's own prior (e.g. the partitioning engine's prediction). Costs S floats per tracked block once used. */
+  setBlockPrior (volume: string, block: string, shares: Readonly<Record<string, number>> | null): void {
+    const key = blockKey(volume, block)
+    const row = this.index.get(key)
+    if (row === undefined) return
+    const S = this.sites.length
+    if (this.priorCol === null) {
+      if (shares === null) return
+      this.priorCol = new Float32Array(this.cap * S)
+      for (let r = 0; r < this.cap; r++) this.priorCol[r * S] = NaN
+    }
+    if (shares === null) { this.priorCol.fill(0, row * S, row * S + S); this.priorCol[row * S] = NaN; return }
+    this.priorCol.set(this.shareVector(shares), row * S)
   }
 
   get size (): number { return this.n }
@@ -462,7 +561,8 @@ export class AffinityTable {
     let row = this.index.get(key)
     if (row === undefined) row = this.insert(key)
     if (at !== this.wAt) this.weights(at)
-    const S = this.sites.length;
+    const S = this.sites.length
+    if (this.volumeWeight > 0) (this.volScores[(this.volCol[row] as number) * S + slot] as number) += weight * this.wVol;
     (this.scoresCol[row * S + slot] as number) += weight * this.wLong;
     (this.shortCol[row] as number) += weight * this.wShort;
     (this.readsCol[row] as number) += reads;
@@ -531,7 +631,7 @@ export class AffinityTable {
    * `sites`, e.g. `scorer.compile(table.sites, gateways)`). One pass over the columns; returns
    * the number of blocks ranked.
    */
-  recomputePreferred (kernel: PreferenceKernel): number {
+  recomputePreferred (kernel: PreferenceKernel, now = Date.now()): number {
     if (kernel.sites.length !== this.sites.length || kernel.sites.some((s, i) => s !== this.sites[i])) {
       throw badInput('the kernel was compiled for other sites than this table\'s')
     }
@@ -543,17 +643,15 @@ export class AffinityTable {
       this.prefWidth = G
       this.prefCol = new Uint8Array(this.cap * G)
     }
-    const S = this.sites.length
-    const scores = this.scoresCol
+    const priorScale = this.priorScale(now)
+    const volScale = this.volScale(now)
+    const v = this.vec
     for (let row = 0; row < this.n; row++) {
       const c = this.currentCol[row] as number
       const cur = c === NO_GATEWAY ? NO_GATEWAY : curMap[c] as number
-      // Rendezvous tie-breaking only matters for blocks whose scores are all zero.
-      let keyHash = 0
-      let any = false
-      for (let s = 0; s < S; s++) if ((scores[row * S + s] as number) > 0) { any = true; break }
-      if (!any) keyHash = hashString(this.keys[row] as string)
-      kernel.rank(scores, row * S, this.prefCol, row * G, this.sizeCol[row] as number, cur, keyHash)
+      // Rendezvous tie-breaking only matters for blocks whose vector is all zero.
+      const keyHash = this.rankVector(row, priorScale, volScale) > 0 ? 0 : hashString(this.keys[row] as string)
+      kernel.rank(v, 0, this.prefCol, row * G, this.sizeCol[row] as number, cur, keyHash)
     }
     return this.n
   }
@@ -584,7 +682,11 @@ export class AffinityTable {
     const marginMs = opts.marginMs ?? 0
     const marginRatio = opts.marginRatio ?? 0
     const limit = opts.limit ?? Infinity
-    const f = this.decay(opts.now ?? Date.now(), this.halfLifeMs)
+    const now = opts.now ?? Date.now()
+    const f = this.decay(now, this.halfLifeMs)
+    const priorScale = this.priorScale(now)
+    const volScale = this.volScale(now)
+    const v = this.vec
     const S = this.sites.length
     const G = kernel.gateways.length
     const scratch = new Uint8Array(G)
@@ -594,14 +696,14 @@ export class AffinityTable {
       const c = this.currentCol[row] as number
       if (c === NO_GATEWAY) continue
       const cur = curMap[c] as number
+      if (!(this.rankVector(row, priorScale, volScale) > 0)) continue
       let total = 0
       for (let s = 0; s < S; s++) total += this.scoresCol[row * S + s] as number
-      if (!(total > 0)) continue
-      if (kernel.rank(this.scoresCol, row * S, scratch, 0, this.sizeCol[row] as number, cur) === 0) continue
+      if (kernel.rank(v, 0, scratch, 0, this.sizeCol[row] as number, cur) === 0) continue
       const best = scratch[0] as number
       if (best === cur) continue
-      const bestCost = kernel.costOf(this.scoresCol, row * S, best)
-      const curCost = cur === NO_GATEWAY || (kernel.gateways[cur] as GatewayInfo).healthy === false ? Infinity : kernel.costOf(this.scoresCol, row * S, cur)
+      const bestCost = kernel.costOf(v, 0, best)
+      const curCost = cur === NO_GATEWAY || (kernel.gateways[cur] as GatewayInfo).healthy === false ? Infinity : kernel.costOf(v, 0, cur)
       const gain = curCost - bestCost
       if (curCost !== Infinity && !(gain > Math.max(marginMs, marginRatio * curCost))) continue
       const key = this.keys[row] as string
@@ -619,6 +721,145 @@ export class AffinityTable {
     }
     out.sort((a, b) => b.benefit - a.benefit || b.score - a.score)
     if (out.length > limit) out.length = limit
+    return out
+  }
+
+  /**
+   * One rebalancing round's moves, in the order to run them, within a budget and the gateways'
+   * room: the seed's `migrate_shards` with capacity handled properly. Candidates are blocks
+   * whose best healthy gateway — by cost, whether or not it has room — beats the current one by
+   * more than max(marginMs, marginRatio × current cost), taken by benefit (ms saved per access ×
+   * decayed score). A candidate whose target has room moves. One whose target is full may
+   * *displace* a block there: among the `displaceScan` coldest blocks on the target that are not
+   * candidates themselves and at most a quarter as hot as the candidate (hysteresis), the one
+   * whose move to a gateway with room loses least (loss = its score × its cost increase),
+   * provided the candidate's benefit exceeds that loss; the
+   * displacement (reason 'make-room') comes first in the list. (No swaps: each move must fit
+   * on its own, since a copy needs room before the source is freed.) Without displacement, blocks that went cold keep full gateways
+   * full and the hot blocks that belong there can never get in.
+   *
+   * `maxMoves` and `maxBytes` bound the round (displacements count). Sizes are the table's
+   * `sizeBytes`, room is the kernel's snapshot minus the moves planned so far. Cost: one pass
+   * to rank candidates plus a sort of each gateway's blocks by score.
+   */
+  planMoves (kernel: PreferenceKernel, opts: PlanOptions = {}): PlannedMove[] {
+    const marginMs = opts.marginMs ?? 0
+    const marginRatio = opts.marginRatio ?? 0
+    const maxMoves = opts.maxMoves ?? Infinity
+    const maxBytes = opts.maxBytes ?? Infinity
+    const displace = opts.displace ?? true
+    const scan = opts.displaceScan ?? 16
+    const displaceMin = opts.displaceMinScore ?? 1
+    const now = opts.now ?? Date.now()
+    const f = this.decay(now, this.halfLifeMs)
+    const priorScale = this.priorScale(now)
+    const volScale = this.volScale(now)
+    const v = this.vec
+    const S = this.sites.length
+    const G = kernel.gateways.length
+    const curMap = Uint8Array.from(this.gatewayIds, id => { const k = kernel.indexOf(id); return k < 0 ? NO_GATEWAY : k })
+    const room = Float64Array.from({ length: G }, (_, g) => kernel.roomOf(g))
+    const fits = (g: number, size: number): boolean => {
+      const cap = (kernel.gateways[g] as GatewayInfo).capacityBytes
+      return kernel.isHealthy(g) && (cap === 0 || cap >= size)
+    }
+    const scoreOf = (row: number): number => {
+      let t = 0
+      for (let s = 0; s < S; s++) t += this.scoresCol[row * S + s] as number
+      return t
+    }
+    // Per gateway, its blocks coldest first (displacement candidates).
+    const onGateway: number[][] = Array.from({ length: G }, () => [])
+    const cands: Array<{ row: number, from: number, to: number, gain: number, score: number, benefit: number }> = []
+    for (let row = 0; row < this.n; row++) {
+      const c = this.currentCol[row] as number
+      if (c === NO_GATEWAY) continue
+      const cur = curMap[c] as number
+      if (cur !== NO_GATEWAY) onGateway[cur]!.push(row)
+      if (!(this.rankVector(row, priorScale, volScale) > 0)) continue
+      const total = scoreOf(row)
+      const size = this.sizeCol[row] as number
+      let best = -1
+      let bestCost = Infinity
+      for (let g = 0; g < G; g++) {
+        if (!fits(g, size)) continue
+        const cost = kernel.costOf(v, 0, g)
+        if (cost < bestCost) { bestCost = cost; best = g }
+      }
+      if (best < 0 || best === cur) continue
+      const curCost = cur === NO_GATEWAY || !kernel.isHealthy(cur) ? Infinity : kernel.costOf(v, 0, cur)
+      const gain = curCost - bestCost
+      if (curCost !== Infinity && !(gain > Math.max(marginMs, marginRatio * curCost))) continue
+      cands.push({ row, from: cur, to: best, gain, score: total * f, benefit: gain === Infinity ? Infinity : gain * total * f })
+    }
+    cands.sort((a, b) => b.benefit - a.benefit || b.score - a.score)
+    // A block that wants to move itself is never pushed around to make room for another one:
+    // it gets its own turn (and its best target).
+    const isCand = new Uint8Array(this.n)
+    for (const c of cands) isCand[c.row] = 1
+    const cold = onGateway.map(rows => rows.map(r => [scoreOf(r), r] as [number, number]).sort((a, b) => a[0] - b[0]).map(x => x[1]))
+    const coldNext = new Int32Array(G)
+    const moved = new Set<number>()
+    const out: PlannedMove[] = []
+    let bytes = 0
+    const emit = (row: number, from: number, to: number, gain: number, score: number, reason: PlannedMove['reason']): void => {
+      const key = this.keys[row] as string
+      const slash = key.indexOf('/')
+      const size = this.sizeCol[row] as number
+      out.push({
+        volume: key.slice(0, slash),
+        block: key.slice(slash + 1),
+        from: from === NO_GATEWAY ? '' : (kernel.gateways[from] as GatewayInfo).id,
+        to: (kernel.gateways[to] as GatewayInfo).id,
+        gainMs: gain,
+        score,
+        benefit: gain === Infinity ? Infinity : gain * score,
+        sizeBytes: size,
+        reason
+      })
+      moved.add(row)
+      bytes += size
+      if (from !== NO_GATEWAY) room[from] = (room[from] as number) + size
+      room[to] = (room[to] as number) - size
+    }
+    for (const c of cands) {
+      if (out.length >= maxMoves) break
+      if (moved.has(c.row)) continue
+      const size = this.sizeCol[c.row] as number
+      if (bytes + size > maxBytes) continue
+      if ((room[c.to] as number) >= size) { emit(c.row, c.from, c.to, c.gain, c.score, 'gain'); continue }
+      if (!displace || out.length + 2 > maxMoves || c.score < displaceMin) continue
+      // The cheapest block to push off the full target, among its coldest few.
+      let victim = -1
+      let victimTo = -1
+      let victimLoss = Infinity
+      let victimGain = 0
+      let looked = 0
+      const list = cold[c.to] as number[]
+      for (let i = coldNext[c.to] as number; i < list.length && looked < scan; i++) {
+        const u = list[i] as number
+        if (moved.has(u)) { if (i === coldNext[c.to]) coldNext[c.to] = i + 1; continue }
+        if (isCand[u] === 1) continue
+        looked++
+        const vsize = this.sizeCol[u] as number
+        if ((room[c.to] as number) + vsize < size || bytes + size + vsize > maxBytes) continue
+        this.rankVector(u, priorScale, volScale)
+        const here = kernel.costOf(v, 0, c.to)
+        const uScore = scoreOf(u) * f
+        // Hysteresis for displacement: the victim must be much colder than the block taking its
+        // place, or two equally cold blocks would trade places round after round.
+        if (!(c.score > DISPLACE_RATIO * uScore)) continue
+        for (let g = 0; g < G; g++) {
+          if (g === c.to || !fits(g, vsize) || (room[g] as number) < vsize) continue
+          const there = kernel.costOf(v, 0, g)
+          const loss = uScore * (there - here)
+          if (loss < victimLoss) { victimLoss = loss; victim = u; victimTo = g; victimGain = here - there }
+        }
+      }
+      if (victim < 0 || !(c.benefit > victimLoss)) continue
+      emit(victim, c.to, victimTo, victimGain, scoreOf(victim) * f, 'make-room')
+      emit(c.row, c.from, c.to, c.gain, c.score, 'gain')
+    }
     return out
   }
 
@@ -654,10 +895,73 @@ export class AffinityTable {
   /** Bytes held by the columns (excluding the Map and key strings, which V8 owns). */
   columnBytes (): number {
     return this.scoresCol.byteLength + this.shortCol.byteLength + this.readsCol.byteLength + this.writesCol.byteLength +
-      this.lastCol.byteLength + this.sizeCol.byteLength + this.currentCol.byteLength + this.prefCol.byteLength
+      this.lastCol.byteLength + this.sizeCol.byteLength + this.currentCol.byteLength + this.prefCol.byteLength + (this.priorCol?.byteLength ?? 0) +
+      this.volCol.byteLength + this.volScores.byteLength
   }
 
   // ── internals
+
+  /** The prior's weight in stored (forward-decayed) units at `now`: κ·2^((now - T0)/H). */
+  private priorScale (now: number): number {
+    return this.priorWeight === 0 ? 0 : this.priorWeight / this.decay(now, this.halfLifeMs)
+  }
+
+  /** λ × (volume scores' decay) / (block scores' decay) at `now`: converts stored volume scores to block-score units. */
+  private volScale (now: number): number {
+    return this.volumeWeight === 0 ? 0 : this.volumeWeight * this.decay(now, this.volumeHalfLifeMs) / this.decay(now, this.halfLifeMs)
+  }
+
+  /**
+   * Writes row's ranking vector (stored scores + volScale × its volume's short-term scores +
+   * priorScale × its prior) into this.vec and returns its sum. Every ranking goes through here
+   * so they all see the same vector.
+   */
+  private rankVector (row: number, priorScale: number, volScale: number): number {
+    const S = this.sites.length
+    const v = this.vec
+    let sum = 0
+    for (let s = 0; s < S; s++) { const x = this.scoresCol[row * S + s] as number; v[s] = x; sum += x }
+    const vi = this.volCol[row] as number
+    if (volScale > 0) {
+      for (let s = 0; s < S; s++) { const x = volScale * (this.volScores[vi * S + s] as number); v[s] = (v[s] as number) + x; sum += x }
+    }
+    if (priorScale === 0) return sum
+    let prior: ArrayLike<number> | null = null
+    let off = 0
+    if (this.priorCol !== null && !Number.isNaN(this.priorCol[row * S] as number)) { prior = this.priorCol; off = row * S } else {
+      prior = this.volumePriors[vi] ?? this.globalPrior
+    }
+    if (prior === null) return sum
+    for (let s = 0; s < S; s++) { const x = priorScale * (prior[off + s] as number); v[s] = (v[s] as number) + x; sum += x }
+    return sum
+  }
+
+  /** The index of a volume name, registering it (volumes are never forgotten: there are few). */
+  private volumeOf (volume: string): number {
+    let vi = this.volumeIndex.get(volume)
+    if (vi === undefined) {
+      vi = this.volumeIndex.size
+      this.volumeIndex.set(volume, vi)
+      this.volumePriors.push(null)
+      const S = this.sites.length
+      if (this.volumeWeight > 0 && this.volScores.length < (vi + 1) * S) this.volScores = growF64(this.volScores, Math.max(64, (vi + 1) * 2) * S)
+    }
+    return vi
+  }
+
+  /** Shares by site name → a normalised vector over this table's slots (unknown sites dropped). */
+  private shareVector (shares: Readonly<Record<string, number>>): Float64Array {
+    const S = this.sites.length
+    const out = new Float64Array(S)
+    let sum = 0
+    for (const [site, x] of Object.entries(shares)) {
+      const i = this.siteIndex.get(site)
+      if (i === undefined || !(x > 0) || !Number.isFinite(x)) continue
+      out[i] = (out[i] as number) + x; sum += x
+    }
+    if (sum > 0) for (let i = 0; i < S; i++) (out[i] as number) /= sum
+    return out
+  }
 
   private toEntry (row: number, f: number, now: number): TrackedBlock {
     const key = this.keys[row] as string
@@ -724,6 +1028,7 @@ export class AffinityTable {
     const row = this.n++
     this.index.set(key, row)
     this.keys[row] = key
+    this.volCol[row] = this.volumeOf(key.slice(0, key.indexOf('/')))
     return row
   }
 
@@ -736,6 +1041,7 @@ export class AffinityTable {
     this.writesCol = growU32(this.writesCol, cap)
     this.lastCol = growF64(this.lastCol, cap)
     this.sizeCol = growF64(this.sizeCol, cap)
+    this.volCol = growU32(this.volCol, cap)
     const cur = new Uint8Array(cap).fill(NO_GATEWAY)
     cur.set(this.currentCol)
     this.currentCol = cur
@@ -743,6 +1049,11 @@ export class AffinityTable {
       const p = new Uint8Array(cap * this.prefWidth).fill(NO_GATEWAY)
       p.set(this.prefCol)
       this.prefCol = p
+    }
+    if (this.priorCol !== null) {
+      const p = growF32(this.priorCol, cap * S)
+      for (let r = this.cap; r < cap; r++) p[r * S] = NaN
+      this.priorCol = p
     }
     this.cap = cap
   }
@@ -763,9 +1074,12 @@ export class AffinityTable {
       this.writesCol[row] = this.writesCol[last] as number
       this.lastCol[row] = this.lastCol[last] as number
       this.sizeCol[row] = this.sizeCol[last] as number
+      this.volCol[row] = this.volCol[last] as number
       this.currentCol[row] = this.currentCol[last] as number
       if (this.prefWidth > 0) this.prefCol.copyWithin(row * this.prefWidth, last * this.prefWidth, last * this.prefWidth + this.prefWidth)
+      if (this.priorCol !== null) this.priorCol.copyWithin(row * S, last * S, last * S + S)
     }
+    if (this.priorCol !== null) { this.priorCol.fill(0, last * S, last * S + S); this.priorCol[last * S] = NaN }
     this.keys.length = last
     this.scoresCol.fill(0, last * S, last * S + S)
     this.shortCol[last] = 0
@@ -807,7 +1121,8 @@ export class AffinityTable {
     this.wAt = at
     this.wLong = Math.pow(2, (at - this.t0) / this.halfLifeMs)
     this.wShort = Math.pow(2, (at - this.t0) / this.burstHalfLifeMs)
-    if (this.wLong > 2 ** RESCALE_EXP || this.wShort > 2 ** RESCALE_EXP) this.rescale(at)
+    if (this.volumeWeight > 0) this.wVol = Math.pow(2, (at - this.t0) / this.volumeHalfLifeMs)
+    if (this.wLong > 2 ** RESCALE_EXP || this.wShort > 2 ** RESCALE_EXP || this.wVol > 2 ** RESCALE_EXP) this.rescale(at)
   }
 
   /** Moves T0 to `at`: every stored weight becomes its value decayed to `at`. */
@@ -817,9 +1132,14 @@ export class AffinityTable {
     const S = this.sites.length
     for (let i = 0; i < this.n * S; i++) (this.scoresCol[i] as number) *= fl
     for (let i = 0; i < this.n; i++) (this.shortCol[i] as number) *= fs
+    if (this.volumeWeight > 0) {
+      const fv = 1 / this.wVol
+      for (let i = 0; i < this.volScores.length; i++) (this.volScores[i] as number) *= fv
+    }
     this.t0 = at
     this.wLong = 1
     this.wShort = 1
+    this.wVol = 1
   }
 
   private decay (now: number, halfLifeMs: number): number {

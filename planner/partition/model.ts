@@ -29,6 +29,14 @@
  * mission's were), which a linear map over hashed features learns only with far more data.
  * Vectors are kept as int8 (×127 of the unit vector): 4× smaller files, and dot products on
  * small integers; cosine error ≤ 1% for these dimensions.
+ *
+ * Neighbour search is exact up to EXACT_LIMIT examples. Beyond, a first pass ranks every
+ * example by the Hamming distance between 64-bit random-hyperplane signatures (SimHash,
+ * Charikar 2002: the chance two vectors' bits differ is their angle / π), and only the
+ * `candidates` nearest by signature get an exact dot product. That makes a first-touch
+ * decision cost O(N) popcounts plus O(candidates × dim), instead of O(N × dim). The
+ * signatures are computed from the stored int8 vectors with fixed hyperplanes, so they are not
+ * stored and a reloaded model searches exactly as the trained one.
  */
 import { z } from 'zod'
 import { FerryError } from '../../lib/errors.js'
@@ -55,6 +63,8 @@ export interface PlacementTrainOptions {
   gamma?: number
   /** Site order of the model (default: every site seen, sorted; '' excluded unless listed). */
   sites?: readonly string[]
+  /** Examples given an exact dot product after signature pre-filtering (default 16 × k). */
+  candidates?: number
   /** Blocks used for the leave-one-out validation (default 300). */
   validationSample?: number
   /** Seed of the validation sample (default 1). */
@@ -74,6 +84,7 @@ export interface PlacementValidation {
 export interface PlacementParams {
   k: number
   minSimilarity: number
+  candidates: number
   alpha: number
   beta: number
   /** Volume pseudo-count cap (Infinity is written as null). */
@@ -90,6 +101,9 @@ const GRID_BETA = [0, 0.5, 1, 2, 4, 8]
 const GRID_GAMMA = [2, 8, 32, Infinity]
 const GRID_DELTA = [0, 1, 4, 16]
 const EPS = 1e-4
+/** Exact neighbour search up to this many examples; signature pre-filtering beyond. */
+const EXACT_LIMIT = 1024
+const SIG_WORDS = 2
 
 function badModel (message: string, details?: Record<string, unknown>): FerryError {
   return new FerryError('PLACEMENT_BAD_MODEL', message, 400, details)
@@ -104,6 +118,7 @@ const fileSchema = z.object({
   params: z.object({
     k: z.number().int().positive(),
     minSimilarity: z.number(),
+    candidates: z.number().int().positive(),
     alpha: z.number().positive(),
     beta: z.number().nonnegative(),
     gamma: z.number().positive().nullable(),
@@ -130,8 +145,9 @@ interface VolumeStats { n: number, shares: Float64Array }
 
 export class PlacementModel {
   readonly sites: readonly string[]
-  readonly params: PlacementParams
-  readonly validation: PlacementValidation | null
+  // Set once, by train()'s validation step, before the model is handed out.
+  private _params: PlacementParams
+  private _validation: PlacementValidation | null
   readonly trainedAt: string
   private readonly embedder: Embedder
   private readonly prior: Float64Array
@@ -153,6 +169,11 @@ export class PlacementModel {
   private readonly topIdx: Int32Array
   private readonly topSim: Float64Array
   private readonly query: Int8Array
+  /** count × SIG_WORDS signature words (when count > EXACT_LIMIT). */
+  private readonly sigs: Uint32Array
+  private readonly planes: Float32Array
+  private readonly hamming: Uint8Array
+  private readonly querySig = new Uint32Array(SIG_WORDS)
 
   private constructor (init: {
     embedder: Embedder, sites: readonly string[], params: PlacementParams, validation: PlacementValidation | null, trainedAt: string,
@@ -161,8 +182,8 @@ export class PlacementModel {
   }) {
     this.embedder = init.embedder
     this.sites = init.sites
-    this.params = init.params
-    this.validation = init.validation
+    this._params = init.params
+    this._validation = init.validation
     this.trainedAt = init.trainedAt
     this.prior = init.prior
     this.volumes = init.volumes
@@ -177,7 +198,21 @@ export class PlacementModel {
     this.topIdx = new Int32Array(init.params.k)
     this.topSim = new Float64Array(init.params.k)
     this.query = new Int8Array(init.embedder.dim)
+    const dim = init.embedder.dim
+    this.planes = this.count > EXACT_LIMIT ? hyperplanes(dim) : new Float32Array(0)
+    this.sigs = new Uint32Array(this.count > EXACT_LIMIT ? this.count * SIG_WORDS : 0)
+    this.hamming = new Uint8Array(this.count > EXACT_LIMIT ? this.count : 0)
+    if (this.count > EXACT_LIMIT) {
+      const sig = new Uint32Array(SIG_WORDS)
+      for (let row = 0; row < this.count; row++) {
+        signature(this.vectors, row * dim, dim, this.planes, sig)
+        this.sigs.set(sig, row * SIG_WORDS)
+      }
+    }
   }
+
+  get params (): PlacementParams { return this._params }
+  get validation (): PlacementValidation | null { return this._validation }
 
   /** Number of training blocks kept for neighbour search. */
   get examples (): number { return this.count }
@@ -188,6 +223,7 @@ export class PlacementModel {
 
   static async train (history: Iterable<TrainingExample> | AsyncIterable<TrainingExample>, embedder: Embedder, opts: PlacementTrainOptions = {}): Promise<PlacementModel> {
     const k = intOpt('k', opts.k ?? 8, 1, 1000)
+    const candidates = intOpt('candidates', opts.candidates ?? 16 * k, k, 1_000_000)
     const maxExamples = intOpt('maxExamples', opts.maxExamples ?? 20_000, 0, 10_000_000)
     const minSimilarity = opts.minSimilarity ?? 0.3
     const sample = intOpt('validationSample', opts.validationSample ?? 300, 0, 1_000_000)
@@ -282,17 +318,15 @@ export class PlacementModel {
     }
 
     const fixed = opts.alpha !== undefined || opts.beta !== undefined || opts.gamma !== undefined || opts.delta !== undefined
-    const params: PlacementParams = { k, minSimilarity, alpha: opts.alpha ?? 1, beta: opts.beta ?? 1, gamma: opts.gamma ?? 8, delta: opts.delta ?? (origins.size > 0 ? 1 : 0) }
+    const params: PlacementParams = { k, minSimilarity, candidates, alpha: opts.alpha ?? 1, beta: opts.beta ?? 1, gamma: opts.gamma ?? 8, delta: opts.delta ?? (origins.size > 0 ? 1 : 0) }
     const model = new PlacementModel({
       embedder, sites, params, validation: null, trainedAt: new Date().toISOString(),
       prior, volumes, volumeNames, vectors, shares, exampleVolume, origins, originNames, exampleOrigin
     })
     if (sample > 0 && order.length >= 10) {
       const v = model.validate(Math.min(sample, order.length), opts.seed ?? 1, fixed)
-      return new PlacementModel({
-        embedder, sites, params: v.params, validation: v.validation, trainedAt: model.trainedAt,
-        prior, volumes, volumeNames, vectors, shares, exampleVolume, origins, originNames, exampleOrigin
-      })
+      model._params = v.params
+      model._validation = v.validation
     }
     return model
   }
@@ -301,6 +335,28 @@ export class PlacementModel {
   async predict (meta: BlockMeta): Promise<Record<string, number>> {
     const [vec] = await this.embedder.embed([metaText(meta)])
     return this.predictWith(meta, vec as Float32Array)
+  }
+
+  /** The prior alone: the mean site distribution of all training blocks ({} without sites). */
+  priorShares (): Record<string, number> {
+    const out: Record<string, number> = {}
+    this.sites.forEach((s, i) => { out[s] = this.prior[i] as number })
+    return out
+  }
+
+  /**
+   * The prior blended with a volume's history (no metadata, no origin): what the model expects
+   * of any block of the volume, e.g. for a volume-level preference. undefined for a volume the
+   * model has no history of.
+   */
+  volumeShares (volume: string): Record<string, number> | undefined {
+    const v = this.volumes.get(volume)
+    if (v === undefined) return undefined
+    const { alpha, gamma } = this._params
+    const w = Math.min(v.n, gamma)
+    const out: Record<string, number> = {}
+    this.sites.forEach((s, i) => { out[s] = (alpha * (this.prior[i] as number) + w * (v.shares[i] as number)) / (alpha + w) })
+    return out
   }
 
   /** predict() for many blocks with one embedder call (what a transformer wants). */
@@ -443,7 +499,25 @@ export class PlacementModel {
     const sim = this.topSim
     let found = 0
     const vecs = this.vectors
+    // Signature pre-filter: only rows within Hamming distance `maxHam` get a dot product,
+    // `maxHam` being the smallest distance that admits `candidates` rows.
+    let maxHam = 64
+    const filter = this.count > EXACT_LIMIT
+    if (filter) {
+      signature(q, 0, dim, this.planes, this.querySig)
+      const q0 = this.querySig[0] as number
+      const q1 = this.querySig[1] as number
+      const hist = new Uint32Array(65)
+      for (let row = 0; row < this.count; row++) {
+        const h = popcount((this.sigs[row * 2] as number) ^ q0) + popcount((this.sigs[row * 2 + 1] as number) ^ q1)
+        this.hamming[row] = h
+        ;(hist[h] as number)++
+      }
+      let acc = 0
+      for (maxHam = 0; maxHam < 64; maxHam++) { acc += hist[maxHam] as number; if (acc >= this.params.candidates) break }
+    }
     for (let row = 0; row < this.count; row++) {
+      if (filter && (this.hamming[row] as number) > maxHam) continue
       if (row === skip || (skipVolume >= 0 && this.exampleVolume[row] === skipVolume)) continue
       let dot = 0
       const base = row * dim
@@ -561,6 +635,36 @@ export class PlacementModel {
       }
     }
   }
+}
+
+/** Fixed random hyperplanes (a seeded Gaussian matrix, 64 × dim): the same for every model of a dim. */
+function hyperplanes (dim: number): Float32Array {
+  const rnd = mulberry32(0x51a4a5 ^ dim)
+  const out = new Float32Array(64 * dim)
+  for (let i = 0; i < out.length; i++) {
+    // Box–Muller; the sign pattern is what matters, the scale does not.
+    const u = Math.max(rnd(), 1e-12)
+    out[i] = Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rnd())
+  }
+  return out
+}
+
+/** 64 sign bits of the projections of v[off .. off + dim) onto the hyperplanes. */
+function signature (v: ArrayLike<number>, off: number, dim: number, planes: Float32Array, out: Uint32Array): void {
+  out[0] = 0; out[1] = 0
+  for (let b = 0; b < 64; b++) {
+    let dot = 0
+    const base = b * dim
+    for (let i = 0; i < dim; i++) dot += (v[off + i] as number) * (planes[base + i] as number)
+    if (dot > 0) out[b >> 5] = (out[b >> 5] as number) | (1 << (b & 31))
+  }
+}
+
+function popcount (x: number): number {
+  x -= (x >>> 1) & 0x55555555
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333)
+  x = (x + (x >>> 4)) & 0x0f0f0f0f
+  return Math.imul(x, 0x01010101) >>> 24
 }
 
 /** Unit vector → int8 ×127 (clamped), written at `out[offset ..]`. */

@@ -134,14 +134,20 @@ export function siteOfHost (host: string, rules: SiteRules): string {
 
 // ───────────────────────────── blocks from URLs ─────────────────────────────
 
-/** URL → block (the path without query), its directory → volume, metadata from the path. */
+/**
+ * URL → block (the whole URL but a #fragment: `/cgi-bin/imagemap/countdown?99,176` and
+ * `…?104,149` are different objects to a cache, as to the trace), its directory → volume,
+ * metadata (path, name) from the path without the query.
+ */
 export function urlBlock (url: string): BlockMeta {
-  const q = url.search(/[?#]/)
-  const p = q < 0 ? url : url.slice(0, q)
+  const hash = url.indexOf('#')
+  const block = hash < 0 ? url : url.slice(0, hash)
+  const q = block.indexOf('?')
+  const p = q < 0 ? block : block.slice(0, q)
   const slash = p.lastIndexOf('/')
   const volume = slash <= 0 ? '/' : p.slice(0, slash + 1)
   const name = p.slice(slash + 1)
-  return { volume, block: p, path: p, name: name === '' ? 'index' : name }
+  return { volume, block, path: p, name: name === '' ? 'index' : name }
 }
 
 // ───────────────────────────── proxy access log ─────────────────────────────

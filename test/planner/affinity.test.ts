@@ -261,3 +261,101 @@ t.test('AffinityTable: memory stays bounded by evicting the coldest blocks', asy
   table.recomputePreferred(s.compile(table.sites, FLEET))
   t.equal(table.preferred('hot', 'h1')[0], 'g-eu', 'rows stay consistent after evictions')
 })
+
+t.test('planMoves: budget, room, and making room by displacing cold blocks', async t => {
+  const s = new AffinityScorer({ latency: LAT })
+  const table = new AffinityTable({ sites: SITES, halfLifeMs: 600_000, now: 0 })
+  // Two full gateways, each holding a block that went cold where it belongs and a hot block
+  // that wants to be on the other one.
+  table.record('v', 'cold-eu', 'europe', false, 0)
+  table.record('v', 'cold-asia', 'asia', false, 0)
+  for (let i = 0; i < 20; i++) table.record('v', 'asian', 'asia', false, 3_600_000 + i)
+  for (let i = 0; i < 30; i++) table.record('v', 'euro', 'europe', false, 3_600_000 + i)
+  table.setBlock('v', 'cold-eu', { current: 'g-eu', sizeBytes: 100 })
+  table.setBlock('v', 'asian', { current: 'g-eu', sizeBytes: 100 })
+  table.setBlock('v', 'cold-asia', { current: 'g-asia', sizeBytes: 100 })
+  table.setBlock('v', 'euro', { current: 'g-asia', sizeBytes: 100 })
+  const fleet = [
+    gw('g-east', 'na-east', { capacityBytes: 1000, usedBytes: 0 }),
+    gw('g-west', 'na-west', { capacityBytes: 1000, usedBytes: 0 }),
+    gw('g-eu', 'europe', { capacityBytes: 200, usedBytes: 200 }),
+    gw('g-asia', 'asia', { capacityBytes: 200, usedBytes: 200 })
+  ]
+  const now = 3_600_100
+  const kernel = s.compile(table.sites, fleet)
+  t.same(table.moveCandidates(kernel, { marginRatio: 0.25, now }).map(c => `${c.block}→${c.to}`), ['euro→g-west', 'asian→g-west'], 'moveCandidates settles for the best target with room')
+  const plan = table.planMoves(kernel, { marginRatio: 0.25, marginMs: 1, now })
+  const moves = plan.map(m => `${m.block}:${m.from}→${m.to}:${m.reason}`)
+  t.same(moves, [
+    'cold-eu:g-eu→g-east:make-room', // the coldest block makes room (europe: g-east and g-west tie at 90 ms)
+    'euro:g-asia→g-eu:gain', // euro first: more traffic, more benefit
+    'asian:g-eu→g-asia:gain' // euro's move freed its place: no displacement needed
+  ])
+  t.ok(plan[1]!.benefit > plan[2]!.benefit)
+  // Replaying the plan in order never overfills a gateway.
+  const used = new Map(fleet.map(g => [g.id, g.usedBytes]))
+  for (const m of plan) {
+    used.set(m.from, used.get(m.from)! - m.sizeBytes)
+    used.set(m.to, used.get(m.to)! + m.sizeBytes)
+    t.ok(used.get(m.to)! <= fleet.find(g => g.id === m.to)!.capacityBytes, `${m.to} within capacity after ${m.block}`)
+  }
+  t.same(table.planMoves(kernel, { marginRatio: 0.25, now, displace: false }), [], 'without displacement nothing fits')
+  t.equal(table.planMoves(kernel, { marginRatio: 0.25, now, maxMoves: 1 }).length, 0, 'a displacement pair does not fit a budget of one move')
+  t.equal(table.planMoves(kernel, { marginRatio: 0.25, now, maxMoves: 2 }).length, 2, 'the budget counts displacements')
+  t.equal(table.planMoves(kernel, { marginRatio: 0.25, now, maxBytes: 150 }).length, 0, 'and bytes')
+  t.equal(table.planMoves(kernel, { marginRatio: 0.99, now }).length, 0, 'the margin holds every block')
+})
+
+t.test('priors: cold blocks drift to where their traffic is expected, hot ones follow their own', async t => {
+  const s = new AffinityScorer({ latency: LAT })
+  const table = new AffinityTable({ sites: SITES, halfLifeMs: 60_000, now: 0, priorWeight: 1 })
+  for (let i = 0; i < 3; i++) table.record('v', 'b', 'asia', false, 0)
+  table.setBlock('v', 'b', { current: 'g-asia', sizeBytes: 1 })
+  table.setPrior({ 'na-west': 0.6, 'na-east': 0.4 })
+  const kernel = s.compile(table.sites, FLEET)
+  table.recomputePreferred(kernel, 1_000)
+  t.equal(table.preferred('v', 'b')[0], 'g-asia', 'fresh traffic outweighs the prior')
+  t.equal(table.moveCandidates(kernel, { now: 1_000 }).length, 0)
+  table.recomputePreferred(kernel, 600_000)
+  t.equal(table.preferred('v', 'b')[0], 'g-west', 'ten half-lives later (3 accesses → 0.003) the prior decides')
+  t.same(table.moveCandidates(kernel, { now: 600_000 }).map(c => c.to), ['g-west'])
+  t.same(table.planMoves(kernel, { now: 600_000 }).map(c => c.to), ['g-west'])
+  // A volume prior overrides the global one, a block prior overrides both.
+  table.setVolumePrior('v', { europe: 1 })
+  table.recomputePreferred(kernel, 600_000)
+  t.equal(table.preferred('v', 'b')[0], 'g-eu')
+  table.setBlockPrior('v', 'b', { 'na-east': 1 })
+  table.recomputePreferred(kernel, 600_000)
+  t.equal(table.preferred('v', 'b')[0], 'g-east')
+  table.setBlockPrior('v', 'b', null)
+  table.recomputePreferred(kernel, 600_000)
+  t.equal(table.preferred('v', 'b')[0], 'g-eu', 'cleared: back to the volume prior')
+  // Without priorWeight, priors are stored but do not count.
+  const plain = new AffinityTable({ sites: SITES, halfLifeMs: 60_000, now: 0 })
+  plain.record('v', 'b', 'asia', false, 0)
+  plain.setPrior({ 'na-west': 1 })
+  plain.recomputePreferred(kernel, 600_000)
+  t.equal(plain.preferred('v', 'b')[0], 'g-asia')
+  t.throws(() => new AffinityTable({ sites: SITES, halfLifeMs: 1, priorWeight: -1 }), { code: 'AFFINITY_BAD_INPUT' })
+})
+
+t.test('the volume signal: a site reading a volume pulls the volume\'s other blocks', async t => {
+  const s = new AffinityScorer({ latency: LAT })
+  const make = (volumeWeight: number): AffinityTable => {
+    const table = new AffinityTable({ sites: SITES, halfLifeMs: 600_000, now: 0, volumeWeight, volumeHalfLifeMs: 30_000 })
+    table.record('v', 'untouched', 'na-east', false, 0) // read long ago from na-east
+    table.record('w', 'other', 'na-east', false, 0)
+    for (let i = 0; i < 10; i++) table.record('v', `page-${i}`, 'europe', false, 1_800_000 + i * 1000) // europe starts reading v
+    return table
+  }
+  const kernel = s.compile(['', ...SITES], FLEET)
+  const on = make(1)
+  on.recomputePreferred(kernel, 1_810_000)
+  t.equal(on.preferred('v', 'untouched')[0], 'g-eu', 'with λ = 1 the volume\'s untouched block follows europe')
+  t.equal(on.preferred('w', 'other')[0], 'g-east', 'another volume is not affected')
+  on.recomputePreferred(kernel, 1_810_000 + 600_000)
+  t.equal(on.preferred('v', 'untouched')[0], 'g-east', 'the signal fades with its short half-life')
+  const off = make(0)
+  off.recomputePreferred(kernel, 1_810_000)
+  t.equal(off.preferred('v', 'untouched')[0], 'g-east', 'off by default')
+})

@@ -189,3 +189,34 @@ t.test('the creating site is evidence: data tends to be read where it was create
   t.same(await back.predict({ volume: 'shared', block: 'x', origin: 'asia' }), await model.predict({ volume: 'shared', block: 'x', origin: 'asia' }), 'origins survive the round trip')
   t.throws(() => PlacementModel.fromJSON({ ...(model.toJSON() as object), origins: [['asia', 1, [1]]] }, new NgramHashEmbedder()), { code: 'PLACEMENT_BAD_MODEL' })
 })
+
+t.test('large models pre-filter neighbours by signature and agree with exact search', async t => {
+  const r = rng(8)
+  const hist: TrainingExample[] = []
+  const roots = ['archive', 'catalog', 'media', 'logs', 'backup', 'images']
+  for (let i = 0; i < 3000; i++) {
+    const root = roots[i % roots.length] as string
+    const site = SITES[(i % roots.length) % 4] as string
+    const sub = Math.floor(r() * 40)
+    hist.push({ meta: { volume: `${root}-${sub}`, block: `f${i}`, path: `/${root}/part-${sub}/file-${i}.dat` }, scores: scoresFor(site, r) })
+  }
+  const e = new NgramHashEmbedder()
+  const lsh = await PlacementModel.train(hist, e, { beta: 2, alpha: 1, gamma: 8, delta: 0 })
+  const exact = await PlacementModel.train(hist, e, { beta: 2, alpha: 1, gamma: 8, delta: 0, candidates: 1_000_000 })
+  t.equal(lsh.params.candidates, 128, '16 × k by default')
+  let same = 0
+  let close = 0
+  for (let i = 0; i < 200; i++) {
+    const root = roots[i % roots.length] as string
+    const meta = { volume: `new-${i}`, block: 'x', path: `/${root}/part-${i % 50}/file-new-${i}.dat` }
+    const a = await lsh.predict(meta)
+    const b = await exact.predict(meta)
+    if (argmax(a) === argmax(b)) same++
+    if (SITES.every(s => Math.abs(a[s]! - b[s]!) < 0.1)) close++
+  }
+  t.ok(same >= 190, `top site agrees in ${same}/200`)
+  t.ok(close >= 180, `shares within 0.1 in ${close}/200`)
+  const back = PlacementModel.fromJSON(JSON.parse(JSON.stringify(lsh.toJSON())), e)
+  const meta = { volume: 'new', block: 'x', path: '/media/part-3/file-x.dat' }
+  t.same(await back.predict(meta), await lsh.predict(meta), 'signatures are rebuilt identically on load')
+})

@@ -1,0 +1,730 @@
+/**
+ * `npm run bench -- placement [options]`: placement quality on a real trace.
+ *
+ * Replays the NASA KSC HTTP trace (../shared/data/traces/nasa_http_19950801.tsv, 30,969
+ * requests over 12.9 hours) against a fleet of one gateway per site and measures the latency
+ * every access sees under three policies, side by side in one run:
+ *
+ *   hashing   static rendezvous hashing (lib/rendezvous.ts, the proxy's default placement);
+ *   ferry     ferry's own modules simulated in trace time:
+ *             - an AffinityTable fed with every access (the proxy recorder's forward decay,
+ *               half-life --half-life, default the proxy's 600 s);
+ *             - the partitioning engine: a PlacementModel retrained every --retrain seconds
+ *               (default 900) from the history so far — a model only ever sees accesses
+ *               before its training time — places each never-seen block at first touch
+ *               (Partitioner: predicted shares from volume history, metadata neighbours and
+ *               the creating request's site, ranked by the AffinityScorer); its prior
+ *               (--prior global|volume|block, weight --prior-weight κ, default global, 1) is
+ *               the table's prior, so a block whose own traffic has decayed drifts back to
+ *               where traffic is expected;
+ *             - a rebalancer round every --interval seconds (default 30): AffinityTable.planMoves
+ *               with the planner's hysteresis (relative --margin 0.25, absolute --min-gain-ms 1)
+ *               and move budget (--max-moves 64 per round), displacing cold blocks from full
+ *               gateways to make room.
+ *             An access is served where its block is at that moment; a move costs the block's
+ *             bytes and takes effect at once (copy time is not modelled);
+ *   oracle    for each hour, the placement minimising that hour's total latency under the same
+ *             capacity, knowing the hour's accesses in advance (exact, below).
+ *
+ * Also in the same run: ablations (ferry without each part), a sensitivity sweep (one knob
+ * varied at a time, including --volume-weight, the volume signal, off by default), and an
+ * idealised online reference (onlineIdeal: instant free moves on past information) that
+ * bounds what any history-driven placement could reach.
+ *
+ * Set-up (options): client host → site by top-level domain (--sites FILE.json, format of
+ * planner/partition/trace.ts SiteRules; default European ccTLDs → europe, jp kr tw hk sg au nz cn
+ * in → asia, other hosts split between na-east and na-west by a stable hash); URL → block;
+ * its directory → volume; object size = the largest `bytes` seen for the URL. One gateway per
+ * site, each holding at most --capacity (default 0.4) of the trace's distinct blocks, counted
+ * by blocks (not bytes). Latency matrix --latency FILE.json ({ "sameSiteMs", "defaultMs",
+ * "between": { site: { site: ms } } }, symmetric), default the issue's: 2 ms within a site,
+ * na-east↔na-west 60, na↔europe 90, na-west↔asia 110, na-east↔asia 170, europe↔asia 200.
+ *
+ * The oracle is exact: per hour, a transportation problem (blocks → gateways with capacities)
+ * solved by successive shortest paths on the residual graph contracted to the gateways (edge
+ * g→h costs min over blocks b on g of c(b,h) − c(b,g)), which is min-cost flow and so optimal;
+ * the solver is checked against exhaustive search on random small instances at start-up.
+ * Capacity binds the hour's accessed blocks; since total capacity exceeds the number of blocks,
+ * the others always fit elsewhere, so this is the optimum of a complete placement held for the
+ * hour. (A policy moving blocks within the hour could in principle beat it.)
+ *
+ * Writes bench/results/placement.json: per policy meanMs, p99Ms, bytesMoved (and moves, local
+ * share), the ratios against the targets, and the first-touch placement cost of the
+ * partitioning engine against hashing (µs per decision).
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { fileURLToPath } from 'node:url'
+import { AffinityScorer, AffinityTable, latencyMatrix, type GatewayInfo, type LatencyMatrix } from '../planner/affinity.js'
+import { CachingEmbedder, NgramHashEmbedder, type BlockMeta, type Embedder } from '../planner/partition/embedder.js'
+import { PlacementModel } from '../planner/partition/model.js'
+import { Partitioner, hashPlacement } from '../planner/partition/partitioner.js'
+import { DEFAULT_SITE_RULES, isWriteMethod, loadSiteRules, readTsvTrace, siteNames, siteOfHost, urlBlock, type SiteRules } from '../planner/partition/trace.js'
+import { rendezvousNode, rendezvousRank } from '../lib/rendezvous.js'
+import { percentile, ratio, writeResult } from './lib.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const projectRoot = path.resolve(here, '..', '..')
+const DEFAULT_TRACE = path.resolve(projectRoot, '..', 'shared', 'data', 'traces', 'nasa_http_19950801.tsv')
+
+const DEFAULT_LATENCY = {
+  sameSiteMs: 2,
+  defaultMs: 200,
+  between: {
+    'na-east': { 'na-west': 60, europe: 90, asia: 170 },
+    'na-west': { europe: 90, asia: 110 },
+    europe: { asia: 200 }
+  } as Record<string, Record<string, number>>
+}
+
+const TARGET_VS_ORACLE = 1.15
+const TARGET_VS_HASHING = 0.6
+
+interface Options {
+  trace: string
+  rules: SiteRules
+  latency: { sameSiteMs: number, defaultMs: number, between: Record<string, Record<string, number>> }
+  capacity: number
+  halfLifeS: number
+  intervalS: number
+  margin: number
+  minGainMs: number
+  maxMoves: number
+  retrainS: number
+  priorWeight: number
+  volumeWeight: number
+  volumeHalfLifeS: number
+  prior: 'block' | 'volume' | 'global'
+  embedder: 'ngram' | 'transformers'
+  model: string | undefined
+}
+
+function prior (v: string | undefined): Options['prior'] {
+  if (v === undefined) return 'global'
+  if (v === 'block' || v === 'volume' || v === 'global') return v
+  throw new Error('--prior: block, volume or global')
+}
+
+export function options (argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      trace: { type: 'string' },
+      sites: { type: 'string' },
+      latency: { type: 'string' },
+      capacity: { type: 'string' },
+      'half-life': { type: 'string' },
+      interval: { type: 'string' },
+      margin: { type: 'string' },
+      'min-gain-ms': { type: 'string' },
+      'max-moves': { type: 'string' },
+      retrain: { type: 'string' },
+      'prior-weight': { type: 'string' },
+      'volume-weight': { type: 'string' },
+      'volume-half-life': { type: 'string' },
+      prior: { type: 'string' },
+      embedder: { type: 'string' },
+      model: { type: 'string' }
+    }
+  })
+  const num = (name: string, v: string | undefined, dflt: number, ok: (x: number) => boolean): number => {
+    if (v === undefined) return dflt
+    const x = Number(v)
+    if (!Number.isFinite(x) || !ok(x)) throw new Error(`--${name}: bad value ${v}`)
+    return x
+  }
+  let latency = DEFAULT_LATENCY
+  if (values.latency !== undefined) {
+    const j = JSON.parse(fs.readFileSync(values.latency, 'utf8')) as Partial<typeof DEFAULT_LATENCY>
+    latency = { sameSiteMs: j.sameSiteMs ?? DEFAULT_LATENCY.sameSiteMs, defaultMs: j.defaultMs ?? DEFAULT_LATENCY.defaultMs, between: j.between ?? {} }
+  }
+  const embedder = values.embedder ?? 'ngram'
+  if (embedder !== 'ngram' && embedder !== 'transformers') throw new Error('--embedder: ngram or transformers')
+  if (embedder === 'transformers' && values.model === undefined) throw new Error('--embedder transformers needs --model DIR')
+  return {
+    trace: values.trace ?? DEFAULT_TRACE,
+    rules: values.sites !== undefined ? loadSiteRules(values.sites) : DEFAULT_SITE_RULES,
+    latency,
+    capacity: num('capacity', values.capacity, 0.4, x => x > 0 && x <= 1),
+    // The planner's and proxy's defaults: recorder half-life 600 s; rebalancer every 30 s,
+    // margin 25 %, at least 1 ms, 64 moves per interval.
+    halfLifeS: num('half-life', values['half-life'], 600, x => x > 0),
+    intervalS: num('interval', values.interval, 30, x => x > 0),
+    margin: num('margin', values.margin, 0.25, x => x >= 0 && x < 1),
+    minGainMs: num('min-gain-ms', values['min-gain-ms'], 1, x => x >= 0),
+    maxMoves: num('max-moves', values['max-moves'], 64, x => Number.isInteger(x) && x >= 0),
+    retrainS: num('retrain', values.retrain, 900, x => x > 0),
+    priorWeight: num('prior-weight', values['prior-weight'], 1, x => x >= 0),
+    volumeWeight: num('volume-weight', values['volume-weight'], 0, x => x >= 0),
+    volumeHalfLifeS: num('volume-half-life', values['volume-half-life'], 30, x => x > 0),
+    prior: prior(values.prior),
+    embedder,
+    model: values.model
+  }
+}
+
+// ───────────────────────────── the replay set-up ─────────────────────────────
+
+interface Access { at: number, site: number, block: number, write: boolean }
+interface Block { volume: string, id: string, url: string, meta: BlockMeta, bytes: number }
+
+interface Setup {
+  sites: string[]
+  gateways: string[]
+  gatewaySite: number[]
+  /** lat[site × G + gateway] */
+  lat: Float64Array
+  latency: LatencyMatrix
+  accesses: Access[]
+  blocks: Block[]
+  capacity: number
+  hosts: number
+  volumes: number
+  skipped: number
+}
+
+export function setup (opts: Options): Setup {
+  const { requests, skipped } = readTsvTrace(opts.trace)
+  requests.sort((a, b) => a.at - b.at) // stable: the trace is in order but for one line
+  const sites = siteNames(opts.rules)
+  const siteIdx = new Map(sites.map((s, i) => [s, i]))
+  const gateways = sites.map(s => `gw-${s}`)
+  const latency = latencyMatrix(opts.latency.between, opts.latency)
+  const G = gateways.length
+  const lat = new Float64Array(sites.length * G)
+  for (let s = 0; s < sites.length; s++) for (let g = 0; g < G; g++) lat[s * G + g] = latency.get(sites[s] as string, sites[g] as string)
+  const blockIdx = new Map<string, number>()
+  const volumeIdx = new Map<string, number>()
+  const blocks: Block[] = []
+  const accesses: Access[] = []
+  const hosts = new Set<string>()
+  for (const r of requests) {
+    const m = urlBlock(r.url)
+    let b = blockIdx.get(m.block)
+    if (b === undefined) {
+      let v = volumeIdx.get(m.volume)
+      if (v === undefined) volumeIdx.set(m.volume, v = volumeIdx.size)
+      b = blocks.length
+      blockIdx.set(m.block, b)
+      // Store ids must be ids (lib/ids.ts): index-based; the URL stays in the metadata.
+      blocks.push({ volume: `v${v}`, id: `b${b}`, url: m.block, meta: { volume: `v${v}`, block: `b${b}`, path: m.path as string, name: m.name as string }, bytes: 0 })
+    }
+    const blk = blocks[b] as Block
+    if (r.bytes > blk.bytes) blk.bytes = r.bytes
+    hosts.add(r.client)
+    accesses.push({ at: r.at, site: siteIdx.get(siteOfHost(r.client, opts.rules)) as number, block: b, write: isWriteMethod(r.method) })
+  }
+  return { sites, gateways, gatewaySite: sites.map((_, i) => i), lat, latency, accesses, blocks, capacity: Math.floor(opts.capacity * blocks.length), hosts: hosts.size, volumes: volumeIdx.size, skipped }
+}
+
+interface PolicyResult {
+  /** The gateway (index) that served each access. */
+  served: Int32Array
+  bytesMoved: number
+  moves: number
+  extra?: Record<string, unknown>
+}
+
+function summarise (s: Setup, r: PolicyResult): Record<string, unknown> {
+  const G = s.gateways.length
+  const latencies = new Float64Array(s.accesses.length)
+  let sum = 0
+  let local = 0
+  for (let i = 0; i < s.accesses.length; i++) {
+    const a = s.accesses[i] as Access
+    const g = r.served[i] as number
+    const ms = s.lat[a.site * G + g] as number
+    latencies[i] = ms
+    sum += ms
+    if (s.gatewaySite[g] === a.site) local++
+  }
+  const sorted = latencies.sort()
+  return {
+    meanMs: round(sum / latencies.length),
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+    bytesMoved: r.bytesMoved,
+    moves: r.moves,
+    localShare: round(local / latencies.length, 4),
+    ...(r.extra ?? {})
+  }
+}
+
+function round (x: number, digits = 3): number {
+  const f = 10 ** digits
+  return Math.round(x * f) / f
+}
+
+// ───────────────────────────── (a) static rendezvous hashing ─────────────────────────────
+
+export function hashing (s: Setup): PolicyResult {
+  const G = s.gateways.length
+  const nodes = s.gateways.map(id => rendezvousNode(id))
+  const loc = new Int32Array(s.blocks.length).fill(-1)
+  const count = new Int32Array(G)
+  const served = new Int32Array(s.accesses.length)
+  s.accesses.forEach((a, i) => {
+    if (loc[a.block] === -1) {
+      // The first gateway in rendezvous order with room (the cap rarely binds for a hash).
+      const blk = s.blocks[a.block] as Block
+      const rank = rendezvousRank(`${blk.volume}/${blk.id}`, nodes)
+      const g = rank.map(id => s.gateways.indexOf(id)).find(g => (count[g] as number) < s.capacity) as number
+      loc[a.block] = g
+      count[g] = (count[g] as number) + 1
+    }
+    served[i] = loc[a.block] as number
+  })
+  return { served, bytesMoved: 0, moves: 0 }
+}
+
+// ───────────────────────────── (b) ferry online ─────────────────────────────
+
+interface FerryVariant { partition: boolean, rebalance: boolean, displace: boolean }
+
+export async function ferry (s: Setup, opts: Options, variant: FerryVariant, embedder: Embedder): Promise<PolicyResult & { model: PlacementModel | null }> {
+  const G = s.gateways.length
+  const t0 = s.accesses[0]?.at ?? 0
+  const table = new AffinityTable({ sites: s.sites, halfLifeMs: opts.halfLifeS * 1000, now: t0, initialCapacity: s.blocks.length, priorWeight: variant.partition ? opts.priorWeight : 0, volumeWeight: opts.volumeWeight, volumeHalfLifeMs: opts.volumeHalfLifeS * 1000 })
+  const scorer = new AffinityScorer({ latency: s.latency })
+  const partitioner = new Partitioner({ scorer, model: null })
+  const loc = new Int32Array(s.blocks.length).fill(-1)
+  const origin = new Int32Array(s.blocks.length).fill(-1)
+  const count = new Int32Array(G)
+  const served = new Int32Array(s.accesses.length)
+  const infos = (): GatewayInfo[] => s.gateways.map((id, g) => ({ id, site: s.sites[s.gatewaySite[g] as number] as string, capacityBytes: s.capacity, usedBytes: count[g] as number, healthy: true }))
+  const gwIndex = new Map(s.gateways.map((id, g) => [id, g]))
+  const metaOf = (b: number): BlockMeta => {
+    const m = (s.blocks[b] as Block).meta
+    const o = origin[b] as number
+    return o < 0 ? m : { ...m, origin: s.sites[o] as string }
+  }
+  const blockOf = new Map(s.blocks.map((b, i) => [`${b.volume}/${b.id}`, i]))
+
+  let bytesMoved = 0
+  let moves = 0
+  let budgetCut = 0
+  let madeRoom = 0
+  let firstTouchNs = 0n
+  let firstTouches = 0
+  let byModel = 0
+  let trainMs = 0
+  let retrains = 0
+  let model: PlacementModel | null = null
+  let lastValidation: unknown = null
+
+  const retrain = async (now: number): Promise<void> => {
+    const started = process.hrtime.bigint()
+    const history = []
+    for (const e of table.entries(now)) history.push({ meta: metaOf(blockOf.get(`${e.volume}/${e.block}`) as number), scores: e.scores })
+    model = await PlacementModel.train(history, embedder, { validationSample: 200 })
+    partitioner.setModel(model)
+    // The model's expectation becomes the blocks' prior: where traffic is expected to come from
+    // once a block's own history has decayed. 'block' re-predicts every tracked block (with
+    // metadata, origin and neighbours: the costly one); 'volume' uses each volume's history;
+    // 'global' the overall mix.
+    table.setPrior(model.priorShares())
+    if (opts.prior === 'volume') {
+      for (const e of history) { const v = model.volumeShares(e.meta.volume); if (v !== undefined) table.setVolumePrior(e.meta.volume, v) }
+    } else if (opts.prior === 'block') {
+      const preds = await model.predictMany(history.map(h => h.meta))
+      history.forEach((h, i) => table.setBlockPrior(h.meta.volume, h.meta.block, preds[i] as Record<string, number>))
+    }
+    lastValidation = { blocks: history.length, params: model.params, ...model.validation }
+    trainMs += Number(process.hrtime.bigint() - started) / 1e6
+    retrains++
+  }
+
+  const rebalance = (now: number): void => {
+    const kernel = scorer.compile(table.sites, infos())
+    const plan = table.planMoves(kernel, { marginMs: opts.minGainMs, marginRatio: opts.margin, maxMoves: opts.maxMoves, now, displace: variant.displace })
+    if (plan.length >= opts.maxMoves) budgetCut++
+    for (const c of plan) {
+      const to = gwIndex.get(c.to) as number
+      const from = gwIndex.get(c.from) as number
+      if ((count[to] as number) >= s.capacity) throw new Error(`planMoves overfilled ${c.to}`)
+      if (c.reason === 'make-room') madeRoom++
+      const b = blockOf.get(`${c.volume}/${c.block}`) as number
+      count[from] = (count[from] as number) - 1
+      count[to] = (count[to] as number) + 1
+      loc[b] = to
+      table.setBlock(c.volume, c.block, { current: c.to })
+      bytesMoved += (s.blocks[b] as Block).bytes
+      moves++
+    }
+  }
+
+  let nextRetrain = t0 + opts.retrainS * 1000
+  let nextRebalance = t0 + opts.intervalS * 1000
+  for (let i = 0; i < s.accesses.length; i++) {
+    const a = s.accesses[i] as Access
+    while (variant.partition && a.at >= nextRetrain) { await retrain(nextRetrain); nextRetrain += opts.retrainS * 1000 }
+    while (variant.rebalance && a.at >= nextRebalance) { rebalance(nextRebalance); nextRebalance += opts.intervalS * 1000 }
+    const blk = s.blocks[a.block] as Block
+    if (loc[a.block] === -1) {
+      // First touch: the request that makes the block appear comes from a.site (its origin).
+      origin[a.block] = a.site
+      const meta = metaOf(a.block)
+      const started = process.hrtime.bigint()
+      const d = variant.partition ? await partitioner.place(meta, infos(), { sizeBytes: 1 }) : hashPlacement(meta, infos(), 1)
+      firstTouchNs += process.hrtime.bigint() - started
+      firstTouches++
+      if (d.by === 'model') byModel++
+      const g = gwIndex.get(d.gateway as string) as number
+      loc[a.block] = g
+      count[g] = (count[g] as number) + 1
+      table.setBlock(blk.volume, blk.id, { current: d.gateway as string, sizeBytes: 1 })
+      if (d.by === 'model' && opts.prior === 'block') table.setBlockPrior(blk.volume, blk.id, d.shares)
+    }
+    served[i] = loc[a.block] as number
+    table.record(blk.volume, blk.id, s.sites[a.site], a.write, a.at)
+  }
+  return {
+    served,
+    bytesMoved,
+    moves,
+    model,
+    extra: {
+      firstTouch: { decisions: firstTouches, byModel, meanUs: round(Number(firstTouchNs) / 1e3 / Math.max(1, firstTouches)) },
+      ...(variant.partition ? { retrains, trainMsTotal: Math.round(trainMs), lastModel: lastValidation } : {}),
+      ...(variant.rebalance ? { roundsAtMoveBudget: budgetCut, makeRoomMoves: madeRoom } : {}),
+      finalBlocksPerGateway: Object.fromEntries(s.gateways.map((id, g) => [id, count[g]]))
+    }
+  }
+}
+
+// ───────────────────────────── (c) hourly oracle ─────────────────────────────
+
+/**
+ * Min-cost assignment of n items to G bins with capacities (cost[i × G + g]); every item is
+ * assigned (the caller guarantees Σ cap ≥ n). Successive shortest paths: items are added one at
+ * a time along a shortest path in the residual graph contracted to the bins, where moving some
+ * item already in g over to h costs min_b (cost[b,h] − cost[b,g]). Unit augmentations along
+ * shortest paths keep the flow min-cost at every size (no negative cycles appear), so the
+ * result is optimal. O(n² G²) — fine for the few thousand blocks of an hour.
+ */
+export function minCostAssign (cost: Float64Array, n: number, G: number, cap: ArrayLike<number>): Int32Array {
+  const assign = new Int32Array(n).fill(-1)
+  const members: number[][] = Array.from({ length: G }, () => [])
+  const pos = new Int32Array(n)
+  const T = new Float64Array(G * G)
+  const arg = new Int32Array(G * G)
+  const dist = new Float64Array(G)
+  const pred = new Int32Array(G)
+  const put = (i: number, g: number): void => { assign[i] = g; pos[i] = members[g]!.length; members[g]!.push(i) }
+  const take = (i: number): void => {
+    const list = members[assign[i] as number] as number[]
+    const p = pos[i] as number
+    const last = list.pop() as number
+    if (last !== i) { list[p] = last; pos[last] = p }
+    assign[i] = -1
+  }
+  for (let i = 0; i < n; i++) {
+    T.fill(Infinity)
+    arg.fill(-1)
+    for (let g = 0; g < G; g++) {
+      for (const b of members[g] as number[]) {
+        const base = b * G
+        const cg = cost[base + g] as number
+        for (let h = 0; h < G; h++) {
+          if (h === g) continue
+          const d = (cost[base + h] as number) - cg
+          if (d < (T[g * G + h] as number)) { T[g * G + h] = d; arg[g * G + h] = b }
+        }
+      }
+    }
+    for (let g = 0; g < G; g++) dist[g] = cost[i * G + g] as number
+    pred.fill(-1)
+    for (let round = 0; round < G; round++) {
+      let changed = false
+      for (let g = 0; g < G; g++) {
+        for (let h = 0; h < G; h++) {
+          const d = (dist[g] as number) + (T[g * G + h] as number)
+          if (d < (dist[h] as number) - 1e-9) { dist[h] = d; pred[h] = g; changed = true }
+        }
+      }
+      if (!changed) break
+    }
+    let end = -1
+    for (let g = 0; g < G; g++) if (members[g]!.length < (cap[g] as number) && (end < 0 || (dist[g] as number) < (dist[end] as number))) end = g
+    if (end < 0) throw new Error('minCostAssign: capacities too small')
+    const chain = [end]
+    while (pred[chain[0] as number] !== -1 && chain.length <= G) chain.unshift(pred[chain[0] as number] as number)
+    // Shift one item along each edge, from the end backwards, then place the new item at the start.
+    const moving: Array<[number, number]> = []
+    for (let k = 0; k + 1 < chain.length; k++) moving.push([arg[(chain[k] as number) * G + (chain[k + 1] as number)] as number, chain[k + 1] as number])
+    for (const [b] of moving) take(b)
+    for (const [b, h] of moving) put(b, h)
+    put(i, chain[0] as number)
+  }
+  return assign
+}
+
+/** Exhaustive check of minCostAssign on random small instances (throws on a mismatch). */
+function checkSolver (): number {
+  let a = 12345
+  const rnd = (): number => { a = (Math.imul(a, 1664525) + 1013904223) >>> 0; return a / 2 ** 32 }
+  let checked = 0
+  for (let t = 0; t < 300; t++) {
+    const G = 2 + Math.floor(rnd() * 3)
+    const n = 1 + Math.floor(rnd() * 6)
+    const cap = Array.from({ length: G }, () => 1 + Math.floor(rnd() * n))
+    if (cap.reduce((x, y) => x + y, 0) < n) continue
+    const cost = Float64Array.from({ length: n * G }, () => Math.floor(rnd() * 50))
+    const got = minCostAssign(cost, n, G, cap)
+    const total = (as: ArrayLike<number>): number => { let c = 0; for (let i = 0; i < n; i++) c += cost[i * G + (as[i] as number)] as number; return c }
+    const load = new Array(G).fill(0) as number[]
+    for (let i = 0; i < n; i++) load[got[i] as number]!++
+    if (load.some((l, g) => l > (cap[g] as number))) throw new Error('minCostAssign: capacity violated')
+    let best = Infinity
+    const cur = new Array(n).fill(0) as number[]
+    const rec = (i: number, l: number[]): void => {
+      if (i === n) { best = Math.min(best, total(cur)); return }
+      for (let g = 0; g < G; g++) if ((l[g] as number) < (cap[g] as number)) { l[g]!++; cur[i] = g; rec(i + 1, l); l[g]!-- }
+    }
+    rec(0, new Array(G).fill(0) as number[])
+    if (Math.abs(total(got) - best) > 1e-9) throw new Error(`minCostAssign: ${total(got)} is not the optimum ${best}`)
+    checked++
+  }
+  return checked
+}
+
+export function oracle (s: Setup): PolicyResult {
+  const G = s.gateways.length
+  const HOUR = 3_600_000
+  const t0 = s.accesses[0]?.at ?? 0
+  const served = new Int32Array(s.accesses.length)
+  const prev = new Int32Array(s.blocks.length).fill(-1)
+  const caps = new Array(G).fill(s.capacity) as number[]
+  let bytesMoved = 0
+  let moves = 0
+  let hours = 0
+  let start = 0
+  while (start < s.accesses.length) {
+    const hourEnd = t0 + (Math.floor(((s.accesses[start] as Access).at - t0) / HOUR) + 1) * HOUR
+    let end = start
+    while (end < s.accesses.length && (s.accesses[end] as Access).at < hourEnd) end++
+    const local = new Map<number, number>()
+    const list: number[] = []
+    for (let i = start; i < end; i++) {
+      const b = (s.accesses[i] as Access).block
+      if (!local.has(b)) { local.set(b, list.length); list.push(b) }
+    }
+    const cost = new Float64Array(list.length * G)
+    for (let i = start; i < end; i++) {
+      const a = s.accesses[i] as Access
+      const j = local.get(a.block) as number
+      for (let g = 0; g < G; g++) (cost[j * G + g] as number) += s.lat[a.site * G + g] as number
+    }
+    // Among equally good placements prefer the previous hour's (fewer bytes moved); the
+    // tie-break is far below one millisecond in total, so it never changes the latency.
+    for (let j = 0; j < list.length; j++) {
+      const p = prev[list[j] as number] as number
+      for (let g = 0; g < G; g++) if (p >= 0 && g !== p) (cost[j * G + g] as number) += 1e-7
+    }
+    const assign = minCostAssign(cost, list.length, G, caps)
+    for (let i = start; i < end; i++) {
+      served[i] = assign[local.get((s.accesses[i] as Access).block) as number] as number
+    }
+    for (let j = 0; j < list.length; j++) {
+      const b = list[j] as number
+      const g = assign[j] as number
+      if (prev[b] !== -1 && prev[b] !== g) { bytesMoved += (s.blocks[b] as Block).bytes; moves++ }
+      prev[b] = g
+    }
+    hours++
+    start = end
+  }
+  return { served, bytesMoved, moves, extra: { hours } }
+}
+
+// ───────────────────────────── first-touch cost ─────────────────────────────
+
+async function firstTouchCost (s: Setup, model: PlacementModel, rounds = 3): Promise<Record<string, unknown>> {
+  const scorer = new AffinityScorer({ latency: s.latency })
+  const partitioner = new Partitioner({ scorer, model })
+  const infos: GatewayInfo[] = s.gateways.map((id, g) => ({ id, site: s.sites[g] as string, capacityBytes: s.capacity, usedBytes: 0, healthy: true }))
+  const metas = s.blocks.map(b => b.meta)
+  const perRound = { model: [] as number[], hash: [] as number[] }
+  for (let r = 0; r < rounds; r++) {
+    // Alternate the order so a noisy neighbour hurts both sides alike.
+    for (const which of r % 2 === 0 ? ['hash', 'model'] as const : ['model', 'hash'] as const) {
+      const started = process.hrtime.bigint()
+      for (const m of metas) {
+        if (which === 'model') await partitioner.place(m, infos, { sizeBytes: 1 })
+        else hashPlacement(m, infos, 1)
+      }
+      perRound[which].push(Number(process.hrtime.bigint() - started) / 1e3 / metas.length)
+    }
+  }
+  const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
+  const modelUs = med(perRound.model)
+  const hashUs = med(perRound.hash)
+  return {
+    decisions: metas.length,
+    rounds,
+    modelUsPerDecision: round(modelUs),
+    hashUsPerDecision: round(hashUs),
+    ratio: ratio(modelUs, hashUs),
+    neighbourExamples: model.examples,
+    note: 'model = Partitioner.place (embed metadata, neighbour search, blend, rank gateways); hash = rendezvous over eligible gateways; median of rounds'
+  }
+}
+
+// ───────────────────────────── main ─────────────────────────────
+
+/**
+ * An idealised online reference, not a policy anyone can run: before every access the block
+ * is placed, instantly and for free, at the gateway minimising expected latency under the
+ * information available *before* that access (its decayed per-site scores, optionally its
+ * volume's short-term scores, plus a pseudo-count of the global site mix seen so far); a
+ * block's first access ever goes to its origin site; no capacity limit. It bounds what a
+ * history-driven placement could reach without moving blocks ahead of their accesses.
+ */
+export function onlineIdeal (s: Setup, o: { halfLifeS: number, volumeWeight: number, volumeHalfLifeS: number, priorWeight: number }): number {
+  const G = s.gateways.length
+  const S = s.sites.length
+  const volOf = s.blocks.map(b => Number(b.volume.slice(1)))
+  const NV = Math.max(0, ...volOf) + 1
+  const sc = new Float64Array(s.blocks.length * S)
+  const at = new Float64Array(s.blocks.length).fill(-1)
+  const vs = new Float64Array(NV * S)
+  const vat = new Float64Array(NV).fill(-1)
+  const seen = new Float64Array(S)
+  let seenTotal = 0
+  let total = 0
+  for (const a of s.accesses) {
+    const b = a.block
+    const v = volOf[b] as number
+    if ((at[b] as number) >= 0) { const f = Math.pow(2, -(a.at - (at[b] as number)) / (o.halfLifeS * 1000)); for (let x = 0; x < S; x++) (sc[b * S + x] as number) *= f }
+    if ((vat[v] as number) >= 0) { const f = Math.pow(2, -(a.at - (vat[v] as number)) / (o.volumeHalfLifeS * 1000)); for (let x = 0; x < S; x++) (vs[v * S + x] as number) *= f }
+    let g = a.site
+    if ((at[b] as number) >= 0 || (o.volumeWeight > 0 && (vat[v] as number) >= 0)) {
+      let best = Infinity
+      for (let h = 0; h < G; h++) {
+        let c = 0
+        let w = 0
+        for (let x = 0; x < S; x++) {
+          const val = (sc[b * S + x] as number) + o.volumeWeight * (vs[v * S + x] as number) + (seenTotal > 0 ? o.priorWeight * (seen[x] as number) / seenTotal : 0)
+          c += val * (s.lat[x * G + h] as number); w += val
+        }
+        c = w > 0 ? c / w : 0
+        if (c < best) { best = c; g = h }
+      }
+    }
+    at[b] = a.at; vat[v] = a.at
+    total += s.lat[a.site * G + g] as number
+    ;(sc[b * S + a.site] as number) += 1; (vs[v * S + a.site] as number) += 1; (seen[a.site] as number) += 1; seenTotal++
+  }
+  return round(total / s.accesses.length)
+}
+
+export default async function run (argv: string[]): Promise<void> {
+  const opts = options(argv)
+  const solverChecks = checkSolver()
+  const s = setup(opts)
+  let embedder: Embedder
+  if (opts.embedder === 'transformers') {
+    const { TransformersEmbedder } = await import('../planner/partition/transformers.js')
+    embedder = new CachingEmbedder(await TransformersEmbedder.load({ model: opts.model as string }))
+  } else {
+    embedder = new CachingEmbedder(new NgramHashEmbedder())
+  }
+  const perSite: Record<string, number> = {}
+  for (const a of s.accesses) perSite[s.sites[a.site] as string] = (perSite[s.sites[a.site] as string] ?? 0) + 1
+  let servedBytes = 0
+  for (const a of s.accesses) servedBytes += (s.blocks[a.block] as Block).bytes
+  console.log(`placement: ${s.accesses.length} accesses, ${s.blocks.length} blocks in ${s.volumes} volumes, ${s.hosts} hosts; per site ${JSON.stringify(perSite)}; capacity ${s.capacity} blocks per gateway`)
+
+  const timed = async <T>(name: string, f: () => T | Promise<T>): Promise<T> => {
+    const started = Date.now()
+    const r = await f()
+    console.log(`  ${name}: ${Date.now() - started} ms`)
+    return r
+  }
+  const ALL: FerryVariant = { partition: true, rebalance: true, displace: true }
+  const hash = await timed('hashing', () => hashing(s))
+  const full = await timed('ferry', () => ferry(s, opts, ALL, embedder))
+  const orc = await timed('oracle', () => oracle(s))
+  const policies = {
+    hashing: summarise(s, hash),
+    ferry: summarise(s, full),
+    oracle: summarise(s, orc)
+  }
+  // What each part buys: the same run without it.
+  const ablations: Record<string, Record<string, unknown>> = {}
+  const ablate: Array<[string, Options, FerryVariant]> = [
+    ['without partitioning engine (hash first touch, no prior)', opts, { ...ALL, partition: false }],
+    ['without rebalancer', opts, { ...ALL, rebalance: false }],
+    ['without make-room moves', opts, { ...ALL, displace: false }],
+    ['without prior (κ = 0)', { ...opts, priorWeight: 0 }, ALL]
+  ]
+  for (const [name, o, v] of ablate) ablations[name] = summarise(s, await timed(`ferry ${name}`, () => ferry(s, o, v, embedder)))
+  // How sensitive the result is to the knobs (each varies one default).
+  const sensitivity: Record<string, Record<string, unknown>> = {}
+  const vary: Array<[string, Partial<Options>]> = [
+    ['half-life 120 s', { halfLifeS: 120 }],
+    ['half-life 1800 s', { halfLifeS: 1800 }],
+    ['per-volume prior', { prior: 'volume' }],
+    ['per-block prior (re-predicted at every retrain)', { prior: 'block' }],
+    ['rebalance every 10 s', { intervalS: 10 }],
+    ['volume signal λ = 1', { volumeWeight: 1 }]
+  ]
+  for (const [name, o] of vary) {
+    if (Object.entries(o).every(([k, v]) => (opts as unknown as Record<string, unknown>)[k] === v)) continue
+    sensitivity[name] = summarise(s, await timed(`ferry ${name}`, () => ferry(s, { ...opts, ...o }, ALL, embedder)))
+  }
+  const reference = {
+    onlineIdealBlockHistory: onlineIdeal(s, { halfLifeS: opts.halfLifeS, volumeWeight: 0, volumeHalfLifeS: 30, priorWeight: 1 }),
+    onlineIdealWithVolumeSignal: onlineIdeal(s, { halfLifeS: opts.halfLifeS, volumeWeight: 1, volumeHalfLifeS: 30, priorWeight: 1 }),
+    note: 'instant, free, unconstrained moves before every access using only earlier accesses (see onlineIdeal): not achievable, a bound on history-driven placement'
+  }
+  const cost = full.model === null ? null : await timed('first-touch cost', () => firstTouchCost(s, full.model as PlacementModel))
+
+  const fm = policies.ferry.meanMs as number
+  const om = policies.oracle.meanMs as number
+  const hm = policies.hashing.meanMs as number
+  const targets = {
+    ferryOverOracle: ratio(fm, om),
+    ferryOverOracleTarget: TARGET_VS_ORACLE,
+    ferryOverOracleMet: fm <= TARGET_VS_ORACLE * om,
+    ferryBelowHashing: round(1 - fm / hm, 3),
+    ferryBelowHashingTarget: 1 - TARGET_VS_HASHING,
+    ferryBelowHashingMet: fm <= TARGET_VS_HASHING * hm
+  }
+  const line = (name: string, p: Record<string, unknown>): void => {
+    console.log(`  ${name.padEnd(58)} mean ${String(p.meanMs).padStart(7)} ms  p99 ${String(p.p99Ms).padStart(4)} ms  local ${(100 * (p.localShare as number)).toFixed(1).padStart(5)} %  moved ${((p.bytesMoved as number) / 1e6).toFixed(1).padStart(7)} MB in ${p.moves} moves`)
+  }
+  for (const [name, p] of Object.entries(policies)) line(name, p)
+  for (const [name, p] of Object.entries(ablations)) line(`ferry ${name}`, p)
+  for (const [name, p] of Object.entries(sensitivity)) line(`ferry, ${name}`, p)
+  console.log(`  online ideal (not runnable): ${reference.onlineIdealBlockHistory} ms from block history, ${reference.onlineIdealWithVolumeSignal} ms with the volume signal`)
+  console.log(`  ferry/oracle ${targets.ferryOverOracle} (target ≤ ${TARGET_VS_ORACLE}: ${targets.ferryOverOracleMet ? 'met' : 'NOT met'}); ferry ${(100 * targets.ferryBelowHashing).toFixed(1)} % below hashing (target ≥ 40 %: ${targets.ferryBelowHashingMet ? 'met' : 'NOT met'})`)
+  if (cost !== null) console.log(`  first touch: model ${cost.modelUsPerDecision} µs vs hash ${cost.hashUsPerDecision} µs per decision (×${cost.ratio})`)
+
+  const file = writeResult('placement', {
+    setup: {
+      trace: path.relative(projectRoot, opts.trace),
+      accesses: s.accesses.length,
+      skippedRows: s.skipped,
+      blocks: s.blocks.length,
+      volumes: s.volumes,
+      hosts: s.hosts,
+      accessesPerSite: perSite,
+      bytesServed: servedBytes,
+      gateways: s.gateways,
+      capacity: { fraction: opts.capacity, blocksPerGateway: s.capacity, by: 'block count' },
+      latency: opts.latency,
+      ferry: { halfLifeS: opts.halfLifeS, rebalanceIntervalS: opts.intervalS, margin: opts.margin, minGainMs: opts.minGainMs, maxMovesPerInterval: opts.maxMoves, retrainS: opts.retrainS, priorWeight: opts.priorWeight, prior: opts.prior, volumeWeight: opts.volumeWeight, volumeHalfLifeS: opts.volumeHalfLifeS, embedder: embedder.name },
+      oracleSolverChecks: solverChecks
+    },
+    policies,
+    ablations,
+    sensitivity,
+    reference,
+    targets,
+    firstTouchCost: cost
+  })
+  console.log(`  wrote ${file}`)
+}
