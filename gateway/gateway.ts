@@ -326,6 +326,9 @@ export class ReferenceGateway {
   #onRequest (life: Life, req: IncomingMessage, res: ServerResponse): void {
     const started = performance.now()
     life.inflight++
+    // While refusing, a connection that was busy when the refusal began must not live on as a
+    // keep-alive connection: a client reusing it would never see the gateway refuse.
+    if (this.#faults.refuse !== 'none') res.shouldKeepAlive = false
     res.once('close', () => {
       this.#metrics.request(req.method ?? 'OTHER', res.writableFinished ? String(res.statusCode) : 'aborted', (performance.now() - started) / 1000)
       if (--life.inflight === 0) life.onIdle?.()
