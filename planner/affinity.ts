@@ -1119,9 +1119,12 @@ export class AffinityTable {
 
   private weights (at: number): void {
     this.wAt = at
-    this.wLong = Math.pow(2, (at - this.t0) / this.halfLifeMs)
-    this.wShort = Math.pow(2, (at - this.t0) / this.burstHalfLifeMs)
-    if (this.volumeWeight > 0) this.wVol = Math.pow(2, (at - this.t0) / this.volumeHalfLifeMs)
+    // exp(x·ln2) rather than pow(2, x): the same value, several times cheaper in V8, and this
+    // runs for every distinct timestamp on the ingest path.
+    const dt = (at - this.t0) * Math.LN2
+    this.wLong = Math.exp(dt / this.halfLifeMs)
+    this.wShort = Math.exp(dt / this.burstHalfLifeMs)
+    if (this.volumeWeight > 0) this.wVol = Math.exp(dt / this.volumeHalfLifeMs)
     if (this.wLong > 2 ** RESCALE_EXP || this.wShort > 2 ** RESCALE_EXP || this.wVol > 2 ** RESCALE_EXP) this.rescale(at)
   }
 

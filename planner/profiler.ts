@@ -21,10 +21,17 @@
  *                the k largest survive. Counts are upper bounds with a stated `error`.
  *
  * Memory is bounded: at most maxVolumes volumes and maxBlocks blocks, each of fixed size
- * (k counters, B buckets). Past a bound the coldest tenth is evicted in one pass and counted.
+ * (k counters, B buckets). Past the block bound, a new block needs a second access within a
+ * doorkeeper period to get an entry, and then the coldest fifth is evicted in one pass; past
+ * the volume bound the coldest tenth of the volumes goes. Both are counted.
+ *
+ * Layout: each entry is one row of a row-major Float64Array (counters, both sketches' counts
+ * and errors, the bucket ring) plus its sketch keys in a parallel array, so recording an access
+ * touches a few contiguous cache lines rather than a dozen small objects.
  */
 import { z } from 'zod'
 import { FerryError } from '../lib/errors.js'
+import { hashString } from '../lib/rendezvous.js'
 
 export interface AccessRecord {
   volume: string
@@ -145,192 +152,294 @@ export type ProfileSnapshot = z.infer<typeof snapshotSchema>
 type EntrySnapshot = z.infer<typeof entrySchema>
 type SketchSnapshot = z.infer<typeof sketchSchema>
 
-// ───────────────────────────── Space-Saving ─────────────────────────────
+// ───────────────────────────── entries ─────────────────────────────
 
-/**
- * Space-Saving over weighted updates with at most k counters. Linear scans: k is small (4–64)
- * and a scan over a packed array beats hashing at that size.
- */
-class SpaceSaving {
-  readonly keys: string[] = []
-  readonly counts: number[] = []
-  readonly errors: number[] = []
+// Row layout (Float64 slots): counters, then the site sketch (counts, errors), the client
+// sketch (counts, errors) and the bucket ring. Sketch keys live in EntryTable.keys, 2k per row.
+const SCORE = 0
+const READS = 1
+const WRITES = 2
+const BYTES = 3
+const SERVED = 4
+const LOCAL = 5
+const FIRST = 6
+const LAST = 7
+/** Bucket id (floor(at / bucketMs)) of the newest ring slot; -Infinity before the first access. */
+const HEAD = 8
+const SITE_N = 9
+const CLIENT_N = 10
+const HDR = 11
 
-  constructor (readonly k: number) {}
+const SITES = 0
+const CLIENTS = 1
 
-  add (key: string, w: number): void {
-    const keys = this.keys
-    for (let i = 0; i < keys.length; i++) {
-      if (keys[i] === key) { (this.counts[i] as number) += w; return }
-    }
-    if (keys.length < this.k) {
-      keys.push(key); this.counts.push(w); this.errors.push(0)
-      return
-    }
-    const m = this.minIndex()
-    const min = this.counts[m] as number
-    keys[m] = key
-    this.counts[m] = min + w
-    this.errors[m] = min
-  }
-
-  /** Smallest count when full, else 0: the most a missing key can have had. */
-  floor (): number {
-    return this.keys.length < this.k ? 0 : this.counts[this.minIndex()] as number
-  }
-
-  /** Merge (Agarwal et al.): `scale` converts the other summary's weights to this landmark. */
-  merge (other: SketchSnapshot, scale: number): void {
-    const otherFloor = other.items.length < other.k ? 0 : Math.min(...other.items.map(i => i[1])) * scale
-    const ownFloor = this.floor()
-    const combined = new Map<string, [number, number]>()
-    for (let i = 0; i < this.keys.length; i++) combined.set(this.keys[i] as string, [(this.counts[i] as number) + otherFloor, (this.errors[i] as number) + otherFloor])
-    for (const [key, c, e] of other.items) {
-      const cur = combined.get(key)
-      if (cur !== undefined) { cur[0] += c * scale - otherFloor; cur[1] += e * scale - otherFloor } else combined.set(key, [c * scale + ownFloor, e * scale + ownFloor])
-    }
-    const top = [...combined].sort((a, b) => b[1][0] - a[1][0]).slice(0, this.k)
-    this.keys.length = 0; this.counts.length = 0; this.errors.length = 0
-    for (const [key, [c, e]] of top) { this.keys.push(key); this.counts.push(c); this.errors.push(e) }
-  }
-
-  scale (f: number): void {
-    for (let i = 0; i < this.counts.length; i++) { (this.counts[i] as number) *= f; (this.errors[i] as number) *= f }
-  }
-
-  toJSON (f: number): SketchSnapshot {
-    return { k: this.k, items: this.keys.map((key, i) => [key, (this.counts[i] as number) * f, (this.errors[i] as number) * f]) }
-  }
-
-  top (f: number, total: number): HeavyHitter[] {
-    return this.keys
-      .map((key, i) => ({ key, count: (this.counts[i] as number) * f, error: (this.errors[i] as number) * f, share: total > 0 ? Math.min(1, (this.counts[i] as number) * f / total) : 0 }))
-      .sort((a, b) => b.count - a.count)
-  }
-
-  private minIndex (): number {
-    let m = 0
-    for (let i = 1; i < this.counts.length; i++) if ((this.counts[i] as number) < (this.counts[m] as number)) m = i
-    return m
-  }
+/** Ring index of bucket id j (non-negative even for ids before 1970). */
+function slot (j: number, B: number): number {
+  const r = j % B
+  return r < 0 ? r + B : r
 }
 
-// ───────────────────────────── one entry ─────────────────────────────
+/**
+ * Entries of one kind (volumes, or blocks) with B buckets and k sketch counters each. Rows are
+ * reused after release, so churn at the memory bound allocates nothing.
+ */
+class EntryTable {
+  readonly stride: number
+  private data: Float64Array
+  private keys: string[]
+  private live: Uint8Array
+  private readonly free: number[] = []
+  private rows = 0
+  private cap: number
 
-class Stats {
-  score = 0
-  reads = 0
-  writes = 0
-  bytes = 0
-  served = 0
-  local = 0
-  first = Infinity
-  last = -Infinity
-  /** Bucket id (floor(at / bucketMs)) of the newest ring slot; -Infinity before the first access. */
-  head = -Infinity
-  readonly ring: Uint32Array
-  readonly sites: SpaceSaving
-  readonly clients: SpaceSaving
-
-  constructor (buckets: number, k: number) {
-    this.ring = new Uint32Array(buckets)
-    this.sites = new SpaceSaving(k)
-    this.clients = new SpaceSaving(k)
+  constructor (readonly B: number, readonly k: number, initialRows: number) {
+    this.stride = HDR + 4 * k + B
+    this.cap = Math.max(16, initialRows)
+    this.data = new Float64Array(this.cap * this.stride)
+    this.keys = new Array<string>(this.cap * 2 * k).fill('')
+    this.live = new Uint8Array(this.cap)
   }
 
-  record (a: AccessRecord, w: number, bucket: number): void {
-    this.score += w
-    if (a.write) this.writes++; else this.reads++
-    if (a.bytes !== undefined && a.bytes > 0) this.bytes += a.bytes
-    if (a.servedBySite !== undefined) {
-      this.served++
-      if (a.servedBySite === a.site) this.local++
+  alloc (): number {
+    let row = this.free.pop()
+    if (row === undefined) {
+      if (this.rows === this.cap) this.grow()
+      row = this.rows++
     }
-    if (a.at < this.first) this.first = a.at
-    if (a.at > this.last) this.last = a.at
-    this.addBucket(bucket, 1)
-    this.sites.add(a.site, w)
-    this.clients.add(a.client, w)
+    const o = row * this.stride
+    this.data.fill(0, o, o + HDR)
+    this.data[o + FIRST] = Infinity
+    this.data[o + LAST] = -Infinity
+    this.data[o + HEAD] = -Infinity // addBucket clears the ring on the first record
+    this.live[row] = 1
+    return row
+  }
+
+  release (row: number): void {
+    this.live[row] = 0
+    this.free.push(row)
+  }
+
+  score (row: number): number { return this.data[row * this.stride + SCORE] as number }
+
+  record (row: number, a: AccessRecord, w: number, bucket: number): void {
+    const d = this.data
+    const o = row * this.stride
+    d[o + SCORE] = (d[o + SCORE] as number) + w
+    if (a.write) d[o + WRITES] = (d[o + WRITES] as number) + 1
+    else d[o + READS] = (d[o + READS] as number) + 1
+    if (a.bytes !== undefined && a.bytes > 0) d[o + BYTES] = (d[o + BYTES] as number) + a.bytes
+    if (a.servedBySite !== undefined) {
+      d[o + SERVED] = (d[o + SERVED] as number) + 1
+      if (a.servedBySite === a.site) d[o + LOCAL] = (d[o + LOCAL] as number) + 1
+    }
+    if (a.at < (d[o + FIRST] as number)) d[o + FIRST] = a.at
+    if (a.at > (d[o + LAST] as number)) d[o + LAST] = a.at
+    this.addBucket(row, bucket, 1)
+    this.ssAdd(row, SITES, a.site, w)
+    this.ssAdd(row, CLIENTS, a.client, w)
   }
 
   /**
    * Adds `count` to bucket `id`. The ring always holds exactly the counts of buckets
    * (head - B, head], whatever the arrival order, which is what makes merging exact.
    */
-  addBucket (id: number, count: number): void {
-    const B = this.ring.length
-    if (id > this.head) {
-      if (this.head === -Infinity || id - this.head >= B) this.ring.fill(0)
-      else for (let j = this.head + 1; j <= id; j++) this.ring[slot(j, B)] = 0
-      this.head = id
-    } else if (id <= this.head - B) {
+  addBucket (row: number, id: number, count: number): void {
+    const d = this.data
+    const o = row * this.stride
+    const ring = o + HDR + 4 * this.k
+    const B = this.B
+    const head = d[o + HEAD] as number
+    if (id > head) {
+      if (head === -Infinity || id - head >= B) d.fill(0, ring, ring + B)
+      else for (let j = head + 1; j <= id; j++) d[ring + slot(j, B)] = 0
+      d[o + HEAD] = id
+    } else if (id <= head - B) {
       return
     }
-    (this.ring[slot(id, B)] as number) += count
+    d[ring + slot(id, B)] = (d[ring + slot(id, B)] as number) + count
   }
 
-  merge (o: EntrySnapshot, scale: number): void {
-    this.score += o.score * scale
-    this.reads += o.reads
-    this.writes += o.writes
-    this.bytes += o.bytes
-    this.served += o.served
-    this.local += o.local
-    if (o.reads + o.writes > 0) {
-      if (o.first < this.first) this.first = o.first
-      if (o.last > this.last) this.last = o.last
-    }
-    // The snapshot's ring is oldest first and ends at o.head (same bucket width: checked).
-    const n = o.ring.length
+  // ── Space-Saving (Metwally et al.) over weighted updates, k counters per sketch. Linear
+  // scans: k is small and a scan over contiguous slots beats hashing at that size.
+
+  private ssAdd (row: number, which: number, key: string, w: number): void {
+    const d = this.data
+    const k = this.k
+    const o = row * this.stride
+    const counts = o + HDR + which * 2 * k
+    const errors = counts + k
+    const keys = (row * 2 + which) * k
+    const nSlot = o + (which === SITES ? SITE_N : CLIENT_N)
+    const n = d[nSlot] as number
     for (let i = 0; i < n; i++) {
-      const c = o.ring[i] as number
-      if (c > 0) this.addBucket(o.head - (n - 1 - i), c)
+      if (this.keys[keys + i] === key) { d[counts + i] = (d[counts + i] as number) + w; return }
     }
-    this.sites.merge(o.sites, scale)
-    this.clients.merge(o.clients, scale)
+    if (n < k) {
+      this.keys[keys + n] = key
+      d[counts + n] = w
+      d[errors + n] = 0
+      d[nSlot] = n + 1
+      return
+    }
+    let m = 0
+    for (let i = 1; i < k; i++) if ((d[counts + i] as number) < (d[counts + m] as number)) m = i
+    const min = d[counts + m] as number
+    this.keys[keys + m] = key
+    d[counts + m] = min + w
+    d[errors + m] = min
   }
 
+  /** The sketch's items as [key, count, error] scaled by f. */
+  private ssItems (row: number, which: number, f: number): Array<[string, number, number]> {
+    const d = this.data
+    const k = this.k
+    const o = row * this.stride
+    const counts = o + HDR + which * 2 * k
+    const keys = (row * 2 + which) * k
+    const n = d[o + (which === SITES ? SITE_N : CLIENT_N)] as number
+    const out: Array<[string, number, number]> = []
+    for (let i = 0; i < n; i++) out.push([this.keys[keys + i] as string, (d[counts + i] as number) * f, (d[counts + k + i] as number) * f])
+    return out
+  }
+
+  /**
+   * Merge of another summary into this sketch (Agarwal et al. 2012): counts add; a key missing
+   * from a full summary is charged that summary's minimum (count and error); the k largest
+   * survive. `scale` converts the other summary's weights to this landmark.
+   */
+  private ssMerge (row: number, which: number, other: SketchSnapshot, scale: number): void {
+    const d = this.data
+    const k = this.k
+    const o = row * this.stride
+    const counts = o + HDR + which * 2 * k
+    const keys = (row * 2 + which) * k
+    const nSlot = o + (which === SITES ? SITE_N : CLIENT_N)
+    const own = this.ssItems(row, which, 1)
+    const ownFloor = own.length < k ? 0 : Math.min(...own.map(i => i[1]))
+    const otherFloor = other.items.length < other.k ? 0 : Math.min(...other.items.map(i => i[1])) * scale
+    const combined = new Map<string, [number, number]>()
+    for (const [key, c, e] of own) combined.set(key, [c + otherFloor, e + otherFloor])
+    for (const [key, c, e] of other.items) {
+      const cur = combined.get(key)
+      if (cur !== undefined) { cur[0] += c * scale - otherFloor; cur[1] += e * scale - otherFloor } else combined.set(key, [c * scale + ownFloor, e * scale + ownFloor])
+    }
+    const top = [...combined].sort((a, b) => b[1][0] - a[1][0]).slice(0, k)
+    top.forEach(([key, [c, e]], i) => { this.keys[keys + i] = key; d[counts + i] = c; d[counts + k + i] = e })
+    d[nSlot] = top.length
+  }
+
+  merge (row: number, e: EntrySnapshot, scale: number): void {
+    const d = this.data
+    const o = row * this.stride
+    d[o + SCORE] = (d[o + SCORE] as number) + e.score * scale
+    d[o + READS] = (d[o + READS] as number) + e.reads
+    d[o + WRITES] = (d[o + WRITES] as number) + e.writes
+    d[o + BYTES] = (d[o + BYTES] as number) + e.bytes
+    d[o + SERVED] = (d[o + SERVED] as number) + e.served
+    d[o + LOCAL] = (d[o + LOCAL] as number) + e.local
+    if (e.reads + e.writes > 0) {
+      if (e.first < (d[o + FIRST] as number)) d[o + FIRST] = e.first
+      if (e.last > (d[o + LAST] as number)) d[o + LAST] = e.last
+    }
+    // The snapshot's ring is oldest first and ends at e.head (same bucket width: checked).
+    const n = e.ring.length
+    for (let i = 0; i < n; i++) {
+      const c = e.ring[i] as number
+      if (c > 0) this.addBucket(row, e.head - (n - 1 - i), c)
+    }
+    this.ssMerge(row, SITES, e.sites, scale)
+    this.ssMerge(row, CLIENTS, e.clients, scale)
+  }
+
+  /** Multiplies every live row's decayed values by f (forward-decay rescaling). */
   rescale (f: number): void {
-    this.score *= f
-    this.sites.scale(f)
-    this.clients.scale(f)
+    const d = this.data
+    const k = this.k
+    for (let row = 0; row < this.rows; row++) {
+      if (this.live[row] === 0) continue
+      const o = row * this.stride
+      d[o + SCORE] = (d[o + SCORE] as number) * f
+      for (let i = o + HDR; i < o + HDR + 4 * k; i++) d[i] = (d[i] as number) * f
+    }
   }
 
-  toJSON (f: number, volume: string, block?: string): EntrySnapshot {
-    const B = this.ring.length
+  toJSON (row: number, f: number, volume: string, block?: string): EntrySnapshot {
+    const d = this.data
+    const o = row * this.stride
+    const B = this.B
+    const head = d[o + HEAD] as number
+    const first = d[o + FIRST] as number
+    const last = d[o + LAST] as number
+    const ringAt = o + HDR + 4 * this.k
     const ring: number[] = []
-    for (let j = this.head - B + 1; j <= this.head; j++) ring.push(this.head === -Infinity ? 0 : this.ring[slot(j, B)] as number)
+    for (let j = head - B + 1; j <= head; j++) ring.push(head === -Infinity ? 0 : d[ringAt + slot(j, B)] as number)
+    if (head === -Infinity) ring.length = B
     return {
       volume,
       ...(block !== undefined ? { block } : {}),
-      score: this.score * f,
-      reads: this.reads,
-      writes: this.writes,
-      bytes: this.bytes,
-      served: this.served,
-      local: this.local,
+      score: (d[o + SCORE] as number) * f,
+      reads: d[o + READS] as number,
+      writes: d[o + WRITES] as number,
+      bytes: d[o + BYTES] as number,
+      served: d[o + SERVED] as number,
+      local: d[o + LOCAL] as number,
       // JSON has no Infinity: an entry that never recorded (merged-in volume shell) says 0.
-      first: Number.isFinite(this.first) ? this.first : 0,
-      last: Number.isFinite(this.last) ? this.last : 0,
-      head: this.head === -Infinity ? 0 : this.head,
-      ring,
-      sites: this.sites.toJSON(f),
-      clients: this.clients.toJSON(f)
+      first: Number.isFinite(first) ? first : 0,
+      last: Number.isFinite(last) ? last : 0,
+      head: head === -Infinity ? 0 : head,
+      ring: head === -Infinity ? new Array<number>(B).fill(0) : ring,
+      sites: { k: this.k, items: this.ssItems(row, SITES, f) },
+      clients: { k: this.k, items: this.ssItems(row, CLIENTS, f) }
     }
   }
 
-  burstiness (nowBucket: number, bucketMs: number): Burstiness {
-    const B = this.ring.length
-    if (this.head === -Infinity) return { peakToMean: null, dispersion: null, buckets: 0, bucketMs }
-    const end = Math.max(nowBucket, this.head)
-    const start = Math.max(Math.floor(this.first / bucketMs), end - B + 1)
+  profile (row: number, volume: string, f: number, now: number, bucketMs: number, halfLifeMs: number): VolumeProfile {
+    const d = this.data
+    const o = row * this.stride
+    const score = (d[o + SCORE] as number) * f
+    const reads = d[o + READS] as number
+    const writes = d[o + WRITES] as number
+    const served = d[o + SERVED] as number
+    const accesses = reads + writes
+    const top = (which: number): HeavyHitter[] => this.ssItems(row, which, f)
+      .map(([key, count, error]) => ({ key, count, error, share: score > 0 ? Math.min(1, count / score) : 0 }))
+      .sort((a, b) => b.count - a.count)
+    return {
+      volume,
+      reads,
+      writes,
+      accesses,
+      writeShare: accesses > 0 ? writes / accesses : 0,
+      bytes: d[o + BYTES] as number,
+      score,
+      ratePerS: score * Math.LN2 / (halfLifeMs / 1000),
+      burstiness: this.burstiness(row, Math.floor(now / bucketMs), bucketMs),
+      locality: served > 0 ? (d[o + LOCAL] as number) / served : null,
+      localityKnown: served,
+      topSites: top(SITES),
+      topClients: top(CLIENTS),
+      firstAt: d[o + FIRST] as number,
+      lastAt: d[o + LAST] as number
+    }
+  }
+
+  private burstiness (row: number, nowBucket: number, bucketMs: number): Burstiness {
+    const d = this.data
+    const o = row * this.stride
+    const B = this.B
+    const head = d[o + HEAD] as number
+    if (head === -Infinity) return { peakToMean: null, dispersion: null, buckets: 0, bucketMs }
+    const ring = o + HDR + 4 * this.k
+    const end = Math.max(nowBucket, head)
+    const start = Math.max(Math.floor((d[o + FIRST] as number) / bucketMs), end - B + 1)
     const n = end - start + 1
     if (n < 2) return { peakToMean: null, dispersion: null, buckets: Math.max(0, n), bucketMs }
     let sum = 0
     let sq = 0
     let peak = 0
     for (let j = start; j <= end; j++) {
-      const c = j > this.head || j <= this.head - B ? 0 : this.ring[slot(j, B)] as number
+      const c = j > head || j <= head - B ? 0 : d[ring + slot(j, B)] as number
       sum += c; sq += c * c
       if (c > peak) peak = c
     }
@@ -339,20 +448,30 @@ class Stats {
     const variance = sq / n - mean * mean
     return { peakToMean: peak / mean, dispersion: Math.max(0, variance) / mean, buckets: n, bucketMs }
   }
-}
 
-/** Ring index of bucket id j (non-negative even for ids before 1970). */
-function slot (j: number, B: number): number {
-  const r = j % B
-  return r < 0 ? r + B : r
+  private grow (): void {
+    const cap = this.cap * 2
+    const data = new Float64Array(cap * this.stride)
+    data.set(this.data)
+    this.data = data
+    const live = new Uint8Array(cap)
+    live.set(this.live)
+    this.live = live
+    for (let i = this.keys.length; i < cap * 2 * this.k; i++) this.keys.push('')
+    this.cap = cap
+  }
 }
 
 interface VolumeEntry {
-  stats: Stats
-  blocks: Map<string, Stats>
+  row: number
+  /** block id → row in the block table. */
+  blocks: Map<string, number>
 }
 
 // ───────────────────────────── the profiler ─────────────────────────────
+
+/** Doorkeeper bits (2^20: 128 KiB). */
+const DOOR_MASK = (1 << 20) - 1
 
 /** Rescale when forward-decay weights pass 2^RESCALE_EXP (doubles are fine far beyond). */
 const RESCALE_EXP = 400
@@ -360,12 +479,10 @@ const RESCALE_EXP = 400
 export class AccessProfiler {
   readonly halfLifeMs: number
   readonly bucketMs: number
-  private readonly blockBuckets: number
-  private readonly volumeBuckets: number
-  private readonly blockTopK: number
-  private readonly volumeTopK: number
   private readonly maxBlocks: number
   private readonly maxVolumes: number
+  private readonly volumeTable: EntryTable
+  private readonly blockTable: EntryTable
   private readonly volumes = new Map<string, VolumeEntry>()
   private blockCount = 0
   private t0: number
@@ -375,16 +492,22 @@ export class AccessProfiler {
   records = 0
   evictedBlocks = 0
   evictedVolumes = 0
+  /** Records counted in their volume but not in a block entry (doorkeeper, at the bound). */
+  unprofiled = 0
+  private readonly door = new Uint32Array((DOOR_MASK + 1) / 32)
+  private doorSeen = 0
 
   constructor (opts: ProfilerOptions = {}) {
     this.halfLifeMs = positive('halfLifeMs', opts.halfLifeMs ?? 600_000)
     this.bucketMs = positive('bucketMs', opts.bucketMs ?? 60_000)
-    this.blockBuckets = count('blockBuckets', opts.blockBuckets ?? 16)
-    this.volumeBuckets = count('volumeBuckets', opts.volumeBuckets ?? 60)
-    this.blockTopK = count('blockTopK', opts.blockTopK ?? 4)
-    this.volumeTopK = count('volumeTopK', opts.volumeTopK ?? 16)
+    const blockBuckets = count('blockBuckets', opts.blockBuckets ?? 16)
+    const volumeBuckets = count('volumeBuckets', opts.volumeBuckets ?? 60)
+    const blockTopK = count('blockTopK', opts.blockTopK ?? 4)
+    const volumeTopK = count('volumeTopK', opts.volumeTopK ?? 16)
     this.maxBlocks = count('maxBlocks', opts.maxBlocks ?? 50_000)
     this.maxVolumes = count('maxVolumes', opts.maxVolumes ?? 5_000)
+    this.volumeTable = new EntryTable(volumeBuckets, volumeTopK, 64)
+    this.blockTable = new EntryTable(blockBuckets, blockTopK, 1024)
     this.t0 = opts.now ?? Date.now()
   }
 
@@ -395,16 +518,35 @@ export class AccessProfiler {
     this.records++
     if (a.at !== this.wAt) this.weight(a.at)
     const v = this.volumeEntry(a.volume)
+    const bucket = Math.floor(a.at / this.bucketMs)
+    this.volumeTable.record(v.row, a, this.w, bucket)
     let b = v.blocks.get(a.block)
     if (b === undefined) {
-      if (this.blockCount >= this.maxBlocks) this.evictBlocks()
-      b = new Stats(this.blockBuckets, this.blockTopK)
+      if (this.blockCount >= this.maxBlocks) {
+        // At the bound, a block gets an entry on its second access within a doorkeeper
+        // period (TinyLFU's doorkeeper, Einziger et al. 2017): a long tail of one-off blocks
+        // would otherwise evict the entries that matter.
+        if (!this.admit(a.volume, a.block)) { this.unprofiled++; return }
+        this.evictBlocks()
+      }
+      b = this.blockTable.alloc()
       v.blocks.set(a.block, b)
       this.blockCount++
     }
-    const bucket = Math.floor(a.at / this.bucketMs)
-    v.stats.record(a, this.w, bucket)
-    b.record(a, this.w, bucket)
+    this.blockTable.record(b, a, this.w, bucket)
+  }
+
+  /** Doorkeeper: false (and remembered) on a block's first try in the period, true after. */
+  private admit (volume: string, block: string): boolean {
+    const h = hashString(block, hashString(volume))
+    const bit = h & DOOR_MASK
+    const word = bit >>> 5
+    const mask = 1 << (bit & 31)
+    if (((this.door[word] as number) & mask) !== 0) return true
+    this.door[word] = (this.door[word] as number) | mask
+    // A new period every maxBlocks first tries, so the filter never fills up.
+    if (++this.doorSeen >= this.maxBlocks) { this.door.fill(0); this.doorSeen = 0 }
+    return false
   }
 
   /**
@@ -421,7 +563,7 @@ export class AccessProfiler {
     // The snapshot's decayed values are as of asOf: in this landmark that is × 2^((asOf - T0)/H).
     const scale = Math.pow(2, (s.asOf - this.t0) / this.halfLifeMs)
     for (const e of s.volumes) {
-      this.volumeEntry(e.volume).stats.merge(e, scale)
+      this.volumeTable.merge(this.volumeEntry(e.volume).row, e, scale)
       this.records += e.reads + e.writes
     }
     for (const e of s.blocks) {
@@ -430,11 +572,11 @@ export class AccessProfiler {
       let b = v.blocks.get(block)
       if (b === undefined) {
         if (this.blockCount >= this.maxBlocks) this.evictBlocks()
-        b = new Stats(this.blockBuckets, this.blockTopK)
+        b = this.blockTable.alloc()
         v.blocks.set(block, b)
         this.blockCount++
       }
-      b.merge(e, scale)
+      this.blockTable.merge(b, e, scale)
     }
     this.evictedBlocks += s.evicted.blocks
     this.evictedVolumes += s.evicted.volumes
@@ -451,13 +593,13 @@ export class AccessProfiler {
     const now = opts.now ?? Date.now()
     const f = this.decay(now)
     const volumes: EntrySnapshot[] = []
-    let blocks: Array<{ volume: string, block: string, stats: Stats }> = []
+    let blocks: Array<{ volume: string, block: string, row: number }> = []
     for (const [volume, v] of this.volumes) {
-      volumes.push(v.stats.toJSON(f, volume))
-      for (const [block, stats] of v.blocks) blocks.push({ volume, block, stats })
+      volumes.push(this.volumeTable.toJSON(v.row, f, volume))
+      for (const [block, row] of v.blocks) blocks.push({ volume, block, row })
     }
     if (opts.limit !== undefined && blocks.length > opts.limit) {
-      blocks.sort((a, b) => b.stats.score - a.stats.score)
+      blocks.sort((a, b) => this.blockTable.score(b.row) - this.blockTable.score(a.row))
       blocks = blocks.slice(0, opts.limit)
     }
     return {
@@ -468,65 +610,47 @@ export class AccessProfiler {
       bucketMs: this.bucketMs,
       evicted: { blocks: this.evictedBlocks, volumes: this.evictedVolumes },
       volumes,
-      blocks: blocks.map(b => b.stats.toJSON(f, b.volume, b.block))
+      blocks: blocks.map(b => this.blockTable.toJSON(b.row, f, b.volume, b.block))
     }
   }
 
   volume (volume: string, now = Date.now()): VolumeProfile | undefined {
     const v = this.volumes.get(volume)
-    return v === undefined ? undefined : this.profile(v.stats, volume, now)
+    return v === undefined ? undefined : this.volumeTable.profile(v.row, volume, this.decay(now), now, this.bucketMs, this.halfLifeMs)
   }
 
   block (volume: string, block: string, now = Date.now()): BlockProfile | undefined {
-    const b = this.volumes.get(volume)?.blocks.get(block)
-    return b === undefined ? undefined : { ...this.profile(b, volume, now), block }
+    const row = this.volumes.get(volume)?.blocks.get(block)
+    return row === undefined ? undefined : { ...this.blockTable.profile(row, volume, this.decay(now), now, this.bucketMs, this.halfLifeMs), block }
   }
 
   /** The hottest volumes by decayed rate (all by default). */
   topVolumes (limit = Infinity, now = Date.now()): VolumeProfile[] {
-    return [...this.volumes].sort((a, b) => b[1].stats.score - a[1].stats.score).slice(0, limit).map(([name, v]) => this.profile(v.stats, name, now))
+    const f = this.decay(now)
+    return [...this.volumes]
+      .sort((a, b) => this.volumeTable.score(b[1].row) - this.volumeTable.score(a[1].row))
+      .slice(0, limit)
+      .map(([name, v]) => this.volumeTable.profile(v.row, name, f, now, this.bucketMs, this.halfLifeMs))
   }
 
   /** The hottest blocks by decayed rate, optionally of one volume. */
   topBlocks (limit: number, opts: { volume?: string, now?: number } = {}): BlockProfile[] {
     const now = opts.now ?? Date.now()
-    const all: Array<[string, string, Stats]> = []
+    const f = this.decay(now)
+    const all: Array<[string, string, number]> = []
     for (const [volume, v] of this.volumes) {
       if (opts.volume !== undefined && volume !== opts.volume) continue
-      for (const [block, s] of v.blocks) all.push([volume, block, s])
+      for (const [block, row] of v.blocks) all.push([volume, block, row])
     }
-    all.sort((a, b) => b[2].score - a[2].score)
-    return all.slice(0, limit).map(([volume, block, s]) => ({ ...this.profile(s, volume, now), block }))
-  }
-
-  private profile (s: Stats, volume: string, now: number): VolumeProfile {
-    const f = this.decay(now)
-    const score = s.score * f
-    const accesses = s.reads + s.writes
-    return {
-      volume,
-      reads: s.reads,
-      writes: s.writes,
-      accesses,
-      writeShare: accesses > 0 ? s.writes / accesses : 0,
-      bytes: s.bytes,
-      score,
-      ratePerS: score * Math.LN2 / (this.halfLifeMs / 1000),
-      burstiness: s.burstiness(Math.floor(now / this.bucketMs), this.bucketMs),
-      locality: s.served > 0 ? s.local / s.served : null,
-      localityKnown: s.served,
-      topSites: s.sites.top(f, score),
-      topClients: s.clients.top(f, score),
-      firstAt: s.first,
-      lastAt: s.last
-    }
+    all.sort((a, b) => this.blockTable.score(b[2]) - this.blockTable.score(a[2]))
+    return all.slice(0, limit).map(([volume, block, row]) => ({ ...this.blockTable.profile(row, volume, f, now, this.bucketMs, this.halfLifeMs), block }))
   }
 
   private volumeEntry (volume: string): VolumeEntry {
     let v = this.volumes.get(volume)
     if (v === undefined) {
       if (this.volumes.size >= this.maxVolumes) this.evictVolumes()
-      v = { stats: new Stats(this.volumeBuckets, this.volumeTopK), blocks: new Map() }
+      v = { row: this.volumeTable.alloc(), blocks: new Map() }
       this.volumes.set(volume, v)
     }
     return v
@@ -534,16 +658,14 @@ export class AccessProfiler {
 
   private weight (at: number): void {
     this.wAt = at
-    this.w = Math.pow(2, (at - this.t0) / this.halfLifeMs)
+    this.w = Math.exp((at - this.t0) * Math.LN2 / this.halfLifeMs) // = 2^((at - T0)/H), cheaper than pow
     if (this.w > 2 ** RESCALE_EXP) this.rescale(at)
   }
 
   private rescale (at: number): void {
     const f = Math.pow(2, -(at - this.t0) / this.halfLifeMs)
-    for (const v of this.volumes.values()) {
-      v.stats.rescale(f)
-      for (const b of v.blocks.values()) b.rescale(f)
-    }
+    this.volumeTable.rescale(f)
+    this.blockTable.rescale(f)
     this.t0 = at
     this.wAt = Number.NaN
     if (!Number.isNaN(at)) this.weight(at)
@@ -553,20 +675,27 @@ export class AccessProfiler {
     return Math.pow(2, -(now - this.t0) / this.halfLifeMs)
   }
 
-  /** Drops about the coldest tenth of the blocks (sampled 10th-percentile threshold). */
+  /**
+   * Drops about the coldest fifth of the blocks (sampled 20th-percentile threshold): one pass
+   * over the blocks per maxBlocks/5 new ones. Their rows are reused.
+   */
   private evictBlocks (): void {
-    const target = Math.max(1, Math.floor(this.maxBlocks / 10))
+    const target = Math.max(1, Math.floor(this.maxBlocks / 5))
     const step = Math.max(1, Math.floor(this.blockCount / 1000))
     const sample: number[] = []
     let i = 0
-    for (const v of this.volumes.values()) for (const b of v.blocks.values()) if (i++ % step === 0) sample.push(b.score)
+    for (const v of this.volumes.values()) for (const row of v.blocks.values()) if (i++ % step === 0) sample.push(this.blockTable.score(row))
     sample.sort((a, b) => a - b)
-    const threshold = sample[Math.min(sample.length - 1, Math.floor(sample.length / 10))] ?? Infinity
+    const threshold = sample[Math.min(sample.length - 1, Math.floor(sample.length / 5))] ?? Infinity
     let removed = 0
     for (const v of this.volumes.values()) {
-      for (const [block, b] of v.blocks) {
+      for (const [block, row] of v.blocks) {
         if (removed >= target) break
-        if (b.score <= threshold) { v.blocks.delete(block); removed++ }
+        if (this.blockTable.score(row) <= threshold) {
+          v.blocks.delete(block)
+          this.blockTable.release(row)
+          removed++
+        }
       }
       if (removed >= target) break
     }
@@ -577,9 +706,11 @@ export class AccessProfiler {
   /** Drops about the coldest tenth of the volumes, with their blocks. */
   private evictVolumes (): void {
     const target = Math.max(1, Math.floor(this.maxVolumes / 10))
-    const sorted = [...this.volumes].sort((a, b) => a[1].stats.score - b[1].stats.score).slice(0, target)
+    const sorted = [...this.volumes].sort((a, b) => this.volumeTable.score(a[1].row) - this.volumeTable.score(b[1].row)).slice(0, target)
     for (const [name, v] of sorted) {
       this.volumes.delete(name)
+      this.volumeTable.release(v.row)
+      for (const row of v.blocks.values()) this.blockTable.release(row)
       this.blockCount -= v.blocks.size
       this.evictedBlocks += v.blocks.size
     }

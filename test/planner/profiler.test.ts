@@ -136,6 +136,23 @@ function canon (s: ProfileSnapshot): unknown {
   }
 }
 
+t.test('at the bound, one-off blocks count in their volume but get no entry (doorkeeper)', async t => {
+  const p = new AccessProfiler({ maxBlocks: 100, now: T0 })
+  for (let i = 0; i < 5000; i++) {
+    p.record(rec({ block: `hot-${i % 20}`, at: T0 + i }))
+    p.record(rec({ block: `once-${i}`, at: T0 + i }))
+  }
+  t.ok(p.trackedBlocks <= 100, `blocks ${p.trackedBlocks}`)
+  t.ok(p.unprofiled > 4000, `most one-off blocks never got an entry (${p.unprofiled})`)
+  t.equal(p.volume('v', T0 + 5000)!.accesses, 10_000, 'the volume still counts every access')
+  for (let i = 0; i < 20; i++) t.ok(p.block('v', `hot-${i}`, T0 + 5000), `hot-${i} tracked`)
+  // A block seen twice within the doorkeeper period gets in.
+  p.record(rec({ block: 'twice', at: T0 + 6000 }))
+  t.notOk(p.block('v', 'twice', T0 + 6000))
+  p.record(rec({ block: 'twice', at: T0 + 6001 }))
+  t.ok(p.block('v', 'twice', T0 + 6001), 'admitted on its second access')
+})
+
 t.test('merge equals combined: two profilers merged summarise both streams', async t => {
   const r = rng(5)
   const records: AccessRecord[] = []
