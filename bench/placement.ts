@@ -20,7 +20,8 @@
  *             - a rebalancer round every --interval seconds (default 30): AffinityTable.planMoves
  *               with the planner's hysteresis (relative --margin 0.25, absolute --min-gain-ms 1)
  *               and move budget (--max-moves 64 per round), displacing cold blocks from full
- *               gateways to make room.
+ *               gateways to make room for hot ones, and keeping --headroom (default 2 %) of
+ *               each gateway free so that new blocks find room where they belong.
  *             An access is served where its block is at that moment; a move costs the block's
  *             bytes and takes effect at once (copy time is not modelled);
  *   oracle    for each hour, the placement minimising that hour's total latency under the same
@@ -93,6 +94,7 @@ interface Options {
   maxMoves: number
   retrainS: number
   priorWeight: number
+  headroom: number
   volumeWeight: number
   volumeHalfLifeS: number
   prior: 'block' | 'volume' | 'global'
@@ -122,6 +124,7 @@ export function options (argv: string[]): Options {
       'max-moves': { type: 'string' },
       retrain: { type: 'string' },
       'prior-weight': { type: 'string' },
+      headroom: { type: 'string' },
       'volume-weight': { type: 'string' },
       'volume-half-life': { type: 'string' },
       prior: { type: 'string' },
@@ -157,6 +160,7 @@ export function options (argv: string[]): Options {
     maxMoves: num('max-moves', values['max-moves'], 64, x => Number.isInteger(x) && x >= 0),
     retrainS: num('retrain', values.retrain, 900, x => x > 0),
     priorWeight: num('prior-weight', values['prior-weight'], 1, x => x >= 0),
+    headroom: num('headroom', values.headroom, 0.02, x => x >= 0 && x < 1),
     volumeWeight: num('volume-weight', values['volume-weight'], 0, x => x >= 0),
     volumeHalfLifeS: num('volume-half-life', values['volume-half-life'], 30, x => x > 0),
     prior: prior(values.prior),
@@ -338,7 +342,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
 
   const rebalance = (now: number): void => {
     const kernel = scorer.compile(table.sites, infos())
-    const plan = table.planMoves(kernel, { marginMs: opts.minGainMs, marginRatio: opts.margin, maxMoves: opts.maxMoves, now, displace: variant.displace })
+    const plan = table.planMoves(kernel, { marginMs: opts.minGainMs, marginRatio: opts.margin, maxMoves: opts.maxMoves, now, displace: variant.displace, headroom: opts.headroom })
     if (plan.length >= opts.maxMoves) budgetCut++
     for (const c of plan) {
       const to = gwIndex.get(c.to) as number
@@ -658,6 +662,7 @@ export default async function run (argv: string[]): Promise<void> {
     ['without partitioning engine (hash first touch, no prior)', opts, { ...ALL, partition: false }],
     ['without rebalancer', opts, { ...ALL, rebalance: false }],
     ['without make-room moves', opts, { ...ALL, displace: false }],
+    ['without headroom', { ...opts, headroom: 0 }, ALL],
     ['without prior (κ = 0)', { ...opts, priorWeight: 0 }, ALL]
   ]
   for (const [name, o, v] of ablate) ablations[name] = summarise(s, await timed(`ferry ${name}`, () => ferry(s, o, v, embedder)))

@@ -408,6 +408,13 @@ export interface PlanOptions {
    * a block that is itself cold gains too little to be worth two moves.
    */
   displaceMinScore?: number
+  /**
+   * Fraction of each bounded gateway's capacity to keep free (default 0): its coldest blocks
+   * move out, after the round's other moves and within the same budget, until it has that much
+   * room. New blocks are placed where there is room; without headroom, full gateways send
+   * them elsewhere until the rebalancer catches up.
+   */
+  headroom?: number
   now?: number
 }
 
@@ -750,6 +757,7 @@ export class AffinityTable {
     const displace = opts.displace ?? true
     const scan = opts.displaceScan ?? 16
     const displaceMin = opts.displaceMinScore ?? 1
+    const headroom = opts.headroom ?? 0
     const now = opts.now ?? Date.now()
     const f = this.decay(now, this.halfLifeMs)
     const priorScale = this.priorScale(now)
@@ -827,7 +835,10 @@ export class AffinityTable {
       if (moved.has(c.row)) continue
       const size = this.sizeCol[c.row] as number
       if (bytes + size > maxBytes) continue
-      if ((room[c.to] as number) >= size) { emit(c.row, c.from, c.to, c.gain, c.score, 'gain'); continue }
+      // A cold block (drifting by its prior) does not eat into a gateway's headroom: that room
+      // is for blocks with traffic, and the headroom pass would only push it out again.
+      const reserve = c.score < displaceMin ? headroom * (kernel.gateways[c.to] as GatewayInfo).capacityBytes : 0
+      if ((room[c.to] as number) - size >= reserve) { emit(c.row, c.from, c.to, c.gain, c.score, 'gain'); continue }
       if (!displace || out.length + 2 > maxMoves || c.score < displaceMin) continue
       // The cheapest block to push off the full target, among its coldest few.
       let victim = -1
@@ -859,6 +870,37 @@ export class AffinityTable {
       if (victim < 0 || !(c.benefit > victimLoss)) continue
       emit(victim, c.to, victimTo, victimGain, scoreOf(victim) * f, 'make-room')
       emit(c.row, c.from, c.to, c.gain, c.score, 'gain')
+    }
+    // Headroom: keep `headroom` of each bounded gateway free by moving its coldest blocks to
+    // where they lose least, so that new blocks (first-touch placement cannot wait for a
+    // migration) find room on the gateway they belong to. A block only goes to a gateway that
+    // stays above its own headroom, so two full gateways never trade blocks.
+    if (headroom > 0) {
+      for (let g = 0; g < G; g++) {
+        const cap = (kernel.gateways[g] as GatewayInfo).capacityBytes
+        if (cap === 0 || !kernel.isHealthy(g)) continue
+        const list = cold[g] as number[]
+        for (let i = coldNext[g] as number; i < list.length && (room[g] as number) < headroom * cap && out.length < maxMoves; i++) {
+          const u = list[i] as number
+          if (moved.has(u) || isCand[u] === 1) continue
+          const usize = this.sizeCol[u] as number
+          if (bytes + usize > maxBytes) break
+          this.rankVector(u, priorScale, volScale)
+          const here = kernel.costOf(v, 0, g)
+          let to = -1
+          let toCost = Infinity
+          for (let h = 0; h < G; h++) {
+            if (h === g || !fits(h, usize)) continue
+            const hcap = (kernel.gateways[h] as GatewayInfo).capacityBytes
+            const left = (room[h] as number) - usize
+            if (left < 0 || (hcap > 0 && left < headroom * hcap)) continue
+            const cost = kernel.costOf(v, 0, h)
+            if (cost < toCost) { toCost = cost; to = h }
+          }
+          if (to < 0) break
+          emit(u, g, to, here - toCost, scoreOf(u) * f, 'make-room')
+        }
+      }
     }
     return out
   }

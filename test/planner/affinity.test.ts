@@ -359,3 +359,34 @@ t.test('the volume signal: a site reading a volume pulls the volume\'s other blo
   off.recomputePreferred(kernel, 1_810_000)
   t.equal(off.preferred('v', 'untouched')[0], 'g-east', 'off by default')
 })
+
+t.test('planMoves: headroom keeps room for new blocks without ping-pong', async t => {
+  const s = new AffinityScorer({ latency: LAT })
+  const table = new AffinityTable({ sites: SITES, halfLifeMs: 60_000, now: 0, priorWeight: 1 })
+  table.setPrior({ 'na-west': 1 })
+  // g-west is full: eight blocks, the older the colder; g-east has room.
+  for (let i = 0; i < 8; i++) {
+    table.record('v', `b${i}`, 'na-west', false, i * 60_000)
+    table.setBlock('v', `b${i}`, { current: 'g-west', sizeBytes: 10 })
+  }
+  const fleet = [
+    gw('g-east', 'na-east', { capacityBytes: 1000, usedBytes: 0 }),
+    gw('g-west', 'na-west', { capacityBytes: 80, usedBytes: 80 }),
+    gw('g-eu', 'europe', { capacityBytes: 1000, usedBytes: 0 }),
+    gw('g-asia', 'asia', { capacityBytes: 1000, usedBytes: 0 })
+  ]
+  const now = 8 * 60_000
+  const kernel = s.compile(table.sites, fleet)
+  t.same(table.planMoves(kernel, { now }), [], 'no headroom asked: nothing to do')
+  const plan = table.planMoves(kernel, { now, headroom: 0.25 })
+  t.same(plan.map(m => `${m.block}→${m.to}:${m.reason}`), ['b0→g-east:make-room', 'b1→g-east:make-room'], 'the two coldest leave, to the next best gateway')
+  // Once moved, the prior wants them back on g-west; without headroom they would go straight back.
+  for (const m of plan) table.setBlock(m.volume, m.block, { current: m.to })
+  const after = fleet.map(g => g.id === 'g-west' ? { ...g, usedBytes: 60 } : g.id === 'g-east' ? { ...g, usedBytes: 20 } : g)
+  const k2 = s.compile(table.sites, after)
+  t.same(table.planMoves(k2, { now, headroom: 0.25 }), [], 'cold blocks do not eat into the headroom they were moved out for')
+  t.same(table.planMoves(k2, { now }).map(m => m.block).sort(), ['b0', 'b1'], '(without headroom they would move back)')
+  // A block with real traffic may use the headroom, and the next coldest makes way again.
+  for (let i = 0; i < 5; i++) table.record('v', 'b0', 'na-west', false, now)
+  t.same(table.planMoves(k2, { now, headroom: 0.25 }).map(m => `${m.block}→${m.to}:${m.reason}`), ['b0→g-west:gain', 'b2→g-east:make-room'])
+})
