@@ -674,7 +674,9 @@ export default async function run (argv: string[]): Promise<void> {
     ['per-volume prior', { prior: 'volume' }],
     ['per-block prior (re-predicted at every retrain)', { prior: 'block' }],
     ['rebalance every 10 s', { intervalS: 10 }],
-    ['volume signal λ = 1', { volumeWeight: 1 }]
+    ['volume signal λ = 1', { volumeWeight: 1 }],
+    // The aggressive end: what it takes to approach the oracle, and what it costs in bytes.
+    ['volume signal λ = 1, rounds every 1 s of up to 1000 moves, margin 10 %', { volumeWeight: 1, intervalS: 1, maxMoves: 1000, margin: 0.1 }]
   ]
   for (const [name, o] of vary) {
     if (Object.entries(o).every(([k, v]) => (opts as unknown as Record<string, unknown>)[k] === v)) continue
