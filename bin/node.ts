@@ -97,6 +97,8 @@ export class FerryNode {
     if (this.opts.roles.has('planner')) {
       const { Planner } = await import('../planner/planner.js')
       this.planner = new Planner({ config: this.config, store: this.store, logger: this.logger.child({ role: 'planner' }), registry: this.opts.registry, admin: this.admin })
+      const { registerAffinityRoutes } = await import('./affinity-routes.js')
+      registerAffinityRoutes(this.admin, this.store, this.planner, this.config.state.affinity.halfLifeMs)
       await this.planner.start()
     }
   }

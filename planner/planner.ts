@@ -101,7 +101,8 @@ export class Planner {
   /** Every block location, kept current by notifications (drains, rebalancing, usage). */
   readonly locations: LocationCache
   private config: PlannerConfig
-  private scorer: AffinityScorer
+  /** Ranks gateways by expected access latency (planner/affinity.ts); also serves /v1/affinity. */
+  scorer: AffinityScorer
   readonly store: StateStore
   private readonly logger: Logger
   private readonly drains = new Map<string, DrainState>()

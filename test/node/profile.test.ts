@@ -50,4 +50,21 @@ t.test('the access profile of a proxy reaches the planner process through the st
   await badId.body.dump()
   const metrics = await (await request(`${admin}/metrics`)).body.text()
   t.match(metrics, /ferry_profile_tracked_volumes 1/)
+
+  // The affinity map as merged in the store: per block and per volume (host affinity).
+  const aff = await waitFor(async () => {
+    const r = await request(`${admin}/v1/affinity?volume=vp&block=b1`)
+    const b = await r.body.json() as { scores?: Record<string, number>, preferred?: Array<{ gateway: string }> }
+    return r.statusCode === 200 && (b.scores?.['site-b'] ?? 0) > 5 ? b : undefined
+  }, 'the merged affinity of vp/b1', 5000, 100)
+  t.equal(aff?.preferred?.[0]?.gateway, 'gw2', 'site-b reads most, so site-b\'s gateway is preferred')
+  const host = await (await request(`${admin}/v1/affinity?volume=vp`)).body.json() as { hostAffinity: Record<string, Record<string, number>> }
+  const shares = Object.values(host.hostAffinity.vp ?? {})
+  t.ok(Math.abs(shares.reduce((a, b) => a + b, 0) - 1) < 1e-9, 'host affinity shares of vp sum to 1')
+  const none = await request(`${admin}/v1/affinity?volume=vp&block=zz`)
+  t.equal(none.statusCode, 404)
+  await none.body.dump()
+  const badPrefix = await request(`${admin}/v1/affinity?prefix=0`)
+  t.equal(badPrefix.statusCode, 400)
+  await badPrefix.body.dump()
 })
