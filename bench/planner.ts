@@ -30,14 +30,12 @@
  *   --skip-scale       do not run planner-scale
  *   --no-write         do not write bench/results/planner.json
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Pool, request } from 'undici'
@@ -51,6 +49,7 @@ import { ProxyServer } from '../proxy/server.js'
 import { createStore, waitForReady } from '../state/factory.js'
 import type { StateStore } from '../state/types.js'
 import { percentile, ratio, writeResult } from './lib.js'
+import { freePort, positiveInt, Procs, waitFor, type Proc } from './procs.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const FERRY_JS = path.resolve(here, '..', 'bin', 'ferry.js')
@@ -474,69 +473,6 @@ async function startGateway (procs: Procs, tmp: string, id: string): Promise<Gw>
   return { id, url, proc }
 }
 
-class Proc {
-  exitCode: number | null | undefined = undefined
-  readonly exited: Promise<void>
-  private out = ''
-
-  constructor (readonly name: string, readonly child: ChildProcess) {
-    const keep = (b: Buffer): void => { this.out = (this.out + b.toString('utf8')).slice(-4000) }
-    child.stdout?.on('data', keep)
-    child.stderr?.on('data', keep)
-    this.exited = new Promise(resolve => child.once('exit', code => { this.exitCode = code; resolve() }))
-  }
-
-  assertAlive (): void {
-    if (this.exitCode !== undefined) throw new Error(`${this.name} exited (${String(this.exitCode)}): ${this.out}`)
-  }
-}
-
-class Procs {
-  private readonly list: Proc[] = []
-
-  start (name: string, cmd: string, args: string[]): Proc {
-    const p = new Proc(name, spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }))
-    this.list.push(p)
-    return p
-  }
-
-  /** SIGTERM, SIGKILL after 5 s. */
-  async stop (p: Proc): Promise<void> {
-    if (p.exitCode !== undefined) return
-    p.child.kill('SIGTERM')
-    const timer = setTimeout(() => { p.child.kill('SIGKILL') }, 5000)
-    await p.exited
-    clearTimeout(timer)
-  }
-
-  async stopAll (): Promise<void> {
-    for (const p of [...this.list].reverse()) await this.stop(p)
-  }
-}
-
-async function waitFor (fn: () => boolean | Promise<boolean>, what: string, proc?: Proc, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  let last = ''
-  while (Date.now() < deadline) {
-    proc?.assertAlive()
-    try {
-      if (await fn()) return
-    } catch (err) {
-      last = (err as Error).message
-    }
-    await sleep(2)
-  }
-  throw new Error(`timed out waiting for ${what}${last !== '' ? ` (${last})` : ''}`)
-}
-
-async function freePort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve) })
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>(resolve => server.close(() => { resolve() }))
-  return port
-}
-
 async function ping (port: number): Promise<boolean> {
   return (await redisCommand(port, 'PING\r\n')).startsWith('+PONG')
 }
@@ -570,11 +506,6 @@ function stats (samples: number[]): Stats {
   return { n: sorted.length, p50: r(percentile(sorted, 50)), p99: r(percentile(sorted, 99)), max: r(sorted.at(-1) ?? NaN), mean: r(mean) }
 }
 
-function positiveInt (name: string, v: string): number {
-  const n = Number(v)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`)
-  return n
-}
 
 function isWritableDir (dir: string): boolean {
   try { fs.accessSync(dir, fs.constants.W_OK); return true } catch { return false }

@@ -40,7 +40,7 @@
  *   --loadgen KIND     auto | wrk | node (default auto: wrk when installed)
  *   --no-write         do not write bench/results/state.json
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
@@ -54,6 +54,7 @@ import { LocationCache } from '../state/cache.js'
 import { createStore, waitForReady } from '../state/factory.js'
 import type { StateStore } from '../state/types.js'
 import { percentile, ratio, writeResult } from './lib.js'
+import { cpuTimes, freePort, positiveInt, Procs, waitFor, type Proc } from './procs.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(here, '..', '..')
@@ -609,101 +610,6 @@ function diffStats (a: Map<string, number>, b: Map<string, number>): { client: n
 
 // ─────────────────────────────────────────── processes ───────────────────────────────────────────
 
-const CLK_TCK = (() => {
-  try { return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100 } catch { return 100 }
-})()
-
-/** utime and stime of a whole process, in seconds. */
-function cpuTimes (pid: number): { user: number, sys: number } {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-  // After "(comm) ": [0] is field 3, so utime (field 14) is [11] and stime (15) is [12].
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return { user: Number(f[11]) / CLK_TCK, sys: Number(f[12]) / CLK_TCK }
-}
-
-class Proc {
-  private tail = ''
-  exitCode: number | null | undefined
-  readonly exited: Promise<void>
-
-  constructor (readonly name: string, readonly child: ChildProcess) {
-    const keep = (b: Buffer): void => { this.tail = (this.tail + b.toString('utf8')).slice(-4000) }
-    child.stdout?.on('data', keep)
-    child.stderr?.on('data', keep)
-    this.exited = new Promise(resolve => {
-      child.once('exit', code => { this.exitCode = code ?? -1; resolve() })
-      child.once('error', err => { keep(Buffer.from(String(err))); this.exitCode = -1; resolve() })
-    })
-  }
-
-  assertAlive (): void {
-    if (this.exitCode !== undefined) throw new Error(`${this.name} exited (code ${String(this.exitCode)}):\n${this.tail}`)
-  }
-}
-
-class Procs {
-  private readonly list: Proc[] = []
-  private readonly transient = new Set<ChildProcess>()
-
-  start (name: string, cmd: string, args: string[]): Proc {
-    const p = new Proc(name, spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }))
-    this.list.push(p)
-    return p
-  }
-
-  /** SIGTERM, SIGKILL after 5 s. */
-  async stop (p: Proc): Promise<void> {
-    if (p.exitCode !== undefined) return
-    p.child.kill('SIGTERM')
-    const timer = setTimeout(() => { p.child.kill('SIGKILL') }, 5000)
-    await p.exited
-    clearTimeout(timer)
-  }
-
-  /** Load generators, proxies, then gateways and Redis (started first, stopped last). */
-  async stopAll (): Promise<void> {
-    for (const c of this.transient) c.kill('SIGKILL')
-    for (const p of [...this.list].reverse()) await this.stop(p)
-  }
-
-  runToEnd (cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null, stdout: string, stderr: string }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-      this.transient.add(child)
-      let stdout = ''
-      let stderr = ''
-      child.stdout.on('data', (b: Buffer) => { stdout += b.toString('utf8') })
-      child.stderr.on('data', (b: Buffer) => { stderr += b.toString('utf8') })
-      const timer = setTimeout(() => { child.kill('SIGKILL') }, timeoutMs)
-      child.once('error', err => { clearTimeout(timer); this.transient.delete(child); reject(err) })
-      child.once('close', code => { clearTimeout(timer); this.transient.delete(child); resolve({ code, stdout, stderr }) })
-    })
-  }
-}
-
-async function waitFor (fn: () => boolean | Promise<boolean>, what: string, proc?: Proc, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  let last = ''
-  while (Date.now() < deadline) {
-    proc?.assertAlive()
-    try {
-      if (await fn()) return
-    } catch (err) {
-      last = (err as Error).message
-    }
-    await sleep(20)
-  }
-  throw new Error(`timed out waiting for ${what}${last !== '' ? ` (${last})` : ''}`)
-}
-
-async function freePort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve) })
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>(resolve => server.close(() => { resolve() }))
-  return port
-}
-
 function which (bin: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(':')) {
     const p = path.join(dir, bin)
@@ -735,12 +641,6 @@ function source (): { commit: string, dirty: string[] } {
 
 function isWritableDir (dir: string): boolean {
   try { fs.accessSync(dir, fs.constants.W_OK); return fs.statSync(dir).isDirectory() } catch { return false }
-}
-
-function positiveInt (name: string, v: string): number {
-  const n = Number(v)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`)
-  return n
 }
 
 function median (xs: number[]): number {
