@@ -9,7 +9,7 @@ import { FerryNode } from '../../bin/node.js'
 import { silentLogger } from '../../lib/log.js'
 import { createRegistry } from '../../lib/metrics.js'
 import { startGateways } from '../helpers/gateway.js'
-import { freePort, sleep, waitFor } from '../helpers/net.js'
+import { sleep, waitFor } from '../helpers/net.js'
 
 t.test('config reloads (valid and invalid) under load lose no request', async t => {
   const gws = await startGateways(3)
@@ -17,12 +17,13 @@ t.test('config reloads (valid and invalid) under load lose no request', async t 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-reload-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const file = path.join(dir, 'ferry.yaml')
-  const proxyPort = await freePort()
   const doc = (gateways: number, retries: number): string => stringify({
     log: { level: 'silent' },
     sites: [{ name: 's', subnets: ['127.0.0.0/8'] }],
     gateways: gws.urls.slice(0, gateways).map((url, i) => ({ id: `gw${i + 1}`, url, site: 's' })),
-    proxy: { listen: { host: '127.0.0.1', port: proxyPort }, retries },
+    // Port 0, kept by every version of the file: the listen address never changes on reload,
+    // and no other test can take a port we picked in advance and then bind too late.
+    proxy: { listen: { host: '127.0.0.1', port: 0 }, retries },
     admin: { listen: { host: '127.0.0.1', port: 0 } },
     health: { active: { intervalMs: 200 } }
   })
@@ -39,9 +40,10 @@ t.test('config reloads (valid and invalid) under load lose no request', async t 
   const body = Buffer.alloc(4096, 9)
   for (let i = 0; i < 50; i++) for (const g of gws.urls) await (await request(`${g}/v/b${i}`, { method: 'PUT', body })).body.dump()
 
-  const agent = new Agent({ connections: 16 })
+  // Bounded waits, so a wedged request fails this test instead of stalling the whole suite.
+  const agent = new Agent({ connections: 16, headersTimeout: 10_000, bodyTimeout: 10_000 })
   t.teardown(() => agent.close())
-  const url = `http://127.0.0.1:${proxyPort}`
+  const url = `http://127.0.0.1:${node.proxy?.address.port ?? 0}`
   let stop = false
   let okCount = 0
   const failures: string[] = []
