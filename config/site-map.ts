@@ -1,5 +1,6 @@
 import net from 'node:net'
 import type { SiteConfig } from './fleet.js'
+import { ipv6Bytes } from '../lib/ip.js'
 
 /**
  * Longest-prefix match from a client address to its site. The proxy calls this on every
@@ -84,23 +85,6 @@ export function ipv4ToInt (ip: string): number {
 }
 
 export function ipv6ToBigInt (ip: string): bigint {
-  // Expand "::" and any embedded IPv4 tail into eight 16-bit groups.
-  let text = ip
-  const zone = text.indexOf('%')
-  if (zone >= 0) text = text.slice(0, zone)
-  const lastColon = text.lastIndexOf(':')
-  const tail = text.slice(lastColon + 1)
-  if (tail.includes('.')) {
-    const v4 = ipv4ToInt(tail)
-    text = `${text.slice(0, lastColon + 1)}${(v4 >>> 16).toString(16)}:${(v4 & 0xffff).toString(16)}`
-  }
-  const [head, rest] = text.split('::') as [string, string | undefined]
-  const headGroups = head === '' ? [] : head.split(':')
-  const restGroups = rest === undefined || rest === '' ? [] : rest.split(':')
-  const groups = rest === undefined
-    ? headGroups
-    : [...headGroups, ...new Array<string>(8 - headGroups.length - restGroups.length).fill('0'), ...restGroups]
-  let n = 0n
-  for (const g of groups) n = (n << 16n) | BigInt(parseInt(g, 16))
-  return n
+  const b = ipv6Bytes(ip)
+  return (b.readBigUInt64BE(0) << 64n) | b.readBigUInt64BE(8)
 }
