@@ -35,6 +35,9 @@ export class Proc {
     })
   }
 
+  /** The last few KiB the process printed. */
+  get output (): string { return this.tail }
+
   assertAlive (): void {
     if (this.exitCode !== undefined) throw new Error(`${this.name} exited (code ${String(this.exitCode)}):\n${this.tail}`)
   }
@@ -44,8 +47,8 @@ export class Procs {
   private readonly list: Proc[] = []
   private readonly transient = new Set<ChildProcess>()
 
-  start (name: string, cmd: string, args: string[]): Proc {
-    const p = new Proc(name, spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }))
+  start (name: string, cmd: string, args: string[], env?: NodeJS.ProcessEnv): Proc {
+    const p = new Proc(name, spawn(cmd, args, { ...(env !== undefined ? { env } : {}), stdio: ['ignore', 'pipe', 'pipe'] }))
     this.list.push(p)
     return p
   }

@@ -38,10 +38,9 @@
  *                      writable, so fsync does not put the disk into every PUT)
  *   --no-write         do not write bench/results/proxy.json (trial runs)
  */
-import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process'
+import { spawnSync, execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import http from 'node:http'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -51,6 +50,7 @@ import { parseConfig } from '../config/load.js'
 import { blockKey } from '../lib/ids.js'
 import { AccessRecorder } from '../proxy/access-recorder.js'
 import { ratio, writeResult } from './lib.js'
+import { cpuTimes, freePort, positiveInt, Procs, type Proc } from './procs.js'
 import { blockPath, RESULT_MARKER, type LoadgenResult } from './loadgen.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -775,89 +775,10 @@ function printProfile (p: ProfileSummary): void {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-const CLK_TCK = (() => {
-  try { return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100 } catch { return 100 }
-})()
-
-/** utime and stime of a whole process (all its threads), in seconds. */
-function cpuTimes (pid: number): { user: number, sys: number } {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-  // Fields after "(comm)": [0] is field 3 (state), so utime (14) is [11] and stime (15) is [12].
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return { user: Number(f[11]) / CLK_TCK, sys: Number(f[12]) / CLK_TCK }
-}
-
 function memory (pid: number): { hwm: number, rss: number } {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
   const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024
   return { hwm: kb('VmHWM'), rss: kb('VmRSS') }
-}
-
-class Proc {
-  private readonly tail: string[] = []
-  exitCode: number | null | undefined
-  readonly exited: Promise<void>
-
-  constructor (readonly name: string, readonly child: ChildProcess) {
-    const keep = (buf: Buffer): void => {
-      this.tail.push(buf.toString('utf8'))
-      if (this.tail.length > 40) this.tail.shift()
-    }
-    child.stdout?.on('data', keep)
-    child.stderr?.on('data', keep)
-    this.exited = new Promise(resolve => {
-      child.once('exit', (code, signal) => { this.exitCode = code ?? (signal === null ? null : -1); resolve() })
-      child.once('error', err => { keep(Buffer.from(String(err))); this.exitCode = -1; resolve() })
-    })
-  }
-
-  get output (): string { return this.tail.join('').slice(-4000) }
-
-  assertAlive (): void {
-    if (this.exitCode !== undefined) throw new Error(`${this.name} exited (code ${String(this.exitCode)}):\n${this.output}`)
-  }
-}
-
-class Procs {
-  private readonly list: Proc[] = []
-  /** Load-generator runs in progress: killed outright if the benchmark is stopped. */
-  private readonly transient = new Set<ChildProcess>()
-
-  start (name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): Proc {
-    const p = new Proc(name, spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] }))
-    this.list.push(p)
-    return p
-  }
-
-  /** SIGTERM, then SIGKILL after 5 s. */
-  async stop (p: Proc): Promise<void> {
-    if (p.exitCode !== undefined) return
-    p.child.kill('SIGTERM')
-    const timer = setTimeout(() => { p.child.kill('SIGKILL') }, 5_000)
-    await p.exited
-    clearTimeout(timer)
-  }
-
-  async stopAll (): Promise<void> {
-    for (const c of this.transient) c.kill('SIGKILL')
-    // Proxies first, the gateway they forward to last.
-    for (const p of [...this.list].reverse()) await this.stop(p)
-  }
-
-  /** Runs a command to completion, killing it past `timeoutMs`. */
-  runToEnd (cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null, stdout: string, stderr: string }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-      this.transient.add(child)
-      let stdout = ''
-      let stderr = ''
-      child.stdout.on('data', (b: Buffer) => { stdout += b.toString('utf8') })
-      child.stderr.on('data', (b: Buffer) => { stderr += b.toString('utf8') })
-      const timer = setTimeout(() => { child.kill('SIGKILL') }, timeoutMs)
-      child.once('error', err => { clearTimeout(timer); this.transient.delete(child); reject(err) })
-      child.once('close', code => { clearTimeout(timer); this.transient.delete(child); resolve({ code, stdout, stderr }) })
-    })
-  }
 }
 
 async function waitHttp (proc: Proc, url: string, timeoutMs = 20_000): Promise<void> {
@@ -888,14 +809,6 @@ function httpRequest (url: string, opts: { method: string, agent: http.Agent | f
     req.once('error', reject)
     req.end(opts.body)
   })
-}
-
-async function freePort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve) })
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>(resolve => server.close(() => { resolve() }))
-  return port
 }
 
 function which (bin: string): string | undefined {
@@ -947,12 +860,6 @@ function positive (flag: string, text: string): number {
 function nonNegative (flag: string, text: string): number {
   const n = Number(text)
   if (!(n >= 0)) throw new Error(`${flag} must be a number ≥ 0, got ${text}`)
-  return n
-}
-
-function positiveInt (flag: string, text: string): number {
-  const n = Number(text)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${flag} must be a positive integer, got ${text}`)
   return n
 }
 
