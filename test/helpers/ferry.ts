@@ -3,6 +3,9 @@ import { createRegistry } from '../../lib/metrics.js'
 import { silentLogger } from '../../lib/log.js'
 import { FerryNode } from '../../bin/node.js'
 import type { StateStore } from '../../state/types.js'
+import type { StateConfigInput } from '../../state/config.js'
+import type { Test } from 'tap'
+import { waitFor } from './net.js'
 
 export interface ProxyUnderTest {
   node: FerryNode
@@ -55,4 +58,28 @@ export async function startProxy (config: FerryConfig, opts: { store?: StateStor
     adminUrl: `http://127.0.0.1:${a.port}`,
     stop: async () => { if (!stopped) { stopped = true; await node.stop() } }
   }
+}
+
+/**
+ * Collects anything that escapes to the process (an 'error' without a listener, a rejected
+ * promise nobody awaited) for the rest of the test file, so a test can assert that nothing did.
+ */
+export function collectEscapes (t: Test): unknown[] {
+  const escaped: unknown[] = []
+  const onEscape = (err: unknown): void => { escaped.push(err) }
+  process.on('unhandledRejection', onEscape)
+  process.on('uncaughtException', onEscape)
+  t.teardown(() => {
+    process.off('unhandledRejection', onEscape)
+    process.off('uncaughtException', onEscape)
+  })
+  return escaped
+}
+
+/** A proxy with sessions on the given shared state, started once it has loaded its routes. */
+export async function proxyOnState (t: Test, gatewayUrls: readonly string[], state: StateConfigInput): Promise<ProxyUnderTest> {
+  const p = await startProxy(testConfig(gatewayUrls, { state, sessions: { enabled: true } }))
+  t.teardown(p.stop)
+  await waitFor(() => p.node.store.status().ok && p.node.proxy?.sync?.cache.loaded, 'the proxy to load its routes from the store', 10_000)
+  return p
 }

@@ -6,7 +6,7 @@ import { request } from 'undici'
 import { blockKey } from '../../lib/ids.js'
 import type { StateConfigInput } from '../../state/config.js'
 import { createStore, waitForReady } from '../../state/factory.js'
-import { startProxy, testConfig, type ProxyUnderTest } from '../helpers/ferry.js'
+import { startProxy, testConfig, type ProxyUnderTest, collectEscapes } from '../helpers/ferry.js'
 import { startGateways, type Gateways } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/net.js'
 import { REDIS_CLI, startRedis } from '../helpers/redis.js'
@@ -23,14 +23,7 @@ import { REDIS_CLI, startRedis } from '../helpers/redis.js'
  * win, so the planner's change is certainly made while the proxies are disconnected.
  */
 
-const escaped: unknown[] = []
-const onEscape = (err: unknown): void => { escaped.push(err) }
-process.on('unhandledRejection', onEscape)
-process.on('uncaughtException', onEscape)
-t.teardown(() => {
-  process.off('unhandledRejection', onEscape)
-  process.off('uncaughtException', onEscape)
-})
+const escaped = collectEscapes(t)
 
 const run = promisify(execFile)
 

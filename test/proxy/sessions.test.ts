@@ -6,7 +6,7 @@ import { blockKey } from '../../lib/ids.js'
 import type { StateConfigInput } from '../../state/config.js'
 import { createStore, waitForReady } from '../../state/factory.js'
 import type { StateStore } from '../../state/types.js'
-import { startProxy, testConfig, type ProxyUnderTest } from '../helpers/ferry.js'
+import { startProxy, testConfig, type ProxyUnderTest, collectEscapes, proxyOnState } from '../helpers/ferry.js'
 import { startGateways, type Gateways } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/net.js'
 import { REDIS_CLI, startRedis } from '../helpers/redis.js'
@@ -22,22 +22,12 @@ import { REDIS_CLI, startRedis } from '../helpers/redis.js'
  * ignored the binding, the data would visibly land elsewhere.
  */
 
-const escaped: unknown[] = []
-const onEscape = (err: unknown): void => { escaped.push(err) }
-process.on('unhandledRejection', onEscape)
-process.on('uncaughtException', onEscape)
-t.teardown(() => {
-  process.off('unhandledRejection', onEscape)
-  process.off('uncaughtException', onEscape)
-})
+const escaped = collectEscapes(t)
 
 const GATEWAYS = ['gw1', 'gw2', 'gw3']
 
 async function proxyOn (t: Test, gws: Gateways, state: StateConfigInput): Promise<ProxyUnderTest> {
-  const p = await startProxy(testConfig(gws.urls, { state, sessions: { enabled: true } }))
-  t.teardown(p.stop)
-  await waitFor(() => p.node.store.status().ok && p.node.proxy?.sync?.cache.loaded, 'the proxy to load its routes from the store', 10_000)
-  return p
+  return await proxyOnState(t, gws.urls, state)
 }
 
 /** A block of `volume` whose hash placement (among the healthy gateways of `p`) is none of `avoid`. */

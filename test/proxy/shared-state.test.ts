@@ -4,7 +4,7 @@ import { blockKey } from '../../lib/ids.js'
 import type { StateConfigInput } from '../../state/config.js'
 import { createStore, waitForReady } from '../../state/factory.js'
 import type { StateStore } from '../../state/types.js'
-import { startProxy, testConfig, type ProxyUnderTest } from '../helpers/ferry.js'
+import { collectEscapes, proxyOnState, type ProxyUnderTest } from '../helpers/ferry.js'
 import { startGateways, type Gateways } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/net.js'
 import { startCluster, startRedis } from '../helpers/redis.js'
@@ -19,22 +19,12 @@ import { startCluster, startRedis } from '../helpers/redis.js'
 
 // Nothing that escapes a store or a proxy (an 'error' without a listener, a rejected promise
 // nobody awaited) may pass silently.
-const escaped: unknown[] = []
-const onEscape = (err: unknown): void => { escaped.push(err) }
-process.on('unhandledRejection', onEscape)
-process.on('uncaughtException', onEscape)
-t.teardown(() => {
-  process.off('unhandledRejection', onEscape)
-  process.off('uncaughtException', onEscape)
-})
+const escaped = collectEscapes(t)
 
 const SESSION = 'shared-state-session-0001'
 
 async function proxyOn (t: Test, gws: Gateways, state: StateConfigInput): Promise<ProxyUnderTest> {
-  const p = await startProxy(testConfig(gws.urls, { state, sessions: { enabled: true } }))
-  t.teardown(p.stop)
-  await waitFor(() => p.node.store.status().ok && p.node.proxy?.sync?.cache.loaded, 'the proxy to load its routes from the store', 10_000)
-  return p
+  return await proxyOnState(t, gws.urls, state)
 }
 
 async function plannerOn (t: Test, state: StateConfigInput): Promise<StateStore> {
