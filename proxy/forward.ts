@@ -63,6 +63,8 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
     readonly key: string,
+    readonly volume: string,
+    readonly block: string,
     readonly path: string,
     /** The block's location when it has one: then it is served there and nowhere else. */
     readonly location: BlockLocation | undefined,

@@ -314,7 +314,7 @@ export class ProxyServer implements ForwardHost {
     }
     this.inflight++
     if (this.observer !== undefined && this.recording) this.observer(ctx.volume, ctx.block, ctx.client, ctx.site, ctx.write, ctx.now, gateway.site)
-    const call = new ForwardCall(this, req, res, ctx.key, PathPattern.gatewayPath(ctx.volume, ctx.block), location, gateway,
+    const call = new ForwardCall(this, req, res, ctx.key, ctx.volume, ctx.block, PathPattern.gatewayPath(ctx.volume, ctx.block), location, gateway,
       upstreamHeaders(req.rawHeaders, ctx.peer, this.via, req.headers.host), ctx.body)
     if (this.recorder.logging) {
       res.once('close', () => {
@@ -327,8 +327,7 @@ export class ProxyServer implements ForwardHost {
 
   mustConfirm (call: ForwardCall): boolean {
     if (this.sync === undefined) return false
-    const slash = call.key.indexOf('/')
-    const now = this.sync.cache.get(call.key.slice(0, slash), call.key.slice(slash + 1))
+    const now = this.sync.cache.get(call.volume, call.block)
     // Any change of epoch while the write was in flight — including a block that had no
     // location and got one (the planner places hashed blocks before moving them).
     return (now?.epoch ?? 0) !== (call.location?.epoch ?? 0)
@@ -337,9 +336,7 @@ export class ProxyServer implements ForwardHost {
   async confirmWrite (call: ForwardCall): Promise<boolean> {
     const sync = this.sync
     if (sync === undefined) return true
-    const slash = call.key.indexOf('/')
-    const volume = call.key.slice(0, slash)
-    const block = call.key.slice(slash + 1)
+    const { volume, block } = call
     const loc = await sync.settled(volume, block, call.key, this.config.proxy.writeHoldMs * 2)
     if (loc === null || loc === undefined || loc.phase === 'cutover') return false
     if (loc.gateway === call.gateway.id) return true
@@ -372,9 +369,7 @@ export class ProxyServer implements ForwardHost {
     // planner can tell whether a block changed while it was being copied.
     const ok = status >= 200 && status < 300
     if (call.location !== undefined && this.sync !== undefined && call.req.method === 'PUT') {
-      const slash = call.key.indexOf('/')
-      const volume = call.key.slice(0, slash)
-      const block = call.key.slice(slash + 1)
+      const { volume, block } = call
       if (ok && call.etag !== undefined) this.sync.noteVersion(call.key, volume, block, call.location.epoch, call.etag)
       else if (!ok && call.claimedEpoch !== undefined) this.sync.release(volume, block, call.claimedEpoch)
     }
