@@ -7,7 +7,7 @@ import { access, constants as fsConstants } from 'node:fs/promises'
 import { timingSafeEqual } from 'node:crypto'
 import { basename, resolve as resolvePath } from 'node:path'
 import { FerryError, isFerryError } from '../lib/errors.js'
-import { sendError, sendJson } from '../lib/http.js'
+import { responseInFlight, sendError, sendJson } from '../lib/http.js'
 import { isValidId } from '../lib/ids.js'
 import { silentLogger, type Logger } from '../lib/log.js'
 import { createRegistry, type Registry } from '../lib/metrics.js'
@@ -579,8 +579,8 @@ function bodyPending (req: IncomingMessage): boolean {
 
 /** Node's parser rejected the bytes: answer with the same JSON error shape, then close. */
 function onClientError (err: NodeJS.ErrnoException, socket: Duplex): void {
-  const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage
-  if (err.code === 'ECONNRESET' || !socket.writable || (inFlight !== undefined && inFlight !== null && inFlight.headersSent)) {
+  const inFlight = responseInFlight(socket)
+  if (err.code === 'ECONNRESET' || !socket.writable || (inFlight !== null && inFlight.headersSent)) {
     socket.destroy()
     return
   }

@@ -1,4 +1,15 @@
 import type { ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+
+/**
+ * The response a server socket is writing, or null when the socket sits idle between keep-alive
+ * requests. Node keeps it in the undocumented `_httpMessage`, which is `undefined` before the
+ * first request and `null` after every finished response: the one accessor here keeps a handler
+ * from checking only one of the two (a proxy once died on every idle keep-alive client that way).
+ */
+export function responseInFlight (socket: Duplex): ServerResponse | null {
+  return (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage ?? null
+}
 
 /**
  * Sends a JSON error body `{ error: { code, message } }`. Every 4xx/5xx that ferry itself

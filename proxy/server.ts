@@ -5,10 +5,12 @@ import { Gauge, type Registry } from 'prom-client'
 import type { FerryConfig } from '../config/schema.js'
 import { SiteMap } from '../config/site-map.js'
 import { blockKey } from '../lib/ids.js'
-import { sendError } from '../lib/http.js'
+import { responseInFlight, sendError } from '../lib/http.js'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
+import { contentHashOf } from '../upstream/kinds.js'
+import { holdsBytes } from '../upstream/verify.js'
 import { AccessRecorder, type AccessRecorderOptions } from './access-recorder.js'
 import { ClientAddressResolver } from './client-address.js'
 import { BodyLimit, ForwardCall, type ForwardHost } from './forward.js'
@@ -343,11 +345,19 @@ export class ProxyServer implements ForwardHost {
     // The block moved: the write counts only if the new location holds exactly what we wrote.
     const target = this.gateways.get(loc.gateway)
     if (target === undefined) return false
-    const res = await target.pool.request({ method: 'HEAD', path: PathPattern.gatewayPath(volume, block), headersTimeout: 2000 })
+    const path = PathPattern.gatewayPath(volume, block)
+    const res = await target.pool.request({ method: 'HEAD', path, headersTimeout: 2000 })
     await res.body.dump()
     this.metrics.confirmations.inc({ result: String(res.statusCode) })
     if (call.req.method === 'DELETE') return res.statusCode === 404
-    return res.statusCode === 200 && call.etag !== undefined && res.headers.etag === call.etag
+    // Only bytes prove it, never ETags compared across gateways: nginx's mtime-size ETags of two
+    // different contents can be equal. The write's own gateway must have proved what it stored
+    // (a content-hash ETag; nginx answers a PUT with none, so such a write stays unconfirmed),
+    // and the new location must hold those bytes, by its ETag or by reading them.
+    const written = contentHashOf(call.gateway.kind, call.etag)
+    if (res.statusCode !== 200 || written === null) return false
+    return await holdsBytes({ kind: target.kind, dispatcher: target.pool }, path, res.headers.etag as string | undefined, written,
+      AbortSignal.timeout(this.config.proxy.writeHoldMs * 2))
   }
 
   nextGateway (call: ForwardCall): Gateway | undefined {
@@ -390,8 +400,8 @@ export class ProxyServer implements ForwardHost {
 
   /** No bytes in either direction for bodyIdleTimeoutMs: a stalled client (or gateway). */
   private onSocketTimeout (socket: Socket): void {
-    const res = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage
-    if (res !== undefined && !res.headersSent) {
+    const res = responseInFlight(socket)
+    if (res !== null && !res.headersSent) {
       this.metrics.errors.inc({ code: 'FERRY_REQUEST_TIMEOUT' })
       sendError(res, 408, 'FERRY_REQUEST_TIMEOUT', 'no data received in time', { connection: 'close' })
       // The upload will never finish; the forward is aborted when the socket closes.
@@ -403,7 +413,7 @@ export class ProxyServer implements ForwardHost {
 
   /** Unparseable requests: a plain 400 (or 431 for huge headers) and close, never a crash. */
   private onClientError (err: NodeJS.ErrnoException, socket: Socket): void {
-    if (!socket.writable || (socket as Socket & { _httpMessage?: unknown })._httpMessage) { socket.destroy(); return }
+    if (!socket.writable || responseInFlight(socket) !== null) { socket.destroy(); return }
     const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
     const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : tooLarge ? 431 : 400
     const code = status === 408 ? 'FERRY_REQUEST_TIMEOUT' : tooLarge ? 'FERRY_HEADERS_TOO_LARGE' : 'FERRY_BAD_REQUEST'
