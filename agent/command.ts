@@ -3,6 +3,7 @@ import { FerryError } from '../lib/errors.js'
 import { isValidId } from '../lib/ids.js'
 import { createLogger, type Logger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
+import { guardProcess } from '../lib/process-guard.js'
 import { TelemetryAgent, type TelemetryAgentOptions } from './agent.js'
 import { parsePeer, type Peer } from './probes.js'
 
@@ -100,7 +101,10 @@ export async function agentCommand (argv: string[], o: AgentCommandOptions = {})
   }
   const { logLevel, ...opts } = parsed
   const logger = o.logger ?? createLogger(logLevel as 'info', 'ferry-agent')
-  const agent = new TelemetryAgent({ ...opts, logger, registry: createRegistry(true) })
+  const registry = createRegistry(true)
+  // Only the process's own command guards it: a caller that passes its logger (a test) owns its process.
+  if (o.logger === undefined) guardProcess(logger, registry)
+  const agent = new TelemetryAgent({ ...opts, logger, registry })
   await agent.start()
   o.onStarted?.(agent)
   await new Promise<void>((resolve, reject) => {

@@ -8,6 +8,7 @@ import { ConfigWatcher } from '../config/watch.js'
 import { isFerryError } from '../lib/errors.js'
 import { createLogger, type Logger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
+import { guardProcess } from '../lib/process-guard.js'
 import { ALL_ROLES, FerryNode, type Role } from './node.js'
 import { SANDBOX_SCENARIOS, Sandbox, sandboxYaml, type SandboxScenario } from './sandbox.js'
 
@@ -53,6 +54,7 @@ async function startCommand (argv: string[]): Promise<void> {
   const registry = createRegistry()
   const boot = loadConfigFile(values.config)
   const logger = createLogger(boot.log.level)
+  guardProcess(logger, registry)
   const watcher = new ConfigWatcher({ file: values.config, logger, registry, sighup: true })
   const node = new FerryNode({ config: watcher.current, roles: parseRoles(values.roles), logger, registry, watcher })
   await node.start()
@@ -91,7 +93,9 @@ async function sandboxCommand (argv: string[]): Promise<void> {
   }
   const config = values.config !== undefined ? loadConfigFile(values.config) : undefined
   const logger = createLogger(config?.log.level ?? 'info')
-  const sandbox = new Sandbox({ ports, ...(config ? { config } : {}), ...(scenario !== undefined ? { scenario: { kind: scenario as SandboxScenario, speed } } : {}), roles: parseRoles(values.roles), logger, registry: createRegistry() })
+  const registry = createRegistry()
+  guardProcess(logger, registry)
+  const sandbox = new Sandbox({ ports, ...(config ? { config } : {}), ...(scenario !== undefined ? { scenario: { kind: scenario as SandboxScenario, speed } } : {}), roles: parseRoles(values.roles), logger, registry })
   await sandbox.start()
   process.stderr.write(sandbox.tryLines())
   runUntilSignal(logger, () => sandbox.stop())

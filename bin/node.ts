@@ -74,6 +74,17 @@ export class FerryNode {
       this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry, store: this.store, observer: this.profile.observe })
       registerProxyAdmin(this.admin, this.proxy)
     }
+    // One check for the store whatever the roles: an outage degrades every role (the proxy serves
+    // its cached routes, the planner stops deciding) but never makes the process unready or ends it.
+    this.admin.addReadinessCheck('state', () => {
+      const st = this.store.status()
+      if (st.ok) return undefined
+      const doing = [
+        ...(this.proxy?.sync !== undefined ? [`proxy serving from ${this.proxy.sync.cache.size} cached routes`] : []),
+        ...(opts.roles.has('planner') ? ['planner not deciding until it returns'] : [])
+      ]
+      return { degraded: `shared state unavailable (${st.reason ?? 'unknown'})${doing.length > 0 ? `; ${doing.join('; ')}` : ''}` }
+    })
     this.health = new GatewayHealthBoard(this.store)
     this.proxy?.gateways.on('change', (id, healthy) => { this.health.set(id, healthy) })
     opts.watcher?.on('reload', next => { this.reconfigure(next) })

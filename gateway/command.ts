@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util'
 import { FerryError } from '../lib/errors.js'
 import { createLogger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
+import { guardProcess } from '../lib/process-guard.js'
 import { DEFAULT_MAX_BLOCK_BYTES, ReferenceGateway } from './gateway.js'
 import { loadFaultTimeline, ScenarioDriver, type ScenarioEnd } from './scenario.js'
 
@@ -61,6 +62,9 @@ export async function gatewayCommand (argv: string[]): Promise<void> {
   const level = values['log-level'] ?? 'info'
   if (!LEVELS.has(level)) throw usageError(`--log-level must be one of ${[...LEVELS].join(', ')}`)
 
+  const logger = createLogger(level as 'info', 'ferry-gateway')
+  const registry = createRegistry(true)
+  guardProcess(logger, registry)
   const gateway = new ReferenceGateway({
     dir: values.dir,
     port: parsePort('--port', values.port),
@@ -69,8 +73,8 @@ export async function gatewayCommand (argv: string[]): Promise<void> {
     adminToken: process.env.FERRY_GATEWAY_ADMIN_TOKEN || undefined,
     maxBlockBytes: values['max-block-bytes'] === undefined ? DEFAULT_MAX_BLOCK_BYTES : parseBytes('--max-block-bytes', values['max-block-bytes']),
     id: values.id,
-    logger: createLogger(level as 'info', 'ferry-gateway'),
-    registry: createRegistry(true)
+    logger,
+    registry
   })
   // Validated before the gateway starts: a bad file is a usage error, not a half-started demo.
   const timeline = values.scenario === undefined ? undefined : loadFaultTimeline(values.scenario)

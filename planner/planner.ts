@@ -157,7 +157,7 @@ export class Planner {
     })
     fleet.setPredictions(id => this.health.prediction(id))
     this.locations.onChange(c => { this.fleet.noteLocation(c.volume, c.block, c.location) })
-    this.leader.on('elected', () => { void this.onElected() })
+    this.leader.on('elected', () => { this.takeOver() })
     this.leader.on('deposed', reason => { this.engine.deactivate(reason) })
     this.engine.on('end', rec => { this.onMigrationEnd(rec) })
     this.warnIfHoldTooShort(opts.config)
@@ -242,6 +242,15 @@ export class Planner {
       this.tickTimer = setInterval(() => { void this.tick() }, cfg.migration.recoveryIntervalMs)
       this.tickTimer.unref()
     }
+  }
+
+  /** onElected until it succeeds, while we lead: a store blip during take-over must not leave a leader that never acts. */
+  private takeOver (): void {
+    this.onElected().catch(err => {
+      this.logger.warn({ err: (err as Error).message }, 'taking over as leader failed; retrying')
+      const retry = setTimeout(() => { if (this.started && this.leader.isLeader) this.takeOver() }, 1000)
+      retry.unref()
+    })
   }
 
   private async onElected (): Promise<void> {

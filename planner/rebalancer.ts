@@ -98,7 +98,11 @@ export class Rebalancer {
 
   start (): void {
     if (this.timer !== null || !this.config.enabled) return
-    this.timer = setInterval(() => { if (this.opts.engine.isActive) void this.round() }, this.config.intervalMs)
+    this.timer = setInterval(() => {
+      if (!this.opts.engine.isActive) return
+      // A store outage costs this round, nothing more: the next one starts from a fresh scan.
+      this.round().catch(err => { this.logger.warn({ err: (err as Error).message }, 'rebalancer round skipped') })
+    }, this.config.intervalMs)
     this.timer.unref()
   }
 

@@ -14,16 +14,6 @@ export function registerProxyAdmin (admin: AdminServer, proxy: ProxyServer): voi
     return `no healthy gateway: ${why.join('; ')}`
   })
 
-  const sync = proxy.sync
-  if (sync !== undefined) {
-    // A proxy whose store is away still serves from its cached routes: degraded, not unready.
-    admin.addReadinessCheck('state', () => {
-      const st = sync.store.status()
-      if (st.ok) return undefined
-      return { degraded: `shared state unavailable (${st.reason ?? 'unknown'}); serving from ${sync.cache.size} cached routes` }
-    })
-  }
-
   admin.route('GET', '/v1/gateways', () => {
     const now = Date.now()
     return {

@@ -22,7 +22,7 @@ export interface RedisServer {
   stop (): Promise<void>
   /** SIGKILL, as a crash would; the dir is kept so `restart()` can follow. */
   kill (): Promise<void>
-  /** Start again on the same port (after `kill()` or while running). Data is not kept. */
+  /** Start again on the same port (after `kill()` or while running). Data is kept only when persistent. */
   restart (): Promise<void>
   /** SIGSTOP: the port keeps accepting connections but nothing answers (a hung server). */
   pause (): void
@@ -122,13 +122,19 @@ async function startProcess (port: number, dir: string, extra: string[]): Promis
   return child
 }
 
-export async function startRedis (): Promise<RedisServer> {
+/**
+ * A private redis-server. `persistent`: an append-only file fsynced on every write, so a SIGKILL
+ * and `restart()` keep every acknowledged write; without it (the default, and Redis's common
+ * deployment as a cache) a restart comes back empty.
+ */
+export async function startRedis (opts: { persistent?: boolean } = {}): Promise<RedisServer> {
   const dir = tempDir('single')
   const port = await freePort()
+  const extra = opts.persistent === true ? ['--appendonly', 'yes', '--appendfsync', 'always'] : []
   let child: ChildProcess | null = null
   let stopped = false
   try {
-    child = await startProcess(port, dir, [])
+    child = await startProcess(port, dir, extra)
   } catch (err) {
     removeDir(dir)
     throw err
@@ -167,7 +173,7 @@ export async function startRedis (): Promise<RedisServer> {
       let lastErr: unknown
       for (let attempt = 0; attempt < 20; attempt++) {
         try {
-          child = await startProcess(port, dir, [])
+          child = await startProcess(port, dir, extra)
           return
         } catch (err) {
           lastErr = err

@@ -166,7 +166,7 @@ t.test('Redis killed under traffic and restarted: no failed requests, degraded, 
     const r = await readyz(a)
     t.equal(r.code, 200, '/readyz still 200: the proxy serves')
     t.equal(r.status, 'degraded')
-    t.match(r.degraded.join(' '), /state: shared state unavailable \(redis: .+\); serving from \d+ cached routes/, `reason given: ${r.degraded.join(' ')}`)
+    t.match(r.degraded.join(' '), /state: shared state unavailable \(redis: .+\); proxy serving from \d+ cached routes/, `reason given: ${r.degraded.join(' ')}`)
     t.equal((await readyz(b)).status, 'degraded')
 
     // Accesses only made while Redis is down, so their totals in the store afterwards can be
