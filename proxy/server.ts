@@ -9,8 +9,6 @@ import { responseInFlight, sendError } from '../lib/http.js'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
-import { contentHashOf } from '../upstream/kinds.js'
-import { holdsBytes } from '../upstream/verify.js'
 import { AccessRecorder, type AccessRecorderOptions } from './access-recorder.js'
 import { ClientAddressResolver } from './client-address.js'
 import { BodyLimit, ForwardCall, type ForwardHost } from './forward.js'
@@ -345,19 +343,11 @@ export class ProxyServer implements ForwardHost {
     // The block moved: the write counts only if the new location holds exactly what we wrote.
     const target = this.gateways.get(loc.gateway)
     if (target === undefined) return false
-    const path = PathPattern.gatewayPath(volume, block)
-    const res = await target.pool.request({ method: 'HEAD', path, headersTimeout: 2000 })
+    const res = await target.pool.request({ method: 'HEAD', path: PathPattern.gatewayPath(volume, block), headersTimeout: 2000 })
     await res.body.dump()
     this.metrics.confirmations.inc({ result: String(res.statusCode) })
     if (call.req.method === 'DELETE') return res.statusCode === 404
-    // Only bytes prove it, never ETags compared across gateways: nginx's mtime-size ETags of two
-    // different contents can be equal. The write's own gateway must have proved what it stored
-    // (a content-hash ETag; nginx answers a PUT with none, so such a write stays unconfirmed),
-    // and the new location must hold those bytes, by its ETag or by reading them.
-    const written = contentHashOf(call.gateway.kind, call.etag)
-    if (res.statusCode !== 200 || written === null) return false
-    return await holdsBytes({ kind: target.kind, dispatcher: target.pool }, path, res.headers.etag as string | undefined, written,
-      AbortSignal.timeout(this.config.proxy.writeHoldMs * 2))
+    return res.statusCode === 200 && call.etag !== undefined && res.headers.etag === call.etag
   }
 
   nextGateway (call: ForwardCall): Gateway | undefined {
