@@ -209,7 +209,7 @@ function plannerSection (migration: MigrationConfigInput): PlannerConfigInput {
 
 function startPlanner (gateways: Array<{ id: string, url: string }>, store: StateStore, migration: MigrationConfigInput): Planner {
   return new Planner({
-    config: { gateways: gateways.map(g => ({ id: g.id, url: g.url, site: SITE, capacityBytes: 0 })), sites: [{ name: SITE, subnets: ['127.0.0.0/8'], edges: [] }], planner: plannerSection(migration) },
+    config: { gateways: gateways.map(g => ({ id: g.id, url: g.url, kind: 'ferry' as const, site: SITE, capacityBytes: 0 })), sites: [{ name: SITE, subnets: ['127.0.0.0/8'], edges: [] }], planner: plannerSection(migration) },
     store,
     logger: silentLogger
   })

@@ -16,6 +16,9 @@ import { PassiveFeed } from './passive-feed.js'
 import type { TelemetryIngest } from '../planner/telemetry.js'
 import type { Planner } from '../planner/planner.js'
 import type { StateStore } from '../state/types.js'
+import { GenerationWatch } from '../recovery/generation-watch.js'
+import { LocationRebuilder } from '../recovery/rebuilder.js'
+import os from 'node:os'
 
 export type Role = 'proxy' | 'dns' | 'planner'
 export const ALL_ROLES: readonly Role[] = ['proxy', 'dns', 'planner']
@@ -47,6 +50,8 @@ export class FerryNode {
   private passive: PassiveFeed | undefined
   private dnsView: FleetDnsView | undefined
   private dnsLocations: LocationCache | undefined
+  readonly generation: GenerationWatch
+  readonly rebuilder: LocationRebuilder
   private config: FerryConfig
   private readonly logger: Logger
 
@@ -70,8 +75,36 @@ export class FerryNode {
       logger: opts.logger
     })
     if (this.profile.merged !== undefined) registerProfileRoutes(this.admin, this.profile.merged, opts.registry)
+    // Every process watches the store's generation and can rebuild lost locations (one at a
+    // time, under a lease): a fleet of proxies without a running planner still recovers.
+    this.generation = new GenerationWatch(this.store, { logger: opts.logger, registry: opts.registry })
+    this.rebuilder = new LocationRebuilder({
+      store: this.store,
+      watch: this.generation,
+      gateways: () => this.config.gateways,
+      holder: `${os.hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`,
+      logger: opts.logger,
+      registry: opts.registry
+    })
+    this.generation.on('rebuilt', () => { this.reloadLocations() })
+    this.generation.on('lost', () => { this.reloadLocations() })
+    this.admin.addReadinessCheck('locations', () => {
+      if (this.generation.recoveringFromLoss) return { degraded: 'the shared store lost its block locations; rebuilding them from the gateways (reads of blocks not yet found answer 503 FERRY_LOCATIONS_REBUILDING)' }
+      const unlisted = this.rebuilder.last?.unlisted ?? []
+      if (unlisted.length > 0 && this.rebuilder.last?.generation === this.generation.current?.id) {
+        return { degraded: `block locations rebuilt without ${unlisted.map(u => u.gateway).join(', ')} (could not be listed): their blocks have no location until written again` }
+      }
+      return undefined
+    })
+    this.admin.route('GET', '/v1/state', () => ({
+      backend: this.store.backend,
+      status: this.store.status(),
+      generation: this.generation.current,
+      recoveringFromLoss: this.generation.recoveringFromLoss,
+      lastRebuild: this.rebuilder.last
+    }))
     if (opts.roles.has('proxy')) {
-      this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry, store: this.store, observer: this.profile.observe })
+      this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry, store: this.store, observer: this.profile.observe, locationsRecovering: () => this.generation.recoveringFromLoss })
       registerProxyAdmin(this.admin, this.proxy)
     }
     // One check for the store whatever the roles: an outage degrades every role (the proxy serves
@@ -92,6 +125,8 @@ export class FerryNode {
 
   async start (): Promise<void> {
     await this.admin.listen()
+    await this.generation.start()
+    this.rebuilder.start()
     await this.proxy?.listen()
     if (this.opts.roles.has('dns') && this.config.dns.enabled) await this.startDns()
     if (this.opts.roles.has('planner')) {
@@ -132,6 +167,13 @@ export class FerryNode {
     await dns.start()
   }
 
+  /** After the store lost its data or finished rebuilding it: every cache of locations reloads in full. */
+  private reloadLocations (): void {
+    void this.proxy?.sync?.cache.reload()
+    void this.dnsLocations?.reload()
+    void this.planner?.locations.reload()
+  }
+
   reconfigure (cfg: FerryConfig): void {
     if (JSON.stringify(cfg.state) !== JSON.stringify(this.config.state)) this.logger.warn('state: changed; takes effect on restart')
     if (JSON.stringify(cfg.dns) !== JSON.stringify(this.config.dns)) this.logger.warn('dns: changed; takes effect on restart')
@@ -146,6 +188,8 @@ export class FerryNode {
   /** Stops taking new work, drains what is in flight, then closes the admin listener last. */
   async stop (): Promise<void> {
     this.opts.watcher?.stop()
+    this.rebuilder.close()
+    this.generation.close()
     await this.planner?.stop()
     await this.proxy?.close()
     await this.dns?.stop()

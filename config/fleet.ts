@@ -8,11 +8,34 @@ import net from 'node:net'
 
 const idPattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/
 
+/**
+ * How ferry talks to a gateway (upstream/README.md): `ferry`, the reference gateway, whose ETag
+ * is the content's SHA-256; `webdav`, nginx's dav module, whose ETag is mtime-size and so proves
+ * nothing about the bytes. Copies, cut-over checks and inventory follow the kind.
+ */
+export const GATEWAY_KINDS = ['ferry', 'webdav'] as const
+export type GatewayKind = typeof GATEWAY_KINDS[number]
+
+/** Kinds DESIGN.md names that are not implemented yet: refused with a message saying so, not as a typo. */
+const PLANNED_KINDS: readonly string[] = ['s3']
+
+export function isGatewayKind (k: string): k is GatewayKind {
+  return (GATEWAY_KINDS as readonly string[]).includes(k)
+}
+
+const kindSchema = z.string().default('ferry').refine(isGatewayKind, k => ({
+  message: PLANNED_KINDS.includes(k)
+    ? `gateway kind "${k}" is not supported yet (supported: ${GATEWAY_KINDS.join(', ')})`
+    : `gateway kind must be one of ${GATEWAY_KINDS.join(', ')}, got "${k}"`
+}))
+
 export const gatewaySchema = z.object({
   /** Stable gateway id: used in routes, metrics, DNS names (`<id>.gw.<zone>`). */
   id: z.string().regex(idPattern, 'gateway id must be 1-63 letters, digits, "_" or "-", starting with a letter or digit'),
   /** Base URL of the gateway's block API, e.g. http://10.0.0.5:9001 */
-  url: z.string().url().refine(u => /^https?:$/.test(new URL(u).protocol), 'gateway url must be http or https'),
+  url: z.string().url().refine(isHttpUrlOrUnparseable, 'gateway url must be http or https'),
+  /** What speaks at `url`: `ferry` (the reference gateway) or `webdav` (nginx's dav module). */
+  kind: kindSchema,
   /** The site the gateway is in (one of `sites[].name`). */
   site: z.string().min(1),
   /** Capacity in bytes; the planner never fills a gateway past it. 0 = unlimited. */
@@ -41,4 +64,15 @@ export function isCidr (s: string): boolean {
   const family = net.isIP(ip)
   const bits = Number(bitsText)
   return (family === 4 && bits <= 32) || (family === 6 && bits <= 128)
+}
+
+/**
+ * zod runs a refinement even when an earlier check such as `.url()` has failed, so this must not
+ * assume a parseable URL: an unparseable one is `.url()`'s to report, and reporting it twice
+ * would only add noise.
+ */
+function isHttpUrlOrUnparseable (s: string): boolean {
+  let u: URL
+  try { u = new URL(s) } catch { return true }
+  return u.protocol === 'http:' || u.protocol === 'https:'
 }

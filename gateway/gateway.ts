@@ -8,7 +8,7 @@ import { timingSafeEqual } from 'node:crypto'
 import { basename, resolve as resolvePath } from 'node:path'
 import { FerryError, isFerryError } from '../lib/errors.js'
 import { responseInFlight, sendError, sendJson } from '../lib/http.js'
-import { isValidId } from '../lib/ids.js'
+import { blockKey, isValidId } from '../lib/ids.js'
 import { silentLogger, type Logger } from '../lib/log.js'
 import { createRegistry, type Registry } from '../lib/metrics.js'
 import { evaluatePreconditions, hasPreconditions } from './conditional.js'
@@ -372,7 +372,7 @@ export class ReferenceGateway {
     const q = url.indexOf('?')
     const path = q === -1 ? url : url.slice(0, q)
     const slash = path.indexOf('/', 1)
-    if (slash === -1) return this.#routeSingle(path, req, res)
+    if (slash === -1) return this.#routeSingle(life, path, req, res)
     const volume = path.slice(1, slash)
     const block = path.slice(slash + 1)
     // Ids are matched literally, never percent-decoded: nothing in their alphabet needs encoding,
@@ -397,9 +397,10 @@ export class ReferenceGateway {
     done.catch(err => this.#fail(req, res, err))
   }
 
-  #routeSingle (path: string, req: IncomingMessage, res: ServerResponse): void {
+  #routeSingle (life: Life, path: string, req: IncomingMessage, res: ServerResponse): void {
     if (path === '/healthz') return void this.#health(req, res).catch(err => this.#fail(req, res, err))
     if (path === '/metrics') return void this.#sendMetrics(req, res).catch(err => this.#fail(req, res, err))
+    if (path === '/inventory') return void this.#inventory(life.store, req, res).catch(err => this.#fail(req, res, err))
     reject(req, res, 404, 'NOT_FOUND', `no such endpoint ${show(path)}; blocks live at /{volume}/{block}`)
   }
 
@@ -488,6 +489,15 @@ export class ReferenceGateway {
     sendJson(res, problem === undefined ? 200 : 503, body, { 'cache-control': 'no-store' })
   }
 
+  /** `GET /inventory?after=<volume>/<block>&limit=N[&etags=all]`: see README "Inventory". */
+  async #inventory (store: BlockStore, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'GET') return reject(req, res, 405, 'METHOD_NOT_ALLOWED', 'use GET', { allow: 'GET' })
+    const query = parseInventoryQuery(req.url ?? '')
+    const blocks = await store.list({ after: query.after, limit: query.limit, hashUncached: query.etags === 'all' })
+    const last = blocks.length === query.limit ? blocks[blocks.length - 1] : undefined
+    sendJson(res, 200, { blocks, next: last === undefined ? null : blockKey(last.volume, last.block) }, { 'cache-control': 'no-store' })
+  }
+
   async #sendMetrics (req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== 'GET') return reject(req, res, 405, 'METHOD_NOT_ALLOWED', 'use GET', { allow: 'GET' })
     const text = await this.registry.metrics()
@@ -550,6 +560,42 @@ export class ReferenceGateway {
 }
 
 // ---- helpers ----
+
+export const INVENTORY_DEFAULT_LIMIT = 1000
+export const INVENTORY_MAX_LIMIT = 10_000
+
+interface InventoryQuery {
+  after: { volume: string, block: string } | null
+  limit: number
+  etags: 'cached' | 'all'
+}
+
+/** The inventory's query string; unknown parameters are refused so a misspelt one is not silently ignored. */
+function parseInventoryQuery (url: string): InventoryQuery {
+  const q = url.indexOf('?')
+  const params = new URLSearchParams(q === -1 ? '' : url.slice(q + 1))
+  const bad = (message: string): FerryError => new FerryError('INVALID_QUERY', message, 400)
+  const query: InventoryQuery = { after: null, limit: INVENTORY_DEFAULT_LIMIT, etags: 'cached' }
+  for (const [name, value] of params) {
+    if (name === 'after') {
+      const slash = value.indexOf('/')
+      const volume = value.slice(0, slash)
+      const block = value.slice(slash + 1)
+      if (slash === -1 || !isValidId(volume) || !isValidId(block)) throw bad(`after must be <volume>/<block> (valid ids), got ${show(value)}`)
+      query.after = { volume, block }
+    } else if (name === 'limit') {
+      const n = Number(value)
+      if (!/^\d+$/.test(value) || n < 1 || n > INVENTORY_MAX_LIMIT) throw bad(`limit must be an integer from 1 to ${INVENTORY_MAX_LIMIT}, got ${show(value)}`)
+      query.limit = n
+    } else if (name === 'etags') {
+      if (value !== 'cached' && value !== 'all') throw bad(`etags must be cached or all, got ${show(value)}`)
+      query.etags = value
+    } else {
+      throw bad(`unknown parameter ${show(name)} (after, limit, etags)`)
+    }
+  }
+  return query
+}
 
 /** The If-Match/If-None-Match check of a write, as the store runs it against the current ETag. */
 function preconditionOf (req: IncomingMessage): Precondition | undefined {

@@ -3,7 +3,7 @@ import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'nod
 import type { BigIntStats } from 'node:fs'
 import path from 'node:path'
 import { FerryError } from '../lib/errors.js'
-import { blockKey } from '../lib/ids.js'
+import { blockKey, isValidId } from '../lib/ids.js'
 
 /**
  * The on-disk block store behind the reference gateway.
@@ -32,6 +32,25 @@ export interface OpenedBlock {
   etag: string
 }
 
+/** One block in a listing. */
+export interface ListedBlock {
+  volume: string
+  block: string
+  size: number
+  /** The content-hash ETag when known without reading the block (see `list`), else null. */
+  etag: string | null
+  /** The block file's mtime, ms since the epoch: when this version was committed. */
+  modifiedAt: number
+}
+
+export interface ListOptions {
+  /** Start after this block (exclusive); null: from the start. */
+  after: { volume: string, block: string } | null
+  limit: number
+  /** Hash blocks whose ETag is not cached (reads their bytes); default false: null for them. */
+  hashUncached?: boolean
+}
+
 export interface PutResult {
   etag: string
   size: number
@@ -50,6 +69,8 @@ export class BlockStore {
   readonly #etags: EtagCache
   readonly #hashing = new Map<string, Promise<string>>()
   readonly #locks = new KeyedLock()
+  /** Sorted names of recently listed volumes, so paging through a big volume is not O(n²). */
+  readonly #listings = new ListingCache(8)
   #closed = false
 
   constructor (dir: string, opts: StoreOptions) {
@@ -187,6 +208,71 @@ export class BlockStore {
   }
 
   /**
+   * Blocks in (volume, block) order, starting after `opts.after`, at most `opts.limit` of them.
+   * Stateless cursor paging: a block present for the whole of a listing is listed exactly once;
+   * one created or deleted meanwhile may or may not be. ETags come from the cache (a block read
+   * or written since the gateway started); others are null unless `hashUncached`, because
+   * hashing a whole disk to answer a listing would make it as slow as reading every block.
+   */
+  async list (opts: ListOptions): Promise<ListedBlock[]> {
+    const out: ListedBlock[] = []
+    const after = opts.after
+    const volumes = (await readdirOrEmpty(this.dir)).filter(isValidId).sort()
+    for (let v = lowerBound(volumes, after?.volume ?? '', false); v < volumes.length && out.length < opts.limit; v++) {
+      const volume = volumes[v] as string
+      const names = await this.#blockNames(volume)
+      const from = after !== null && volume === after.volume ? lowerBound(names, after.block, true) : 0
+      for (let i = from; i < names.length && out.length < opts.limit; i++) {
+        const block = names[i] as string
+        const listed = await this.#listed(volume, block, opts.hashUncached === true)
+        if (listed !== null) out.push(listed)
+      }
+    }
+    return out
+  }
+
+  /** A volume's block names, sorted; cached while the directory provably has not changed. */
+  async #blockNames (volume: string): Promise<string[]> {
+    const dir = path.join(this.dir, volume)
+    let st: BigIntStats
+    try {
+      st = await stat(dir, { bigint: true })
+    } catch (err) {
+      if (isNotFound(err)) return []
+      throw err
+    }
+    const cached = this.#listings.get(volume, st)
+    if (cached !== undefined) return cached
+    const readAt = BigInt(Date.now()) * 1_000_000n
+    const names = (await readdirOrEmpty(dir)).filter(isValidId).sort()
+    this.#listings.set(volume, st, names, readAt)
+    return names
+  }
+
+  async #listed (volume: string, block: string, hash: boolean): Promise<ListedBlock | null> {
+    const key = blockKey(volume, block)
+    if (hash) {
+      const b = await this.open(volume, block)
+      if (b === null) return null
+      try {
+        const st = await b.fh.stat()
+        return { volume, block, size: b.size, etag: b.etag, modifiedAt: Math.floor(st.mtimeMs) }
+      } finally {
+        await b.fh.close().catch(noop)
+      }
+    }
+    let st: BigIntStats
+    try {
+      st = await stat(this.blockPath(volume, block), { bigint: true })
+    } catch (err) {
+      if (isNotFound(err)) return null // deleted since the directory was read
+      throw err
+    }
+    if (!st.isFile()) return null
+    return { volume, block, size: Number(st.size), etag: this.#etags.get(key, st) ?? null, modifiedAt: Number(st.mtimeNs / 1_000_000n) }
+  }
+
+  /**
    * The ETag of the version open on `fh`. Cached by file identity (device, inode, size, mtime,
    * ctime): since blocks are only ever replaced by rename, a matching identity means the same
    * bytes, and a restart simply starts with an empty cache (one re-hash per block on first read).
@@ -242,6 +328,56 @@ class EtagCache {
 
   delete (key: string): void {
     this.#map.delete(key)
+  }
+}
+
+/**
+ * Sorted block names per volume, reused while the directory's mtime is unchanged. File system
+ * timestamps are coarse (a clock tick, a few ms), so a name added in the same tick as the
+ * change before a read would leave the mtime as it was: a listing is only kept when the
+ * directory had been quiet for a while before it was read, so a later change is sure to move it.
+ */
+class ListingCache {
+  static readonly QUIET_NS = 1_000_000_000n
+  readonly #map = new Map<string, { mtimeNs: bigint, ino: bigint, names: string[] }>()
+
+  constructor (readonly limit: number) {}
+
+  get (volume: string, st: BigIntStats): string[] | undefined {
+    const e = this.#map.get(volume)
+    return e !== undefined && e.mtimeNs === st.mtimeNs && e.ino === st.ino ? e.names : undefined
+  }
+
+  set (volume: string, st: BigIntStats, names: string[], readAtNs: bigint): void {
+    this.#map.delete(volume)
+    if (readAtNs - st.mtimeNs < ListingCache.QUIET_NS) return
+    this.#map.set(volume, { mtimeNs: st.mtimeNs, ino: st.ino, names })
+    if (this.#map.size > this.limit) {
+      const oldest = this.#map.keys().next()
+      if (oldest.done !== true) this.#map.delete(oldest.value)
+    }
+  }
+}
+
+/** The first index whose name is > `key` (`strict`) or >= `key` in a sorted array. */
+function lowerBound (sorted: readonly string[], key: string, strict: boolean): number {
+  let lo = 0
+  let hi = sorted.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    const m = sorted[mid] as string
+    if (m < key || (strict && m === key)) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+async function readdirOrEmpty (dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir)
+  } catch (err) {
+    if (isNotFound(err)) return []
+    throw err
   }
 }
 

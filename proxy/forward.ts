@@ -100,11 +100,15 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
     if (statusCode >= 500) this.host.onGatewayFailure(this.gateway, `status ${statusCode}`)
     else this.host.onGatewaySuccess(this.gateway)
     if (this.res.destroyed) return
+    const out = downstreamHeaders(headers, this.host.via)
+    // A gateway's own 503 (overloaded, failing) is relayed as it is, but clients learn when to
+    // come back only from Retry-After: every 503 ferry serves carries one, whoever wrote it.
+    if (statusCode === 503 && out['retry-after'] === undefined) out['retry-after'] = '1'
     if (statusCode < 300 && this.req.method !== 'GET' && this.req.method !== 'HEAD' && this.host.mustConfirm(this)) {
-      this.held = { status: statusCode, headers: downstreamHeaders(headers, this.host.via), chunks: [] }
+      this.held = { status: statusCode, headers: out, chunks: [] }
       return
     }
-    this.res.writeHead(statusCode, downstreamHeaders(headers, this.host.via))
+    this.res.writeHead(statusCode, out)
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { Pool } from 'undici'
-import type { GatewayConfig } from '../config/fleet.js'
+import type { GatewayConfig, GatewayKind } from '../config/fleet.js'
 import type { HealthSection, ProxySection } from './config.js'
 import { rendezvousNode, type RendezvousNode } from '../lib/rendezvous.js'
 import type { Logger } from '../lib/log.js'
@@ -12,6 +12,8 @@ export type GatewayDownReason = 'ejected' | 'probe-failed'
 export class Gateway {
   readonly id: string
   readonly url: string
+  /** What its ETags prove (upstream/kinds.ts): needed to confirm a write that raced a move. */
+  readonly kind: GatewayKind
   readonly site: string
   readonly capacityBytes: number
   readonly node: RendezvousNode
@@ -36,6 +38,7 @@ export class Gateway {
   constructor (cfg: GatewayConfig, proxy: ProxySection) {
     this.id = cfg.id
     this.url = cfg.url
+    this.kind = cfg.kind
     this.site = cfg.site
     this.capacityBytes = cfg.capacityBytes
     this.node = rendezvousNode(cfg.id)
@@ -201,7 +204,7 @@ export class GatewaySet extends EventEmitter<GatewaySetEvents> {
     const next = new Map<string, Gateway>()
     for (const cfg of gateways) {
       const old = this.byId.get(cfg.id)
-      if (old !== undefined && old.url === cfg.url && old.site === cfg.site && old.capacityBytes === cfg.capacityBytes) {
+      if (old !== undefined && old.url === cfg.url && old.kind === cfg.kind && old.site === cfg.site && old.capacityBytes === cfg.capacityBytes) {
         if (rebuildPools) {
           const oldPool = old.pool
           old.pool = createPool(cfg.url, this.proxy)

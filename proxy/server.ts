@@ -9,6 +9,8 @@ import { responseInFlight, sendError } from '../lib/http.js'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
+import { contentHashOf } from '../upstream/kinds.js'
+import { holdsBytes } from '../upstream/verify.js'
 import { AccessRecorder, type AccessRecorderOptions } from './access-recorder.js'
 import { ClientAddressResolver } from './client-address.js'
 import { BodyLimit, ForwardCall, type ForwardHost } from './forward.js'
@@ -33,6 +35,12 @@ export interface ProxyServerOptions {
   store?: StateStore
   /** Called once per forwarded request (the access profiler); must be cheap. */
   observer?: AccessObserver
+  /**
+   * True while block locations lost with the store are being rebuilt from the gateways: a block
+   * without a location may then exist on a gateway nobody points to, so a read of it is answered
+   * 503 FERRY_LOCATIONS_REBUILDING (retry), never a 404 that would hide acknowledged data.
+   */
+  locationsRecovering?: () => boolean
 }
 
 /** Sees every forwarded access with the site of the gateway that serves it. */
@@ -77,6 +85,7 @@ export class ProxyServer implements ForwardHost {
   private recording: boolean
   private readonly logger: Logger
   private readonly observer: AccessObserver | undefined
+  private readonly locationsRecovering: () => boolean
   private closing = false
   private inflight = 0
   private readonly idle = new Set<() => void>()
@@ -86,6 +95,7 @@ export class ProxyServer implements ForwardHost {
     this.config = opts.config
     this.logger = opts.logger ?? silentLogger
     this.observer = opts.observer
+    this.locationsRecovering = opts.locationsRecovering ?? (() => false)
     this.registry = opts.registry ?? createRegistry(false)
     this.metrics = new ProxyMetrics(this.registry)
     const cfg = opts.config
@@ -133,13 +143,16 @@ export class ProxyServer implements ForwardHost {
 
   async listen (): Promise<AddressInfo> {
     const { host, port } = this.config.proxy.listen
+    this.gateways.startProbes()
+    // Locations first: a request taken before they are loaded is routed by hash, and a block the
+    // planner moved would read 404 there (or an old copy still on its source). Without the store
+    // the load gives up after a moment and the proxy serves by hash, as it must.
+    await this.sync?.start()
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject)
       this.server.listen(port, host, () => { this.server.off('error', reject); resolve() })
     })
     this.listening = true
-    this.gateways.startProbes()
-    await this.sync?.start()
     this.logger.info({ address: this.address }, 'proxy listening')
     return this.address
   }
@@ -228,6 +241,11 @@ export class ProxyServer implements ForwardHost {
     const ctx: RequestContext = { req, res, volume: addr.volume, block: addr.block, key, write, body, client, site, peer, now }
 
     const route = this.routes.route(addr.volume, addr.block, key, now)
+    // A PUT still goes through: it replaces the whole block, and the rebuild never overwrites a
+    // location recorded after the loss, so the new write stays the version every proxy serves.
+    if (!route.placed && method !== 'PUT' && this.locationsRecovering()) {
+      return this.refuse(req, res, 503, 'FERRY_LOCATIONS_REBUILDING', `the shared store lost its block locations and they are being rebuilt from the gateways; retry ${key} shortly`, { 'retry-after': 1 })
+    }
     // The common case stays synchronous: no session, and either a read or a block that
     // already has a location. Sessions and first writes need the store, so they go async.
     const held = write && route.location?.phase === 'cutover'
@@ -343,11 +361,19 @@ export class ProxyServer implements ForwardHost {
     // The block moved: the write counts only if the new location holds exactly what we wrote.
     const target = this.gateways.get(loc.gateway)
     if (target === undefined) return false
-    const res = await target.pool.request({ method: 'HEAD', path: PathPattern.gatewayPath(volume, block), headersTimeout: 2000 })
+    const path = PathPattern.gatewayPath(volume, block)
+    const res = await target.pool.request({ method: 'HEAD', path, headersTimeout: 2000 })
     await res.body.dump()
     this.metrics.confirmations.inc({ result: String(res.statusCode) })
     if (call.req.method === 'DELETE') return res.statusCode === 404
-    return res.statusCode === 200 && call.etag !== undefined && res.headers.etag === call.etag
+    // Only bytes prove it, never ETags compared across gateways: nginx's mtime-size ETags of two
+    // different contents can be equal. The write's own gateway must have proved what it stored
+    // (a content-hash ETag; nginx answers a PUT with none, so such a write stays unconfirmed),
+    // and the new location must hold those bytes, by its ETag or by reading them.
+    const written = contentHashOf(call.gateway.kind, call.etag)
+    if (res.statusCode !== 200 || written === null) return false
+    return await holdsBytes({ kind: target.kind, dispatcher: target.pool }, path, res.headers.etag as string | undefined, written,
+      AbortSignal.timeout(this.config.proxy.writeHoldMs * 2))
   }
 
   nextGateway (call: ForwardCall): Gateway | undefined {

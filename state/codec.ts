@@ -1,9 +1,10 @@
+import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
 import { isValidId } from '../lib/ids.js'
 import { corrupt, invalid } from './errors.js'
 import {
   LOCATION_PHASES, MIGRATION_PHASES, MIGRATION_RESULTS,
-  type BlockLocation, type HistoryEntry, type LocationPhase, type MigrationRecord, type StoreEvent
+  type BlockLocation, type HistoryEntry, type LocationPhase, type MigrationRecord, type StoreEvent, type StoreGeneration
 } from './types.js'
 
 /**
@@ -199,4 +200,18 @@ export function decodeMigration (h: Record<string, string>): MigrationRecord {
 /** Newest first by start time (ties: id descending), at most `limit`: the order both backends list in. */
 export function sortMigrations (records: MigrationRecord[], limit: number): MigrationRecord[] {
   return records.sort((a, b) => b.startedAt - a.startedAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)).slice(0, limit)
+}
+
+/** A new generation id: random, so a store that restarts empty never gets an id it had before. */
+export function newGenerationId (): string {
+  return randomBytes(9).toString('base64url')
+}
+
+/** The generation marker as stored (JSON); null when it is not a marker (corrupt: the caller decides). */
+export function decodeGeneration (raw: string): StoreGeneration | null {
+  let v: unknown
+  try { v = JSON.parse(raw) } catch { return null }
+  const g = v as Partial<StoreGeneration> | null
+  if (g === null || typeof g !== 'object' || typeof g.id !== 'string' || typeof g.createdAt !== 'number' || typeof g.rebuilding !== 'boolean') return null
+  return { id: g.id, createdAt: g.createdAt, rebuilding: g.rebuilding, rebuiltAt: typeof g.rebuiltAt === 'number' ? g.rebuiltAt : null }
 }

@@ -24,6 +24,7 @@ import { invalid } from './errors.js'
  *   P{mig}:active         set    ids of active migrations
  *   P{mig}:done           zset   ids of finished migrations by end time, capped
  *   P{mig}:m:<id>         hash   one migration record (JSON per field)
+ *   P{gen}                string JSON generation marker (id, createdAt, rebuilding, rebuiltAt)
  *   P{events}:pub         (never written) pins publish() to one Cluster node
  *   Pevents               pub/sub channel (not a key)
  */
@@ -115,6 +116,7 @@ export class KeySpace {
   readonly migActive: string
   readonly migDone: string
   readonly migRecordPrefix: string
+  readonly generation: string
 
   constructor (prefix: string) {
     if (!KEY_PREFIX_PATTERN.test(prefix)) throw invalid(`invalid keyPrefix: ${describe(prefix)}`)
@@ -124,6 +126,7 @@ export class KeySpace {
     this.migActive = prefix + '{mig}:active'
     this.migDone = prefix + '{mig}:done'
     this.migRecordPrefix = prefix + '{mig}:m:'
+    this.generation = prefix + '{gen}'
   }
 
   private block (volume: string, block: string, kind: string): string {

@@ -2,7 +2,7 @@ import type { Registry } from 'prom-client'
 import { blockKey } from '../lib/ids.js'
 import { silentLogger, type Logger } from '../lib/log.js'
 import { groupDeltas, mergeScores } from './affinity.js'
-import { encodeLocationEvent, encodeMessageEvent, sortMigrations } from './codec.js'
+import { encodeLocationEvent, encodeMessageEvent, newGenerationId, sortMigrations } from './codec.js'
 import { parseStateConfig, type StateConfig, type StateConfigInput } from './config.js'
 import { closed, conflict, tooLarge } from './errors.js'
 import { EventHub } from './events.js'
@@ -11,7 +11,7 @@ import { StateMetrics } from './metrics.js'
 import type {
   AccessDelta, AffinityEntry, BlockLocation, BlockRef, CasResult, DeleteResult, HistoryEntry, LeaseGrant,
   LeaseInfo, LocatedBlock, LocationInput, MigrationInput, MigrationPatch, MigrationQuery, MigrationRecord,
-  Session, SessionInput, StateStore, StoreEventHandler, StoreStatus, TelemetryQuery, TelemetrySample,
+  Session, SessionInput, StateStore, StoreEventHandler, StoreGeneration, StoreStatus, TelemetryQuery, TelemetrySample,
   VersionResult, WriteOptions
 } from './types.js'
 import {
@@ -77,6 +77,7 @@ export class MemoryBackend {
   private doneMigrations: string[] = []
   private readonly leases = new Map<string, LeaseSlot>()
   private readonly leaseSeq = new Map<string, number>()
+  private generationMarker: StoreGeneration | null = null
   private readonly stores = new Set<MemoryStore>()
   private sweeper: NodeJS.Timeout | null = null
 
@@ -428,6 +429,19 @@ export class MemoryBackend {
     const l = this.lease(name, now)
     return l ? { holder: l.holder, token: l.token, ttlMs: l.expiresAt - now } : null
   }
+
+  // ── generation ──
+
+  generation (now: number): StoreGeneration {
+    this.generationMarker ??= { id: newGenerationId(), createdAt: now, rebuilding: true, rebuiltAt: null }
+    return { ...this.generationMarker }
+  }
+
+  finishRebuild (id: string, now: number): boolean {
+    if (this.generationMarker?.id !== id) return false
+    this.generationMarker = { ...this.generationMarker, rebuilding: false, rebuiltAt: this.generationMarker.rebuiltAt ?? now }
+    return true
+  }
 }
 
 /**
@@ -612,6 +626,14 @@ export class MemoryStore implements StateStore {
 
   getLease (name: string): Promise<LeaseInfo | null> {
     return this.op('getLease', now => this.data.getLease(checkId('lease', name), now))
+  }
+
+  generation (): Promise<StoreGeneration> {
+    return this.op('generation', now => this.data.generation(now))
+  }
+
+  finishRebuild (id: string): Promise<boolean> {
+    return this.op('finishRebuild', now => this.data.finishRebuild(checkText('generation id', id, 64), now))
   }
 
   subscribe (handler: StoreEventHandler): () => void {

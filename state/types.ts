@@ -204,6 +204,24 @@ export interface LeaseInfo {
   ttlMs: number
 }
 
+// ───────────────────────────── generation ─────────────────────────────
+
+/**
+ * Which life of the store this is. A Redis without persistence that restarts comes back empty:
+ * every block location is gone while the blocks are still on the gateways. The marker lets every
+ * ferry process notice (the id changes, or it is new), and says whether the locations have been
+ * rebuilt from the gateways' inventories yet. The first caller that finds no marker creates one
+ * with `rebuilding: true`: a brand-new store is rebuilt too (from gateways that may already hold
+ * blocks), which costs one listing of each gateway.
+ */
+export interface StoreGeneration {
+  id: string
+  createdAt: number
+  /** True until the locations have been rebuilt from the gateways' inventories. */
+  rebuilding: boolean
+  rebuiltAt: number | null
+}
+
 // ───────────────────────────── events and health ─────────────────────────────
 
 export interface StoreStatus {
@@ -277,6 +295,11 @@ export interface StateStore {
   renewLease (name: string, holder: string, token: number, ttlMs: number): Promise<boolean>
   releaseLease (name: string, holder: string, token: number): Promise<boolean>
   getLease (name: string): Promise<LeaseInfo | null>
+
+  /** The generation marker; created atomically (`rebuilding: true`) when absent, so every caller sees the same one. */
+  generation (): Promise<StoreGeneration>
+  /** Marks generation `id` rebuilt. False when the marker is absent or belongs to another generation. */
+  finishRebuild (id: string): Promise<boolean>
 
   /** Handlers run in delivery order; an exception in one is logged and does not affect others. */
   subscribe (handler: StoreEventHandler): () => void

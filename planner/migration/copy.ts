@@ -2,8 +2,16 @@ import { createHash, type Hash } from 'node:crypto'
 import { Transform, pipeline, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { FerryError } from '../../lib/errors.js'
+import { copyDigests, type DigestAlgorithm, type Digests, type GatewayKind } from '../../upstream/kinds.js'
+import { verifyCopy, type CopyProof } from '../../upstream/verify.js'
 import { COPY_SOURCE_FAILED, COPY_TARGET_FAILED, COPY_TIMEOUT, COPY_VERIFY_FAILED, SOURCE_MISSING } from './errors.js'
 import type { TokenBucket } from './token-bucket.js'
+
+/** One side of a copy: how to reach the gateway, and what kind it is (how it can prove a copy). */
+export interface CopyEndpoint {
+  kind: GatewayKind
+  pool: Dispatcher
+}
 
 export interface CopyOptions {
   /** `/{volume}/{block}` on both gateways. */
@@ -21,30 +29,28 @@ export interface CopyOptions {
 export interface CopyResult {
   /** The source's ETag for exactly the bytes copied (null when the gateway sends none). */
   sourceEtag: string | null
-  /** The target's ETag after the PUT: what a proxy confirming a write, and the cut-over checks, compare with. */
+  /** The target's ETag for the verified copy: what the cut-over checks compare a later HEAD with. */
   targetEtag: string | null
   bytes: number
   /** Hex SHA-256 of the bytes streamed. */
   sha256: string
+  /** How the target proved it holds them (upstream/verify.ts). */
+  proof: CopyProof['method']
 }
-
-/** The reference gateway's strong ETag: the quoted hex SHA-256 of the content. */
-const CONTENT_HASH_ETAG = /^"([0-9a-f]{64})"$/
 
 /**
  * Copies one block from `source` to `target` as a stream: the GET's body is piped through a
  * meter (hash, byte count, bandwidth limit) straight into the PUT's body, so a block is never
  * held in memory and a slow target slows the read from the source (backpressure end to end).
  *
- * Verified before it counts: the byte count matches the source's Content-Length and, for
- * content-hash ETags (the reference gateway), the streamed hash matches the source's ETag and
- * the target answers the PUT with the same ETag. For opaque ETags (nginx: mtime-size) the
- * target copy is read back and hashed instead: slower, but never trusting an unverifiable copy.
+ * Verified before it counts: the byte count matches the source's Content-Length, and each
+ * side proves what it can for its kind (upstream/verify.ts): a content-hash ETag where the
+ * gateway gives one, a digest header, else the target's copy is read back and hashed (nginx).
  *
  * Throws FerryError SOURCE_MISSING (the source has no such block), COPY_SOURCE_FAILED,
  * COPY_TARGET_FAILED, COPY_VERIFY_FAILED or COPY_TIMEOUT; on abort, the signal's reason.
  */
-export async function copyBlock (source: Dispatcher, target: Dispatcher, opts: CopyOptions): Promise<CopyResult> {
+export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opts: CopyOptions): Promise<CopyResult> {
   const timeout = AbortSignal.timeout(Math.max(1, Math.ceil(opts.timeoutMs)))
   const signal = AbortSignal.any([opts.signal, timeout])
   const fail = (code: string, what: string, err?: unknown): FerryError => {
@@ -56,7 +62,7 @@ export async function copyBlock (source: Dispatcher, target: Dispatcher, opts: C
 
   let src: Dispatcher.ResponseData
   try {
-    src = await source.request({ method: 'GET', path: opts.path, signal })
+    src = await source.pool.request({ method: 'GET', path: opts.path, signal })
   } catch (err) {
     throw fail(COPY_SOURCE_FAILED, `GET ${opts.path} from the source failed`, err)
   }
@@ -70,12 +76,12 @@ export async function copyBlock (source: Dispatcher, target: Dispatcher, opts: C
   const size = declared === null ? null : Number(declared)
   if (size !== null) opts.onSize?.(size)
 
-  const meter = new CopyMeter(opts.bucket, opts.onBytes)
+  const meter = new CopyMeter(opts.bucket, copyDigests(target.kind), opts.onBytes)
   let sourceError: unknown
   pipeline(src.body, meter, err => { if (err) sourceError ??= err })
   let put: Dispatcher.ResponseData
   try {
-    put = await target.request({
+    put = await target.pool.request({
       method: 'PUT',
       path: opts.path,
       body: meter,
@@ -95,31 +101,25 @@ export async function copyBlock (source: Dispatcher, target: Dispatcher, opts: C
   if (put.statusCode < 200 || put.statusCode >= 300) throw fail(COPY_TARGET_FAILED, `PUT ${opts.path} to the target answered ${put.statusCode}`)
   if (sourceError !== undefined) throw fail(COPY_SOURCE_FAILED, `reading ${opts.path} from the source failed mid-copy`, sourceError)
 
-  const sha256 = meter.digest()
+  const sent = meter.digests()
   const bytes = meter.bytes
   if (size !== null && bytes !== size) {
     throw new FerryError(COPY_VERIFY_FAILED, `copied ${bytes} bytes of ${opts.path}, the source announced ${size}`, 502)
   }
-  const targetEtag = header(put.headers, 'etag')
-  const m = sourceEtag === null ? null : CONTENT_HASH_ETAG.exec(sourceEtag)
-  if (m !== null) {
-    if (m[1] !== sha256) throw new FerryError(COPY_VERIFY_FAILED, `the bytes read from the source do not hash to its ETag ${sourceEtag}`, 502)
-    if (targetEtag !== sourceEtag) throw new FerryError(COPY_VERIFY_FAILED, `the target stored ${opts.path} with ETag ${String(targetEtag)}, the source has ${sourceEtag}`, 502)
-  } else {
-    await verifyByReadBack(target, opts.path, sha256, signal).catch(err => { throw err instanceof FerryError ? err : fail(COPY_TARGET_FAILED, `reading ${opts.path} back from the target failed`, err) })
+  let proof: CopyProof
+  try {
+    proof = await verifyCopy({
+      path: opts.path,
+      source: { kind: source.kind, etag: sourceEtag },
+      target: { kind: target.kind, dispatcher: target.pool },
+      sent,
+      putHeaders: put.headers,
+      signal
+    })
+  } catch (err) {
+    throw err instanceof FerryError ? err : fail(COPY_TARGET_FAILED, `reading ${opts.path} back from the target failed`, err)
   }
-  return { sourceEtag, targetEtag, bytes, sha256 }
-}
-
-async function verifyByReadBack (target: Dispatcher, path: string, sha256: string, signal: AbortSignal): Promise<void> {
-  const res = await target.request({ method: 'GET', path, signal })
-  if (res.statusCode !== 200) {
-    await res.body.dump().catch(() => {})
-    throw new FerryError(COPY_VERIFY_FAILED, `reading ${path} back from the target answered ${res.statusCode}`, 502)
-  }
-  const hash = createHash('sha256')
-  for await (const chunk of res.body) hash.update(chunk as Buffer)
-  if (hash.digest('hex') !== sha256) throw new FerryError(COPY_VERIFY_FAILED, `the target's copy of ${path} differs from the bytes sent`, 502)
+  return { sourceEtag, targetEtag: proof.targetEtag, bytes, sha256: sent.sha256, proof: proof.method }
 }
 
 function header (headers: Record<string, string | string[] | undefined>, name: string): string | null {
@@ -134,14 +134,16 @@ function header (headers: Record<string, string | string[] | undefined>, name: s
  */
 class CopyMeter extends Transform {
   bytes = 0
-  private readonly hash: Hash = createHash('sha256')
+  private readonly hashes: Array<[DigestAlgorithm, Hash]>
 
-  constructor (private readonly bucket: TokenBucket, private readonly onBytes?: (n: number) => void) {
+  constructor (private readonly bucket: TokenBucket, algorithms: readonly DigestAlgorithm[], private readonly onBytes?: (n: number) => void) {
     super({ highWaterMark: 64 * 1024 })
+    // SHA-256 always: the cut-over checks and a read-back compare with it.
+    this.hashes = [...new Set<DigestAlgorithm>(['sha256', ...algorithms])].map(a => [a, createHash(a)])
   }
 
   override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk)
+    for (const [, h] of this.hashes) h.update(chunk)
     this.bytes += chunk.length
     const wait = this.bucket.reserve(chunk.length)
     // Progress counts bytes released to the target, so the reported rate is the limited one.
@@ -153,7 +155,9 @@ class CopyMeter extends Transform {
     }
   }
 
-  digest (): string {
-    return this.hash.digest('hex')
+  digests (): Digests {
+    const out: Partial<Digests> = {}
+    for (const [a, h] of this.hashes) out[a] = h.digest('hex')
+    return out as Digests
   }
 }

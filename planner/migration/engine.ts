@@ -6,6 +6,8 @@ import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
 import { STATE_UNAVAILABLE } from '../../state/errors.js'
 import type { BlockLocation, Fence, LocationInput, MigrationPatch, MigrationPhase, MigrationQuery, MigrationRecord, MigrationResult, StateStore } from '../../state/types.js'
+import { judgeByEtag } from '../../upstream/kinds.js'
+import { hashBlock, type HashedBlock } from '../../upstream/verify.js'
 import type { MigrationConfig } from '../config.js'
 import { copyBlock, type CopyResult } from './copy.js'
 import {
@@ -13,7 +15,7 @@ import {
   MIGRATION_NOOP, MIGRATION_NOT_FOUND, NOT_CANCELLABLE, NOT_LEADER, QUEUE_FULL, SOURCE_MISSING, StoppingError, TARGET_UNAVAILABLE, UNKNOWN_GATEWAY,
   describeError, plannerError
 } from './errors.js'
-import type { Fleet } from './fleet.js'
+import type { Fleet, FleetGateway } from './fleet.js'
 import { deleteBlock, delay, headBlock, type HeadResult } from './gateway-ops.js'
 import { EngineMetrics } from './metrics.js'
 import { MigrationQueue, type Queued } from './queue.js'
@@ -119,17 +121,18 @@ const STEP_RETRY_MS = 25
  *   place     a block routed by hash gets a location first: CAS 0 → {gateway: where it is, stable}
  *   copying   CAS → {gateway: source, copying, target}; stream GET source → PUT target, verified
  *   cutover   CAS → {cutover}: proxies hold new writes. Wait settleMs for every proxy to see it and
- *             for writes in flight to land, then HEAD the source: changed since the copy → re-copy
- *             (still in cut-over). HEAD the target: it still holds the verified copy.
+ *             for writes in flight to land, then check the source: changed since the copy → re-copy
+ *             (still in cut-over). Check the target: it still holds the verified copy.
  *   flip      CAS → {gateway: target, done}: proxies route the next request to the target and
  *             release held writes there. The slot is freed here.
  *   cleanup   after gracePeriodMs, DELETE the source copy, then CAS → {stable}.
  *
  * Why a write is never lost: a proxy acknowledges a write that raced a location change only if
- * the block's location, once out of cut-over, is the gateway that took it or holds the same
- * ETag (proxy/server.ts confirmWrite). Writes that landed on the source before the cut-over
- * check are in the copy (the HEAD sees them, so we re-copy); writes that land after it are not
- * on the target, so the proxy answers 503 instead of acknowledging them.
+ * the block's location, once out of cut-over, is the gateway that took it or provably holds the
+ * bytes written (proxy/server.ts confirmWrite). Writes that landed on the source before the
+ * cut-over check are in the copy (the check sees them — by ETag, or by the bytes where the ETag
+ * proves nothing — so we re-copy); writes that land after it are not on the target, so the
+ * proxy answers 503 instead of acknowledging them.
  *
  * Anything failing before the flip restores the old location (CAS back to `stable` on the
  * source) and deletes the target's copy. A step whose store write had an unknown outcome
@@ -439,15 +442,9 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     const left = (): number => this.config.cutoverTimeoutMs - (performance.now() - cutStart)
     await delay(this.config.settleMs, signal)
     for (;;) {
-      const src = await this.headUntil(job, job.from, left)
-      if (src.status === 404) throw plannerError(SOURCE_MISSING, `block ${job.key} was deleted from the source during the migration`, 409)
-      // A gateway that sends no ETag cannot be checked: the one copy made in cut-over (after
-      // settleMs, with writes held) is then the final one.
-      const unchanged = src.etag !== null ? src.etag === copy.sourceEtag : job.recopies > 0
-      if (unchanged) {
-        const dst = await this.headUntil(job, job.to, left)
-        if (dst.status === 200 && dst.etag === copy.targetEtag) break
-        this.logger.warn({ id: job.id, key: job.key, status: dst.status }, 'the target lost its copy before the flip; copying again')
+      if (await this.sourceUnchanged(job, copy, left)) {
+        if (await this.targetHolds(job, copy, left)) break
+        this.logger.warn({ id: job.id, key: job.key }, 'the target lost its copy before the flip; copying again')
       }
       if (job.recopies >= this.config.maxRecopies || left() <= 0) {
         throw plannerError(CUTOVER_TIMEOUT, `block ${job.key} kept changing during cut-over (${job.recopies} re-copies in ${Math.round(performance.now() - cutStart)} ms)`, 503)
@@ -466,7 +463,9 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     }
 
     // flip: from here on the target is the block's home; nothing is rolled back any more.
-    const flipped = await this.cas(job, loc, { gateway: job.to, phase: 'done', ...(copy.targetEtag === null ? {} : { version: copy.targetEtag }) }, 'flip')
+    // The version is the target's own ETag (null when it sends none): the source's would name
+    // bytes on another gateway, and ETags of different kinds are not comparable.
+    const flipped = await this.cas(job, loc, { gateway: job.to, phase: 'done', version: copy.targetEtag }, 'flip')
     const at = performance.now()
     job.touched = false
     this.metrics.cutover.observe((at - cutStart) / 1000)
@@ -485,7 +484,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     if (target === undefined) throw plannerError(COPY_TARGET_FAILED, `gateway ${job.to} is no longer configured`, 502)
     job.bytes = 0
     job.copyStartedAt = performance.now()
-    const result = await copyBlock(source.pool, target.pool, {
+    const result = await copyBlock(source, target, {
       path: job.path,
       bucket: this.bucket,
       // No lease bound here: losing the lease aborts the job's signal (deactivate), which cuts
@@ -794,6 +793,64 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
       if (h.status === 200 || h.status === 404) return h
       if (left() <= 0) {
         throw plannerError(CUTOVER_TIMEOUT, `gateway ${gateway} did not answer the cut-over check for ${job.key} in time (${h.error ?? h.status})`, 503)
+      }
+      await delay(Math.min(STEP_RETRY_MS * 2 ** attempt, 200, Math.max(1, left())), job.abort.signal)
+    }
+  }
+
+  /**
+   * Whether the source still holds exactly the bytes copied, once writes are held. Its ETag
+   * decides where it can: another ETag means a write landed (copy again), the same content hash
+   * means none did. An nginx ETag that stayed the same proves nothing — it is mtime-size, kept by
+   * a same-size write in the same second or by one carrying the client's `Date` header — and a
+   * gateway may send none: then the source is read again and hashed. Trusting the ETag there
+   * would flip onto a copy that misses an acknowledged write.
+   */
+  private async sourceUnchanged (job: Job, copy: CopyResult, left: () => number): Promise<boolean> {
+    const source = this.fleet.get(job.from)
+    if (source === undefined) throw plannerError(COPY_SOURCE_FAILED, `gateway ${job.from} is no longer configured`, 502)
+    const src = await this.headUntil(job, job.from, left)
+    if (src.status === 404) throw plannerError(SOURCE_MISSING, `block ${job.key} was deleted from the source during the migration`, 409)
+    const verdict = judgeByEtag(source.kind, src.etag, { etag: copy.sourceEtag, sha256: copy.sha256 })
+    if (verdict !== 'unproven') return verdict === 'same'
+    const now = await this.hashUntil(job, source, left)
+    if (now.status === 404) throw plannerError(SOURCE_MISSING, `block ${job.key} was deleted from the source during the migration`, 409)
+    return now.sha256 === copy.sha256
+  }
+
+  /**
+   * Whether the target still holds the verified copy (deleted or replaced meanwhile: copy
+   * again). Nothing but this migration writes the target before the flip — proxies route to the
+   * source until then — so an opaque ETag unchanged since the verification is that copy; only
+   * a target that sends no ETag has to be read again.
+   */
+  private async targetHolds (job: Job, copy: CopyResult, left: () => number): Promise<boolean> {
+    const target = this.fleet.get(job.to)
+    if (target === undefined) throw plannerError(COPY_TARGET_FAILED, `gateway ${job.to} is no longer configured`, 502)
+    const dst = await this.headUntil(job, job.to, left)
+    if (dst.status !== 200) return false
+    const verdict = judgeByEtag(target.kind, dst.etag, { etag: copy.targetEtag, sha256: copy.sha256 })
+    if (verdict !== 'unproven') return verdict === 'same'
+    if (dst.etag !== null && dst.etag === copy.targetEtag) return true
+    const now = await this.hashUntil(job, target, left)
+    return now.status === 200 && now.sha256 === copy.sha256
+  }
+
+  /** GET and hash, retried while the gateway fails and time is `left()` (as headUntil). */
+  private async hashUntil (job: Job, g: FleetGateway, left: () => number): Promise<HashedBlock> {
+    for (let attempt = 0; ; attempt++) {
+      this.guard(job)
+      let why: string
+      try {
+        const h = await hashBlock(g.pool, job.path, AbortSignal.any([job.abort.signal, AbortSignal.timeout(Math.max(1, Math.ceil(left())))]))
+        if (h.status === 200 || h.status === 404) return h
+        why = String(h.status)
+      } catch (err) {
+        if (job.abort.signal.aborted) throw job.abort.signal.reason
+        why = (err as { code?: string }).code ?? (err as Error).message
+      }
+      if (left() <= 0) {
+        throw plannerError(CUTOVER_TIMEOUT, `gateway ${g.id} could not be read for the cut-over check of ${job.key} in time (${why})`, 503)
       }
       await delay(Math.min(STEP_RETRY_MS * 2 ** attempt, 200, Math.max(1, left())), job.abort.signal)
     }

@@ -1,4 +1,5 @@
 import { FerryError } from '../../lib/errors.js'
+import { COPY_VERIFY_FAILED } from '../../upstream/errors.js'
 
 /**
  * Stable error codes of the migration engine and the planner's operator API. Clients (and the
@@ -22,7 +23,8 @@ import { FerryError } from '../../lib/errors.js'
  *
  * Why a migration ended without moving the block (recorded in the log, never thrown at a client):
  * - `FERRY_COPY_SOURCE_FAILED`, `FERRY_COPY_TARGET_FAILED`: a gateway failed the GET or the PUT.
- * - `FERRY_COPY_VERIFY_FAILED`: the target's ETag or the streamed hash did not match the source.
+ * - `FERRY_COPY_VERIFY_FAILED`: the copy is not provably the source's bytes (upstream/verify.ts:
+ *   the source's content-hash ETag, or the target's ETag, digest or read-back, did not match).
  * - `FERRY_COPY_TIMEOUT`: the copy did not finish within `migration.copyTimeoutMs`.
  * - `FERRY_SOURCE_MISSING`: the source no longer holds the block (deleted by a client).
  * - `FERRY_CUTOVER_TIMEOUT`: the source kept changing, or checks were too slow, past
@@ -45,7 +47,8 @@ export const QUEUE_FULL = 'FERRY_MIGRATION_QUEUE_FULL'
 
 export const COPY_SOURCE_FAILED = 'FERRY_COPY_SOURCE_FAILED'
 export const COPY_TARGET_FAILED = 'FERRY_COPY_TARGET_FAILED'
-export const COPY_VERIFY_FAILED = 'FERRY_COPY_VERIFY_FAILED'
+/** Defined by upstream/, which verifies copies for every gateway kind. */
+export { COPY_VERIFY_FAILED }
 export const COPY_TIMEOUT = 'FERRY_COPY_TIMEOUT'
 export const SOURCE_MISSING = 'FERRY_SOURCE_MISSING'
 export const CUTOVER_TIMEOUT = 'FERRY_CUTOVER_TIMEOUT'

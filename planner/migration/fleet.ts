@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { Pool } from 'undici'
-import type { GatewayConfig } from '../../config/fleet.js'
+import type { GatewayConfig, GatewayKind } from '../../config/fleet.js'
 import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
 import { rendezvousNode, rendezvousPick, rendezvousRank, type RendezvousNode } from '../../lib/rendezvous.js'
@@ -12,6 +12,8 @@ import type { PlannerHealthConfig } from '../config.js'
 export interface FleetGateway {
   readonly id: string
   readonly url: string
+  /** How copies to and from it are verified (upstream/). */
+  readonly kind: GatewayKind
   readonly site: string
   readonly capacityBytes: number
   /** Keep-alive connections for copies, checks, deletes and probes. */
@@ -91,13 +93,14 @@ export class Fleet extends EventEmitter<FleetEvents> {
     for (const g of gateways) {
       const old = this.gateways.get(g.id)
       if (old !== undefined && old.url === g.url && connections === this.connections) {
-        next.set(g.id, { ...old, site: g.site, capacityBytes: g.capacityBytes, pool: old.pool, downReports: old.downReports })
+        next.set(g.id, { ...old, kind: g.kind, site: g.site, capacityBytes: g.capacityBytes, pool: old.pool, downReports: old.downReports })
         continue
       }
       if (old !== undefined) void old.pool.close().catch(() => {})
       next.set(g.id, {
         id: g.id,
         url: g.url,
+        kind: g.kind,
         site: g.site,
         capacityBytes: g.capacityBytes,
         pool: new Pool(g.url, { connections, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: 2_000 }),

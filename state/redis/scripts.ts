@@ -387,6 +387,34 @@ export const PUBLISH = `
 return redis.call('PUBLISH', ARGV[1], ARGV[2])
 `
 
+/**
+ * KEYS: generation   ARGV: a new marker (JSON)
+ * Returns the marker, creating it from ARGV[1] when absent: every caller gets the same one.
+ */
+export const GENERATION = `
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+`
+
+/**
+ * KEYS: generation   ARGV: id, now
+ * Marks the generation rebuilt, only if the marker is still that generation's.
+ */
+export const FINISH_REBUILD = `
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local g = cjson.decode(cur)
+if g.id ~= ARGV[1] then return 0 end
+if g.rebuilding then
+  g.rebuilding = false
+  g.rebuiltAt = tonumber(ARGV[2])
+  redis.call('SET', KEYS[1], cjson.encode(g))
+end
+return 1
+`
+
 export interface ScriptDef {
   lua: string
   /** Fixed key count, or undefined when the caller passes it first (cas/delete: 2 or 3 keys; mergeAccess: one per block). */
@@ -410,7 +438,9 @@ export const SCRIPTS = {
   ferryAppendMigration: { lua: APPEND_MIGRATION, numberOfKeys: 3 },
   ferryUpdateMigration: { lua: UPDATE_MIGRATION, numberOfKeys: 3 },
   ferryListMigrations: { lua: LIST_MIGRATIONS, numberOfKeys: 2, readOnly: true },
-  ferryPublish: { lua: PUBLISH, numberOfKeys: 1 }
+  ferryPublish: { lua: PUBLISH, numberOfKeys: 1 },
+  ferryGeneration: { lua: GENERATION, numberOfKeys: 1 },
+  ferryFinishRebuild: { lua: FINISH_REBUILD, numberOfKeys: 1 }
 } satisfies Record<string, ScriptDef>
 
 export type ScriptName = keyof typeof SCRIPTS

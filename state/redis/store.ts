@@ -3,8 +3,8 @@ import type { Registry } from 'prom-client'
 import { silentLogger, type Logger } from '../../lib/log.js'
 import { SCORE_FLOOR, groupDeltas } from '../affinity.js'
 import {
-  decodeHistory, decodeMigration, decodeStoredLocation, encodeMessageEvent, encodeMigrationFields,
-  liveLocation, pairsToRecord, sortMigrations
+  decodeGeneration, decodeHistory, decodeMigration, decodeStoredLocation, encodeMessageEvent, encodeMigrationFields,
+  liveLocation, newGenerationId, pairsToRecord, sortMigrations
 } from '../codec.js'
 import type { StateConfig } from '../config.js'
 import { closed, conflict, corrupt, tooLarge, unavailable } from '../errors.js'
@@ -14,7 +14,7 @@ import { StateMetrics } from '../metrics.js'
 import type {
   AccessDelta, AffinityEntry, BlockLocation, BlockRef, CasResult, DeleteResult, HistoryEntry, LeaseGrant,
   LeaseInfo, LocatedBlock, LocationInput, MigrationInput, MigrationPatch, MigrationQuery, MigrationRecord,
-  Session, SessionInput, StateStore, StoreEventHandler, StoreStatus, TelemetryQuery, TelemetrySample,
+  Session, SessionInput, StateStore, StoreEventHandler, StoreGeneration, StoreStatus, TelemetryQuery, TelemetrySample,
   VersionResult, WriteOptions
 } from '../types.js'
 import {
@@ -567,6 +567,21 @@ export class RedisStore implements StateStore {
     const reply = await this.run('getLease', () => this.client.ferryGetLease(this.keys.lease(name))) as [string, string, number] | null
     if (reply === null) return null
     return { holder: reply[0], token: Number(reply[1]), ttlMs: Number(reply[2]) }
+  }
+
+  // ───────────────────────────── generation ─────────────────────────────
+
+  async generation (): Promise<StoreGeneration> {
+    const fresh = JSON.stringify({ id: newGenerationId(), createdAt: Date.now(), rebuilding: true, rebuiltAt: null })
+    const raw = await this.run('generation', () => this.client.ferryGeneration(this.keys.generation, fresh)) as string
+    const g = decodeGeneration(raw)
+    if (g === null) throw corrupt(`the generation marker is not one: ${raw.slice(0, 80)}`)
+    return g
+  }
+
+  async finishRebuild (id: string): Promise<boolean> {
+    checkText('generation id', id, 64)
+    return await this.run('finishRebuild', () => this.client.ferryFinishRebuild(this.keys.generation, id, Date.now())) === 1
   }
 
   // ───────────────────────────── events ─────────────────────────────

@@ -8,7 +8,8 @@ import { freePort, sleep } from './net.js'
 
 /**
  * nginx as a third-party gateway: its WebDAV module (`dav_methods PUT DELETE`) speaks the same
- * GET/HEAD/PUT/DELETE subset as the reference gateway. Each instance runs in the foreground
+ * GET/HEAD/PUT/DELETE subset as the reference gateway, and JSON autoindex lists its blocks
+ * (the config upstream/README.md asks of users). Each instance runs in the foreground
  * (`daemon off`, single process) in a private temp prefix with its own config, pid file, error log,
  * temp dirs and document root, so tests can run several side by side and clean up completely.
  */
@@ -30,6 +31,12 @@ export interface NginxGateway {
 export interface NginxOptions {
   /** client_max_body_size; default 64m. */
   maxBodySize?: string
+  /**
+   * Directory listings as JSON (`autoindex on; autoindex_format json;`), which a `webdav`
+   * gateway's inventory needs (upstream/README.md); default true. False: what a user who left
+   * them out has.
+   */
+  autoindex?: boolean
 }
 
 const execFileP = promisify(execFile)
@@ -128,7 +135,9 @@ http {
       dav_methods PUT DELETE;
       create_full_put_path on;
       dav_access user:rw group:r all:r;
-      default_type application/octet-stream;
+      default_type application/octet-stream;${opts.autoindex === false ? '' : `
+      autoindex on;
+      autoindex_format json;`}
     }
   }
 }

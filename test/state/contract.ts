@@ -380,6 +380,24 @@ export function contractSuite (t: Test, h: Harness): void {
     await t.rejects(a.casLocation('v', 'b', 2, { gateway: 'gw3' }, { fence: { lease: 'planner', token: 0 } }), { code: 'FERRY_STATE_INVALID' })
   })
 
+  t.test('generation: one marker for every store, created rebuilding, finished once', async t => {
+    const ns = await h.namespace()
+    t.teardown(() => ns.close())
+    const a = (await ns.connect()).store
+    const b = (await ns.connect()).store
+    const [ga, gb] = await Promise.all([a.generation(), b.generation()])
+    t.equal(ga.id, gb.id, 'two stores racing to create it get the same marker')
+    t.match(ga, { rebuilding: true, rebuiltAt: null }, 'a new marker says the locations are not rebuilt yet')
+    t.equal(await a.finishRebuild('not-this-one'), false, 'another generation cannot finish it')
+    t.equal((await b.generation()).rebuilding, true)
+    t.equal(await a.finishRebuild(ga.id), true)
+    const done = await b.generation()
+    t.match(done, { id: ga.id, rebuilding: false }, 'every store sees it rebuilt')
+    t.ok(typeof done.rebuiltAt === 'number' && done.rebuiltAt >= ga.createdAt)
+    t.equal(await b.finishRebuild(ga.id), true, 'finishing twice is harmless')
+    t.equal((await a.generation()).rebuiltAt, done.rebuiltAt, 'and keeps the first time')
+  })
+
   t.test('notifications: in order to every store, messages and channels', async t => {
     const ns = await h.namespace()
     t.teardown(() => ns.close())

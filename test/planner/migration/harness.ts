@@ -58,23 +58,26 @@ export async function rig (t: Test, opts: { gateways?: number, store?: StateStor
     gws,
     store,
     config,
-    planner: async (overrides = {}, o = {}) => {
-      const p = new Planner({
-        config: { gateways: config.gateways, sites: config.sites, planner: testPlannerConfig(overrides), state: config.state, proxy: config.proxy },
-        store: o.store ?? store,
-        logger: silentLogger,
-        registry: createRegistry(false)
-      })
-      t.teardown(() => p.stop())
-      await p.start()
-      return p
-    },
+    planner: async (overrides = {}, o = {}) => await startPlanner(t, config, o.store ?? store, overrides),
     proxy: async () => {
       const p = await startProxy(config, { store })
       t.teardown(p.stop)
       return p
     }
   }
+}
+
+/** A planner on `config`'s gateways and `store`, with testPlannerConfig(overrides); stopped at teardown. */
+export async function startPlanner (t: Test, config: FerryConfig, store: StateStore, overrides: PlannerConfigInput = {}): Promise<Planner> {
+  const p = new Planner({
+    config: { gateways: config.gateways, sites: config.sites, planner: testPlannerConfig(overrides), state: config.state, proxy: config.proxy },
+    store,
+    logger: silentLogger,
+    registry: createRegistry(false)
+  })
+  t.teardown(() => p.stop())
+  await p.start()
+  return p
 }
 
 export async function waitLeader (p: Planner, timeoutMs = 5000): Promise<void> {

@@ -1,0 +1,201 @@
+import { Counter, type Registry } from 'prom-client'
+import type { GatewayConfig } from '../config/fleet.js'
+import { blockKey } from '../lib/ids.js'
+import { silentLogger, type Logger } from '../lib/log.js'
+import type { StateStore, StoreGeneration } from '../state/types.js'
+import { listBlocks, type InventoryEntry } from '../upstream/inventory.js'
+import { GENERATION_CHANNEL, type GenerationWatch } from './generation-watch.js'
+
+/** The lease that makes one process, of all that share the store, do the rebuild. */
+export const REBUILD_LEASE = 'rebuild'
+
+export interface LocationRebuilderOptions {
+  store: StateStore
+  watch: GenerationWatch
+  /** The configured gateways (read at each rebuild: a reload may have changed them). */
+  gateways: () => readonly GatewayConfig[]
+  /** Who holds the rebuild lease, for logs and `GET /v1/...` (host:pid). */
+  holder: string
+  logger?: Logger
+  registry?: Registry
+  /** How long to keep retrying gateways that cannot be listed before finishing without them. Default 60 s. */
+  deadlineMs?: number
+  /** Rebuild lease time to live: a rebuilder that dies is replaced after this long. Default 15 s. */
+  leaseTtlMs?: number
+  /** Locations recorded at once. Default 64. */
+  concurrency?: number
+}
+
+export interface RebuildReport {
+  generation: string
+  startedAt: number
+  durationMs: number
+  /** Gateways listed in full. */
+  listed: string[]
+  /** Gateways that could not be listed before the deadline: their blocks have no location. */
+  unlisted: Array<{ gateway: string, error: string }>
+  /** Blocks found (distinct). */
+  blocks: number
+  /** Locations recorded from the inventories. */
+  recorded: number
+  /** Blocks a proxy had already placed meanwhile (a new write): its location stands. */
+  kept: number
+  /** Blocks found on more than one gateway (the newest copy won). */
+  duplicates: number
+}
+
+interface Candidate { gateway: string, entry: InventoryEntry, order: number }
+
+/**
+ * Rebuilds block locations from what the gateways hold, after the store lost them. When the
+ * generation watch says the marker is `rebuilding`, every process with a rebuilder tries for the
+ * rebuild lease; the holder lists every gateway's inventory, records a location for each block
+ * found, and marks the generation rebuilt.
+ *
+ * Choices that keep reads correct:
+ * - A location is only ever *created* (compare-and-set from "none"): a block a proxy placed during
+ *   the rebuild was written after the loss and is the newest version, so its location stands.
+ * - A block on several gateways (a migration's source and target before cleanup) goes to the
+ *   copy written last (its mtime), which is the one later writes went to.
+ * - Gateways that cannot be listed are retried until the deadline; after it the rebuild finishes
+ *   without them and says so (logs, `GET /v1/state`), rather than holding reads back forever.
+ */
+export class LocationRebuilder {
+  private readonly logger: Logger
+  private running: Promise<RebuildReport | null> | null = null
+  private closed = false
+  private unsubscribe: (() => void) | null = null
+  last: RebuildReport | null = null
+  private readonly recordedTotal: Counter
+
+  constructor (private readonly opts: LocationRebuilderOptions) {
+    this.logger = (opts.logger ?? silentLogger).child({ component: 'rebuild' })
+    const registers = opts.registry === undefined ? [] : [opts.registry]
+    this.recordedTotal = new Counter({ name: 'ferry_state_rebuilt_locations_total', help: 'Block locations recorded from gateway inventories after the store lost them', registers })
+  }
+
+  /** Rebuilds whenever the watch sees the marker ask for it (now, if it already does). */
+  start (): void {
+    const onRebuilding = (): void => { void this.rebuild() }
+    this.opts.watch.on('rebuilding', onRebuilding)
+    // The watch re-reads the marker every second while it says rebuilding: a rebuilder that
+    // died with the lease is replaced once the lease expires.
+    const retry = setInterval(() => { if (this.opts.watch.rebuilding) void this.rebuild() }, 2000)
+    retry.unref()
+    this.unsubscribe = () => { this.opts.watch.off('rebuilding', onRebuilding); clearInterval(retry) }
+    if (this.opts.watch.rebuilding) void this.rebuild()
+  }
+
+  /** One rebuild attempt (concurrent calls share it); null when another process holds the lease or nothing is to do. Never throws. */
+  rebuild (): Promise<RebuildReport | null> {
+    this.running ??= this.attempt().catch(err => {
+      this.logger.warn({ err: (err as Error).message }, 'location rebuild failed; it will be retried')
+      return null
+    }).finally(() => { this.running = null })
+    return this.running
+  }
+
+  private async attempt (): Promise<RebuildReport | null> {
+    const { store } = this.opts
+    const generation = await store.generation()
+    if (!generation.rebuilding || this.closed) return null
+    const ttl = this.opts.leaseTtlMs ?? 15_000
+    const grant = await store.acquireLease(REBUILD_LEASE, this.opts.holder, ttl)
+    if (grant === null) return null
+    const renew = setInterval(() => {
+      store.renewLease(REBUILD_LEASE, this.opts.holder, grant.token, ttl).catch(() => {})
+    }, Math.floor(ttl / 3))
+    renew.unref()
+    try {
+      const report = await this.run(generation)
+      this.last = report
+      return report
+    } finally {
+      clearInterval(renew)
+      await store.releaseLease(REBUILD_LEASE, this.opts.holder, grant.token).catch(() => false)
+    }
+  }
+
+  private async run (generation: StoreGeneration): Promise<RebuildReport> {
+    const startedAt = Date.now()
+    const deadline = startedAt + (this.opts.deadlineMs ?? 60_000)
+    const gateways = [...this.opts.gateways()]
+    this.logger.info({ generation: generation.id, gateways: gateways.map(g => g.id) }, 'rebuilding block locations from the gateways\' inventories')
+    const best = new Map<string, Candidate>()
+    let duplicates = 0
+    const listed: string[] = []
+    let pending = gateways.map((g, order) => ({ g, order, error: '' }))
+    // A gateway that cannot be listed now (down, restarting) is retried until the deadline.
+    while (pending.length > 0 && !this.closed) {
+      const failed: typeof pending = []
+      for (const p of pending) {
+        const found = new Map<string, Candidate>()
+        try {
+          for await (const entry of listBlocks(p.g, { signal: AbortSignal.timeout(Math.max(1000, deadline - Date.now())) })) {
+            found.set(blockKey(entry.volume, entry.block), { gateway: p.g.id, entry, order: p.order })
+          }
+        } catch (err) {
+          failed.push({ ...p, error: (err as Error).message })
+          continue
+        }
+        // Merged only once the gateway was listed in full: a half listing proves nothing.
+        for (const [key, c] of found) {
+          const cur = best.get(key)
+          if (cur === undefined) { best.set(key, c); continue }
+          duplicates++
+          if (newer(c, cur)) best.set(key, c)
+        }
+        listed.push(p.g.id)
+      }
+      pending = failed
+      if (pending.length === 0 || Date.now() >= deadline) break
+      this.logger.warn({ gateways: pending.map(p => `${p.g.id}: ${p.error}`) }, 'gateways could not be listed; retrying')
+      await new Promise(resolve => setTimeout(resolve, 1000))
+    }
+
+    let recorded = 0
+    let kept = 0
+    const entries = [...best.values()]
+    const concurrency = this.opts.concurrency ?? 64
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < entries.length && !this.closed) {
+        const c = entries[next++] as Candidate
+        const r = await this.opts.store.casLocation(c.entry.volume, c.entry.block, 0, { gateway: c.gateway, version: c.entry.etag }, { reason: `rebuild:${generation.id}` })
+        if (r.ok) recorded++
+        else kept++
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(concurrency, entries.length) }, worker))
+    this.recordedTotal.inc(recorded)
+    const report: RebuildReport = {
+      generation: generation.id,
+      startedAt,
+      durationMs: Date.now() - startedAt,
+      listed,
+      unlisted: pending.map(p => ({ gateway: p.g.id, error: p.error })),
+      blocks: best.size,
+      recorded,
+      kept,
+      duplicates
+    }
+    if (this.closed) return report
+    await this.opts.store.finishRebuild(generation.id)
+    await this.opts.store.publish(GENERATION_CHANNEL, { id: generation.id, rebuilt: true }).catch(() => {})
+    if (report.unlisted.length > 0) this.logger.error(report, 'block locations rebuilt WITHOUT some gateways: their blocks have no location until written again')
+    else this.logger.info(report, 'block locations rebuilt')
+    return report
+  }
+
+  close (): void {
+    this.closed = true
+    this.unsubscribe?.()
+    this.unsubscribe = null
+  }
+}
+
+/** The copy written last wins; on equal times (nginx lists whole seconds), the gateway listed first in the config. */
+function newer (a: Candidate, b: Candidate): boolean {
+  if (a.entry.modifiedAt !== b.entry.modifiedAt) return a.entry.modifiedAt > b.entry.modifiedAt
+  return a.order < b.order
+}

@@ -1,0 +1,92 @@
+import t, { type Test } from 'tap'
+import { createHash, randomBytes } from 'node:crypto'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { Pool } from 'undici'
+import type { GatewayKind } from '../../../config/fleet.js'
+import { copyBlock, type CopyEndpoint } from '../../../planner/migration/copy.js'
+import { TokenBucket } from '../../../planner/migration/token-bucket.js'
+import { startGateways } from '../../helpers/gateway.js'
+import { nginxAvailable, startNginxGateway } from '../../helpers/nginx.js'
+import { put } from './harness.js'
+
+/**
+ * copyBlock on its own, onto targets that store something other than what was sent: whatever
+ * the target's kind, a corrupted copy must be rejected, never counted as a move.
+ */
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+function endpoint (t: Test, kind: GatewayKind, url: string): CopyEndpoint {
+  const pool = new Pool(url)
+  t.teardown(() => pool.close())
+  return { kind, pool }
+}
+
+/**
+ * A gateway that flips one byte of every block it stores. `etag`: what it answers a PUT with —
+ * nothing (as nginx), or the content hash of what it stored (as a reference gateway whose disk
+ * garbled the write).
+ */
+async function corruptingGateway (t: Test, etag: 'none' | 'content-hash'): Promise<string> {
+  const blocks = new Map<string, Buffer>()
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const path = req.url ?? ''
+      if (req.method === 'PUT') {
+        const stored = Buffer.concat(chunks)
+        if (stored.length > 0) stored[stored.length >> 1] = (stored[stored.length >> 1] as number) ^ 0x01
+        blocks.set(path, stored)
+        res.writeHead(201, etag === 'content-hash' ? { etag: `"${sha256(stored)}"` } : {})
+        return res.end()
+      }
+      const b = blocks.get(path)
+      if (b === undefined) { res.writeHead(404); return res.end() }
+      res.writeHead(200, { 'content-length': b.length, etag: '"5f5e100-1"' })
+      res.end(req.method === 'HEAD' ? undefined : b)
+    })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>(resolve => { server.closeAllConnections(); server.close(() => resolve()) }))
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+const copyOptions = { path: '/v/b', bucket: new TokenBucket(0, 1024 * 1024), timeoutMs: 10_000 }
+
+t.test('a corrupted copy is rejected whatever the target\'s kind', async t => {
+  const gws = await startGateways(1)
+  t.teardown(gws.stopAll)
+  const body = randomBytes(200_000)
+  await put(`${gws.urls[0]}/v/b`, body)
+  const source = endpoint(t, 'ferry', gws.urls[0] as string)
+
+  const silent = endpoint(t, 'webdav', await corruptingGateway(t, 'none'))
+  await t.rejects(copyBlock(source, silent, { ...copyOptions, signal: new AbortController().signal }),
+    { code: 'FERRY_COPY_VERIFY_FAILED', message: /differs from the bytes sent/ }, 'a webdav target is read back, and the flipped byte found')
+
+  const hashing = endpoint(t, 'ferry', await corruptingGateway(t, 'content-hash'))
+  await t.rejects(copyBlock(source, hashing, { ...copyOptions, signal: new AbortController().signal }),
+    { code: 'FERRY_COPY_VERIFY_FAILED', message: /stored \/v\/b with ETag/ }, 'a ferry target\'s content-hash ETag of other bytes is caught')
+})
+
+const nginx = await nginxAvailable()
+
+t.test('copies onto and off nginx are verified by reading back, with the target\'s own ETag', { skip: nginx.ok ? false : nginx.reason }, async t => {
+  const gws = await startGateways(1)
+  t.teardown(gws.stopAll)
+  const ngx = await startNginxGateway()
+  t.teardown(ngx.stop)
+  const body = randomBytes(150_000)
+  await put(`${gws.urls[0]}/v/b`, body)
+  const ref = endpoint(t, 'ferry', gws.urls[0] as string)
+  const dav = endpoint(t, 'webdav', ngx.url)
+
+  const onto = await copyBlock(ref, dav, { ...copyOptions, signal: new AbortController().signal })
+  t.match(onto, { proof: 'read-back', bytes: body.length, sha256: sha256(body), sourceEtag: `"${sha256(body)}"` })
+  t.match(onto.targetEtag, /^"[0-9a-f]+-[0-9a-f]+"$/, 'nginx\'s ETag of the copy it holds')
+
+  await put(`${gws.urls[0]}/v/b`, 'replaced') // the copy back must overwrite it
+  const off = await copyBlock(dav, ref, { ...copyOptions, signal: new AbortController().signal })
+  t.match(off, { proof: 'etag', bytes: body.length, targetEtag: `"${sha256(body)}"`, sourceEtag: onto.targetEtag })
+})
