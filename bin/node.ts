@@ -77,7 +77,7 @@ export class FerryNode {
     if (this.profile.merged !== undefined) registerProfileRoutes(this.admin, this.profile.merged, opts.registry)
     // Every process watches the store's generation and can rebuild lost locations (one at a
     // time, under a lease): a fleet of proxies without a running planner still recovers.
-    this.generation = new GenerationWatch(this.store, { logger: opts.logger, registry: opts.registry })
+    this.generation = new GenerationWatch(this.store, { logger: opts.logger, registry: opts.registry, reloadLocations: async () => { await this.reloadLocations() } })
     this.rebuilder = new LocationRebuilder({
       store: this.store,
       watch: this.generation,
@@ -86,8 +86,6 @@ export class FerryNode {
       logger: opts.logger,
       registry: opts.registry
     })
-    this.generation.on('rebuilt', () => { this.reloadLocations() })
-    this.generation.on('lost', () => { this.reloadLocations() })
     this.admin.addReadinessCheck('locations', () => {
       if (this.generation.recoveringFromLoss) return { degraded: 'the shared store lost its block locations; rebuilding them from the gateways (reads of blocks not yet found answer 503 FERRY_LOCATIONS_REBUILDING)' }
       const unlisted = this.rebuilder.last?.unlisted ?? []
@@ -168,11 +166,10 @@ export class FerryNode {
   }
 
   /** After the store lost its data or finished rebuilding it: every cache of locations reloads in full. */
-  private reloadLocations (): void {
-    void this.proxy?.sync?.cache.reload()
-    void this.dnsLocations?.reload()
-    void this.planner?.locations.reload()
+  private async reloadLocations (): Promise<void> {
+    await Promise.all([this.proxy?.sync?.cache.reload(), this.dnsLocations?.reload(), this.planner?.locations.reload()])
   }
+
 
   reconfigure (cfg: FerryConfig): void {
     if (JSON.stringify(cfg.state) !== JSON.stringify(this.config.state)) this.logger.warn('state: changed; takes effect on restart')

@@ -1,44 +1,59 @@
 import fs from 'node:fs'
-import { LineCounter, parseDocument, isMap, isSeq, type Document } from 'yaml'
+import { isMap, isSeq, type Document, type LineCounter } from 'yaml'
 import type { ZodIssue } from 'zod'
 import { FerryError } from '../lib/errors.js'
 import { configSchema, type FerryConfig } from './schema.js'
+import { parseYaml, type ConfigProblem } from './yaml.js'
 
 /** Larger files are refused before parsing: a config is a few KiB, a 1 GiB one is a mistake or an attack. */
 const MAX_CONFIG_BYTES = 1024 * 1024
+/**
+ * Problems listed in one error. A generated or mangled file can have hundreds of thousands;
+ * past the first screenful they only bury the first one, and locating each costs a search.
+ */
+const MAX_PROBLEMS = 100
+/** A message quoting a 1 MiB value (or listing 100k unknown keys) is cut: the line says enough. */
+const MAX_MESSAGE_CHARS = 300
 
-export interface ConfigProblem {
-  /** `proxy.listen.port`, `gateways[2].url`; empty for the document as a whole. */
-  keyPath: string
-  line: number
-  column: number
-  message: string
-}
 
 /**
- * An invalid configuration. `message` lists every problem as `file:line:col: key.path: what`,
- * the form editors and CI logs link to, so an operator can go straight to the line.
+ * An invalid configuration. `message` lists the problems (the first MAX_PROBLEMS) as
+ * `file:line:col: key.path: what`, the form editors and CI logs link to, so an operator can go
+ * straight to the line.
  */
 export class ConfigError extends FerryError {
   readonly problems: ConfigProblem[]
   readonly file: string
 
-  constructor (file: string, problems: ConfigProblem[]) {
+  /** `more`: problems found beyond those listed (MAX_PROBLEMS). */
+  constructor (file: string, problems: ConfigProblem[], more = 0) {
+    problems = problems.map(p => ({ ...p, keyPath: printable(p.keyPath), message: printable(p.message) }))
     super('FERRY_CONFIG_INVALID',
-      `invalid config ${file}:\n` + problems.map(p => `  ${file}:${p.line}:${p.column}: ${p.keyPath === '' ? '' : p.keyPath + ': '}${p.message}`).join('\n'),
-      400, { problems })
+      `invalid config ${file}:\n` + problems.map(p => `  ${file}:${p.line}:${p.column}: ${p.keyPath === '' ? '' : p.keyPath + ': '}${p.message}`).join('\n') +
+        (more > 0 ? `\n  … and ${more} more problem${more === 1 ? '' : 's'}` : ''),
+      400, { problems, ...(more > 0 ? { more } : {}) })
     this.problems = problems
     this.file = file
   }
+}
+
+/**
+ * Messages quote the file's values and keys. A newline in one would start a line that is not a
+ * problem (or forges one: `other.yaml:1:1: …`) and bidirectional overrides would make a log lie
+ * about what it shows, so control and bidi characters are escaped; and long values are cut.
+ */
+function printable (text: string): string {
+  const clipped = text.length <= MAX_MESSAGE_CHARS ? text : `${text.slice(0, MAX_MESSAGE_CHARS)}… (${text.length} characters)`
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
+  return clipped.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, c =>
+    c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
 /** Reads, parses and validates a config file. Throws ConfigError (or FERRY_CONFIG_UNREADABLE). */
 export function loadConfigFile (file: string): FerryConfig {
   let text: string
   try {
-    const st = fs.statSync(file)
-    if (st.size > MAX_CONFIG_BYTES) throw new ConfigError(file, [{ keyPath: '', line: 1, column: 1, message: `file is ${st.size} bytes; the limit is ${MAX_CONFIG_BYTES}` }])
-    text = fs.readFileSync(file, 'utf8')
+    text = readBounded(file)
   } catch (err) {
     if (err instanceof ConfigError) throw err
     throw new FerryError('FERRY_CONFIG_UNREADABLE', `cannot read config ${file}: ${(err as Error).message}`, 400)
@@ -46,21 +61,41 @@ export function loadConfigFile (file: string): FerryConfig {
   return parseConfig(text, file)
 }
 
+/**
+ * Reads at most MAX_CONFIG_BYTES + 1 bytes whatever the file claims to be: the size stat gives
+ * is 0 for /dev/zero or a pipe, and stale for a file being appended to.
+ */
+function readBounded (file: string): string {
+  const fd = fs.openSync(file, 'r')
+  try {
+    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1)
+    let n = 0
+    for (;;) {
+      const got = fs.readSync(fd, buf, n, buf.length - n, null)
+      if (got === 0) break
+      n += got
+      if (n > MAX_CONFIG_BYTES) {
+        const size = fs.fstatSync(fd).size
+        const message = size > MAX_CONFIG_BYTES ? `file is ${size} bytes; the limit is ${MAX_CONFIG_BYTES}` : `file is larger than the limit of ${MAX_CONFIG_BYTES} bytes`
+        throw new ConfigError(file, [{ keyPath: '', line: 1, column: 1, message }])
+      }
+    }
+    return buf.toString('utf8', 0, n)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
 /** Parses and validates config text; `file` only names the source in messages. */
 export function parseConfig (text: string, file = '<config>'): FerryConfig {
-  const lineCounter = new LineCounter()
-  // uniqueKeys: a key given twice is almost always an editing slip that would silently win.
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false })
-  if (doc.errors.length > 0) {
-    throw new ConfigError(file, doc.errors.map(e => {
-      const pos = lineCounter.linePos(e.pos[0])
-      return { keyPath: '', line: pos.line, column: pos.col, message: `YAML: ${e.message.split('\n')[0]}` }
-    }))
-  }
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 }) ?? {}
-  const result = configSchema.safeParse(raw)
+  // Duplicate keys are refused as YAML errors: a key given twice is almost always an editing slip that would silently win.
+  const yaml = parseYaml(text, MAX_PROBLEMS)
+  if (!yaml.ok) throw new ConfigError(file, yaml.problems, yaml.more)
+  const { doc, lineCounter } = yaml
+  const result = configSchema.safeParse(yaml.value ?? {})
   if (!result.success) {
-    throw new ConfigError(file, result.error.issues.map(issue => locate(doc, lineCounter, issue)))
+    const issues = result.error.issues
+    throw new ConfigError(file, issues.slice(0, MAX_PROBLEMS).map(issue => locate(doc, lineCounter, issue)), Math.max(0, issues.length - MAX_PROBLEMS))
   }
   return result.data
 }

@@ -11,6 +11,12 @@ export interface GenerationWatchOptions {
   registry?: Registry
   /** How often the marker is read when nothing else prompts it. Default 5 s; 1 s while rebuilding. */
   pollMs?: number
+  /**
+   * Reloads every cache of locations in the process. Awaited after a rebuild before the process
+   * stops answering 503 for unknown blocks: until its caches hold the rebuilt locations, "no
+   * location" would still mean "not loaded yet" and a read would be routed by hash, to a 404.
+   */
+  reloadLocations?: () => Promise<void>
 }
 
 export interface GenerationWatchEvents {
@@ -33,17 +39,25 @@ export interface GenerationWatchEvents {
 export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
   private generation: StoreGeneration | null = null
   private lostSeen = false
+  /**
+   * Set the moment the store reconnects, cleared once the marker has been read again. Between the
+   * two, this process cannot know whether the store it reconnected to still holds its locations:
+   * its caches may already have reloaded from an empty store while the marker read is in flight.
+   */
+  private unconfirmed = false
   private timer: NodeJS.Timeout | null = null
   private unsubscribe: (() => void) | null = null
   private checking: Promise<void> | null = null
   private readonly logger: Logger
   private readonly pollMs: number
+  private readonly reloadLocations: () => Promise<void>
   private readonly losses: Counter
 
   constructor (private readonly store: StateStore, opts: GenerationWatchOptions = {}) {
     super()
     this.logger = (opts.logger ?? silentLogger).child({ component: 'generation' })
     this.pollMs = opts.pollMs ?? 5000
+    this.reloadLocations = opts.reloadLocations ?? (async () => {})
     const registers = opts.registry === undefined ? [] : [opts.registry]
     this.losses = new Counter({ name: 'ferry_state_generation_lost_total', help: 'Times this process saw the shared store come back without its data (a new generation)', registers })
     const rebuilding = (): boolean => this.rebuilding
@@ -66,11 +80,14 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
    * location may well exist on some gateway, so "no location" is not "not found". A process that
    * first met the store after the loss cannot tell a lost block from a new one, and does not claim to.
    */
-  get recoveringFromLoss (): boolean { return this.lostSeen && this.rebuilding }
+  get recoveringFromLoss (): boolean { return this.unconfirmed || (this.lostSeen && this.rebuilding) }
 
   /** Reads the marker once (a store that is down is retried by the timer and the next resync). */
   async start (): Promise<void> {
     this.unsubscribe = this.store.subscribe(e => {
+      // A reconnection (not the first connection: nothing was known before it) may be to a store
+      // that lost everything; say so synchronously, before any cache can act on what it reloads.
+      if (e.type === 'resync' && this.generation !== null) this.unconfirmed = true
       if (e.type === 'resync' || (e.type === 'status' && e.status.ok) || (e.type === 'message' && e.channel === GENERATION_CHANNEL)) void this.check()
     })
     await this.check()
@@ -79,7 +96,11 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
 
   /** One read of the marker (concurrent calls share it). Never throws. */
   check (): Promise<void> {
-    this.checking ??= this.read().finally(() => { this.checking = null })
+    this.checking ??= this.read().finally(() => {
+      this.checking = null
+      // A read that began before a reconnection proves nothing about the store after it.
+      if (this.unconfirmed && this.unsubscribe !== null && this.store.status().ok) setTimeout(() => { void this.check() }, 50).unref()
+    })
     return this.checking
   }
 
@@ -93,16 +114,19 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
     }
     const prev = this.generation
     this.generation = next
+    this.unconfirmed = false
     if (prev !== null && prev.id !== next.id) {
       this.lostSeen = true
       this.losses.inc()
       this.logger.error({ previous: prev.id, current: next.id }, 'the shared store lost its data (it came back as a new generation): block locations are being rebuilt from the gateways')
       this.emit('lost', prev, next)
+      void this.reloadLocations().catch(() => {})
     }
     if (next.rebuilding && (prev === null || prev.id !== next.id || !prev.rebuilding)) this.emit('rebuilding', next)
     if (!next.rebuilding && (prev === null || prev.rebuilding || prev.id !== next.id)) {
       if (prev !== null) this.logger.info({ generation: next.id }, 'block locations rebuilt')
-      if (!next.rebuilding) this.lostSeen = false
+      if (this.lostSeen) await this.reloadLocations().catch(err => { this.logger.warn({ err: (err as Error).message }, 'reloading locations after the rebuild failed') })
+      this.lostSeen = false
       this.emit('rebuilt', next)
     }
   }

@@ -295,6 +295,9 @@ t.test('a first write under a session while Redis is down stays findable by ever
   t.equal(w.statusCode, 201, 'the write is acknowledged')
   await redis.restart()
   await waitFor(() => p.node.store.status().ok && p.node.proxy?.sync?.cache.fresh === true, 'the proxy to reconnect and resync', 10_000)
+  // This Redis keeps nothing: it came back empty, so the proxy rebuilds locations from the
+  // gateways first (reads of unplaced blocks answer 503 FERRY_LOCATIONS_REBUILDING meanwhile).
+  await waitFor(() => !p.node.generation.recoveringFromLoss, 'locations to be rebuilt', 10_000)
 
   const withSession = await request(`${p.url}/V/${block}`, { headers: session })
   t.equal(await withSession.body.text(), 'acknowledged while down', 'the writing session reads it')
