@@ -4,7 +4,7 @@
  * restarted agent, share them instead of failing on a duplicate name.
  */
 import { Counter, Gauge, type Registry } from 'prom-client'
-import { FIELDS, type AgentSample, type FieldName } from './fields.js'
+import { FIELDS, type AgentSample, type FieldName } from '../telemetry/fields.js'
 
 function counter<L extends string> (registry: Registry, name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
   return (registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers: [registry] })

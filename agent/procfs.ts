@@ -4,7 +4,7 @@
  * /proc, or a read cut short yields undefined (or fewer entries), and the sample simply lacks
  * the field that depended on it.
  */
-import type { CpuTimes, DiskCounters } from './counters.js'
+import type { CpuTimes, DiskCounters } from '../telemetry/counters.js'
 
 /** A non-negative finite number, or undefined. Counters are integers but we accept any number. */
 function num (s: string | undefined): number | undefined {

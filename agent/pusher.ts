@@ -15,7 +15,8 @@
  */
 import { Agent, request } from 'undici'
 import type { Logger } from '../lib/log.js'
-import type { AgentSample } from './fields.js'
+import type { AgentSample } from '../telemetry/fields.js'
+import { PUSH_PATH, type PushBody } from '../telemetry/push.js'
 import type { AgentMetrics } from './metrics.js'
 
 export interface PusherOptions {
@@ -69,7 +70,8 @@ export class Pusher {
   lastError: string | undefined
 
   constructor (private readonly opts: PusherOptions) {
-    this.url = new URL('v1/telemetry', opts.planner.href.endsWith('/') ? opts.planner : new URL(opts.planner.href + '/'))
+    // Relative to the planner URL's path, so a planner behind a path prefix is reached under it.
+    this.url = new URL(PUSH_PATH.slice(1), opts.planner.href.endsWith('/') ? opts.planner : new URL(opts.planner.href + '/'))
     this.bufferMax = Math.max(1, opts.bufferMax ?? 3600)
     this.batchLimit = Math.max(1, Math.min(opts.batchMax ?? 500, this.bufferMax))
     this.timeoutMs = opts.timeoutMs ?? 5000
@@ -213,7 +215,8 @@ export class Pusher {
   }
 
   private async post (samples: AgentSample[]): Promise<Outcome> {
-    const body = JSON.stringify({ gateway: this.opts.gateway, samples })
+    const push: PushBody = { gateway: this.opts.gateway, samples }
+    const body = JSON.stringify(push)
     try {
       const res = await request(this.url, {
         method: 'POST',

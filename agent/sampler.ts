@@ -6,8 +6,8 @@
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { cpuUtilisation, diskUsage, median, memoryUsed, type CpuTimes, type DiskCounters } from './counters.js'
-import type { AgentSample } from './fields.js'
+import { cpuUtilisation, diskUsage, median, memoryUsed, type CpuTimes, type DiskCounters } from '../telemetry/counters.js'
+import type { AgentSample } from '../telemetry/fields.js'
 import { parseDiskstats, parseMeminfo, parseProcStat, parsePsiSomeAvg10 } from './procfs.js'
 import { httpProbe, tcpConnectRtt, type Peer, type ProbeResult } from './probes.js'
 

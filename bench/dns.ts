@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url'
 import { parseDnsConfig } from '../dns/config.js'
 import { AuthoritativeServer } from '../dns/server.js'
 import type { DnsChange, DnsView, EdgeSet, SrvTarget } from '../dns/view.js'
-import { SiteMap } from '../config/site-map.js'
+import { SiteMap } from '../fleet/site-map.js'
 import { machine, percentile, ratio, writeResult } from './lib.js'
 
 const ZONE = 'bench.ferry.test'

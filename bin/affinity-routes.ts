@@ -1,12 +1,19 @@
+import { z } from 'zod'
+import { idSchema, parseInput } from '../admin/input.js'
+import type { AdminServer } from '../admin/server.js'
 import { FerryError } from '../lib/errors.js'
-import { isValidId } from '../lib/ids.js'
-import type { AdminServer } from '../proxy/admin.js'
 import type { Planner } from '../planner/planner.js'
 import { decayScores } from '../state/affinity.js'
 import type { StateStore } from '../state/types.js'
 
 /** Most affinity entries read for one host-affinity answer: keeps the call bounded on a big fleet. */
 const MAX_SCAN = 100_000
+
+const affinityQuery = z.object({
+  volume: idSchema.optional(),
+  block: idSchema.optional(),
+  prefix: z.coerce.number().int().min(1).max(128).optional()
+}).refine(q => q.block === undefined || q.volume !== undefined, { message: 'block needs a volume', path: ['block'] })
 
 /**
  * `GET /v1/affinity?volume=V&block=B`: one block's decayed access scores per site and its
@@ -16,19 +23,10 @@ const MAX_SCAN = 100_000
  */
 export function registerAffinityRoutes (admin: AdminServer, store: StateStore, planner: Planner, halfLifeMs: number): void {
   admin.route('GET', '/v1/affinity', async ({ query }) => {
-    const volume = query.get('volume')
-    const block = query.get('block')
-    const prefixText = query.get('prefix')
-    if (volume !== null && !isValidId(volume)) throw new FerryError('FERRY_BAD_ID', 'volume must be a valid id', 400)
-    if (block !== null && (volume === null || !isValidId(block))) throw new FerryError('FERRY_BAD_QUERY', 'block needs a valid volume and block id', 400)
-    let prefix: number | undefined
-    if (prefixText !== null) {
-      prefix = Number(prefixText)
-      if (!Number.isInteger(prefix) || prefix < 1 || prefix > 128) throw new FerryError('FERRY_BAD_QUERY', 'prefix must be an integer from 1 to 128', 400)
-    }
+    const { volume, block, prefix } = parseInput(affinityQuery, Object.fromEntries(query), 'query')
     const now = Date.now()
     const gateways = planner.fleet.infos(now)
-    if (volume !== null && block !== null) {
+    if (volume !== undefined && block !== undefined) {
       const entry = await store.getAffinity(volume, block)
       if (entry === null) throw new FerryError('FERRY_NOT_FOUND', `no accesses recorded for ${volume}/${block}`, 404)
       const scores = decayScores(entry, now, halfLifeMs)
@@ -49,7 +47,7 @@ export function registerAffinityRoutes (admin: AdminServer, store: StateStore, p
     let scanned = 0
     for await (const e of store.scanAffinity()) {
       if (++scanned > MAX_SCAN) break
-      if (volume !== null && e.volume !== volume) continue
+      if (volume !== undefined && e.volume !== volume) continue
       entries.push({ volume: e.volume, block: e.block, scores: decayScores(e, now, halfLifeMs) })
     }
     const subset = prefix !== undefined ? { by: 'prefix' as const, length: prefix } : { by: 'volume' as const }

@@ -1,9 +1,9 @@
 import net from 'node:net'
 import type { FerryConfig } from '../config/schema.js'
-import { SiteMap } from '../config/site-map.js'
+import { SiteMap } from '../fleet/site-map.js'
 import type { DnsChange, DnsView, EdgeSet, SrvTarget } from '../dns/view.js'
 import type { LocationCache, LocationChange } from '../state/cache.js'
-import type { GatewayHealthBoard } from './health-board.js'
+import type { GatewayHealthView } from '../state/gateway-health.js'
 
 interface VolumeEntry {
   /** Gateway id → number of the volume's blocks located there. */
@@ -25,7 +25,7 @@ export class FleetDnsView implements DnsView {
   private readonly listeners = new Set<(change?: DnsChange) => void>()
   private readonly unsubscribe: Array<() => void> = []
 
-  constructor (config: FerryConfig, private readonly locations: LocationCache, private readonly health: GatewayHealthBoard, private proxyPort: number) {
+  constructor (config: FerryConfig, private readonly locations: LocationCache, private readonly health: GatewayHealthView, private proxyPort: number) {
     this.config = config
     this.sites = new SiteMap(config.sites)
     this.index(config)

@@ -40,7 +40,10 @@ const commands: Record<string, Command> = {
   agent: async argv => { const m = await import('../agent/command.js'); await m.agentCommand(argv) },
   train: async argv => { const m = await import('../planner/health/commands.js'); exitWith(await m.trainCommand(argv)) },
   evaluate: async argv => { const m = await import('../planner/health/commands.js'); exitWith(await m.evaluateCommand(argv)) },
-  'train-placement': async argv => { const m = await import('../planner/partition/command.js'); exitWith(await m.trainPlacementCommand(argv)) }
+  'train-placement': async argv => {
+    const [m, { createStore }] = await Promise.all([import('../planner/partition/command.js'), import('../state/factory.js')])
+    exitWith(await m.trainPlacementCommand(argv, undefined, file => createStore(loadConfigFile(file).state)))
+  }
 }
 
 /** Commands that return an exit code (train, evaluate) end the process with it. */

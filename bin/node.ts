@@ -2,14 +2,15 @@ import type { Registry } from 'prom-client'
 import type { FerryConfig } from '../config/schema.js'
 import type { ConfigWatcher } from '../config/watch.js'
 import type { Logger } from '../lib/log.js'
-import { AdminServer } from '../proxy/admin.js'
+import { AdminServer } from '../admin/server.js'
 import { registerProxyAdmin } from '../proxy/admin-routes.js'
 import { ProxyServer } from '../proxy/server.js'
 import { createStore } from '../state/factory.js'
 import { LocationCache } from '../state/cache.js'
+import { PROCESS_REPORTER } from '../state/channels.js'
+import { GatewayHealthView } from '../state/gateway-health.js'
 import type { AuthoritativeServer } from '../dns/server.js'
 import { FleetDnsView } from './dns-view.js'
-import { GatewayHealthBoard } from './health-board.js'
 import { ProfileFeed } from './profile-feed.js'
 import { registerProfileRoutes } from './profile-routes.js'
 import { PassiveFeed } from './passive-feed.js'
@@ -44,7 +45,7 @@ export class FerryNode {
   readonly store: StateStore
   dns: AuthoritativeServer | undefined
   planner: Planner | undefined
-  readonly health: GatewayHealthBoard
+  readonly health: GatewayHealthView
   readonly profile: ProfileFeed
   telemetry: TelemetryIngest | undefined
   private passive: PassiveFeed | undefined
@@ -116,8 +117,10 @@ export class FerryNode {
       ]
       return { degraded: `shared state unavailable (${st.reason ?? 'unknown'})${doing.length > 0 ? `; ${doing.join('; ')}` : ''}` }
     })
-    this.health = new GatewayHealthBoard(this.store)
-    this.proxy?.gateways.on('change', (id, healthy) => { this.health.set(id, healthy) })
+    // The fleet's reports through the store, and this process's proxy at once (no round trip,
+    // and still while the store is down): the same reporter as its published reports.
+    this.health = new GatewayHealthView({ store: this.store })
+    this.proxy?.gateways.on('change', (id, healthy) => { this.health.apply({ gateway: id, healthy, at: Date.now(), from: PROCESS_REPORTER }) })
     opts.watcher?.on('reload', next => { this.reconfigure(next) })
   }
 
@@ -140,7 +143,9 @@ export class FerryNode {
     this.passive = new PassiveFeed(this.store, this.proxy?.gateways, this.telemetry?.recordPassive, 5000, this.logger)
     if (this.opts.roles.has('planner')) {
       const { Planner } = await import('../planner/planner.js')
-      this.planner = new Planner({ config: this.config, store: this.store, logger: this.logger.child({ role: 'planner' }), registry: this.opts.registry, admin: this.admin })
+      const { registerPlannerAdmin } = await import('../planner/admin-routes.js')
+      this.planner = new Planner({ config: this.config, store: this.store, logger: this.logger.child({ role: 'planner' }), registry: this.opts.registry })
+      registerPlannerAdmin(this.admin, this.planner)
       const { registerAffinityRoutes } = await import('./affinity-routes.js')
       registerAffinityRoutes(this.admin, this.store, this.planner, this.config.state.affinity.halfLifeMs)
       await this.planner.start()

@@ -2,9 +2,8 @@ import { randomBytes } from 'node:crypto'
 import type { Logger } from '../lib/log.js'
 import type { GatewaySet } from '../proxy/gateway-set.js'
 import type { PassiveObservation } from '../planner/telemetry.js'
+import { passiveChannel } from '../state/channels.js'
 import type { StateStore } from '../state/types.js'
-
-const CHANNEL = 'passive'
 
 /**
  * The proxies' passive observations of each gateway (requests, errors, mean latency of real
@@ -30,11 +29,9 @@ export class PassiveFeed {
       this.timer.unref()
     }
     if (record !== undefined) {
-      this.unsubscribe = store.subscribe(e => {
-        if (e.type !== 'message' || e.channel !== CHANNEL) return
-        const m = e.message as { from?: unknown, observations?: unknown }
-        if (m?.from === this.id || typeof m.observations !== 'object' || m.observations === null) return
-        for (const [gateway, obs] of Object.entries(m.observations as Record<string, PassiveObservation>)) record(gateway, obs)
+      this.unsubscribe = passiveChannel.subscribe(store, m => {
+        if (m.from === this.id) return
+        for (const [gateway, obs] of Object.entries(m.observations)) record(gateway, obs)
       })
     }
   }
@@ -58,7 +55,7 @@ export class PassiveFeed {
       for (const [gateway, obs] of Object.entries(observations)) this.record(gateway, obs)
       return
     }
-    this.store.publish(CHANNEL, { from: this.id, observations }).catch(err => {
+    passiveChannel.publish(this.store, { from: this.id, observations }).catch(err => {
       this.logger.debug({ err: (err as Error).message }, 'could not publish passive observations')
     })
   }

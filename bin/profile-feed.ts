@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from '../lib/log.js'
 import { AccessProfiler, type ProfileSnapshot } from '../planner/profiler.js'
+import { profileChannel } from '../state/channels.js'
 import type { StateStore } from '../state/types.js'
 
-const CHANNEL = 'profile'
 /** Hottest blocks per published interval: keeps a message well under the store's size limit. */
 const PUBLISH_BLOCKS = 100
 
@@ -27,17 +27,19 @@ export class ProfileFeed {
     if (opts.merge) {
       const merged = new AccessProfiler({ halfLifeMs: opts.halfLifeMs })
       this.merged = merged
-      this.unsubscribe = store.subscribe(e => {
-        if (e.type !== 'message' || e.channel !== CHANNEL) return
-        const m = e.message as { from?: unknown, snapshot?: unknown }
-        if (m?.from === this.id) return
+      const malformed = (why: string): void => {
+        this.dropped++
+        opts.logger.debug({ err: why }, 'ignored a malformed profile summary')
+      }
+      this.unsubscribe = profileChannel.subscribe(store, m => {
+        if (m.from === this.id) return
         try {
+          // The envelope is the channel's; the snapshot is the profiler's format, which merge checks.
           merged.merge(m.snapshot as ProfileSnapshot)
         } catch (err) {
-          this.dropped++
-          opts.logger.debug({ err: (err as Error).message }, 'ignored a malformed profile summary')
+          malformed((err as Error).message)
         }
-      })
+      }, () => { malformed('not a profile message') })
     }
     if (opts.publish && !opts.merge) {
       this.current = new AccessProfiler({ halfLifeMs: opts.halfLifeMs })
@@ -61,7 +63,7 @@ export class ProfileFeed {
     const p = this.current
     if (p === undefined || p.records === 0) return
     this.current = new AccessProfiler({ halfLifeMs })
-    this.store.publish(CHANNEL, { from: this.id, snapshot: p.snapshot({ limit: PUBLISH_BLOCKS }) }).catch(err => {
+    profileChannel.publish(this.store, { from: this.id, snapshot: p.snapshot({ limit: PUBLISH_BLOCKS }) }).catch(err => {
       this.dropped++
       logger.debug({ err: (err as Error).message }, 'could not publish a profile summary')
     })

@@ -1,25 +1,26 @@
 import { Gauge, type Registry } from 'prom-client'
+import { z } from 'zod'
+import { idSchema, parseInput } from '../admin/input.js'
+import type { AdminServer } from '../admin/server.js'
 import { FerryError } from '../lib/errors.js'
-import { isValidId } from '../lib/ids.js'
-import type { AdminServer } from '../proxy/admin.js'
 import type { AccessProfiler } from '../planner/profiler.js'
+
+const profileQuery = z.object({
+  volume: idSchema.optional(),
+  block: idSchema.optional(),
+  limit: z.coerce.number().int().min(1).max(10_000).default(20)
+}).refine(q => q.block === undefined || q.volume !== undefined, { message: 'block needs a volume', path: ['block'] })
 
 /** `GET /v1/profile` (the access pattern profiler) and its metrics. */
 export function registerProfileRoutes (admin: AdminServer, profiler: AccessProfiler, registry: Registry): void {
   admin.route('GET', '/v1/profile', ({ query }) => {
-    const volume = query.get('volume')
-    const block = query.get('block')
-    const limitText = query.get('limit') ?? '20'
-    const limit = Number(limitText)
-    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new FerryError('FERRY_BAD_QUERY', 'limit must be an integer from 1 to 10000', 400)
-    if (volume !== null && !isValidId(volume)) throw new FerryError('FERRY_BAD_ID', 'volume must be a valid id', 400)
-    if (block !== null) {
-      if (volume === null || !isValidId(block)) throw new FerryError('FERRY_BAD_QUERY', 'block needs a valid volume and block id', 400)
+    const { volume, block, limit } = parseInput(profileQuery, Object.fromEntries(query), 'query')
+    if (volume !== undefined && block !== undefined) {
       const p = profiler.block(volume, block)
       if (p === undefined) throw new FerryError('FERRY_NOT_FOUND', `no accesses recorded for ${volume}/${block}`, 404)
       return p
     }
-    if (volume !== null) {
+    if (volume !== undefined) {
       const v = profiler.volume(volume)
       if (v === undefined) throw new FerryError('FERRY_NOT_FOUND', `no accesses recorded for volume ${volume}`, 404)
       return { volume: v, blocks: profiler.topBlocks(limit, { volume }) }

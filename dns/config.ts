@@ -1,6 +1,6 @@
 import net from 'node:net'
 import { z } from 'zod'
-import { isCidr } from '../config/fleet.js'
+import { isCidr } from '../fleet/schema.js'
 
 /**
  * The `dns:` section. Every key has a default so that a config file only says what differs;

@@ -34,27 +34,27 @@ export interface ClientSubnet {
 
 /**
  * Decodes an ECS option body of `length` octets at `offset`. Throws DnsWireError
- * `DNS_BAD_ECS` for what RFC 7871 §6 says to answer with FORMERR: an unknown family, a prefix
+ * `FERRY_DNS_BAD_ECS` for what RFC 7871 §6 says to answer with FORMERR: an unknown family, a prefix
  * longer than the address, too few or too many address octets, address bits set past the
  * source prefix, or a non-zero scope in a query. With `inResponse`, a scope is allowed (for
  * clients and tests reading ferry's answers).
  */
 export function decodeEcs (buf: Buffer, offset: number, length: number, inResponse = false): ClientSubnet {
-  if (length < 4) throw DnsWireError.of('DNS_BAD_ECS', `client subnet option of ${length} octets (at least 4)`)
+  if (length < 4) throw DnsWireError.of('FERRY_DNS_BAD_ECS', `client subnet option of ${length} octets (at least 4)`)
   const family = buf.readUInt16BE(offset)
   const sourcePrefix = buf[offset + 2] as number
   const scopePrefix = buf[offset + 3] as number
-  if (family !== ECS_FAMILY_IPV4 && family !== ECS_FAMILY_IPV6) throw DnsWireError.of('DNS_BAD_ECS', `unknown client subnet family ${family}`)
+  if (family !== ECS_FAMILY_IPV4 && family !== ECS_FAMILY_IPV6) throw DnsWireError.of('FERRY_DNS_BAD_ECS', `unknown client subnet family ${family}`)
   const width = family === ECS_FAMILY_IPV4 ? 4 : 16
-  if (sourcePrefix > width * 8) throw DnsWireError.of('DNS_BAD_ECS', `source prefix /${sourcePrefix} is longer than the address`)
-  if (scopePrefix !== 0 && !inResponse) throw DnsWireError.of('DNS_BAD_ECS', 'scope prefix must be 0 in a query')
+  if (sourcePrefix > width * 8) throw DnsWireError.of('FERRY_DNS_BAD_ECS', `source prefix /${sourcePrefix} is longer than the address`)
+  if (scopePrefix !== 0 && !inResponse) throw DnsWireError.of('FERRY_DNS_BAD_ECS', 'scope prefix must be 0 in a query')
   const octets = (sourcePrefix + 7) >>> 3
-  if (length - 4 !== octets) throw DnsWireError.of('DNS_BAD_ECS', `/${sourcePrefix} needs ${octets} address octets, got ${length - 4}`)
+  if (length - 4 !== octets) throw DnsWireError.of('FERRY_DNS_BAD_ECS', `/${sourcePrefix} needs ${octets} address octets, got ${length - 4}`)
   const address = Buffer.alloc(width)
   buf.copy(address, 0, offset + 4, offset + 4 + octets)
   const spare = octets * 8 - sourcePrefix
   if (spare > 0 && ((address[octets - 1] as number) & ((1 << spare) - 1)) !== 0) {
-    throw DnsWireError.of('DNS_BAD_ECS', `address has bits set past /${sourcePrefix}`)
+    throw DnsWireError.of('FERRY_DNS_BAD_ECS', `address has bits set past /${sourcePrefix}`)
   }
   return { family, sourcePrefix, scopePrefix, address }
 }

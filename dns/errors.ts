@@ -1,17 +1,16 @@
 import { FerryError } from '../lib/errors.js'
 
-/** Stable codes for what was wrong with a message; they also label the FORMERR log line. */
+/** Stable codes (lib/error-codes.ts) for what was wrong with a message; they also label the FORMERR log line. */
 export type WireErrorCode =
-  | 'DNS_SHORT_MESSAGE'
-  | 'DNS_TRUNCATED'
-  | 'DNS_BAD_LABEL'
-  | 'DNS_NAME_TOO_LONG'
-  | 'DNS_BAD_POINTER'
-  | 'DNS_QDCOUNT'
-  | 'DNS_BAD_OPT'
-  | 'DNS_MULTIPLE_OPT'
-  | 'DNS_BAD_ECS'
-  | 'DNS_TRAILING_DATA'
+  | 'FERRY_DNS_TRUNCATED'
+  | 'FERRY_DNS_BAD_LABEL'
+  | 'FERRY_DNS_NAME_TOO_LONG'
+  | 'FERRY_DNS_BAD_POINTER'
+  | 'FERRY_DNS_QDCOUNT'
+  | 'FERRY_DNS_BAD_OPT'
+  | 'FERRY_DNS_MULTIPLE_OPT'
+  | 'FERRY_DNS_BAD_ECS'
+  | 'FERRY_DNS_TRAILING_DATA'
 
 /** A message that cannot be decoded: answered with FORMERR (RFC 1035 §4.1.1). */
 export class DnsWireError extends FerryError {
@@ -37,9 +36,9 @@ export class DnsWireError extends FerryError {
   }
 }
 
-/** The server could not start: a listener failed to bind (`DNS_LISTEN`), or it was already started (`DNS_STATE`). */
+/** The server could not start: a listener failed to bind (`FERRY_DNS_LISTEN`), or it was already started (`FERRY_DNS_STATE`). */
 export class DnsServerError extends FerryError {
-  constructor (code: 'DNS_LISTEN' | 'DNS_STATE', message: string, details?: Record<string, unknown>) {
+  constructor (code: 'FERRY_DNS_LISTEN' | 'FERRY_DNS_STATE', message: string, details?: Record<string, unknown>) {
     super(code, message, 500, details)
     this.name = 'DnsServerError'
   }

@@ -1,4 +1,4 @@
-import { SiteMap } from '../config/site-map.js'
+import { SiteMap } from '../fleet/site-map.js'
 import type { DnsConfig } from './config.js'
 import { ipv6Bytes } from './addr.js'
 

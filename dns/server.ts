@@ -112,11 +112,11 @@ export class AuthoritativeServer {
 
   /**
    * Binds every listener. Resolves when all are bound; if any fails, closes the others and
-   * rejects with DnsServerError `DNS_LISTEN` (a DNS role that serves half its addresses is
+   * rejects with DnsServerError `FERRY_DNS_LISTEN` (a DNS role that serves half its addresses is
    * worse than one that fails loudly at start).
    */
   async start (): Promise<void> {
-    if (this.state !== 'new') throw new DnsServerError('DNS_STATE', `cannot start a server that is ${this.state}`)
+    if (this.state !== 'new') throw new DnsServerError('FERRY_DNS_STATE', `cannot start a server that is ${this.state}`)
     this.state = 'starting'
     this.unsubscribe = this.view.onChange(change => this.invalidate(change))
     try {
@@ -124,7 +124,7 @@ export class AuthoritativeServer {
     } catch (err) {
       await this.stop()
       const failed = this.listeners.filter(l => l.error !== undefined).map(l => `${l.address}:${l.port}: ${l.error}`)
-      throw new DnsServerError('DNS_LISTEN', `DNS listener failed: ${failed.join('; ') || String(err)}`, { listeners: failed })
+      throw new DnsServerError('FERRY_DNS_LISTEN', `DNS listener failed: ${failed.join('; ') || String(err)}`, { listeners: failed })
     }
     if (this.rrl.enabled) {
       this.sweepTimer = setInterval(() => this.rrl.sweep(performance.now() / 1000), this.config.rateLimit.windowS * 1000)

@@ -1,7 +1,7 @@
 /**
  * What the DNS server reads its data from. The server never looks at routes, health or the
  * store itself: the process that runs the `dns` role implements this interface over the route
- * table, the site map (config/site-map.ts) and gateway health, and the server turns it into
+ * table, the site map (fleet/site-map.ts) and gateway health, and the server turns it into
  * answers. Every method is synchronous and called on the query path (only on a cache miss,
  * see below), so implementations read in-memory state and must not block.
  *

@@ -114,11 +114,11 @@ export function parseQuery (msg: Buffer): ParseResult | undefined {
     // but the header, so there is no need to read further (RFC 6891 §7 allows the OPT then
     // to be left out too).
     if (opcode !== OPCODE_QUERY) return { ok: true, query: partial() }
-    if (qdcount !== 1) throw DnsWireError.of('DNS_QDCOUNT', `expected one question, got ${qdcount}`)
+    if (qdcount !== 1) throw DnsWireError.of('FERRY_DNS_QDCOUNT', `expected one question, got ${qdcount}`)
     let off = HEADER_LENGTH
     const name = readName(msg, off)
     off = name.end
-    if (off + 4 > msg.length) throw DnsWireError.of('DNS_TRUNCATED', 'question type and class run past the end')
+    if (off + 4 > msg.length) throw DnsWireError.of('FERRY_DNS_TRUNCATED', 'question type and class run past the end')
     question = {
       raw: name.raw,
       key: name.key,
@@ -133,24 +133,24 @@ export function parseQuery (msg: Buffer): ParseResult | undefined {
     for (let i = 0; i < arcount; i++) {
       const start = off
       const nameEnd = skipName(msg, off)
-      if (nameEnd + 10 > msg.length) throw DnsWireError.of('DNS_TRUNCATED', 'additional record runs past the end')
+      if (nameEnd + 10 > msg.length) throw DnsWireError.of('FERRY_DNS_TRUNCATED', 'additional record runs past the end')
       const type = msg.readUInt16BE(nameEnd)
       const rdlength = msg.readUInt16BE(nameEnd + 8)
       const rdata = nameEnd + 10
       off = rdata + rdlength
-      if (off > msg.length) throw DnsWireError.of('DNS_TRUNCATED', 'additional record data runs past the end')
+      if (off > msg.length) throw DnsWireError.of('FERRY_DNS_TRUNCATED', 'additional record data runs past the end')
       if (type !== TYPE.OPT) continue
-      if (edns !== undefined) throw DnsWireError.of('DNS_MULTIPLE_OPT', 'more than one OPT record (RFC 6891 §6.1.1)')
-      if (nameEnd !== start + 1 || msg[start] !== 0) throw DnsWireError.of('DNS_BAD_OPT', 'OPT owner name must be the root')
+      if (edns !== undefined) throw DnsWireError.of('FERRY_DNS_MULTIPLE_OPT', 'more than one OPT record (RFC 6891 §6.1.1)')
+      if (nameEnd !== start + 1 || msg[start] !== 0) throw DnsWireError.of('FERRY_DNS_BAD_OPT', 'OPT owner name must be the root')
       edns = readOpt(msg, nameEnd, rdata, rdlength)
     }
-    if (off !== msg.length) throw DnsWireError.of('DNS_TRAILING_DATA', `${msg.length - off} bytes after the last record`)
+    if (off !== msg.length) throw DnsWireError.of('FERRY_DNS_TRAILING_DATA', `${msg.length - off} bytes after the last record`)
     return { ok: true, query: { id, flags, opcode, question, edns } }
   } catch (err) {
     if (err instanceof DnsWireError) return { ok: false, query: partial(), error: err }
     // A RangeError from a Buffer read means we trusted a length we should not have: still a
     // malformed message, not a reason to crash.
-    return { ok: false, query: partial(), error: DnsWireError.of('DNS_TRUNCATED', String(err)) }
+    return { ok: false, query: partial(), error: DnsWireError.of('FERRY_DNS_TRUNCATED', String(err)) }
   }
 }
 
@@ -163,13 +163,13 @@ function readOpt (msg: Buffer, at: number, rdata: number, rdlength: number): Edn
   let off = rdata
   const end = rdata + rdlength
   while (off < end) {
-    if (off + 4 > end) throw DnsWireError.of('DNS_BAD_OPT', 'EDNS option header runs past the OPT data')
+    if (off + 4 > end) throw DnsWireError.of('FERRY_DNS_BAD_OPT', 'EDNS option header runs past the OPT data')
     const code = msg.readUInt16BE(off)
     const length = msg.readUInt16BE(off + 2)
     off += 4
-    if (off + length > end) throw DnsWireError.of('DNS_BAD_OPT', 'EDNS option runs past the OPT data')
+    if (off + length > end) throw DnsWireError.of('FERRY_DNS_BAD_OPT', 'EDNS option runs past the OPT data')
     if (code === EDNS_OPTION_ECS) {
-      if (ecs !== undefined) throw DnsWireError.of('DNS_BAD_ECS', 'more than one client subnet option')
+      if (ecs !== undefined) throw DnsWireError.of('FERRY_DNS_BAD_ECS', 'more than one client subnet option')
       ecs = decodeEcs(msg, off, length)
     }
     // Other options (cookies, NSID, padding, keepalive) are not implemented; RFC 6891 §6.1.2
@@ -203,7 +203,7 @@ export function readName (msg: Buffer, offset: number): DecodedName {
   let end = -1
   let lowestStart = offset
   for (;;) {
-    if (off >= msg.length) throw DnsWireError.of('DNS_TRUNCATED', 'name runs past the end')
+    if (off >= msg.length) throw DnsWireError.of('FERRY_DNS_TRUNCATED', 'name runs past the end')
     const len = msg[off] as number
     if (len === 0) {
       raw[rawLength++] = 0
@@ -212,18 +212,18 @@ export function readName (msg: Buffer, offset: number): DecodedName {
     }
     const kind = len & 0xc0
     if (kind === 0xc0) {
-      if (off + 1 >= msg.length) throw DnsWireError.of('DNS_TRUNCATED', 'compression pointer runs past the end')
+      if (off + 1 >= msg.length) throw DnsWireError.of('FERRY_DNS_TRUNCATED', 'compression pointer runs past the end')
       const target = ((len & 0x3f) << 8) | (msg[off + 1] as number)
-      if (target >= lowestStart) throw DnsWireError.of('DNS_BAD_POINTER', `compression pointer to ${target} does not point backwards`)
+      if (target >= lowestStart) throw DnsWireError.of('FERRY_DNS_BAD_POINTER', `compression pointer to ${target} does not point backwards`)
       if (end < 0) end = off + 2
       lowestStart = target
       off = target
       continue
     }
-    if (kind !== 0) throw DnsWireError.of('DNS_BAD_LABEL', `reserved label type 0x${len.toString(16)}`)
+    if (kind !== 0) throw DnsWireError.of('FERRY_DNS_BAD_LABEL', `reserved label type 0x${len.toString(16)}`)
     // len <= 63 here (top bits clear).
-    if (rawLength + 1 + len + 1 > MAX_NAME_OCTETS) throw DnsWireError.of('DNS_NAME_TOO_LONG', 'name longer than 255 octets')
-    if (off + 1 + len > msg.length) throw DnsWireError.of('DNS_TRUNCATED', 'label runs past the end')
+    if (rawLength + 1 + len + 1 > MAX_NAME_OCTETS) throw DnsWireError.of('FERRY_DNS_NAME_TOO_LONG', 'name longer than 255 octets')
+    if (off + 1 + len > msg.length) throw DnsWireError.of('FERRY_DNS_TRUNCATED', 'label runs past the end')
     raw[rawLength++] = len
     msg.copy(raw, rawLength, off + 1, off + 1 + len)
     rawLength += len
@@ -256,29 +256,29 @@ function skipName (msg: Buffer, offset: number): number {
   let off = offset
   let octets = 0
   for (;;) {
-    if (off >= msg.length) throw DnsWireError.of('DNS_TRUNCATED', 'name runs past the end')
+    if (off >= msg.length) throw DnsWireError.of('FERRY_DNS_TRUNCATED', 'name runs past the end')
     const len = msg[off] as number
     if (len === 0) return off + 1
     const kind = len & 0xc0
     if (kind === 0xc0) {
-      if (off + 2 > msg.length) throw DnsWireError.of('DNS_TRUNCATED', 'compression pointer runs past the end')
+      if (off + 2 > msg.length) throw DnsWireError.of('FERRY_DNS_TRUNCATED', 'compression pointer runs past the end')
       const target = ((len & 0x3f) << 8) | (msg[off + 1] as number)
-      if (target >= off) throw DnsWireError.of('DNS_BAD_POINTER', `compression pointer to ${target} does not point backwards`)
+      if (target >= off) throw DnsWireError.of('FERRY_DNS_BAD_POINTER', `compression pointer to ${target} does not point backwards`)
       // The rest of the name lives elsewhere; this copy ends here.
       return off + 2
     }
-    if (kind !== 0) throw DnsWireError.of('DNS_BAD_LABEL', `reserved label type 0x${len.toString(16)}`)
+    if (kind !== 0) throw DnsWireError.of('FERRY_DNS_BAD_LABEL', `reserved label type 0x${len.toString(16)}`)
     octets += len + 1
-    if (octets + 1 > MAX_NAME_OCTETS) throw DnsWireError.of('DNS_NAME_TOO_LONG', 'name longer than 255 octets')
+    if (octets + 1 > MAX_NAME_OCTETS) throw DnsWireError.of('FERRY_DNS_NAME_TOO_LONG', 'name longer than 255 octets')
     off += 1 + len
   }
 }
 
 function skipRecord (msg: Buffer, offset: number): number {
   const off = skipName(msg, offset)
-  if (off + 10 > msg.length) throw DnsWireError.of('DNS_TRUNCATED', 'record runs past the end')
+  if (off + 10 > msg.length) throw DnsWireError.of('FERRY_DNS_TRUNCATED', 'record runs past the end')
   const end = off + 10 + msg.readUInt16BE(off + 8)
-  if (end > msg.length) throw DnsWireError.of('DNS_TRUNCATED', 'record data runs past the end')
+  if (end > msg.length) throw DnsWireError.of('FERRY_DNS_TRUNCATED', 'record data runs past the end')
   return end
 }
 

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { access, constants as fsConstants } from 'node:fs/promises'
 import { timingSafeEqual } from 'node:crypto'
 import { basename, resolve as resolvePath } from 'node:path'
+import type { ErrorCode } from '../lib/error-codes.js'
 import { FerryError, isFerryError } from '../lib/errors.js'
 import { responseInFlight, sendError, sendJson } from '../lib/http.js'
 import { blockKey, isValidId } from '../lib/ids.js'
@@ -612,7 +613,7 @@ function preconditionOf (req: IncomingMessage): Precondition | undefined {
  * response: otherwise Node would read (and discard) the rest of the body to reuse the connection,
  * which for a refused 1 GiB upload is exactly the work the early refusal was meant to avoid.
  */
-function reject (req: IncomingMessage, res: ServerResponse, status: number, code: string, message: string, headers?: Record<string, string>): void {
+function reject (req: IncomingMessage, res: ServerResponse, status: number, code: ErrorCode, message: string, headers?: Record<string, string>): void {
   const close = bodyPending(req)
   sendError(res, status, code, message, close ? { ...headers, connection: 'close' } : headers)
 }

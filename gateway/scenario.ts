@@ -22,13 +22,6 @@ import { FerryError } from '../lib/errors.js'
 import { silentLogger, type Logger } from '../lib/log.js'
 import { faultsSchema, type Faults, type FaultsInput } from './faults.js'
 
-/** The file cannot be read. */
-export const SCENARIO_UNREADABLE = 'SCENARIO_UNREADABLE'
-/** The file is not JSON, or not a scenario (the message names the field). */
-export const SCENARIO_INVALID = 'SCENARIO_INVALID'
-/** A bad option (speed, end). */
-export const SCENARIO_BAD_OPTION = 'SCENARIO_BAD_OPTION'
-
 export type ScenarioEnd = 'hold' | 'loop' | 'crash'
 
 export interface FaultTimelineStep { atMs: number, faults: FaultsInput }
@@ -61,10 +54,10 @@ const healthScenarioSchema = z.object({
 
 function invalid (source: string, issues: z.ZodIssue[]): FerryError {
   const why = issues.slice(0, 3).map(i => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')
-  return new FerryError(SCENARIO_INVALID, `${source}: invalid scenario: ${why}`, 400)
+  return new FerryError('FERRY_SCENARIO_INVALID', `${source}: invalid scenario: ${why}`, 400)
 }
 
-/** Validates a parsed scenario file (either shape). Throws FerryError SCENARIO_INVALID naming the field. */
+/** Validates a parsed scenario file (either shape). Throws FerryError FERRY_SCENARIO_INVALID naming the field. */
 export function parseFaultTimeline (data: unknown, source = 'scenario'): FaultTimeline {
   const isHealth = typeof data === 'object' && data !== null && (data as { format?: unknown }).format !== undefined
   if (isHealth) {
@@ -90,7 +83,7 @@ export function parseFaultTimeline (data: unknown, source = 'scenario'): FaultTi
 function checkOrder (steps: FaultTimelineStep[], source: string): void {
   for (let i = 1; i < steps.length; i++) {
     if ((steps[i] as FaultTimelineStep).atMs < (steps[i - 1] as FaultTimelineStep).atMs) {
-      throw new FerryError(SCENARIO_INVALID, `${source}: invalid scenario: steps.${i}.atMs: steps must be in time order (${(steps[i] as FaultTimelineStep).atMs} ms after ${(steps[i - 1] as FaultTimelineStep).atMs} ms)`, 400)
+      throw new FerryError('FERRY_SCENARIO_INVALID', `${source}: invalid scenario: steps.${i}.atMs: steps must be in time order (${(steps[i] as FaultTimelineStep).atMs} ms after ${(steps[i - 1] as FaultTimelineStep).atMs} ms)`, 400)
     }
   }
 }
@@ -100,13 +93,13 @@ export function loadFaultTimeline (file: string): FaultTimeline {
   try {
     text = fs.readFileSync(file, 'utf8')
   } catch (err) {
-    throw new FerryError(SCENARIO_UNREADABLE, `cannot read scenario ${file}: ${(err as Error).message}`, 400)
+    throw new FerryError('FERRY_SCENARIO_UNREADABLE', `cannot read scenario ${file}: ${(err as Error).message}`, 400)
   }
   let data: unknown
   try {
     data = JSON.parse(text)
   } catch (err) {
-    throw new FerryError(SCENARIO_INVALID, `${file}: not valid JSON (${(err as Error).message})`, 400)
+    throw new FerryError('FERRY_SCENARIO_INVALID', `${file}: not valid JSON (${(err as Error).message})`, 400)
   }
   return parseFaultTimeline(data, file)
 }
@@ -124,7 +117,7 @@ export function remoteFaults (adminUrl: string, token?: string): FaultTarget {
     setFaults: async faults => {
       const res = await request(`${adminUrl}/faults`, { method: 'PUT', body: JSON.stringify(faults), headers: { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) } })
       const text = await res.body.text()
-      if (res.statusCode >= 300) throw new FerryError('SCENARIO_FAULTS_REFUSED', `gateway refused faults: ${res.statusCode} ${text}`, 502)
+      if (res.statusCode >= 300) throw new FerryError('FERRY_SCENARIO_FAULTS_REFUSED', `gateway refused faults: ${res.statusCode} ${text}`, 502)
     }
   }
 }
@@ -169,9 +162,9 @@ export class ScenarioDriver extends EventEmitter<ScenarioDriverEvents> {
   constructor (opts: ScenarioDriverOptions) {
     super()
     const speed = opts.speed ?? 1
-    if (!(speed > 0 && Number.isFinite(speed))) throw new FerryError(SCENARIO_BAD_OPTION, `speed must be a positive number, got ${String(opts.speed)}`, 400)
+    if (!(speed > 0 && Number.isFinite(speed))) throw new FerryError('FERRY_SCENARIO_BAD_OPTIONS', `speed must be a positive number, got ${String(opts.speed)}`, 400)
     const end = opts.end ?? 'hold'
-    if (!['hold', 'loop', 'crash'].includes(end)) throw new FerryError(SCENARIO_BAD_OPTION, `end must be hold, loop or crash, got ${String(end)}`, 400)
+    if (!['hold', 'loop', 'crash'].includes(end)) throw new FerryError('FERRY_SCENARIO_BAD_OPTIONS', `end must be hold, loop or crash, got ${String(end)}`, 400)
     this.opts = { target: opts.target, timeline: opts.timeline, speed, startAtMs: opts.startAtMs ?? 0, end, clearOnStop: opts.clearOnStop ?? true }
     this.logger = (opts.logger ?? silentLogger).child({ component: 'scenario', scenario: opts.timeline.name })
   }
@@ -265,7 +258,7 @@ export function httpTelemetrySink (plannerUrl: string, token: string): Telemetry
         body: JSON.stringify({ gateway, samples: samples.slice(i, i + 500) })
       })
       const text = await res.body.text()
-      if (res.statusCode >= 300) throw new FerryError('SCENARIO_TELEMETRY_REFUSED', `planner refused telemetry: ${res.statusCode} ${text}`, 502)
+      if (res.statusCode >= 300) throw new FerryError('FERRY_SCENARIO_TELEMETRY_REFUSED', `planner refused telemetry: ${res.statusCode} ${text}`, 502)
     }
   }
 }

@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
+import type { ErrorCode } from './error-codes.js'
 
 /**
  * The response a server socket is writing, or null when the socket sits idle between keep-alive
@@ -17,7 +18,7 @@ export function responseInFlight (socket: Duplex): ServerResponse | null {
  * `Connection: close` is left to the caller: only a response sent before the request body was
  * consumed needs it (otherwise the unread body would be parsed as the next request).
  */
-export function sendError (res: ServerResponse, status: number, code: string, message: string, headers?: Record<string, string | number>): void {
+export function sendError (res: ServerResponse, status: number, code: ErrorCode, message: string, headers?: Record<string, string | number>): void {
   if (res.headersSent) {
     // The status line is gone; the only honest signal left is to cut the connection so the
     // client never takes a truncated body for a complete one.

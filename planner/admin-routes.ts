@@ -1,20 +1,23 @@
 import { z } from 'zod'
-import { isValidId } from '../lib/ids.js'
-import type { AdminServer } from '../proxy/admin.js'
-import { BLOCK_NOT_FOUND, NOT_DRAINING, PLANNER_BAD_REQUEST, plannerError } from './migration/errors.js'
+import { FerryError } from '../lib/errors.js'
+import { idParam, idSchema, parseInput, type InputOptions } from '../admin/input.js'
+import type { AdminServer } from '../admin/server.js'
+import type { HealthMonitor } from './health-monitor.js'
+import { plannerError } from './migration/errors.js'
 import type { Planner } from './planner.js'
 
-const id = z.string().refine(isValidId, 'must be 1-128 letters, digits, ".", "_" or "-", not starting with "."')
+/** The planner's refusals keep the code its API documented before admin/ had one for all. */
+const planner400: InputOptions = { code: 'FERRY_PLANNER_BAD_REQUEST' }
 
 const moveBody = z.object({
-  volume: id.describe('the volume to move (all its known blocks, unless block is given)'),
-  block: id.optional().describe('one block of the volume'),
-  to: id.optional().describe('target gateway; omitted: each block\'s best gateway by affinity'),
+  volume: idSchema.describe('the volume to move (all its known blocks, unless block is given)'),
+  block: idSchema.optional().describe('one block of the volume'),
+  to: idSchema.optional().describe('target gateway; omitted: each block\'s best gateway by affinity'),
   reason: z.string().max(100).regex(/^[\x20-\x7e]*$/).optional().describe('kept in the migration log (default "operator")')
 }).strict()
 
 const drainBody = z.object({
-  to: id.optional().describe('move everything to this gateway; omitted: each block to its best gateway')
+  to: idSchema.optional().describe('move everything to this gateway; omitted: each block to its best gateway')
 }).strict()
 
 const listQuery = z.object({
@@ -22,27 +25,20 @@ const listQuery = z.object({
   limit: z.coerce.number().int().positive().max(100_000).optional()
 }).strict()
 
-function parse<T> (schema: z.ZodType<T>, value: unknown, what: string): T {
-  const r = schema.safeParse(value)
-  if (r.success) return r.data
-  const issues = r.error.issues.map(i => ({ path: i.path.join('.') || '(root)', message: i.message }))
-  throw plannerError(PLANNER_BAD_REQUEST, `invalid ${what}: ${issues.map(i => `${i.path}: ${i.message}`).join('; ')}`, 400, { issues })
-}
-
-function param (params: Record<string, string>, name: string): string {
-  const v = params[name] ?? ''
-  if (!isValidId(v)) throw plannerError(PLANNER_BAD_REQUEST, `${name} must be a valid id`, 400)
-  return v
-}
+const decisionsQuery = z.object({
+  gateway: z.string().optional(),
+  limit: z.coerce.number().int().positive().optional()
+})
 
 /**
- * The planner's part of the admin API. Reads work on every planner (the log and the history are
- * in the store); moves and drains need the leader (a standby answers 503
- * FERRY_PLANNER_NOT_LEADER naming its own holder id) and, unless `planner.admin.requireToken` is
- * off, the admin bearer token.
+ * The planner's part of the admin API: its operator routes, the health monitor's routes and
+ * the readiness check; called by bin/ for a process with the planner role. Reads work on every
+ * planner (the log and the history are in the store); moves and drains need the leader (a
+ * standby answers 503 FERRY_PLANNER_NOT_LEADER naming its own holder id) and, unless
+ * `planner.admin.requireToken` is off, the admin bearer token.
  */
-export function registerPlannerAdmin (admin: AdminServer, planner: Planner, opts: { requireToken: boolean }): void {
-  const auth = { auth: opts.requireToken }
+export function registerPlannerAdmin (admin: AdminServer, planner: Planner): void {
+  const auth = { auth: planner.plannerConfig.admin.requireToken }
 
   admin.addReadinessCheck('planner', () => {
     const st = planner.locations.loaded ? undefined : 'block locations not loaded yet'
@@ -53,46 +49,63 @@ export function registerPlannerAdmin (admin: AdminServer, planner: Planner, opts
   admin.route('GET', '/v1/planner', () => planner.status())
 
   admin.route('GET', '/v1/migrations', async ({ query }) => {
-    const q = parse(listQuery, Object.fromEntries(query), 'query')
+    const q = parseInput(listQuery, Object.fromEntries(query), 'query', planner400)
     return { migrations: await planner.engine.list({ ...(q.active === 'true' ? { active: true } : {}), ...(q.limit === undefined ? {} : { limit: q.limit }) }) }
   })
 
-  admin.route('GET', '/v1/migrations/:id', async ({ params }) => planner.engine.get(param(params, 'id')))
+  admin.route('GET', '/v1/migrations/:id', async ({ params }) => planner.engine.get(idParam(params, 'id', planner400)))
 
   admin.route('POST', '/v1/migrations', async ({ body }) => {
-    const req = parse(moveBody, body ?? {}, 'body')
+    const req = parseInput(moveBody, body ?? {}, 'body', planner400)
     return await planner.move(req)
   }, auth)
 
-  admin.route('DELETE', '/v1/migrations/:id', async ({ params }) => planner.engine.cancel(param(params, 'id')), auth)
+  admin.route('DELETE', '/v1/migrations/:id', async ({ params }) => planner.engine.cancel(idParam(params, 'id', planner400)), auth)
 
   admin.route('GET', '/v1/blocks/:volume/:block/history', async ({ params }) => {
-    const volume = param(params, 'volume')
-    const block = param(params, 'block')
+    const volume = idParam(params, 'volume', planner400)
+    const block = idParam(params, 'block', planner400)
     const [location, history] = await Promise.all([planner.store.getLocation(volume, block), planner.store.blockHistory(volume, block)])
-    if (location === null && history.length === 0) throw plannerError(BLOCK_NOT_FOUND, `block ${volume}/${block} has no location and no history`, 404)
+    if (location === null && history.length === 0) throw plannerError('FERRY_BLOCK_NOT_FOUND', `block ${volume}/${block} has no location and no history`, 404)
     return { volume, block, location, history }
   })
 
   admin.route('GET', '/v1/drains', () => ({ drains: planner.listDrains() }))
 
   admin.route('GET', '/v1/gateways/:id/drain', ({ params }) => {
-    const gw = param(params, 'id')
+    const gw = idParam(params, 'id', planner400)
     const d = planner.drainStatus(gw)
-    if (d === undefined) throw plannerError(NOT_DRAINING, `gateway ${gw} is not being drained`, 404)
+    if (d === undefined) throw plannerError('FERRY_NOT_DRAINING', `gateway ${gw} is not being drained`, 404)
     return d
   })
 
   admin.route('POST', '/v1/gateways/:id/drain', async ({ params, body }) => {
-    const gw = param(params, 'id')
-    const req = parse(drainBody, body ?? {}, 'body')
+    const gw = idParam(params, 'id', planner400)
+    const req = parseInput(drainBody, body ?? {}, 'body', planner400)
     return await planner.drain(gw, req.to)
   }, auth)
 
   admin.route('DELETE', '/v1/gateways/:id/drain', ({ params }) => {
-    const gw = param(params, 'id')
+    const gw = idParam(params, 'id', planner400)
     return { gateway: gw, wasDraining: planner.undrain(gw) }
   }, auth)
 
   admin.route('GET', '/v1/rebalancer', () => ({ enabled: planner.plannerConfig.rebalancer.enabled, rounds: planner.rebalancer.rounds }))
+
+  registerHealthRoutes(admin, planner.health)
+}
+
+/** `GET /v1/health`, `/v1/health/decisions`, `/v1/health/:gateway`, and the fields on `/v1/gateways`. */
+function registerHealthRoutes (admin: AdminServer, health: HealthMonitor): void {
+  admin.route('GET', '/v1/health', () => health.status())
+  admin.route('GET', '/v1/health/decisions', ({ query }) => {
+    const { gateway, limit } = parseInput(decisionsQuery, Object.fromEntries(query), 'query', { code: 'FERRY_HEALTH_BAD_QUERY' })
+    return { decisions: health.decisions({ ...(gateway === undefined ? {} : { gateway }), ...(limit === undefined ? {} : { limit }) }) }
+  })
+  admin.route('GET', '/v1/health/:gateway', ({ params }) => {
+    const gw = params.gateway ?? ''
+    if (!health.knows(gw)) throw new FerryError('FERRY_HEALTH_UNKNOWN_GATEWAY', `no gateway ${JSON.stringify(gw)} is configured`, 404)
+    return health.gateway(gw)
+  })
+  admin.addGatewayInfo(id => health.gatewayFields(id))
 }

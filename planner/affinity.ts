@@ -42,7 +42,7 @@ export interface LatencyMatrix {
 }
 
 function badInput (message: string, details?: Record<string, unknown>): FerryError {
-  return new FerryError('AFFINITY_BAD_INPUT', message, 400, details)
+  return new FerryError('FERRY_AFFINITY_BAD_INPUT', message, 400, details)
 }
 
 /**

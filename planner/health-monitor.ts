@@ -21,18 +21,12 @@ import path from 'node:path'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import { FerryError } from '../lib/errors.js'
 import { silentLogger, type Logger } from '../lib/log.js'
-import type { AdminServer } from '../proxy/admin.js'
 import type { StateStore } from '../state/types.js'
 import type { PredictionConfig } from './config.js'
 import { HealthModel, TriggerPolicy, type HealthAssessment, type TelemetryRecord, type TriggerDecision, type TriggerState } from './health/index.js'
 import { Fleet } from './migration/fleet.js'
 import type { GatewayInfo } from './affinity.js'
 import { toHealthRecord } from './telemetry.js'
-
-/** GET /v1/health/decisions?limit= was not a positive integer. */
-export const HEALTH_BAD_QUERY = 'FERRY_HEALTH_BAD_QUERY'
-/** GET /v1/health/:gateway for a gateway the planner does not know. */
-export const HEALTH_UNKNOWN_GATEWAY = 'FERRY_HEALTH_UNKNOWN_GATEWAY'
 
 /** The inputs a decision was made from (seed: score, interval, confidence; plus why). */
 export interface DecisionInputs {
@@ -459,27 +453,17 @@ export class HealthMonitor {
     return list.slice(-(opts.limit ?? list.length)).reverse()
   }
 
-  /** `GET /v1/health`, `/v1/health/decisions`, `/v1/health/:gateway`, and the fields on `/v1/gateways`. */
-  register (admin: AdminServer): void {
-    admin.route('GET', '/v1/health', () => this.status())
-    admin.route('GET', '/v1/health/decisions', ({ query }) => {
-      const limitText = query.get('limit')
-      const limit = limitText === null ? undefined : Number(limitText)
-      if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new FerryError(HEALTH_BAD_QUERY, 'limit must be a positive integer', 400)
-      const gateway = query.get('gateway') ?? undefined
-      return { decisions: this.decisions({ ...(gateway === undefined ? {} : { gateway }), ...(limit === undefined ? {} : { limit }) }) }
-    })
-    admin.route('GET', '/v1/health/:gateway', ({ params }) => {
-      const gw = params.gateway ?? ''
-      if (!this.opts.host.gateways().includes(gw)) throw new FerryError(HEALTH_UNKNOWN_GATEWAY, `no gateway ${JSON.stringify(gw)} is configured`, 404)
-      return this.gateway(gw)
-    })
-    admin.addGatewayInfo(id => {
-      const w = this.watches.get(id)
-      const a = w?.assessment
-      if (w === undefined || a === undefined || a === null) return { predictedHealth: null, trigger: this.config.enabled ? 'unknown' : 'disabled' }
-      const i = inputsOf(a)
-      return { predictedHealth: { score: i.score, lower: i.lower, upper: i.upper, level: i.level, confidence: i.confidence, trend: i.trend, horizonS: a.horizonS }, trigger: w.decision?.state ?? 'healthy' }
-    })
+  /** Whether `gateway` is one the monitor watches (a configured gateway). */
+  knows (gateway: string): boolean {
+    return this.opts.host.gateways().includes(gateway)
+  }
+
+  /** The fields the health monitor adds to each gateway in `GET /v1/gateways`. */
+  gatewayFields (gateway: string): Record<string, unknown> {
+    const w = this.watches.get(gateway)
+    const a = w?.assessment
+    if (w === undefined || a === undefined || a === null) return { predictedHealth: null, trigger: this.config.enabled ? 'unknown' : 'disabled' }
+    const i = inputsOf(a)
+    return { predictedHealth: { score: i.score, lower: i.lower, upper: i.upper, level: i.level, confidence: i.confidence, trend: i.trend, horizonS: a.horizonS }, trigger: w.decision?.state ?? 'healthy' }
   }
 }

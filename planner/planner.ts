@@ -2,19 +2,17 @@ import os from 'node:os'
 import { randomBytes } from 'node:crypto'
 import type { Registry } from 'prom-client'
 import { Gauge } from 'prom-client'
-import type { GatewayConfig, SiteConfig } from '../config/fleet.js'
+import type { GatewayConfig, SiteConfig } from '../fleet/schema.js'
 import { FerryError } from '../lib/errors.js'
 import { blockKey } from '../lib/ids.js'
 import { silentLogger, type Logger } from '../lib/log.js'
-import type { AdminServer } from '../proxy/admin.js'
 import { LocationCache } from '../state/cache.js'
 import type { MigrationRecord, StateStore } from '../state/types.js'
 import { AffinityScorer, latencyMatrix } from './affinity.js'
-import { registerPlannerAdmin } from './admin-routes.js'
 import { parsePlannerConfig, type PlannerConfig, type PlannerConfigInput } from './config.js'
 import { LeaderElection } from './leader.js'
 import { MigrationEngine } from './migration/engine.js'
-import { BLOCK_BUSY, BLOCK_NOT_FOUND, MIGRATION_NOOP, NOT_LEADER, NO_TARGET, TARGET_UNAVAILABLE, UNKNOWN_GATEWAY, plannerError } from './migration/errors.js'
+import { plannerError } from './migration/errors.js'
 import type { Fleet } from './migration/fleet.js'
 import { HealthMonitor, PredictiveFleet, type EvacuationSummary } from './health-monitor.js'
 import { Rebalancer } from './rebalancer.js'
@@ -35,8 +33,6 @@ export interface PlannerOptions {
   store: StateStore
   logger?: Logger
   registry?: Registry
-  /** When given, the planner's routes (/v1/migrations, drains, block history) and readiness are registered on it. */
-  admin?: AdminServer
 }
 
 export interface MoveRequest {
@@ -165,10 +161,6 @@ export class Planner {
       const leader = this.leader
       new Gauge({ name: 'ferry_planner_leader', help: '1 while this planner holds the leader lease', registers: [opts.registry], collect () { this.set(leader.isLeader ? 1 : 0) } })
     }
-    if (opts.admin !== undefined) {
-      registerPlannerAdmin(opts.admin, this, { requireToken: cfg.admin.requireToken })
-      this.health.register(opts.admin)
-    }
   }
 
   get isLeader (): boolean { return this.leader.isLeader }
@@ -280,7 +272,7 @@ export class Planner {
       return { migrations: [await this.moveOne(req.volume, req.block, req.to, reason)], skipped: [] }
     }
     const blocks = await this.blocksOfVolume(req.volume)
-    if (blocks.length === 0) throw plannerError(BLOCK_NOT_FOUND, `no known block of volume ${req.volume} (placed, or in the affinity map)`, 404)
+    if (blocks.length === 0) throw plannerError('FERRY_BLOCK_NOT_FOUND', `no known block of volume ${req.volume} (placed, or in the affinity map)`, 404)
     const out: MoveResult = { migrations: [], skipped: [] }
     const planned = new Map<string, number>()
     for (const block of blocks) {
@@ -296,22 +288,22 @@ export class Planner {
 
   private async moveOne (volume: string, block: string, to: string | undefined, reason: string, planned?: Map<string, number>): Promise<MigrationRecord> {
     const key = blockKey(volume, block)
-    if (this.engine.busy(volume, block)) throw plannerError(BLOCK_BUSY, `block ${key} is already being moved`, 409)
+    if (this.engine.busy(volume, block)) throw plannerError('FERRY_BLOCK_BUSY', `block ${key} is already being moved`, 409)
     const loc = this.locations.get(volume, block) ?? await this.store.getLocation(volume, block)
-    if (loc !== null && loc.phase !== 'stable') throw plannerError(BLOCK_BUSY, `block ${key} is in ${loc.phase} (a migration is being finished)`, 409)
+    if (loc !== null && loc.phase !== 'stable') throw plannerError('FERRY_BLOCK_BUSY', `block ${key} is in ${loc.phase} (a migration is being finished)`, 409)
     const current = loc?.gateway ?? this.fleet.hashed(key) ?? null
     const size = this.fleet.sizeOf(volume, block) ?? this.fleet.meanBlockBytes()
     const target = to ?? await this.rebalancer.bestTarget(volume, block, current, size, planned)
-    if (target === undefined) throw plannerError(NO_TARGET, `no healthy gateway with room to move ${key} to`, 409)
-    if (loc !== null && loc !== undefined && loc.gateway === target) throw plannerError(MIGRATION_NOOP, `block ${key} is already on ${target}`, 409)
+    if (target === undefined) throw plannerError('FERRY_NO_TARGET', `no healthy gateway with room to move ${key} to`, 409)
+    if (loc !== null && loc !== undefined && loc.gateway === target) throw plannerError('FERRY_MIGRATION_NOOP', `block ${key} is already on ${target}`, 409)
     const rec = await this.engine.submit({ volume, block, to: target, reason, priority: await this.rebalancer.score(volume, block) })
     planned?.set(target, (planned.get(target) ?? 0) + size)
     return rec
   }
 
   private checkTarget (id: string): void {
-    if (!this.fleet.has(id)) throw plannerError(UNKNOWN_GATEWAY, `no gateway ${id} is configured`, 404)
-    if (!this.fleet.isTarget(id)) throw plannerError(TARGET_UNAVAILABLE, `gateway ${id} is ${this.fleet.get(id)?.draining === true ? 'draining' : 'down'}`, 409)
+    if (!this.fleet.has(id)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${id} is configured`, 404)
+    if (!this.fleet.isTarget(id)) throw plannerError('FERRY_TARGET_UNAVAILABLE', `gateway ${id} is ${this.fleet.get(id)?.draining === true ? 'draining' : 'down'}`, 409)
   }
 
   /** Blocks of a volume the planner knows: placed ones and those in the affinity map. */
@@ -328,12 +320,12 @@ export class Planner {
    * later (a proxy's first write) or whose move failed are picked up by the next pass.
    */
   async drain (gateway: string, to?: string): Promise<DrainStatus> {
-    if (!this.fleet.has(gateway)) throw plannerError(UNKNOWN_GATEWAY, `no gateway ${gateway} is configured`, 404)
+    if (!this.fleet.has(gateway)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${gateway} is configured`, 404)
     if (to !== undefined) {
-      if (to === gateway) throw plannerError(TARGET_UNAVAILABLE, `cannot drain ${gateway} onto itself`, 409)
+      if (to === gateway) throw plannerError('FERRY_TARGET_UNAVAILABLE', `cannot drain ${gateway} onto itself`, 409)
       this.checkTarget(to)
     }
-    if (!this.engine.isActive) throw plannerError(NOT_LEADER, 'this planner is not the leader', 503, { holder: this.leader.holder })
+    if (!this.engine.isActive) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
     this.fleet.setDraining(gateway, true)
     let d = this.drains.get(gateway)
     if (d === undefined) {
@@ -354,8 +346,8 @@ export class Planner {
    * recovered. Repeated calls run another pass. An operator's drain in force is left as it is.
    */
   async evacuate (gateway: string): Promise<EvacuationSummary> {
-    if (!this.fleet.has(gateway)) throw plannerError(UNKNOWN_GATEWAY, `no gateway ${gateway} is configured`, 404)
-    if (!this.engine.isActive) throw plannerError(NOT_LEADER, 'this planner is not the leader', 503, { holder: this.leader.holder })
+    if (!this.fleet.has(gateway)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${gateway} is configured`, 404)
+    if (!this.engine.isActive) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
     this.fleet.setDraining(gateway, true)
     if (!this.drains.has(gateway)) this.drains.set(gateway, { gateway, cause: 'health', to: undefined, startedAt: Date.now(), ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 })
     return await this.drainPass(gateway)
@@ -369,7 +361,7 @@ export class Planner {
 
   /** Ends a drain: the gateway may receive blocks again. */
   undrain (gateway: string): boolean {
-    if (!this.fleet.has(gateway)) throw plannerError(UNKNOWN_GATEWAY, `no gateway ${gateway} is configured`, 404)
+    if (!this.fleet.has(gateway)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${gateway} is configured`, 404)
     this.fleet.setDraining(gateway, false)
     return this.drains.delete(gateway)
   }
@@ -426,8 +418,8 @@ export class Planner {
         if (summary.first.length < 5) summary.first.push({ volume, block, score: Math.round(score * 1000) / 1000, to: rec.to })
       } catch (err) {
         if (!(err instanceof FerryError)) throw err
-        if (err.code === NO_TARGET || err.code === TARGET_UNAVAILABLE) stuck++
-        else if (err.code === NOT_LEADER) return summary
+        if (err.code === 'FERRY_NO_TARGET' || err.code === 'FERRY_TARGET_UNAVAILABLE') stuck++
+        else if (err.code === 'FERRY_PLANNER_NOT_LEADER') return summary
         else this.logger.debug({ volume, block, err: err.message }, 'drain move not started')
       }
     }
@@ -475,7 +467,7 @@ export class Planner {
         healthy: this.fleet.isHealthy(g.id, now),
         draining: g.draining,
         probe: { up: g.probeUp, lastAt: g.lastProbeAt || null, lastError: g.lastProbeError },
-        reportedDownBy: [...g.downReports.keys()],
+        reportedDownBy: this.fleet.reportedDownBy(g.id, now),
         placedBlocks: this.fleet.blocksOn(g.id).length,
         usedBytesEstimate: Math.round(this.fleet.usedBytes(g.id)),
         capacityBytes: g.capacityBytes

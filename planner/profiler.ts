@@ -551,14 +551,14 @@ export class AccessProfiler {
 
   /**
    * Adds another profiler's snapshot (taken with the same bucketMs and halfLifeMs) so this one
-   * summarises both record streams. Throws PROFILE_BAD_SNAPSHOT on anything else.
+   * summarises both record streams. Throws FERRY_PROFILE_BAD_SNAPSHOT on anything else.
    */
   merge (other: ProfileSnapshot): void {
     const parsed = snapshotSchema.safeParse(other)
-    if (!parsed.success) throw new FerryError('PROFILE_BAD_SNAPSHOT', `not a ferry profile snapshot: ${parsed.error.issues[0]?.path.join('.') ?? ''} ${parsed.error.issues[0]?.message ?? ''}`.trim(), 400)
+    if (!parsed.success) throw new FerryError('FERRY_PROFILE_BAD_SNAPSHOT', `not a ferry profile snapshot: ${parsed.error.issues[0]?.path.join('.') ?? ''} ${parsed.error.issues[0]?.message ?? ''}`.trim(), 400)
     const s = parsed.data
     if (s.bucketMs !== this.bucketMs || s.halfLifeMs !== this.halfLifeMs) {
-      throw new FerryError('PROFILE_BAD_SNAPSHOT', `snapshot taken with bucketMs ${s.bucketMs} and halfLifeMs ${s.halfLifeMs}; this profiler uses ${this.bucketMs} and ${this.halfLifeMs}`, 400)
+      throw new FerryError('FERRY_PROFILE_BAD_SNAPSHOT', `snapshot taken with bucketMs ${s.bucketMs} and halfLifeMs ${s.halfLifeMs}; this profiler uses ${this.bucketMs} and ${this.halfLifeMs}`, 400)
     }
     // The snapshot's decayed values are as of asOf: in this landmark that is × 2^((asOf - T0)/H).
     const scale = Math.pow(2, (s.asOf - this.t0) / this.halfLifeMs)
@@ -719,11 +719,11 @@ export class AccessProfiler {
 }
 
 function positive (name: string, v: number): number {
-  if (!(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new FerryError('PROFILE_BAD_OPTIONS', `${name} must be a positive number, got ${String(v)}`, 400)
+  if (!(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new FerryError('FERRY_PROFILE_BAD_OPTIONS', `${name} must be a positive number, got ${String(v)}`, 400)
   return v
 }
 
 function count (name: string, v: number): number {
-  if (!(Number.isInteger(v) && v > 0)) throw new FerryError('PROFILE_BAD_OPTIONS', `${name} must be a positive integer, got ${String(v)}`, 400)
+  if (!(Number.isInteger(v) && v > 0)) throw new FerryError('FERRY_PROFILE_BAD_OPTIONS', `${name} must be a positive integer, got ${String(v)}`, 400)
   return v
 }

@@ -7,7 +7,6 @@ import type { BlockLocation, StateStore } from '../state/types.js'
 import { AffinityTable, type AffinityScorer } from './affinity.js'
 import type { RebalancerConfig } from './config.js'
 import type { MigrationEngine } from './migration/engine.js'
-import { NOT_LEADER } from './migration/errors.js'
 import type { Fleet } from './migration/fleet.js'
 
 /** Where blocks are now: the planner's LocationCache (null: no location, undefined: not loaded). */
@@ -183,7 +182,7 @@ export class Rebalancer {
         await engine.submit({ volume: c.volume, block: c.block, to: c.to, reason: 'rebalance', priority: Number.isFinite(c.benefit) ? c.benefit : c.score })
       } catch (err) {
         round.skipped.refused++
-        if (err instanceof FerryError && err.code === NOT_LEADER) break
+        if (err instanceof FerryError && err.code === 'FERRY_PLANNER_NOT_LEADER') break
         this.logger.debug({ key, to: c.to, err: (err as Error).message }, 'rebalance move refused')
         continue
       }

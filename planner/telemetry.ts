@@ -2,7 +2,8 @@
  * Telemetry on the planner side: the ingestion API the agents push to, the history and CSV
  * export the health model trains on, the proxies' passive observations, and the optional
  * node_exporter scrape. Everything lands in the store's bounded per-gateway history
- * (`appendTelemetry`), in the sample fields of agent/fields.ts. See agent/README.md.
+ * (`appendTelemetry`), in the sample fields of telemetry/fields.ts; the push body and its
+ * validation are telemetry/push.ts. See telemetry/README.md.
  *
  *   POST /v1/telemetry                     (token)  {gateway, samples:[{at, cpu, …}]} → 202 {accepted}
  *   GET  /v1/telemetry                              known gateways with sample counts and time range
@@ -14,65 +15,23 @@ import type { ServerResponse } from 'node:http'
 import { Agent, request } from 'undici'
 import { z } from 'zod'
 import { Counter, type Registry } from 'prom-client'
-import { AGENT_FIELDS, FIELD_NAMES, HEALTH_SIGNALS, fieldRange, type AgentSample, type FieldName } from '../agent/fields.js'
-import { nodeExporterFields, nodeSnapshot, type NodeSnapshot } from '../agent/node-exporter.js'
+import { parseInput, type InputOptions } from '../admin/input.js'
+import type { AdminServer } from '../admin/server.js'
 import { FerryError } from '../lib/errors.js'
 import { silentLogger, type Logger } from '../lib/log.js'
-import type { AdminServer } from '../proxy/admin.js'
+import { FIELD_NAMES, HEALTH_SIGNALS, fieldRange, type AgentSample, type FieldName } from '../telemetry/fields.js'
+import { nodeExporterFields, nodeSnapshot, type NodeSnapshot } from '../telemetry/node-exporter.js'
+import { PUSH_PATH, pushBodySchema, sampleSchema } from '../telemetry/push.js'
 import type { StateStore, TelemetrySample } from '../state/types.js'
 import { CSV_HEADER, formatTelemetryCsv } from './health/csv.js'
 import type { TelemetryRecord } from './health/types.js'
 
-// ───────────────────────────── errors ─────────────────────────────
-
-/** A batch or query the planner refuses (400); the message names the field. */
-export const TELEMETRY_INVALID = 'FERRY_TELEMETRY_INVALID'
-/** More samples in one batch than the planner takes (413); the agent halves its batches. */
-export const TELEMETRY_TOO_LARGE = 'FERRY_TELEMETRY_TOO_LARGE'
-/** A gateway id the planner's config does not know (404). */
-export const TELEMETRY_UNKNOWN_GATEWAY = 'FERRY_TELEMETRY_UNKNOWN_GATEWAY'
-
 function invalid (message: string): FerryError {
-  return new FerryError(TELEMETRY_INVALID, message, 400)
+  return new FerryError('FERRY_TELEMETRY_INVALID', message, 400)
 }
 
-// ───────────────────────────── validation ─────────────────────────────
-
-/** Earliest acceptable `at`: a sender using seconds instead of milliseconds lands in 1970. */
-const MIN_AT = Date.UTC(2000, 0, 1)
-
-const fieldSchemas = Object.fromEntries(AGENT_FIELDS.map(f => {
-  const [lo, hi] = fieldRange(f)
-  return [f, z.number().finite().min(lo).max(hi).optional()]
-})) as Record<FieldName, z.ZodOptional<z.ZodNumber>>
-
-/**
- * A pushed sample: `at` in Unix ms and known fields only. Unknown keys are refused rather than
- * dropped: a misspelt field silently ignored would leave the model without a signal while
- * everything looks fine. (The passive_* fields are the planner's own and cannot be pushed.)
- */
-const sampleSchema = z.object({
-  at: z.number().int().min(MIN_AT, { message: 'must be Unix milliseconds (this is before 2000: seconds?)' }),
-  ...fieldSchemas
-}).strict()
-
-const batchSchema = z.object({
-  gateway: z.string().min(1).max(128),
-  samples: z.array(z.unknown()).min(1, { message: 'a batch needs at least one sample' })
-}).strict()
-
-function describeIssue (issue: z.ZodIssue): string {
-  let path = ''
-  for (const p of issue.path) path += typeof p === 'number' ? `[${p}]` : path === '' ? p : `.${p}`
-  return `${path === '' ? 'body' : path}: ${issue.message}`
-}
-
-/** Up to three issues, each with the path of the field, e.g. `samples[3].cpu: Expected number…`. */
-function zodMessage (err: z.ZodError, prefix: ReadonlyArray<string | number> = []): string {
-  const issues = err.issues.slice(0, 3).map(i => describeIssue({ ...i, path: [...prefix, ...i.path] }))
-  const more = err.issues.length > 3 ? ` (and ${err.issues.length - 3} more)` : ''
-  return `invalid telemetry: ${issues.join('; ')}${more}`
-}
+/** Refusals of pushes and history queries keep the code the push protocol documents. */
+const telemetry400: InputOptions = { code: 'FERRY_TELEMETRY_INVALID' }
 
 /** A sample in the store's shape with its fields in one fixed order (retries serialise alike). */
 function toStored (s: z.infer<typeof sampleSchema>): TelemetrySample {
@@ -172,27 +131,33 @@ export function registerTelemetryRoutes (admin: AdminServer, store: StateStore, 
     metrics.refused.inc({ reason })
     throw err
   }
+  /** The admin input rule, with `at` naming where `value` sits in the body; a refusal is counted. */
+  const check = <T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, value: unknown, at: Array<string | number> = []): T => {
+    try {
+      return parseInput(schema, value, 'telemetry', { ...telemetry400, at, root: 'body' })
+    } catch (err) {
+      return refuse('invalid', err as FerryError)
+    }
+  }
 
   const ingest = async (body: unknown): Promise<{ gateway: string, accepted: number }> => {
     if (body === undefined) refuse('invalid', invalid('request body must be JSON {"gateway": ID, "samples": [...]}'))
     // Count first: a 100k-sample batch is refused before any per-sample work.
     const count = (body as { samples?: unknown } | null)?.samples
     if (Array.isArray(count) && count.length > maxBatch) {
-      refuse('too_large', new FerryError(TELEMETRY_TOO_LARGE, `a batch holds at most ${maxBatch} samples (got ${count.length}); send smaller batches`, 413))
+      refuse('too_large', new FerryError('FERRY_TELEMETRY_TOO_LARGE', `a batch holds at most ${maxBatch} samples (got ${count.length}); send smaller batches`, 413))
     }
-    const batch = batchSchema.safeParse(body)
-    if (!batch.success) return refuse('invalid', invalid(zodMessage(batch.error)))
-    const { gateway } = batch.data
-    if (!known(gateway)) refuse('unknown_gateway', new FerryError(TELEMETRY_UNKNOWN_GATEWAY, `unknown gateway ${JSON.stringify(gateway)}: not in the planner's config`, 404))
+    const batch = check(pushBodySchema, body)
+    const { gateway } = batch
+    if (!known(gateway)) refuse('unknown_gateway', new FerryError('FERRY_TELEMETRY_UNKNOWN_GATEWAY', `unknown gateway ${JSON.stringify(gateway)}: not in the planner's config`, 404))
     const t = now()
     const samples: TelemetrySample[] = []
-    for (let i = 0; i < batch.data.samples.length; i++) {
-      const r = sampleSchema.safeParse(batch.data.samples[i])
-      if (!r.success) return refuse('invalid', invalid(zodMessage(r.error, ['samples', i])))
-      if (r.data.at > t + maxFutureMs) {
-        refuse('future', invalid(`invalid telemetry: samples[${i}].at is ${Math.round((r.data.at - t) / 1000)} s ahead of the planner's clock (at most ${maxFutureMs / 1000} s): check the agent host's clock`))
+    for (let i = 0; i < batch.samples.length; i++) {
+      const sample = check(sampleSchema, batch.samples[i], ['samples', i])
+      if (sample.at > t + maxFutureMs) {
+        refuse('future', invalid(`invalid telemetry: samples[${i}].at is ${Math.round((sample.at - t) / 1000)} s ahead of the planner's clock (at most ${maxFutureMs / 1000} s): check the agent host's clock`))
       }
-      samples.push(toStored(r.data))
+      samples.push(toStored(sample))
     }
     try {
       await store.appendTelemetry(gateway, samples)
@@ -246,7 +211,7 @@ export function registerTelemetryRoutes (admin: AdminServer, store: StateStore, 
   passiveTimer.unref()
 
   // ── routes ──
-  admin.route('POST', '/v1/telemetry', async ({ body }) => await ingest(body), { auth: true })
+  admin.route('POST', PUSH_PATH, async ({ body }) => await ingest(body), { auth: true })
 
   admin.route('GET', '/v1/telemetry', async () => {
     const gateways = await Promise.all(opts.gateways().map(async id => {
@@ -285,27 +250,30 @@ export function registerTelemetryRoutes (admin: AdminServer, store: StateStore, 
 
 function checkKnown (gateway: string | undefined, known: (id: string) => boolean): string {
   if (gateway === undefined || !known(gateway)) {
-    throw new FerryError(TELEMETRY_UNKNOWN_GATEWAY, `unknown gateway ${JSON.stringify(gateway ?? '')}: not in the planner's config`, 404)
+    throw new FerryError('FERRY_TELEMETRY_UNKNOWN_GATEWAY', `unknown gateway ${JSON.stringify(gateway ?? '')}: not in the planner's config`, 404)
   }
   return gateway
 }
 
+/** A query parameter that may be given empty, which means absent. */
+function optionalParam<T> (param: z.ZodType<T, z.ZodTypeDef, string>): z.ZodType<T | undefined, z.ZodTypeDef, unknown> {
+  return z.preprocess(v => v === '' ? undefined : v, param.optional())
+}
+
 /** `since`: Unix ms or an ISO 8601 time; `limit`: the most recent N (per gateway). */
+const historyQuery = z.object({
+  since: optionalParam(z.string().transform((s, ctx) => {
+    const t = /^\d+$/.test(s) ? Number(s) : Date.parse(s)
+    if (Number.isFinite(t) && t >= 0) return t
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must be Unix milliseconds or an ISO 8601 time (got ${JSON.stringify(s)})` })
+    return z.NEVER
+  })),
+  limit: optionalParam(z.string().regex(/^\d{1,9}$/, 'must be a positive integer').transform(Number).refine(n => n >= 1, 'must be a positive integer'))
+})
+
 function parseQuery (query: URLSearchParams): { since?: number, limit?: number } {
-  const out: { since?: number, limit?: number } = {}
-  const since = query.get('since')
-  if (since !== null && since !== '') {
-    const t = /^\d+$/.test(since) ? Number(since) : Date.parse(since)
-    if (!Number.isFinite(t) || t < 0) throw invalid(`since must be Unix milliseconds or an ISO 8601 time (got ${JSON.stringify(since)})`)
-    out.since = t
-  }
-  const limit = query.get('limit')
-  if (limit !== null && limit !== '') {
-    const n = /^\d{1,9}$/.test(limit) ? Number(limit) : NaN
-    if (!(n >= 1)) throw invalid(`limit must be a positive integer (got ${JSON.stringify(limit)})`)
-    out.limit = n
-  }
-  return out
+  const { since, limit } = parseInput(historyQuery, Object.fromEntries(query), 'query', telemetry400)
+  return { ...(since === undefined ? {} : { since }), ...(limit === undefined ? {} : { limit }) }
 }
 
 /**

@@ -1,10 +1,9 @@
-import { isValidId } from '../lib/ids.js'
-import { FerryError } from '../lib/errors.js'
-import type { AdminServer } from './admin.js'
-import type { ProxyServer } from './server.js'
+import { idParam } from '../admin/input.js'
+import type { AdminServer } from '../admin/server.js'
 import { blockKey } from '../lib/ids.js'
+import type { ProxyServer } from './server.js'
 
-/** The proxy's readiness and its part of the /v1 API. */
+/** The proxy's readiness and its part of the /v1 API; called by bin/ for a process with the proxy role. */
 export function registerProxyAdmin (admin: AdminServer, proxy: ProxyServer): void {
   admin.addReadinessCheck('proxy', () => proxy.isListening ? undefined : 'proxy listener is not bound')
   admin.addReadinessCheck('gateways', () => {
@@ -34,9 +33,8 @@ export function registerProxyAdmin (admin: AdminServer, proxy: ProxyServer): voi
   })
 
   admin.route('GET', '/v1/blocks/:volume/:block', ({ params }) => {
-    const volume = params.volume as string
-    const block = params.block as string
-    if (!isValidId(volume) || !isValidId(block)) throw new FerryError('FERRY_BAD_ID', 'volume and block must be valid ids', 400)
+    const volume = idParam(params, 'volume')
+    const block = idParam(params, 'block')
     const key = blockKey(volume, block)
     const route = proxy.routes.route(volume, block, key)
     return {

@@ -1,16 +1,12 @@
 import { z } from 'zod'
-import { isCidr } from '../config/fleet.js'
+import { listenSchema } from '../admin/config.js'
+import { isCidr } from '../fleet/schema.js'
 
 /**
- * The `proxy:`, `health:`, `recorder:`, `sessions:` and `admin:` sections. Every key has a
+ * The `proxy:`, `health:`, `recorder:` and `sessions:` sections. Every key has a
  * default so that a config file only says what differs; `.describe()` texts are the reference
  * that config/example.yaml and the README repeat.
  */
-
-const listenSchema = (port: number) => z.object({
-  host: z.string().default('127.0.0.1').describe('address to bind; "::" for every IPv6 and IPv4 address'),
-  port: z.number().int().min(0).max(65535).default(port).describe('TCP port; 0 picks a free one')
-}).strict().default({})
 
 const pathPatternSchema = z.string()
   .refine(p => p.startsWith('/') && p.includes('{volume}') && p.includes('{block}'),
@@ -80,14 +76,7 @@ export const sessionsSectionSchema = z.object({
     .describe('how long a proxy uses its cached copy of a session before reading it from the store again')
 }).strict().default({})
 
-export const adminSectionSchema = z.object({
-  listen: listenSchema(9090).describe('admin, health and metrics listener'),
-  token: z.string().min(16, 'admin token must be at least 16 characters').nullable().default(null)
-    .describe('bearer token required by mutating endpoints; null refuses them all. FERRY_ADMIN_TOKEN overrides it')
-}).strict().default({})
-
 export type ProxySection = z.infer<typeof proxySectionSchema>
 export type HealthSection = z.infer<typeof healthSectionSchema>
 export type RecorderSection = z.infer<typeof recorderSectionSchema>
-export type AdminSection = z.infer<typeof adminSectionSchema>
 export type SessionsSection = z.infer<typeof sessionsSectionSchema>

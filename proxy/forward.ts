@@ -1,55 +1,140 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { Transform, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
+import type { FerryErrorCode } from '../lib/error-codes.js'
 import { sendError } from '../lib/http.js'
-import { downstreamHeaders } from './headers.js'
-import type { Gateway } from './gateway-set.js'
-import type { BlockLocation } from '../state/types.js'
+import type { AccessRecorder } from './access-recorder.js'
+import type { Gateway, GatewaySet } from './gateway-set.js'
+import { downstreamHeaders, upstreamHeaders } from './headers.js'
+import type { ProxyMetrics } from './metrics.js'
+import { PathPattern } from './path-pattern.js'
+import { ProxyAnswer, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
 
-/** What a finished forward reports back to the server (metrics, access log, health). */
-export interface ForwardHost {
-  readonly via: string
-  /**
-   * True when an acknowledged write must be confirmed before the client hears of it: the
-   * block's location changed while the write was in flight (a migration started or flipped).
-   */
-  mustConfirm (call: ForwardCall): boolean
-  /** Resolves true when the write is on the block's current location. */
-  confirmWrite (call: ForwardCall): Promise<boolean>
-  readonly retries: number
-  /** Next gateway to try after a connection failure, or undefined when none is left. */
-  nextGateway (call: ForwardCall): Gateway | undefined
-  onGatewaySuccess (g: Gateway): void
-  onGatewayFailure (g: Gateway, reason: string): void
-  onRetry (): void
-  onDone (call: ForwardCall, status: number): void
-}
-
-/** Error codes for which the gateway never saw the request: safe to try elsewhere. */
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'EAI_AGAIN'])
+/** Sees every forwarded access with the site of the gateway that serves it. */
+export type AccessObserver = (volume: string, block: string, client: string, site: string | undefined, write: boolean, at: number, servedBySite: string) => void
 
 /**
- * One proxied request, as an undici dispatch handler: the response streams from the gateway's
- * socket straight into the client's, with backpressure both ways (undici pauses reading the
- * gateway when the client is slow; undici reads the client's body only as fast as the gateway
- * takes it). Nothing is buffered beyond the sockets' own windows.
+ * The last stage: sends a request to its gateway's pool, and keeps the books of every request
+ * that reached a gateway — requests in flight (a graceful close waits for them), metrics, the
+ * gateway's passive health and totals, the profiler's observer, the access log. It also writes
+ * the answers ferry gives itself, so that they look the same wherever they are given.
  */
-export class ForwardCall implements Dispatcher.DispatchHandler {
-  gateway: Gateway
-  /** Gateways tried before the current one (only built when a retry happens). */
-  tried: Set<string> | undefined
-  status = 0
-  bytesOut = 0
-  etag: string | undefined
-  /** Set when this request recorded the block's first location (and must undo it on failure). */
-  claimedEpoch: number | undefined
-  readonly startedAt = performance.now()
+export class Forwarder implements Stage {
+  /** Set by a graceful close: answers from now on close their connection. */
+  closing = false
+  /** Our token in the Via header, both ways. */
+  via: string
+  private recording: boolean
+  private inflight = 0
+  private readonly idle = new Set<() => void>()
+
+  constructor (
+    readonly gateways: GatewaySet,
+    private readonly metrics: ProxyMetrics,
+    private readonly recorder: AccessRecorder,
+    private readonly observer: AccessObserver | undefined,
+    via: string,
+    recording: boolean
+  ) {
+    this.via = via
+    this.recording = recording
+  }
+
+  reconfigure (via: string, recording: boolean): void {
+    this.via = via
+    this.recording = recording
+  }
+
+  dispatch (request: ProxyRequest, handler: ResponseHandler): void {
+    const { req, res } = request
+    // A stage may have waited (a held write, a session read from the store) and the client left.
+    if (res.destroyed) { handler.onResponseError(null, new ClientGoneError()); return }
+    const gateway = request.gateway
+    if (gateway === undefined) {
+      handler.onResponseError(null, new ProxyAnswer('FERRY_NO_GATEWAY', request.location !== undefined
+        ? `block ${request.key} is placed on gateway ${request.location.gateway}, which is not configured`
+        : 'no gateway is configured', 503, { 'retry-after': 1 }))
+      return
+    }
+    if (request.attempts++ === 0) {
+      this.inflight++
+      request.startedAt = performance.now()
+      if (this.observer !== undefined && this.recording) this.observer(request.volume, request.block, request.client, request.site, request.write, request.now, gateway.site)
+      if (this.recorder.logging) {
+        res.once('close', () => {
+          const { volume, block, client, site, write, now } = request
+          this.recorder.logAccess({ volume, block, client, site, write, at: now }, request.status, (request.gateway as Gateway).id, performance.now() - request.startedAt)
+        })
+      }
+    }
+    gateway.inflight++
+    gateway.pool.dispatch({
+      method: request.method,
+      path: PathPattern.gatewayPath(request.volume, request.block),
+      headers: upstreamHeaders(req.rawHeaders, request.peer, this.via, req.headers.host),
+      body: request.body as Dispatcher.DispatchOptions['body']
+    }, handler)
+  }
+
+  /**
+   * The gateway answered: its status is the request's from now on, and says whether the gateway
+   * works (any status below 500). Once per request — the write guard records the answer of a
+   * write whose acknowledgement it holds back, the client's handler every other.
+   */
+  answered (request: ProxyRequest, statusCode: number): void {
+    if (request.status !== 0) return
+    request.status = statusCode
+    const gateway = request.gateway as Gateway
+    if (statusCode >= 500) this.gateways.reportFailure(gateway, `status ${statusCode}`)
+    else this.gateways.reportSuccess(gateway)
+  }
+
+  /** A request that reached a gateway is over (answered, failed or cut). */
+  finished (request: ProxyRequest): void {
+    const g = request.gateway as Gateway
+    g.inflight--
+    const status = request.status
+    const ms = performance.now() - request.startedAt
+    this.metrics.observe(g.id, request.method, status, ms / 1000)
+    g.requests++
+    g.latencyMsTotal += ms
+    if (status >= 500 || status === 0) g.errors++
+    if (this.closing) request.res.shouldKeepAlive = false
+    if (--this.inflight === 0 && this.idle.size > 0) for (const f of this.idle) f()
+  }
+
+  /**
+   * Answers an error without forwarding. When the request may still have body bytes coming,
+   * the connection is closed after the answer: reading (say) a 1 GiB upload just to discard it
+   * would waste the bandwidth the 413 was meant to save.
+   */
+  refuse (req: IncomingMessage, res: ServerResponse, status: number, code: FerryErrorCode, message: string, headers?: Record<string, string | number>): void {
+    this.metrics.errors.inc({ code })
+    const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined
+    sendError(res, status, code, message, hasBody || this.closing ? { ...headers, connection: 'close' } : headers)
+  }
+
+  /** Resolves when no forwarded request is in flight, or after `graceMs`. */
+  async drained (graceMs: number): Promise<void> {
+    if (this.inflight === 0) return
+    await new Promise<void>(resolve => {
+      const timer = setTimeout(done, graceMs)
+      const idle = this.idle
+      idle.add(done)
+      function done (): void { clearTimeout(timer); idle.delete(done); resolve() }
+    })
+  }
+}
+
+/**
+ * The handler nearest the client: the gateway's response streams from its socket straight into
+ * the client's, with backpressure both ways (undici pauses reading the gateway while the client
+ * is slow, and reads the client's body only as fast as the gateway takes it). Nothing is
+ * buffered beyond the sockets' own windows. It also writes whatever ends the request instead:
+ * an answer of ferry's own, a 502/504, or a cut connection once headers are out.
+ */
+export class ClientResponse implements ResponseHandler {
   private controller: Dispatcher.DispatchController | undefined
-  private started = false
-  /** A write's response held back until confirmWrite() says it may be acknowledged. */
-  private held: { status: number, headers: Record<string, string | string[]>, chunks: Buffer[] } | undefined
   private done = false
-  private attempts = 0
   private readonly onClientClose = (): void => {
     // The client left before the response ended: stop the upstream work too, so a half-sent
     // upload is aborted at the gateway (which then discards its temp file).
@@ -58,134 +143,81 @@ export class ForwardCall implements Dispatcher.DispatchHandler {
 
   private readonly onDrain = (): void => { this.controller?.resume() }
 
-  constructor (
-    private readonly host: ForwardHost,
-    readonly req: IncomingMessage,
-    readonly res: ServerResponse,
-    readonly key: string,
-    readonly volume: string,
-    readonly block: string,
-    readonly path: string,
-    /** The block's location when it has one: then it is served there and nowhere else. */
-    readonly location: BlockLocation | undefined,
-    gateway: Gateway,
-    private readonly headers: string[],
-    private readonly body: NodeJS.ReadableStream | null
-  ) {
-    this.gateway = gateway
-    res.once('close', this.onClientClose)
-  }
-
-  start (): void {
-    this.attempts++
-    this.gateway.inflight++
-    this.gateway.pool.dispatch({
-      method: this.req.method as Dispatcher.HttpMethod,
-      path: this.path,
-      headers: this.headers,
-      body: this.body as Dispatcher.DispatchOptions['body']
-    }, this)
+  constructor (private readonly forwarder: Forwarder, private readonly request: ProxyRequest) {
+    request.res.once('close', this.onClientClose)
   }
 
   onRequestStart (controller: Dispatcher.DispatchController): void {
     this.controller = controller
   }
 
-  onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+  onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return // 1xx: Node already handled 100-continue with the client
-    this.started = true
-    this.status = statusCode
-    const etag = headers.etag
-    if (typeof etag === 'string') this.etag = etag
-    if (statusCode >= 500) this.host.onGatewayFailure(this.gateway, `status ${statusCode}`)
-    else this.host.onGatewaySuccess(this.gateway)
-    if (this.res.destroyed) return
-    const out = downstreamHeaders(headers, this.host.via)
+    const { request } = this
+    this.forwarder.answered(request, statusCode)
+    const res = request.res
+    if (res.destroyed) return
+    const out = downstreamHeaders(headers, this.forwarder.via)
     // A gateway's own 503 (overloaded, failing) is relayed as it is, but clients learn when to
     // come back only from Retry-After: every 503 ferry serves carries one, whoever wrote it.
     if (statusCode === 503 && out['retry-after'] === undefined) out['retry-after'] = '1'
-    if (statusCode < 300 && this.req.method !== 'GET' && this.req.method !== 'HEAD' && this.host.mustConfirm(this)) {
-      this.held = { status: statusCode, headers: out, chunks: [] }
-      return
-    }
-    this.res.writeHead(statusCode, out)
+    res.writeHead(statusCode, out)
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.bytesOut += chunk.length
-    if (this.held !== undefined) { this.held.chunks.push(chunk); return } // a write's reply: tiny
-    if (!this.res.write(chunk)) {
+    const res = this.request.res
+    if (!res.write(chunk)) {
       controller.pause()
-      this.res.once('drain', this.onDrain)
+      res.once('drain', this.onDrain)
     }
   }
 
   onResponseEnd (): void {
-    const held = this.held
-    if (held === undefined) {
-      this.finish()
-      this.res.end()
-      return
-    }
-    this.host.confirmWrite(this).then(ok => ok, () => false).then(ok => {
-      if (ok) {
-        this.finish()
-        if (this.res.destroyed) return
-        this.res.writeHead(held.status, held.headers)
-        this.res.end(Buffer.concat(held.chunks))
-        return
-      }
-      // Not provably on the block's current location, so not acknowledged: the client retries.
-      this.status = 503
-      this.finish()
-      sendError(this.res, 503, 'FERRY_WRITE_NOT_CONFIRMED', 'the block moved while this write was in flight; retry it', { 'retry-after': 1 })
-    })
+    this.finish()
+    this.request.res.end()
   }
 
-  onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
-    if (err instanceof BodyTooLargeError && !this.started) {
-      this.status = 413
-      this.finish()
-      sendError(this.res, 413, err.code, err.message, { connection: 'close' })
+  onResponseError (_controller: Dispatcher.DispatchController | null, err: Error): void {
+    const { request } = this
+    const { req, res } = request
+    if (request.attempts === 0) {
+      // Never reached a gateway: a stage answered, or the client left while a stage waited.
+      res.off('close', this.onClientClose)
+      if (err instanceof ProxyAnswer) this.forwarder.refuse(req, res, err.statusCode, err.code, err.message, err.headers)
       return
     }
-    const clientGone = err instanceof ClientGoneError || this.req.readableAborted || this.res.destroyed
+    if (err instanceof ProxyAnswer && !res.headersSent) {
+      // After the dispatch: the body passed the size limit, or a write could not be confirmed.
+      request.status = err.statusCode
+      this.finish()
+      sendError(res, err.statusCode, err.code, err.message, err.headers)
+      return
+    }
+    const clientGone = err instanceof ClientGoneError || req.readableAborted || res.destroyed
     if (!clientGone) {
       const code = (err as { code?: string }).code ?? ''
-      this.host.onGatewayFailure(this.gateway, code || err.message)
-      // Only requests without a body can be sent again: an upload's bytes are already spent.
-      if (!this.started && this.body === null && this.location === undefined && CONNECT_ERRORS.has(code) && this.attempts <= this.host.retries) {
-        ;(this.tried ??= new Set()).add(this.gateway.id)
-        const next = this.host.nextGateway(this)
-        if (next !== undefined) {
-          this.gateway.inflight--
-          this.gateway = next
-          this.host.onRetry()
-          this.start()
-          return
-        }
-      }
-      if (!this.started) {
-        this.status = code === 'UND_ERR_HEADERS_TIMEOUT' ? 504 : 502
+      const gateway = request.gateway as Gateway
+      this.forwarder.gateways.reportFailure(gateway, code || err.message)
+      if (request.status === 0) {
+        request.status = code === 'UND_ERR_HEADERS_TIMEOUT' ? 504 : 502
         this.finish()
-        sendError(this.res, this.status, this.status === 504 ? 'FERRY_GATEWAY_TIMEOUT' : 'FERRY_GATEWAY_ERROR',
-          `gateway ${this.gateway.id} failed: ${code || err.message}`, this.body === null ? undefined : { connection: 'close' })
+        sendError(res, request.status, request.status === 504 ? 'FERRY_GATEWAY_TIMEOUT' : 'FERRY_GATEWAY_ERROR',
+          `gateway ${gateway.id} failed: ${code || err.message}`, request.body === null ? undefined : { connection: 'close' })
         return
       }
     }
     // Headers are out (or nobody is listening): cutting the connection is the only way to make
     // sure a truncated body is never taken for a complete one.
-    if (this.status === 0) this.status = 499
+    if (request.status === 0) request.status = 499
     this.finish()
-    this.res.destroy()
+    res.destroy()
   }
 
   private finish (): void {
     if (this.done) return
     this.done = true
-    this.gateway.inflight--
-    this.res.off('close', this.onClientClose)
-    this.host.onDone(this, this.status)
+    this.request.res.off('close', this.onClientClose)
+    this.forwarder.finished(this.request)
   }
 }
 
@@ -193,35 +225,5 @@ export class ClientGoneError extends Error {
   constructor () {
     super('client closed the connection')
     this.name = 'ClientGoneError'
-  }
-}
-
-/**
- * Counts a chunked upload's bytes and fails it past the limit; uploads with a Content-Length
- * are checked before forwarding and do not pay for this stream.
- */
-export class BodyLimit extends Transform {
-  private seen = 0
-  exceeded = false
-
-  constructor (private readonly limit: number) {
-    super()
-  }
-
-  override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.seen += chunk.length
-    if (this.seen > this.limit) {
-      this.exceeded = true
-      cb(new BodyTooLargeError(this.limit))
-      return
-    }
-    cb(null, chunk)
-  }
-}
-
-export class BodyTooLargeError extends Error {
-  readonly code = 'FERRY_BODY_TOO_LARGE'
-  constructor (limit: number) {
-    super(`request body exceeds ${limit} bytes`)
   }
 }

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { Pool } from 'undici'
-import type { GatewayConfig, GatewayKind } from '../config/fleet.js'
+import type { GatewayConfig, GatewayKind } from '../fleet/schema.js'
 import type { HealthSection, ProxySection } from './config.js'
 import { rendezvousNode, type RendezvousNode } from '../lib/rendezvous.js'
 import type { Logger } from '../lib/log.js'

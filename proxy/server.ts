@@ -1,27 +1,31 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
-import { pipeline } from 'node:stream'
+import { pipeline, Transform, type TransformCallback } from 'node:stream'
 import { Gauge, type Registry } from 'prom-client'
 import type { FerryConfig } from '../config/schema.js'
-import { SiteMap } from '../config/site-map.js'
+import { SiteMap } from '../fleet/site-map.js'
+import type { FerryErrorCode } from '../lib/error-codes.js'
 import { blockKey } from '../lib/ids.js'
 import { responseInFlight, sendError } from '../lib/http.js'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
-import { contentHashOf } from '../upstream/kinds.js'
-import { holdsBytes } from '../upstream/verify.js'
 import { AccessRecorder, type AccessRecorderOptions } from './access-recorder.js'
 import { ClientAddressResolver } from './client-address.js'
-import { BodyLimit, ForwardCall, type ForwardHost } from './forward.js'
-import { GatewaySet, type Gateway } from './gateway-set.js'
-import { upstreamHeaders } from './headers.js'
+import { ClientResponse, Forwarder, type AccessObserver } from './forward.js'
+import { GatewaySet } from './gateway-set.js'
 import { ProxyMetrics } from './metrics.js'
 import { PathPattern } from './path-pattern.js'
+import { ProxyAnswer, type ProxyRequest, type Stage } from './request.js'
+import { RetryStage } from './retry.js'
 import { RouteTable } from './route-table.js'
-import { SessionManager } from './sessions.js'
+import { SessionManager, SessionSteering } from './sessions.js'
 import { StateSync } from './state-sync.js'
-import type { BlockLocation, StateStore } from '../state/types.js'
+import { WriteGuard } from './write-guard.js'
+import { PROCESS_REPORTER, gatewayHealthChannel } from '../state/channels.js'
+import type { StateStore } from '../state/types.js'
+
+export type { AccessObserver } from './forward.js'
 
 export interface ProxyServerOptions {
   config: FerryConfig
@@ -43,31 +47,20 @@ export interface ProxyServerOptions {
   locationsRecovering?: () => boolean
 }
 
-/** Sees every forwarded access with the site of the gateway that serves it. */
-export type AccessObserver = (volume: string, block: string, client: string, site: string | undefined, write: boolean, at: number, servedBySite: string) => void
-
-interface RequestContext {
-  req: IncomingMessage
-  res: ServerResponse
-  volume: string
-  block: string
-  key: string
-  write: boolean
-  body: NodeJS.ReadableStream | null
-  client: string
-  site: string | undefined
-  peer: string
-  now: number
-}
-
 const ALLOW = 'GET, HEAD, PUT, DELETE'
 
 /**
  * The HTTP data plane: parse → record access → route → forward. Everything the request path
  * reads is precomputed at (re)configuration time and swapped in whole, so a reload never leaves
  * a request looking at half an old and half a new config.
+ *
+ * The server checks a request, records the access, looks up the block's location and hands one
+ * ProxyRequest to a chain of stages, each handing it on: sessions (SessionSteering) → write
+ * guard → retry → forwarder, which dispatches it to the gateway's pool. The response comes back
+ * through the handlers the stages wrapped around the ClientResponse, in reverse order. Without
+ * a store there are no sessions and no guard: retry → forwarder.
  */
-export class ProxyServer implements ForwardHost {
+export class ProxyServer {
   readonly gateways: GatewaySet
   readonly routes: RouteTable
   readonly recorder: AccessRecorder
@@ -76,25 +69,23 @@ export class ProxyServer implements ForwardHost {
   readonly server: http.Server
   readonly sync: StateSync | undefined
   readonly sessions: SessionManager | undefined
-  via: string
-  retries: number
+  private readonly forwarder: Forwarder
+  private readonly retry: RetryStage
+  private readonly guard: WriteGuard | undefined
+  /** Where every request enters the chain. */
+  private readonly first: Stage
   private config: FerryConfig
   private pattern: PathPattern
   private sites: SiteMap
   private clients: ClientAddressResolver
   private recording: boolean
   private readonly logger: Logger
-  private readonly observer: AccessObserver | undefined
   private readonly locationsRecovering: () => boolean
-  private closing = false
-  private inflight = 0
-  private readonly idle = new Set<() => void>()
   private listening = false
 
   constructor (opts: ProxyServerOptions) {
     this.config = opts.config
     this.logger = opts.logger ?? silentLogger
-    this.observer = opts.observer
     this.locationsRecovering = opts.locationsRecovering ?? (() => false)
     this.registry = opts.registry ?? createRegistry(false)
     this.metrics = new ProxyMetrics(this.registry)
@@ -110,13 +101,22 @@ export class ProxyServer implements ForwardHost {
     this.sites = new SiteMap(cfg.sites)
     this.clients = new ClientAddressResolver(cfg.proxy.trustedProxies)
     this.recording = cfg.recorder.enabled
-    this.via = `1.1 ${cfg.proxy.via}`
-    this.retries = cfg.proxy.retries
+    this.forwarder = new Forwarder(this.gateways, this.metrics, this.recorder, opts.observer, `1.1 ${cfg.proxy.via}`, cfg.recorder.enabled)
+    this.retry = new RetryStage(this.routes, this.metrics, this.forwarder, cfg.proxy.retries)
+    if (this.sync !== undefined && this.sessions !== undefined) {
+      this.guard = new WriteGuard({
+        sync: this.sync, gateways: this.gateways, routes: this.routes, metrics: this.metrics, registry: this.registry,
+        logger: this.logger, forwarder: this.forwarder, next: this.retry, writeHoldMs: cfg.proxy.writeHoldMs
+      })
+      this.first = this.guard.restart = new SessionSteering(this.sessions, this.gateways, this.guard, this.logger)
+    } else {
+      this.first = this.retry
+    }
     for (const g of this.gateways.all()) this.metrics.healthy.set({ gateway: g.id }, 1)
     this.gateways.on('change', (id, healthy) => {
       this.metrics.healthy.set({ gateway: id }, healthy ? 1 : 0)
       // DNS and the planner, possibly in other processes, learn of health through the store.
-      opts.store?.publish('gateway-health', { gateway: id, healthy, at: Date.now(), from: `${process.pid}` }).catch(() => {})
+      if (opts.store !== undefined) gatewayHealthChannel.publish(opts.store, { gateway: id, healthy, at: Date.now(), from: PROCESS_REPORTER }).catch(() => {})
     })
     this.registerRecorderMetrics()
 
@@ -126,7 +126,7 @@ export class ProxyServer implements ForwardHost {
       requestTimeout: cfg.proxy.requestTimeoutMs,
       // Long enough for any URL this proxy routes, short enough that junk is refused early.
       maxHeaderSize: 16 * 1024
-    }, this.handle)
+    }, (req, res) => { this.handle(req, res) })
     this.server.timeout = cfg.proxy.bodyIdleTimeoutMs
     this.server.on('timeout', (socket: Socket) => { this.onSocketTimeout(socket) })
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => { this.onClientError(err, socket) })
@@ -170,8 +170,9 @@ export class ProxyServer implements ForwardHost {
     this.sites = new SiteMap(cfg.sites)
     this.clients = new ClientAddressResolver(cfg.proxy.trustedProxies)
     this.recording = cfg.recorder.enabled
-    this.via = `1.1 ${cfg.proxy.via}`
-    this.retries = cfg.proxy.retries
+    this.forwarder.reconfigure(`1.1 ${cfg.proxy.via}`, cfg.recorder.enabled)
+    this.retry.reconfigure(cfg.proxy.retries)
+    this.guard?.reconfigure(cfg.proxy.writeHoldMs)
     this.server.keepAliveTimeout = cfg.proxy.idleTimeoutMs
     this.server.headersTimeout = cfg.proxy.headersTimeoutMs
     this.server.requestTimeout = cfg.proxy.requestTimeoutMs
@@ -184,18 +185,11 @@ export class ProxyServer implements ForwardHost {
    * close idle keep-alive connections, then cut whatever is left.
    */
   async close (): Promise<void> {
-    if (this.closing) return
-    this.closing = true
+    if (this.forwarder.closing) return
+    this.forwarder.closing = true
     const closed = new Promise<void>(resolve => this.server.close(() => { resolve() }))
     this.server.closeIdleConnections()
-    if (this.inflight > 0) {
-      await new Promise<void>(resolve => {
-        const timer = setTimeout(done, this.config.proxy.shutdownGraceMs)
-        const idle = (): void => { done() }
-        this.idle.add(idle)
-        function done (): void { clearTimeout(timer); resolve() }
-      })
-    }
+    await this.forwarder.drained(this.config.proxy.shutdownGraceMs)
     this.server.closeAllConnections()
     await closed
     this.listening = false
@@ -204,14 +198,14 @@ export class ProxyServer implements ForwardHost {
     await this.recorder.close()
   }
 
-  private readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+  private handle (req: IncomingMessage, res: ServerResponse): void {
     const method = req.method as string
     if (method !== 'GET' && method !== 'PUT' && method !== 'HEAD' && method !== 'DELETE') {
-      return this.refuse(req, res, 405, 'FERRY_METHOD_NOT_ALLOWED', `method ${method} is not supported; use ${ALLOW}`, { allow: ALLOW })
+      return this.forwarder.refuse(req, res, 405, 'FERRY_METHOD_NOT_ALLOWED', `method ${method} is not supported; use ${ALLOW}`, { allow: ALLOW })
     }
     const addr = this.pattern.match(req.url as string)
     if (addr === undefined) {
-      return this.refuse(req, res, 400, 'FERRY_BAD_PATH', `path must match ${this.pattern.pattern} with ids of letters, digits, ".", "_", "-" (not starting with ".")`)
+      return this.forwarder.refuse(req, res, 400, 'FERRY_BAD_PATH', `path must match ${this.pattern.pattern} with ids of letters, digits, ".", "_", "-" (not starting with ".")`)
     }
     const write = method === 'PUT' || method === 'DELETE'
     let body: NodeJS.ReadableStream | null = null
@@ -219,17 +213,16 @@ export class ProxyServer implements ForwardHost {
       const cl = req.headers['content-length']
       if (cl !== undefined) {
         if (Number(cl) > this.config.proxy.maxBodyBytes) {
-          return this.refuse(req, res, 413, 'FERRY_BODY_TOO_LARGE', `request body of ${cl} bytes exceeds ${this.config.proxy.maxBodyBytes}`)
+          return this.forwarder.refuse(req, res, 413, 'FERRY_BODY_TOO_LARGE', `request body of ${cl} bytes exceeds ${this.config.proxy.maxBodyBytes}`)
         }
         body = req
       } else {
-        const limit = new BodyLimit(this.config.proxy.maxBodyBytes)
-        body = pipeline(req, limit, () => {})
+        body = pipeline(req, new BodyLimit(this.config.proxy.maxBodyBytes), () => {})
       }
     } else if (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') {
-      return this.refuse(req, res, 400, 'FERRY_UNEXPECTED_BODY', `${method} must not carry a body`)
+      return this.forwarder.refuse(req, res, 400, 'FERRY_UNEXPECTED_BODY', `${method} must not carry a body`)
     } else if (req.headers['transfer-encoding'] !== undefined) {
-      return this.refuse(req, res, 400, 'FERRY_UNEXPECTED_BODY', `${method} must not carry a body`)
+      return this.forwarder.refuse(req, res, 400, 'FERRY_UNEXPECTED_BODY', `${method} must not carry a body`)
     }
 
     const key = blockKey(addr.volume, addr.block)
@@ -238,180 +231,20 @@ export class ProxyServer implements ForwardHost {
     const client = this.clients.resolve(peer, req.headers['x-forwarded-for'])
     const site = this.sites.siteOf(client)
     if (this.recording) this.recorder.recordAt(key, addr.volume, addr.block, site, write, now)
-    const ctx: RequestContext = { req, res, volume: addr.volume, block: addr.block, key, write, body, client, site, peer, now }
-
     const route = this.routes.route(addr.volume, addr.block, key, now)
     // A PUT still goes through: it replaces the whole block, and the rebuild never overwrites a
     // location recorded after the loss, so the new write stays the version every proxy serves.
     if (!route.placed && method !== 'PUT' && this.locationsRecovering()) {
-      return this.refuse(req, res, 503, 'FERRY_LOCATIONS_REBUILDING', `the shared store lost its block locations and they are being rebuilt from the gateways; retry ${key} shortly`, { 'retry-after': 1 })
+      return this.forwarder.refuse(req, res, 503, 'FERRY_LOCATIONS_REBUILDING', `the shared store lost its block locations and they are being rebuilt from the gateways; retry ${key} shortly`, { 'retry-after': 1 })
     }
-    // The common case stays synchronous: no session, and either a read or a block that
-    // already has a location. Sessions and first writes need the store, so they go async.
-    const held = write && route.location?.phase === 'cutover'
-    if (this.sessions?.enabled !== true && !held && (route.placed || method !== 'PUT' || this.sync === undefined)) {
-      this.forward(ctx, route.gateway, route.location)
-      return
+    const request: ProxyRequest = {
+      req, res, method, volume: addr.volume, block: addr.block, key, write, body, client, site, peer, now,
+      location: route.location, gateway: route.gateway, hashed: route.placed ? undefined : route.gateway,
+      claimedEpoch: undefined, attempts: 0, status: 0, startedAt: 0
     }
-    this.routeSlow(ctx, route.gateway, route.location).catch(err => {
-      this.logger.error({ err }, 'routing failed')
-      this.refuse(req, res, 500, 'FERRY_INTERNAL', 'internal error')
-    })
-  }
-
-  /** Routing that may wait for the store: session bindings and a new block's first location. */
-  private async routeSlow (ctx: RequestContext, hashed: Gateway | undefined, location: BlockLocation | undefined): Promise<void> {
-    if (ctx.write && location?.phase === 'cutover' && this.sync !== undefined) {
-      // Cut-over: the planner is checking that the copy is complete. A write now could land
-      // on the source after that check, so it waits for the flip (or the rollback).
-      const after = await this.sync.settled(ctx.volume, ctx.block, ctx.key, this.config.proxy.writeHoldMs)
-      if (after?.phase === 'cutover') {
-        this.metrics.errors.inc({ code: 'FERRY_WRITE_HELD' })
-        return this.refuse(ctx.req, ctx.res, 503, 'FERRY_WRITE_HELD', `block ${ctx.key} is being moved; retry shortly`, { 'retry-after': 1 })
-      }
-      location = after ?? undefined
-      if (location === undefined) hashed = this.routes.hashed(ctx.key)
-    }
-    let gateway = location !== undefined ? this.gateways.get(location.gateway) : hashed
-    const sessions = this.sessions
-    if (sessions?.enabled === true) {
-      let id = sessions.idFrom(ctx.req)
-      if (id === undefined) {
-        const created = sessions.create()
-        id = created.id
-        if (created.setCookie !== undefined) ctx.res.setHeader('set-cookie', created.setCookie)
-      }
-      let session = sessions.cached(id, ctx.now) ?? await sessions.load(id, ctx.now)
-      let bound = session.bindings[ctx.volume]
-      if (bound !== undefined && session.local !== true && !this.gateways.isHealthy(bound, ctx.now) && session.fetchedAt < ctx.now) {
-        // Before replacing a binding, make sure it is not just our cached copy that is stale:
-        // another proxy may already have rebound the session, and it should stay where it went.
-        session = await sessions.load(id, ctx.now)
-        bound = session.bindings[ctx.volume]
-      }
-      const boundHealthy = bound !== undefined && this.gateways.isHealthy(bound, ctx.now)
-      if (location === undefined && boundHealthy && ctx.write) {
-        // New data of this volume follows the session's gateway while that gateway is healthy.
-        // (A read of a block with no location goes where such blocks are: its hashed gateway.)
-        gateway = this.gateways.get(bound as string) ?? gateway
-      }
-      // Rebind when the session has no healthy binding for the volume, or when it writes to a
-      // block that lives elsewhere (the session follows the data it writes). Reads of blocks on
-      // other gateways leave the binding alone: rebinding on every read would thrash it.
-      const rebind = gateway !== undefined && bound !== gateway.id && (!boundHealthy || (ctx.write && location !== undefined))
-      if (rebind) sessions.bind(id, session, ctx.volume, (gateway as Gateway).id, ctx.now)
-      else sessions.touch(id, session, ctx.now)
-    }
-    let claimedEpoch: number | undefined
-    if (location === undefined && ctx.req.method === 'PUT' && this.sync !== undefined && gateway !== undefined) {
-      const claimed = await this.sync.claim(ctx.volume, ctx.block, gateway.id)
-      if (claimed !== null) {
-        if (claimed.ours) claimedEpoch = claimed.location.epoch
-        location = claimed.location
-        gateway = this.gateways.get(claimed.location.gateway)
-      } else {
-        // The location could not be recorded (store away): put the block where every proxy
-        // will look for a block without a location — its hashed gateway — not where this
-        // session happens to be bound, or other clients would get 404 once the store is back.
-        gateway = hashed ?? gateway
-      }
-    }
-    if (ctx.res.destroyed) { // the client left while we waited
-      if (claimedEpoch !== undefined) this.sync?.release(ctx.volume, ctx.block, claimedEpoch)
-      return
-    }
-    this.forward(ctx, gateway, location, claimedEpoch)
-  }
-
-  private forward (ctx: RequestContext, gateway: Gateway | undefined, location: BlockLocation | undefined, claimedEpoch?: number): void {
-    const { req, res } = ctx
-    if (gateway === undefined) {
-      return this.refuse(req, res, 503, 'FERRY_NO_GATEWAY', location !== undefined
-        ? `block ${ctx.key} is placed on gateway ${location.gateway}, which is not configured`
-        : 'no gateway is configured', { 'retry-after': 1 })
-    }
-    this.inflight++
-    if (this.observer !== undefined && this.recording) this.observer(ctx.volume, ctx.block, ctx.client, ctx.site, ctx.write, ctx.now, gateway.site)
-    const call = new ForwardCall(this, req, res, ctx.key, ctx.volume, ctx.block, PathPattern.gatewayPath(ctx.volume, ctx.block), location, gateway,
-      upstreamHeaders(req.rawHeaders, ctx.peer, this.via, req.headers.host), ctx.body)
-    if (this.recorder.logging) {
-      res.once('close', () => {
-        this.recorder.logAccess({ volume: ctx.volume, block: ctx.block, client: ctx.client, site: ctx.site, write: ctx.write, at: ctx.now }, call.status, call.gateway.id, performance.now() - call.startedAt)
-      })
-    }
-    call.claimedEpoch = claimedEpoch
-    call.start()
-  }
-
-  mustConfirm (call: ForwardCall): boolean {
-    if (this.sync === undefined) return false
-    const now = this.sync.cache.get(call.volume, call.block)
-    // Any change of epoch while the write was in flight — including a block that had no
-    // location and got one (the planner places hashed blocks before moving them).
-    return (now?.epoch ?? 0) !== (call.location?.epoch ?? 0)
-  }
-
-  async confirmWrite (call: ForwardCall): Promise<boolean> {
-    const sync = this.sync
-    if (sync === undefined) return true
-    const { volume, block } = call
-    const loc = await sync.settled(volume, block, call.key, this.config.proxy.writeHoldMs * 2)
-    if (loc === null || loc === undefined || loc.phase === 'cutover') return false
-    if (loc.gateway === call.gateway.id) return true
-    // The block moved: the write counts only if the new location holds exactly what we wrote.
-    const target = this.gateways.get(loc.gateway)
-    if (target === undefined) return false
-    const path = PathPattern.gatewayPath(volume, block)
-    const res = await target.pool.request({ method: 'HEAD', path, headersTimeout: 2000 })
-    await res.body.dump()
-    this.metrics.confirmations.inc({ result: String(res.statusCode) })
-    if (call.req.method === 'DELETE') return res.statusCode === 404
-    // Only bytes prove it, never ETags compared across gateways: nginx's mtime-size ETags of two
-    // different contents can be equal. The write's own gateway must have proved what it stored
-    // (a content-hash ETag; nginx answers a PUT with none, so such a write stays unconfirmed),
-    // and the new location must hold those bytes, by its ETag or by reading them.
-    const written = contentHashOf(call.gateway.kind, call.etag)
-    if (res.statusCode !== 200 || written === null) return false
-    return await holdsBytes({ kind: target.kind, dispatcher: target.pool }, path, res.headers.etag as string | undefined, written,
-      AbortSignal.timeout(this.config.proxy.writeHoldMs * 2))
-  }
-
-  nextGateway (call: ForwardCall): Gateway | undefined {
-    return this.routes.next(call.key, call.tried ?? new Set([call.gateway.id]))
-  }
-
-  onGatewaySuccess (g: Gateway): void { this.gateways.reportSuccess(g) }
-  onGatewayFailure (g: Gateway, reason: string): void { this.gateways.reportFailure(g, reason) }
-  onRetry (): void { this.metrics.retries.inc() }
-
-  onDone (call: ForwardCall, status: number): void {
-    const ms = performance.now() - call.startedAt
-    this.metrics.observe(call.gateway.id, call.req.method as string, status, ms / 1000)
-    const g = call.gateway
-    g.requests++
-    g.latencyMsTotal += ms
-    if (status >= 500 || status === 0) g.errors++
-    // The version of an acknowledged write goes to the store with the next flush, so the
-    // planner can tell whether a block changed while it was being copied.
-    const ok = status >= 200 && status < 300
-    if (call.location !== undefined && this.sync !== undefined && call.req.method === 'PUT') {
-      const { volume, block } = call
-      if (ok && call.etag !== undefined) this.sync.noteVersion(call.key, volume, block, call.location.epoch, call.etag)
-      else if (!ok && call.claimedEpoch !== undefined) this.sync.release(volume, block, call.claimedEpoch)
-    }
-    if (this.closing) call.res.shouldKeepAlive = false
-    if (--this.inflight === 0 && this.idle.size > 0) for (const f of this.idle) f()
-  }
-
-  /**
-   * Answers an error without forwarding. When the request may still have body bytes coming,
-   * the connection is closed after the answer: reading (say) a 1 GiB upload just to discard it
-   * would waste the bandwidth the 413 was meant to save.
-   */
-  private refuse (req: IncomingMessage, res: ServerResponse, status: number, code: string, message: string, headers?: Record<string, string | number>): void {
-    this.metrics.errors.inc({ code })
-    const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined
-    sendError(res, status, code, message, hasBody || this.closing ? { ...headers, connection: 'close' } : headers)
+    // Synchronous down to the gateway's pool unless a stage has to wait (a session read from the
+    // store, a write held in cut-over, a first write's location recorded).
+    this.first.dispatch(request, new ClientResponse(this.forwarder, request))
   }
 
   /** No bytes in either direction for bodyIdleTimeoutMs: a stalled client (or gateway). */
@@ -437,7 +270,7 @@ export class ProxyServer implements ForwardHost {
   }
 
   /** A JSON error written straight to a socket that has no ServerResponse, then closed. */
-  private answerRaw (socket: Socket, status: number, code: string, message: string): void {
+  private answerRaw (socket: Socket, status: number, code: FerryErrorCode, message: string): void {
     this.metrics.errors.inc({ code })
     const body = JSON.stringify({ error: { code, message } })
     socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
@@ -455,4 +288,26 @@ export class ProxyServer implements ForwardHost {
 
 function recorderOptions (cfg: FerryConfig): AccessRecorderOptions {
   return { ...cfg.recorder, sites: cfg.sites.map(s => s.name) }
+}
+
+/**
+ * Counts a chunked upload's bytes and fails it past the limit; uploads with a Content-Length
+ * are checked before forwarding and do not pay for this stream.
+ */
+class BodyLimit extends Transform {
+  private seen = 0
+
+  constructor (private readonly limit: number) {
+    super()
+  }
+
+  override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.seen += chunk.length
+    if (this.seen > this.limit) {
+      // The upload is cut where it stands and nothing is stored; the rest of it is not read.
+      cb(new ProxyAnswer('FERRY_BODY_TOO_LARGE', `request body exceeds ${this.limit} bytes`, 413, { connection: 'close' }))
+      return
+    }
+    cb(null, chunk)
+  }
 }

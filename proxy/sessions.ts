@@ -3,6 +3,9 @@ import type { IncomingMessage } from 'node:http'
 import type { Logger } from '../lib/log.js'
 import type { StateStore } from '../state/types.js'
 import type { SessionsSection } from './config.js'
+import type { GatewaySet } from './gateway-set.js'
+import { awaitsCutover, stageFailed, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
+import type { WriteGuard } from './write-guard.js'
 
 /** A session as this proxy knows it: bindings volume → gateway, and when it was last read. */
 export interface CachedSession {
@@ -158,5 +161,57 @@ export class SessionManager {
     this.cache.set(id, entry)
     // Map iteration is insertion order: the first key is the least recently loaded.
     if (this.cache.size > MAX_CACHED) this.cache.delete(this.cache.keys().next().value as string)
+  }
+}
+
+/**
+ * The first stage of the request path when proxies share a store: sticky sessions. A request of
+ * a session goes where its block lives; only new data of a volume (a write of a block without a
+ * location) follows the session's gateway for that volume while it is healthy. The binding
+ * follows the data the session writes and is replaced when its gateway is down; reads of blocks
+ * elsewhere leave it alone (rebinding on every read would thrash it).
+ */
+export class SessionSteering implements Stage {
+  constructor (
+    private readonly sessions: SessionManager,
+    private readonly gateways: GatewaySet,
+    private readonly next: WriteGuard,
+    private readonly logger: Logger
+  ) {}
+
+  dispatch (request: ProxyRequest, handler: ResponseHandler): void {
+    // A write to a block in cut-over has no route yet: the guard holds it and sends it back
+    // here once the block has settled, so the session is bound to where the write really goes.
+    if (!this.sessions.enabled || awaitsCutover(request)) { this.next.dispatch(request, handler); return }
+    this.steer(request, handler).catch(err => { stageFailed(this.logger, err, handler) })
+  }
+
+  private async steer (request: ProxyRequest, handler: ResponseHandler): Promise<void> {
+    const { sessions, gateways } = this
+    const { volume, write, location, now } = request
+    let id = sessions.idFrom(request.req)
+    if (id === undefined) {
+      const created = sessions.create()
+      id = created.id
+      if (created.setCookie !== undefined) request.res.setHeader('set-cookie', created.setCookie)
+    }
+    let session = sessions.cached(id, now) ?? await sessions.load(id, now)
+    let bound = session.bindings[volume]
+    if (bound !== undefined && session.local !== true && !gateways.isHealthy(bound, now) && session.fetchedAt < now) {
+      // Before replacing a binding, make sure it is not just our cached copy that is stale:
+      // another proxy may already have rebound the session, and it should stay where it went.
+      session = await sessions.load(id, now)
+      bound = session.bindings[volume]
+    }
+    const boundHealthy = bound !== undefined && gateways.isHealthy(bound, now)
+    let gateway = request.gateway
+    if (location === undefined && boundHealthy && write) {
+      // (A read of a block with no location goes where such blocks are: its hashed gateway.)
+      gateway = gateways.get(bound as string) ?? gateway
+    }
+    if (gateway !== undefined && bound !== gateway.id && (!boundHealthy || (write && location !== undefined))) sessions.bind(id, session, volume, gateway.id, now)
+    else sessions.touch(id, session, now)
+    request.gateway = gateway
+    this.next.dispatch(request, handler)
   }
 }

@@ -1,10 +1,8 @@
 import { EventEmitter } from 'node:events'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import { silentLogger, type Logger } from '../lib/log.js'
+import { generationChannel } from '../state/channels.js'
 import type { StateStore, StoreGeneration } from '../state/types.js'
-
-/** The pub/sub channel a rebuilder announces a finished rebuild on (so nobody waits for a poll). */
-export const GENERATION_CHANNEL = 'generation'
 
 export interface GenerationWatchOptions {
   logger?: Logger
@@ -88,7 +86,7 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
       // A reconnection (not the first connection: nothing was known before it) may be to a store
       // that lost everything; say so synchronously, before any cache can act on what it reloads.
       if (e.type === 'resync' && this.generation !== null) this.unconfirmed = true
-      if (e.type === 'resync' || (e.type === 'status' && e.status.ok) || (e.type === 'message' && e.channel === GENERATION_CHANNEL)) void this.check()
+      if (e.type === 'resync' || (e.type === 'status' && e.status.ok) || generationChannel.decode(e) != null) void this.check()
     })
     await this.check()
     this.schedule()

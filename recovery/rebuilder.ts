@@ -1,10 +1,11 @@
 import { Counter, type Registry } from 'prom-client'
-import type { GatewayConfig } from '../config/fleet.js'
+import type { GatewayConfig } from '../fleet/schema.js'
 import { blockKey } from '../lib/ids.js'
 import { silentLogger, type Logger } from '../lib/log.js'
 import type { StateStore, StoreGeneration } from '../state/types.js'
 import { listBlocks, type InventoryEntry } from '../upstream/inventory.js'
-import { GENERATION_CHANNEL, type GenerationWatch } from './generation-watch.js'
+import { generationChannel } from '../state/channels.js'
+import type { GenerationWatch } from './generation-watch.js'
 
 /** The lease that makes one process, of all that share the store, do the rebuild. */
 export const REBUILD_LEASE = 'rebuild'
@@ -181,7 +182,7 @@ export class LocationRebuilder {
     }
     if (this.closed) return report
     await this.opts.store.finishRebuild(generation.id)
-    await this.opts.store.publish(GENERATION_CHANNEL, { id: generation.id, rebuilt: true }).catch(() => {})
+    await generationChannel.publish(this.opts.store, { id: generation.id, rebuilt: true }).catch(() => {})
     if (report.unlisted.length > 0) this.logger.error(report, 'block locations rebuilt WITHOUT some gateways: their blocks have no location until written again')
     else this.logger.info(report, 'block locations rebuilt')
     return report

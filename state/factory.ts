@@ -13,9 +13,11 @@ export interface StoreDeps {
 }
 
 /**
- * The store the `state:` section asks for. Returns at once: a Redis store connects in the
- * background (calls fail fast with FERRY_STATE_UNAVAILABLE until it is ready; `status()` and
- * the `status`/`resync` events say when). Wait for readiness with `waitForReady()` if needed.
+ * The store the `state:` section asks for: the checked store (checked.ts) over the memory or the
+ * Redis backend, so callers get the same validation and metering whichever it is. Returns at
+ * once: a Redis store connects in the background (calls fail fast with FERRY_STATE_UNAVAILABLE
+ * until it is ready; `status()` and the `status`/`resync` events say when). Wait for readiness
+ * with `waitForReady()` if needed.
  */
 export function createStore (config: StateConfigInput = {}, deps: StoreDeps = {}): StateStore {
   const cfg = parseStateConfig(config)

@@ -1,31 +1,28 @@
 import type { Registry } from 'prom-client'
 import { blockKey } from '../lib/ids.js'
 import { silentLogger, type Logger } from '../lib/log.js'
-import { groupDeltas, mergeScores } from './affinity.js'
-import { encodeLocationEvent, encodeMessageEvent, newGenerationId, sortMigrations } from './codec.js'
+import { mergeScores, type BlockDelta } from './affinity.js'
+import type { StoreBackend } from './backend.js'
+import { CheckedStore } from './checked.js'
+import { encodeLocationEvent, newGenerationId, sortMigrations } from './codec.js'
 import { parseStateConfig, type StateConfig, type StateConfigInput } from './config.js'
-import { closed, conflict, tooLarge } from './errors.js'
+import { conflict, tooLarge } from './errors.js'
 import { EventHub } from './events.js'
-import { checkChannel, checkEpoch, checkHolder, checkId, checkText, checkToken, checkTtl } from './keys.js'
 import { StateMetrics } from './metrics.js'
 import type {
-  AccessDelta, AffinityEntry, BlockLocation, BlockRef, CasResult, DeleteResult, HistoryEntry, LeaseGrant,
-  LeaseInfo, LocatedBlock, LocationInput, MigrationInput, MigrationPatch, MigrationQuery, MigrationRecord,
-  Session, SessionInput, StateStore, StoreEventHandler, StoreGeneration, StoreStatus, TelemetryQuery, TelemetrySample,
-  VersionResult, WriteOptions
+  AffinityEntry, BlockLocation, CasResult, DeleteResult, HistoryEntry, LeaseGrant, LeaseInfo, LocatedBlock,
+  MigrationRecord, Session, StoreEventHandler, StoreGeneration, StoreStatus, TelemetrySample, VersionResult
 } from './types.js'
-import {
-  MAX_BINDINGS, VERSION_MAX, checkLimit, checkLocationInput, checkMigrationInput, checkMigrationPatch, checkSamples,
-  checkSessionInput, checkWriteOptions, type CheckedWriteOptions
-} from './validate.js'
+import { MAX_BINDINGS, type CheckedLocation, type CheckedWriteOptions } from './validate.js'
 
 /**
  * The in-memory backend: the default, what the sandbox and single-process set-ups use. Same
  * semantics as Redis, including TTLs, tombstones, fencing and notifications.
  *
- * `MemoryBackend` is the "server" (the data and the event bus); each `MemoryStore` is a
- * "connection" to it with its own subscribers. Several stores over one backend behave like
- * several proxies over one Redis, which is how the contract tests exercise notifications.
+ * `MemoryBackend` is the "server" (the data and the event bus); each `MemoryConnection` is a
+ * "connection" to it with its own subscribers, and a `MemoryStore` is the checked store
+ * (checked.ts) over one connection. Several stores over one backend behave like several proxies
+ * over one Redis, which is how the contract tests exercise notifications.
  * Notifications travel as the same JSON strings as on Redis and are delivered on the microtask
  * queue, in publish order, to every store (including the publisher's), before the publishing
  * call's promise settles for its caller.
@@ -54,7 +51,6 @@ interface AffSlot {
   reads: number
   writes: number
   lastAccess: number
-  preferred: string[]
   expiresAt: number
 }
 
@@ -78,7 +74,7 @@ export class MemoryBackend {
   private readonly leases = new Map<string, LeaseSlot>()
   private readonly leaseSeq = new Map<string, number>()
   private generationMarker: StoreGeneration | null = null
-  private readonly stores = new Set<MemoryStore>()
+  private readonly connections = new Set<MemoryConnection>()
   private sweeper: NodeJS.Timeout | null = null
 
   /** Takes the `state:` section (or part of it); only the bounds and TTLs matter here. */
@@ -86,8 +82,8 @@ export class MemoryBackend {
     this.limits = parseStateConfig({ ...config, backend: 'memory' })
   }
 
-  attach (store: MemoryStore): void {
-    this.stores.add(store)
+  attach (connection: MemoryConnection): void {
+    this.connections.add(connection)
     if (this.sweeper === null) {
       // Lazy expiry alone would keep cold entries forever if nobody reads them again.
       this.sweeper = setInterval(() => this.sweep(Date.now()), SWEEP_INTERVAL_MS)
@@ -95,17 +91,18 @@ export class MemoryBackend {
     }
   }
 
-  detach (store: MemoryStore): void {
-    this.stores.delete(store)
-    if (this.stores.size === 0 && this.sweeper !== null) {
+  detach (connection: MemoryConnection): void {
+    this.connections.delete(connection)
+    if (this.connections.size === 0 && this.sweeper !== null) {
       clearInterval(this.sweeper)
       this.sweeper = null
     }
   }
 
-  /** Raw delivery to every attached store, in order (tests inject malformed messages here). */
+  /** Raw delivery to every attached connection, in order (tests inject malformed messages here). */
   publishRaw (raw: string): void {
-    for (const s of this.stores) queueMicrotask(() => s.deliver(raw))
+    // Checked again on delivery: a connection closed meanwhile gets nothing more.
+    for (const c of this.connections) queueMicrotask(() => { if (this.connections.has(c)) c.deliver(raw) })
   }
 
   sweep (now: number): void {
@@ -138,7 +135,7 @@ export class MemoryBackend {
     return l !== undefined && l.token === fence.token
   }
 
-  cas (volume: string, block: string, expected: number, next: ReturnType<typeof checkLocationInput>, opts: CheckedWriteOptions, now: number): CasResult {
+  cas (volume: string, block: string, expected: number, next: CheckedLocation, opts: CheckedWriteOptions, now: number): CasResult {
     const key = blockKey(volume, block)
     const slot = this.locSlot(key, now)
     const current = slot?.location ? { ...slot.location } : null
@@ -219,13 +216,13 @@ export class MemoryBackend {
 
   // ── affinity ──
 
-  mergeAccess (deltas: readonly AccessDelta[], now: number): void {
+  mergeAccess (blocks: readonly BlockDelta[], now: number): void {
     const { halfLifeMs, ttlMs } = this.limits.affinity
-    for (const g of groupDeltas(deltas, halfLifeMs)) {
+    for (const g of blocks) {
       const key = blockKey(g.volume, g.block)
       let a = this.affSlot(key, now)
       if (a === undefined) {
-        a = { volume: g.volume, block: g.block, scores: {}, scoredAt: g.at, reads: 0, writes: 0, lastAccess: 0, preferred: [], expiresAt: 0 }
+        a = { volume: g.volume, block: g.block, scores: {}, scoredAt: g.at, reads: 0, writes: 0, lastAccess: 0, expiresAt: 0 }
         this.affinity.set(key, a)
       }
       mergeScores(a, g.weights, g.at, halfLifeMs)
@@ -256,12 +253,6 @@ export class MemoryBackend {
     return out
   }
 
-  setPreferred (volume: string, block: string, gateways: string[], now: number): void {
-    const key = blockKey(volume, block)
-    const a = this.affSlot(key, now)
-    if (a) { a.preferred = gateways; return }
-    this.affinity.set(key, { volume, block, scores: {}, scoredAt: now, reads: 0, writes: 0, lastAccess: 0, preferred: gateways, expiresAt: now + this.limits.affinity.ttlMs })
-  }
 
   // ── sessions ──
 
@@ -302,15 +293,10 @@ export class MemoryBackend {
     return true
   }
 
-  deleteSession (id: string, now: number): boolean {
-    const existed = this.sessSlot(id, now) !== undefined
-    this.sessions.delete(id)
-    return existed
-  }
 
   // ── telemetry ──
 
-  appendTelemetry (gateway: string, samples: TelemetrySample[], now: number): void {
+  appendTelemetry (gateway: string, samples: readonly TelemetrySample[], now: number): void {
     const { maxSamples, maxAgeMs } = this.limits.telemetry
     let t = this.telemetry.get(gateway)
     if (t === undefined || t.expiresAt <= now) this.telemetry.set(gateway, t = { samples: [], expiresAt: 0 })
@@ -462,7 +448,8 @@ function affinityEntry (a: AffSlot): AffinityEntry {
     reads: a.reads,
     writes: a.writes,
     lastAccess: a.lastAccess,
-    preferred: [...a.preferred]
+    // Nothing writes preferences any more (see AffinityEntry.preferred).
+    preferred: []
   }
 }
 
@@ -474,178 +461,130 @@ export interface MemoryStoreOptions {
   registry?: Registry
 }
 
-export class MemoryStore implements StateStore {
-  readonly backend = 'memory'
-  readonly data: MemoryBackend
+/** One "connection" to a `MemoryBackend`: its own subscribers and status; storage only (see backend.ts). */
+export class MemoryConnection implements StoreBackend {
+  readonly name = 'memory'
+  readonly limits: Limits
   private readonly hub: EventHub
-  private readonly metrics: StateMetrics
-  private isClosed = false
 
-  constructor (options: MemoryStoreOptions = {}) {
-    this.data = options.backend ?? new MemoryBackend(options.config)
-    this.metrics = new StateMetrics(options.registry, 'memory')
-    this.hub = new EventHub((options.logger ?? silentLogger).child({ component: 'state', backend: 'memory' }), this.metrics)
+  constructor (private readonly data: MemoryBackend, logger: Logger, metrics: StateMetrics) {
+    this.limits = data.limits
+    this.hub = new EventHub(logger.child({ component: 'state', backend: 'memory' }), metrics)
     this.hub.setStatus({ ok: true })
     this.data.attach(this)
   }
 
   /** @internal called by the backend's bus. */
   deliver (raw: string): void {
-    if (!this.isClosed) this.hub.deliverRaw(raw)
+    this.hub.deliverRaw(raw)
   }
 
-  private op<T> (name: string, fn: (now: number) => T): Promise<T> {
-    if (this.isClosed) return Promise.reject(closed())
-    const start = process.hrtime.bigint()
-    try {
-      const value = fn(Date.now())
-      this.metrics.operations.inc({ op: name, result: 'ok' })
-      this.metrics.duration.observe({ op: name }, Number(process.hrtime.bigint() - start) / 1e9)
-      return Promise.resolve(value)
-    } catch (err) {
-      this.metrics.operations.inc({ op: name, result: 'error' })
-      return Promise.reject(err)
-    }
+  async getLocation (volume: string, block: string): Promise<BlockLocation | null> {
+    return this.data.getLocation(volume, block, Date.now())
   }
 
-  getLocation (volume: string, block: string): Promise<BlockLocation | null> {
-    return this.op('getLocation', now => this.data.getLocation(checkId('volume', volume), checkId('block', block), now))
+  async casLocation (volume: string, block: string, expectedEpoch: number, next: CheckedLocation, options: CheckedWriteOptions): Promise<CasResult> {
+    return this.data.cas(volume, block, expectedEpoch, next, options, Date.now())
   }
 
-  getLocations (refs: readonly BlockRef[]): Promise<Array<BlockLocation | null>> {
-    return this.op('getLocations', now => {
-      for (const r of refs) { checkId('volume', r.volume); checkId('block', r.block) }
-      return refs.map(r => this.data.getLocation(r.volume, r.block, now))
-    })
+  async setVersion (volume: string, block: string, epoch: number, version: string): Promise<VersionResult> {
+    return this.data.setVersion(volume, block, epoch, version, Date.now())
   }
 
-  casLocation (volume: string, block: string, expectedEpoch: number, next: LocationInput, options?: WriteOptions): Promise<CasResult> {
-    return this.op('casLocation', now => this.data.cas(
-      checkId('volume', volume), checkId('block', block), checkEpoch(expectedEpoch),
-      checkLocationInput(next), checkWriteOptions(options, 'cas'), now))
-  }
-
-  setVersion (volume: string, block: string, epoch: number, version: string): Promise<VersionResult> {
-    return this.op('setVersion', now => this.data.setVersion(
-      checkId('volume', volume), checkId('block', block), checkEpoch(epoch), checkText('version', version, VERSION_MAX), now))
-  }
-
-  deleteLocation (volume: string, block: string, expectedEpoch?: number, options?: WriteOptions): Promise<DeleteResult> {
-    return this.op('deleteLocation', now => this.data.deleteLocation(
-      checkId('volume', volume), checkId('block', block),
-      expectedEpoch === undefined ? undefined : checkEpoch(expectedEpoch), checkWriteOptions(options, 'delete'), now))
+  async deleteLocation (volume: string, block: string, expectedEpoch: number | undefined, options: CheckedWriteOptions): Promise<DeleteResult> {
+    return this.data.deleteLocation(volume, block, expectedEpoch, options, Date.now())
   }
 
   async * scanLocations (): AsyncIterable<LocatedBlock> {
-    const all = await this.op('scanLocations', now => this.data.liveLocations(now))
-    yield * all
+    yield * this.data.liveLocations(Date.now())
   }
 
-  blockHistory (volume: string, block: string): Promise<HistoryEntry[]> {
-    return this.op('blockHistory', now => this.data.blockHistory(checkId('volume', volume), checkId('block', block), now))
+  async blockHistory (volume: string, block: string): Promise<HistoryEntry[]> {
+    return this.data.blockHistory(volume, block, Date.now())
   }
 
-  mergeAccess (deltas: readonly AccessDelta[]): Promise<void> {
-    return this.op('mergeAccess', now => this.data.mergeAccess(deltas, now))
+  async mergeAccess (blocks: readonly BlockDelta[]): Promise<void> {
+    this.data.mergeAccess(blocks, Date.now())
   }
 
-  getAffinity (volume: string, block: string): Promise<AffinityEntry | null> {
-    return this.op('getAffinity', now => this.data.getAffinity(checkId('volume', volume), checkId('block', block), now))
+  async getAffinity (volume: string, block: string): Promise<AffinityEntry | null> {
+    return this.data.getAffinity(volume, block, Date.now())
   }
 
   async * scanAffinity (): AsyncIterable<AffinityEntry> {
-    const all = await this.op('scanAffinity', now => this.data.allAffinity(now))
-    yield * all
+    yield * this.data.allAffinity(Date.now())
   }
 
-  setPreferred (volume: string, block: string, gateways: readonly string[]): Promise<void> {
-    return this.op('setPreferred', now => this.data.setPreferred(
-      checkId('volume', volume), checkId('block', block), gateways.map(g => checkId('gateway', g)), now))
+  async getSession (id: string): Promise<Session | null> {
+    return this.data.getSession(id, Date.now())
   }
 
-  getSession (id: string): Promise<Session | null> {
-    return this.op('getSession', now => this.data.getSession(checkId('session', id), now))
+  async putSession (id: string, bindings: Record<string, string>, stateJson: string, ttlMs: number): Promise<Session> {
+    return this.data.putSession(id, bindings, stateJson, ttlMs, Date.now())
   }
 
-  putSession (id: string, session: SessionInput, ttlMs: number): Promise<Session> {
-    return this.op('putSession', now => {
-      const { bindings, stateJson } = checkSessionInput(session, this.data.limits.sessions.maxBytes)
-      return this.data.putSession(checkId('session', id), bindings, stateJson, checkTtl(ttlMs), now)
-    })
+  async bindSession (id: string, volume: string, gateway: string, ttlMs: number): Promise<void> {
+    this.data.bindSession(id, volume, gateway, ttlMs, Date.now())
   }
 
-  bindSession (id: string, volume: string, gateway: string, ttlMs: number): Promise<void> {
-    return this.op('bindSession', now => this.data.bindSession(
-      checkId('session', id), checkId('volume', volume), checkId('gateway', gateway), checkTtl(ttlMs), now))
+  async touchSession (id: string, ttlMs: number): Promise<boolean> {
+    return this.data.touchSession(id, ttlMs, Date.now())
   }
 
-  touchSession (id: string, ttlMs: number): Promise<boolean> {
-    return this.op('touchSession', now => this.data.touchSession(checkId('session', id), checkTtl(ttlMs), now))
+  async appendTelemetry (gateway: string, samples: readonly TelemetrySample[]): Promise<void> {
+    this.data.appendTelemetry(gateway, samples, Date.now())
   }
 
-  deleteSession (id: string): Promise<boolean> {
-    return this.op('deleteSession', now => this.data.deleteSession(checkId('session', id), now))
+  async readTelemetry (gateway: string, since: number, limit: number): Promise<TelemetrySample[]> {
+    return this.data.readTelemetry(gateway, since, limit, Date.now())
   }
 
-  appendTelemetry (gateway: string, samples: readonly TelemetrySample[]): Promise<void> {
-    return this.op('appendTelemetry', now => this.data.appendTelemetry(checkId('gateway', gateway), checkSamples(samples), now))
+  async appendMigration (record: MigrationRecord): Promise<MigrationRecord> {
+    return this.data.appendMigration(record)
   }
 
-  readTelemetry (gateway: string, query: TelemetryQuery = {}): Promise<TelemetrySample[]> {
-    return this.op('readTelemetry', now => this.data.readTelemetry(
-      checkId('gateway', gateway), query.since ?? 0, checkLimit(query.limit, this.data.limits.telemetry.maxSamples, this.data.limits.telemetry.maxSamples), now))
+  async updateMigration (id: string, fields: Partial<MigrationRecord>): Promise<MigrationRecord | null> {
+    return this.data.updateMigration(id, fields)
   }
 
-  appendMigration (record: MigrationInput): Promise<MigrationRecord> {
-    return this.op('appendMigration', now => this.data.appendMigration(checkMigrationInput(record, now)))
+  async getMigration (id: string): Promise<MigrationRecord | null> {
+    return this.data.getMigration(id)
   }
 
-  updateMigration (id: string, patch: MigrationPatch): Promise<MigrationRecord | null> {
-    return this.op('updateMigration', now => this.data.updateMigration(checkId('migration', id), checkMigrationPatch(patch, now)))
+  async listMigrations (limit: number, activeOnly: boolean): Promise<MigrationRecord[]> {
+    return this.data.listMigrations(limit, activeOnly)
   }
 
-  getMigration (id: string): Promise<MigrationRecord | null> {
-    return this.op('getMigration', () => this.data.getMigration(checkId('migration', id)))
+  async acquireLease (name: string, holder: string, ttlMs: number): Promise<LeaseGrant | null> {
+    return this.data.acquireLease(name, holder, ttlMs, Date.now())
   }
 
-  listMigrations (query: MigrationQuery = {}): Promise<MigrationRecord[]> {
-    return this.op('listMigrations', () => this.data.listMigrations(checkLimit(query.limit, 100, 10_000), query.active === true))
+  async renewLease (name: string, holder: string, token: number, ttlMs: number): Promise<boolean> {
+    return this.data.renewLease(name, holder, token, ttlMs, Date.now())
   }
 
-  acquireLease (name: string, holder: string, ttlMs: number): Promise<LeaseGrant | null> {
-    return this.op('acquireLease', now => this.data.acquireLease(checkId('lease', name), checkHolder(holder), checkTtl(ttlMs), now))
+  async releaseLease (name: string, holder: string, token: number): Promise<boolean> {
+    return this.data.releaseLease(name, holder, token, Date.now())
   }
 
-  renewLease (name: string, holder: string, token: number, ttlMs: number): Promise<boolean> {
-    return this.op('renewLease', now => this.data.renewLease(checkId('lease', name), checkHolder(holder), checkToken(token), checkTtl(ttlMs), now))
+  async getLease (name: string): Promise<LeaseInfo | null> {
+    return this.data.getLease(name, Date.now())
   }
 
-  releaseLease (name: string, holder: string, token: number): Promise<boolean> {
-    return this.op('releaseLease', now => this.data.releaseLease(checkId('lease', name), checkHolder(holder), checkToken(token), now))
+  async generation (): Promise<StoreGeneration> {
+    return this.data.generation(Date.now())
   }
 
-  getLease (name: string): Promise<LeaseInfo | null> {
-    return this.op('getLease', now => this.data.getLease(checkId('lease', name), now))
-  }
-
-  generation (): Promise<StoreGeneration> {
-    return this.op('generation', now => this.data.generation(now))
-  }
-
-  finishRebuild (id: string): Promise<boolean> {
-    return this.op('finishRebuild', now => this.data.finishRebuild(checkText('generation id', id, 64), now))
+  async finishRebuild (id: string): Promise<boolean> {
+    return this.data.finishRebuild(id, Date.now())
   }
 
   subscribe (handler: StoreEventHandler): () => void {
     return this.hub.subscribe(handler)
   }
 
-  publish (channel: string, message: unknown): Promise<void> {
-    return this.op('publish', () => {
-      const raw = encodeMessageEvent(checkChannel(channel), message)
-      if (Buffer.byteLength(raw) > this.data.limits.maxMessageBytes) throw tooLarge(`message over ${this.data.limits.maxMessageBytes} bytes`)
-      this.data.publishRaw(raw)
-    })
+  async publish (raw: string): Promise<void> {
+    this.data.publishRaw(raw)
   }
 
   status (): StoreStatus {
@@ -653,9 +592,19 @@ export class MemoryStore implements StateStore {
   }
 
   async close (): Promise<void> {
-    if (this.isClosed) return
     this.hub.setStatus({ ok: false, reason: 'closed' })
-    this.isClosed = true
     this.data.detach(this)
+  }
+}
+
+/** The in-memory store: the checked store over a connection to a `MemoryBackend` (a new one unless given). */
+export class MemoryStore extends CheckedStore {
+  readonly data: MemoryBackend
+
+  constructor (options: MemoryStoreOptions = {}) {
+    const data = options.backend ?? new MemoryBackend(options.config)
+    const metrics = new StateMetrics(options.registry, 'memory')
+    super(new MemoryConnection(data, options.logger ?? silentLogger, metrics), metrics)
+    this.data = data
   }
 }

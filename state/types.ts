@@ -1,7 +1,7 @@
 /**
- * The state store contract. Both backends (memory, Redis standalone/Cluster) implement
- * `StateStore` with the same semantics; `test/state/contract.ts` is the executable version of
- * this file. Times are milliseconds since the epoch (Date.now()) unless a name says otherwise.
+ * The state store contract. The checked store (checked.ts) implements `StateStore` in front of
+ * both backends (memory, Redis standalone/Cluster), which have the same semantics;
+ * `test/state/contract.ts` is the executable version of this file. Times are milliseconds since the epoch (Date.now()) unless a name says otherwise.
  */
 
 // ───────────────────────────── block locations ─────────────────────────────
@@ -115,7 +115,10 @@ export interface AffinityEntry extends BlockRef {
   reads: number
   writes: number
   lastAccess: number
-  /** Preferred gateways, best first: the seed's `(Data Block ID) -> (Preferred Gateway ID list)`. */
+  /**
+   * Preferred gateways stored with the entry (`pref`), best first. Nothing in ferry writes them
+   * any more (the planner ranks gateways live, see /v1/affinity): [] unless an older ferry did.
+   */
   preferred: string[]
 }
 
@@ -249,8 +252,6 @@ export interface StateStore {
   readonly backend: string
 
   getLocation (volume: string, block: string): Promise<BlockLocation | null>
-  /** One round trip (one per node on a Cluster); result in the order of `refs`. */
-  getLocations (refs: readonly BlockRef[]): Promise<Array<BlockLocation | null>>
   /**
    * Atomically: if the block's epoch is `expectedEpoch` (0: no location) and the fence holds,
    * write `next` with epoch + 1, append to the block's history and publish a location event.
@@ -269,15 +270,12 @@ export interface StateStore {
   mergeAccess (deltas: readonly AccessDelta[]): Promise<void>
   getAffinity (volume: string, block: string): Promise<AffinityEntry | null>
   scanAffinity (): AsyncIterable<AffinityEntry>
-  /** Does not refresh the TTL: a cold block's preferences expire with it. */
-  setPreferred (volume: string, block: string, gateways: readonly string[]): Promise<void>
 
   getSession (id: string): Promise<Session | null>
   putSession (id: string, session: SessionInput, ttlMs: number): Promise<Session>
   /** Bind one volume atomically (other bindings and the state are kept); creates the session if absent. */
   bindSession (id: string, volume: string, gateway: string, ttlMs: number): Promise<void>
   touchSession (id: string, ttlMs: number): Promise<boolean>
-  deleteSession (id: string): Promise<boolean>
 
   appendTelemetry (gateway: string, samples: readonly TelemetrySample[]): Promise<void>
   readTelemetry (gateway: string, query?: TelemetryQuery): Promise<TelemetrySample[]>

@@ -7,9 +7,9 @@ import {
 } from './types.js'
 
 /**
- * Checks of caller input, shared by both backends so that the memory store refuses exactly what
- * the Redis store refuses. Everything is validated before any I/O: a bad argument is a
- * FERRY_STATE_INVALID error, never a half-applied write or a Lua error.
+ * Checks of caller input, run by the checked store (checked.ts) in front of every backend, so the
+ * memory store refuses exactly what the Redis store refuses. Everything is validated before any
+ * I/O: a bad argument is a FERRY_STATE_INVALID error, never a half-applied write or a Lua error.
  */
 
 export const VERSION_MAX = 1024

@@ -1,9 +1,8 @@
 import { StringDecoder } from 'node:string_decoder'
 import { request, type Dispatcher } from 'undici'
-import type { GatewayConfig } from '../config/fleet.js'
+import type { GatewayConfig } from '../fleet/schema.js'
 import { FerryError } from '../lib/errors.js'
 import { blockKey, isValidId } from '../lib/ids.js'
-import { INVENTORY_FAILED } from './errors.js'
 
 /** One block a gateway holds. */
 export interface InventoryEntry {
@@ -36,7 +35,7 @@ export const INVENTORY_PAGE_SIZE = 2000
  * reference gateway lists in (volume, block) order, nginx in its own. A block present for the
  * whole listing is listed exactly once; one written or deleted meanwhile may or may not be.
  *
- * Throws FerryError INVENTORY_FAILED (details: gateway, kind, status when there was one) when
+ * Throws FerryError FERRY_INVENTORY_FAILED (details: gateway, kind, status when there was one) when
  * the gateway cannot be listed — at the start or part-way; on abort, the signal's reason.
  */
 export async function * listBlocks (gateway: GatewayConfig, opts: ListOptions = {}): AsyncIterable<InventoryEntry> {
@@ -55,11 +54,11 @@ class Lister {
 
   fail (message: string, status?: number, cause?: unknown): FerryError {
     const why = cause === undefined ? '' : `: ${(cause as { code?: string }).code ?? (cause as Error).message}`
-    return new FerryError(INVENTORY_FAILED, `cannot list gateway ${this.gateway.id} (${this.gateway.kind}): ${message}${why}`, 502,
+    return new FerryError('FERRY_INVENTORY_FAILED', `cannot list gateway ${this.gateway.id} (${this.gateway.kind}): ${message}${why}`, 502,
       { gateway: this.gateway.id, kind: this.gateway.kind, ...(status === undefined ? {} : { status }) })
   }
 
-  /** GET `path`; a response that is not 200 is the caller's to judge. Network errors become INVENTORY_FAILED. */
+  /** GET `path`; a response that is not 200 is the caller's to judge. Network errors become FERRY_INVENTORY_FAILED. */
   async get (path: string): Promise<Dispatcher.ResponseData> {
     const { signal, dispatcher } = this.opts
     try {

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import type { GatewayKind } from '../config/fleet.js'
+import type { GatewayKind } from '../fleet/schema.js'
 
 export type { GatewayKind }
 

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Dispatcher } from 'undici'
 import { FerryError } from '../lib/errors.js'
-import { COPY_VERIFY_FAILED } from './errors.js'
 import { contentHashOf, digestClaims, type Digests, type GatewayKind } from './kinds.js'
 
 /** What a copy of one block knows once the target has answered its PUT. */
@@ -40,33 +39,33 @@ export interface CopyProof {
  *    hash; a digest header in that answer (`Repr-Digest`, `Digest`, `Content-MD5`) for an
  *    algorithm ferry computed; otherwise the copy is read back and hashed.
  *
- * Throws FerryError COPY_VERIFY_FAILED on any mismatch. A target that fails the read-back
+ * Throws FerryError FERRY_COPY_VERIFY_FAILED on any mismatch. A target that fails the read-back
  * (GatewayStatusError for an error status; connection errors and aborts as they came) has
  * proved nothing either way: the caller classifies it as a gateway failure.
  */
 export async function verifyCopy (e: CopyEvidence): Promise<CopyProof> {
   const claimed = contentHashOf(e.source.kind, e.source.etag)
   if (claimed !== null && claimed !== e.sent.sha256) {
-    throw new FerryError(COPY_VERIFY_FAILED, `the bytes read from the source do not hash to its ETag ${String(e.source.etag)}`, 502)
+    throw new FerryError('FERRY_COPY_VERIFY_FAILED', `the bytes read from the source do not hash to its ETag ${String(e.source.etag)}`, 502)
   }
   const putEtag = typeof e.putHeaders.etag === 'string' ? e.putHeaders.etag : null
   const stored = contentHashOf(e.target.kind, putEtag)
   if (stored !== null) {
-    if (stored !== e.sent.sha256) throw new FerryError(COPY_VERIFY_FAILED, `the target stored ${e.path} with ETag ${putEtag as string}, the bytes sent hash to "${e.sent.sha256}"`, 502)
+    if (stored !== e.sent.sha256) throw new FerryError('FERRY_COPY_VERIFY_FAILED', `the target stored ${e.path} with ETag ${putEtag as string}, the bytes sent hash to "${e.sent.sha256}"`, 502)
     return { method: 'etag', targetEtag: putEtag }
   }
   let matched = false
   for (const c of digestClaims(e.putHeaders)) {
     const ours = e.sent[c.algorithm]
     if (ours === undefined) continue
-    if (ours !== c.hex) throw new FerryError(COPY_VERIFY_FAILED, `the target's ${c.header} for ${e.path} does not match the bytes sent (${c.algorithm})`, 502)
+    if (ours !== c.hex) throw new FerryError('FERRY_COPY_VERIFY_FAILED', `the target's ${c.header} for ${e.path} does not match the bytes sent (${c.algorithm})`, 502)
     matched = true
   }
   if (matched) return { method: 'digest', targetEtag: putEtag }
   const back = await hashBlock(e.target.dispatcher, e.path, e.signal)
-  if (back.status === 404) throw new FerryError(COPY_VERIFY_FAILED, `the target answered 404 reading ${e.path} back right after storing it`, 502)
+  if (back.status === 404) throw new FerryError('FERRY_COPY_VERIFY_FAILED', `the target answered 404 reading ${e.path} back right after storing it`, 502)
   if (back.status !== 200) throw new GatewayStatusError(back.status, `reading ${e.path} back from the target answered ${back.status}`)
-  if (back.sha256 !== e.sent.sha256) throw new FerryError(COPY_VERIFY_FAILED, `the target's copy of ${e.path} differs from the bytes sent (read back ${back.bytes} bytes)`, 502)
+  if (back.sha256 !== e.sent.sha256) throw new FerryError('FERRY_COPY_VERIFY_FAILED', `the target's copy of ${e.path} differs from the bytes sent (read back ${back.bytes} bytes)`, 502)
   return { method: 'read-back', targetEtag: back.etag }
 }
 

@@ -415,17 +415,19 @@ function configReload (): FaultStep {
   const reloads = async (ctx: FaultContext, result: 'success' | 'failure'): Promise<number[]> =>
     await Promise.all(ctx.deployment.adminUrls().map(u => metric(u, `ferry_config_reloads_total{result="${result}"}`)))
   const problems: string[] = []
-  const rewrite = async (ctx: FaultContext, result: 'success' | 'failure', edit: Parameters<FleetDeployment['writeConfig']>[1]): Promise<void> => {
+  const checkConfig = async (ctx: FaultContext, name: string, valid: boolean): Promise<void> => {
+    const r = await ctx.deployment.check(name)
+    const first = r.output.trim().split('\n').slice(0, 3).join(' | ')
+    if (r.code !== (valid ? 0 : 1)) problems.push(`ferry check on ${name}'s ${valid ? 'valid' : 'invalid'} config exited ${String(r.code)}: ${first}`)
+    else if (!valid && !/\.yaml:\d+:\d+: /.test(r.output)) problems.push(`ferry check on ${name}'s invalid config names no file:line:col: ${first}`)
+    if (/\n\s+at /.test(r.output)) problems.push(`ferry check on ${name}'s config printed a stack trace: ${first}`)
+  }
+  const rewrite = async (ctx: FaultContext, result: 'success' | 'failure', edit: Parameters<FleetDeployment['writeConfig']>[1], check = true): Promise<void> => {
     const before = await reloads(ctx, result)
     const members = ctx.deployment.ferryMembers()
     for (const m of members) ctx.deployment.writeConfig(m.name, edit)
     // The files differ only in their ports: checking one of them is what an operator would do.
-    const checked = (members[0] as Member).name
-    const check = await ctx.deployment.check(checked)
-    const first = check.output.trim().split('\n').slice(0, 3).join(' | ')
-    if (check.code !== (result === 'success' ? 0 : 1)) problems.push(`ferry check on ${checked}'s ${result === 'success' ? 'valid' : 'invalid'} config exited ${String(check.code)}: ${first}`)
-    else if (result === 'failure' && !/\.yaml:\d+:\d+: /.test(check.output)) problems.push(`ferry check on ${checked}'s invalid config names no file:line:col: ${first}`)
-    if (/\n\s+at /.test(check.output)) problems.push(`ferry check on ${checked}'s config printed a stack trace: ${first}`)
+    if (check) await checkConfig(ctx, (members[0] as Member).name, result === 'success')
     for (const m of members) ctx.deployment.signal(m.name, 'SIGHUP')
     const deadline = Date.now() + 10_000
     for (;;) {
@@ -454,7 +456,8 @@ function configReload (): FaultStep {
         if (seen?.endsWith(`1.1 ${token}`) !== true) problems.push(`${p.name}: after invalid reloads Via is ${String(seen)}, not the previous ${token}`)
       }
     },
-    async lift (ctx) { await rewrite(ctx, 'success', c => c) },
+    // Back to the file every process started with (checked then): recovery is SIGHUP → serving.
+    async lift (ctx) { await rewrite(ctx, 'success', c => c, false) },
     async verify () { return [...problems] }
   }
 }

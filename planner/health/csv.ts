@@ -18,7 +18,7 @@ import { SIGNALS, type SignalName, type TelemetryRecord } from './types.js'
 export const CSV_HEADER = ['timestamp', 'gateway', ...SIGNALS].join(',')
 
 function bad (where: string, message: string): never {
-  throw new FerryError('HEALTH_BAD_TELEMETRY', `${where}: ${message}`, 400)
+  throw new FerryError('FERRY_HEALTH_BAD_TELEMETRY', `${where}: ${message}`, 400)
 }
 
 function parseTimestamp (cell: string, where: string): number {
@@ -66,7 +66,7 @@ export function readTelemetryCsv (file: string): TelemetryRecord[] {
   try {
     text = fs.readFileSync(file, 'utf8')
   } catch (err) {
-    throw new FerryError('HEALTH_TELEMETRY_UNREADABLE', `cannot read ${file}: ${(err as Error).message}`, 400)
+    throw new FerryError('FERRY_HEALTH_TELEMETRY_UNREADABLE', `cannot read ${file}: ${(err as Error).message}`, 400)
   }
   return parseTelemetryCsv(text, file)
 }

@@ -32,6 +32,7 @@
 import fs from 'node:fs'
 import { z } from 'zod'
 import { FerryError } from '../../lib/errors.js'
+import type { FerryErrorCode } from '../../lib/error-codes.js'
 import { SignalWindow, RunningMedian, calibrateErrors, errorQuantile, GAUSSIAN_ERRORS, ERROR_GRID, type ForecasterKind } from './forecast.js'
 import { createNovelty, DEFAULT_NOVELTY, type NoveltyDetector, type NoveltyParams, type NoveltyState } from './novelty.js'
 import type { TailState } from './tail.js'
@@ -188,7 +189,7 @@ interface GatewayState {
   signals: Map<string, SignalState>
 }
 
-function fail (code: string, message: string, details?: Record<string, unknown>): never {
+function fail (code: FerryErrorCode, message: string, details?: Record<string, unknown>): never {
   throw new FerryError(code, message, 400, details)
 }
 
@@ -219,10 +220,10 @@ export class HealthModel {
   static train (records: readonly (SampleLike & { gateway: string })[] | readonly TelemetryRecord[], opts: TrainOptions = {}): HealthModel {
     const rows = records as readonly (SampleLike & { gateway: string })[]
     const signals = (opts.signals ?? DEFAULT_PARAMS.signals).map(s => ({ ...s, ...(opts.limits?.[s.name] !== undefined ? { limit: opts.limits[s.name] } : {}) }))
-    if (rows.length === 0) fail('HEALTH_NO_DATA', 'no telemetry to train on')
+    if (rows.length === 0) fail('FERRY_HEALTH_NO_DATA', 'no telemetry to train on')
     const byGateway = new Map<string, (SampleLike & { gateway: string })[]>()
     for (const r of rows) {
-      if (!Number.isFinite(r.timestamp)) fail('HEALTH_BAD_TELEMETRY', `a sample of ${r.gateway} has no valid timestamp`)
+      if (!Number.isFinite(r.timestamp)) fail('FERRY_HEALTH_BAD_TELEMETRY', `a sample of ${r.gateway} has no valid timestamp`)
       let list = byGateway.get(r.gateway)
       if (list === undefined) byGateway.set(r.gateway, list = [])
       list.push(r)
@@ -247,8 +248,8 @@ export class HealthModel {
       sampleIntervalS,
       signals
     }
-    if (!(params.horizonS > 0) || !(params.windowS > 0)) fail('HEALTH_BAD_OPTIONS', 'horizonS and windowS must be positive')
-    if (!(params.level > 0 && params.level < 1)) fail('HEALTH_BAD_OPTIONS', 'level must be in (0, 1)')
+    if (!(params.horizonS > 0) || !(params.windowS > 0)) fail('FERRY_HEALTH_BAD_OPTIONS', 'horizonS and windowS must be positive')
+    if (!(params.level > 0 && params.level < 1)) fail('FERRY_HEALTH_BAD_OPTIONS', 'level must be in (0, 1)')
 
     const file: HealthModelFile = {
       format: MODEL_FORMAT,
@@ -302,7 +303,7 @@ export class HealthModel {
       file.signals[spec.name] = { profile: profileOf(pooled), errors: calibrateErrors(errors), scaleFloor }
       file.fleetNovelty[spec.name] = persistable(mergeNovelty(noveltyStates, params.novelty))
     }
-    if (!anyValue) fail('HEALTH_NO_DATA', 'no signal values in the telemetry', { signals: signals.map(s => s.name) })
+    if (!anyValue) fail('FERRY_HEALTH_NO_DATA', 'no signal values in the telemetry', { signals: signals.map(s => s.name) })
     return new HealthModel(file)
   }
 
@@ -338,14 +339,14 @@ export class HealthModel {
   }
 
   static fromJSON (data: unknown, source = 'model'): HealthModel {
-    if (typeof data !== 'object' || data === null) fail('HEALTH_MODEL_CORRUPT', `${source}: not a JSON object`)
+    if (typeof data !== 'object' || data === null) fail('FERRY_HEALTH_MODEL_CORRUPT', `${source}: not a JSON object`)
     const head = data as { format?: unknown, version?: unknown }
-    if (head.format !== MODEL_FORMAT) fail('HEALTH_MODEL_FORMAT', `${source}: not a ferry health model (format ${JSON.stringify(head.format)})`)
-    if (head.version !== MODEL_VERSION) fail('HEALTH_MODEL_VERSION', `${source}: model version ${JSON.stringify(head.version)}, this ferry reads version ${MODEL_VERSION}`, { version: head.version, supported: MODEL_VERSION })
+    if (head.format !== MODEL_FORMAT) fail('FERRY_HEALTH_MODEL_FORMAT', `${source}: not a ferry health model (format ${JSON.stringify(head.format)})`)
+    if (head.version !== MODEL_VERSION) fail('FERRY_HEALTH_MODEL_VERSION', `${source}: model version ${JSON.stringify(head.version)}, this ferry reads version ${MODEL_VERSION}`, { version: head.version, supported: MODEL_VERSION })
     const parsed = modelSchema.safeParse(data)
     if (!parsed.success) {
       const issue = parsed.error.issues[0]
-      fail('HEALTH_MODEL_CORRUPT', `${source}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`, { issues: parsed.error.issues.slice(0, 5) })
+      fail('FERRY_HEALTH_MODEL_CORRUPT', `${source}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`, { issues: parsed.error.issues.slice(0, 5) })
     }
     return new HealthModel(parsed.data as HealthModelFile)
   }
@@ -355,13 +356,13 @@ export class HealthModel {
     try {
       text = fs.readFileSync(file, 'utf8')
     } catch (err) {
-      fail('HEALTH_MODEL_UNREADABLE', `cannot read ${file}: ${(err as Error).message}`)
+      fail('FERRY_HEALTH_MODEL_UNREADABLE', `cannot read ${file}: ${(err as Error).message}`)
     }
     let data: unknown
     try {
       data = JSON.parse(text)
     } catch (err) {
-      fail('HEALTH_MODEL_CORRUPT', `${file}: not valid JSON (${(err as Error).message})`)
+      fail('FERRY_HEALTH_MODEL_CORRUPT', `${file}: not valid JSON (${(err as Error).message})`)
     }
     return HealthModel.fromJSON(data, file)
   }

@@ -29,6 +29,7 @@ import path from 'node:path'
 import zlib from 'node:zlib'
 import { fileURLToPath } from 'node:url'
 import { FerryError } from '../../lib/errors.js'
+import type { FerryErrorCode } from '../../lib/error-codes.js'
 
 export interface CostMatrix {
   tpWeight: number
@@ -103,7 +104,7 @@ export function probationLength (rows: number, percent = PROBATION_PERCENT): num
   return Math.min(Math.floor(percent * rows), percent * 5000)
 }
 
-function fail (code: string, message: string, details?: Record<string, unknown>): never {
+function fail (code: FerryErrorCode, message: string, details?: Record<string, unknown>): never {
   throw new FerryError(code, message, 500, details)
 }
 
@@ -112,7 +113,7 @@ export function parseNabCsv (text: string, column: string, source: string): { ti
   const lines = text.split(/\r?\n/)
   const header = (lines[0] ?? '').split(',').map(s => s.trim())
   const col = header.indexOf(column)
-  if (header[0] !== 'timestamp' || col < 0) fail('NAB_BAD_CSV', `${source}: expected a header with timestamp and ${column}`, { header })
+  if (header[0] !== 'timestamp' || col < 0) fail('FERRY_NAB_BAD_CSV', `${source}: expected a header with timestamp and ${column}`, { header })
   const timestamps: string[] = []
   const values: number[] = []
   for (let i = 1; i < lines.length; i++) {
@@ -120,7 +121,7 @@ export function parseNabCsv (text: string, column: string, source: string): { ti
     if (line.length === 0) continue
     const cells = line.split(',')
     const v = Number(cells[col])
-    if (cells[col] === undefined || cells[col] === '' || Number.isNaN(v)) fail('NAB_BAD_CSV', `${source}:${i + 1}: not a number in column ${column}`)
+    if (cells[col] === undefined || cells[col] === '' || Number.isNaN(v)) fail('FERRY_NAB_BAD_CSV', `${source}:${i + 1}: not a number in column ${column}`)
     timestamps.push(normaliseTimestamp(cells[0] as string))
     values.push(v)
   }
@@ -137,7 +138,7 @@ function readJson (file: string): unknown {
   try {
     return JSON.parse(fs.readFileSync(file, 'utf8'))
   } catch (err) {
-    fail('NAB_UNREADABLE', `cannot read ${file}: ${(err as Error).message}`)
+    fail('FERRY_NAB_UNREADABLE', `cannot read ${file}: ${(err as Error).message}`)
   }
 }
 
@@ -146,7 +147,7 @@ export function loadProfiles (root: string): Profiles {
   const out: Profiles = {}
   for (const [name, p] of Object.entries(raw)) {
     const cm = p.CostMatrix
-    if (cm?.tpWeight === undefined || cm.fnWeight === undefined || cm.fpWeight === undefined) fail('NAB_BAD_PROFILE', `profile ${name} lacks a cost matrix`)
+    if (cm?.tpWeight === undefined || cm.fnWeight === undefined || cm.fpWeight === undefined) fail('FERRY_NAB_BAD_PROFILE', `profile ${name} lacks a cost matrix`)
     out[name] = { tpWeight: cm.tpWeight, fnWeight: cm.fnWeight, fpWeight: cm.fpWeight }
   }
   return out
@@ -154,7 +155,7 @@ export function loadProfiles (root: string): Profiles {
 
 /** Loads every data file named in combined_windows.json, with windows resolved to rows. */
 export function loadNabCorpus (root = defaultNabRoot()): NabCorpus {
-  if (!fs.existsSync(root)) fail('NAB_NOT_FOUND', `NAB data not found at ${root}`)
+  if (!fs.existsSync(root)) fail('FERRY_NAB_NOT_FOUND', `NAB data not found at ${root}`)
   const windowsByFile = readJson(path.join(root, 'labels', 'combined_windows.json')) as Record<string, Array<[string, string]>>
   const files: NabFile[] = []
   let windowCount = 0
@@ -168,7 +169,7 @@ export function loadNabCorpus (root = defaultNabRoot()): NabCorpus {
       const end = index.get(normaliseTimestamp(b))
       // NAB enters a window only on an exact timestamp match; a label that matches no row
       // would silently drop this and every later window, so refuse it instead.
-      if (start === undefined || end === undefined) fail('NAB_WINDOW_MISALIGNED', `${key}: window [${a}, ${b}] does not fall on rows`)
+      if (start === undefined || end === undefined) fail('FERRY_NAB_WINDOW_MISALIGNED', `${key}: window [${a}, ${b}] does not fall on rows`)
       return { start, end }
     })
     windowCount += windows.length
@@ -185,9 +186,9 @@ export function readDetectorResults (dir: string, detector: string, corpus: NabC
     let text: string
     if (fs.existsSync(base)) text = fs.readFileSync(base, 'utf8')
     else if (fs.existsSync(base + '.gz')) text = zlib.gunzipSync(fs.readFileSync(base + '.gz')).toString('utf8')
-    else fail('NAB_RESULTS_MISSING', `no results for ${f.key} in ${dir}`)
+    else fail('FERRY_NAB_RESULTS_MISSING', `no results for ${f.key} in ${dir}`)
     const { timestamps, values } = parseNabCsv(text, 'anomaly_score', base)
-    if (timestamps.length !== f.timestamps.length) fail('NAB_RESULTS_LENGTH', `${base}: ${timestamps.length} rows, data has ${f.timestamps.length}`)
+    if (timestamps.length !== f.timestamps.length) fail('FERRY_NAB_RESULTS_LENGTH', `${base}: ${timestamps.length} rows, data has ${f.timestamps.length}`)
     out.set(f.key, values)
   }
   return out
@@ -274,7 +275,7 @@ export function thresholdCurve (corpus: NabCorpus, detector: Map<string, ArrayLi
   const windowBest: number[] = []
   for (const f of corpus.files) {
     const scores = detector.get(f.key)
-    if (scores === undefined) fail('NAB_RESULTS_MISSING', `detector has no output for ${f.key}`)
+    if (scores === undefined) fail('FERRY_NAB_RESULTS_MISSING', `detector has no output for ${f.key}`)
     const { sweep, window } = sweepFile(f, cost, probationPercent)
     const base = windowBest.length
     for (let i = 0; i < sweep.length; i++) {
@@ -387,7 +388,7 @@ function sumCounts (files: FileScore[]): Counts {
 export function scoreCorpusAt (corpus: NabCorpus, detector: Map<string, ArrayLike<number>>, threshold: number, cost: CostMatrix, probationPercent = PROBATION_PERCENT): { raw: number, files: FileScore[] } {
   const files = corpus.files.map(f => {
     const scores = detector.get(f.key)
-    if (scores === undefined) fail('NAB_RESULTS_MISSING', `detector has no output for ${f.key}`)
+    if (scores === undefined) fail('FERRY_NAB_RESULTS_MISSING', `detector has no output for ${f.key}`)
     return scoreFile(f, scores, threshold, cost, probationPercent)
   })
   return { raw: files.reduce((a, f) => a + f.score, 0), files }
@@ -409,7 +410,7 @@ export interface ScoreOptions {
 /** Scores a detector for one profile: optimised threshold, raw total, normalised score, per-file table. */
 export function scoreProfile (corpus: NabCorpus, detector: Map<string, ArrayLike<number>>, profile: string, opts: ScoreOptions = {}): ProfileResult {
   const cost = corpus.profiles[profile]
-  if (cost === undefined) fail('NAB_BAD_PROFILE', `unknown profile ${profile}`)
+  if (cost === undefined) fail('FERRY_NAB_BAD_PROFILE', `unknown profile ${profile}`)
   const pp = opts.probationPercent ?? PROBATION_PERCENT
   const threshold = opts.threshold ?? optimizeThreshold(corpus, detector, cost, pp, opts.optimizer).threshold
   const { raw, files } = scoreCorpusAt(corpus, detector, threshold, cost, pp)
@@ -437,6 +438,6 @@ export function readScoreTable (file: string): { files: Map<string, FileScore & 
     if (c[0] === 'Totals') total = { ...row, file: 'Totals' }
     else files.set(row.file, row)
   }
-  if (total === undefined) fail('NAB_BAD_CSV', `${file}: no Totals row`)
+  if (total === undefined) fail('FERRY_NAB_BAD_CSV', `${file}: no Totals row`)
   return { files, total }
 }

@@ -180,10 +180,10 @@ export type ScenarioInfo = Omit<Scenario, 'samples' | 'faults'>
  * samples: the benchmark streams it rather than holding it.
  */
 export function streamScenario (kind: ScenarioKind, opts: ScenarioOptions): { info: ScenarioInfo, steps: () => Generator<{ sample: TelemetrySample, fault?: FaultStep }> } {
-  if (!(SCENARIO_KINDS as readonly string[]).includes(kind)) throw new FerryError('SCENARIO_BAD_KIND', `unknown scenario kind ${kind} (known: ${SCENARIO_KINDS.join(', ')})`, 400)
+  if (!(SCENARIO_KINDS as readonly string[]).includes(kind)) throw new FerryError('FERRY_SCENARIO_BAD_KIND', `unknown scenario kind ${kind} (known: ${SCENARIO_KINDS.join(', ')})`, 400)
   const seed = opts.seed >>> 0
   const dt = opts.intervalS ?? 1
-  if (!(dt > 0)) throw new FerryError('SCENARIO_BAD_OPTIONS', 'intervalS must be positive', 400)
+  if (!(dt > 0)) throw new FerryError('FERRY_SCENARIO_BAD_OPTIONS', 'intervalS must be positive', 400)
   const start = opts.start ?? DEFAULT_START
   const gateway = opts.gateway ?? `gw-${kind}-${seed}`
   const draw = (): { r: Random, g: HealthyGateway, prefix: number, failLevel: { mem: number, await: number }, rampS: number, gamma: number, holdS: number } => {
@@ -302,8 +302,8 @@ export function scenarioRecords (s: Scenario): TelemetryRecord[] {
 /** Parses a scenario file written by JSON.stringify(generateScenario(...)). */
 export function parseScenario (data: unknown, source = 'scenario'): Scenario {
   const s = data as Partial<Scenario> | null
-  if (typeof s !== 'object' || s === null || s.format !== 'ferry-scenario') throw new FerryError('SCENARIO_BAD_FILE', `${source}: not a ferry scenario`, 400)
-  if (s.version !== 1) throw new FerryError('SCENARIO_BAD_VERSION', `${source}: scenario version ${String(s.version)}, expected 1`, 400)
-  if (!Array.isArray(s.samples) || !Array.isArray(s.faults) || typeof s.kind !== 'string' || typeof s.start !== 'number') throw new FerryError('SCENARIO_BAD_FILE', `${source}: missing samples, faults, kind or start`, 400)
+  if (typeof s !== 'object' || s === null || s.format !== 'ferry-scenario') throw new FerryError('FERRY_SCENARIO_INVALID', `${source}: not a ferry scenario`, 400)
+  if (s.version !== 1) throw new FerryError('FERRY_SCENARIO_BAD_VERSION', `${source}: scenario version ${String(s.version)}, expected 1`, 400)
+  if (!Array.isArray(s.samples) || !Array.isArray(s.faults) || typeof s.kind !== 'string' || typeof s.start !== 'number') throw new FerryError('FERRY_SCENARIO_INVALID', `${source}: missing samples, faults, kind or start`, 400)
   return s as Scenario
 }

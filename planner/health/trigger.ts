@@ -56,12 +56,12 @@ export class TriggerPolicy {
 
   constructor (options: Partial<TriggerOptions> = {}) {
     const o = { ...DEFAULT_TRIGGER, ...options }
-    if (!(o.threshold > 0 && o.threshold < 1)) throw new FerryError('TRIGGER_BAD_OPTIONS', 'threshold must be in (0, 1)', 400)
-    if (!(o.minConfidence >= 0 && o.minConfidence <= 1)) throw new FerryError('TRIGGER_BAD_OPTIONS', 'minConfidence must be in [0, 1]', 400)
+    if (!(o.threshold > 0 && o.threshold < 1)) throw new FerryError('FERRY_TRIGGER_BAD_OPTIONS', 'threshold must be in (0, 1)', 400)
+    if (!(o.minConfidence >= 0 && o.minConfidence <= 1)) throw new FerryError('FERRY_TRIGGER_BAD_OPTIONS', 'minConfidence must be in [0, 1]', 400)
     if (!(Number.isInteger(o.consecutive) && o.consecutive >= 1 && Number.isInteger(o.clearConsecutive) && o.clearConsecutive >= 1)) {
-      throw new FerryError('TRIGGER_BAD_OPTIONS', 'consecutive and clearConsecutive must be integers >= 1', 400)
+      throw new FerryError('FERRY_TRIGGER_BAD_OPTIONS', 'consecutive and clearConsecutive must be integers >= 1', 400)
     }
-    if (!(o.clearMargin >= 0 && o.threshold + o.clearMargin <= 1)) throw new FerryError('TRIGGER_BAD_OPTIONS', 'clearMargin must be >= 0 and threshold + clearMargin <= 1', 400)
+    if (!(o.clearMargin >= 0 && o.threshold + o.clearMargin <= 1)) throw new FerryError('FERRY_TRIGGER_BAD_OPTIONS', 'clearMargin must be >= 0 and threshold + clearMargin <= 1', 400)
     this.options = o
   }
 

@@ -4,7 +4,6 @@ import type { Dispatcher } from 'undici'
 import { FerryError } from '../../lib/errors.js'
 import { copyDigests, type DigestAlgorithm, type Digests, type GatewayKind } from '../../upstream/kinds.js'
 import { verifyCopy, type CopyProof } from '../../upstream/verify.js'
-import { COPY_SOURCE_FAILED, COPY_TARGET_FAILED, COPY_TIMEOUT, COPY_VERIFY_FAILED, SOURCE_MISSING } from './errors.js'
 import type { TokenBucket } from './token-bucket.js'
 
 /** One side of a copy: how to reach the gateway, and what kind it is (how it can prove a copy). */
@@ -47,15 +46,15 @@ export interface CopyResult {
  * side proves what it can for its kind (upstream/verify.ts): a content-hash ETag where the
  * gateway gives one, a digest header, else the target's copy is read back and hashed (nginx).
  *
- * Throws FerryError SOURCE_MISSING (the source has no such block), COPY_SOURCE_FAILED,
- * COPY_TARGET_FAILED, COPY_VERIFY_FAILED or COPY_TIMEOUT; on abort, the signal's reason.
+ * Throws FerryError FERRY_SOURCE_MISSING (the source has no such block), FERRY_COPY_SOURCE_FAILED,
+ * FERRY_COPY_TARGET_FAILED, FERRY_COPY_VERIFY_FAILED or FERRY_COPY_TIMEOUT; on abort, the signal's reason.
  */
 export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opts: CopyOptions): Promise<CopyResult> {
   const timeout = AbortSignal.timeout(Math.max(1, Math.ceil(opts.timeoutMs)))
   const signal = AbortSignal.any([opts.signal, timeout])
-  const fail = (code: string, what: string, err?: unknown): FerryError => {
+  const fail = (code: 'FERRY_COPY_SOURCE_FAILED' | 'FERRY_COPY_TARGET_FAILED', what: string, err?: unknown): FerryError => {
     if (opts.signal.aborted) throw opts.signal.reason
-    if (timeout.aborted) return new FerryError(COPY_TIMEOUT, `copy of ${opts.path} did not finish within ${opts.timeoutMs} ms`, 504)
+    if (timeout.aborted) return new FerryError('FERRY_COPY_TIMEOUT', `copy of ${opts.path} did not finish within ${opts.timeoutMs} ms`, 504)
     const why = err === undefined ? '' : `: ${(err as { code?: string }).code ?? (err as Error).message}`
     return new FerryError(code, `${what}${why}`, 502)
   }
@@ -64,12 +63,12 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
   try {
     src = await source.pool.request({ method: 'GET', path: opts.path, signal })
   } catch (err) {
-    throw fail(COPY_SOURCE_FAILED, `GET ${opts.path} from the source failed`, err)
+    throw fail('FERRY_COPY_SOURCE_FAILED', `GET ${opts.path} from the source failed`, err)
   }
   if (src.statusCode !== 200) {
     await src.body.dump().catch(() => {})
-    if (src.statusCode === 404) throw new FerryError(SOURCE_MISSING, `the source no longer holds ${opts.path}`, 404)
-    throw fail(COPY_SOURCE_FAILED, `GET ${opts.path} from the source answered ${src.statusCode}`)
+    if (src.statusCode === 404) throw new FerryError('FERRY_SOURCE_MISSING', `the source no longer holds ${opts.path}`, 409)
+    throw fail('FERRY_COPY_SOURCE_FAILED', `GET ${opts.path} from the source answered ${src.statusCode}`)
   }
   const sourceEtag = header(src.headers, 'etag')
   const declared = header(src.headers, 'content-length')
@@ -90,21 +89,21 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
     })
   } catch (err) {
     src.body.destroy()
-    if (sourceError !== undefined) throw fail(COPY_SOURCE_FAILED, `reading ${opts.path} from the source failed mid-copy`, sourceError)
-    throw fail(COPY_TARGET_FAILED, `PUT ${opts.path} to the target failed`, err)
+    if (sourceError !== undefined) throw fail('FERRY_COPY_SOURCE_FAILED', `reading ${opts.path} from the source failed mid-copy`, sourceError)
+    throw fail('FERRY_COPY_TARGET_FAILED', `PUT ${opts.path} to the target failed`, err)
   } finally {
     // A target that answered before reading the whole body (an error, a 413) leaves the source
     // stream half read: release its connection rather than letting it stall.
     if (!meter.writableFinished) src.body.destroy()
   }
   await put.body.dump().catch(() => {})
-  if (put.statusCode < 200 || put.statusCode >= 300) throw fail(COPY_TARGET_FAILED, `PUT ${opts.path} to the target answered ${put.statusCode}`)
-  if (sourceError !== undefined) throw fail(COPY_SOURCE_FAILED, `reading ${opts.path} from the source failed mid-copy`, sourceError)
+  if (put.statusCode < 200 || put.statusCode >= 300) throw fail('FERRY_COPY_TARGET_FAILED', `PUT ${opts.path} to the target answered ${put.statusCode}`)
+  if (sourceError !== undefined) throw fail('FERRY_COPY_SOURCE_FAILED', `reading ${opts.path} from the source failed mid-copy`, sourceError)
 
   const sent = meter.digests()
   const bytes = meter.bytes
   if (size !== null && bytes !== size) {
-    throw new FerryError(COPY_VERIFY_FAILED, `copied ${bytes} bytes of ${opts.path}, the source announced ${size}`, 502)
+    throw new FerryError('FERRY_COPY_VERIFY_FAILED', `copied ${bytes} bytes of ${opts.path}, the source announced ${size}`, 502)
   }
   let proof: CopyProof
   try {
@@ -117,7 +116,7 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
       signal
     })
   } catch (err) {
-    throw err instanceof FerryError ? err : fail(COPY_TARGET_FAILED, `reading ${opts.path} back from the target failed`, err)
+    throw err instanceof FerryError ? err : fail('FERRY_COPY_TARGET_FAILED', `reading ${opts.path} back from the target failed`, err)
   }
   return { sourceEtag, targetEtag: proof.targetEtag, bytes, sha256: sent.sha256, proof: proof.method }
 }

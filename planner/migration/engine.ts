@@ -4,17 +4,12 @@ import type { Registry } from 'prom-client'
 import { FerryError } from '../../lib/errors.js'
 import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
-import { STATE_UNAVAILABLE } from '../../state/errors.js'
 import type { BlockLocation, Fence, LocationInput, MigrationPatch, MigrationPhase, MigrationQuery, MigrationRecord, MigrationResult, StateStore } from '../../state/types.js'
 import { judgeByEtag } from '../../upstream/kinds.js'
 import { hashBlock, type HashedBlock } from '../../upstream/verify.js'
 import type { MigrationConfig } from '../config.js'
 import { copyBlock, type CopyResult } from './copy.js'
-import {
-  BLOCK_BUSY, BLOCK_NOT_FOUND, COPY_SOURCE_FAILED, COPY_TARGET_FAILED, CUTOVER_TIMEOUT, DeposedError, INTERRUPTED, LOCATION_CHANGED,
-  MIGRATION_NOOP, MIGRATION_NOT_FOUND, NOT_CANCELLABLE, NOT_LEADER, QUEUE_FULL, SOURCE_MISSING, StoppingError, TARGET_UNAVAILABLE, UNKNOWN_GATEWAY,
-  describeError, plannerError
-} from './errors.js'
+import { DeposedError, StoppingError, describeError, plannerError } from './errors.js'
 import type { Fleet, FleetGateway } from './fleet.js'
 import { deleteBlock, delay, headBlock, type HeadResult } from './gateway-ops.js'
 import { EngineMetrics } from './metrics.js'
@@ -27,7 +22,7 @@ export interface LeaderView {
   fence (): Fence | null
   /** How much longer we surely lead: bounds gateway side effects, which no store fences. */
   validForMs (): number
-  /** The current leader's name, for NOT_LEADER answers. */
+  /** The current leader's name, for FERRY_PLANNER_NOT_LEADER answers. */
   readonly holder: string
 }
 
@@ -129,7 +124,7 @@ const STEP_RETRY_MS = 25
  *
  * Why a write is never lost: a proxy acknowledges a write that raced a location change only if
  * the block's location, once out of cut-over, is the gateway that took it or provably holds the
- * bytes written (proxy/server.ts confirmWrite). Writes that landed on the source before the
+ * bytes written (proxy/write-guard.ts WriteGuard.confirm). Writes that landed on the source before the
  * cut-over check are in the copy (the check sees them — by ETag, or by the bytes where the ETag
  * proves nothing — so we re-copy); writes that land after it are not on the target, so the
  * proxy answers 503 instead of acknowledging them.
@@ -262,21 +257,21 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
 
   /**
    * Queues a migration of one block to `to` and returns its log record. A block routed by hash
-   * is given its location first (where it is now). Throws FerryError: NOT_LEADER, BLOCK_BUSY,
-   * MIGRATION_NOOP, UNKNOWN_GATEWAY, BLOCK_NOT_FOUND, QUEUE_FULL.
+   * is given its location first (where it is now). Throws FerryError: FERRY_PLANNER_NOT_LEADER, FERRY_BLOCK_BUSY,
+   * FERRY_MIGRATION_NOOP, FERRY_UNKNOWN_GATEWAY, FERRY_BLOCK_NOT_FOUND, FERRY_MIGRATION_QUEUE_FULL.
    */
   async submit (req: SubmitRequest): Promise<MigrationRecord> {
-    if (!this.active) throw plannerError(NOT_LEADER, 'this planner is not the leader', 503, { holder: this.leader.holder })
-    if (!this.fleet.has(req.to)) throw plannerError(UNKNOWN_GATEWAY, `no gateway ${req.to} is configured`, 404)
-    if (this.queue.size >= this.config.maxQueued) throw plannerError(QUEUE_FULL, `${this.queue.size} migrations are already queued`, 503)
+    if (!this.active) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
+    if (!this.fleet.has(req.to)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${req.to} is configured`, 404)
+    if (this.queue.size >= this.config.maxQueued) throw plannerError('FERRY_MIGRATION_QUEUE_FULL', `${this.queue.size} migrations are already queued`, 503)
     const key = blockKey(req.volume, req.block)
-    if (this.busy(req.volume, req.block)) throw plannerError(BLOCK_BUSY, `block ${key} is already being moved`, 409)
+    if (this.busy(req.volume, req.block)) throw plannerError('FERRY_BLOCK_BUSY', `block ${key} is already being moved`, 409)
     this.reserving.add(key)
     try {
       const loc = await this.ensurePlaced(req.volume, req.block)
-      if (loc.phase !== 'stable') throw plannerError(BLOCK_BUSY, `block ${key} is in ${loc.phase} (a migration is being finished)`, 409)
-      if (loc.gateway === req.to) throw plannerError(MIGRATION_NOOP, `block ${key} is already on ${req.to}`, 409)
-      if (!this.active) throw plannerError(NOT_LEADER, 'this planner is not the leader', 503, { holder: this.leader.holder })
+      if (loc.phase !== 'stable') throw plannerError('FERRY_BLOCK_BUSY', `block ${key} is in ${loc.phase} (a migration is being finished)`, 409)
+      if (loc.gateway === req.to) throw plannerError('FERRY_MIGRATION_NOOP', `block ${key} is already on ${req.to}`, 409)
+      if (!this.active) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
       const id = this.newId()
       const record = await this.store.appendMigration({
         id, volume: req.volume, block: req.block, from: loc.gateway, to: req.to, phase: 'queued', bytes: 0,
@@ -297,22 +292,22 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     const job = this.jobs.get(id)
     if (job === undefined) {
       const rec = await this.store.getMigration(id)
-      if (rec === null) throw plannerError(MIGRATION_NOT_FOUND, `no migration ${id}`, 404)
-      throw plannerError(NOT_CANCELLABLE, `migration ${id} is not running here (${rec.result ?? rec.phase})`, 409)
+      if (rec === null) throw plannerError('FERRY_MIGRATION_NOT_FOUND', `no migration ${id}`, 404)
+      throw plannerError('FERRY_MIGRATION_NOT_CANCELLABLE', `migration ${id} is not running here (${rec.result ?? rec.phase})`, 409)
     }
-    if (job.state === 'cleanup' || job.phase === 'cleanup') throw plannerError(NOT_CANCELLABLE, `migration ${id} already moved the block`, 409)
+    if (job.state === 'cleanup' || job.phase === 'cleanup') throw plannerError('FERRY_MIGRATION_NOT_CANCELLABLE', `migration ${id} already moved the block`, 409)
     if (job.state === 'queued') {
       this.queue.remove(j => j === job)
       await this.end(job, 'cancelled', 'cancelled by the operator')
     } else {
-      job.abort.abort(plannerError(INTERRUPTED, 'cancelled by the operator', 409))
+      job.abort.abort(plannerError('FERRY_INTERRUPTED', 'cancelled by the operator', 503))
     }
     return await this.get(id)
   }
 
   async get (id: string): Promise<MigrationView> {
     const rec = await this.store.getMigration(id)
-    if (rec === null) throw plannerError(MIGRATION_NOT_FOUND, `no migration ${id}`, 404)
+    if (rec === null) throw plannerError('FERRY_MIGRATION_NOT_FOUND', `no migration ${id}`, 404)
     return this.view(rec)
   }
 
@@ -412,7 +407,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
         this.forget(job)
         return
       }
-      await this.rollback(job, reason instanceof StoppingError ? plannerError(INTERRUPTED, 'the planner stopped mid-migration', 503) : reason)
+      await this.rollback(job, reason instanceof StoppingError ? plannerError('FERRY_INTERRUPTED', 'the planner stopped mid-migration', 503) : reason)
     }
   }
 
@@ -421,12 +416,12 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     let loc = await this.read(job)
     if (loc === null || loc.phase !== 'stable' || loc.gateway !== job.from) {
       if (loc?.gateway === job.to && loc.phase === 'stable') {
-        await this.end(job, 'cancelled', `${MIGRATION_NOOP}: the block is already on ${job.to}`)
+        await this.end(job, 'cancelled', `FERRY_MIGRATION_NOOP: the block is already on ${job.to}`)
         return
       }
-      throw plannerError(LOCATION_CHANGED, `block ${job.key} is ${loc === null ? 'no longer placed' : `${loc.phase} on ${loc.gateway}`}, expected stable on ${job.from}`, 409)
+      throw plannerError('FERRY_LOCATION_CHANGED', `block ${job.key} is ${loc === null ? 'no longer placed' : `${loc.phase} on ${loc.gateway}`}, expected stable on ${job.from}`, 409)
     }
-    if (!this.fleet.isTarget(job.to)) throw plannerError(TARGET_UNAVAILABLE, `gateway ${job.to} is down or draining`, 409)
+    if (!this.fleet.isTarget(job.to)) throw plannerError('FERRY_TARGET_UNAVAILABLE', `gateway ${job.to} is down or draining`, 409)
     const started = performance.now()
 
     // copying: reads and writes still go to the source.
@@ -447,7 +442,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
         this.logger.warn({ id: job.id, key: job.key }, 'the target lost its copy before the flip; copying again')
       }
       if (job.recopies >= this.config.maxRecopies || left() <= 0) {
-        throw plannerError(CUTOVER_TIMEOUT, `block ${job.key} kept changing during cut-over (${job.recopies} re-copies in ${Math.round(performance.now() - cutStart)} ms)`, 503)
+        throw plannerError('FERRY_CUTOVER_TIMEOUT', `block ${job.key} kept changing during cut-over (${job.recopies} re-copies in ${Math.round(performance.now() - cutStart)} ms)`, 503)
       }
       job.recopies++
       this.recopies++
@@ -457,7 +452,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
       } catch (err) {
         // Writes are held now: a flaky gateway is worth another try within the budget, rather
         // than a rollback and a whole new migration (and cut-over) later.
-        if (!(err instanceof FerryError) || (err.code !== COPY_SOURCE_FAILED && err.code !== COPY_TARGET_FAILED) || left() <= 0) throw err
+        if (!(err instanceof FerryError) || (err.code !== 'FERRY_COPY_SOURCE_FAILED' && err.code !== 'FERRY_COPY_TARGET_FAILED') || left() <= 0) throw err
         this.logger.debug({ id: job.id, key: job.key, err: err.message }, 're-copy in cut-over failed; trying again')
       }
     }
@@ -480,8 +475,8 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     this.guard(job)
     const source = this.fleet.get(job.from)
     const target = this.fleet.get(job.to)
-    if (source === undefined) throw plannerError(COPY_SOURCE_FAILED, `gateway ${job.from} is no longer configured`, 502)
-    if (target === undefined) throw plannerError(COPY_TARGET_FAILED, `gateway ${job.to} is no longer configured`, 502)
+    if (source === undefined) throw plannerError('FERRY_COPY_SOURCE_FAILED', `gateway ${job.from} is no longer configured`, 502)
+    if (target === undefined) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} is no longer configured`, 502)
     job.bytes = 0
     job.copyStartedAt = performance.now()
     const result = await copyBlock(source, target, {
@@ -520,7 +515,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
       try {
         final = await this.cas(job, loc, { gateway: job.to, phase: 'stable' }, 'stable')
       } catch (err) {
-        const now = err instanceof FerryError && err.code === LOCATION_CHANGED ? await this.read(job) : null
+        const now = err instanceof FerryError && err.code === 'FERRY_LOCATION_CHANGED' ? await this.read(job) : null
         // Someone (a predecessor's recovery, a retried call) already settled it: fine.
         if (now === null || now.gateway !== job.to || now.phase === 'done') throw err
         final = now
@@ -661,7 +656,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
           keep = true
           return
         }
-        await this.end(job, 'rolled-back', `${INTERRUPTED}: the planner stopped mid-migration; ${rec.to} is not a valid target any more`)
+        await this.end(job, 'rolled-back', `FERRY_INTERRUPTED: the planner stopped mid-migration; ${rec.to} is not a valid target any more`)
         return
       }
       if (rec.phase === 'queued' && loc !== null && loc.phase === 'stable' && loc.gateway === rec.from) {
@@ -674,7 +669,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
       if (loc !== null && loc.gateway !== rec.to && loc.target !== rec.to && rec.phase !== 'queued') {
         await this.deleteCopy(job.path, rec.to).catch(() => { this.metrics.strays.inc() })
       }
-      await this.end(job, rec.phase === 'queued' ? 'cancelled' : 'rolled-back', `${INTERRUPTED}: found unfinished after a planner restart (location ${loc === null ? 'none' : `${loc.phase} on ${loc.gateway}`})`)
+      await this.end(job, rec.phase === 'queued' ? 'cancelled' : 'rolled-back', `FERRY_INTERRUPTED: found unfinished after a planner restart (location ${loc === null ? 'none' : `${loc.phase} on ${loc.gateway}`})`)
     } finally {
       if (!keep && this.jobs.get(job.id) === job) this.forget(job)
     }
@@ -721,7 +716,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
   /**
    * A fenced compare-and-set from `current` to `next`. When the store call fails with an
    * unknown outcome (connection lost mid-call), the location is re-read: applied → carry on;
-   * unchanged → try again; anything else → LOCATION_CHANGED.
+   * unchanged → try again; anything else → FERRY_LOCATION_CHANGED.
    */
   private async cas (job: Job, current: BlockLocation, next: LocationInput, step: string, ignoreAbort = false): Promise<BlockLocation> {
     for (let attempt = 0; ; attempt++) {
@@ -730,13 +725,13 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
         const r = await this.store.casLocation(job.volume, job.block, current.epoch, next, { fence, reason: `migration:${job.id}:${step}` })
         if (r.ok) return r.location
         if (r.reason === 'fenced') throw new DeposedError('the store refused a location write as fenced')
-        throw plannerError(LOCATION_CHANGED, `block ${job.key} changed under migration ${job.id} (epoch ${r.current?.epoch ?? 0}, expected ${current.epoch})`, 409)
+        throw plannerError('FERRY_LOCATION_CHANGED', `block ${job.key} changed under migration ${job.id} (epoch ${r.current?.epoch ?? 0}, expected ${current.epoch})`, 409)
       } catch (err) {
-        if (!(err instanceof FerryError) || err.code !== STATE_UNAVAILABLE || attempt >= 5) throw err
+        if (!(err instanceof FerryError) || err.code !== 'FERRY_STATE_UNAVAILABLE' || attempt >= 5) throw err
         const now = await this.read(job, ignoreAbort)
         if (now !== null && now.epoch > current.epoch && now.fence === fence.token && sameRoute(now, next)) return now
         if (now === null || now.epoch !== current.epoch) {
-          throw plannerError(LOCATION_CHANGED, `block ${job.key} changed under migration ${job.id} while the store was unreachable`, 409)
+          throw plannerError('FERRY_LOCATION_CHANGED', `block ${job.key} changed under migration ${job.id} while the store was unreachable`, 409)
         }
         await delay(STEP_RETRY_MS * 2 ** attempt, ignoreAbort ? undefined : job.abort.signal)
       }
@@ -750,7 +745,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
       try {
         return await this.store.getLocation(job.volume, job.block)
       } catch (err) {
-        if (!(err instanceof FerryError) || err.code !== STATE_UNAVAILABLE || attempt >= 6) throw err
+        if (!(err instanceof FerryError) || err.code !== 'FERRY_STATE_UNAVAILABLE' || attempt >= 6) throw err
         await delay(STEP_RETRY_MS * 2 ** attempt, ignoreAbort ? undefined : job.abort.signal)
       }
     }
@@ -769,16 +764,16 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     for (const id of this.fleet.ranked(key)) {
       const h = await this.head(`/${volume}/${block}`, id)
       if (h.status === 404) continue
-      if (h.status !== 200) throw plannerError(COPY_SOURCE_FAILED, `cannot tell whether gateway ${id} holds ${key} (${h.status})`, 502)
+      if (h.status !== 200) throw plannerError('FERRY_COPY_SOURCE_FAILED', `cannot tell whether gateway ${id} holds ${key} (${h.status})`, 502)
       if (h.size !== null) this.fleet.noteSize(volume, block, h.size)
       const fence = this.requireLeader()
       const r = await this.store.casLocation(volume, block, 0, { gateway: id, phase: 'stable' }, { fence, reason: 'migration:place' })
       if (r.ok) return r.location
       if (r.reason === 'fenced') throw new DeposedError('the store refused a location write as fenced')
       if (r.current !== null) return r.current // a proxy's first write placed it meanwhile
-      throw plannerError(LOCATION_CHANGED, `block ${key} changed while being placed`, 409)
+      throw plannerError('FERRY_LOCATION_CHANGED', `block ${key} changed while being placed`, 409)
     }
-    throw plannerError(BLOCK_NOT_FOUND, `block ${key} has no location and no gateway holds it`, 404)
+    throw plannerError('FERRY_BLOCK_NOT_FOUND', `block ${key} has no location and no gateway holds it`, 404)
   }
 
   private async head (path: string, gateway: string, signal?: AbortSignal): Promise<HeadResult> {
@@ -792,7 +787,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
       const h = await this.head(job.path, gateway, job.abort.signal)
       if (h.status === 200 || h.status === 404) return h
       if (left() <= 0) {
-        throw plannerError(CUTOVER_TIMEOUT, `gateway ${gateway} did not answer the cut-over check for ${job.key} in time (${h.error ?? h.status})`, 503)
+        throw plannerError('FERRY_CUTOVER_TIMEOUT', `gateway ${gateway} did not answer the cut-over check for ${job.key} in time (${h.error ?? h.status})`, 503)
       }
       await delay(Math.min(STEP_RETRY_MS * 2 ** attempt, 200, Math.max(1, left())), job.abort.signal)
     }
@@ -808,13 +803,13 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
    */
   private async sourceUnchanged (job: Job, copy: CopyResult, left: () => number): Promise<boolean> {
     const source = this.fleet.get(job.from)
-    if (source === undefined) throw plannerError(COPY_SOURCE_FAILED, `gateway ${job.from} is no longer configured`, 502)
+    if (source === undefined) throw plannerError('FERRY_COPY_SOURCE_FAILED', `gateway ${job.from} is no longer configured`, 502)
     const src = await this.headUntil(job, job.from, left)
-    if (src.status === 404) throw plannerError(SOURCE_MISSING, `block ${job.key} was deleted from the source during the migration`, 409)
+    if (src.status === 404) throw plannerError('FERRY_SOURCE_MISSING', `block ${job.key} was deleted from the source during the migration`, 409)
     const verdict = judgeByEtag(source.kind, src.etag, { etag: copy.sourceEtag, sha256: copy.sha256 })
     if (verdict !== 'unproven') return verdict === 'same'
     const now = await this.hashUntil(job, source, left)
-    if (now.status === 404) throw plannerError(SOURCE_MISSING, `block ${job.key} was deleted from the source during the migration`, 409)
+    if (now.status === 404) throw plannerError('FERRY_SOURCE_MISSING', `block ${job.key} was deleted from the source during the migration`, 409)
     return now.sha256 === copy.sha256
   }
 
@@ -826,7 +821,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
    */
   private async targetHolds (job: Job, copy: CopyResult, left: () => number): Promise<boolean> {
     const target = this.fleet.get(job.to)
-    if (target === undefined) throw plannerError(COPY_TARGET_FAILED, `gateway ${job.to} is no longer configured`, 502)
+    if (target === undefined) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} is no longer configured`, 502)
     const dst = await this.headUntil(job, job.to, left)
     if (dst.status !== 200) return false
     const verdict = judgeByEtag(target.kind, dst.etag, { etag: copy.targetEtag, sha256: copy.sha256 })
@@ -850,7 +845,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
         why = (err as { code?: string }).code ?? (err as Error).message
       }
       if (left() <= 0) {
-        throw plannerError(CUTOVER_TIMEOUT, `gateway ${g.id} could not be read for the cut-over check of ${job.key} in time (${why})`, 503)
+        throw plannerError('FERRY_CUTOVER_TIMEOUT', `gateway ${g.id} could not be read for the cut-over check of ${job.key} in time (${why})`, 503)
       }
       await delay(Math.min(STEP_RETRY_MS * 2 ** attempt, 200, Math.max(1, left())), job.abort.signal)
     }

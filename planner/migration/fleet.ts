@@ -1,9 +1,11 @@
 import { EventEmitter } from 'node:events'
 import { Pool } from 'undici'
-import type { GatewayConfig, GatewayKind } from '../../config/fleet.js'
+import type { GatewayConfig, GatewayKind } from '../../fleet/schema.js'
 import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
 import { rendezvousNode, rendezvousPick, rendezvousRank, type RendezvousNode } from '../../lib/rendezvous.js'
+import { gatewayHealthChannel } from '../../state/channels.js'
+import { GatewayHealthView } from '../../state/gateway-health.js'
 import type { BlockLocation, StoreEvent } from '../../state/types.js'
 import type { GatewayInfo } from '../affinity.js'
 import type { PlannerHealthConfig } from '../config.js'
@@ -24,8 +26,6 @@ export interface FleetGateway {
   probeSuccesses: number
   lastProbeAt: number
   lastProbeError: string | null
-  /** Proxies' reports (gateway-health messages) that it is down, by reporter, with their time. */
-  readonly downReports: Map<string, number>
   /** Operator drain: never a target, everything on it is moved off. */
   draining: boolean
 }
@@ -35,15 +35,6 @@ export interface FleetEvents {
   health: [id: string, healthy: boolean]
 }
 
-/** The message proxies publish on the `gateway-health` channel. */
-interface HealthMessage { gateway: string, healthy: boolean, at: number, from: string }
-
-function isHealthMessage (m: unknown): m is HealthMessage {
-  const o = m as Partial<HealthMessage> | null
-  return o !== null && typeof o === 'object' && typeof o.gateway === 'string' && typeof o.healthy === 'boolean' &&
-    typeof o.at === 'number' && typeof o.from === 'string'
-}
-
 /**
  * The gateways, their health and how full they are, as the planner needs them to choose
  * targets and sources.
@@ -51,9 +42,10 @@ function isHealthMessage (m: unknown): m is HealthMessage {
  * Health combines two views. The planner probes every gateway itself (GET probePath, below 500
  * is up), because the planner may run where no proxy does and must not copy to a gateway it
  * cannot reach. And proxies publish what their passive checks see (`gateway-health`): a gateway
- * refusing client traffic is not a target even if it still answers the planner's probes. A
- * proxy's "down" report counts until the same proxy reports it up again or `reportTtlMs`
- * passes (a proxy that died must not blacklist a gateway for ever).
+ * refusing client traffic is not a target even if it still answers the planner's probes. The
+ * reports are read by the rule DNS uses too (state/gateway-health.ts), with `reportTtlMs`: a
+ * proxy's "down" counts until the same proxy reports it up again or the TTL passes (a proxy that
+ * died must not blacklist a gateway for ever).
  *
  * Usage is an estimate, because gateways do not report it: the sizes of placed blocks the
  * planner has seen (copied, checked), plus the mean of those for placed blocks of unknown
@@ -67,6 +59,8 @@ export class Fleet extends EventEmitter<FleetEvents> {
   private connections: number
   private probeTimer: NodeJS.Timeout | null = null
   private probing = false
+  /** The proxies' gateway-health reports. */
+  private readonly reports = new GatewayHealthView()
   private readonly logger: Logger
   /** Known block sizes, by blockKey. */
   private readonly sizes = new Map<string, number>()
@@ -89,14 +83,16 @@ export class Fleet extends EventEmitter<FleetEvents> {
   /** Adds, updates and removes gateways; a gateway whose URL changed gets a new pool. */
   reconfigure (gateways: readonly GatewayConfig[], health: PlannerHealthConfig, connections: number): void {
     this.health = health
+    this.reports.reportTtlMs = health.reportTtlMs
     const next = new Map<string, FleetGateway>()
     for (const g of gateways) {
       const old = this.gateways.get(g.id)
       if (old !== undefined && old.url === g.url && connections === this.connections) {
-        next.set(g.id, { ...old, kind: g.kind, site: g.site, capacityBytes: g.capacityBytes, pool: old.pool, downReports: old.downReports })
+        next.set(g.id, { ...old, kind: g.kind, site: g.site, capacityBytes: g.capacityBytes, pool: old.pool })
         continue
       }
       if (old !== undefined) void old.pool.close().catch(() => {})
+      this.reports.forget(g.id)
       next.set(g.id, {
         id: g.id,
         url: g.url,
@@ -109,11 +105,14 @@ export class Fleet extends EventEmitter<FleetEvents> {
         probeSuccesses: 0,
         lastProbeAt: 0,
         lastProbeError: null,
-        downReports: new Map(),
         draining: old?.draining ?? false
       })
     }
-    for (const [id, old] of this.gateways) if (!next.has(id)) void old.pool.close().catch(() => {})
+    for (const [id, old] of this.gateways) {
+      if (next.has(id)) continue
+      void old.pool.close().catch(() => {})
+      this.reports.forget(id)
+    }
     this.connections = connections
     this.gateways = next
     this.nodes = [...next.keys()].map(rendezvousNode)
@@ -127,11 +126,12 @@ export class Fleet extends EventEmitter<FleetEvents> {
   isHealthy (id: string, now = Date.now()): boolean {
     const g = this.gateways.get(id)
     if (g === undefined || !g.probeUp) return false
-    for (const [from, at] of g.downReports) {
-      if (now - at < this.health.reportTtlMs) return false
-      g.downReports.delete(from)
-    }
-    return true
+    return this.reports.isHealthy(id, now)
+  }
+
+  /** The proxies whose "down" report on `id` still counts. */
+  reportedDownBy (id: string, now = Date.now()): string[] {
+    return this.reports.reportedDownBy(id, now)
   }
 
   /** Healthy, not draining: may receive blocks. */
@@ -233,15 +233,12 @@ export class Fleet extends EventEmitter<FleetEvents> {
 
   /** Feeds the store's events: `gateway-health` messages from proxies. */
   onStoreEvent (event: StoreEvent): void {
-    if (event.type !== 'message' || event.channel !== 'gateway-health' || !isHealthMessage(event.message)) return
-    const m = event.message
-    const g = this.gateways.get(m.gateway)
-    if (g === undefined) return
-    const was = this.isHealthy(g.id)
-    if (m.healthy) g.downReports.delete(m.from)
-    else g.downReports.set(m.from, Math.min(m.at, Date.now()))
-    const is = this.isHealthy(g.id)
-    if (was !== is) this.changed(g.id, is, `proxy ${m.from} reported it ${m.healthy ? 'up' : 'down'}`)
+    const m = gatewayHealthChannel.decode(event)
+    if (m == null || !this.gateways.has(m.gateway)) return
+    const was = this.isHealthy(m.gateway)
+    this.reports.apply(m)
+    const is = this.isHealthy(m.gateway)
+    if (was !== is) this.changed(m.gateway, is, `proxy ${m.from} reported it ${m.healthy ? 'up' : 'down'}`)
   }
 
   startProbes (): void {

@@ -1,5 +1,4 @@
 import { FerryError } from '../../lib/errors.js'
-import { COPY_TARGET_FAILED, LOCATION_CHANGED } from './errors.js'
 import type { FleetGateway } from './fleet.js'
 
 /** What a HEAD said about a block on one gateway. `status` 0: the gateway did not answer. */
@@ -36,7 +35,8 @@ export async function deleteBlock (g: FleetGateway | undefined, path: string, ti
   const res = await g.pool.request({ method: 'DELETE', path, signal: AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) })
   await res.body.dump()
   if (res.statusCode !== 404 && (res.statusCode < 200 || res.statusCode >= 300)) {
-    throw new FerryError(res.statusCode >= 500 ? COPY_TARGET_FAILED : LOCATION_CHANGED, `DELETE ${path} on ${g.id} answered ${res.statusCode}`, 502)
+    const message = `DELETE ${path} on ${g.id} answered ${res.statusCode}`
+    throw res.statusCode >= 500 ? new FerryError('FERRY_COPY_TARGET_FAILED', message, 502) : new FerryError('FERRY_LOCATION_CHANGED', message, 409)
   }
 }
 

@@ -9,6 +9,7 @@ import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 import { FerryError, isFerryError } from '../../lib/errors.js'
 import { blockKey } from '../../lib/ids.js'
+import type { StateStore } from '../../state/types.js'
 import { CachingEmbedder, NgramHashEmbedder, type BlockMeta, type Embedder } from './embedder.js'
 import { PlacementModel, type TrainingExample } from './model.js'
 import { DEFAULT_SITE_RULES, isWriteMethod, loadSiteRules, readAccessLog, readTsvTrace, siteOfHost, urlBlock } from './trace.js'
@@ -17,6 +18,12 @@ export interface CommandIO {
   stdout: { write: (s: string) => unknown }
   stderr: { write: (s: string) => unknown }
 }
+
+/**
+ * Opens the state store a ferry config file describes (for `--config`). bin/ passes it: loading
+ * a config file is config/'s, which composes every role's section, so a role never imports it.
+ */
+export type StoreOfConfig = (configFile: string) => StateStore
 
 export const TRAIN_PLACEMENT_USAGE = `usage: ferry train-placement (--trace FILE | --access-log FILE | --config FILE) --out MODEL.json [options]
 
@@ -99,14 +106,14 @@ class HistoryBuilder {
 function readMeta (file: string): Map<string, BlockMeta> {
   const out = new Map<string, BlockMeta>()
   let text: string
-  try { text = fs.readFileSync(file, 'utf8') } catch (err) { throw new FerryError('PLACEMENT_TRACE_UNREADABLE', `cannot read metadata ${file}: ${(err as Error).message}`, 400) }
+  try { text = fs.readFileSync(file, 'utf8') } catch (err) { throw new FerryError('FERRY_PLACEMENT_TRACE_UNREADABLE', `cannot read metadata ${file}: ${(err as Error).message}`, 400) }
   let n = 0
   for (const line of text.split('\n')) {
     n++
     if (line.trim() === '') continue
     let o: Partial<BlockMeta>
-    try { o = JSON.parse(line) as Partial<BlockMeta> } catch { throw new FerryError('PLACEMENT_BAD_META', `${file}:${n}: not JSON`, 400) }
-    if (typeof o.volume !== 'string' || typeof o.block !== 'string') throw new FerryError('PLACEMENT_BAD_META', `${file}:${n}: volume and block must be strings`, 400)
+    try { o = JSON.parse(line) as Partial<BlockMeta> } catch { throw new FerryError('FERRY_PLACEMENT_BAD_META', `${file}:${n}: not JSON`, 400) }
+    if (typeof o.volume !== 'string' || typeof o.block !== 'string') throw new FerryError('FERRY_PLACEMENT_BAD_META', `${file}:${n}: volume and block must be strings`, 400)
     const meta: BlockMeta = { volume: o.volume, block: o.block }
     if (typeof o.name === 'string') meta.name = o.name
     if (typeof o.path === 'string') meta.path = o.path
@@ -124,7 +131,7 @@ function positiveInt (name: string, v: string | undefined): number | undefined {
   return n
 }
 
-export async function trainPlacementCommand (argv: string[], io: CommandIO = defaultIO): Promise<number> {
+export async function trainPlacementCommand (argv: string[], io: CommandIO = defaultIO, storeOf?: StoreOfConfig): Promise<number> {
   try {
     const { values } = parseArgs({
       args: argv,
@@ -173,7 +180,10 @@ export async function trainPlacementCommand (argv: string[], io: CommandIO = def
       for (const a of accesses) history.add({ volume: a.volume, block: a.block }, a.site, a.at)
       notes.push(`${file}: ${accesses.length} accesses, ${skipped} lines skipped`)
     }
-    if (values.config !== undefined) notes.push(`${values.config}: ${await readStore(values.config, history)} blocks from the state store`)
+    if (values.config !== undefined) {
+      if (storeOf === undefined) throw new UsageError('--config needs the ferry command (it opens the store)')
+      notes.push(`${values.config}: ${await readStore(storeOf(values.config), values.config, history)} blocks from the state store`)
+    }
     if (values.meta !== undefined) notes.push(`${values.meta}: metadata joined to ${history.join(readMeta(values.meta))} blocks`)
 
     const embedder = await makeEmbedder(values.embedder, { ...(values.model !== undefined ? { model: values.model } : {}), ...(dim !== undefined ? { dim } : {}) })
@@ -201,13 +211,11 @@ export async function trainPlacementCommand (argv: string[], io: CommandIO = def
   }
 }
 
-/** Loads every block's merged affinity from the configured store; returns how many. */
-async function readStore (configFile: string, history: HistoryBuilder): Promise<number> {
-  const [{ loadConfigFile }, { createStore, waitForReady }] = await Promise.all([import('../../config/load.js'), import('../../state/factory.js')])
-  const config = loadConfigFile(configFile)
-  const store = createStore(config.state)
+/** Loads every block's merged affinity from the configured store, then closes it; returns how many. */
+async function readStore (store: StateStore, configFile: string, history: HistoryBuilder): Promise<number> {
   try {
-    if (!await waitForReady(store, 10_000)) throw new FerryError('PLACEMENT_STORE_UNAVAILABLE', `the state store of ${configFile} is not reachable: ${store.status().reason ?? 'not ready'}`, 503)
+    const { waitForReady } = await import('../../state/factory.js')
+    if (!await waitForReady(store, 10_000)) throw new FerryError('FERRY_PLACEMENT_STORE_UNAVAILABLE', `the state store of ${configFile} is not reachable: ${store.status().reason ?? 'not ready'}`, 503)
     let n = 0
     for await (const e of store.scanAffinity()) {
       history.set({ volume: e.volume, block: e.block }, e.scores)

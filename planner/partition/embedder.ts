@@ -81,8 +81,8 @@ export class NgramHashEmbedder implements Embedder {
   constructor (opts: NgramHashOptions = {}) {
     this.dim = opts.dim ?? 256
     this.ngrams = [...(opts.ngrams ?? [3, 4])].sort((a, b) => a - b)
-    if (!Number.isInteger(this.dim) || this.dim < 8 || this.dim > 65536) throw new FerryError('PLACEMENT_BAD_OPTIONS', `ngram embedder dim must be an integer in [8, 65536], got ${String(opts.dim)}`, 400)
-    if (this.ngrams.length === 0 || this.ngrams.some(n => !Number.isInteger(n) || n < 1 || n > 8)) throw new FerryError('PLACEMENT_BAD_OPTIONS', 'ngram sizes must be integers in [1, 8]', 400)
+    if (!Number.isInteger(this.dim) || this.dim < 8 || this.dim > 65536) throw new FerryError('FERRY_PLACEMENT_BAD_OPTIONS', `ngram embedder dim must be an integer in [8, 65536], got ${String(opts.dim)}`, 400)
+    if (this.ngrams.length === 0 || this.ngrams.some(n => !Number.isInteger(n) || n < 1 || n > 8)) throw new FerryError('FERRY_PLACEMENT_BAD_OPTIONS', 'ngram sizes must be integers in [1, 8]', 400)
     this.name = `ngram-hash-v1:d=${this.dim}:n=${this.ngrams.join(',')}`
   }
 

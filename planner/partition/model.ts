@@ -110,7 +110,7 @@ const EXACT_LIMIT = 1024
 const SIG_WORDS = 2
 
 function badModel (message: string, details?: Record<string, unknown>): FerryError {
-  return new FerryError('PLACEMENT_BAD_MODEL', message, 400, details)
+  return new FerryError('FERRY_PLACEMENT_BAD_MODEL', message, 400, details)
 }
 
 const fileSchema = z.object({
@@ -312,7 +312,7 @@ export class PlacementModel {
         const row = b + q
         const j = batch[q] as number
         const vec = vecs[q]
-        if (vec === undefined || vec.length !== dim) throw new FerryError('PLACEMENT_EMBEDDER_MISMATCH', `embedder ${embedder.name} returned a vector of length ${vec?.length ?? 0}, expected ${dim}`, 500)
+        if (vec === undefined || vec.length !== dim) throw new FerryError('FERRY_PLACEMENT_EMBEDDER_FAILED', `embedder ${embedder.name} returned a vector of length ${vec?.length ?? 0}, expected ${dim}`, 500)
         quantise(vec, vectors, row * dim)
         shares.set(dists[j] as Float64Array, row * S)
         const meta = (kept[j] as typeof raw[number]).meta
@@ -424,9 +424,9 @@ export class PlacementModel {
   }
 
   /**
-   * Reads a model file's JSON. Throws FerryError PLACEMENT_BAD_MODEL for anything that is not a
+   * Reads a model file's JSON. Throws FerryError FERRY_PLACEMENT_BAD_MODEL for anything that is not a
    * complete, consistent ferry-placement file of a known version, and
-   * PLACEMENT_EMBEDDER_MISMATCH when `embedder` is not the one the model was trained with.
+   * FERRY_PLACEMENT_EMBEDDER_MISMATCH when `embedder` is not the one the model was trained with.
    */
   static fromJSON (json: unknown, embedder: Embedder): PlacementModel {
     if (typeof json === 'object' && json !== null && (json as { format?: unknown }).format === PLACEMENT_FORMAT &&
@@ -440,7 +440,7 @@ export class PlacementModel {
     }
     const f = parsed.data
     if (f.embedder.name !== embedder.name || f.embedder.dim !== embedder.dim) {
-      throw new FerryError('PLACEMENT_EMBEDDER_MISMATCH', `the model was trained with embedder ${f.embedder.name} (dim ${f.embedder.dim}), not ${embedder.name} (dim ${embedder.dim})`, 400)
+      throw new FerryError('FERRY_PLACEMENT_EMBEDDER_MISMATCH', `the model was trained with embedder ${f.embedder.name} (dim ${f.embedder.dim}), not ${embedder.name} (dim ${embedder.dim})`, 400)
     }
     const S = f.sites.length
     if (f.prior.length !== S) throw badModel(`prior has ${f.prior.length} entries for ${S} sites`)
@@ -690,7 +690,7 @@ function decode (b64: string, expectBytes: number, what: string): Uint8Array {
 }
 
 function intOpt (name: string, v: number, min: number, max: number): number {
-  if (!Number.isInteger(v) || v < min || v > max) throw new FerryError('PLACEMENT_BAD_OPTIONS', `${name} must be an integer in [${min}, ${max}], got ${String(v)}`, 400)
+  if (!Number.isInteger(v) || v < min || v > max) throw new FerryError('FERRY_PLACEMENT_BAD_OPTIONS', `${name} must be an integer in [${min}, ${max}], got ${String(v)}`, 400)
   return v
 }
 

@@ -34,7 +34,7 @@ export function readTsvTrace (file: string): { requests: TraceRequest[], skipped
   try {
     text = fs.readFileSync(file, 'utf8')
   } catch (err) {
-    throw new FerryError('PLACEMENT_TRACE_UNREADABLE', `cannot read trace ${file}: ${(err as Error).message}`, 400)
+    throw new FerryError('FERRY_PLACEMENT_TRACE_UNREADABLE', `cannot read trace ${file}: ${(err as Error).message}`, 400)
   }
   const lines = text.split('\n')
   const header = (lines[0] ?? '').replace(/\r$/, '').split('\t')
@@ -42,7 +42,7 @@ export function readTsvTrace (file: string): { requests: TraceRequest[], skipped
   const iHost = col('host')
   const iTime = col('time')
   const iUrl = col('url')
-  if (iHost < 0 || iTime < 0 || iUrl < 0) throw new FerryError('PLACEMENT_TRACE_UNREADABLE', `${file}: the header must name host, time and url columns (got ${header.join(', ')})`, 400)
+  if (iHost < 0 || iTime < 0 || iUrl < 0) throw new FerryError('FERRY_PLACEMENT_TRACE_UNREADABLE', `${file}: the header must name host, time and url columns (got ${header.join(', ')})`, 400)
   const iMethod = col('method')
   const iStatus = col('response')
   const iBytes = col('bytes')
@@ -104,7 +104,7 @@ export function parseSiteRules (json: unknown, source = '<site rules>'): SiteRul
   const r = siteRulesSchema.safeParse(json)
   if (!r.success) {
     const issue = r.error.issues[0]
-    throw new FerryError('PLACEMENT_BAD_SITES', `${source}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'} (expected {"tld": {"de": "europe", …}, "otherwise": ["na-east", "na-west"]})`, 400)
+    throw new FerryError('FERRY_PLACEMENT_BAD_SITES', `${source}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'} (expected {"tld": {"de": "europe", …}, "otherwise": ["na-east", "na-west"]})`, 400)
   }
   return r.data
 }
@@ -114,7 +114,7 @@ export function loadSiteRules (file: string): SiteRules {
   try {
     json = JSON.parse(fs.readFileSync(file, 'utf8'))
   } catch (err) {
-    throw new FerryError('PLACEMENT_BAD_SITES', `cannot read site rules ${file}: ${(err as Error).message}`, 400)
+    throw new FerryError('FERRY_PLACEMENT_BAD_SITES', `cannot read site rules ${file}: ${(err as Error).message}`, 400)
   }
   return parseSiteRules(json, file)
 }
@@ -171,7 +171,7 @@ export function readAccessLog (file: string): { accesses: LoggedAccess[], skippe
   try {
     text = fs.readFileSync(file, 'utf8')
   } catch (err) {
-    throw new FerryError('PLACEMENT_TRACE_UNREADABLE', `cannot read access log ${file}: ${(err as Error).message}`, 400)
+    throw new FerryError('FERRY_PLACEMENT_TRACE_UNREADABLE', `cannot read access log ${file}: ${(err as Error).message}`, 400)
   }
   const accesses: LoggedAccess[] = []
   let skipped = 0

@@ -50,7 +50,7 @@ interface TransformersEnv {
 let loading: Promise<unknown> = Promise.resolve()
 
 function unavailable (message: string, cause?: unknown): FerryError {
-  return new FerryError('PLACEMENT_EMBEDDER_UNAVAILABLE', cause === undefined ? message : `${message}: ${(cause as Error).message ?? String(cause)}`, 500)
+  return new FerryError('FERRY_PLACEMENT_EMBEDDER_UNAVAILABLE', cause === undefined ? message : `${message}: ${(cause as Error).message ?? String(cause)}`, 500)
 }
 
 export class TransformersEmbedder implements Embedder {
@@ -70,13 +70,13 @@ export class TransformersEmbedder implements Embedder {
 
   /**
    * Loads the model and tokenizer from disk and runs one probe text to learn the output size.
-   * Throws FerryError PLACEMENT_EMBEDDER_UNAVAILABLE when a file is missing or unusable.
+   * Throws FerryError FERRY_PLACEMENT_EMBEDDER_UNAVAILABLE when a file is missing or unusable.
    */
   static async load (opts: TransformersEmbedderOptions): Promise<TransformersEmbedder> {
     const dir = path.resolve(opts.localModelPath ?? '.', opts.model)
     const pooling = opts.pooling ?? 'mean'
     const batchSize = opts.batchSize ?? 32
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new FerryError('PLACEMENT_BAD_OPTIONS', 'batchSize must be a positive integer', 400)
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new FerryError('FERRY_PLACEMENT_BAD_OPTIONS', 'batchSize must be a positive integer', 400)
     for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) {
       if (!fs.existsSync(path.join(dir, f))) throw unavailable(`model directory ${dir} has no ${f}`)
     }

@@ -4,7 +4,7 @@ import type { Cluster, Redis, ClusterOptions, RedisOptions } from 'ioredis'
 import { ioredis } from './ioredis.js'
 import { FerryError, isFerryError } from '../../lib/errors.js'
 import type { StateConfig } from '../config.js'
-import { STATE_ERROR, STATE_UNAVAILABLE, unavailable } from '../errors.js'
+import { unavailable } from '../errors.js'
 
 /**
  * Building ioredis clients from the `state:` config, with the fault behaviour ferry needs:
@@ -75,14 +75,14 @@ export function resolveConnection (config: StateConfig): ResolvedConnection {
     if (password !== undefined) common.password = password
     const dbText = u.pathname.replace(/^\//, '')
     const db = config.db ?? (dbText === '' ? 0 : Number(dbText))
-    if (!Number.isInteger(db) || db < 0) throw new FerryError(STATE_ERROR, `invalid database in state.url: ${dbText}`, 500)
+    if (!Number.isInteger(db) || db < 0) throw new FerryError('FERRY_STATE_ERROR', `invalid database in state.url: ${dbText}`, 500)
     common.db = db
     const tls = tlsOptions(config, u.protocol === 'rediss:')
     if (tls !== undefined) common.tls = tls
     const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname
     return { mode: 'redis', common, endpoints: [{ host, port: u.port === '' ? 6379 : Number(u.port) }] }
   }
-  if (config.cluster === undefined) throw new FerryError(STATE_ERROR, 'state: backend redis needs url or cluster.nodes', 500)
+  if (config.cluster === undefined) throw new FerryError('FERRY_STATE_ERROR', 'state: backend redis needs url or cluster.nodes', 500)
   if (config.username !== undefined) common.username = config.username
   const password = config.password ?? envPassword
   if (password !== undefined) common.password = password
@@ -95,7 +95,7 @@ export function createCommandClient (conn: ResolvedConnection, config: StateConf
   if (conn.mode === 'redis') {
     const ep = conn.endpoints[0]!
     // Auto-pipelining: commands issued in the same tick share one write and one round trip,
-    // which is what makes a batch (getLocations, mergeAccess) cost one round trip.
+    // which is what makes a batch (reads issued together, mergeAccess) cost one round trip.
     return new (ioredis().Redis)({ ...conn.common, host: ep.host, port: ep.port, lazyConnect: true, enableAutoPipelining: true })
   }
   const { retryStrategy: _r, enableOfflineQueue: _q, db: _db, ...nodeOptions } = conn.common
@@ -133,7 +133,7 @@ export function mapRedisError (err: unknown): FerryError {
   const e = err as Error & { name?: string }
   const message = e?.message ?? String(err)
   if (e?.name === 'ReplyError' && !TRANSIENT_REPLY.test(message)) {
-    const out = new FerryError(STATE_ERROR, `redis: ${message}`, 500)
+    const out = new FerryError('FERRY_STATE_ERROR', `redis: ${message}`, 500)
     ;(out as Error & { cause?: unknown }).cause = err
     return out
   }
@@ -141,5 +141,5 @@ export function mapRedisError (err: unknown): FerryError {
 }
 
 export function isUnavailable (err: FerryError): boolean {
-  return err.code === STATE_UNAVAILABLE
+  return err.code === 'FERRY_STATE_UNAVAILABLE'
 }

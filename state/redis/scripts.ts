@@ -204,21 +204,6 @@ if failed then return redis.error_reply(failed) end
 return merged
 `
 
-/**
- * KEYS: aff   ARGV: preferred (comma-joined ids), now, ttlMs
- * Does not refresh the TTL of an existing entry: a planner recomputing every block's preferences
- * must not keep cold blocks alive forever.
- */
-export const SET_PREFERRED = `
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'pref', ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 'pref', ARGV[1], 'at', ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-return 1
-`
-
 /** KEYS: sess   ARGV: now, ttlMs, stateJson, then volume, gateway pairs. Replaces the session. */
 export const PUT_SESSION = `
 local args = {'at', ARGV[1], 'st', ARGV[3]}
@@ -427,7 +412,6 @@ export const SCRIPTS = {
   ferrySetVersion: { lua: SET_VERSION, numberOfKeys: 2 },
   ferryDelete: { lua: DELETE },
   ferryMergeAccess: { lua: MERGE_ACCESS },
-  ferrySetPreferred: { lua: SET_PREFERRED, numberOfKeys: 1 },
   ferryPutSession: { lua: PUT_SESSION, numberOfKeys: 1 },
   ferryBindSession: { lua: BIND_SESSION, numberOfKeys: 1 },
   ferryAppendTelemetry: { lua: APPEND_TELEMETRY, numberOfKeys: 1 },

@@ -1,26 +1,23 @@
 import type { Cluster, Redis } from 'ioredis'
 import type { Registry } from 'prom-client'
 import { silentLogger, type Logger } from '../../lib/log.js'
-import { SCORE_FLOOR, groupDeltas } from '../affinity.js'
+import { SCORE_FLOOR, type BlockDelta } from '../affinity.js'
+import type { StoreBackend } from '../backend.js'
+import { CheckedStore } from '../checked.js'
 import {
-  decodeGeneration, decodeHistory, decodeMigration, decodeStoredLocation, encodeMessageEvent, encodeMigrationFields,
+  decodeGeneration, decodeHistory, decodeMigration, decodeStoredLocation, encodeMigrationFields,
   liveLocation, newGenerationId, pairsToRecord, sortMigrations
 } from '../codec.js'
 import type { StateConfig } from '../config.js'
-import { closed, conflict, corrupt, tooLarge, unavailable } from '../errors.js'
+import { conflict, corrupt, tooLarge, unavailable } from '../errors.js'
 import { EventHub } from '../events.js'
-import { KeySpace, checkChannel, checkEpoch, checkHolder, checkId, checkText, checkToken, checkTtl } from '../keys.js'
+import { KeySpace } from '../keys.js'
 import { StateMetrics } from '../metrics.js'
 import type {
-  AccessDelta, AffinityEntry, BlockLocation, BlockRef, CasResult, DeleteResult, HistoryEntry, LeaseGrant,
-  LeaseInfo, LocatedBlock, LocationInput, MigrationInput, MigrationPatch, MigrationQuery, MigrationRecord,
-  Session, SessionInput, StateStore, StoreEventHandler, StoreGeneration, StoreStatus, TelemetryQuery, TelemetrySample,
-  VersionResult, WriteOptions
+  AffinityEntry, BlockLocation, BlockRef, CasResult, DeleteResult, HistoryEntry, LeaseGrant, LeaseInfo, LocatedBlock,
+  MigrationRecord, Session, StoreEventHandler, StoreGeneration, StoreStatus, TelemetrySample, VersionResult
 } from '../types.js'
-import {
-  MAX_BINDINGS, VERSION_MAX, checkLimit, checkLocationInput, checkMigrationInput, checkMigrationPatch,
-  checkSamples, checkSessionInput, checkWriteOptions, type CheckedWriteOptions
-} from '../validate.js'
+import { MAX_BINDINGS, type CheckedLocation, type CheckedWriteOptions } from '../validate.js'
 import { backoff, createCommandClient, mapRedisError, resolveConnection, type ResolvedConnection } from './connection.js'
 import { SCRIPTS, type ScriptName } from './scripts.js'
 import { keySlot } from './slot.js'
@@ -47,8 +44,10 @@ export interface RedisStoreOptions {
 }
 
 /**
- * The Redis backend (standalone or Cluster). See state/README.md for the key layout, the
- * scripts, the notification protocol and the failure behaviour; in short:
+ * The Redis backend (standalone or Cluster), storage only: `RedisStore` below is the checked
+ * store over it (validation, metering and refusal after close happen there, see checked.ts).
+ * See state/README.md for the key layout, the scripts, the notification protocol and the
+ * failure behaviour; in short:
  *
  * - one command connection (auto-pipelined) and one dedicated subscriber connection;
  * - every call checks readiness first and fails fast with FERRY_STATE_UNAVAILABLE rather than
@@ -56,13 +55,15 @@ export interface RedisStoreOptions {
  * - `status()` is ok only while commands can run *and* the event subscription is live; when both
  *   are back after a loss, a `resync` event tells consumers to reload what they cache.
  */
-export class RedisStore implements StateStore {
-  readonly backend: 'redis' | 'redis-cluster'
+export class RedisBackend implements StoreBackend {
+  readonly name: 'redis' | 'redis-cluster'
+  readonly limits: StateConfig
+  /** Shared with the checked store in front (one `ferry_state_up` per store). */
+  readonly metrics: StateMetrics
   private readonly keys: KeySpace
   private readonly client: Client
   private readonly subscriber: ChannelSubscriber
   private readonly hub: EventHub
-  private readonly metrics: StateMetrics
   private readonly logger: Logger
   private readonly deadlineMs: number
   private cmdReady = false
@@ -72,15 +73,17 @@ export class RedisStore implements StateStore {
   private lastFailure: string | null = null
   private needResync = true
   private everReady = false
+  /** Set by close(): the status stays 'closed' whatever the connections report afterwards. */
   private isClosed = false
   private probeTimer: NodeJS.Timeout | null = null
 
   constructor (private readonly config: StateConfig, options: RedisStoreOptions = {}) {
     const conn: ResolvedConnection = resolveConnection(config)
-    this.backend = conn.mode
+    this.name = conn.mode
+    this.limits = config
     this.keys = new KeySpace(config.keyPrefix)
-    this.logger = (options.logger ?? silentLogger).child({ component: 'state', backend: this.backend })
-    this.metrics = new StateMetrics(options.registry, this.backend)
+    this.logger = (options.logger ?? silentLogger).child({ component: 'state', backend: this.name })
+    this.metrics = new StateMetrics(options.registry, this.name)
     this.hub = new EventHub(this.logger, this.metrics)
     // Slack over the driver's own timeout: the deadline only catches what ioredis would not
     // (a Cluster redirect loop, a connect that hangs), it must not pre-empt a normal timeout.
@@ -174,31 +177,23 @@ export class RedisStore implements StateStore {
         this.probeTimer = null
         return
       }
-      this.run('ping', () => this.client.ping()).catch(() => { /* still failing: stay degraded */ })
+      this.run(() => this.client.ping()).catch(() => { /* still failing: stay degraded */ })
     }, PROBE_INTERVAL_MS)
     this.probeTimer.unref()
   }
 
   /**
-   * Every backend call goes through here: closed check, fail-fast readiness check, deadline,
-   * error mapping, metrics, and health bookkeeping (an unavailable error degrades `status()`
-   * until the next success).
+   * Every command goes through here: fail-fast readiness check, deadline, error mapping, and
+   * health bookkeeping (an unavailable error degrades `status()` until the next success).
    */
-  private async run<T> (op: string, fn: () => Promise<T>): Promise<T> {
-    if (this.isClosed) throw closed()
-    if (!this.cmdReady) {
-      this.metrics.operations.inc({ op, result: 'unavailable' })
-      throw unavailable(this.reason() ?? 'not connected')
-    }
-    const start = process.hrtime.bigint()
+  private async run<T> (fn: () => Promise<T>): Promise<T> {
+    if (!this.cmdReady) throw unavailable(this.reason() ?? 'not connected')
     let timer: NodeJS.Timeout | undefined
     try {
       const deadline = new Promise<never>((_resolve, reject) => {
         timer = setTimeout(() => reject(unavailable(`redis: no answer within ${this.deadlineMs} ms`)), this.deadlineMs)
       })
       const value = await Promise.race([fn(), deadline])
-      this.metrics.operations.inc({ op, result: 'ok' })
-      this.metrics.duration.observe({ op }, Number(process.hrtime.bigint() - start) / 1e9)
       if (this.lastFailure !== null) {
         this.lastFailure = null
         this.updateStatus()
@@ -206,9 +201,7 @@ export class RedisStore implements StateStore {
       return value
     } catch (err) {
       const mapped = mapRedisError(err)
-      const unavailableError = mapped.code === 'FERRY_STATE_UNAVAILABLE'
-      this.metrics.operations.inc({ op, result: unavailableError ? 'unavailable' : 'error' })
-      if (unavailableError && !this.isClosed) {
+      if (mapped.code === 'FERRY_STATE_UNAVAILABLE' && !this.isClosed) {
         this.lastFailure = mapped.message.replace(/^state store unavailable: /, '')
         this.updateStatus()
       }
@@ -221,21 +214,13 @@ export class RedisStore implements StateStore {
   // ───────────────────────────── locations ─────────────────────────────
 
   async getLocation (volume: string, block: string): Promise<BlockLocation | null> {
-    const key = this.keys.location(checkId('volume', volume), checkId('block', block))
-    return await this.run('getLocation', async () => liveLocation(await this.client.hgetall(key)))
-  }
-
-  async getLocations (refs: readonly BlockRef[]): Promise<Array<BlockLocation | null>> {
-    const keys = refs.map(r => this.keys.location(checkId('volume', r.volume), checkId('block', r.block)))
-    if (keys.length === 0) return []
-    // Issued in one tick: auto-pipelining sends them in one write per node.
-    return await this.run('getLocations', async () =>
-      (await Promise.all(keys.map(k => this.client.hgetall(k)))).map(h => liveLocation(h)))
+    const key = this.keys.location(volume, block)
+    return await this.run(async () => liveLocation(await this.client.hgetall(key)))
   }
 
   /** Standalone: the lease is checked inside the script (any key may be used). Cluster: see casLocation. */
   private fenceKeys (fence: CheckedWriteOptions['fence']): string[] {
-    return fence !== undefined && this.backend === 'redis' ? [this.keys.lease(fence.lease)] : []
+    return fence !== undefined && this.name === 'redis' ? [this.keys.lease(fence.lease)] : []
   }
 
   /**
@@ -245,19 +230,14 @@ export class RedisStore implements StateStore {
    * a block, no lower token can write it again.
    */
   private async clusterFenceHolds (fence: CheckedWriteOptions['fence']): Promise<boolean> {
-    if (fence === undefined || this.backend === 'redis') return true
+    if (fence === undefined || this.name === 'redis') return true
     const token = await this.client.hget(this.keys.lease(fence.lease), 'token')
     return token !== null && Number(token) === fence.token
   }
 
-  async casLocation (volume: string, block: string, expectedEpoch: number, next: LocationInput, options?: WriteOptions): Promise<CasResult> {
-    checkId('volume', volume)
-    checkId('block', block)
-    checkEpoch(expectedEpoch)
-    const n = checkLocationInput(next)
-    const o = checkWriteOptions(options, 'cas')
+  async casLocation (volume: string, block: string, expectedEpoch: number, n: CheckedLocation, o: CheckedWriteOptions): Promise<CasResult> {
     const extra = this.fenceKeys(o.fence)
-    return await this.run('casLocation', async () => {
+    return await this.run(async () => {
       if (!await this.clusterFenceHolds(o.fence)) {
         return { ok: false, reason: 'fenced', current: liveLocation(await this.client.hgetall(this.keys.location(volume, block))) }
       }
@@ -274,11 +254,7 @@ export class RedisStore implements StateStore {
   }
 
   async setVersion (volume: string, block: string, epoch: number, version: string): Promise<VersionResult> {
-    checkId('volume', volume)
-    checkId('block', block)
-    checkEpoch(epoch)
-    checkText('version', version, VERSION_MAX)
-    return await this.run('setVersion', async () => {
+    return await this.run(async () => {
       const reply = await this.client.ferrySetVersion(
         this.keys.location(volume, block), this.keys.history(volume, block),
         epoch, version, Date.now(), this.config.history.limit) as [string, unknown]
@@ -287,13 +263,9 @@ export class RedisStore implements StateStore {
     })
   }
 
-  async deleteLocation (volume: string, block: string, expectedEpoch?: number, options?: WriteOptions): Promise<DeleteResult> {
-    checkId('volume', volume)
-    checkId('block', block)
-    if (expectedEpoch !== undefined) checkEpoch(expectedEpoch)
-    const o = checkWriteOptions(options, 'delete')
+  async deleteLocation (volume: string, block: string, expectedEpoch: number | undefined, o: CheckedWriteOptions): Promise<DeleteResult> {
     const extra = this.fenceKeys(o.fence)
-    return await this.run('deleteLocation', async () => {
+    return await this.run(async () => {
       if (!await this.clusterFenceHolds(o.fence)) {
         return { ok: false, reason: 'fenced', current: liveLocation(await this.client.hgetall(this.keys.location(volume, block))) }
       }
@@ -310,21 +282,21 @@ export class RedisStore implements StateStore {
 
   /** Masters to SCAN: the server itself, or every Cluster master (each holds its own slots). */
   private scanNodes (): Redis[] {
-    if (this.backend === 'redis') return [this.client as Redis]
+    if (this.name === 'redis') return [this.client as Redis]
     return (this.client as Cluster).nodes('master')
   }
 
-  private async * scanHashes (kind: 'loc' | 'aff', op: string): AsyncGenerator<{ volume: string, block: string, hash: Record<string, string> }> {
+  private async * scanHashes (kind: 'loc' | 'aff'): AsyncGenerator<{ volume: string, block: string, hash: Record<string, string> }> {
     const pattern = this.keys.blockPattern(kind)
-    const nodes = await this.run(op, async () => this.scanNodes())
+    const nodes = await this.run(async () => this.scanNodes())
     for (const node of nodes) {
       let cursor = '0'
       do {
-        const [next, keys] = await this.run(op, () => node.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT))
+        const [next, keys] = await this.run(() => node.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT))
         cursor = next
         const refs = keys.map(k => this.keys.parseBlockKey(k, kind)).filter((r): r is BlockRef => r !== null)
         if (refs.length === 0) continue
-        const hashes = await this.run(op, async () => {
+        const hashes = await this.run(async () => {
           const replies = await node.pipeline(refs.map(r => ['hgetall', kind === 'loc' ? this.keys.location(r.volume, r.block) : this.keys.affinity(r.volume, r.block)])).exec()
           return (replies ?? []).map(([err, value]) => {
             if (err) throw err
@@ -337,7 +309,7 @@ export class RedisStore implements StateStore {
   }
 
   async * scanLocations (): AsyncIterable<LocatedBlock> {
-    for await (const { volume, block, hash } of this.scanHashes('loc', 'scanLocations')) {
+    for await (const { volume, block, hash } of this.scanHashes('loc')) {
       let s: ReturnType<typeof decodeStoredLocation>
       try {
         s = decodeStoredLocation(hash)
@@ -352,8 +324,8 @@ export class RedisStore implements StateStore {
   }
 
   async blockHistory (volume: string, block: string): Promise<HistoryEntry[]> {
-    const key = this.keys.history(checkId('volume', volume), checkId('block', block))
-    const raw = await this.run('blockHistory', () => this.client.lrange(key, 0, -1))
+    const key = this.keys.history(volume, block)
+    const raw = await this.run(() => this.client.lrange(key, 0, -1))
     return raw.map(decodeHistory).filter((h): h is HistoryEntry => h !== null)
   }
 
@@ -365,15 +337,14 @@ export class RedisStore implements StateStore {
    * MERGE_BLOCKS_PER_CALL blocks so one call never holds the server for long (a batch kept
    * through an outage can be large). All calls are issued in one tick: one write per node.
    */
-  async mergeAccess (deltas: readonly AccessDelta[]): Promise<void> {
+  async mergeAccess (groups: readonly BlockDelta[]): Promise<void> {
     const { halfLifeMs, ttlMs } = this.config.affinity
-    const groups = groupDeltas(deltas, halfLifeMs)
     if (groups.length === 0) return
     const calls: MergeCall[] = []
     const open = new Map<number, MergeCall>()
     for (const g of groups) {
       const key = this.keys.affinity(g.volume, g.block)
-      const slot = this.backend === 'redis' ? 0 : keySlot(key)
+      const slot = this.name === 'redis' ? 0 : keySlot(key)
       let call = open.get(slot)
       if (call === undefined || call.keys.length >= MERGE_BLOCKS_PER_CALL) {
         call = { slot, keys: [], args: [] }
@@ -386,8 +357,8 @@ export class RedisStore implements StateStore {
     }
     const send = (target: { ferryMergeAccess: (...args: Array<string | number>) => unknown }, c: MergeCall): unknown =>
       target.ferryMergeAccess(c.keys.length, ...c.keys, halfLifeMs, ttlMs, SCORE_FLOOR, ...c.args)
-    await this.run('mergeAccess', async () => {
-      if (this.backend === 'redis') {
+    await this.run(async () => {
+      if (this.name === 'redis') {
         await Promise.all(calls.map(async c => await send(this.client, c)))
         return
       }
@@ -411,81 +382,63 @@ export class RedisStore implements StateStore {
   }
 
   async getAffinity (volume: string, block: string): Promise<AffinityEntry | null> {
-    const key = this.keys.affinity(checkId('volume', volume), checkId('block', block))
-    const h = await this.run('getAffinity', () => this.client.hgetall(key))
+    const key = this.keys.affinity(volume, block)
+    const h = await this.run(() => this.client.hgetall(key))
     return decodeAffinity(volume, block, h)
   }
 
   async * scanAffinity (): AsyncIterable<AffinityEntry> {
-    for await (const { volume, block, hash } of this.scanHashes('aff', 'scanAffinity')) {
+    for await (const { volume, block, hash } of this.scanHashes('aff')) {
       const a = decodeAffinity(volume, block, hash)
       if (a !== null) yield a
     }
   }
 
-  async setPreferred (volume: string, block: string, gateways: readonly string[]): Promise<void> {
-    const key = this.keys.affinity(checkId('volume', volume), checkId('block', block))
-    const list = gateways.map(g => checkId('gateway', g)).join(',')
-    await this.run('setPreferred', () => this.client.ferrySetPreferred(key, list, Date.now(), this.config.affinity.ttlMs))
-  }
 
   // ───────────────────────────── sessions ─────────────────────────────
 
   async getSession (id: string): Promise<Session | null> {
-    const key = this.keys.session(checkId('session', id))
-    const h = await this.run('getSession', () => this.client.hgetall(key))
+    const key = this.keys.session(id)
+    const h = await this.run(() => this.client.hgetall(key))
     return decodeSession(h)
   }
 
-  async putSession (id: string, session: SessionInput, ttlMs: number): Promise<Session> {
-    const key = this.keys.session(checkId('session', id))
-    checkTtl(ttlMs)
-    const { bindings, stateJson } = checkSessionInput(session, this.config.sessions.maxBytes)
+  async putSession (id: string, bindings: Record<string, string>, stateJson: string, ttlMs: number): Promise<Session> {
+    const key = this.keys.session(id)
     const now = Date.now()
     const args: string[] = []
     for (const [v, g] of Object.entries(bindings)) args.push(v, g)
-    await this.run('putSession', () => this.client.ferryPutSession(key, now, ttlMs, stateJson, ...args))
+    await this.run(() => this.client.ferryPutSession(key, now, ttlMs, stateJson, ...args))
     return { bindings, state: JSON.parse(stateJson) as Record<string, unknown>, updatedAt: now }
   }
 
   async bindSession (id: string, volume: string, gateway: string, ttlMs: number): Promise<void> {
-    const key = this.keys.session(checkId('session', id))
-    checkId('volume', volume)
-    checkId('gateway', gateway)
-    checkTtl(ttlMs)
-    const ok = await this.run('bindSession', () => this.client.ferryBindSession(key, Date.now(), ttlMs, volume, gateway, MAX_BINDINGS))
+    const key = this.keys.session(id)
+    const ok = await this.run(() => this.client.ferryBindSession(key, Date.now(), ttlMs, volume, gateway, MAX_BINDINGS))
     if (ok !== 1) throw tooLarge(`session ${id} already binds ${MAX_BINDINGS} volumes`)
   }
 
   async touchSession (id: string, ttlMs: number): Promise<boolean> {
-    const key = this.keys.session(checkId('session', id))
-    checkTtl(ttlMs)
-    return await this.run('touchSession', async () => (await this.client.pexpire(key, ttlMs)) === 1)
+    const key = this.keys.session(id)
+    return await this.run(async () => (await this.client.pexpire(key, ttlMs)) === 1)
   }
 
-  async deleteSession (id: string): Promise<boolean> {
-    const key = this.keys.session(checkId('session', id))
-    return await this.run('deleteSession', async () => (await this.client.del(key)) === 1)
-  }
 
   // ───────────────────────────── telemetry ─────────────────────────────
 
   async appendTelemetry (gateway: string, samples: readonly TelemetrySample[]): Promise<void> {
-    const key = this.keys.telemetry(checkId('gateway', gateway))
-    const checked = checkSamples(samples)
-    if (checked.length === 0) return
+    if (samples.length === 0) return
+    const key = this.keys.telemetry(gateway)
     const { maxAgeMs, maxSamples } = this.config.telemetry
     const args: Array<string | number> = []
-    for (const s of checked) args.push(s.at, JSON.stringify(s))
-    await this.run('appendTelemetry', () => this.client.ferryAppendTelemetry(key, Date.now(), maxAgeMs, maxSamples, ...args))
+    for (const s of samples) args.push(s.at, JSON.stringify(s))
+    await this.run(() => this.client.ferryAppendTelemetry(key, Date.now(), maxAgeMs, maxSamples, ...args))
   }
 
-  async readTelemetry (gateway: string, query: TelemetryQuery = {}): Promise<TelemetrySample[]> {
-    const key = this.keys.telemetry(checkId('gateway', gateway))
-    const { maxAgeMs, maxSamples } = this.config.telemetry
-    const limit = checkLimit(query.limit, maxSamples, maxSamples)
-    const min = Math.max(query.since ?? 0, Date.now() - maxAgeMs)
-    const raw = await this.run('readTelemetry', () => this.client.zrevrangebyscore(key, '+inf', min, 'LIMIT', 0, limit))
+  async readTelemetry (gateway: string, since: number, limit: number): Promise<TelemetrySample[]> {
+    const key = this.keys.telemetry(gateway)
+    const min = Math.max(since, Date.now() - this.config.telemetry.maxAgeMs)
+    const raw = await this.run(() => this.client.zrevrangebyscore(key, '+inf', min, 'LIMIT', 0, limit))
     const out: TelemetrySample[] = []
     for (let i = raw.length - 1; i >= 0; i--) {
       try { out.push(JSON.parse(raw[i]!) as TelemetrySample) } catch { /* foreign member: skip */ }
@@ -503,18 +456,15 @@ export class RedisStore implements StateStore {
     ]
   }
 
-  async appendMigration (record: MigrationInput): Promise<MigrationRecord> {
-    const rec = checkMigrationInput(record, Date.now())
-    const added = await this.run('appendMigration', () =>
+  async appendMigration (rec: MigrationRecord): Promise<MigrationRecord> {
+    const added = await this.run(() =>
       this.client.ferryAppendMigration(...this.migrationArgs(rec.id, rec, rec.result !== null, rec.endedAt)))
     if (added !== 1) throw conflict(`migration ${rec.id} already exists`)
     return rec
   }
 
-  async updateMigration (id: string, patch: MigrationPatch): Promise<MigrationRecord | null> {
-    checkId('migration', id)
-    const fields = checkMigrationPatch(patch, Date.now())
-    const reply = await this.run('updateMigration', () =>
+  async updateMigration (id: string, fields: Partial<MigrationRecord>): Promise<MigrationRecord | null> {
+    const reply = await this.run(() =>
       this.client.ferryUpdateMigration(...this.migrationArgs(id, fields, fields.result !== undefined && fields.result !== null, fields.endedAt)))
     if (reply === null) return null
     const h = pairsToRecord(reply)
@@ -522,25 +472,21 @@ export class RedisStore implements StateStore {
   }
 
   async getMigration (id: string): Promise<MigrationRecord | null> {
-    const key = this.keys.migration(checkId('migration', id))
-    const h = await this.run('getMigration', () => this.client.hgetall(key))
+    const key = this.keys.migration(id)
+    const h = await this.run(() => this.client.hgetall(key))
     return Object.keys(h).length === 0 ? null : decodeMigration(h)
   }
 
-  async listMigrations (query: MigrationQuery = {}): Promise<MigrationRecord[]> {
-    const limit = checkLimit(query.limit, 100, 10_000)
-    const reply = await this.run('listMigrations', () =>
-      this.client.ferryListMigrations(this.keys.migActive, this.keys.migDone, this.keys.migRecordPrefix, limit, query.active === true ? '1' : '0')) as unknown[]
+  async listMigrations (limit: number, activeOnly: boolean): Promise<MigrationRecord[]> {
+    const reply = await this.run(() =>
+      this.client.ferryListMigrations(this.keys.migActive, this.keys.migDone, this.keys.migRecordPrefix, limit, activeOnly ? '1' : '0')) as unknown[]
     return sortMigrations(reply.map(r => decodeMigration(pairsToRecord(r))), limit)
   }
 
   // ───────────────────────────── lease ─────────────────────────────
 
   async acquireLease (name: string, holder: string, ttlMs: number): Promise<LeaseGrant | null> {
-    checkId('lease', name)
-    checkHolder(holder)
-    checkTtl(ttlMs)
-    const reply = await this.run('acquireLease', () => this.client.ferryAcquireLease(this.keys.lease(name), this.keys.leaseSeq(name), holder, ttlMs))
+    const reply = await this.run(() => this.client.ferryAcquireLease(this.keys.lease(name), this.keys.leaseSeq(name), holder, ttlMs))
     if (reply === null) return null
     const token = Number(reply)
     if (!Number.isSafeInteger(token) || token < 1) throw corrupt(`lease ${name} holds a bad token: ${String(reply)}`)
@@ -548,23 +494,15 @@ export class RedisStore implements StateStore {
   }
 
   async renewLease (name: string, holder: string, token: number, ttlMs: number): Promise<boolean> {
-    checkId('lease', name)
-    checkHolder(holder)
-    checkToken(token)
-    checkTtl(ttlMs)
-    return await this.run('renewLease', async () => (await this.client.ferryRenewLease(this.keys.lease(name), holder, token, ttlMs)) === 1)
+    return await this.run(async () => (await this.client.ferryRenewLease(this.keys.lease(name), holder, token, ttlMs)) === 1)
   }
 
   async releaseLease (name: string, holder: string, token: number): Promise<boolean> {
-    checkId('lease', name)
-    checkHolder(holder)
-    checkToken(token)
-    return await this.run('releaseLease', async () => (await this.client.ferryReleaseLease(this.keys.lease(name), holder, token)) === 1)
+    return await this.run(async () => (await this.client.ferryReleaseLease(this.keys.lease(name), holder, token)) === 1)
   }
 
   async getLease (name: string): Promise<LeaseInfo | null> {
-    checkId('lease', name)
-    const reply = await this.run('getLease', () => this.client.ferryGetLease(this.keys.lease(name))) as [string, string, number] | null
+    const reply = await this.run(() => this.client.ferryGetLease(this.keys.lease(name))) as [string, string, number] | null
     if (reply === null) return null
     return { holder: reply[0], token: Number(reply[1]), ttlMs: Number(reply[2]) }
   }
@@ -573,15 +511,14 @@ export class RedisStore implements StateStore {
 
   async generation (): Promise<StoreGeneration> {
     const fresh = JSON.stringify({ id: newGenerationId(), createdAt: Date.now(), rebuilding: true, rebuiltAt: null })
-    const raw = await this.run('generation', () => this.client.ferryGeneration(this.keys.generation, fresh)) as string
+    const raw = await this.run(() => this.client.ferryGeneration(this.keys.generation, fresh)) as string
     const g = decodeGeneration(raw)
     if (g === null) throw corrupt(`the generation marker is not one: ${raw.slice(0, 80)}`)
     return g
   }
 
   async finishRebuild (id: string): Promise<boolean> {
-    checkText('generation id', id, 64)
-    return await this.run('finishRebuild', () => this.client.ferryFinishRebuild(this.keys.generation, id, Date.now())) === 1
+    return await this.run(() => this.client.ferryFinishRebuild(this.keys.generation, id, Date.now())) === 1
   }
 
   // ───────────────────────────── events ─────────────────────────────
@@ -590,10 +527,8 @@ export class RedisStore implements StateStore {
     return this.hub.subscribe(handler)
   }
 
-  async publish (channel: string, message: unknown): Promise<void> {
-    const raw = encodeMessageEvent(checkChannel(channel), message)
-    if (Buffer.byteLength(raw) > this.config.maxMessageBytes) throw tooLarge(`message over ${this.config.maxMessageBytes} bytes`)
-    await this.run('publish', () => this.client.ferryPublish(this.keys.publishSlot, this.keys.channel, raw))
+  async publish (raw: string): Promise<void> {
+    await this.run(() => this.client.ferryPublish(this.keys.publishSlot, this.keys.channel, raw))
   }
 
   status (): StoreStatus {
@@ -601,7 +536,6 @@ export class RedisStore implements StateStore {
   }
 
   async close (): Promise<void> {
-    if (this.isClosed) return
     this.isClosed = true
     if (this.probeTimer !== null) clearInterval(this.probeTimer)
     this.updateStatus()
@@ -612,6 +546,14 @@ export class RedisStore implements StateStore {
     } catch {
       this.client.disconnect()
     }
+  }
+}
+
+/** The Redis store: the checked store (checked.ts) over a `RedisBackend`. What `createStore` returns for `backend: redis`. */
+export class RedisStore extends CheckedStore {
+  constructor (config: StateConfig, options: RedisStoreOptions = {}) {
+    const backend = new RedisBackend(config, options)
+    super(backend, backend.metrics)
   }
 }
 

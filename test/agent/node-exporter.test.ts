@@ -1,5 +1,5 @@
 import t from 'tap'
-import { nodeExporterFields, nodeSnapshot, parseExposition } from '../../agent/node-exporter.js'
+import { nodeExporterFields, nodeSnapshot, parseExposition } from '../../telemetry/node-exporter.js'
 import { nodeExporterText } from './fixtures.js'
 
 t.test('exposition format: names, labels, escapes, special values, timestamps', async t => {

@@ -1,5 +1,5 @@
 import { createRegistry, type Registry } from '../../lib/metrics.js'
-import { AdminServer } from '../../proxy/admin.js'
+import { AdminServer } from '../../admin/server.js'
 import { createStore } from '../../state/factory.js'
 import type { StateStore, TelemetrySample } from '../../state/types.js'
 import { registerTelemetryRoutes, type TelemetryIngest, type TelemetryRoutesOptions } from '../../planner/telemetry.js'

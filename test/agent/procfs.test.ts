@@ -1,6 +1,6 @@
 import t from 'tap'
 import { parseDiskstats, parseMeminfo, parseProcStat, parsePsiSomeAvg10 } from '../../agent/procfs.js'
-import { cpuUtilisation, diskUsage, median, memoryUsed } from '../../agent/counters.js'
+import { cpuUtilisation, diskUsage, median, memoryUsed } from '../../telemetry/counters.js'
 
 const STAT = `cpu  307993 10 91241 70591 343 0 8094 680 0 0
 cpu0 152209 0 46257 36525 43 0 4054 328 0 0

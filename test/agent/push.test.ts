@@ -1,5 +1,5 @@
 import t from 'tap'
-import type { AgentSample } from '../../agent/fields.js'
+import type { AgentSample } from '../../telemetry/fields.js'
 import { AgentMetrics } from '../../agent/metrics.js'
 import { backoffDelay, Pusher } from '../../agent/pusher.js'
 import { TelemetryAgent } from '../../agent/agent.js'

@@ -23,7 +23,7 @@ t.test('ready() and status() through start and stop', async t => {
   const [udp, tcp] = st.listeners
   t.equal(udp?.port, tcp?.port, 'on the same port')
   t.ok((udp?.port ?? 0) > 0, 'the picked port is reported')
-  await t.rejects(server.start(), { code: 'DNS_STATE' }, 'cannot start twice')
+  await t.rejects(server.start(), { code: 'FERRY_DNS_STATE' }, 'cannot start twice')
   await server.stop()
   t.equal(server.ready(), false, 'not ready after stop')
   t.match(server.status().reasons[0], /stopped/)
@@ -40,7 +40,7 @@ t.test('a listener that cannot bind fails start, and leaves nothing open', async
   t.teardown(() => new Promise<void>(resolve => blocker.close(() => resolve())))
   const port = (blocker.address() as net.AddressInfo).port
   const server = new AuthoritativeServer({ config: parseDnsConfig({ listen: [{ address: '127.0.0.1', port }] }), view: sampleView() })
-  await t.rejects(server.start(), { code: 'DNS_LISTEN', message: new RegExp(`127\\.0\\.0\\.1:${port}`) })
+  await t.rejects(server.start(), { code: 'FERRY_DNS_LISTEN', message: new RegExp(`127\\.0\\.0\\.1:${port}`) })
   t.equal(server.ready(), false)
   t.match(server.status().reasons.join('\n'), /not bound/)
   // The UDP socket it had bound is closed again.

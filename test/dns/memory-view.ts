@@ -1,6 +1,6 @@
 import net from 'node:net'
-import { SiteMap } from '../../config/site-map.js'
-import type { SiteConfig } from '../../config/fleet.js'
+import { SiteMap } from '../../fleet/site-map.js'
+import type { SiteConfig } from '../../fleet/schema.js'
 import type { DnsChange, DnsView, EdgeSet, SrvTarget } from '../../dns/view.js'
 
 /**

@@ -34,23 +34,23 @@ t.test('what gets no reply at all', async t => {
 
 t.test('malformed messages are FORMERR, with the id and whatever question could be read', async t => {
   const cases: Array<[string, Buffer, string]> = [
-    ['no question', hex('1234 0100 0000 0000 0000 0000'), 'DNS_QDCOUNT'],
-    ['two questions', hex(HEADER_1Q.replace('0001 0000 0000 0000', '0002 0000 0000 0000') + '00 0001 0001 00 0001 0001'), 'DNS_QDCOUNT'],
-    ['name cut short', hex(HEADER_1Q + '05 616263'), 'DNS_TRUNCATED'],
-    ['type and class missing', hex(HEADER_1Q + '01 61 00 0001'), 'DNS_TRUNCATED'],
-    ['label of 64 octets', Buffer.concat([hex(HEADER_1Q + '40'), Buffer.alloc(64, 0x61), hex('00 0001 0001')]), 'DNS_BAD_LABEL'],
-    ['reserved label type 0x80', hex(HEADER_1Q + '80 61 00 0001 0001'), 'DNS_BAD_LABEL'],
-    ['name over 255 octets', Buffer.concat([hex(HEADER_1Q), Buffer.concat(Array.from({ length: 5 }, () => Buffer.concat([hex('3f'), Buffer.alloc(63, 0x61)]))), hex('00 0001 0001')]), 'DNS_NAME_TOO_LONG'],
-    ['pointer to itself', hex(HEADER_1Q + 'c00c 0001 0001'), 'DNS_BAD_POINTER'],
-    ['pointer forwards', hex(HEADER_1Q + 'c010 0001 0001 00'), 'DNS_BAD_POINTER'],
-    ['pointer cut short', hex(HEADER_1Q + 'c0'), 'DNS_TRUNCATED'],
-    ['trailing garbage', hex(HEADER_1Q + '00 0001 0001 ff'), 'DNS_TRAILING_DATA'],
-    ['additional record missing', hex(HEADER_1Q.replace(/0000$/, '0001') + '00 0001 0001'), 'DNS_TRUNCATED'],
-    ['two OPT records', hex(HEADER_1Q.replace(/0000$/, '0002') + '00 0001 0001' + '00 0029 1000 00000000 0000' + '00 0029 1000 00000000 0000'), 'DNS_MULTIPLE_OPT'],
-    ['OPT with a name', hex(HEADER_1Q.replace(/0000$/, '0001') + '00 0001 0001' + '01 61 00 0029 1000 00000000 0000'), 'DNS_BAD_OPT'],
-    ['OPT option runs over', hex(HEADER_1Q.replace(/0000$/, '0001') + '00 0001 0001' + '00 0029 1000 00000000 0006 0008 0010 0001 1800'), 'DNS_BAD_OPT'],
-    ['bad client subnet', hex(HEADER_1Q.replace(/0000$/, '0001') + '00 0001 0001' + '00 0029 1000 00000000 000c 0008 0008 0001 1800 c0000201'), 'DNS_BAD_ECS'],
-    ['rdata past the end', hex(HEADER_1Q.replace(/0000$/, '0001') + '00 0001 0001' + '00 0029 1000 00000000 00ff'), 'DNS_TRUNCATED']
+    ['no question', hex('1234 0100 0000 0000 0000 0000'), 'FERRY_DNS_QDCOUNT'],
+    ['two questions', hex(HEADER_1Q.replace('0001 0000 0000 0000', '0002 0000 0000 0000') + '00 0001 0001 00 0001 0001'), 'FERRY_DNS_QDCOUNT'],
+    ['name cut short', hex(HEADER_1Q + '05 616263'), 'FERRY_DNS_TRUNCATED'],
+    ['type and class missing', hex(HEADER_1Q + '01 61 00 0001'), 'FERRY_DNS_TRUNCATED'],
+    ['label of 64 octets', Buffer.concat([hex(HEADER_1Q + '40'), Buffer.alloc(64, 0x61), hex('00 0001 0001')]), 'FERRY_DNS_BAD_LABEL'],
+    ['reserved label type 0x80', hex(HEADER_1Q + '80 61 00 0001 0001'), 'FERRY_DNS_BAD_LABEL'],
+    ['name over 255 octets', Buffer.concat([hex(HEADER_1Q), Buffer.concat(Array.from({ length: 5 }, () => Buffer.concat([hex('3f'), Buffer.alloc(63, 0x61)]))), hex('00 0001 0001')]), 'FERRY_DNS_NAME_TOO_LONG'],
+    ['pointer to itself', hex(HEADER_1Q + 'c00c 0001 0001'), 'FERRY_DNS_BAD_POINTER'],
+    ['pointer forwards', hex(HEADER_1Q + 'c010 0001 0001 00'), 'FERRY_DNS_BAD_POINTER'],
+    ['pointer cut short', hex(HEADER_1Q + 'c0'), 'FERRY_DNS_TRUNCATED'],
+    ['trailing garbage', hex(HEADER_1Q + '00 0001 0001 ff'), 'FERRY_DNS_TRAILING_DATA'],
+    ['additional record missing', hex(HEADER_1Q.replace(/0000$/, '0001') + '00 0001 0001'), 'FERRY_DNS_TRUNCATED'],
+    ['two OPT records', hex(HEADER_1Q.replace(/0000$/, '0002') + '00 0001 0001' + '00 0029 1000 00000000 0000' + '00 0029 1000 00000000 0000'), 'FERRY_DNS_MULTIPLE_OPT'],
+    ['OPT with a name', hex(HEADER_1Q.replace(/0000$/, '0001') + '00 0001 0001' + '01 61 00 0029 1000 00000000 0000'), 'FERRY_DNS_BAD_OPT'],
+    ['OPT option runs over', hex(HEADER_1Q.replace(/0000$/, '0001') + '00 0001 0001' + '00 0029 1000 00000000 0006 0008 0010 0001 1800'), 'FERRY_DNS_BAD_OPT'],
+    ['bad client subnet', hex(HEADER_1Q.replace(/0000$/, '0001') + '00 0001 0001' + '00 0029 1000 00000000 000c 0008 0008 0001 1800 c0000201'), 'FERRY_DNS_BAD_ECS'],
+    ['rdata past the end', hex(HEADER_1Q.replace(/0000$/, '0001') + '00 0001 0001' + '00 0029 1000 00000000 00ff'), 'FERRY_DNS_TRUNCATED']
   ]
   for (const [why, msg, code] of cases) {
     const r = parseQuery(msg)
@@ -71,12 +71,12 @@ t.test('compression pointers: backwards chains are followed, loops cannot be bui
   t.equal(n.end, 19, 'end is after the pointer, not after the target')
   // A two-pointer cycle: 12 → 14 → 12. The forward hop is already refused.
   const loop = hex('0000 0000 0000 0000 0000 0000' + 'c00e c00c')
-  t.throws(() => readName(loop, 12), { code: 'DNS_BAD_POINTER' })
+  t.throws(() => readName(loop, 12), { code: 'FERRY_DNS_BAD_POINTER' })
   // Backward only, but each hop to a smaller offset: terminates by construction.
   const chain = hex('0000 0000 0000 0000 0000 0000' + '00' + 'c00c' + 'c00d' + 'c00f')
   t.same(readName(chain, 17).labels, [], 'a chain of backward pointers ends at the root')
   const self = hex('0000 0000 0000 0000 0000 0000' + '01 61 c00c')
-  t.throws(() => readName(self, 12), { code: 'DNS_BAD_POINTER' }, 'a label followed by a pointer to its own start')
+  t.throws(() => readName(self, 12), { code: 'FERRY_DNS_BAD_POINTER' }, 'a label followed by a pointer to its own start')
 })
 
 t.test('non-QUERY opcodes are reported without reading further', async t => {

@@ -14,15 +14,15 @@ t.teardown(() => { fs.rmSync(dir, { recursive: true, force: true }) })
 const file = (name: string, text: string): string => { const f = path.join(dir, name); fs.writeFileSync(f, text); return f }
 
 t.test('scenario files are validated with errors that name the problem', async t => {
-  t.throws(() => loadFaultTimeline(path.join(dir, 'missing.json')), { code: 'SCENARIO_UNREADABLE' })
-  t.throws(() => loadFaultTimeline(file('bad.json', '{"steps": [')), { code: 'SCENARIO_INVALID', message: /not valid JSON/ })
-  t.throws(() => parseFaultTimeline({ steps: [] }), { code: 'SCENARIO_INVALID', message: /steps: needs at least one step/ })
-  t.throws(() => parseFaultTimeline({ steps: [{ atMs: 0, faults: { latencyMS: 5 } }] }), { code: 'SCENARIO_INVALID', message: /steps\.0\.faults: Unrecognized key.*latencyMS/ }, 'a misspelt fault is an error')
-  t.throws(() => parseFaultTimeline({ steps: [{ atMs: 0, faults: { errorRate: 2 } }] }), { code: 'SCENARIO_INVALID', message: /steps\.0\.faults\.errorRate/ })
-  t.throws(() => parseFaultTimeline({ steps: [{ atMs: -1, faults: {} }] }), { code: 'SCENARIO_INVALID', message: /steps\.0\.atMs/ })
-  t.throws(() => parseFaultTimeline({ steps: [{ atMs: 10, faults: {} }, { atMs: 5, faults: {} }] }), { code: 'SCENARIO_INVALID', message: /steps\.1\.atMs: steps must be in time order/ })
-  t.throws(() => parseFaultTimeline({ format: 'ferry-scenario', version: 2 }), { code: 'SCENARIO_INVALID', message: /version/ })
-  t.throws(() => parseFaultTimeline([1, 2]), { code: 'SCENARIO_INVALID' })
+  t.throws(() => loadFaultTimeline(path.join(dir, 'missing.json')), { code: 'FERRY_SCENARIO_UNREADABLE' })
+  t.throws(() => loadFaultTimeline(file('bad.json', '{"steps": [')), { code: 'FERRY_SCENARIO_INVALID', message: /not valid JSON/ })
+  t.throws(() => parseFaultTimeline({ steps: [] }), { code: 'FERRY_SCENARIO_INVALID', message: /steps: needs at least one step/ })
+  t.throws(() => parseFaultTimeline({ steps: [{ atMs: 0, faults: { latencyMS: 5 } }] }), { code: 'FERRY_SCENARIO_INVALID', message: /steps\.0\.faults: Unrecognized key.*latencyMS/ }, 'a misspelt fault is an error')
+  t.throws(() => parseFaultTimeline({ steps: [{ atMs: 0, faults: { errorRate: 2 } }] }), { code: 'FERRY_SCENARIO_INVALID', message: /steps\.0\.faults\.errorRate/ })
+  t.throws(() => parseFaultTimeline({ steps: [{ atMs: -1, faults: {} }] }), { code: 'FERRY_SCENARIO_INVALID', message: /steps\.0\.atMs/ })
+  t.throws(() => parseFaultTimeline({ steps: [{ atMs: 10, faults: {} }, { atMs: 5, faults: {} }] }), { code: 'FERRY_SCENARIO_INVALID', message: /steps\.1\.atMs: steps must be in time order/ })
+  t.throws(() => parseFaultTimeline({ format: 'ferry-scenario', version: 2 }), { code: 'FERRY_SCENARIO_INVALID', message: /version/ })
+  t.throws(() => parseFaultTimeline([1, 2]), { code: 'FERRY_SCENARIO_INVALID' })
 
   const ok = parseFaultTimeline({ name: 'slow', steps: [{ atMs: 0, faults: {} }, { atMs: 100, faults: { latencyMs: 5 } }] })
   t.match(ok, { name: 'slow', durationMs: 100, failureAtMs: null, samples: [] })
@@ -50,7 +50,7 @@ t.test('a driver applies the steps in order, holds the last, and stop() clears t
   t.same(applied.map(f => f.latencyMs), [0, 10, 20, 30, 40])
   await d.stop()
   t.same(applied.at(-1), {}, 'cleared on stop')
-  t.throws(() => new ScenarioDriver({ target, timeline, speed: 0 }), { code: 'SCENARIO_BAD_OPTION' })
+  t.throws(() => new ScenarioDriver({ target, timeline, speed: 0 }), { code: 'FERRY_SCENARIO_BAD_OPTIONS' })
 })
 
 t.test('startAtMs applies the state at that point first', async t => {
@@ -101,7 +101,7 @@ t.test('remote target: PUT /faults on the admin listener', async t => {
   await d.start()
   await d.done()
   t.match(gw.faults, { latencyMs: 0, jitterMs: 3 }, 'each step replaces the whole set')
-  await t.rejects(remoteFaults(gw.adminUrl).setFaults({ stall: 'yes' } as unknown as FaultsInput), { code: 'SCENARIO_FAULTS_REFUSED' })
+  await t.rejects(remoteFaults(gw.adminUrl).setFaults({ stall: 'yes' } as unknown as FaultsInput), { code: 'FERRY_SCENARIO_FAULTS_REFUSED' })
 })
 
 t.test('telemetry feed (simulation): the story\'s samples, in order, stamped on its own clock ending now', async t => {

@@ -34,7 +34,7 @@ t.test('latencyMatrix: symmetric lookup, same-site and default values, validatio
   const same = latencyMatrix({ a: { a: 5 } }, { sameSiteMs: 1, defaultMs: 99 })
   t.equal(same.get('a', 'a'), 5, 'an explicit same-site entry wins')
   for (const bad of [-1, NaN, Infinity]) {
-    t.throws(() => latencyMatrix({ a: { b: bad } }, { sameSiteMs: 1, defaultMs: 2 }), { code: 'AFFINITY_BAD_INPUT' })
+    t.throws(() => latencyMatrix({ a: { b: bad } }, { sameSiteMs: 1, defaultMs: 2 }), { code: 'FERRY_AFFINITY_BAD_INPUT' })
   }
   t.throws(() => latencyMatrix({}, { sameSiteMs: -2, defaultMs: 2 }), FerryError)
 })
@@ -79,7 +79,7 @@ t.test('preferred: health and capacity are respected', async t => {
   t.same(p.preferred({ 'na-east': 1 }, degrading).map(x => [x.gateway, x.costMs]), [['g-east', 52], ['g-west', 60]], 'still first at health 0.5')
   degrading[0]!.healthScore = 0.3
   t.same(p.preferred({ 'na-east': 1 }, degrading).map(x => [x.gateway, x.costMs]), [['g-west', 60], ['g-east', 72]], 'second at health 0.3')
-  t.throws(() => new AffinityScorer({ latency: LAT, healthPenaltyMs: -1 }), { code: 'AFFINITY_BAD_INPUT' })
+  t.throws(() => new AffinityScorer({ latency: LAT, healthPenaltyMs: -1 }), { code: 'FERRY_AFFINITY_BAD_INPUT' })
 })
 
 t.test('preferred: cost ties go to rendezvous order of the block key', async t => {
@@ -120,7 +120,7 @@ t.test('hostAffinity: shares per subset sum to 1 and credit each block to its be
   const byPrefix = s.hostAffinity(entries, FLEET, { by: 'prefix', length: 2 })
   t.same([...byPrefix.keys()].sort(), ['v1/aa', 'v1/bb', 'v2/x', 'v3/y', 'v3/z'])
   t.same([...byPrefix.get('v1/aa')!].sort(), [['g-asia', 0.25], ['g-eu', 0.75]])
-  t.throws(() => s.hostAffinity(entries, FLEET, { by: 'prefix', length: 0 }), { code: 'AFFINITY_BAD_INPUT' })
+  t.throws(() => s.hostAffinity(entries, FLEET, { by: 'prefix', length: 0 }), { code: 'FERRY_AFFINITY_BAD_INPUT' })
 })
 
 t.test('the compiled kernel ranks exactly as preferred() on random blocks', async t => {
@@ -231,7 +231,7 @@ t.test('AffinityTable: deltas, store entries, preferred lists and move candidate
   t.notOk(table.delete('v', 'weird'))
   t.equal(table.size, 2)
   t.same(table.preferred('v', 'eu'), s.preferred(table.scores('v', 'eu', 2_000)!, down).map(p => p.gateway), 'rows moved by delete keep their lists')
-  t.throws(() => table.recomputePreferred(s.compile(['', 'europe'], FLEET)), { code: 'AFFINITY_BAD_INPUT' })
+  t.throws(() => table.recomputePreferred(s.compile(['', 'europe'], FLEET)), { code: 'FERRY_AFFINITY_BAD_INPUT' })
 })
 
 t.test('AffinityTable: bursts are detected from the short score', async t => {
@@ -336,7 +336,7 @@ t.test('priors: cold blocks drift to where their traffic is expected, hot ones f
   plain.setPrior({ 'na-west': 1 })
   plain.recomputePreferred(kernel, 600_000)
   t.equal(plain.preferred('v', 'b')[0], 'g-asia')
-  t.throws(() => new AffinityTable({ sites: SITES, halfLifeMs: 1, priorWeight: -1 }), { code: 'AFFINITY_BAD_INPUT' })
+  t.throws(() => new AffinityTable({ sites: SITES, halfLifeMs: 1, priorWeight: -1 }), { code: 'FERRY_AFFINITY_BAD_INPUT' })
 })
 
 t.test('the volume signal: a site reading a volume pulls the volume\'s other blocks', async t => {

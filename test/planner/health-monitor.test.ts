@@ -9,7 +9,8 @@ import { generateScenario, HealthModel, scenarioRecords, type Scenario } from '.
 import type { HealthDecision } from '../../planner/health-monitor.js'
 import type { PredictionConfigInput } from '../../planner/config.js'
 import { Planner } from '../../planner/planner.js'
-import { AdminServer } from '../../proxy/admin.js'
+import { AdminServer } from '../../admin/server.js'
+import { registerPlannerAdmin } from '../../planner/admin-routes.js'
 import type { StateStore, TelemetrySample } from '../../state/types.js'
 import { TEST_ADMIN_TOKEN } from '../helpers/ferry.js'
 import { waitFor } from '../helpers/net.js'
@@ -65,9 +66,9 @@ async function plannerWithAdmin (t: Test, r: Rig, prediction: PredictionConfigIn
   const p = new Planner({
     config: { gateways: r.config.gateways, sites: r.config.sites, planner: testPlannerConfig({ prediction: { tickMs: 3_600_000, ...prediction } }), state: r.config.state },
     store: r.store,
-    logger: silentLogger,
-    admin
+    logger: silentLogger
   })
+  registerPlannerAdmin(admin, p)
   await p.start()
   t.teardown(() => p.stop())
   await waitLeader(p)
@@ -147,8 +148,10 @@ t.test('a gateway whose telemetry degrades is evacuated, hottest blocks first, b
   t.equal(h.status, 200)
   t.match(h.json, { enabled: true, model: { source: 'file', path: modelFile }, gateways: [{ gateway: 'gw1', state: 'triggered', triggered: true, evacuating: true, lastDecision: { gateway: 'gw1' } }, { gateway: 'gw2' }, { gateway: 'gw3' }] })
   const gw1 = h.json.gateways[0]
-  t.ok(typeof gw1.score === 'number' && typeof gw1.lower === 'number' && typeof gw1.upper === 'number' && typeof gw1.confidence === 'number')
-  t.match(gw1.trend, { direction: String, perMinute: Number })
+  // Number.isFinite, not typeof: a NaN score would be a number, and would never trigger anything.
+  for (const key of ['lower', 'score', 'upper', 'confidence']) t.ok(Number.isFinite(gw1[key]) && gw1[key] >= 0 && gw1[key] <= 1, `${key} in [0, 1] (${gw1[key]})`)
+  t.ok(gw1.lower <= gw1.score && gw1.score <= gw1.upper, `the score lies within its interval (${gw1.lower} ≤ ${gw1.score} ≤ ${gw1.upper})`)
+  t.ok(['degrading', 'stable', 'improving'].includes(gw1.trend.direction) && Number.isFinite(gw1.trend.perMinute), `a trend (${gw1.trend.direction}, ${gw1.trend.perMinute}/min)`)
   const d = await getJson(`${base}/v1/health/decisions?gateway=gw1&limit=50`)
   t.ok(d.json.decisions.some((x: HealthDecision) => x.event === 'trigger' && x.inputs.score === trigger.inputs.score), 'decisions on the admin API')
   t.match(await getJson(`${base}/v1/health/decisions?limit=-1`), { status: 400, json: { error: { code: 'FERRY_HEALTH_BAD_QUERY' } } })
@@ -213,7 +216,7 @@ t.test('model hot swap: a new file is loaded, a bad one is refused and the model
   t.pass('swapped on file change')
   fs.writeFileSync(file, '{"format":"ferry-health","version":99}')
   await waitFor(() => p.health.modelStatus.lastLoadError !== null, 'the bad file to be refused', 10_000)
-  t.match(p.health.modelStatus, { horizonS: 120, lastLoadError: /HEALTH_MODEL_VERSION/ }, 'the model in use stays')
+  t.match(p.health.modelStatus, { horizonS: 120, lastLoadError: /FERRY_HEALTH_MODEL_VERSION/ }, 'the model in use stays')
 
   // Retraining from the stored history swaps too (and writes the file it watches).
   for (let i = 0; i < 3; i++) await r.store.appendTelemetry(`gw${i + 1}`, stored(calm[i]!, 0, 600))

@@ -115,8 +115,8 @@ t.test('bounded memory: blocks and volumes are evicted coldest first and counted
   t.ok(p.evictedVolumes >= 81, `evicted volumes ${p.evictedVolumes}`)
   for (let i = 0; i < 10; i++) t.ok(p.block('hot', `h${i}`, T0 + 10_000), `hot block h${i} survives`)
   t.equal(p.records, 20_000)
-  t.throws(() => new AccessProfiler({ maxBlocks: 0 }), { code: 'PROFILE_BAD_OPTIONS' })
-  t.throws(() => new AccessProfiler({ halfLifeMs: -1 }), { code: 'PROFILE_BAD_OPTIONS' })
+  t.throws(() => new AccessProfiler({ maxBlocks: 0 }), { code: 'FERRY_PROFILE_BAD_OPTIONS' })
+  t.throws(() => new AccessProfiler({ halfLifeMs: -1 }), { code: 'FERRY_PROFILE_BAD_OPTIONS' })
 })
 
 /** Canonical form of a snapshot for comparison: sorted entries, rounded numbers. */
@@ -227,8 +227,8 @@ t.test('snapshots: JSON round trip, limits and refusal of bad input', async t =>
   t.same(p.topBlocks(2, { now: T0 + 100_000 }).map(b => b.block), ['b9', 'b8'], 'hottest = most recent at equal counts')
   t.same(p.topVolumes(5, T0).map(v => v.volume), ['v'])
 
-  t.throws(() => p.merge({ ...snap, format: 'other' } as unknown as ProfileSnapshot), { code: 'PROFILE_BAD_SNAPSHOT' })
-  t.throws(() => p.merge({ ...snap, blocks: [{ volume: 'v' }] } as unknown as ProfileSnapshot), { code: 'PROFILE_BAD_SNAPSHOT' })
-  t.throws(() => p.merge(null as unknown as ProfileSnapshot), { code: 'PROFILE_BAD_SNAPSHOT' })
-  t.throws(() => p.merge({ ...snap, bucketMs: 1000 }), { code: 'PROFILE_BAD_SNAPSHOT', message: /bucketMs/ })
+  t.throws(() => p.merge({ ...snap, format: 'other' } as unknown as ProfileSnapshot), { code: 'FERRY_PROFILE_BAD_SNAPSHOT' })
+  t.throws(() => p.merge({ ...snap, blocks: [{ volume: 'v' }] } as unknown as ProfileSnapshot), { code: 'FERRY_PROFILE_BAD_SNAPSHOT' })
+  t.throws(() => p.merge(null as unknown as ProfileSnapshot), { code: 'FERRY_PROFILE_BAD_SNAPSHOT' })
+  t.throws(() => p.merge({ ...snap, bucketMs: 1000 }), { code: 'FERRY_PROFILE_BAD_SNAPSHOT', message: /bucketMs/ })
 })

@@ -83,7 +83,9 @@ t.test('a slow client that never finishes its headers is cut off', async t => {
     sock.write('GET /v/b HTTP/1.1\r\nHost: x\r\n') // headers never end
   })
   t.ok(Date.now() - started < 15_000, 'socket closed by the proxy')
-  t.ok(answer === '' || /^HTTP\/1\.1 408 /.test(answer), 'nothing, or a 408')
+  // The socket idle timeout (bodyIdleTimeoutMs) fires long before Node checks headersTimeout
+  // (every 30 s), and with no request parsed yet there is nothing to answer: the socket is closed.
+  t.equal(answer, '', 'closed without an answer')
 })
 
 t.test('a gateway that dies mid-response: the client sees an error, never a complete-looking body', async t => {

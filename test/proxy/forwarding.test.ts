@@ -44,7 +44,7 @@ t.test('PUT then GET through the proxy returns the same bytes and ETag', async t
   await createOnly.body.dump()
 
   const del = await request(`${p.url}/vol1/blk-a`, { method: 'DELETE' })
-  t.ok(del.statusCode === 204 || del.statusCode === 200)
+  t.equal(del.statusCode, 204, 'the reference gateway answers a DELETE with 204')
   await del.body.dump()
   const gone = await request(`${p.url}/vol1/blk-a`)
   t.equal(gone.statusCode, 404)
@@ -101,10 +101,14 @@ t.test('bad paths, methods and bodies get clean 4xx JSON errors', async t => {
   const p = await startProxy(testConfig(gws.urls, { proxy: { listen: { host: '127.0.0.1', port: 0 }, maxBodyBytes: 1000 } }))
   t.teardown(p.stop)
 
-  for (const bad of ['/onlyvolume', '/a/b/c', '/%2e%2e/x', '/a/..%2fb', '/a/%2e%2e%2fetc%2fpasswd', '/.hidden/x', '/a/.', '/a/%zz', '//b', '/a/', `/a/${'x'.repeat(129)}`, '/a/b%00c', '/a/b c']) {
+  const badPaths = ['/onlyvolume', '/a/b/c', '/%2e%2e/x', '/a/..%2fb', '/a/%2e%2e%2fetc%2fpasswd', '/.hidden/x', '/a/.', '/a/%zz', '//b', '/a/', `/a/${'x'.repeat(129)}`, '/a/b%00c']
+  // A space ends the request target, so '/a/b c' is a malformed request line: Node's parser
+  // refuses it before ferry sees a path.
+  const cases: Array<[string, string]> = [...badPaths.map((bad): [string, string] => [bad, 'FERRY_BAD_PATH']), ['/a/b c', 'FERRY_BAD_REQUEST']]
+  for (const [bad, code] of cases) {
     const res = await rawRequest(p.url, `GET ${bad} HTTP/1.1\r\nHost: x\r\n\r\n`)
-    t.match(res, /^HTTP\/1\.1 400 /, `400 for ${bad}`)
-    if (res.startsWith('HTTP/1.1 400 Bad Request\r\n') && res.includes('FERRY_BAD_PATH')) t.pass('typed code')
+    t.match(res, /^HTTP\/1\.1 400 Bad Request\r\n/, `400 for ${bad}`)
+    t.match(JSON.parse(res.slice(res.indexOf('\r\n\r\n') + 4)), { error: { code } }, `${code} for ${bad}`)
   }
   const post = await request(`${p.url}/a/b`, { method: 'POST', body: 'x' })
   t.equal(post.statusCode, 405)

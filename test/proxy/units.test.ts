@@ -5,7 +5,7 @@ import path from 'node:path'
 import { PathPattern } from '../../proxy/path-pattern.js'
 import { ClientAddressResolver } from '../../proxy/client-address.js'
 import { AccessRecorder } from '../../proxy/access-recorder.js'
-import { SiteMap } from '../../config/site-map.js'
+import { SiteMap } from '../../fleet/site-map.js'
 import { rendezvousPick, rendezvousRank, rendezvousNode } from '../../lib/rendezvous.js'
 
 t.test('PathPattern reads volume and block and refuses everything else', async t => {

@@ -117,11 +117,12 @@ type Writable = { write: (...args: unknown[]) => boolean }
 type Connection = { stream?: Writable }
 
 /**
- * Socket writes per connection while `fn` runs: white-box, through the store's private client,
+ * Socket writes per connection while `fn` runs: white-box, through the backend's private client,
  * because "a batch costs one round trip (per node)" is a property of what goes on the wire.
  */
 export async function countWrites (store: StateStore, fn: () => Promise<unknown>): Promise<number[]> {
-  const client = (store as unknown as { client: Connection & { nodes?: (role: string) => Connection[] } }).client
+  // The checked store's backend (state/checked.ts `storage`) holds the connection.
+  const client = (store as unknown as { storage: { client: Connection & { nodes?: (role: string) => Connection[] } } }).storage.client
   const conns: Connection[] = typeof client.nodes === 'function' ? client.nodes('master') : [client]
   const counts = conns.map(() => 0)
   const restore: Array<() => void> = []

@@ -118,7 +118,7 @@ t.test('nothing listening at startup: fails fast, degraded with the reason', asy
   t.teardown(() => store.close())
   const events = collect(store)
   await waitFor(() => /ECONNREFUSED/.test(store.status().reason ?? ''), 'refused connection reported')
-  await allFailFast(t, [store.getLocation('v', 'b'), store.getLocations([{ volume: 'v', block: 'b' }])], 250, 'never connected')
+  await allFailFast(t, [store.getLocation('v', 'b'), store.blockHistory('v', 'b')], 250, 'never connected')
   t.equal(events.filter(e => e.type === 'resync').length, 0, 'no resync before the first connection')
   t.same(escaped, [], 'nothing escaped')
 })

@@ -13,7 +13,7 @@ t.test('parses the export, with missing values left out', async t => {
 })
 
 t.test('bad telemetry is refused with the line that is wrong', async t => {
-  t.throws(() => parseTelemetryCsv('time,gateway\n'), { code: 'HEALTH_BAD_TELEMETRY', message: /:1: header/ })
+  t.throws(() => parseTelemetryCsv('time,gateway\n'), { code: 'FERRY_HEALTH_BAD_TELEMETRY', message: /:1: header/ })
   t.throws(() => parseTelemetryCsv('timestamp,gateway,cpu,cpuu\n'), { message: /unknown column "cpuu"/ })
   t.throws(() => parseTelemetryCsv('timestamp,gateway,cpu\n1,g,0.1\n2,g,abc\n', 'x.csv'), { message: /x\.csv:3: cpu "abc"/ })
   t.throws(() => parseTelemetryCsv('timestamp,gateway,cpu\nyesterday,g,0.1\n'), { message: /:2: timestamp/ })

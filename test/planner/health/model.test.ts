@@ -27,8 +27,8 @@ t.test('training learns a healthy band per signal, below the failure level', asy
     t.ok(s.profile.hi < spec.limit, `${spec.name}: healthy band ${s.profile.hi} below the failure level ${spec.limit}`)
     t.ok(s.profile.median <= s.profile.hi)
   }
-  t.throws(() => HealthModel.train([]), { code: 'HEALTH_NO_DATA' })
-  t.throws(() => HealthModel.train([{ timestamp: 1, gateway: 'g' }]), { code: 'HEALTH_NO_DATA' })
+  t.throws(() => HealthModel.train([]), { code: 'FERRY_HEALTH_NO_DATA' })
+  t.throws(() => HealthModel.train([{ timestamp: 1, gateway: 'g' }]), { code: 'FERRY_HEALTH_NO_DATA' })
 })
 
 t.test('the health map is 1 in the band, 0 at the failure level, monotone between', async t => {
@@ -172,16 +172,16 @@ t.test('the model file round-trips, and a bad file is a typed error', async t =>
 
   const text = fs.readFileSync(file, 'utf8')
   const write = (name: string, content: string): string => { const f = path.join(dir, name); fs.writeFileSync(f, content); return f }
-  t.throws(() => HealthModel.load(write('truncated.json', text.slice(0, text.length / 2))), { code: 'HEALTH_MODEL_CORRUPT' })
-  t.throws(() => HealthModel.load(path.join(dir, 'missing.json')), { code: 'HEALTH_MODEL_UNREADABLE' })
+  t.throws(() => HealthModel.load(write('truncated.json', text.slice(0, text.length / 2))), { code: 'FERRY_HEALTH_MODEL_CORRUPT' })
+  t.throws(() => HealthModel.load(path.join(dir, 'missing.json')), { code: 'FERRY_HEALTH_MODEL_UNREADABLE' })
   const data = JSON.parse(text) as Record<string, unknown>
-  t.throws(() => HealthModel.load(write('v99.json', JSON.stringify({ ...data, version: 99 }))), { code: 'HEALTH_MODEL_VERSION' })
-  t.throws(() => HealthModel.load(write('other.json', JSON.stringify({ ...data, format: 'something-else' }))), { code: 'HEALTH_MODEL_FORMAT' })
-  t.throws(() => HealthModel.load(write('array.json', '[1,2,3]')), { code: 'HEALTH_MODEL_FORMAT' })
+  t.throws(() => HealthModel.load(write('v99.json', JSON.stringify({ ...data, version: 99 }))), { code: 'FERRY_HEALTH_MODEL_VERSION' })
+  t.throws(() => HealthModel.load(write('other.json', JSON.stringify({ ...data, format: 'something-else' }))), { code: 'FERRY_HEALTH_MODEL_FORMAT' })
+  t.throws(() => HealthModel.load(write('array.json', '[1,2,3]')), { code: 'FERRY_HEALTH_MODEL_FORMAT' })
   const broken = JSON.parse(text) as { params: { horizonS: unknown }, signals: Record<string, { errors: number[] }> }
   broken.params.horizonS = -5
-  t.throws(() => HealthModel.load(write('negative.json', JSON.stringify(broken))), { code: 'HEALTH_MODEL_CORRUPT' })
+  t.throws(() => HealthModel.load(write('negative.json', JSON.stringify(broken))), { code: 'FERRY_HEALTH_MODEL_CORRUPT' })
   const short = JSON.parse(text) as { signals: Record<string, { errors: number[] }> }
   ;(short.signals.cpu as { errors: number[] }).errors = [1, 2]
-  t.throws(() => HealthModel.load(write('short.json', JSON.stringify(short))), { code: 'HEALTH_MODEL_CORRUPT' })
+  t.throws(() => HealthModel.load(write('short.json', JSON.stringify(short))), { code: 'FERRY_HEALTH_MODEL_CORRUPT' })
 })

@@ -97,14 +97,14 @@ t.test('the corpus threshold is swept over every distinct score', async t => {
 })
 
 t.test('a misaligned or missing NAB copy fails with a typed error', async t => {
-  t.throws(() => loadNabCorpus('/nonexistent/nab'), { code: 'NAB_NOT_FOUND' })
+  t.throws(() => loadNabCorpus('/nonexistent/nab'), { code: 'FERRY_NAB_NOT_FOUND' })
   const rows = ['timestamp,value', '2020-01-01 00:00:00,1', '2020-01-01 00:05:00,2', '2020-01-01 00:10:00,3']
   const dir = t.testdir({
     config: { 'profiles.json': JSON.stringify({ standard: { CostMatrix: standard } }) },
     labels: { 'combined_windows.json': JSON.stringify({ 'c/f.csv': [['2020-01-01 00:05:00.000000', '2020-01-01 00:07:00.000000']] }) },
     data: { c: { 'f.csv': rows.join('\n') } }
   })
-  t.throws(() => loadNabCorpus(dir), { code: 'NAB_WINDOW_MISALIGNED' })
+  t.throws(() => loadNabCorpus(dir), { code: 'FERRY_NAB_WINDOW_MISALIGNED' })
   try { loadNabCorpus(dir) } catch (err) { t.ok(isFerryError(err), 'a FerryError') }
 })
 

@@ -62,9 +62,9 @@ t.test('no flapping on noise around the threshold', async t => {
 })
 
 t.test('invalid options are refused', async t => {
-  t.throws(() => new TriggerPolicy({ threshold: 1.5 }), { code: 'TRIGGER_BAD_OPTIONS' })
-  t.throws(() => new TriggerPolicy({ consecutive: 0 }), { code: 'TRIGGER_BAD_OPTIONS' })
-  t.throws(() => new TriggerPolicy({ threshold: 0.9, clearMargin: 0.2 }), { code: 'TRIGGER_BAD_OPTIONS' })
+  t.throws(() => new TriggerPolicy({ threshold: 1.5 }), { code: 'FERRY_TRIGGER_BAD_OPTIONS' })
+  t.throws(() => new TriggerPolicy({ consecutive: 0 }), { code: 'FERRY_TRIGGER_BAD_OPTIONS' })
+  t.throws(() => new TriggerPolicy({ threshold: 0.9, clearMargin: 0.2 }), { code: 'FERRY_TRIGGER_BAD_OPTIONS' })
   const p = new TriggerPolicy()
   t.equal(p.update({ score: NaN, confidence: NaN }).event, null, 'NaN inputs are treated as healthy, unconfident')
 })

@@ -112,7 +112,9 @@ t.test('a block deleted from the source mid-migration is rolled back, not moved'
 
 t.test('refusals: busy block, no-op, unknown gateway, unknown block', async t => {
   const r = await rig(t)
-  const p = await r.planner({ migration: { bandwidthBytesPerSec: 200_000, burstBytes: 64 * 1024 } })
+  // 200 kB at 100 kB/s after a 64 KiB burst: the copy runs for over a second, long enough to
+  // cancel it mid-copy.
+  const p = await r.planner({ migration: { bandwidthBytesPerSec: 100_000, burstBytes: 64 * 1024 } })
   await waitLeader(p)
   const [gw1] = r.gws.urls as [string]
   await put(`${gw1}/vol/x`, randomBytes(200_000))
@@ -121,10 +123,13 @@ t.test('refusals: busy block, no-op, unknown gateway, unknown block', async t =>
   await t.rejects(p.move({ volume: 'vol', block: 'x', to: 'gw9' }), { code: 'FERRY_UNKNOWN_GATEWAY', statusCode: 404 })
   await t.rejects(p.move({ volume: 'vol', block: 'nothing-here', to: 'gw2' }), { code: 'FERRY_BLOCK_NOT_FOUND', statusCode: 404 })
   const { migrations } = await p.move({ volume: 'vol', block: 'x', to: 'gw2' })
+  const id = migrations[0]!.id
   await t.rejects(p.move({ volume: 'vol', block: 'x', to: 'gw3' }), { code: 'FERRY_BLOCK_BUSY', statusCode: 409 })
-  const cancelled = await p.engine.cancel(migrations[0]!.id)
-  t.ok(cancelled !== undefined)
-  const rec = await waitEnded(p, migrations[0]!.id)
-  t.ok(rec.result === 'rolled-back' || rec.result === 'cancelled', `cancelled (${rec.result}: ${rec.error})`)
+  // Cancelled once the copy is under way, not while queued: the started copy has to be undone.
+  await waitFor(async () => ((await p.engine.get(id)).progress?.bytes ?? 0) > 0, 'copy under way')
+  const cancelled = await p.engine.cancel(id)
+  t.match(cancelled, { id, phase: 'copying', result: null }, 'cancel answers with the migration, still copying')
+  const rec = await waitEnded(p, id)
+  t.match(rec, { result: 'rolled-back', error: /FERRY_INTERRUPTED: cancelled by the operator/ }, 'a cancelled copy is rolled back')
   t.match(await r.store.getLocation('vol', 'x'), { gateway: 'gw1', phase: 'stable' })
 })

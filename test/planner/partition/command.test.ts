@@ -32,8 +32,8 @@ t.test('site rules: country codes, the Asian list and a stable split of the rest
   const custom = parseSiteRules({ tld: { br: 'sa' }, otherwise: ['x'] })
   t.equal(siteOfHost('a.br', custom), 'sa')
   t.equal(siteOfHost('a.de', custom), 'x')
-  t.throws(() => parseSiteRules({ tld: {}, otherwise: [] }), { code: 'PLACEMENT_BAD_SITES' })
-  t.throws(() => parseSiteRules({ tld: { '.de': 'eu' }, otherwise: ['x'] }), { code: 'PLACEMENT_BAD_SITES' })
+  t.throws(() => parseSiteRules({ tld: {}, otherwise: [] }), { code: 'FERRY_PLACEMENT_BAD_SITES' })
+  t.throws(() => parseSiteRules({ tld: { '.de': 'eu' }, otherwise: ['x'] }), { code: 'FERRY_PLACEMENT_BAD_SITES' })
 })
 
 t.test('URLs become blocks, directories volumes', async t => {
@@ -67,8 +67,8 @@ t.test('readTsvTrace and readAccessLog', async t => {
   t.same(requests[0], { client: 'h0.uni.de', at: 807256800_000, method: 'GET', url: '/archive/y0/doc-0.html', status: 200, bytes: 0 })
   t.equal(requests[1]!.bytes, 1001)
   fs.writeFileSync(path.join(dir, 'bad.tsv'), 'a\tb\n1\t2\n')
-  t.throws(() => readTsvTrace(path.join(dir, 'bad.tsv')), { code: 'PLACEMENT_TRACE_UNREADABLE' })
-  t.throws(() => readTsvTrace(path.join(dir, 'missing.tsv')), { code: 'PLACEMENT_TRACE_UNREADABLE' })
+  t.throws(() => readTsvTrace(path.join(dir, 'bad.tsv')), { code: 'FERRY_PLACEMENT_TRACE_UNREADABLE' })
+  t.throws(() => readTsvTrace(path.join(dir, 'missing.tsv')), { code: 'FERRY_PLACEMENT_TRACE_UNREADABLE' })
 
   const log = path.join(dir, 'access.jsonl')
   fs.writeFileSync(log, [
@@ -120,8 +120,8 @@ t.test('ferry train-placement: usage and input errors', async t => {
     [['--trace', trace, '--out', path.join(dir, 'x.json'), '--embedder', 'transformers'], 2, /needs --model/],
     [['--trace', trace, '--out', path.join(dir, 'x.json'), '--k', '0'], 2, /--k must be a positive integer/],
     [['--trace', trace, '--out', path.join(dir, 'x.json'), '--bogus'], 2, /Unknown option/],
-    [['--trace', path.join(dir, 'nope.tsv'), '--out', path.join(dir, 'x.json')], 1, /PLACEMENT_TRACE_UNREADABLE/],
-    [['--trace', trace, '--out', path.join(dir, 'x.json'), '--embedder', 'transformers', '--model', path.join(dir, 'no-model')], 1, /PLACEMENT_EMBEDDER_UNAVAILABLE/]
+    [['--trace', path.join(dir, 'nope.tsv'), '--out', path.join(dir, 'x.json')], 1, /FERRY_PLACEMENT_TRACE_UNREADABLE/],
+    [['--trace', trace, '--out', path.join(dir, 'x.json'), '--embedder', 'transformers', '--model', path.join(dir, 'no-model')], 1, /FERRY_PLACEMENT_EMBEDDER_UNAVAILABLE/]
   ]
   for (const [argv, code, message] of cases) {
     const c = io()

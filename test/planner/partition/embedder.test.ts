@@ -40,9 +40,9 @@ t.test('NgramHashEmbedder: options, names and validation', async t => {
   t.not(new NgramHashEmbedder({ dim: 128 }).name, new NgramHashEmbedder().name, 'the name pins the parameters')
   t.not(new NgramHashEmbedder({ ngrams: [2] }).name, new NgramHashEmbedder().name)
   t.equal(new NgramHashEmbedder({ dim: 64 }).embedOne('x').length, 64)
-  t.throws(() => new NgramHashEmbedder({ dim: 4 }), { code: 'PLACEMENT_BAD_OPTIONS' })
-  t.throws(() => new NgramHashEmbedder({ ngrams: [] }), { code: 'PLACEMENT_BAD_OPTIONS' })
-  t.throws(() => new NgramHashEmbedder({ ngrams: [0] }), { code: 'PLACEMENT_BAD_OPTIONS' })
+  t.throws(() => new NgramHashEmbedder({ dim: 4 }), { code: 'FERRY_PLACEMENT_BAD_OPTIONS' })
+  t.throws(() => new NgramHashEmbedder({ ngrams: [] }), { code: 'FERRY_PLACEMENT_BAD_OPTIONS' })
+  t.throws(() => new NgramHashEmbedder({ ngrams: [0] }), { code: 'FERRY_PLACEMENT_BAD_OPTIONS' })
 })
 
 t.test('metaText: path, name, volume and tags', async t => {

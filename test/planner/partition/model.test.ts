@@ -114,7 +114,7 @@ t.test('a corrupt or foreign model file is a typed error', async t => {
     ['negative k', { ...good, params: { ...(good.params as object), k: -1 } }]
   ]
   for (const [what, json] of cases) {
-    t.throws(() => PlacementModel.fromJSON(json, e), { code: 'PLACEMENT_BAD_MODEL' }, what)
+    t.throws(() => PlacementModel.fromJSON(json, e), { code: 'FERRY_PLACEMENT_BAD_MODEL' }, what)
   }
   try {
     PlacementModel.fromJSON({ ...good, version: 2 }, e)
@@ -122,7 +122,7 @@ t.test('a corrupt or foreign model file is a typed error', async t => {
     t.ok(err instanceof FerryError)
     t.match((err as FerryError).message, /version 2 is not supported/)
   }
-  t.throws(() => PlacementModel.fromJSON(good, new NgramHashEmbedder({ dim: 128 })), { code: 'PLACEMENT_EMBEDDER_MISMATCH' })
+  t.throws(() => PlacementModel.fromJSON(good, new NgramHashEmbedder({ dim: 128 })), { code: 'FERRY_PLACEMENT_EMBEDDER_MISMATCH' })
 })
 
 t.test('no history: the model knows no site and the partitioner hashes', async t => {
@@ -138,7 +138,7 @@ t.test('no history: the model knows no site and the partitioner hashes', async t
   const none = await new Partitioner({ scorer }).place({ volume: 'v', block: 'b' }, fleet)
   t.equal(none.gateway, d.gateway, 'no model at all: the same')
   t.equal(hashPlacement({ volume: 'v', block: 'b' }, fleet.map(g => ({ ...g, healthy: false }))).gateway, undefined)
-  await t.rejects(PlacementModel.train([], e, { k: 0 }), { code: 'PLACEMENT_BAD_OPTIONS' })
+  await t.rejects(PlacementModel.train([], e, { k: 0 }), { code: 'FERRY_PLACEMENT_BAD_OPTIONS' })
 })
 
 t.test('the partitioner ranks predictions like known blocks, under capacity', async t => {
@@ -187,7 +187,7 @@ t.test('the creating site is evidence: data tends to be read where it was create
   t.ok(Math.max(...Object.values(none)) < 0.4, 'without an origin: the volume\'s even spread')
   const back = PlacementModel.fromJSON(JSON.parse(JSON.stringify(model.toJSON())), new NgramHashEmbedder())
   t.same(await back.predict({ volume: 'shared', block: 'x', origin: 'asia' }), await model.predict({ volume: 'shared', block: 'x', origin: 'asia' }), 'origins survive the round trip')
-  t.throws(() => PlacementModel.fromJSON({ ...(model.toJSON() as object), origins: [['asia', 1, [1]]] }, new NgramHashEmbedder()), { code: 'PLACEMENT_BAD_MODEL' })
+  t.throws(() => PlacementModel.fromJSON({ ...(model.toJSON() as object), origins: [['asia', 1, [1]]] }, new NgramHashEmbedder()), { code: 'FERRY_PLACEMENT_BAD_MODEL' })
 })
 
 t.test('large models pre-filter neighbours by signature and agree with exact search', async t => {

@@ -2,8 +2,9 @@
  * The Prometheus text exposition format (version 0.0.4, what node_exporter serves) and the
  * node_exporter metrics that carry the same kernel counters the agent reads from /proc. The
  * planner's NodeExporterScraper (planner/telemetry.ts) uses this for gateways that run
- * node_exporter instead of (or beside) the ferry agent; it lives here, beside procfs.ts,
- * because both turn the same counters into the same fields through counters.ts.
+ * node_exporter instead of (or beside) the ferry agent; it lives in telemetry/, beside
+ * counters.ts, because it and the agent's /proc reader (agent/procfs.ts) turn the same
+ * counters into the same fields through counters.ts.
  *
  * Like the /proc parsers it never throws: a malformed line is skipped and counted.
  */

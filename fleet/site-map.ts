@@ -1,5 +1,5 @@
 import net from 'node:net'
-import type { SiteConfig } from './fleet.js'
+import type { SiteConfig } from './schema.js'
 import { ipv6Bytes } from '../lib/ip.js'
 
 /**

@@ -1,6 +1,6 @@
 /**
  * From cumulative kernel counters to sample fields. The agent reads the counters from /proc
- * (procfs.ts) and the planner reads the same counters as node_exporter exports them
+ * (agent/procfs.ts) and the planner reads the same counters as node_exporter exports them
  * (node-exporter.ts); both derive the fields here, so the two sources mean the same thing.
  *
  * Every function returns undefined rather than a made-up number when the counters cannot give

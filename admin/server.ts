@@ -45,9 +45,10 @@ export interface AdminServerOptions {
 const MAX_ADMIN_BODY = 1024 * 1024
 
 /**
- * The admin listener: liveness, readiness, Prometheus metrics and the JSON API. Roles (proxy,
- * DNS, planner) register their routes and readiness checks here; the admin server knows none
- * of them, which keeps the dependency pointing from the roles to it.
+ * The admin listener: liveness, readiness, Prometheus metrics and the JSON API. Each role
+ * exposes a `register…(admin, deps)` that adds its routes and readiness checks, and only bin/
+ * calls those: the admin server knows none of the roles and the roles never construct or find
+ * it themselves, so the dependency points from the roles down to it and never between them.
  */
 export class AdminServer {
   readonly server: http.Server

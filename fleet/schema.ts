@@ -2,8 +2,9 @@ import { z } from 'zod'
 import net from 'node:net'
 
 /**
- * The fleet: gateways and the sites they and their clients live in. Proxy, DNS and planner all
- * read this section, so it lives in config/ rather than beside any one of them.
+ * The fleet: gateways and the sites they and their clients live in. Proxy, DNS, planner, upstream
+ * and recovery all read it, so it lives in its own folder below all of them (config/ only
+ * composes it into the file's schema) rather than beside any one of them.
  */
 
 const idPattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/
