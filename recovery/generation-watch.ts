@@ -18,10 +18,6 @@ export interface GenerationWatchOptions {
 }
 
 export interface GenerationWatchEvents {
-  /** The store came back as a new generation: everything it held (locations first) is gone. */
-  lost: [previous: StoreGeneration, current: StoreGeneration]
-  /** The marker now says the locations are rebuilt. */
-  rebuilt: [current: StoreGeneration]
   /** The marker says a rebuild is needed (a new store, or one that lost its data). */
   rebuilding: [current: StoreGeneration]
 }
@@ -30,9 +26,9 @@ export interface GenerationWatchEvents {
  * Follows the store's generation marker for one process. A Redis without persistence that
  * restarts comes back empty; without this, every proxy would answer 404 for every block written
  * before, its bytes still on a gateway that no record points to. The watch reads the marker when
- * the store reconnects (a `resync`), when a rebuilder announces one, and on a timer, and tells
- * the process: `lost` (the id changed under us: caches must be rebuilt, not trusted), and
- * whether a rebuild from the gateways' inventories is still under way.
+ * the store reconnects (a `resync`), when a rebuilder announces one, and on a timer. When the id
+ * changed under it (the store lost its data) it reloads the process's location caches, and it
+ * tells whether a rebuild from the gateways' inventories is still under way.
  */
 export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
   private generation: StoreGeneration | null = null
@@ -117,7 +113,6 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
       this.lostSeen = true
       this.losses.inc()
       this.logger.error({ previous: prev.id, current: next.id }, 'the shared store lost its data (it came back as a new generation): block locations are being rebuilt from the gateways')
-      this.emit('lost', prev, next)
       void this.reloadLocations().catch(() => {})
     }
     if (next.rebuilding && (prev === null || prev.id !== next.id || !prev.rebuilding)) this.emit('rebuilding', next)
@@ -125,7 +120,6 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
       if (prev !== null) this.logger.info({ generation: next.id }, 'block locations rebuilt')
       if (this.lostSeen) await this.reloadLocations().catch(err => { this.logger.warn({ err: (err as Error).message }, 'reloading locations after the rebuild failed') })
       this.lostSeen = false
-      this.emit('rebuilt', next)
     }
   }
 
