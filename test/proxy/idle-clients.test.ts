@@ -76,11 +76,10 @@ t.test('keep-alive clients idling past every timeout do not stop the proxy', asy
     await conn.closed
     t.ok(conn.isClosed, `${name}: the idle connection was closed by the server`)
   }
+  // The body-idle timeout (0.8 s) fires long before Node's request-timeout sweep: the proxy answers.
   const halfBodyReply = await halfBody.response().catch(() => null)
-  if (halfBodyReply !== null) {
-    t.equal(halfBodyReply.status, 408, 'a stalled upload gets a 408')
-    t.match(JSON.parse(halfBodyReply.body.toString()), { error: { code: 'FERRY_REQUEST_TIMEOUT' } })
-  }
+  t.equal(halfBodyReply?.status, 408, 'a stalled upload gets a 408')
+  t.match(JSON.parse(halfBodyReply?.body.toString() ?? '{}'), { error: { code: 'FERRY_REQUEST_TIMEOUT' } })
   await halfBody.closed
   await halfHeaders.closed
   t.ok(halfBody.isClosed && halfHeaders.isClosed, 'stalled requests are closed')
