@@ -5,7 +5,6 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 export const CLK_TCK = (() => {
@@ -98,13 +97,8 @@ export async function waitFor (fn: () => boolean | Promise<boolean>, what: strin
   throw new Error(`timed out waiting for ${what}${last !== '' ? ` (${last})` : ''}`)
 }
 
-export async function freePort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve) })
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>(resolve => server.close(() => { resolve() }))
-  return port
-}
+// One port picker for tests and benchmarks: it stays clear of the kernel's ephemeral range.
+export { freePort } from '../test/helpers/net.js'
 
 export function positiveInt (name: string, v: string): number {
   const n = Number(v)
