@@ -2,8 +2,6 @@ import net from 'node:net'
 
 import { ipv4Bytes, ipv6Bytes } from '../lib/ip.js'
 
-export { ipv4Bytes, ipv6Bytes }
-
 // Addresses from the view, validated and converted once. Edge addresses are few and reused by
 // every answer, so after the first query this is a map hit instead of the regular expressions
 // behind net.isIP and a text parse on every cache miss. Bounded: dropped whole when full.

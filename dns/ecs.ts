@@ -1,5 +1,5 @@
 import net from 'node:net'
-import { ipv4Bytes, ipv6Bytes } from './addr.js'
+import { ipv4Bytes, ipv6Bytes } from '../lib/ip.js'
 import { DnsWireError } from './errors.js'
 
 export { ipv4Bytes, ipv6Bytes }

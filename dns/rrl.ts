@@ -1,6 +1,6 @@
 import { SiteMap } from '../fleet/site-map.js'
 import type { DnsConfig } from './config.js'
-import { ipv6Bytes } from './addr.js'
+import { ipv4ToInt, ipv6Bytes } from '../lib/ip.js'
 
 /**
  * Response rate limiting per client subnet, so that ferry cannot be used to amplify a flood at
@@ -123,13 +123,3 @@ export class RateLimiter {
   }
 }
 
-/** Dotted quad to an unsigned 32-bit integer, without allocating; the caller has a valid address. */
-export function ipv4ToInt (ip: string): number {
-  let n = 0
-  let part = 0
-  for (let i = 0; i < ip.length; i++) {
-    const c = ip.charCodeAt(i)
-    if (c === 46) { n = n * 256 + part; part = 0 } else part = part * 10 + (c - 48)
-  }
-  return (n * 256 + part) >>> 0
-}

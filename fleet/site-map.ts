@@ -1,6 +1,6 @@
 import net from 'node:net'
 import type { SiteConfig } from './schema.js'
-import { ipv6Bytes } from '../lib/ip.js'
+import { ipv4ToInt, ipv6ToBigInt } from '../lib/ip.js'
 
 /**
  * Longest-prefix match from a client address to its site. The proxy calls this on every
@@ -74,17 +74,4 @@ function maskV6 (bits: number): bigint {
   return bits === 0 ? 0n : ((1n << 128n) - 1n) ^ ((1n << BigInt(128 - bits)) - 1n)
 }
 
-export function ipv4ToInt (ip: string): number {
-  let n = 0
-  let part = 0
-  for (let i = 0; i < ip.length; i++) {
-    const c = ip.charCodeAt(i)
-    if (c === 46) { n = (n * 256) + part; part = 0 } else part = part * 10 + (c - 48)
-  }
-  return ((n * 256) + part) >>> 0
-}
 
-export function ipv6ToBigInt (ip: string): bigint {
-  const b = ipv6Bytes(ip)
-  return (b.readBigUInt64BE(0) << 64n) | b.readBigUInt64BE(8)
-}

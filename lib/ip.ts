@@ -1,5 +1,5 @@
 /**
- * IP address text to octets: the one parser of address text that DNS (wire encoding, ECS, rate
+ * IP address text to octets and integers: the one parser of address text that DNS (wire encoding, ECS, rate
  * limiting) and the site map (longest-prefix match) share. ipv4Bytes and ipv6Bytes expect valid
  * addresses (check with net.isIP first).
  */
@@ -36,4 +36,21 @@ export function ipv6Bytes (ip: string): Buffer {
   const out = Buffer.alloc(16)
   for (let i = 0; i < 8; i++) out.writeUInt16BE((groups[i] ?? 0) & 0xffff, i * 2)
   return out
+}
+
+/** Dotted quad to an unsigned 32-bit integer, without allocating (per-packet and per-request paths); the caller has a valid address. */
+export function ipv4ToInt (ip: string): number {
+  let n = 0
+  let part = 0
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i)
+    if (c === 46) { n = n * 256 + part; part = 0 } else part = part * 10 + (c - 48)
+  }
+  return (n * 256 + part) >>> 0
+}
+
+/** An IPv6 address as a 128-bit integer, for prefix masks. */
+export function ipv6ToBigInt (ip: string): bigint {
+  const b = ipv6Bytes(ip)
+  return (b.readBigUInt64BE(0) << 64n) | b.readBigUInt64BE(8)
 }

@@ -466,7 +466,7 @@ export class Planner {
         site: g.site,
         healthy: this.fleet.isHealthy(g.id, now),
         draining: g.draining,
-        probe: { up: g.probeUp, lastAt: g.lastProbeAt || null, lastError: g.lastProbeError },
+        probe: { up: g.probe.up, lastAt: g.probe.lastAt || null, lastError: g.probe.lastError },
         reportedDownBy: this.fleet.reportedDownBy(g.id, now),
         placedBlocks: this.fleet.blocksOn(g.id).length,
         usedBytesEstimate: Math.round(this.fleet.usedBytes(g.id)),

@@ -32,6 +32,7 @@
 import { z } from 'zod'
 import { FerryError } from '../lib/errors.js'
 import { hashString } from '../lib/rendezvous.js'
+import { decayFactor, growth } from '../lib/forward-decay.js'
 
 export interface AccessRecord {
   volume: string
@@ -561,7 +562,7 @@ export class AccessProfiler {
       throw new FerryError('FERRY_PROFILE_BAD_SNAPSHOT', `snapshot taken with bucketMs ${s.bucketMs} and halfLifeMs ${s.halfLifeMs}; this profiler uses ${this.bucketMs} and ${this.halfLifeMs}`, 400)
     }
     // The snapshot's decayed values are as of asOf: in this landmark that is × 2^((asOf - T0)/H).
-    const scale = Math.pow(2, (s.asOf - this.t0) / this.halfLifeMs)
+    const scale = growth(s.asOf - this.t0, this.halfLifeMs)
     for (const e of s.volumes) {
       this.volumeTable.merge(this.volumeEntry(e.volume).row, e, scale)
       this.records += e.reads + e.writes
@@ -658,12 +659,12 @@ export class AccessProfiler {
 
   private weight (at: number): void {
     this.wAt = at
-    this.w = Math.exp((at - this.t0) * Math.LN2 / this.halfLifeMs) // = 2^((at - T0)/H), cheaper than pow
+    this.w = growth(at - this.t0, this.halfLifeMs)
     if (this.w > 2 ** RESCALE_EXP) this.rescale(at)
   }
 
   private rescale (at: number): void {
-    const f = Math.pow(2, -(at - this.t0) / this.halfLifeMs)
+    const f = decayFactor(at - this.t0, this.halfLifeMs)
     this.volumeTable.rescale(f)
     this.blockTable.rescale(f)
     this.t0 = at
@@ -672,7 +673,7 @@ export class AccessProfiler {
   }
 
   private decay (now: number): number {
-    return Math.pow(2, -(now - this.t0) / this.halfLifeMs)
+    return decayFactor(now - this.t0, this.halfLifeMs)
   }
 
   /**

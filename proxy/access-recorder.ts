@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import { blockKey } from '../lib/ids.js'
+import { decayFactor, growth } from '../lib/forward-decay.js'
 
 /** One access, as the seed's data inputs describe it: when, who, from where, what, read or write. */
 export interface Access {
@@ -249,8 +250,8 @@ export class AccessRecorder {
 
   private weights (now: number): void {
     this.wAt = now
-    this.wLong = Math.pow(2, (now - this.t0) / this.halfLifeMs)
-    this.wShort = Math.pow(2, (now - this.t0) / this.burstHalfLifeMs)
+    this.wLong = growth(now - this.t0, this.halfLifeMs)
+    this.wShort = growth(now - this.t0, this.burstHalfLifeMs)
     if (this.wShort > 2 ** RESCALE_EXP || this.wLong > 2 ** RESCALE_EXP) this.rescale(now)
   }
 
@@ -268,7 +269,7 @@ export class AccessRecorder {
   }
 
   private decay (now: number, halfLifeMs: number): number {
-    return Math.pow(2, -(now - this.t0) / halfLifeMs)
+    return decayFactor(now - this.t0, halfLifeMs)
   }
 
   /**

@@ -9,7 +9,7 @@ export function registerProxyAdmin (admin: AdminServer, proxy: ProxyServer): voi
   admin.addReadinessCheck('gateways', () => {
     const now = Date.now()
     if (proxy.gateways.healthyCount(now) > 0) return undefined
-    const why = proxy.gateways.all().map(g => `${g.id} ${g.downReason(now) ?? 'down'}${g.lastProbeError ? ` (${g.lastProbeError})` : ''}`)
+    const why = proxy.gateways.all().map(g => `${g.id} ${g.downReason(now) ?? 'down'}${g.probe.lastError !== null ? ` (${g.probe.lastError})` : ''}`)
     return `no healthy gateway: ${why.join('; ')}`
   })
 
@@ -25,7 +25,7 @@ export function registerProxyAdmin (admin: AdminServer, proxy: ProxyServer): voi
         reason: g.downReason(now) ?? null,
         ejectedForMs: Math.max(0, g.ejectedUntil - now),
         consecutiveFailures: g.consecutiveFailures,
-        lastProbeError: g.lastProbeError ?? null,
+        lastProbeError: g.probe.lastError,
         inflight: g.inflight,
         ...admin.gatewayExtras(g.id)
       }))

@@ -5,6 +5,7 @@ import type { HealthSection, ProxySection } from './config.js'
 import { rendezvousNode, type RendezvousNode } from '../lib/rendezvous.js'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
+import { probeOnce, ProbeState } from '../upstream/prober.js'
 
 /** Why a gateway is not healthy, for /readyz and /v1/gateways. */
 export type GatewayDownReason = 'ejected' | 'probe-failed'
@@ -23,12 +24,8 @@ export class Gateway {
   consecutiveFailures = 0
   ejections = 0
   ejectedUntil = 0
-  // Active health: the last probes' verdict. Starts up so a fresh proxy serves immediately;
-  // the first failed probes (or requests) take a dead gateway out within a couple of seconds.
-  probeUp = true
-  probeFails = 0
-  probeOks = 0
-  lastProbeError: string | undefined
+  /** Active health: the last probes' verdict (upstream/prober.ts). */
+  readonly probe = new ProbeState()
   inflight = 0
   // Running totals of what real traffic saw, for the planner's passive telemetry.
   requests = 0
@@ -46,11 +43,11 @@ export class Gateway {
   }
 
   isHealthy (now: number): boolean {
-    return this.probeUp && now >= this.ejectedUntil
+    return this.probe.up && now >= this.ejectedUntil
   }
 
   downReason (now: number): GatewayDownReason | undefined {
-    if (!this.probeUp) return 'probe-failed'
+    if (!this.probe.up) return 'probe-failed'
     if (now < this.ejectedUntil) return 'ejected'
     return undefined
   }
@@ -174,30 +171,11 @@ export class GatewaySet extends EventEmitter<GatewaySetEvents> {
 
   private async probe (g: Gateway): Promise<void> {
     const a = this.health.active
-    let ok: boolean
-    try {
-      const res = await g.pool.request({ method: 'GET', path: a.path, headersTimeout: a.timeoutMs, bodyTimeout: a.timeoutMs, signal: AbortSignal.timeout(a.timeoutMs) })
-      await res.body.dump()
-      ok = res.statusCode < 500
-      g.lastProbeError = ok ? undefined : `status ${res.statusCode}`
-    } catch (err) {
-      ok = false
-      g.lastProbeError = (err as Error).message
-    }
+    const error = await probeOnce(g.pool, a.path, a.timeoutMs)
     if (this.byId.get(g.id) !== g) return // removed by a reload while the probe ran
-    if (ok) {
-      g.probeFails = 0
-      g.probeOks++
-      if (!g.probeUp && g.probeOks >= a.healthyThreshold) { g.probeUp = true; this.notify(g) }
-    } else {
-      g.probeOks = 0
-      g.probeFails++
-      if (g.probeUp && g.probeFails >= a.unhealthyThreshold) {
-        g.probeUp = false
-        this.logger.warn({ gateway: g.id, error: g.lastProbeError }, 'gateway failed its health probes')
-        this.notify(g)
-      }
-    }
+    if (!g.probe.record(error, a)) return
+    if (!g.probe.up) this.logger.warn({ gateway: g.id, error }, 'gateway failed its health probes')
+    this.notify(g)
   }
 
   private apply (gateways: readonly GatewayConfig[], rebuildPools = false): void {

@@ -1,3 +1,4 @@
+import { decayFactor } from '../lib/forward-decay.js'
 import { isValidId } from '../lib/ids.js'
 import { invalid } from './errors.js'
 import { checkCount, checkId, checkTime } from './keys.js'
@@ -22,9 +23,7 @@ import type { AccessDelta, AffinityEntry } from './types.js'
 
 export const SCORE_FLOOR = 1e-6
 
-export function decayFactor (dtMs: number, halfLifeMs: number): number {
-  return Math.pow(2, -dtMs / halfLifeMs)
-}
+export { decayFactor }
 
 /** The entry's scores decayed to `now` (scores are stored as of `scoredAt`). */
 export function decayScores (entry: Pick<AffinityEntry, 'scores' | 'scoredAt'>, now: number, halfLifeMs: number): Record<string, number> {

@@ -6,6 +6,7 @@ import { silentLogger, type Logger } from '../../lib/log.js'
 import { rendezvousNode, rendezvousPick, rendezvousRank, type RendezvousNode } from '../../lib/rendezvous.js'
 import { gatewayHealthChannel } from '../../state/channels.js'
 import { GatewayHealthView } from '../../state/gateway-health.js'
+import { probeOnce, ProbeState } from '../../upstream/prober.js'
 import type { BlockLocation, StoreEvent } from '../../state/types.js'
 import type { GatewayInfo } from '../affinity.js'
 import type { PlannerHealthConfig } from '../config.js'
@@ -20,12 +21,8 @@ export interface FleetGateway {
   readonly capacityBytes: number
   /** Keep-alive connections for copies, checks, deletes and probes. */
   readonly pool: Pool
-  /** The planner's own probes. */
-  probeUp: boolean
-  probeFailures: number
-  probeSuccesses: number
-  lastProbeAt: number
-  lastProbeError: string | null
+  /** The planner's own probes (upstream/prober.ts). */
+  readonly probe: ProbeState
   /** Operator drain: never a target, everything on it is moved off. */
   draining: boolean
 }
@@ -100,11 +97,7 @@ export class Fleet extends EventEmitter<FleetEvents> {
         site: g.site,
         capacityBytes: g.capacityBytes,
         pool: new Pool(g.url, { connections, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: 2_000 }),
-        probeUp: true,
-        probeFailures: 0,
-        probeSuccesses: 0,
-        lastProbeAt: 0,
-        lastProbeError: null,
+        probe: new ProbeState(),
         draining: old?.draining ?? false
       })
     }
@@ -125,7 +118,7 @@ export class Fleet extends EventEmitter<FleetEvents> {
 
   isHealthy (id: string, now = Date.now()): boolean {
     const g = this.gateways.get(id)
-    if (g === undefined || !g.probeUp) return false
+    if (g === undefined || !g.probe.up) return false
     return this.reports.isHealthy(id, now)
   }
 
@@ -262,29 +255,10 @@ export class Fleet extends EventEmitter<FleetEvents> {
   }
 
   private async probe (g: FleetGateway): Promise<void> {
-    let ok = false
-    let why: string | null = null
-    try {
-      const res = await g.pool.request({ method: 'GET', path: this.health.probePath, headersTimeout: this.health.probeTimeoutMs, bodyTimeout: this.health.probeTimeoutMs, signal: AbortSignal.timeout(this.health.probeTimeoutMs) })
-      await res.body.dump()
-      ok = res.statusCode < 500
-      if (!ok) why = `status ${res.statusCode}`
-    } catch (err) {
-      why = (err as { code?: string }).code ?? (err as Error).message
-    }
+    const why = await probeOnce(g.pool, this.health.probePath, this.health.probeTimeoutMs)
     if (this.gateways.get(g.id) !== g) return // reconfigured meanwhile
     const was = this.isHealthy(g.id)
-    g.lastProbeAt = Date.now()
-    g.lastProbeError = why
-    if (ok) {
-      g.probeFailures = 0
-      g.probeSuccesses++
-      if (!g.probeUp && g.probeSuccesses >= this.health.healthyThreshold) g.probeUp = true
-    } else {
-      g.probeSuccesses = 0
-      g.probeFailures++
-      if (g.probeUp && g.probeFailures >= this.health.unhealthyThreshold) g.probeUp = false
-    }
+    g.probe.record(why, this.health)
     const is = this.isHealthy(g.id)
     if (was !== is) this.changed(g.id, is, why ?? 'probe succeeded')
   }

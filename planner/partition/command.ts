@@ -9,6 +9,7 @@ import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 import { FerryError, isFerryError } from '../../lib/errors.js'
 import { blockKey } from '../../lib/ids.js'
+import { growth } from '../../lib/forward-decay.js'
 import type { StateStore } from '../../state/types.js'
 import { CachingEmbedder, NgramHashEmbedder, type BlockMeta, type Embedder } from './embedder.js'
 import { PlacementModel, type TrainingExample } from './model.js'
@@ -83,7 +84,7 @@ class HistoryBuilder {
     let b = this.blocks.get(key)
     if (b === undefined) this.blocks.set(key, b = { meta: { ...meta, origin: site }, scores: {}, first: at })
     else if (at < b.first) { b.first = at; b.meta.origin = site }
-    b.scores[site] = (b.scores[site] ?? 0) + Math.pow(2, (at - this.t0) / this.halfLifeMs)
+    b.scores[site] = (b.scores[site] ?? 0) + growth(at - this.t0, this.halfLifeMs)
   }
 
   set (meta: BlockMeta, scores: Record<string, number>): void {
