@@ -38,6 +38,9 @@ export const configSchema = z.object({
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['gateways', i, 'site'], message: `unknown site "${g.site}" (sites: ${[...siteNames].join(', ')})` })
     }
   })
+  for (const id of Object.keys(cfg.planner.nodeExporter.targets)) {
+    if (!ids.has(id)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['planner', 'nodeExporter', 'targets', id], message: `unknown gateway "${id}" (gateways: ${[...ids].join(', ')})` })
+  }
 })
 
 export type FerryConfig = z.infer<typeof configSchema>

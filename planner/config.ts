@@ -78,6 +78,20 @@ export const predictionSchema = z.object({
   if (p.threshold + p.clearMargin > 1) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['clearMargin'], message: 'threshold + clearMargin must be at most 1' })
 }).default({})
 
+export const nodeExporterConfigSchema = z.object({
+  intervalMs: z.number().int().min(100).default(5000).describe('how often each node_exporter is scraped'),
+  timeoutMs: z.number().int().positive().default(3000).describe('a scrape that has not completed in this long failed'),
+  targets: z.record(z.string(), z.union([
+    z.string().url(),
+    z.object({
+      url: z.string().url(),
+      disk: z.string().regex(/^[\w.!-]{1,64}$/).optional().describe('device label to report (default: the busiest)')
+    }).strict()
+  ])).default({}).describe('gateway id → node_exporter URL (e.g. http://gw1:9100/metrics), or {url, disk}')
+}).strict()
+
+export type NodeExporterConfig = z.infer<typeof nodeExporterConfigSchema>
+
 export const plannerSectionSchema = z.object({
   holder: z.string().regex(/^[\x21-\x7e]{1,200}$/).optional()
     .describe('name under which this planner takes the leader lease; default <hostname>:<pid>'),
@@ -90,6 +104,7 @@ export const plannerSectionSchema = z.object({
   rebalancer: rebalancerSchema.describe('periodic moves towards each block\'s best gateway (hysteresis, budget)'),
   migration: migrationSchema.describe('the migration engine: copy, cut-over, flip, cleanup'),
   prediction: predictionSchema.describe('predictive health: the health model scores telemetry; a gateway predicted to fail is evacuated before it does'),
+  nodeExporter: nodeExporterConfigSchema.default({}).describe('telemetry scraped from Prometheus node_exporter for gateways that cannot run the agent (the leader scrapes)'),
   admin: z.object({
     requireToken: z.boolean().default(true)
       .describe('POST /v1/migrations and POST/DELETE /v1/gateways/:id/drain need the admin bearer token (admin.token or FERRY_ADMIN_TOKEN); false only on a closed loopback sandbox')

@@ -1,7 +1,6 @@
 import os from 'node:os'
 import { randomBytes } from 'node:crypto'
-import type { Registry } from 'prom-client'
-import { Gauge } from 'prom-client'
+import { Gauge, Registry } from 'prom-client'
 import type { GatewayConfig, SiteConfig } from '../fleet/schema.js'
 import { FerryError } from '../lib/errors.js'
 import { blockKey } from '../lib/ids.js'
@@ -16,6 +15,7 @@ import { plannerError } from './migration/errors.js'
 import type { Fleet } from './migration/fleet.js'
 import { HealthMonitor, PredictiveFleet, type EvacuationSummary } from './health-monitor.js'
 import { Rebalancer } from './rebalancer.js'
+import { NodeExporterScraper } from './telemetry.js'
 
 /** The parts of the ferry config the planner reads (a FerryConfig fits). */
 export interface PlannerConfigPieces {
@@ -107,10 +107,14 @@ export class Planner {
   private started = false
   private sites: string[]
   private halfLifeMs: number
+  /** Telemetry from node_exporter for gateways without an agent (planner.nodeExporter). */
+  private scraper: NodeExporterScraper | undefined
+  private readonly registry: Registry
 
   constructor (opts: PlannerOptions) {
     this.store = opts.store
     this.logger = (opts.logger ?? silentLogger).child({ role: 'planner' })
+    this.registry = opts.registry ?? new Registry()
     this.config = parsePlannerConfig(opts.config.planner)
     const cfg = this.config
     this.sites = opts.config.sites.map(s => s.name)
@@ -157,6 +161,7 @@ export class Planner {
     this.leader.on('deposed', reason => { this.engine.deactivate(reason) })
     this.engine.on('end', rec => { this.onMigrationEnd(rec) })
     this.warnIfHoldTooShort(opts.config)
+    this.scraper = this.newScraper(cfg)
     if (opts.registry !== undefined) {
       const leader = this.leader
       new Gauge({ name: 'ferry_planner_leader', help: '1 while this planner holds the leader lease', registers: [opts.registry], collect () { this.set(leader.isLeader ? 1 : 0) } })
@@ -175,6 +180,7 @@ export class Planner {
     this.fleet.startProbes()
     this.rebalancer.start()
     this.health.start()
+    this.scraper?.start()
     this.tickTimer = setInterval(() => { void this.tick() }, this.config.migration.recoveryIntervalMs)
     this.tickTimer.unref()
     await this.leader.start()
@@ -191,6 +197,7 @@ export class Planner {
     this.health.stop()
     if (this.tickTimer !== null) clearInterval(this.tickTimer)
     this.tickTimer = null
+    await this.scraper?.stop()
     await this.engine.stop()
     await this.leader.stop()
     this.unsubscribe?.()
@@ -210,6 +217,7 @@ export class Planner {
     this.tickTimer = null
     this.leader.kill()
     this.engine.kill()
+    void this.scraper?.stop()
     this.unsubscribe?.()
     this.locations.close()
     await this.fleet.destroy()
@@ -218,6 +226,7 @@ export class Planner {
   /** Applies a reloaded config: gateways, sites, latency, limits. The lease holder name is kept. */
   reconfigure (config: PlannerConfigPieces): void {
     const cfg = parsePlannerConfig(config.planner)
+    const previous = this.config
     this.config = cfg
     this.sites = config.sites.map(s => s.name)
     this.halfLifeMs = config.state?.affinity?.halfLifeMs ?? DEFAULT_HALF_LIFE_MS
@@ -227,6 +236,11 @@ export class Planner {
     this.engine.reconfigure(cfg.migration)
     this.rebalancer.reconfigure(cfg.rebalancer, this.sites, this.halfLifeMs, this.scorer)
     this.health.reconfigure(cfg.prediction)
+    if (JSON.stringify(cfg.nodeExporter) !== JSON.stringify(previous.nodeExporter)) {
+      void this.scraper?.stop()
+      this.scraper = this.newScraper(cfg)
+      if (this.started) this.scraper?.start()
+    }
     for (const id of this.drains.keys()) this.fleet.setDraining(id, true)
     this.warnIfHoldTooShort(config)
     if (this.tickTimer !== null) {
@@ -234,6 +248,21 @@ export class Planner {
       this.tickTimer = setInterval(() => { void this.tick() }, cfg.migration.recoveryIntervalMs)
       this.tickTimer.unref()
     }
+  }
+
+  /** Only the leader scrapes: every planner scraping would store each sample once per planner. */
+  private newScraper (cfg: PlannerConfig): NodeExporterScraper | undefined {
+    const n = cfg.nodeExporter
+    if (Object.keys(n.targets).length === 0) return undefined
+    return new NodeExporterScraper({
+      store: this.store,
+      targets: n.targets,
+      intervalMs: n.intervalMs,
+      timeoutMs: n.timeoutMs,
+      registry: this.registry,
+      logger: this.logger,
+      active: () => this.leader.isLeader
+    })
   }
 
   /** onElected until it succeeds, while we lead: a store blip during take-over must not leave a leader that never acts. */

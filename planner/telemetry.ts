@@ -25,6 +25,7 @@ import { PUSH_PATH, pushBodySchema, sampleSchema } from '../telemetry/push.js'
 import type { StateStore, TelemetrySample } from '../state/types.js'
 import { CSV_HEADER, formatTelemetryCsv } from './health/csv.js'
 import type { TelemetryRecord } from './health/types.js'
+import { nodeExporterConfigSchema, type NodeExporterConfig } from './config.js'
 
 function invalid (message: string): FerryError {
   return new FerryError('FERRY_TELEMETRY_INVALID', message, 400)
@@ -307,19 +308,7 @@ async function sendCsv (res: ServerResponse, store: StateStore, gateways: readon
 
 // ───────────────────────────── node_exporter ─────────────────────────────
 
-export const nodeExporterConfigSchema = z.object({
-  intervalMs: z.number().int().min(100).default(5000).describe('how often each node_exporter is scraped'),
-  timeoutMs: z.number().int().positive().default(3000).describe('a scrape that has not completed in this long failed'),
-  targets: z.record(z.string(), z.union([
-    z.string().url(),
-    z.object({
-      url: z.string().url(),
-      disk: z.string().regex(/^[\w.!-]{1,64}$/).optional().describe('device label to report (default: the busiest)')
-    }).strict()
-  ])).default({}).describe('gateway id → node_exporter URL (e.g. http://gw1:9100/metrics), or {url, disk}')
-}).strict()
-
-export type NodeExporterConfig = z.infer<typeof nodeExporterConfigSchema>
+export { nodeExporterConfigSchema, type NodeExporterConfig }
 
 export interface NodeExporterScraperOptions {
   store: StateStore
@@ -331,6 +320,9 @@ export interface NodeExporterScraperOptions {
   maxBytes?: number
   registry: Registry
   logger?: Logger
+  /** Rounds are skipped while this says no (the planner scrapes only while it leads, so a
+   * standby does not store every sample twice). Default: always. */
+  active?: () => boolean
 }
 
 /**
@@ -383,6 +375,7 @@ export class NodeExporterScraper {
 
   /** Scrapes every target once (concurrently). */
   async scrapeAll (): Promise<void> {
+    if (this.opts.active !== undefined && !this.opts.active()) return
     await Promise.all(this.targets.map(t => this.scrapeOnce(t.gateway)))
   }
 
