@@ -85,9 +85,9 @@ export function registerPlannerAdmin (admin: AdminServer, planner: Planner): voi
     return await planner.drain(gw, req.to)
   }, auth)
 
-  admin.route('DELETE', '/v1/gateways/:id/drain', ({ params }) => {
+  admin.route('DELETE', '/v1/gateways/:id/drain', async ({ params }) => {
     const gw = idParam(params, 'id', planner400)
-    return { gateway: gw, wasDraining: planner.undrain(gw) }
+    return { gateway: gw, wasDraining: await planner.undrain(gw) }
   }, auth)
 
   admin.route('GET', '/v1/rebalancer', () => ({ enabled: planner.plannerConfig.rebalancer.enabled, rounds: planner.rebalancer.rounds }))

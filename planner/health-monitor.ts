@@ -73,7 +73,7 @@ export interface HealthMonitorHost {
   /** Starts (or continues) moving everything off `gateway`, hottest first. */
   evacuate: (gateway: string) => Promise<EvacuationSummary>
   /** Lifts a predictive evacuation (an operator's drain stays). True if one was lifted. */
-  release: (gateway: string) => boolean
+  release: (gateway: string) => Promise<boolean>
   /** Is a predictive evacuation of `gateway` in force (possibly a predecessor's)? */
   evacuating: (gateway: string) => boolean
 }
@@ -399,7 +399,9 @@ export class HealthMonitor {
         if (first) this.record({ at: this.now(), gateway, event: 'evacuate', state: 'triggered', reason: 'evacuation could not start', inputs: inputsOf(w.assessment), error: (err as Error).message }, 'error')
       }
     } else if (host.evacuating(gateway) && w.decision?.state === 'healthy') {
-      if (host.release(gateway)) this.record({ at: this.now(), gateway, event: 'release', state: 'healthy', reason: 'recovered: the gateway may receive blocks again', inputs: inputsOf(w.assessment) }, 'info')
+      // A store that cannot record the release leaves the evacuation in force; the next tick retries.
+      const released = await host.release(gateway).catch(err => { this.logger.warn({ gateway, err: (err as Error).message }, 'could not lift the evacuation'); return false })
+      if (released) this.record({ at: this.now(), gateway, event: 'release', state: 'healthy', reason: 'recovered: the gateway may receive blocks again', inputs: inputsOf(w.assessment) }, 'info')
     }
   }
 

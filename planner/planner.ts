@@ -6,7 +6,7 @@ import { FerryError } from '../lib/errors.js'
 import { blockKey } from '../lib/ids.js'
 import { silentLogger, type Logger } from '../lib/log.js'
 import { LocationCache } from '../state/cache.js'
-import type { MigrationRecord, StateStore } from '../state/types.js'
+import type { DrainRecord, MigrationRecord, StateStore } from '../state/types.js'
 import { AffinityScorer, latencyMatrix } from './affinity.js'
 import { parsePlannerConfig, type PlannerConfig, type PlannerConfigInput } from './config.js'
 import { LeaderElection } from './leader.js'
@@ -79,9 +79,6 @@ interface DrainState {
 
 const DEFAULT_HALF_LIFE_MS = 600_000
 
-/** Migration reasons of drains: `drain:<gw>` (operator) and `health:<gw>` (predicted failure). */
-const DRAIN_REASON = /^(drain|health):(.+)$/
-
 /**
  * The planner role: leader election, the migration engine, the rebalancer and the operator
  * controls, over one shared store. Every planner instance campaigns for the lease; only the
@@ -101,7 +98,10 @@ export class Planner {
   scorer: AffinityScorer
   readonly store: StateStore
   private readonly logger: Logger
+  /** The drains in force, as the store holds them (DrainRecord) plus this leader's progress. */
   private readonly drains = new Map<string, DrainState>()
+  /** The store generation the drains were last read from (see syncDrains). */
+  private drainsGeneration: string | undefined
   private tickTimer: NodeJS.Timeout | null = null
   private unsubscribe: (() => void) | null = null
   private started = false
@@ -280,12 +280,13 @@ export class Planner {
     if (!this.leader.isLeader) return
     await this.rebalancer.activate()
     await this.engine.activate()
-    await this.restoreDrains()
+    await this.syncDrains()
   }
 
   /** Periodic: drains pick up blocks that arrived on the gateway, or whose move failed. */
   private async tick (): Promise<void> {
     if (!this.engine.isActive) return
+    await this.syncDrains().catch(err => { this.logger.warn({ err: (err as Error).message }, 'could not read the drains from the store; keeping the ones in force') })
     for (const gateway of this.drains.keys()) {
       await this.drainPass(gateway).catch(err => { this.logger.warn({ gateway, err: (err as Error).message }, 'drain pass failed') })
     }
@@ -355,16 +356,11 @@ export class Planner {
       this.checkTarget(to)
     }
     if (!this.engine.isActive) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
-    this.fleet.setDraining(gateway, true)
-    let d = this.drains.get(gateway)
-    if (d === undefined) {
-      d = { gateway, cause: 'operator', to, startedAt: Date.now(), ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 }
-      this.drains.set(gateway, d)
-    } else {
-      // An operator's drain of a gateway under evacuation becomes the operator's: recovery no longer lifts it.
-      d.cause = 'operator'
-      d.to = to
-    }
+    // Recorded before anything moves: a drain the store does not hold would end with this leader.
+    // An operator's drain of a gateway under evacuation becomes the operator's: recovery no longer lifts it.
+    const startedAt = this.drains.get(gateway)?.startedAt ?? Date.now()
+    await this.store.putDrain({ gateway, cause: 'operator', to: to ?? null, startedAt })
+    this.adoptDrain({ gateway, cause: 'operator', to: to ?? null, startedAt })
     await this.drainPass(gateway)
     return this.drainStatus(gateway) as DrainStatus
   }
@@ -377,22 +373,79 @@ export class Planner {
   async evacuate (gateway: string): Promise<EvacuationSummary> {
     if (!this.fleet.has(gateway)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${gateway} is configured`, 404)
     if (!this.engine.isActive) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
-    this.fleet.setDraining(gateway, true)
-    if (!this.drains.has(gateway)) this.drains.set(gateway, { gateway, cause: 'health', to: undefined, startedAt: Date.now(), ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 })
+    if (!this.drains.has(gateway)) {
+      const record: DrainRecord = { gateway, cause: 'health', to: null, startedAt: Date.now() }
+      await this.store.putDrain(record)
+      this.adoptDrain(record)
+    }
     return await this.drainPass(gateway)
   }
 
   /** Lifts a predictive evacuation; an operator's drain stays. True when one was lifted. */
-  releaseEvacuation (gateway: string): boolean {
+  async releaseEvacuation (gateway: string): Promise<boolean> {
     if (this.drains.get(gateway)?.cause !== 'health') return false
-    return this.undrain(gateway)
+    return await this.undrain(gateway)
   }
 
-  /** Ends a drain: the gateway may receive blocks again. */
-  undrain (gateway: string): boolean {
+  /**
+   * Ends a drain: the gateway may receive blocks again. Any planner may be asked: the store is
+   * where drains live, and the leader lifts one the store no longer holds at its next tick.
+   */
+  async undrain (gateway: string): Promise<boolean> {
     if (!this.fleet.has(gateway)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${gateway} is configured`, 404)
+    const stored = await this.store.deleteDrain(gateway)
+    const here = this.liftDrain(gateway)
+    return stored || here
+  }
+
+  /** Puts a stored drain in force here (or updates its cause and target). */
+  private adoptDrain (r: DrainRecord): DrainState {
+    this.fleet.setDraining(r.gateway, true)
+    let d = this.drains.get(r.gateway)
+    if (d === undefined) {
+      d = { gateway: r.gateway, cause: r.cause, to: r.to ?? undefined, startedAt: r.startedAt, ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 }
+      this.drains.set(r.gateway, d)
+    } else {
+      d.cause = r.cause
+      d.to = r.to ?? undefined
+    }
+    return d
+  }
+
+  private liftDrain (gateway: string): boolean {
     this.fleet.setDraining(gateway, false)
     return this.drains.delete(gateway)
+  }
+
+  /**
+   * Makes the drains in force here the ones the store holds: a new leader takes over its
+   * predecessor's (with the moves still running off each drained gateway), and a drain ended
+   * through another planner is lifted. When the store's generation changed it lost its data
+   * (restarted empty): then what is missing there was lost, not ended, so it is written back.
+   */
+  private async syncDrains (): Promise<void> {
+    const generation = (await this.store.generation()).id
+    const stored = new Map((await this.store.listDrains()).map(r => [r.gateway, r]))
+    if (this.drainsGeneration !== undefined && generation !== this.drainsGeneration) {
+      for (const d of this.drains.values()) {
+        if (!stored.has(d.gateway)) await this.store.putDrain({ gateway: d.gateway, cause: d.cause, to: d.to ?? null, startedAt: d.startedAt })
+      }
+      this.drainsGeneration = generation
+      return
+    }
+    this.drainsGeneration = generation
+    for (const gateway of [...this.drains.keys()]) if (!stored.has(gateway)) this.liftDrain(gateway)
+    let adopted = false
+    for (const r of stored.values()) {
+      if (!this.fleet.has(r.gateway)) continue // removed from the config: nothing to drain
+      if (!this.drains.has(r.gateway)) adopted = true
+      this.adoptDrain(r)
+    }
+    if (!adopted) return
+    // Moves a predecessor started off a drained gateway count for its drain.
+    for (const rec of await this.store.listMigrations({ active: true, limit: 100_000 })) {
+      this.drains.get(rec.from)?.ids.add(rec.id)
+    }
   }
 
   drainStatus (gateway: string): DrainStatus | undefined {
@@ -456,26 +509,8 @@ export class Planner {
     return summary
   }
 
-  /** A new leader picks up the drains its predecessor's migrations were part of. */
-  private async restoreDrains (): Promise<void> {
-    try {
-      for (const rec of await this.store.listMigrations({ active: true, limit: 100_000 })) {
-        const m = DRAIN_REASON.exec(rec.reason ?? '')
-        const gateway = m?.[2]
-        if (gateway === undefined || !this.fleet.has(gateway)) continue
-        this.fleet.setDraining(gateway, true)
-        let d = this.drains.get(gateway)
-        if (d === undefined) this.drains.set(gateway, d = { gateway, cause: m?.[1] === 'health' ? 'health' : 'operator', to: undefined, startedAt: rec.startedAt, ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 })
-        d.ids.add(rec.id)
-      }
-    } catch (err) {
-      this.logger.warn({ err: (err as Error).message }, 'could not restore drains from the migration log')
-    }
-  }
-
   private onMigrationEnd (rec: MigrationRecord): void {
-    const m = DRAIN_REASON.exec(rec.reason ?? '')
-    const d = m === null ? undefined : this.drains.get(m[2] as string)
+    const d = this.drains.get(rec.from)
     if (d === undefined || !d.ids.has(rec.id)) return
     if (rec.result === 'ok') { d.ok++; d.bytes += rec.bytes } else d.failed++
   }

@@ -13,6 +13,7 @@ type AsDeclared =
   | 'getSession' | 'bindSession' | 'touchSession'
   | 'appendTelemetry' | 'getMigration'
   | 'acquireLease' | 'renewLease' | 'releaseLease' | 'getLease'
+  | 'putDrain' | 'deleteDrain' | 'listDrains'
   | 'generation' | 'finishRebuild' | 'subscribe' | 'status' | 'close'
 
 /**

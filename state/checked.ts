@@ -1,11 +1,11 @@
 import { groupDeltas } from './affinity.js'
 import type { StoreBackend } from './backend.js'
 import { encodeMessageEvent } from './codec.js'
-import { closed, tooLarge } from './errors.js'
-import { checkChannel, checkEpoch, checkHolder, checkId, checkText, checkToken, checkTtl } from './keys.js'
+import { closed, invalid, tooLarge } from './errors.js'
+import { checkChannel, checkEpoch, checkHolder, checkId, checkText, checkTime, checkToken, checkTtl } from './keys.js'
 import type { StateMetrics } from './metrics.js'
 import type {
-  AccessDelta, AffinityEntry, BlockLocation, CasResult, DeleteResult, HistoryEntry, LeaseGrant, LeaseInfo,
+  AccessDelta, AffinityEntry, BlockLocation, CasResult, DeleteResult, DrainRecord, HistoryEntry, LeaseGrant, LeaseInfo,
   LocatedBlock, LocationInput, MigrationInput, MigrationPatch, MigrationQuery, MigrationRecord, Session, SessionInput,
   StateStore, StoreEventHandler, StoreGeneration, StoreStatus, TelemetryQuery, TelemetrySample, VersionResult, WriteOptions
 } from './types.js'
@@ -204,6 +204,20 @@ export class CheckedStore implements StateStore {
     return this.call('getLease', () => this.storage.getLease(checkId('lease', name)))
   }
 
+  // ── drains
+
+  putDrain (drain: DrainRecord): Promise<void> {
+    return this.call('putDrain', () => this.storage.putDrain(checkDrain(drain)))
+  }
+
+  deleteDrain (gateway: string): Promise<boolean> {
+    return this.call('deleteDrain', () => this.storage.deleteDrain(checkId('gateway', gateway)))
+  }
+
+  listDrains (): Promise<DrainRecord[]> {
+    return this.call('listDrains', () => this.storage.listDrains())
+  }
+
   // ── generation
 
   generation (): Promise<StoreGeneration> {
@@ -242,4 +256,16 @@ export class CheckedStore implements StateStore {
 
 function seconds (ns: bigint): number {
   return Number(ns) / 1e9
+}
+
+/** A drain with exactly its four fields, each checked (a stored record is read back as written). */
+function checkDrain (d: DrainRecord): DrainRecord {
+  if (d === null || typeof d !== 'object') throw invalid('a drain must be an object')
+  if (d.cause !== 'operator' && d.cause !== 'health') throw invalid(`drain cause must be "operator" or "health", got ${String(d.cause)}`)
+  return {
+    gateway: checkId('gateway', d.gateway),
+    cause: d.cause,
+    to: d.to === null ? null : checkId('gateway', d.to),
+    startedAt: checkTime('startedAt', d.startedAt)
+  }
 }

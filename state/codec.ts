@@ -4,7 +4,7 @@ import { isValidId } from '../lib/ids.js'
 import { corrupt, invalid } from './errors.js'
 import {
   LOCATION_PHASES, MIGRATION_PHASES, MIGRATION_RESULTS,
-  type BlockLocation, type HistoryEntry, type LocationPhase, type MigrationRecord, type StoreEvent, type StoreGeneration
+  type BlockLocation, type DrainRecord, type HistoryEntry, type LocationPhase, type MigrationRecord, type StoreEvent, type StoreGeneration
 } from './types.js'
 
 /**
@@ -214,4 +214,14 @@ export function decodeGeneration (raw: string): StoreGeneration | null {
   const g = v as Partial<StoreGeneration> | null
   if (g === null || typeof g !== 'object' || typeof g.id !== 'string' || typeof g.createdAt !== 'number' || typeof g.rebuilding !== 'boolean') return null
   return { id: g.id, createdAt: g.createdAt, rebuilding: g.rebuilding, rebuiltAt: typeof g.rebuiltAt === 'number' ? g.rebuiltAt : null }
+}
+
+/** A stored drain record, or null when the text is not one (a hand edit, a foreign writer). */
+export function decodeDrain (raw: string): DrainRecord | null {
+  let v: unknown
+  try { v = JSON.parse(raw) } catch { return null }
+  const d = v as Partial<DrainRecord> | null
+  if (d === null || typeof d !== 'object' || typeof d.gateway !== 'string' || (d.cause !== 'operator' && d.cause !== 'health') ||
+    (d.to !== null && typeof d.to !== 'string') || typeof d.startedAt !== 'number') return null
+  return { gateway: d.gateway, cause: d.cause, to: d.to ?? null, startedAt: d.startedAt }
 }

@@ -117,6 +117,8 @@ export class KeySpace {
   readonly migDone: string
   readonly migRecordPrefix: string
   readonly generation: string
+  /** One hash: gateway id → its drain record (JSON). */
+  readonly drains: string
 
   constructor (prefix: string) {
     if (!KEY_PREFIX_PATTERN.test(prefix)) throw invalid(`invalid keyPrefix: ${describe(prefix)}`)
@@ -127,6 +129,7 @@ export class KeySpace {
     this.migDone = prefix + '{mig}:done'
     this.migRecordPrefix = prefix + '{mig}:m:'
     this.generation = prefix + '{gen}'
+    this.drains = prefix + '{drains}'
   }
 
   private block (volume: string, block: string, kind: string): string {

@@ -10,7 +10,7 @@ import { conflict, tooLarge } from './errors.js'
 import { EventHub } from './events.js'
 import { StateMetrics } from './metrics.js'
 import type {
-  AffinityEntry, BlockLocation, CasResult, DeleteResult, HistoryEntry, LeaseGrant, LeaseInfo, LocatedBlock,
+  AffinityEntry, BlockLocation, CasResult, DeleteResult, DrainRecord, HistoryEntry, LeaseGrant, LeaseInfo, LocatedBlock,
   MigrationRecord, Session, StoreEventHandler, StoreGeneration, StoreStatus, TelemetrySample, VersionResult
 } from './types.js'
 import { MAX_BINDINGS, type CheckedLocation, type CheckedWriteOptions } from './validate.js'
@@ -73,6 +73,7 @@ export class MemoryBackend {
   private doneMigrations: string[] = []
   private readonly leases = new Map<string, LeaseSlot>()
   private readonly leaseSeq = new Map<string, number>()
+  private readonly drains = new Map<string, DrainRecord>()
   private generationMarker: StoreGeneration | null = null
   private readonly connections = new Set<MemoryConnection>()
   private sweeper: NodeJS.Timeout | null = null
@@ -416,6 +417,12 @@ export class MemoryBackend {
     return l ? { holder: l.holder, token: l.token, ttlMs: l.expiresAt - now } : null
   }
 
+  // ── drains ──
+
+  putDrain (drain: DrainRecord): void { this.drains.set(drain.gateway, { ...drain }) }
+  deleteDrain (gateway: string): boolean { return this.drains.delete(gateway) }
+  listDrains (): DrainRecord[] { return [...this.drains.values()].map(d => ({ ...d })) }
+
   // ── generation ──
 
   generation (now: number): StoreGeneration {
@@ -569,6 +576,18 @@ export class MemoryConnection implements StoreBackend {
 
   async getLease (name: string): Promise<LeaseInfo | null> {
     return this.data.getLease(name, Date.now())
+  }
+
+  async putDrain (drain: DrainRecord): Promise<void> {
+    this.data.putDrain(drain)
+  }
+
+  async deleteDrain (gateway: string): Promise<boolean> {
+    return this.data.deleteDrain(gateway)
+  }
+
+  async listDrains (): Promise<DrainRecord[]> {
+    return this.data.listDrains()
   }
 
   async generation (): Promise<StoreGeneration> {

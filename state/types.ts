@@ -207,6 +207,22 @@ export interface LeaseInfo {
   ttlMs: number
 }
 
+// ───────────────────────────── drains ─────────────────────────────
+
+/**
+ * A gateway being emptied, kept in the store so that a planner taking over the lease carries on
+ * with every drain in force (reading them back from migration reasons lost a drain that had no
+ * move running at the moment of the take-over, and its gateway took new blocks again).
+ */
+export interface DrainRecord {
+  gateway: string
+  /** `operator`: POST /v1/gateways/:id/drain; `health`: the predictive trigger, lifted on recovery. */
+  cause: 'operator' | 'health'
+  /** The gateway the operator named as the target; null: each block's best gateway. */
+  to: string | null
+  startedAt: number
+}
+
 // ───────────────────────────── generation ─────────────────────────────
 
 /**
@@ -293,6 +309,13 @@ export interface StateStore {
   renewLease (name: string, holder: string, token: number, ttlMs: number): Promise<boolean>
   releaseLease (name: string, holder: string, token: number): Promise<boolean>
   getLease (name: string): Promise<LeaseInfo | null>
+
+  /** Records (or replaces) the drain of `drain.gateway`. */
+  putDrain (drain: DrainRecord): Promise<void>
+  /** Ends a drain; false when there was none. */
+  deleteDrain (gateway: string): Promise<boolean>
+  /** Every drain in force, in no particular order. */
+  listDrains (): Promise<DrainRecord[]>
 
   /** The generation marker; created atomically (`rebuilding: true`) when absent, so every caller sees the same one. */
   generation (): Promise<StoreGeneration>

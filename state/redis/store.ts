@@ -5,7 +5,7 @@ import { SCORE_FLOOR, type BlockDelta } from '../affinity.js'
 import type { StoreBackend } from '../backend.js'
 import { CheckedStore } from '../checked.js'
 import {
-  decodeGeneration, decodeHistory, decodeMigration, decodeStoredLocation, encodeMigrationFields,
+  decodeDrain, decodeGeneration, decodeHistory, decodeMigration, decodeStoredLocation, encodeMigrationFields,
   liveLocation, newGenerationId, pairsToRecord, sortMigrations
 } from '../codec.js'
 import type { StateConfig } from '../config.js'
@@ -14,7 +14,7 @@ import { EventHub } from '../events.js'
 import { KeySpace } from '../keys.js'
 import { StateMetrics } from '../metrics.js'
 import type {
-  AffinityEntry, BlockLocation, BlockRef, CasResult, DeleteResult, HistoryEntry, LeaseGrant, LeaseInfo, LocatedBlock,
+  AffinityEntry, BlockLocation, BlockRef, CasResult, DeleteResult, DrainRecord, HistoryEntry, LeaseGrant, LeaseInfo, LocatedBlock,
   MigrationRecord, Session, StoreEventHandler, StoreGeneration, StoreStatus, TelemetrySample, VersionResult
 } from '../types.js'
 import { MAX_BINDINGS, type CheckedLocation, type CheckedWriteOptions } from '../validate.js'
@@ -505,6 +505,25 @@ export class RedisBackend implements StoreBackend {
     const reply = await this.run(() => this.client.ferryGetLease(this.keys.lease(name))) as [string, string, number] | null
     if (reply === null) return null
     return { holder: reply[0], token: Number(reply[1]), ttlMs: Number(reply[2]) }
+  }
+
+  // ───────────────────────────── drains ─────────────────────────────
+
+  async putDrain (drain: DrainRecord): Promise<void> {
+    await this.run(() => this.client.hset(this.keys.drains, drain.gateway, JSON.stringify(drain)))
+  }
+
+  async deleteDrain (gateway: string): Promise<boolean> {
+    return await this.run(() => this.client.hdel(this.keys.drains, gateway)) === 1
+  }
+
+  async listDrains (): Promise<DrainRecord[]> {
+    const all = await this.run(() => this.client.hgetall(this.keys.drains))
+    return Object.values(all).map(raw => {
+      const d = decodeDrain(raw)
+      if (d === null) throw corrupt(`a drain record is not one: ${raw.slice(0, 80)}`)
+      return d
+    })
   }
 
   // ───────────────────────────── generation ─────────────────────────────

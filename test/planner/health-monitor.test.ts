@@ -201,7 +201,7 @@ t.test('an operator\'s drain is not lifted by recovery', async t => {
   const r = await rig(t)
   const { p } = await plannerWithAdmin(t, r, { model: modelFile })
   await p.drain('gw2')
-  t.notOk(p.releaseEvacuation('gw2'), 'not a predictive evacuation')
+  t.notOk(await p.releaseEvacuation('gw2'), 'not a predictive evacuation')
   t.equal(p.drainStatus('gw2')?.cause, 'operator')
 })
 

@@ -42,6 +42,30 @@ t.test('two planners on one store: exactly one acts', async t => {
   t.ok(Date.now() - stopped < 600, `taken over in ${Date.now() - stopped} ms`)
 })
 
+t.test('a drain lives in the store: a new leader carries it on, and any planner can end it', async t => {
+  const r = await rig(t)
+  const a = await r.planner({ holder: 'a' })
+  await waitLeader(a, 5000)
+  // Nothing is placed on gw1, so no move is running when the leader dies: a drain read back from
+  // the moves in flight (as before) was lost here, and gw1 took new blocks again.
+  const status = await a.drain('gw1')
+  t.match(status, { gateway: 'gw1', cause: 'operator', state: 'drained' })
+  t.same((await r.store.listDrains()).map(d => ({ gateway: d.gateway, cause: d.cause, to: d.to })), [{ gateway: 'gw1', cause: 'operator', to: null }])
+
+  const b = await r.planner({ holder: 'b' })
+  await a.kill()
+  await waitLeader(b, 10_000)
+  t.match(b.drainStatus('gw1'), { gateway: 'gw1', cause: 'operator', startedAt: status.startedAt }, 'the new leader has the drain')
+  await t.rejects(b.move({ volume: 'v', block: 'x', to: 'gw1' }), { code: 'FERRY_TARGET_UNAVAILABLE' }, 'and gw1 is still no target')
+
+  const c = await r.planner({ holder: 'c' })
+  t.equal(c.engine.isActive, false, 'c stands by')
+  t.equal(await c.undrain('gw1'), true, 'a standby ends the drain in the store')
+  await waitFor(() => b.drainStatus('gw1') === undefined, 'the leader to lift it at its next tick', 5000)
+  await b.move({ volume: 'v', block: 'x', to: 'gw1' }).catch((err: FerryError) => { t.not(err.code, 'FERRY_TARGET_UNAVAILABLE', 'gw1 is a target again') })
+  t.same(await r.store.listDrains(), [])
+})
+
 /**
  * A store that can be cut off from one planner's lease renewals (the planner pauses, or its
  * link to the store fails) while everything else keeps working.

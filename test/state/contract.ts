@@ -373,6 +373,30 @@ export function contractSuite (t: Test, h: Harness): void {
     t.equal((await a.generation()).rebuiltAt, done.rebuiltAt, 'and keeps the first time')
   })
 
+  t.test('drains: written by one store, seen by another, replaced, ended; bad records refused', async t => {
+    const ns = await h.namespace()
+    t.teardown(() => ns.close())
+    const a = (await ns.connect()).store
+    const b = (await ns.connect()).store
+    t.same(await b.listDrains(), [])
+    await a.putDrain({ gateway: 'gw1', cause: 'health', to: null, startedAt: 1000 })
+    await a.putDrain({ gateway: 'gw2', cause: 'operator', to: 'gw3', startedAt: 2000 })
+    const byGateway = (list: Array<{ gateway: string }>): unknown[] => [...list].sort((x, y) => x.gateway.localeCompare(y.gateway))
+    t.same(byGateway(await b.listDrains()), [
+      { gateway: 'gw1', cause: 'health', to: null, startedAt: 1000 },
+      { gateway: 'gw2', cause: 'operator', to: 'gw3', startedAt: 2000 }
+    ], 'another store (a new leader) reads every drain back as written')
+    await b.putDrain({ gateway: 'gw1', cause: 'operator', to: null, startedAt: 3000 })
+    t.same((await a.listDrains()).find(d => d.gateway === 'gw1'), { gateway: 'gw1', cause: 'operator', to: null, startedAt: 3000 }, 'an operator drain replaces an evacuation')
+    t.equal(await a.deleteDrain('gw1'), true)
+    t.equal(await b.deleteDrain('gw1'), false, 'ending it twice: nothing to end')
+    t.same((await b.listDrains()).map(d => d.gateway), ['gw2'])
+    await t.rejects(a.putDrain({ gateway: 'bad id!', cause: 'operator', to: null, startedAt: 1 }), { code: 'FERRY_STATE_INVALID' })
+    await t.rejects(a.putDrain({ gateway: 'gw4', cause: 'whim' as 'operator', to: null, startedAt: 1 }), { code: 'FERRY_STATE_INVALID' })
+    await t.rejects(a.putDrain({ gateway: 'gw4', cause: 'operator', to: null, startedAt: -5 }), { code: 'FERRY_STATE_INVALID' })
+    t.same((await b.listDrains()).map(d => d.gateway), ['gw2'], 'nothing refused was stored')
+  })
+
   t.test('notifications: in order to every store, messages and channels', async t => {
     const ns = await h.namespace()
     t.teardown(() => ns.close())
