@@ -11,6 +11,13 @@ export const listenSchema = (port: number) => z.object({
   port: z.number().int().min(0).max(65535).default(port).describe('TCP port; 0 picks a free one')
 }).strict().default({})
 
+/**
+ * How many processes serve a data-plane listener (the proxy's, DNS's). Each is a full data plane
+ * on the same sockets; all shared state is in the store, so N of them act as N proxies would.
+ */
+export const workersSchema = z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto')
+  .describe('processes serving this listener, sharing its sockets: "auto" = one per core (1 with state.backend memory, which one process owns), or a number')
+
 export const adminSectionSchema = z.object({
   listen: listenSchema(9090).describe('admin, health and metrics listener'),
   token: z.string().min(16, 'admin token must be at least 16 characters').nullable().default(null)

@@ -57,6 +57,8 @@ export class AdminServer {
   private readonly gatewayInfo: Array<(id: string) => Record<string, unknown> | undefined> = []
   private token: Buffer | null
   private readonly registry: Registry
+  private fallback: ((req: IncomingMessage, res: ServerResponse) => Promise<boolean>) | undefined
+  private metricsSource: (() => Promise<string>) | undefined
   private readonly logger: Logger
 
   constructor (private readonly opts: AdminServerOptions) {
@@ -98,6 +100,19 @@ export class AdminServer {
     return this.routes.some(r => r.method === method && r.parts.join('/') === parts.join('/'))
   }
 
+  /**
+   * Serves what no route matched; resolving false falls through to 404. A worker pool's primary
+   * forwards such requests to a worker, which holds the data-plane routes.
+   */
+  setFallback (handler: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>): void {
+    this.fallback = handler
+  }
+
+  /** Replaces what /metrics serves (a worker pool's primary merges its workers' registries with its own). */
+  setMetricsSource (source: () => Promise<string>): void {
+    this.metricsSource = source
+  }
+
   addReadinessCheck (name: string, check: ReadinessCheck): void {
     this.checks.set(name, check)
   }
@@ -110,7 +125,9 @@ export class AdminServer {
   async listen (): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject)
-      this.server.listen(this.opts.port, this.opts.host, () => { this.server.off('error', reject); resolve() })
+      // Exclusive: in a data-plane worker (bin/workers.ts) the admin listener is that worker's own;
+      // shared through the cluster, port 0 would give every worker the same port.
+      this.server.listen({ port: this.opts.port, host: this.opts.host, exclusive: true }, () => { this.server.off('error', reject); resolve() })
     })
     this.logger.info({ address: this.address }, 'admin listening')
     return this.address
@@ -151,7 +168,7 @@ export class AdminServer {
       return sendJson(res, r.ready ? 200 : 503, { status, reasons: r.reasons, degraded: r.degraded })
     }
     if (url.pathname === '/metrics' && method === 'GET') {
-      const text = await this.registry.metrics()
+      const text = await (this.metricsSource ?? (() => this.registry.metrics()))()
       res.writeHead(200, { 'content-type': this.registry.contentType })
       res.end(text)
       return
@@ -185,6 +202,7 @@ export class AdminServer {
       return
     }
     if (pathMatched) return sendError(res, 405, 'FERRY_METHOD_NOT_ALLOWED', `method ${method} not allowed here`)
+    if (this.fallback !== undefined && await this.fallback(req, res)) return
     sendError(res, 404, 'FERRY_NOT_FOUND', `no admin endpoint ${url.pathname}`)
   }
 

@@ -11,11 +11,13 @@ import { createRegistry } from '../lib/metrics.js'
 import { guardProcess } from '../lib/process-guard.js'
 import { ALL_ROLES, FerryNode, type Role } from './node.js'
 import { SANDBOX_SCENARIOS, Sandbox, sandboxYaml, type SandboxScenario } from './sandbox.js'
+import { planWorkers, serveAsWorker, workerRoles, WorkerPool } from './workers.js'
 
 const USAGE = `usage: ferry <command> [options]
 
 commands:
-  start --config FILE [--roles proxy,dns,planner]   run ferry on a config file (reloads on change and SIGHUP)
+  start --config FILE [--roles proxy,dns,planner]   run ferry on a config file (reloads on change and SIGHUP);
+                                                    proxy.workers / dns.workers processes share the data plane
   sandbox [--config FILE] [--proxy-port P] [--admin-port P] [--dns-port P] [--gateway-ports P,P,P] [--print-config]
           [--scenario memory-leak|disk-latency|cpu-saturation|crash [--scenario-speed N]]   (gw1 degrades; simulated telemetry)
                                                     everything on loopback with an embedded default config
@@ -59,10 +61,64 @@ async function startCommand (argv: string[]): Promise<void> {
   const logger = createLogger(boot.log.level)
   guardProcess(logger, registry)
   const watcher = new ConfigWatcher({ file: values.config, logger, registry, sighup: true })
-  const node = new FerryNode({ config: watcher.current, roles: parseRoles(values.roles), logger, registry, watcher })
+  const asWorker = workerRoles()
+  if (asWorker !== undefined) return await runWorker(asWorker, watcher, logger, registry)
+  const roles = parseRoles(values.roles)
+  const plan = planWorkers(watcher.current, roles)
+  if (plan.count <= 1) {
+    const node = new FerryNode({ config: watcher.current, roles, logger, registry, watcher })
+    await node.start()
+    watcher.start()
+    runUntilSignal(logger, () => node.stop())
+    return
+  }
+  // The primary: the roles that must not run N times (the planner) and the admin listener; the
+  // data plane runs in the workers (bin/workers.ts).
+  const pool = new WorkerPool({ plan, logger, registry, stopGraceMs: watcher.current.proxy.shutdownGraceMs })
+  const node = new FerryNode({ config: watcher.current, roles: new Set([...roles].filter(r => r === 'planner')), logger, registry, watcher })
+  node.admin.setFallback(async (req, res) => await pool.forward(req, res))
+  node.admin.setMetricsSource(async () => await pool.metrics(registry))
+  node.admin.addReadinessCheck('workers', () => pool.readiness())
+  watcher.on('reload', next => {
+    const now = planWorkers(next, roles)
+    if (now.proxy !== plan.proxy || now.dns !== plan.dns) logger.warn({ running: plan, configured: now }, 'workers: changed; takes effect on restart')
+  })
+  await pool.start()
   await node.start()
   watcher.start()
-  runUntilSignal(logger, () => node.stop())
+  process.on('SIGHUP', () => { pool.reload() })
+  runUntilSignal(logger, async () => { await pool.stop(); await node.stop() })
+}
+
+/**
+ * A data-plane worker: the proxy and/or DNS on the sockets the primary shares, its admin
+ * listener private on loopback (the primary's forwards to it). It reloads its config itself
+ * (file watch, and the SIGHUP the primary forwards).
+ */
+async function runWorker (roles: Set<Role>, watcher: ConfigWatcher, logger: Logger, registry: ReturnType<typeof createRegistry>): Promise<void> {
+  const log = logger.child({ worker: Number(process.env.FERRY_WORKER_INDEX ?? 0), pid: process.pid })
+  const node = new FerryNode({ config: watcher.current, roles, logger: log, registry, watcher, adminListen: { host: '127.0.0.1', port: 0 } })
+  await node.start()
+  watcher.start()
+  let stopping = false
+  const stop = (why: string, code: number): void => {
+    // One drain whatever arrives: a Ctrl-C reaches the whole process group and the primary then
+    // sends SIGTERM as well; a second signal must not cut the first drain short (the primary
+    // SIGKILLs a worker that overruns its grace period).
+    if (stopping) return
+    stopping = true
+    stopReporting()
+    log.info({ why }, 'worker stopping')
+    node.stop().then(() => process.exit(code), err => { log.error({ err }, 'worker shutdown failed'); process.exit(1) })
+  }
+  const stopReporting = serveAsWorker({
+    adminUrl: `http://127.0.0.1:${node.admin.address.port}`,
+    registry,
+    readiness: async () => await node.admin.readiness(),
+    onOrphaned: () => { stop('the primary is gone', 1) }
+  })
+  process.on('SIGINT', () => { stop('SIGINT', 0) })
+  process.on('SIGTERM', () => { stop('SIGTERM', 0) })
 }
 
 async function sandboxCommand (argv: string[]): Promise<void> {

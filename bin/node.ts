@@ -33,6 +33,8 @@ export interface FerryNodeOptions {
   watcher?: ConfigWatcher
   /** A store to use instead of the one `state:` describes (tests share one memory store). */
   store?: StateStore
+  /** Where the admin listener binds instead of `admin.listen` (a worker's private admin, bin/workers.ts). */
+  adminListen?: { host: string, port: number }
 }
 
 /**
@@ -61,8 +63,8 @@ export class FerryNode {
     this.logger = opts.logger
     const cfg = opts.config
     this.admin = new AdminServer({
-      host: cfg.admin.listen.host,
-      port: cfg.admin.listen.port,
+      host: opts.adminListen?.host ?? cfg.admin.listen.host,
+      port: opts.adminListen?.port ?? cfg.admin.listen.port,
       registry: opts.registry,
       token: adminToken(cfg),
       logger: opts.logger.child({ role: 'admin' })

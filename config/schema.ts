@@ -38,6 +38,14 @@ export const configSchema = z.object({
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['gateways', i, 'site'], message: `unknown site "${g.site}" (sites: ${[...siteNames].join(', ')})` })
     }
   })
+  // A memory store lives in one process: N workers would each keep their own locations and
+  // sessions, and a block moved through one would be read through another from the old place.
+  if (cfg.state.backend === 'memory') {
+    for (const role of ['proxy', 'dns'] as const) {
+      const n = cfg[role].workers
+      if (n !== 'auto' && n > 1) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [role, 'workers'], message: `${n} workers cannot share state.backend "memory" (it lives in one process): use state.backend "redis", or workers: 1` })
+    }
+  }
   for (const id of Object.keys(cfg.planner.nodeExporter.targets)) {
     if (!ids.has(id)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['planner', 'nodeExporter', 'targets', id], message: `unknown gateway "${id}" (gateways: ${[...ids].join(', ')})` })
   }

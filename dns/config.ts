@@ -1,5 +1,6 @@
 import net from 'node:net'
 import { z } from 'zod'
+import { workersSchema } from '../admin/config.js'
 import { isCidr } from '../fleet/schema.js'
 
 /**
@@ -61,6 +62,7 @@ export const dnsSectionSchema = z.object({
   enabled: z.boolean().default(true).describe('run the DNS role when the process has it'),
   listen: z.array(listenSchema).min(1).default([{ address: '127.0.0.1', port: 5353 }])
     .describe('addresses to serve; each gets a UDP socket and a TCP listener'),
+  workers: workersSchema,
   zone: dnsName.default('sandbox.ferry.test').describe('the zone ferry is authoritative for; everything else is REFUSED'),
   ttl: u32.default(5).describe('TTL, seconds, of answers that follow the data: volumes, gateways, the SRV of the proxies'),
   apexTtl: u32.default(3600).describe('TTL, seconds, of the SOA and NS records and the name servers\' addresses'),

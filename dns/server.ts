@@ -1,3 +1,4 @@
+import cluster from 'node:cluster'
 import dgram from 'node:dgram'
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
@@ -13,6 +14,11 @@ import { RRL_DROP, RRL_SEND, RateLimiter } from './rrl.js'
 import type { DnsChange, DnsView } from './view.js'
 import { CLASS_IN, FLAG_QR, FLAG_TC, OPCODE_QUERY, RCODE, TYPE, encodeName, lowerAsciiInPlace, parseQuery, type Edns } from './wire.js'
 import { Zone, type Answer } from './zone.js'
+
+// Data-plane workers (bin/workers.ts) share the DNS sockets: in a cluster worker the bind goes
+// through the primary, which hands every worker the same socket. Anywhere else a socket is the
+// process's own, so a port another process holds fails loudly instead of being shared.
+const EXCLUSIVE = !cluster.isWorker
 
 export interface AuthoritativeServerOptions {
   /** The parsed `dns:` section (dns/config.ts). */
@@ -253,7 +259,7 @@ export class AuthoritativeServer {
     } as dgram.SocketOptions)
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject)
-      socket.bind({ address: l.address, port: l.port, exclusive: true }, () => {
+      socket.bind({ address: l.address, port: l.port, exclusive: EXCLUSIVE }, () => {
         socket.removeListener('error', reject)
         resolve()
       })
@@ -274,7 +280,7 @@ export class AuthoritativeServer {
     server.maxConnections = this.config.tcp.maxConnections
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
-      server.listen({ host: l.address, port: l.port, exclusive: true, ipv6Only: l.family === 6 && l.address === '::' ? false : undefined }, () => {
+      server.listen({ host: l.address, port: l.port, exclusive: EXCLUSIVE, ipv6Only: l.family === 6 && l.address === '::' ? false : undefined }, () => {
         server.removeListener('error', reject)
         resolve()
       })

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { listenSchema } from '../admin/config.js'
+import { listenSchema, workersSchema } from '../admin/config.js'
 import { isCidr } from '../fleet/schema.js'
 
 /**
@@ -15,6 +15,7 @@ const pathPatternSchema = z.string()
 
 export const proxySectionSchema = z.object({
   listen: listenSchema(8080).describe('where clients connect'),
+  workers: workersSchema,
   pathPattern: pathPatternSchema.describe('how volume and block are read from the request path; other path segments must match literally'),
   trustedProxies: z.array(z.string().refine(isCidr, 'must be a CIDR')).default([])
     .describe('peers whose X-Forwarded-For is believed; for anyone else the socket address is the client'),

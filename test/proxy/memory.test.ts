@@ -44,7 +44,7 @@ t.test('a 200 MiB streamed upload and download keep the proxy RSS growth under 6
   }))
   const ferry = spawnFerry(['start', '--config', file])
   t.teardown(() => ferry.stop())
-  await waitFor(async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode === 200, 'ferry to be ready', 15_000, 100)
+  await waitFor(async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode === 200, 'ferry to be ready', 60_000, 100)
   const pid = ferry.child.pid as number
 
   // Warm up the code paths so JIT and pools are not counted as "growth".
