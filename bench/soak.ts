@@ -10,6 +10,8 @@
  *   --hold-ms N                 how long each fault stays in force (default 8000)
  *   --writers N                 client writers, half undici pools and half idle Python-like sockets (default 8)
  *   --keep DIR                  keep configs, logs and data in DIR (default: a temp dir, kept only on problems)
+ *   --workers auto|N            proxy.workers and dns.workers of each proxy process (default auto, as in production;
+ *                               the CI schedule in test/fault/fleet.test.ts runs 1)
  */
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
@@ -29,7 +31,8 @@ export default async function run (args: string[]): Promise<void> {
       faults: { type: 'string' },
       'hold-ms': { type: 'string', default: '8000' },
       writers: { type: 'string', default: '8' },
-      keep: { type: 'string' }
+      keep: { type: 'string' },
+      workers: { type: 'string', default: 'auto' }
     }
   })
   const minutes = Number(values.minutes)
@@ -40,13 +43,14 @@ export default async function run (args: string[]): Promise<void> {
   const unknown = faults.filter(f => !FAULT_NAMES.includes(f))
   if (unknown.length > 0) throw new Error(`unknown fault(s) ${unknown.join(', ')}; the schedule: ${FAULT_NAMES.join(', ')}`)
   if (values.keep !== undefined) fs.mkdirSync(values.keep, { recursive: true })
+  const workers = values.workers === 'auto' ? 'auto' : positiveInt('--workers', values.workers)
 
   const started = Date.now()
   const report = await runFleetFaults({
     faults,
     durationMs: minutes * 60_000,
     timing: { holdMs: positiveInt('--hold-ms', values['hold-ms']), settleMs: 5000, recoveryDeadlineMs: 120_000 },
-    deployment: { redisPersistence: persistence, rebalance: true },
+    deployment: { redisPersistence: persistence, rebalance: true, workers },
     workload: { writers: positiveInt('--writers', values.writers) },
     ...(values.keep !== undefined ? { dir: values.keep } : {}),
     log: line => { console.log(`[${((Date.now() - started) / 1000).toFixed(0).padStart(5)} s] ${line}`) }

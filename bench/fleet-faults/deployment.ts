@@ -55,6 +55,9 @@ export interface DeploymentOptions {
   /** Let the rebalancer move blocks on its own (background churn; the soak turns it on). */
   rebalance: boolean
   logLevel: 'info' | 'debug' | 'warn'
+  /** `proxy.workers` and `dns.workers` of each proxy process. 1 keeps the CI schedule's restarts
+   * quick on two loaded cores; the soak can run the production default ("auto"). */
+  workers: number | 'auto'
 }
 
 export const DEFAULT_DEPLOYMENT: Omit<DeploymentOptions, 'dir'> = {
@@ -64,7 +67,8 @@ export const DEFAULT_DEPLOYMENT: Omit<DeploymentOptions, 'dir'> = {
   bodyIdleTimeoutMs: 5000,
   migrationBytesPerSec: 96 * 1024,
   rebalance: false,
-  logLevel: 'info'
+  logLevel: 'info',
+  workers: 1
 }
 
 export type MemberKind = 'ferry' | 'gateway' | 'redis'
@@ -418,6 +422,7 @@ export class FleetDeployment {
       gateways: this.gateways.map((g, i) => ({ id: g.id, url: g.url, kind: g.kind, site: ['site-a', 'site-b', 'site-c'][i % 3] })),
       proxy: {
         listen: { host: '127.0.0.1', port: proxyPort ?? 0 },
+        workers: o.workers,
         trustedProxies: ['127.0.0.1/32'],
         idleTimeoutMs: o.idleTimeoutMs,
         headersTimeoutMs: o.headersTimeoutMs,
@@ -443,6 +448,7 @@ export class FleetDeployment {
       },
       dns: {
         listen: [{ address: '127.0.0.1', port: ports.dns, udp: true, tcp: true }],
+        workers: o.workers,
         zone: ZONE,
         nameservers: [{ name: `ns1.${ZONE}`, addresses: ['127.0.0.1'] }]
       },
