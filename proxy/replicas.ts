@@ -12,11 +12,12 @@ import type { StateSync } from './state-sync.js'
  * The proxy's half of replica sets (README "Replica sets"): which set a first write claims,
  * which member a read goes to first, and a write sent to every member at once.
  *
- * The rule every write follows before it is acknowledged: each member of the block's *current*
- * set (as this proxy knows it when the members have answered, not when the write started) that
- * did not store the write is demoted in the store first — an in-sync member leaves the in-sync
- * set, a joining member (being copied to by the planner) leaves the set — by one
- * compare-and-set, which bumps the epoch and is published to every proxy. Then the write is
+ * The rule every write follows before it is acknowledged: each in-sync member of the block's
+ * *current* set (as this proxy knows it when the members have answered, not when the write
+ * started) that did not store the write leaves the in-sync set, and each joining member (being
+ * copied to by the planner) that the write was sent to and did not store it leaves the set —
+ * in the store first, by one compare-and-set, which bumps the epoch and is published to every
+ * proxy. Then the write is
  * acknowledged if at least `replication.minInSync` in-sync members stored it.
  */
 export class Replication {
@@ -76,12 +77,14 @@ export class Replication {
    * comment), by compare-and-set, retried on a concurrent change. Resolves with the location in
    * force afterwards; throws when the store cannot record it (the write is then not acknowledged).
    */
-  async demote (request: ProxyRequest, stored: ReadonlySet<string>): Promise<BlockLocation | null> {
+  async demote (request: ProxyRequest, stored: ReadonlySet<string>, sentTo: ReadonlySet<string>): Promise<BlockLocation | null> {
     const { volume, block } = request
     let loc: BlockLocation | null = this.current(request) ?? null
     for (let round = 0; round < 8 && loc !== null; round++) {
       const failedInSync = loc.inSync.filter(m => !stored.has(m))
-      const failedJoining = loc.members.filter(m => !loc!.inSync.includes(m) && !stored.has(m))
+      // A joining member is demoted only for a write meant for it: one that started before it
+      // joined never was, and the planner's check that it holds the source's bytes covers that.
+      const failedJoining = loc.members.filter(m => !loc!.inSync.includes(m) && sentTo.has(m) && !stored.has(m))
       if (failedInSync.length === 0 && failedJoining.length === 0) return loc
       const inSync = loc.inSync.filter(m => stored.has(m))
       if (inSync.length === 0) return loc // nobody has it: nothing to record; the caller refuses the write
@@ -203,7 +206,7 @@ export class ReplicatedWrite {
     }
     let after: BlockLocation | null
     try {
-      after = await this.rep.demote(request, stored)
+      after = await this.rep.demote(request, stored, new Set(loc.members))
     } catch (err) {
       this.logger.warn({ err: (err as Error).message, volume: request.volume, block: request.block }, 'could not record a member leaving the in-sync set')
       this.rep.refuse()

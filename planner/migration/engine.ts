@@ -5,7 +5,7 @@ import { FerryError } from '../../lib/errors.js'
 import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
 import type { BlockLocation, Fence, LocationInput, MigrationPatch, MigrationPhase, MigrationQuery, MigrationRecord, MigrationResult, StateStore } from '../../state/types.js'
-import { judgeByEtag } from '../../upstream/kinds.js'
+import { contentHashOf, judgeByEtag } from '../../upstream/kinds.js'
 import { hashBlock, type HashedBlock } from '../../upstream/verify.js'
 import type { MigrationConfig } from '../config.js'
 import { copyBlock, type CopyResult } from './copy.js'
@@ -519,18 +519,37 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
       // Every proxy learns of the new member before the copy reads the source, so no write
       // acknowledged after the copy can have missed the target without removing it again.
       await delay(this.config.settleMs, signal)
-      let copy = await this.copy(job)
+      await this.copy(job)
       const budgetStart = performance.now()
       const left = (): number => this.config.copyTimeoutMs - (performance.now() - budgetStart)
+      // The target only has to hold the same bytes as the source at one moment after the copy:
+      // from then on every write reaches both or removes the target. Writes keep changing both
+      // meanwhile (and the copy's PUT may have overwritten a newer write on the target, which the
+      // next write corrects), so a mismatch is looked at again; only one that persists while the
+      // source stays unchanged means the copy missed something, and the block is copied again.
+      let unchanged = 0
+      let lastSource: string | null = null
       for (;;) {
-        if (await this.sourceUnchanged(job, copy, left) && await this.targetHolds(job, copy, left)) break
-        if (job.recopies >= this.config.maxRecopies || left() <= 0) {
-          throw plannerError('FERRY_CUTOVER_TIMEOUT', `block ${job.key} kept changing while being copied to ${job.to} (${job.recopies} re-copies)`, 503)
+        // A write the target missed took it out of the set: this change is over.
+        const now = await this.read(job)
+        if (now === null || now.epoch !== loc.epoch || !now.members.includes(job.to)) {
+          throw plannerError('FERRY_LOCATION_CHANGED', `block ${job.key} changed while ${job.to} was joining (a write it missed, or another change)`, 409)
         }
-        job.recopies++
-        this.recopies++
-        this.metrics.recopies.inc()
-        copy = await this.copy(job)
+        const check = await this.sameBytes(job, left)
+        if (check.same) break
+        unchanged = check.sourceTag !== null && check.sourceTag === lastSource ? unchanged + 1 : 0
+        lastSource = check.sourceTag
+        if (left() <= 0) throw plannerError('FERRY_CUTOVER_TIMEOUT', `block ${job.key}: ${job.to} did not come to hold the source's bytes within copyTimeoutMs`, 503)
+        if (unchanged >= 3) {
+          if (job.recopies >= this.config.maxRecopies) throw plannerError('FERRY_COPY_VERIFY_FAILED', `block ${job.key}: ${job.to} still differs from ${job.from} after ${job.recopies} re-copies`, 502)
+          job.recopies++
+          this.recopies++
+          this.metrics.recopies.inc()
+          await this.copy(job)
+          unchanged = 0
+        } else {
+          await delay(Math.min(100, Math.max(1, left())), signal)
+        }
       }
       loc = await this.cas(job, loc, { gateway: loc.gateway, members: loc.members, inSync: loc.members.filter(m => m === job.to || loc.inSync.includes(m)) }, 'in-sync')
     } catch (err) {
@@ -547,7 +566,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     }
     // The source leaves: the target takes its place in the order (the read preference).
     const members = loc.members.filter(m => m !== job.to).map(m => m === job.from ? job.to : m)
-    const inSync = loc.inSync.filter(m => m !== job.from)
+    const inSync = members.filter(m => loc.inSync.includes(m))
     const next = { gateway: members.find(m => inSync.includes(m)) as string, members, inSync }
     const left = await this.cas(job, loc, next, 'leave')
     this.emit('flip', { id: job.id, volume: job.volume, block: job.block, from: job.from, to: job.to, location: left, at: performance.now() })
@@ -557,6 +576,26 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
       job.timer = null
       void this.finishLeave(job)
     }, Math.max(0, this.config.gracePeriodMs))
+  }
+
+  /**
+   * Whether the source and the target hold the same bytes now: by content-hash ETags where both
+   * kinds give one, else by reading and hashing both. `sourceTag` identifies the source's
+   * content (to tell a source that keeps changing from one that does not).
+   */
+  private async sameBytes (job: Job, left: () => number): Promise<{ same: boolean, sourceTag: string | null }> {
+    const source = this.fleet.get(job.from)
+    const target = this.fleet.get(job.to)
+    if (source === undefined) throw plannerError('FERRY_COPY_SOURCE_FAILED', `gateway ${job.from} is no longer configured`, 502)
+    if (target === undefined) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} is no longer configured`, 502)
+    const [src, dst] = await Promise.all([this.headUntil(job, job.from, left), this.headUntil(job, job.to, left)])
+    if (src.status === 404) throw plannerError('FERRY_SOURCE_MISSING', `block ${job.key} was deleted from the source`, 409)
+    if (dst.status !== 200) return { same: false, sourceTag: src.etag }
+    const a = contentHashOf(source.kind, src.etag)
+    const b = contentHashOf(target.kind, dst.etag)
+    if (a !== null && b !== null) return { same: a === b, sourceTag: a }
+    const [ha, hb] = await Promise.all([this.hashUntil(job, source, left), this.hashUntil(job, target, left)])
+    return { same: ha.status === 200 && hb.status === 200 && ha.sha256 === hb.sha256, sourceTag: ha.sha256 ?? null }
   }
 
   /** After the grace period: the source's copy goes, unless the source has joined the set again. */
