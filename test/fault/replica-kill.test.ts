@@ -42,7 +42,10 @@ t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0
     return p
   }
   for (let i = 0; i < 3; i++) startGateway(i)
-  for (const port of gwPorts) await waitFor(async () => (await request(`http://127.0.0.1:${port}/healthz`)).statusCode < 500, `gateway ${port} up`)
+  for (const [i, port] of gwPorts.entries()) {
+    await waitFor(async () => (await request(`http://127.0.0.1:${port}/healthz`)).statusCode < 500, `gateway ${port} up`, 30_000)
+      .catch(err => { throw new Error(`${(err as Error).message}; its output: ${gateways[i]?.output() ?? ''}`) })
+  }
 
   const proxyPorts = [await freePort(), await freePort()]
   const adminPorts = [await freePort(), await freePort()]
