@@ -7,7 +7,11 @@
  *   ferry-norec  the same with recorder.enabled: false
  *   http-proxy   a plain `http-proxy` server with a keep-alive agent (the naive Node baseline)
  *   nginx        nginx as a reverse proxy with a keep-alive upstream (skipped when not installed)
- * all in front of ONE reference gateway process (`ferry gateway`), on loopback, with keep-alive
+ *   ferry-r1/2/3 `ferry start --roles proxy` (recording on) with replication.factor 1, 2, 3 in front
+ *                of three gateways of their own (README "Replica sets"): a PUT goes to R of them,
+ *                teed from one client body; a GET to one in-sync member. Their GET blocks are
+ *                written through each target before the rounds, so each has sets of its R.
+ * all but ferry-rN in front of ONE reference gateway process (`ferry gateway`), on loopback, with keep-alive
  * everywhere. Workloads: GET of a 4 KiB block and PUT of a 64 KiB block, cycling over a set of
  * blocks. The load generator is wrk when installed (a Lua script builds the requests), else the
  * undici generator of bench/loadgen.ts, in a child process either way.
@@ -58,7 +62,10 @@ const RUN_JS = path.join(here, 'run.js')
 const FERRY_JS = path.resolve(here, '..', 'bin', 'ferry.js')
 const NGINX_BIN = '/usr/sbin/nginx'
 
-const ALL_TARGETS = ['direct', 'ferry-rec', 'ferry-norec', 'http-proxy', 'nginx'] as const
+const ALL_TARGETS = ['direct', 'ferry-rec', 'ferry-norec', 'http-proxy', 'nginx', 'ferry-r1', 'ferry-r2', 'ferry-r3'] as const
+/** Targets with a replication factor: ferry (recording on) in front of three gateways of their own. */
+const REPLICA_TARGETS: readonly TargetName[] = ['ferry-r1', 'ferry-r2', 'ferry-r3']
+const factorOf = (t: TargetName): number => Number(t.slice('ferry-r'.length))
 type TargetName = typeof ALL_TARGETS[number]
 
 interface Workload {
@@ -80,12 +87,16 @@ const GOALS = {
   ferryVsNginxPerCpuGet: 0.5,
   ferryVsHttpProxyPerCpu: 2,
   recordingCostMax: 0.05,
-  ferryRssMaxMB: 150
+  ferryRssMaxMB: 150,
+  /** Issue 20: PUT per proxy CPU-second at R = 2 ÷ at R = 1. */
+  putR2VsR1PerCpu: 0.45
 }
 
 interface Target {
   name: TargetName
   url: string
+  /** ferry targets: the admin listener's port. */
+  adminPort?: number
   /** The proxy's process; undefined for `direct`. */
   proc: Proc | undefined
 }
@@ -209,10 +220,29 @@ export default async function run (args: string[]): Promise<void> {
     await waitHttp(gateway, `${gwUrl}/healthz`)
     await preload(gwUrl, WORKLOADS.get, blocks)
 
+    // The replica targets' own three gateways (empty, so each target's store starts without locations).
+    const replicaGwUrls: string[] = []
+    const replicaGateways: Proc[] = []
+    if (targetNames.some(t => REPLICA_TARGETS.includes(t))) {
+      for (let i = 1; i <= 3; i++) {
+        const port = await freePort()
+        const dir = fs.mkdtempSync(path.join(gwDir, `rep${i}-`))
+        const g = procs.start(`gateway-r${i}`, process.execPath, [FERRY_JS, 'gateway', '--dir', dir, '--port', String(port), '--admin-port', '0', '--id', `rep-gw${i}`, '--log-level', 'warn', '--max-block-bytes', '16MiB'], env)
+        replicaGwUrls.push(`http://127.0.0.1:${port}`)
+        replicaGateways.push(g)
+        await waitHttp(g, `http://127.0.0.1:${port}/healthz`)
+      }
+    }
     const targets: Target[] = []
     for (const name of targetNames) {
-      targets.push(await startTarget(name, { procs, tmp, env, gwUrl, cpuProfDir }))
+      targets.push(await startTarget(name, { procs, tmp, env, gwUrl, replicaGwUrls, cpuProfDir }))
     }
+    // Every replica target has rebuilt its (empty) locations from the gateways before any of them
+    // writes: a target that listed another's blocks would record them as sets of one.
+    const replicaTargets = targets.filter(t => REPLICA_TARGETS.includes(t.name))
+    for (const t of replicaTargets) await waitHttp(t.proc as Proc, `http://127.0.0.1:${String(t.adminPort)}/readyz`)
+    if (replicaTargets.length > 0) await sleep(1000)
+    for (const t of replicaTargets) await preload(t.url, WORKLOADS.get, blocks)
     // Every target must answer the workload's request before anything is measured.
     for (const t of targets) await waitHttp(t.proc ?? gateway, t.url + blockPath(WORKLOADS.get.volume, WORKLOADS.get.prefix, 0))
 
@@ -228,7 +258,8 @@ export default async function run (args: string[]): Promise<void> {
           n++
           const warm = round === 0 ? Math.max(warmup, 3) : warmup
           if (warm > 0) await runLoad(lg, t.url, w, warm)
-          const f = await measure(round, t, gateway, w, duration, lg)
+          // A replica target's gateway figure is its first gateway's (one of the R that store a PUT).
+          const f = await measure(round, t, REPLICA_TARGETS.includes(t.name) ? replicaGateways[0] as Proc : gateway, w, duration, lg)
           phases.push(f)
           process.stderr.write(`  [${n}/${total}] round ${round + 1} ${w.label.padEnd(10)} ${t.name.padEnd(11)} ${fmt(f.rps, 0).padStart(7)} req/s  ` +
             `p50 ${fmt(f.latencyMs.p50, 2)} ms  p99 ${fmt(f.latencyMs.p99, 2)} ms` +
@@ -287,6 +318,8 @@ interface StartContext {
   tmp: string
   env: NodeJS.ProcessEnv
   gwUrl: string
+  /** The replica targets' three gateways. */
+  replicaGwUrls: string[]
   cpuProfDir: string | undefined
 }
 
@@ -302,6 +335,14 @@ async function startTarget (name: TargetName, ctx: StartContext): Promise<Target
     const prof = name === 'ferry-rec' && ctx.cpuProfDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir] : []
     if (prof.length > 0) fs.mkdirSync(ctx.cpuProfDir as string, { recursive: true })
     return { name, url, proc: ctx.procs.start(name, process.execPath, [...prof, FERRY_JS, 'start', '--config', file, '--roles', 'proxy'], ctx.env) }
+  }
+  if (REPLICA_TARGETS.includes(name)) {
+    const adminPort = await freePort()
+    const yaml = replicaYaml(ctx.replicaGwUrls, port, adminPort, factorOf(name))
+    parseConfig(yaml, `${name}.yaml`)
+    const file = path.join(ctx.tmp, `${name}.yaml`)
+    fs.writeFileSync(file, yaml)
+    return { name, url, adminPort, proc: ctx.procs.start(name, process.execPath, [FERRY_JS, 'start', '--config', file, '--roles', 'proxy'], ctx.env) }
   }
   if (name === 'http-proxy') {
     return { name, url, proc: ctx.procs.start(name, process.execPath, [RUN_JS, 'proxy', '--serve-http-proxy', '--port', String(port), '--target', ctx.gwUrl], ctx.env) }
@@ -333,6 +374,34 @@ recorder:
   enabled: ${recording}
 admin:
   listen: { host: 127.0.0.1, port: ${adminPort} }
+`
+}
+
+/** ferry-rec's config, in front of three gateways (one site each) with replication.factor `r`. */
+function replicaYaml (gwUrls: string[], port: number, adminPort: number, r: number): string {
+  return `# generated by bench/proxy.ts
+log:
+  level: warn
+sites:
+  - name: local
+    subnets: [127.0.0.0/8]
+    edges: [127.0.0.1]
+  - name: s2
+    subnets: [10.255.2.0/24]
+  - name: s3
+    subnets: [10.255.3.0/24]
+gateways:
+${gwUrls.map((u, i) => `  - id: rep-gw${i + 1}\n    url: ${u}\n    site: ${['local', 's2', 's3'][i]}`).join('\n')}
+proxy:
+  listen: { host: 127.0.0.1, port: ${port} }
+  shutdownGraceMs: 1000
+recorder:
+  enabled: true
+admin:
+  listen: { host: 127.0.0.1, port: ${adminPort} }
+replication:
+  factor: ${r}
+  minInSync: 1
 `
 }
 
@@ -609,6 +678,19 @@ function computeRatios (phases: PhaseFigures[], aggs: Aggregate[], rounds: numbe
     if (recorder !== undefined && perReqMs !== null && perReqMs !== undefined) {
       add(`${w}.recordingCostLowerBound`, `${label}: recordAt CPU time in a tight loop ÷ ferry CPU time per request (lower bound of the recording cost)`,
         round4((recorder.nsPerRecord / 1e6) / perReqMs), [], undefined)
+    }
+  }
+  for (const w of [...new Set(aggs.map(a => a.workload))]) {
+    const label = WORKLOADS[w].label
+    for (const r of [2, 3]) {
+      const t = `ferry-r${r}` as TargetName
+      add(`${w}.r${r}VsR1PerCpu`, `${label}: requests per proxy CPU-second at R = ${r} ÷ at R = 1`,
+        div(agg(t, w)?.requestsPerProxyCpuS, agg('ferry-r1', w)?.requestsPerProxyCpuS),
+        rs.map(x => div(perCpu(phase(t, w, x)), perCpu(phase('ferry-r1', w, x)))),
+        w === 'put' && r === 2 ? { op: '≥', bound: GOALS.putR2VsR1PerCpu } : undefined)
+      add(`${w}.r${r}VsR1Throughput`, `${label}: requests/s at R = ${r} ÷ at R = 1`,
+        div(agg(t, w)?.rps, agg('ferry-r1', w)?.rps),
+        rs.map(x => div(phase(t, w, x)?.rps, phase('ferry-r1', w, x)?.rps)), undefined)
     }
   }
   const rss = aggs.filter(a => (a.target === 'ferry-rec' || a.target === 'ferry-norec') && a.proxyPeakRssMB !== null).map(a => a.proxyPeakRssMB as number)

@@ -12,8 +12,9 @@ interface VolumeEntry {
 
 /**
  * DNS answers derived from where the data is. A volume's edges are those of the site of the
- * gateway holding most of its blocks — preferring, for a client, a healthy gateway at the
- * client's own site — so answers follow the data as blocks move. The per-volume counts are
+ * gateway holding most of its blocks (every in-sync member of a block's replica set counts) —
+ * preferring, for a client, a healthy gateway at the client's own site, so the nearest in-sync
+ * member — so answers follow the data as blocks move. The per-volume counts are
  * kept incrementally from the location cache's changes, so a query never scans blocks.
  */
 export class FleetDnsView implements DnsView {
@@ -88,8 +89,10 @@ export class FleetDnsView implements DnsView {
 
   private onLocation (c: LocationChange): void {
     const volume = c.volume.toLowerCase()
-    if (c.previous !== null) this.count(volume, c.previous.gateway, -1)
-    if (c.location !== null) this.count(volume, c.location.gateway, +1)
+    // Every in-sync member of a replica set serves the block, so each counts: a client is sent to
+    // the edge of the nearest healthy one.
+    if (c.previous !== null) for (const g of c.previous.inSync) this.count(volume, g, -1)
+    if (c.location !== null) for (const g of c.location.inSync) this.count(volume, g, +1)
     this.emit({ volumes: [volume] })
   }
 

@@ -42,6 +42,8 @@ export function sandboxConfig (ports: SandboxPorts = SANDBOX_PORTS): FerryConfig
       rebalancer: { intervalMs: 10_000, minDwellMs: 60_000, minScore: 3 },
       migration: { gracePeriodMs: 5_000 }
     },
-    recorder: { halfLifeS: 300 }
+    recorder: { halfLifeS: 300 },
+    // Every block on two of the three gateways: one can crash without a failed request.
+    replication: { factor: 2, minInSync: 1, downAfterMs: 10_000 }
   }
 }

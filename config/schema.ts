@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { gatewaySchema, siteSchema } from '../fleet/schema.js'
+import { replicationSectionSchema } from '../fleet/replication.js'
 import { adminSectionSchema } from '../admin/config.js'
 import { healthSectionSchema, proxySectionSchema, recorderSectionSchema, sessionsSectionSchema } from '../proxy/config.js'
 import { stateConfigSchema } from '../state/config.js'
@@ -23,8 +24,15 @@ export const configSchema = z.object({
   admin: adminSectionSchema,
   state: stateConfigSchema.default({}),
   dns: dnsSectionSchema.default({}),
-  planner: plannerSectionSchema.default({})
+  planner: plannerSectionSchema.default({}),
+  replication: replicationSectionSchema
 }).strict().superRefine((cfg, ctx) => {
+  if (cfg.replication.minInSync > cfg.replication.factor) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['replication', 'minInSync'], message: `minInSync (${cfg.replication.minInSync}) cannot exceed factor (${cfg.replication.factor})` })
+  }
+  if (cfg.replication.factor > cfg.gateways.length && cfg.gateways.length > 0) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['replication', 'factor'], message: `factor ${cfg.replication.factor} needs at least that many gateways (${cfg.gateways.length} configured)` })
+  }
   const siteNames = new Set<string>()
   cfg.sites.forEach((s, i) => {
     if (siteNames.has(s.name)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sites', i, 'name'], message: `duplicate site "${s.name}"` })

@@ -31,6 +31,7 @@ export const FERRY_ERRORS = {
   FERRY_NO_GATEWAY: { status: 503, meaning: 'no healthy gateway to route the block to' },
   FERRY_WRITE_HELD: { status: 503, meaning: 'the block stayed in cut-over for longer than proxy.writeHoldMs while the write waited; retry (`Retry-After`)' },
   FERRY_WRITE_NOT_CONFIRMED: { status: 503, meaning: 'the block moved while the write was in flight and the new location does not hold it: not acknowledged; retry (`Retry-After`)' },
+  FERRY_REPLICAS_UNAVAILABLE: { status: 503, meaning: 'fewer than replication.minInSync in-sync members of the block\'s replica set stored the write (or could be recorded as having left the set): not acknowledged; retry (`Retry-After`)' },
   FERRY_LOCATIONS_REBUILDING: { status: 503, meaning: 'the store lost its block locations and they are being rebuilt from the gateways; retry' },
   FERRY_GATEWAY_TIMEOUT: { status: 504, meaning: 'the gateway sent no response headers within proxy.upstreamHeadersTimeoutMs' },
 

@@ -53,6 +53,13 @@ export function registerPlannerAdmin (admin: AdminServer, planner: Planner): voi
     return { migrations: await planner.engine.list({ ...(q.active === 'true' ? { active: true } : {}), ...(q.limit === undefined ? {} : { limit: q.limit }) }) }
   })
 
+  // Replica set repairs: the decider's view (under-replicated blocks, gateways down) and the
+  // repairs the engine ran, which are migrations whose reason starts with `repair`.
+  admin.route('GET', '/v1/repairs', async () => {
+    const migrations = await planner.engine.list({ limit: 1000 })
+    return { ...planner.repair.view(), repairs: migrations.filter(m => m.reason?.startsWith('repair') === true).slice(0, 100) }
+  })
+
   admin.route('GET', '/v1/migrations/:id', async ({ params }) => planner.engine.get(idParam(params, 'id', planner400)))
 
   admin.route('POST', '/v1/migrations', async ({ body }) => {

@@ -16,6 +16,8 @@ import type { Fleet } from './migration/fleet.js'
 import { HealthMonitor, PredictiveFleet, type EvacuationSummary } from './health-monitor.js'
 import { Rebalancer } from './rebalancer.js'
 import { NodeExporterScraper } from './telemetry.js'
+import { ReplicaRepair } from './repair.js'
+import { replicationSectionSchema, type ReplicationConfig } from '../fleet/replication.js'
 
 /** The parts of the ferry config the planner reads (a FerryConfig fits). */
 export interface PlannerConfigPieces {
@@ -26,6 +28,8 @@ export interface PlannerConfigPieces {
   state?: { affinity?: { halfLifeMs?: number } }
   /** For a warning when cut-over may outlast the proxies' write hold. */
   proxy?: { writeHoldMs?: number }
+  /** Replica sets: the factor the repair decider restores. Default: R = 1. */
+  replication?: ReplicationConfig
 }
 
 export interface PlannerOptions {
@@ -89,6 +93,8 @@ export class Planner {
   readonly fleet: Fleet
   readonly engine: MigrationEngine
   readonly rebalancer: Rebalancer
+  /** Restores each block's replication factor after a member is lost or stale. */
+  readonly repair: ReplicaRepair
   /** Predictive health: scores telemetry, evacuates gateways predicted to fail. */
   readonly health: HealthMonitor
   /** Every block location, kept current by notifications (drains, rebalancing, usage). */
@@ -142,6 +148,11 @@ export class Planner {
       logger: this.logger,
       ...(opts.registry ? { registry: opts.registry } : {})
     })
+    this.repair = new ReplicaRepair({
+      store: opts.store, fleet: this.fleet, engine: this.engine, fence: () => this.leader.fence(),
+      config: opts.config.replication ?? replicationSectionSchema.parse(undefined), logger: this.logger,
+      ...(opts.registry ? { registry: opts.registry } : {})
+    })
     this.health = new HealthMonitor({
       store: opts.store,
       config: cfg.prediction,
@@ -179,6 +190,7 @@ export class Planner {
     await this.locations.start()
     this.fleet.startProbes()
     this.rebalancer.start()
+    this.repair.start()
     this.health.start()
     this.scraper?.start()
     this.tickTimer = setInterval(() => { void this.tick() }, this.config.migration.recoveryIntervalMs)
@@ -194,6 +206,7 @@ export class Planner {
     if (!this.started) return
     this.started = false
     this.rebalancer.stop()
+    this.repair.stop()
     this.health.stop()
     if (this.tickTimer !== null) clearInterval(this.tickTimer)
     this.tickTimer = null
@@ -212,6 +225,7 @@ export class Planner {
   async kill (): Promise<void> {
     this.started = false
     this.rebalancer.stop()
+    this.repair.stop()
     this.health.stop()
     if (this.tickTimer !== null) clearInterval(this.tickTimer)
     this.tickTimer = null
@@ -235,6 +249,7 @@ export class Planner {
     this.fleet.reconfigure(config.gateways, cfg.health, cfg.migration.connectionsPerGateway)
     this.engine.reconfigure(cfg.migration)
     this.rebalancer.reconfigure(cfg.rebalancer, this.sites, this.halfLifeMs, this.scorer)
+    if (config.replication !== undefined) this.repair.reconfigure(config.replication)
     this.health.reconfigure(cfg.prediction)
     if (JSON.stringify(cfg.nodeExporter) !== JSON.stringify(previous.nodeExporter)) {
       void this.scraper?.stop()

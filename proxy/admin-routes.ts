@@ -1,3 +1,4 @@
+import { PathPattern } from './path-pattern.js'
 import { idParam } from '../admin/input.js'
 import type { AdminServer } from '../admin/server.js'
 import { blockKey } from '../lib/ids.js'
@@ -32,20 +33,53 @@ export function registerProxyAdmin (admin: AdminServer, proxy: ProxyServer): voi
     }
   })
 
-  admin.route('GET', '/v1/blocks/:volume/:block', ({ params }) => {
+  admin.route('GET', '/v1/blocks/:volume/:block', async ({ params }) => {
     const volume = idParam(params, 'volume')
     const block = idParam(params, 'block')
     const key = blockKey(volume, block)
     const route = proxy.routes.route(volume, block, key)
+    const loc = route.location
     return {
       volume,
       block,
       location: {
         gateway: route.gateway?.id ?? null,
         placed: route.placed,
-        ...(route.location ? { epoch: route.location.epoch, phase: route.location.phase, version: route.location.version, ...(route.location.target ? { target: route.location.target } : {}) } : {})
+        ...(loc
+          ? {
+              epoch: loc.epoch,
+              phase: loc.phase,
+              version: loc.version,
+              ...(loc.target ? { target: loc.target } : {}),
+              members: loc.members,
+              inSync: loc.inSync,
+              // What each member holds now (its ETag, asked for here): an in-sync member holds
+              // the block's current version; one out of sync is joining or stale, and never read.
+              replicas: await Promise.all(loc.members.map(async id => ({
+                gateway: id,
+                state: loc.inSync.includes(id) ? 'in-sync' : 'out-of-sync',
+                healthy: proxy.gateways.isHealthy(id),
+                ...await memberVersion(proxy, id, volume, block)
+              })))
+            }
+          : {})
       },
       access: proxy.recorder.get(volume, block) ?? null
     }
   })
+}
+
+/** A member's ETag for the block (null: it does not hold it), or why it could not be asked. */
+async function memberVersion (proxy: ProxyServer, id: string, volume: string, block: string): Promise<{ version: string | null } | { version: null, error: string }> {
+  const g = proxy.gateways.get(id)
+  if (g === undefined) return { version: null, error: 'not configured' }
+  try {
+    const res = await g.pool.request({ method: 'HEAD', path: PathPattern.gatewayPath(volume, block), signal: AbortSignal.timeout(1000) })
+    await res.body.dump()
+    if (res.statusCode === 404) return { version: null }
+    if (res.statusCode !== 200) return { version: null, error: `status ${res.statusCode}` }
+    return { version: typeof res.headers.etag === 'string' ? res.headers.etag : null }
+  } catch (err) {
+    return { version: null, error: (err as { code?: string }).code ?? (err as Error).message }
+  }
 }

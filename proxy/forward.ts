@@ -67,12 +67,14 @@ export class Forwarder implements Stage {
       }
     }
     gateway.inflight++
-    gateway.pool.dispatch({
+    const opts: Dispatcher.DispatchOptions = {
       method: request.method,
       path: PathPattern.gatewayPath(request.volume, request.block),
       headers: upstreamHeaders(req.rawHeaders, request.peer, this.via, req.headers.host),
       body: request.body as Dispatcher.DispatchOptions['body']
-    }, handler)
+    }
+    if (request.fanout !== undefined) request.fanout.dispatch(opts, handler)
+    else gateway.pool.dispatch(opts, handler)
   }
 
   /**

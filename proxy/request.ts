@@ -36,6 +36,11 @@ export interface ProxyRequest {
   gateway: Gateway | undefined
   /** While the block has no location: its first healthy gateway in rendezvous order, where every proxy looks for it. */
   hashed: Gateway | undefined
+  /**
+   * A write to a block with several members: sent to all of them (replicas.ts) in place of the
+   * one gateway's pool. `gateway` is then the member whose answer the client gets.
+   */
+  fanout: { dispatch (opts: Dispatcher.DispatchOptions, handler: ResponseHandler): boolean } | undefined
   /** Set when this request recorded the block's first location (undone if the write fails). */
   claimedEpoch: number | undefined
   /** Dispatches to a gateway so far (0 while a stage still decides; more than 1 after a retry). */

@@ -4,9 +4,17 @@ import type { Gateway } from './gateway-set.js'
 import type { ProxyMetrics } from './metrics.js'
 import type { IncomingHttpHeaders, ProxyRequest, ResponseHandler, Stage } from './request.js'
 import type { RouteTable } from './route-table.js'
+import type { BlockLocation } from '../state/types.js'
+import { readOrder } from './replicas.js'
 
 /** Error codes for which the gateway never saw the request: safe to try elsewhere. */
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'EAI_AGAIN'])
+/**
+ * A read may also be sent again after the gateway saw it: it changes nothing. Used to fail over
+ * between the in-sync members of a replica set (a crashed member resets its connections, a hung
+ * one times out).
+ */
+const READ_FAILOVER_ERRORS = new Set([...CONNECT_ERRORS, 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 
 /**
  * Retries a request on the next gateway in rendezvous order when the connection to its gateway
@@ -28,7 +36,26 @@ export class RetryStage implements Stage {
 
   dispatch (request: ProxyRequest, handler: ResponseHandler): void {
     if (request.body === null && request.location === undefined && this.retries > 0) handler = new RetryOnConnect(this, request, handler)
+    else if (!request.write && request.location !== undefined && request.location.inSync.length > 1) handler = new ReadFailover(this, request, handler)
     this.next.dispatch(request, handler)
+  }
+
+  /**
+   * Sends a read to the next in-sync member of the block's set (nearest first) after `failed`
+   * did not answer it (connection failure, reset, timeout or 5xx); false when none is left.
+   */
+  failover (request: ProxyRequest, handler: ReadFailover, tried: Set<string>, why: string): boolean {
+    const failed = request.gateway as Gateway
+    tried.add(failed.id)
+    const loc = request.location as BlockLocation
+    const next = readOrder(this.next.gateways, loc, request.site, Date.now()).find(g => !tried.has(g.id))
+    if (next === undefined) return false
+    this.next.gateways.reportFailure(failed, why)
+    failed.inflight--
+    request.gateway = next
+    this.metrics.retries.inc()
+    this.next.dispatch(request, handler)
+    return true
   }
 
   /** Sends the request to the next gateway; false when it may not or none is left. */
@@ -78,5 +105,60 @@ class RetryOnConnect implements ResponseHandler {
     if (request.status === 0 && CONNECT_ERRORS.has(code) && !request.req.readableAborted && !request.res.destroyed &&
       this.stage.retry(request, this, this.tried ??= new Set(), code)) return
     this.handler.onResponseError(controller, err)
+  }
+}
+
+/**
+ * A read of a block with several in-sync members: a member that fails before its answer has
+ * reached the client — connection refused or reset, timeout, or a 5xx — costs the client
+ * nothing while another in-sync member is left. A 5xx is swallowed (its body discarded) and the
+ * read sent on when it ends.
+ */
+class ReadFailover implements ResponseHandler {
+  private readonly tried = new Set<string>()
+  /** The current member answered 5xx: its response is being discarded. */
+  private swallowing = false
+
+  constructor (private readonly stage: RetryStage, private readonly request: ProxyRequest, private readonly handler: ResponseHandler) {}
+
+  onRequestStart (controller: Dispatcher.DispatchController, context: unknown): void {
+    this.handler.onRequestStart(controller, context)
+  }
+
+  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+    if (statusCode >= 500 && this.request.status === 0 && this.hasNext()) { this.swallowing = true; return }
+    this.swallowing = false
+    this.handler.onResponseStart(controller, statusCode, headers, statusMessage)
+  }
+
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.swallowing) return
+    this.handler.onResponseData(controller, chunk)
+  }
+
+  onResponseEnd (controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+    if (this.swallowing) {
+      this.swallowing = false
+      if (this.again('status 5xx')) return
+    }
+    this.handler.onResponseEnd(controller, trailers)
+  }
+
+  onResponseError (controller: Dispatcher.DispatchController | null, err: Error): void {
+    const code = (err as { code?: string }).code ?? ''
+    if ((this.swallowing || (this.request.status === 0 && READ_FAILOVER_ERRORS.has(code))) && this.again(code || err.message)) return
+    this.handler.onResponseError(controller, err)
+  }
+
+  private hasNext (): boolean {
+    const loc = this.request.location as BlockLocation
+    const cur = (this.request.gateway as Gateway).id
+    return loc.inSync.some(id => id !== cur && !this.tried.has(id))
+  }
+
+  private again (why: string): boolean {
+    const { request } = this
+    if (request.req.readableAborted || request.res.destroyed) return false
+    return this.stage.failover(request, this, this.tried, why)
   }
 }

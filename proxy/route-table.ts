@@ -1,6 +1,7 @@
 import { rendezvousPick, rendezvousRank } from '../lib/rendezvous.js'
 import type { BlockLocation } from '../state/types.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
+import { readOrder } from './replicas.js'
 
 /**
  * Where placed blocks live. The proxy only ever reads this from memory (state/LocationCache,
@@ -13,7 +14,7 @@ export interface LocationLookup {
 
 export interface Route {
   gateway: Gateway | undefined
-  /** True when the block has a placed location: then only that gateway holds it, no fallback. */
+  /** True when the block has a placed location: then only its in-sync members hold it. */
   placed: boolean
   location: BlockLocation | undefined
 }
@@ -35,10 +36,12 @@ export class RouteTable {
     this.locations = locations
   }
 
-  route (volume: string, block: string, key: string, now = Date.now()): Route {
+  /** `site`: the client's, so that a block with several in-sync members is read from the nearest. */
+  route (volume: string, block: string, key: string, now = Date.now(), site?: string): Route {
     const location = this.locations?.get(volume, block)
     if (location !== undefined && location !== null) {
-      return { gateway: this.gateways.get(location.gateway), placed: true, location }
+      const gateway = location.inSync.length > 1 ? readOrder(this.gateways, location, site, now)[0] : this.gateways.get(location.gateway)
+      return { gateway, placed: true, location }
     }
     return { gateway: this.hashed(key, now), placed: false, location: undefined }
   }

@@ -17,6 +17,7 @@ import { GatewaySet } from './gateway-set.js'
 import { ProxyMetrics } from './metrics.js'
 import { PathPattern } from './path-pattern.js'
 import { ProxyAnswer, type ProxyRequest, type Stage } from './request.js'
+import { Replication } from './replicas.js'
 import { RetryStage } from './retry.js'
 import { RouteTable } from './route-table.js'
 import { SessionManager, SessionSteering } from './sessions.js'
@@ -72,6 +73,8 @@ export class ProxyServer {
   private readonly forwarder: Forwarder
   private readonly retry: RetryStage
   private readonly guard: WriteGuard | undefined
+  /** Replica sets: the set a first write claims, writes sent to every member (with a store only). */
+  readonly replication: Replication | undefined
   /** Where every request enters the chain. */
   private readonly first: Stage
   private config: FerryConfig
@@ -104,9 +107,11 @@ export class ProxyServer {
     this.forwarder = new Forwarder(this.gateways, this.metrics, this.recorder, opts.observer, `1.1 ${cfg.proxy.via}`, cfg.recorder.enabled)
     this.retry = new RetryStage(this.routes, this.metrics, this.forwarder, cfg.proxy.retries)
     if (this.sync !== undefined && this.sessions !== undefined) {
+      this.replication = new Replication(this.sync, this.gateways, cfg.replication, this.registry, this.logger)
       this.guard = new WriteGuard({
         sync: this.sync, gateways: this.gateways, routes: this.routes, metrics: this.metrics, registry: this.registry,
-        logger: this.logger, forwarder: this.forwarder, next: this.retry, writeHoldMs: cfg.proxy.writeHoldMs
+        logger: this.logger, forwarder: this.forwarder, next: this.retry, writeHoldMs: cfg.proxy.writeHoldMs,
+        replication: this.replication
       })
       this.first = this.guard.restart = new SessionSteering(this.sessions, this.gateways, this.guard, this.logger)
     } else {
@@ -173,6 +178,7 @@ export class ProxyServer {
     this.forwarder.reconfigure(`1.1 ${cfg.proxy.via}`, cfg.recorder.enabled)
     this.retry.reconfigure(cfg.proxy.retries)
     this.guard?.reconfigure(cfg.proxy.writeHoldMs)
+    this.replication?.reconfigure(cfg.replication)
     this.server.keepAliveTimeout = cfg.proxy.idleTimeoutMs
     this.server.headersTimeout = cfg.proxy.headersTimeoutMs
     this.server.requestTimeout = cfg.proxy.requestTimeoutMs
@@ -231,7 +237,7 @@ export class ProxyServer {
     const client = this.clients.resolve(peer, req.headers['x-forwarded-for'])
     const site = this.sites.siteOf(client)
     if (this.recording) this.recorder.recordAt(key, addr.volume, addr.block, site, write, now)
-    const route = this.routes.route(addr.volume, addr.block, key, now)
+    const route = this.routes.route(addr.volume, addr.block, key, now, site)
     // A PUT still goes through: it replaces the whole block, and the rebuild never overwrites a
     // location recorded after the loss, so the new write stays the version every proxy serves.
     if (!route.placed && method !== 'PUT' && this.locationsRecovering()) {
@@ -240,7 +246,7 @@ export class ProxyServer {
     const request: ProxyRequest = {
       req, res, method, volume: addr.volume, block: addr.block, key, write, body, client, site, peer, now,
       location: route.location, gateway: route.gateway, hashed: route.placed ? undefined : route.gateway,
-      claimedEpoch: undefined, attempts: 0, status: 0, startedAt: 0
+      fanout: undefined, claimedEpoch: undefined, attempts: 0, status: 0, startedAt: 0
     }
     // Synchronous down to the gateway's pool unless a stage has to wait (a session read from the
     // store, a write held in cut-over, a first write's location recorded).

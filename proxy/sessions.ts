@@ -208,6 +208,9 @@ export class SessionSteering implements Stage {
     if (location === undefined && boundHealthy && write) {
       // (A read of a block with no location goes where such blocks are: its hashed gateway.)
       gateway = gateways.get(bound as string) ?? gateway
+    } else if (location !== undefined && !write && boundHealthy && location.inSync.length > 1 && location.inSync.includes(bound as string)) {
+      // A replicated block: the session stays on its gateway while that is an in-sync member.
+      gateway = gateways.get(bound as string) ?? gateway
     }
     if (gateway !== undefined && bound !== gateway.id && (!boundHealthy || (write && location !== undefined))) sessions.bind(id, session, volume, gateway.id, now)
     else sessions.touch(id, session, now)

@@ -9,6 +9,7 @@ import type { Gateway, GatewaySet } from './gateway-set.js'
 import type { ProxyMetrics } from './metrics.js'
 import { PathPattern } from './path-pattern.js'
 import { awaitsCutover, ProxyAnswer, stageFailed, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
+import type { Replication } from './replicas.js'
 import type { RetryStage } from './retry.js'
 import type { RouteTable } from './route-table.js'
 import { transient, type StateSync } from './state-sync.js'
@@ -25,6 +26,8 @@ export interface WriteGuardOptions {
   next: RetryStage
   /** proxy.writeHoldMs */
   writeHoldMs: number
+  /** Replica sets: the set a first write claims, and writes to several members. */
+  replication: Replication
 }
 
 interface PendingVersion { volume: string, block: string, epoch: number, version: string }
@@ -61,6 +64,7 @@ export class WriteGuard implements Stage {
   private readonly logger: Logger
   readonly forwarder: Forwarder
   private readonly next: RetryStage
+  private readonly replication: Replication
   private writeHoldMs: number
   private readonly claimsFailed: Counter
   /** Waiters for a block's location to change, by blockKey. */
@@ -76,6 +80,7 @@ export class WriteGuard implements Stage {
     this.forwarder = opts.forwarder
     this.next = opts.next
     this.writeHoldMs = opts.writeHoldMs
+    this.replication = opts.replication
     this.claimsFailed = new Counter({ name: 'ferry_state_claims_failed_total', help: 'First-write locations that could not be recorded (store unreachable)', registers: [opts.registry] })
     this.sync.cache.onChange(change => {
       const set = this.waiters.get(change.volume + '/' + change.block)
@@ -98,6 +103,7 @@ export class WriteGuard implements Stage {
         this.claim(request, handler).catch(err => { stageFailed(this.logger, err, handler) })
         return
       }
+      request.fanout = this.replication.fanOut(request)
       handler = new GuardedWrite(this, request, handler)
     }
     this.next.dispatch(request, handler)
@@ -117,9 +123,9 @@ export class WriteGuard implements Stage {
   }
 
   /**
-   * Records the proposed gateway as the location of a block that has none, before its first
-   * write is forwarded. The write then goes to the location in force: ours, or the one another
-   * proxy recorded first.
+   * Records the block's replica set (the proposed gateway first, replication.factor members) as
+   * the location of a block that has none, before its first write is forwarded. The write then
+   * goes to the location in force: ours, or the one another proxy recorded first.
    */
   private async claim (request: ProxyRequest, handler: ResponseHandler): Promise<void> {
     const { volume, block } = request
@@ -127,7 +133,7 @@ export class WriteGuard implements Stage {
     let claimed: BlockLocation | null = null
     let ours = false
     try {
-      const r = await this.sync.store.casLocation(volume, block, 0, { gateway: proposed.id }, { reason: 'first-write' })
+      const r = await this.sync.store.casLocation(volume, block, 0, this.replication.claimSet(request, proposed), { reason: 'first-write' })
       claimed = r.ok ? r.location : r.current
       ours = r.ok
       if (claimed !== null) this.sync.cache.apply(volume, block, claimed.epoch, claimed, 'local')
@@ -139,6 +145,7 @@ export class WriteGuard implements Stage {
       if (ours) request.claimedEpoch = claimed.epoch
       request.location = claimed
       request.gateway = this.gateways.get(claimed.gateway)
+      request.fanout = this.replication.fanOut(request)
     } else {
       // The location could not be recorded (store away): put the block where every proxy
       // will look for a block without a location — its hashed gateway — not where this
@@ -169,6 +176,8 @@ export class WriteGuard implements Stage {
    * planner places hashed blocks before moving them).
    */
   mustConfirm (request: ProxyRequest): boolean {
+    // A write to several members checked the set in force when they answered (replicas.ts).
+    if (request.fanout !== undefined) return false
     const now = this.sync.cache.get(request.volume, request.block)
     return (now?.epoch ?? 0) !== (request.location?.epoch ?? 0)
   }

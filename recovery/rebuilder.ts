@@ -4,6 +4,7 @@ import { blockKey } from '../lib/ids.js'
 import { silentLogger, type Logger } from '../lib/log.js'
 import type { StateStore, StoreGeneration } from '../state/types.js'
 import { listBlocks, type InventoryEntry } from '../upstream/inventory.js'
+import { contentHashOf } from '../upstream/kinds.js'
 import { generationChannel } from '../state/channels.js'
 import type { GenerationWatch } from './generation-watch.js'
 
@@ -56,8 +57,10 @@ interface Candidate { gateway: string, entry: InventoryEntry, order: number }
  * Choices that keep reads correct:
  * - A location is only ever *created* (compare-and-set from "none"): a block a proxy placed during
  *   the rebuild was written after the loss and is the newest version, so its location stands.
- * - A block on several gateways (a migration's source and target before cleanup) goes to the
- *   copy written last (its mtime), which is the one later writes went to.
+ * - A block on several gateways (a migration's source and target before cleanup, a replica set)
+ *   goes to the copy written last (its mtime), which is the one later writes went to; the other
+ *   copies that provably hold the same bytes (equal content-hash ETags) join it as in-sync
+ *   members of its replica set, and the repair decider restores the factor from there.
  * - Gateways that cannot be listed are retried until the deadline; after it the rebuild finishes
  *   without them and says so (logs, `GET /v1/state`), rather than holding reads back forever.
  */
@@ -123,6 +126,8 @@ export class LocationRebuilder {
     const gateways = [...this.opts.gateways()]
     this.logger.info({ generation: generation.id, gateways: gateways.map(g => g.id) }, 'rebuilding block locations from the gateways\' inventories')
     const best = new Map<string, Candidate>()
+    /** Every gateway's copy, by blockKey, to rebuild a replica set (the copies that match the winner). */
+    const copies = new Map<string, Candidate[]>()
     let duplicates = 0
     const listed: string[] = []
     let pending = gateways.map((g, order) => ({ g, order, error: '' }))
@@ -141,6 +146,9 @@ export class LocationRebuilder {
         }
         // Merged only once the gateway was listed in full: a half listing proves nothing.
         for (const [key, c] of found) {
+          const all = copies.get(key)
+          if (all === undefined) copies.set(key, [c])
+          else all.push(c)
           const cur = best.get(key)
           if (cur === undefined) { best.set(key, c); continue }
           duplicates++
@@ -162,7 +170,15 @@ export class LocationRebuilder {
     const worker = async (): Promise<void> => {
       while (next < entries.length && !this.closed) {
         const c = entries[next++] as Candidate
-        const r = await this.opts.store.casLocation(c.entry.volume, c.entry.block, 0, { gateway: c.gateway, version: c.entry.etag }, { reason: `rebuild:${generation.id}` })
+        // A replica set: the winner and every other copy provably the same bytes (content-hash
+        // ETags equal). Any other copy is left out — an out-of-sync member must never be read.
+        const kinds = new Map(gateways.map(g => [g.id, g.kind]))
+        const winnerHash = contentHashOf(kinds.get(c.gateway) ?? 'ferry', c.entry.etag)
+        const same = winnerHash === null
+          ? []
+          : (copies.get(blockKey(c.entry.volume, c.entry.block)) ?? []).filter(o => o.gateway !== c.gateway && contentHashOf(kinds.get(o.gateway) ?? 'ferry', o.entry.etag) === winnerHash).map(o => o.gateway)
+        const members = [c.gateway, ...same]
+        const r = await this.opts.store.casLocation(c.entry.volume, c.entry.block, 0, { gateway: c.gateway, members, inSync: members, version: c.entry.etag }, { reason: `rebuild:${generation.id}` })
         if (r.ok) recorded++
         else kept++
       }

@@ -15,9 +15,11 @@ import {
  * Location record (a Redis hash; short field names because there is one per block):
  *   g gateway · e epoch · v version (absent = null) · p phase · t target (absent = none)
  *   u updatedAt · f fence · d "1" on a tombstone (then only e and u are meaningful)
+ *   m members, comma-joined (absent = g alone: a record from before replica sets, or a set of one)
+ *   i in-sync members, comma-joined (absent = every member)
  *
  * Notification wire format (JSON, one channel):
- *   {"v":1,"k":"loc","vol":V,"blk":B,"e":EPOCH,"loc":{g,e,v,p,t,u,f}}   location changed
+ *   {"v":1,"k":"loc","vol":V,"blk":B,"e":EPOCH,"loc":{g,e,v,p,t,u,f,m,i}} location changed
  *   {"v":1,"k":"loc","vol":V,"blk":B,"e":EPOCH}                         deleted (tombstone epoch)
  *   {"v":1,"k":"msg","ch":CHANNEL,"m":ANY}                              publish(channel, message)
  * Location notifications are produced inside the Lua scripts (cjson), so the field names here
@@ -38,7 +40,9 @@ const wireLocation = z.object({
   p: phase,
   t: id.optional(),
   u: time,
-  f: z.number().int().nonnegative().optional()
+  f: z.number().int().nonnegative().optional(),
+  m: z.string().optional(),
+  i: z.string().optional()
 })
 
 const wireEvent = z.discriminatedUnion('k', [
@@ -48,8 +52,10 @@ const wireEvent = z.discriminatedUnion('k', [
 
 type WireLocation = z.infer<typeof wireLocation>
 
-function fromWire (w: WireLocation): BlockLocation {
-  const loc: BlockLocation = { gateway: w.g, epoch: w.e, version: w.v ?? null, phase: w.p, updatedAt: w.u, fence: w.f ?? 0 }
+function fromWire (w: WireLocation): BlockLocation | null {
+  const set = decodeSet(w.g, w.m, w.i)
+  if (set === null) return null
+  const loc: BlockLocation = { gateway: w.g, ...set, epoch: w.e, version: w.v ?? null, phase: w.p, updatedAt: w.u, fence: w.f ?? 0 }
   if (w.t !== undefined) loc.target = w.t
   return loc
 }
@@ -58,7 +64,31 @@ export function toWire (loc: BlockLocation): WireLocation {
   const w: WireLocation = { g: loc.gateway, e: loc.epoch, p: loc.phase, u: loc.updatedAt, f: loc.fence }
   if (loc.version !== null) w.v = loc.version
   if (loc.target !== undefined) w.t = loc.target
+  const set = encodeSet(loc)
+  if (set.m !== undefined) w.m = set.m
+  if (set.i !== undefined) w.i = set.i
   return w
+}
+
+/**
+ * The replica set as stored (`m`, `i`): omitted when it is the gateway alone, so a set of one is
+ * stored exactly as a location was before replica sets, and such a record reads back as a set
+ * of one.
+ */
+export function encodeSet (loc: Pick<BlockLocation, 'gateway' | 'members' | 'inSync'>): { m?: string, i?: string } {
+  const single = loc.members.length === 1 && loc.members[0] === loc.gateway
+  const out: { m?: string, i?: string } = {}
+  if (!single) out.m = loc.members.join(',')
+  if (loc.inSync.length !== loc.members.length) out.i = loc.inSync.join(',')
+  return out
+}
+
+/** null when the stored set is not one (an id that is not valid, an in-sync member outside the set). */
+export function decodeSet (gateway: string, m: string | undefined, i: string | undefined): { members: string[], inSync: string[] } | null {
+  const members = m === undefined || m === '' ? [gateway] : m.split(',')
+  const inSync = i === undefined || i === '' ? members : i.split(',')
+  if (!members.every(isValidId) || !inSync.every(x => members.includes(x)) || !inSync.includes(gateway)) return null
+  return { members, inSync: [...inSync] }
 }
 
 export function encodeLocationEvent (volume: string, block: string, epochValue: number, loc: BlockLocation | null): string {
@@ -84,7 +114,10 @@ export function decodeEvent (raw: string): StoreEvent | null {
   const w = r.data
   if (w.k === 'msg') return { type: 'message', channel: w.ch, message: w.m }
   if (w.loc !== undefined && w.loc.e !== w.e) return null
-  return { type: 'location', volume: w.vol, block: w.blk, epoch: w.e, location: w.loc === undefined ? null : fromWire(w.loc) }
+  if (w.loc === undefined) return { type: 'location', volume: w.vol, block: w.blk, epoch: w.e, location: null }
+  const location = fromWire(w.loc)
+  if (location === null) return null
+  return { type: 'location', volume: w.vol, block: w.blk, epoch: w.e, location }
 }
 
 // ───────────────────────────── stored location ─────────────────────────────
@@ -114,8 +147,11 @@ export function decodeStoredLocation (h: Record<string, string>): StoredLocation
   if (h.d !== undefined) return { kind: 'tombstone', epoch: int(h.e, 'epoch') }
   const p = h.p as LocationPhase
   if (h.g === undefined || !LOCATION_PHASES.includes(p)) throw corrupt('stored location is missing its gateway or phase')
+  const set = decodeSet(h.g, h.m, h.i)
+  if (set === null) throw corrupt('stored location has a replica set that does not decode')
   const loc: BlockLocation = {
     gateway: h.g,
+    ...set,
     epoch: int(h.e, 'epoch'),
     version: h.v ?? null,
     phase: p,

@@ -14,7 +14,7 @@ import { invalid } from './errors.js'
  * all keys of one block share a slot, so one Lua script can update location, history and
  * publish atomically.
  *
- *   P{vol/blk}:loc        hash   location (g e v p t u f) or tombstone (e d u)
+ *   P{vol/blk}:loc        hash   location (g e v p t u f m i) or tombstone (e d u)
  *   P{vol/blk}:hist       list   JSON history entries, oldest first, capped
  *   P{vol/blk}:aff        hash   affinity: at r w la pref s:<site>…, expires when cold
  *   P{s:<id>}:sess        hash   session: at st b:<volume>…, expires

@@ -128,7 +128,7 @@ export class MemoryBackend {
 
   getLocation (volume: string, block: string, now: number): BlockLocation | null {
     const loc = this.locSlot(blockKey(volume, block), now)?.location
-    return loc ? { ...loc } : null
+    return loc ? copyLocation(loc) : null
   }
 
   private leaseHolds (fence: { lease: string, token: number }, now: number): boolean {
@@ -139,7 +139,7 @@ export class MemoryBackend {
   cas (volume: string, block: string, expected: number, next: CheckedLocation, opts: CheckedWriteOptions, now: number): CasResult {
     const key = blockKey(volume, block)
     const slot = this.locSlot(key, now)
-    const current = slot?.location ? { ...slot.location } : null
+    const current = slot?.location ? copyLocation(slot.location) : null
     // Fence first: a deposed leader should learn that it is deposed, not retry on an epoch.
     if (opts.fence !== undefined && (!this.leaseHolds(opts.fence, now) || (slot?.fence ?? 0) > opts.fence.token)) {
       return { ok: false, reason: 'fenced', current }
@@ -149,6 +149,8 @@ export class MemoryBackend {
     const fence = Math.max(slot?.fence ?? 0, opts.fence?.token ?? 0)
     const location: BlockLocation = {
       gateway: next.gateway,
+      members: [...next.members],
+      inSync: [...next.inSync],
       epoch,
       version: next.version === undefined ? (current?.version ?? null) : next.version,
       phase: next.phase,
@@ -159,24 +161,24 @@ export class MemoryBackend {
     this.locations.set(key, { volume, block, location, epoch, fence, expiresAt: Infinity })
     this.appendHistory(key, { epoch, gateway: location.gateway, version: location.version, phase: location.phase, at: now, reason: opts.reason }, Infinity)
     this.publishRaw(encodeLocationEvent(volume, block, epoch, location))
-    return { ok: true, location: { ...location } }
+    return { ok: true, location: copyLocation(location) }
   }
 
   setVersion (volume: string, block: string, epoch: number, version: string, now: number): VersionResult {
     const key = blockKey(volume, block)
     const loc = this.locSlot(key, now)?.location ?? null
-    if (loc === null || loc.epoch !== epoch) return { ok: false, current: loc ? { ...loc } : null }
+    if (loc === null || loc.epoch !== epoch) return { ok: false, current: loc ? copyLocation(loc) : null }
     if (loc.version !== version) {
       loc.version = version
       this.appendHistory(key, { epoch, gateway: loc.gateway, version, phase: loc.phase, at: now, reason: 'write' }, Infinity)
     }
-    return { ok: true, location: { ...loc } }
+    return { ok: true, location: copyLocation(loc) }
   }
 
   deleteLocation (volume: string, block: string, expected: number | undefined, opts: CheckedWriteOptions, now: number): DeleteResult {
     const key = blockKey(volume, block)
     const slot = this.locSlot(key, now)
-    const current = slot?.location ? { ...slot.location } : null
+    const current = slot?.location ? copyLocation(slot.location) : null
     if (opts.fence !== undefined && (!this.leaseHolds(opts.fence, now) || (slot?.fence ?? 0) > opts.fence.token)) {
       return { ok: false, reason: 'fenced', current }
     }
@@ -194,7 +196,7 @@ export class MemoryBackend {
   liveLocations (now: number): LocatedBlock[] {
     const out: LocatedBlock[] = []
     for (const [key, s] of this.locations) {
-      if (this.locSlot(key, now)?.location) out.push({ volume: s.volume, block: s.block, location: { ...s.location! } })
+      if (this.locSlot(key, now)?.location) out.push({ volume: s.volume, block: s.block, location: copyLocation(s.location!) })
     }
     return out
   }
@@ -626,4 +628,9 @@ export class MemoryStore extends CheckedStore {
     super(new MemoryConnection(data, options.logger ?? silentLogger, metrics), metrics)
     this.data = data
   }
+}
+
+/** A caller may change what it got; the stored record (and its arrays) must not change with it. */
+function copyLocation (loc: BlockLocation): BlockLocation {
+  return { ...loc, members: [...loc.members], inSync: [...loc.inSync] }
 }

@@ -15,8 +15,19 @@ export type LocationPhase = 'stable' | 'copying' | 'cutover' | 'done'
 export const LOCATION_PHASES: readonly LocationPhase[] = ['stable', 'copying', 'cutover', 'done']
 
 export interface BlockLocation {
-  /** Where requests for the block go. Always route here, whatever the phase. */
+  /**
+   * The set's preferred in-sync member (always one of `inSync`): where a single-copy ferry
+   * routes the block, and what the planner's single-copy moves act on.
+   */
   gateway: string
+  /**
+   * The replica set, preferred reader first (README "Replica sets"). Writes go to every member;
+   * a member not in `inSync` is joining (being copied to) and is never read. A record stored
+   * before replica sets reads as `[gateway]`.
+   */
+  members: string[]
+  /** The members that hold the block's current version: reads go only to them. Never empty. */
+  inSync: string[]
   /** Bumped by every compare-and-set and by a delete; never goes backwards for a block. */
   epoch: number
   /** ETag of the last acknowledged write recorded with `setVersion` (null: none yet). */
@@ -33,6 +44,10 @@ export interface BlockLocation {
 /** What a caller proposes; the store assigns `epoch`, `updatedAt` and `fence`. */
 export interface LocationInput {
   gateway: string
+  /** Default `[gateway]`. Must contain `gateway`; no duplicates; at most 16. */
+  members?: string[]
+  /** Default `members`. A subset of `members` that contains `gateway`. */
+  inSync?: string[]
   /** Default `stable`. */
   phase?: LocationPhase
   target?: string

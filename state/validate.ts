@@ -18,8 +18,13 @@ export const ERROR_MAX = 4096
 /** Volumes one session may be bound to (bindSession refuses a new one past it). */
 export const MAX_BINDINGS = 1024
 
+/** Members one replica set may have. */
+export const MAX_MEMBERS = 16
+
 export interface CheckedLocation {
   gateway: string
+  members: string[]
+  inSync: string[]
   phase: LocationPhase
   target: string | undefined
   /** undefined: keep the current version. */
@@ -35,7 +40,19 @@ export function checkLocationInput (next: LocationInput): CheckedLocation {
   if (target === gateway) throw invalid('target must differ from gateway')
   if ((phase === 'copying' || phase === 'cutover') && target === undefined) throw invalid(`phase ${phase} needs a target`)
   const version = next.version === undefined || next.version === null ? next.version : checkText('version', next.version, VERSION_MAX)
-  return { gateway, phase, target, version }
+  const members = next.members === undefined ? [gateway] : checkMembers('members', next.members)
+  const inSync = next.inSync === undefined ? members : checkMembers('inSync', next.inSync)
+  if (!members.includes(gateway)) throw invalid('members must contain gateway')
+  if (!inSync.includes(gateway)) throw invalid('inSync must contain gateway')
+  for (const m of inSync) if (!members.includes(m)) throw invalid(`inSync member ${m} is not in members`)
+  return { gateway, members, inSync, phase, target, version }
+}
+
+function checkMembers (what: string, list: unknown): string[] {
+  if (!Array.isArray(list) || list.length === 0 || list.length > MAX_MEMBERS) throw invalid(`${what} must be a list of 1 to ${MAX_MEMBERS} gateways`)
+  const out = list.map(m => checkId(what, m))
+  if (new Set(out).size !== out.length) throw invalid(`${what} has a gateway twice`)
+  return out
 }
 
 export interface CheckedWriteOptions {

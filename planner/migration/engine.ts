@@ -5,7 +5,7 @@ import { FerryError } from '../../lib/errors.js'
 import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
 import type { BlockLocation, Fence, LocationInput, MigrationPatch, MigrationPhase, MigrationQuery, MigrationRecord, MigrationResult, StateStore } from '../../state/types.js'
-import { judgeByEtag } from '../../upstream/kinds.js'
+import { contentHashOf, judgeByEtag } from '../../upstream/kinds.js'
 import { hashBlock, type HashedBlock } from '../../upstream/verify.js'
 import type { MigrationConfig } from '../config.js'
 import { copyBlock, type CopyResult } from './copy.js'
@@ -43,6 +43,12 @@ export interface SubmitRequest {
   reason: string
   /** Higher runs first; default 0. The planner passes the block's access score. */
   priority?: number
+  /**
+   * A replica set repair: `to` joins the block's set as a new member, copied from `from` (an
+   * in-sync member; default the set's head), and no member leaves. Recorded with a reason that
+   * starts with `repair`.
+   */
+  repair?: { from: string }
 }
 
 export interface MigrationProgress {
@@ -180,6 +186,13 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
   }
 
   /** Whether a migration of the block is queued or running here. */
+  /** Replica set repairs queued or running (the repair decider's budget). */
+  activeRepairs (): number {
+    let n = 0
+    for (const job of this.jobs.values()) if (isRepair(job)) n++
+    return n
+  }
+
   busy (volume: string, block: string): boolean {
     const key = blockKey(volume, block)
     return this.byBlock.has(key) || this.reserving.has(key)
@@ -270,12 +283,14 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     try {
       const loc = await this.ensurePlaced(req.volume, req.block)
       if (loc.phase !== 'stable') throw plannerError('FERRY_BLOCK_BUSY', `block ${key} is in ${loc.phase} (a migration is being finished)`, 409)
-      if (loc.gateway === req.to) throw plannerError('FERRY_MIGRATION_NOOP', `block ${key} is already on ${req.to}`, 409)
+      if (loc.gateway === req.to || (loc.members.length > 1 && loc.inSync.includes(req.to))) throw plannerError('FERRY_MIGRATION_NOOP', `block ${key} is already on ${req.to}`, 409)
+      const from = req.repair?.from ?? loc.gateway
       if (!this.active) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
       const id = this.newId()
       const record = await this.store.appendMigration({
-        id, volume: req.volume, block: req.block, from: loc.gateway, to: req.to, phase: 'queued', bytes: 0,
-        totalBytes: this.fleet.sizeOf(req.volume, req.block) ?? null, startedAt: Date.now(), reason: req.reason
+        id, volume: req.volume, block: req.block, from, to: req.to, phase: 'queued', bytes: 0,
+        totalBytes: this.fleet.sizeOf(req.volume, req.block) ?? null, startedAt: Date.now(),
+        reason: req.repair !== undefined && !req.reason.startsWith('repair') ? `repair:${req.reason}` : req.reason
       })
       this.enqueue(this.newJob(record, req.priority ?? 0))
       return record
@@ -414,6 +429,10 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
   private async migrate (job: Job): Promise<void> {
     const signal = job.abort.signal
     let loc = await this.read(job)
+    if (loc !== null && loc.phase === 'stable' && (loc.members.length > 1 || isRepair(job))) {
+      await this.changeMembers(job, loc)
+      return
+    }
     if (loc === null || loc.phase !== 'stable' || loc.gateway !== job.from) {
       if (loc?.gateway === job.to && loc.phase === 'stable') {
         await this.end(job, 'cancelled', `FERRY_MIGRATION_NOOP: the block is already on ${job.to}`)
@@ -468,6 +487,139 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     this.emit('flip', { id: job.id, volume: job.volume, block: job.block, from: job.from, to: job.to, location: flipped, at })
     this.setPhase(job, 'cleanup')
     this.scheduleCleanup(job, flipped, this.config.gracePeriodMs)
+  }
+
+  /**
+   * A move or repair of a block with a replica set, as membership changes (README "Replica
+   * sets"): the target joins the set (from then on every proxy sends it every write, and a write
+   * it misses removes it again), the current version is copied to it and verified, it is marked
+   * in sync by a compare-and-set on the epoch it joined at (so a write that missed it in between
+   * makes the step fail rather than mark a stale copy in sync), then — for a move — the source
+   * leaves the set and its copy is deleted after the grace period. No write is held or refused
+   * at any step; a failure before the target is in sync leaves the old set in force.
+   */
+  private async changeMembers (job: Job, start: BlockLocation): Promise<void> {
+    const signal = job.abort.signal
+    let loc = start
+    if (!loc.inSync.includes(job.from)) {
+      throw plannerError('FERRY_LOCATION_CHANGED', `block ${job.key}: ${job.from} is not an in-sync member (${loc.inSync.join(',')})`, 409)
+    }
+    if (loc.inSync.includes(job.to)) {
+      await this.end(job, 'cancelled', `FERRY_MIGRATION_NOOP: ${job.to} is already an in-sync member`)
+      return
+    }
+    if (!this.fleet.isTarget(job.to)) throw plannerError('FERRY_TARGET_UNAVAILABLE', `gateway ${job.to} is down or draining`, 409)
+    const started = performance.now()
+    job.touched = true
+    try {
+      if (!loc.members.includes(job.to)) {
+        loc = await this.cas(job, loc, { gateway: loc.gateway, members: [...loc.members, job.to], inSync: loc.inSync }, 'join')
+      }
+      this.setPhase(job, 'copying')
+      // Every proxy learns of the new member before the copy reads the source, so no write
+      // acknowledged after the copy can have missed the target without removing it again.
+      await delay(this.config.settleMs, signal)
+      await this.copy(job)
+      const budgetStart = performance.now()
+      const left = (): number => this.config.copyTimeoutMs - (performance.now() - budgetStart)
+      // The target only has to hold the same bytes as the source at one moment after the copy:
+      // from then on every write reaches both or removes the target. Writes keep changing both
+      // meanwhile (and the copy's PUT may have overwritten a newer write on the target, which the
+      // next write corrects), so a mismatch is looked at again; only one that persists while the
+      // source stays unchanged means the copy missed something, and the block is copied again.
+      let unchanged = 0
+      let lastSource: string | null = null
+      for (;;) {
+        // A write the target missed took it out of the set: this change is over.
+        const now = await this.read(job)
+        if (now === null || now.epoch !== loc.epoch || !now.members.includes(job.to)) {
+          throw plannerError('FERRY_LOCATION_CHANGED', `block ${job.key} changed while ${job.to} was joining (a write it missed, or another change)`, 409)
+        }
+        const check = await this.sameBytes(job, left)
+        if (check.same) break
+        unchanged = check.sourceTag !== null && check.sourceTag === lastSource ? unchanged + 1 : 0
+        lastSource = check.sourceTag
+        if (left() <= 0) throw plannerError('FERRY_CUTOVER_TIMEOUT', `block ${job.key}: ${job.to} did not come to hold the source's bytes within copyTimeoutMs`, 503)
+        if (unchanged >= 3) {
+          if (job.recopies >= this.config.maxRecopies) throw plannerError('FERRY_COPY_VERIFY_FAILED', `block ${job.key}: ${job.to} still differs from ${job.from} after ${job.recopies} re-copies`, 502)
+          job.recopies++
+          this.recopies++
+          this.metrics.recopies.inc()
+          await this.copy(job)
+          unchanged = 0
+        } else {
+          await delay(Math.min(100, Math.max(1, left())), signal)
+        }
+      }
+      loc = await this.cas(job, loc, { gateway: loc.gateway, members: loc.members, inSync: loc.members.filter(m => m === job.to || loc.inSync.includes(m)) }, 'in-sync')
+    } catch (err) {
+      await this.leaveSet(job).catch(e => { this.logger.warn({ id: job.id, key: job.key, err: describeError(e) }, 'could not take a failed joiner out of the set') })
+      job.touched = false
+      throw err
+    }
+    job.touched = false
+    this.metrics.duration.observe((performance.now() - started) / 1000)
+    if (isRepair(job)) {
+      this.emit('flip', { id: job.id, volume: job.volume, block: job.block, from: job.from, to: job.to, location: loc, at: performance.now() })
+      await this.end(job, 'ok', null)
+      return
+    }
+    // The source leaves: the target takes its place in the order (the read preference).
+    const members = loc.members.filter(m => m !== job.to).map(m => m === job.from ? job.to : m)
+    const inSync = members.filter(m => loc.inSync.includes(m))
+    const next = { gateway: members.find(m => inSync.includes(m)) as string, members, inSync }
+    const left = await this.cas(job, loc, next, 'leave')
+    this.emit('flip', { id: job.id, volume: job.volume, block: job.block, from: job.from, to: job.to, location: left, at: performance.now() })
+    this.setPhase(job, 'cleanup')
+    job.state = 'cleanup'
+    job.timer = setTimeout(() => {
+      job.timer = null
+      void this.finishLeave(job)
+    }, Math.max(0, this.config.gracePeriodMs))
+  }
+
+  /**
+   * Whether the source and the target hold the same bytes now: by content-hash ETags where both
+   * kinds give one, else by reading and hashing both. `sourceTag` identifies the source's
+   * content (to tell a source that keeps changing from one that does not).
+   */
+  private async sameBytes (job: Job, left: () => number): Promise<{ same: boolean, sourceTag: string | null }> {
+    const source = this.fleet.get(job.from)
+    const target = this.fleet.get(job.to)
+    if (source === undefined) throw plannerError('FERRY_COPY_SOURCE_FAILED', `gateway ${job.from} is no longer configured`, 502)
+    if (target === undefined) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} is no longer configured`, 502)
+    const [src, dst] = await Promise.all([this.headUntil(job, job.from, left), this.headUntil(job, job.to, left)])
+    if (src.status === 404) throw plannerError('FERRY_SOURCE_MISSING', `block ${job.key} was deleted from the source`, 409)
+    if (dst.status !== 200) return { same: false, sourceTag: src.etag }
+    const a = contentHashOf(source.kind, src.etag)
+    const b = contentHashOf(target.kind, dst.etag)
+    if (a !== null && b !== null) return { same: a === b, sourceTag: a }
+    const [ha, hb] = await Promise.all([this.hashUntil(job, source, left), this.hashUntil(job, target, left)])
+    return { same: ha.status === 200 && hb.status === 200 && ha.sha256 === hb.sha256, sourceTag: ha.sha256 ?? null }
+  }
+
+  /** After the grace period: the source's copy goes, unless the source has joined the set again. */
+  private async finishLeave (job: Job): Promise<void> {
+    try {
+      const now = await this.read(job, true)
+      if (now === null || !now.members.includes(job.from)) await this.deleteCopy(job.path, job.from)
+      await this.end(job, 'ok', null)
+    } catch (err) {
+      if (err instanceof DeposedError || !this.active) { this.forget(job); return }
+      this.logger.warn({ id: job.id, key: job.key, err: describeError(err) }, 'deleting the source copy failed; will retry')
+      job.timer = setTimeout(() => { job.timer = null; void this.finishLeave(job) }, this.config.retryDelayMs)
+    }
+  }
+
+  /** A joiner that did not become in sync leaves the set (the old set stays in force) and its copy goes. */
+  private async leaveSet (job: Job): Promise<void> {
+    const loc = await this.read(job, true)
+    if (loc !== null && loc.members.includes(job.to) && !loc.inSync.includes(job.to)) {
+      const members = loc.members.filter(m => m !== job.to)
+      await this.cas(job, loc, { gateway: loc.gateway, members, inSync: loc.inSync }, 'rollback', true)
+    }
+    const after = await this.read(job, true)
+    if (after === null || !after.members.includes(job.to)) await this.deleteCopy(job.path, job.to).catch(() => { this.metrics.strays.inc() })
   }
 
   /** Streams the block from the source to the target (see copy.ts), with progress. */
@@ -554,7 +706,9 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
         loc = await this.cas(job, loc, { gateway: loc.gateway, phase: 'stable' }, 'rollback', true)
       }
       job.touched = false
-      if (loc === null || (loc.gateway !== job.to && loc.target !== job.to)) await this.deleteCopy(job.path, job.to).catch(err => {
+      // A member of the block's set keeps its copy (a membership change that failed after the
+      // target joined in sync: the copy is the block's).
+      if (loc === null || (loc.gateway !== job.to && loc.target !== job.to && !loc.members.includes(job.to))) await this.deleteCopy(job.path, job.to).catch(err => {
         // The target is unreachable (killed, say): its copy is not the location, so it is only
         // wasted space; the reference gateway drops unfinished uploads when it restarts.
         this.logger.warn({ id: job.id, key: job.key, gateway: job.to, err: describeError(err) }, 'could not delete the target\'s copy')
@@ -631,6 +785,14 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     let keep = false
     try {
       const loc = await this.read(job)
+      if (loc !== null && loc.phase === 'stable' && (loc.members.length > 1 || isRepair(rec)) && rec.phase !== 'queued') {
+        // A membership change (changeMembers): an in-sync target is the block's; a joiner that
+        // never got in sync leaves again. Never delete a member's copy.
+        if (loc.inSync.includes(rec.to)) { await this.end(job, 'ok', null); return }
+        await this.leaveSet(job)
+        await this.end(job, 'rolled-back', 'FERRY_INTERRUPTED: found unfinished after a planner restart (the target had not become in sync)')
+        return
+      }
       if (loc !== null && loc.gateway === rec.to && loc.phase === 'done') {
         // Flipped; only the cleanup is missing. The grace period runs from the flip.
         this.logger.info({ id: rec.id, key: job.key }, 'recovery: completing a flipped migration')
@@ -666,7 +828,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
       }
       // Never flipped, and the location no longer refers to this migration: it is over. Remove a
       // copy the target may hold, unless the target is where the block lives.
-      if (loc !== null && loc.gateway !== rec.to && loc.target !== rec.to && rec.phase !== 'queued') {
+      if (loc !== null && loc.gateway !== rec.to && loc.target !== rec.to && !loc.members.includes(rec.to) && rec.phase !== 'queued') {
         await this.deleteCopy(job.path, rec.to).catch(() => { this.metrics.strays.inc() })
       }
       await this.end(job, rec.phase === 'queued' ? 'cancelled' : 'rolled-back', `FERRY_INTERRUPTED: found unfinished after a planner restart (location ${loc === null ? 'none' : `${loc.phase} on ${loc.gateway}`})`)
@@ -904,4 +1066,9 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
 
 function sameRoute (loc: BlockLocation, next: LocationInput): boolean {
   return loc.gateway === next.gateway && loc.phase === (next.phase ?? 'stable') && (loc.target ?? undefined) === (next.target ?? undefined)
+}
+
+/** A replica set repair: the target joins, nobody leaves (SubmitRequest.repair). */
+function isRepair (job: { reason: string | null }): boolean {
+  return job.reason?.startsWith('repair') === true
 }

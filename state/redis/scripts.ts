@@ -44,7 +44,7 @@ end
 /**
  * KEYS: loc, hist[, lease]
  * ARGV: expectedEpoch, now, gateway, phase, target|'', versionMode k|s|n, version, token|'',
- *       historyLimit, channel, volume, block, reason
+ *       historyLimit, channel, volume, block, reason, members|'', inSync|'' (codec.ts encodeSet)
  * → {'ok', newHash} | {'epoch'|'fenced', currentHash}
  */
 export const CAS = HGETALL + FENCE + `
@@ -71,6 +71,12 @@ if target == '' then target = nil end
 local fields = {'g', ARGV[3], 'e', tostring(epoch), 'p', ARGV[4], 'u', ARGV[2], 'f', tostring(fence)}
 if target then fields[#fields + 1] = 't'; fields[#fields + 1] = target end
 if version then fields[#fields + 1] = 'v'; fields[#fields + 1] = version end
+local members = ARGV[14]
+if members == '' then members = nil end
+local inSync = ARGV[15]
+if inSync == '' then inSync = nil end
+if members then fields[#fields + 1] = 'm'; fields[#fields + 1] = members end
+if inSync then fields[#fields + 1] = 'i'; fields[#fields + 1] = inSync end
 -- DEL first: drops a tombstone's TTL and any field of the previous epoch (t, v, d).
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(fields))
@@ -78,7 +84,7 @@ redis.call('RPUSH', KEYS[2], cjson.encode({e = epoch, g = ARGV[3], v = version, 
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[9]), -1)
 redis.call('PERSIST', KEYS[2])
 redis.call('PUBLISH', ARGV[10], cjson.encode({v = 1, k = 'loc', vol = ARGV[11], blk = ARGV[12], e = epoch,
-  loc = {g = ARGV[3], e = epoch, v = version, p = ARGV[4], t = target, u = now, f = fence}}))
+  loc = {g = ARGV[3], e = epoch, v = version, p = ARGV[4], t = target, u = now, f = fence, m = members, i = inSync}}))
 return {'ok', fields}
 `
 

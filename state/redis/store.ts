@@ -6,7 +6,7 @@ import type { StoreBackend } from '../backend.js'
 import { CheckedStore } from '../checked.js'
 import {
   decodeDrain, decodeGeneration, decodeHistory, decodeMigration, decodeStoredLocation, encodeMigrationFields,
-  liveLocation, newGenerationId, pairsToRecord, sortMigrations
+  encodeSet, liveLocation, newGenerationId, pairsToRecord, sortMigrations
 } from '../codec.js'
 import type { StateConfig } from '../config.js'
 import { conflict, corrupt, tooLarge, unavailable } from '../errors.js'
@@ -237,6 +237,7 @@ export class RedisBackend implements StoreBackend {
 
   async casLocation (volume: string, block: string, expectedEpoch: number, n: CheckedLocation, o: CheckedWriteOptions): Promise<CasResult> {
     const extra = this.fenceKeys(o.fence)
+    const set = encodeSet(n)
     return await this.run(async () => {
       if (!await this.clusterFenceHolds(o.fence)) {
         return { ok: false, reason: 'fenced', current: liveLocation(await this.client.hgetall(this.keys.location(volume, block))) }
@@ -245,7 +246,8 @@ export class RedisBackend implements StoreBackend {
         2 + extra.length, this.keys.location(volume, block), this.keys.history(volume, block), ...extra,
         expectedEpoch, Date.now(), n.gateway, n.phase, n.target ?? '',
         n.version === undefined ? 'k' : n.version === null ? 'n' : 's', n.version ?? '',
-        o.fence?.token ?? '', this.config.history.limit, this.keys.channel, volume, block, o.reason
+        o.fence?.token ?? '', this.config.history.limit, this.keys.channel, volume, block, o.reason,
+        set.m ?? '', set.i ?? ''
       ) as [string, unknown]
       const h = pairsToRecord(reply[1])
       if (reply[0] === 'ok') return { ok: true, location: liveLocation(h)! }

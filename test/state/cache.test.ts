@@ -9,7 +9,7 @@ import type { BlockLocation, LocatedBlock, StateStore, StoreEvent, StoreEventHan
  * produces only by chance (an event arriving in the middle of a resync scan) are forced here.
  */
 
-const loc = (gateway: string, epoch: number): BlockLocation => ({ gateway, epoch, version: null, phase: 'stable', updatedAt: epoch, fence: 0 })
+const loc = (gateway: string, epoch: number): BlockLocation => ({ gateway, members: [gateway], inSync: [gateway], epoch, version: null, phase: 'stable', updatedAt: epoch, fence: 0 })
 
 class FakeStore {
   status: StoreStatus = { ok: true }

@@ -104,6 +104,56 @@ export function contractSuite (t: Test, h: Harness): void {
     }
   })
 
+  t.test('locations: replica sets (members, in-sync members), events, and a record from before them', async t => {
+    const ns = await h.namespace()
+    t.teardown(() => ns.close())
+    const { store } = await ns.connect()
+    const watcher = (await ns.connect()).store
+    const events = collect(watcher)
+
+    const single = await store.casLocation('v', 'one', 0, { gateway: 'gw1' })
+    t.ok(single.ok)
+    if (single.ok) t.match(single.location, { gateway: 'gw1', members: ['gw1'], inSync: ['gw1'] }, 'a location without a set is a set of one')
+
+    const set = await store.casLocation('v', 'rs', 0, { gateway: 'gw2', members: ['gw2', 'gw3', 'gw1'], inSync: ['gw2', 'gw3'] })
+    t.ok(set.ok)
+    if (!set.ok) return
+    t.same(set.location.members, ['gw2', 'gw3', 'gw1'], 'order kept')
+    t.same(set.location.inSync, ['gw2', 'gw3'])
+    t.same(await store.getLocation('v', 'rs'), set.location, 'get returns the set')
+    const defaults = await store.casLocation('v', 'rs2', 0, { gateway: 'gw1', members: ['gw1', 'gw2'] })
+    t.ok(defaults.ok && defaults.location.inSync.join() === 'gw1,gw2', 'inSync defaults to every member')
+
+    // A member that failed a write leaves the in-sync set: a compare-and-set like any other.
+    const shrunk = await store.casLocation('v', 'rs', set.location.epoch, { gateway: 'gw3', members: ['gw3', 'gw1', 'gw2'], inSync: ['gw3'] }, { reason: 'write-failed:gw2' })
+    t.ok(shrunk.ok)
+    if (!shrunk.ok) return
+    t.match(shrunk.location, { gateway: 'gw3', members: ['gw3', 'gw1', 'gw2'], inSync: ['gw3'], epoch: set.location.epoch + 1 })
+    let seen: BlockLocation | null | undefined
+    await waitFor(() => {
+      seen = locEvents(events).find(e => e.block === 'rs' && e.epoch === shrunk.location.epoch)?.location
+      return seen !== undefined
+    }, 'the shrink event')
+    t.same(seen, shrunk.location, 'the event carries the set')
+    const scanned: BlockLocation[] = []
+    for await (const b of store.scanLocations()) if (b.block === 'rs') scanned.push(b.location)
+    t.same(scanned, [shrunk.location], 'scans carry the set')
+
+    await t.rejects(store.casLocation('v', 'bad', 0, { gateway: 'gw1', members: ['gw2'] }), { code: 'FERRY_STATE_INVALID' }, 'members must contain gateway')
+    await t.rejects(store.casLocation('v', 'bad', 0, { gateway: 'gw1', members: ['gw1', 'gw2'], inSync: ['gw2'] }), { code: 'FERRY_STATE_INVALID' }, 'gateway must be in sync')
+    await t.rejects(store.casLocation('v', 'bad', 0, { gateway: 'gw1', members: ['gw1', 'gw1'] }), { code: 'FERRY_STATE_INVALID' }, 'no member twice')
+    await t.rejects(store.casLocation('v', 'bad', 0, { gateway: 'gw1', members: ['gw1'], inSync: ['gw1', 'gw4'] }), { code: 'FERRY_STATE_INVALID' }, 'in-sync members are members')
+    await t.rejects(store.casLocation('v', 'bad', 0, { gateway: 'gw1', members: [] }), { code: 'FERRY_STATE_INVALID' }, 'never empty')
+
+    if (ns.raw !== undefined) {
+      // What a ferry from before replica sets stored: no m, no i.
+      const key = `${ns.raw.keyPrefix}{v/old}:loc`
+      await ns.raw.client.hset(key, 'g', 'gw2', 'e', '3', 'p', 'stable', 'u', String(Date.now()), 'f', '0', 'v', '"x"')
+      t.match(await store.getLocation('v', 'old'), { gateway: 'gw2', members: ['gw2'], inSync: ['gw2'], epoch: 3, version: '"x"' }, 'an old record reads as a set of one')
+      t.same(await ns.raw.client.hgetall(`${ns.raw.keyPrefix}{v/one}:loc`).then(x => Object.keys(x).sort()), ['e', 'f', 'g', 'p', 'u'], 'a set of one is stored as before')
+    }
+  })
+
   t.test('locations: setVersion refused once the epoch moved; history', async t => {
     const ns = await h.namespace()
     t.teardown(() => ns.close())
@@ -458,7 +508,7 @@ export function contractSuite (t: Test, h: Harness): void {
     t.ok(cache.stats.duplicate >= 1 && cache.stats.stale >= 1)
     await writer.deleteLocation('v', 'b')
     await waitFor(() => cache.get('v', 'b') === null, 'delete applied')
-    t.equal(cache.apply('v', 'b', 1, { gateway: 'gw-zombie', epoch: 1, version: null, phase: 'stable', updatedAt: 0, fence: 0 }), 'stale', 'tombstone stops a late older event')
+    t.equal(cache.apply('v', 'b', 1, { gateway: 'gw-zombie', members: ['gw-zombie'], inSync: ['gw-zombie'], epoch: 1, version: null, phase: 'stable', updatedAt: 0, fence: 0 }), 'stale', 'tombstone stops a late older event')
 
     // Lose notifications, then resync.
     for (const lost of ['a@3', 'c@1', 'b@3', 'c@2', 'd@1']) reader.lost.add(lost)

@@ -1,0 +1,310 @@
+import { PassThrough } from 'node:stream'
+import { Counter, type Registry } from 'prom-client'
+import type { Dispatcher } from 'undici'
+import { ReplicaPlacer, type ReplicationConfig } from '../fleet/replication.js'
+import type { Logger } from '../lib/log.js'
+import type { BlockLocation, LocationInput } from '../state/types.js'
+import type { Gateway, GatewaySet } from './gateway-set.js'
+import { ProxyAnswer, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler } from './request.js'
+import type { StateSync } from './state-sync.js'
+
+/**
+ * The proxy's half of replica sets (README "Replica sets"): which set a first write claims,
+ * which member a read goes to first, and a write sent to every member at once.
+ *
+ * The rule every write follows before it is acknowledged: each in-sync member of the block's
+ * *current* set (as this proxy knows it when the members have answered, not when the write
+ * started) that did not store the write leaves the in-sync set, and each joining member (being
+ * copied to by the planner) that the write was sent to and did not store it leaves the set —
+ * in the store first, by one compare-and-set, which bumps the epoch and is published to every
+ * proxy. Then the write is
+ * acknowledged if at least `replication.minInSync` in-sync members stored it.
+ */
+export class Replication {
+  readonly placer: ReplicaPlacer
+  private config: ReplicationConfig
+  private readonly demotions: Counter
+  private readonly refused: Counter
+
+  constructor (
+    private readonly sync: StateSync,
+    readonly gateways: GatewaySet,
+    config: ReplicationConfig,
+    registry: Registry,
+    private readonly logger: Logger
+  ) {
+    this.config = config
+    this.placer = new ReplicaPlacer({ gateways: () => gateways.all(), isHealthy: id => gateways.isHealthy(id) })
+    this.demotions = new Counter({ name: 'ferry_replica_demotions_total', help: 'Members that left a block\'s in-sync set (or its set) because they failed a write', labelNames: ['gateway'], registers: [registry] })
+    this.refused = new Counter({ name: 'ferry_replica_writes_refused_total', help: 'Writes answered 503 FERRY_REPLICAS_UNAVAILABLE (fewer than minInSync in-sync members stored them)', registers: [registry] })
+  }
+
+  get factor (): number { return this.config.factor }
+
+  reconfigure (config: ReplicationConfig): void {
+    this.config = config
+    this.placer.refresh()
+  }
+
+  /**
+   * The set a block's first write records: `chooseReplicaSet`, except that a gateway a sticky
+   * session proposes goes first (the session's reads then find the block on it).
+   */
+  claimSet (request: ProxyRequest, proposed: Gateway): LocationInput {
+    const chosen = this.placer.chooseReplicaSet(request.volume, request.block, request.site, this.config.factor)
+    const members = chosen.includes(proposed.id) ? [proposed.id, ...chosen.filter(id => id !== proposed.id)] : [proposed.id, ...chosen].slice(0, Math.max(1, this.config.factor))
+    return { gateway: proposed.id, members, inSync: members }
+  }
+
+  /** A write to a block with more than one member goes to all of them; undefined otherwise. */
+  fanOut (request: ProxyRequest): ReplicatedWrite | undefined {
+    const loc = request.location
+    if (loc === undefined || loc.members.length < 2) return undefined
+    return new ReplicatedWrite(this, request, this.logger)
+  }
+
+  get minInSync (): number { return this.config.minInSync }
+
+  refuse (): void { this.refused.inc() }
+
+  /** The location as this proxy knows it now (kept current by the store's notifications). */
+  current (request: ProxyRequest): BlockLocation | undefined {
+    return this.sync.cache.get(request.volume, request.block) ?? request.location
+  }
+
+  /**
+   * Demotes every member of the block's current set that did not store the write (see the class
+   * comment), by compare-and-set, retried on a concurrent change. Resolves with the location in
+   * force afterwards; throws when the store cannot record it (the write is then not acknowledged).
+   */
+  async demote (request: ProxyRequest, stored: ReadonlySet<string>, sentTo: ReadonlySet<string>): Promise<BlockLocation | null> {
+    const { volume, block } = request
+    let loc: BlockLocation | null = this.current(request) ?? null
+    for (let round = 0; round < 8 && loc !== null; round++) {
+      const failedInSync = loc.inSync.filter(m => !stored.has(m))
+      // A joining member is demoted only for a write meant for it: one that started before it
+      // joined never was, and the planner's check that it holds the source's bytes covers that.
+      const failedJoining = loc.members.filter(m => !loc!.inSync.includes(m) && sentTo.has(m) && !stored.has(m))
+      if (failedInSync.length === 0 && failedJoining.length === 0) return loc
+      const inSync = loc.inSync.filter(m => stored.has(m))
+      if (inSync.length === 0) return loc // nobody has it: nothing to record; the caller refuses the write
+      // Demoted members go to the back: the order is the read preference.
+      const members = [...loc.members.filter(m => inSync.includes(m)), ...loc.members.filter(m => !inSync.includes(m) && !failedJoining.includes(m))]
+      const gateway = members[0] as string
+      const next: LocationInput = { gateway, members, inSync, phase: loc.phase }
+      if (loc.target !== undefined && loc.target !== gateway) next.target = loc.target
+      else if (loc.phase === 'copying' || loc.phase === 'cutover') next.phase = 'stable'
+      const r = await this.sync.store.casLocation(volume, block, loc.epoch, next, { reason: `write-failed:${[...failedInSync, ...failedJoining].join(',')}`.slice(0, 200) })
+      if (r.ok) {
+        for (const m of [...failedInSync, ...failedJoining]) this.demotions.inc({ gateway: m })
+        this.sync.cache.apply(volume, block, r.location.epoch, r.location, 'local')
+        return r.location
+      }
+      loc = r.current
+    }
+    return loc
+  }
+
+  /**
+   * Members of the block's set a read may go to, nearest first: in-sync members only, healthy
+   * ones first, the client's own site first, then the set's order.
+   */
+  readOrder (loc: BlockLocation, site: string | undefined, now: number): Gateway[] {
+    return readOrder(this.gateways, loc, site, now)
+  }
+}
+
+/** See Replication.readOrder; also used by the route table for a read's first member. */
+export function readOrder (gateways: GatewaySet, loc: BlockLocation, site: string | undefined, now: number): Gateway[] {
+  const out: Array<{ g: Gateway, rank: number }> = []
+  let i = 0
+  for (const id of loc.members) {
+    i++
+    if (!loc.inSync.includes(id)) continue
+    const g = gateways.get(id)
+    if (g === undefined) continue
+    const rank = (g.isHealthy(now) ? 0 : 2000) + (site !== undefined && g.site === site ? 0 : 1000) + i
+    out.push({ g, rank })
+  }
+  return out.sort((a, b) => a.rank - b.rank).map(x => x.g)
+}
+
+interface MemberResult {
+  gateway: Gateway
+  inSync: boolean
+  status: number
+  headers: IncomingHttpHeaders
+  body: Buffer
+  error: Error | undefined
+}
+
+/**
+ * One write sent to every member of a block's set. It stands in for a gateway's pool in the
+ * forwarder (the handler chain is unchanged): the client's body is read once and teed to every
+ * member, each through its own small buffer, and the next chunk is read only when every member
+ * still receiving has taken the last one (backpressure: nothing is buffered whole). A member
+ * whose request fails is dropped from the tee so it cannot stall the others.
+ */
+export class ReplicatedWrite {
+  private readonly abort = new AbortController()
+
+  constructor (private readonly rep: Replication, private readonly request: ProxyRequest, private readonly logger: Logger) {}
+
+  dispatch (opts: Dispatcher.DispatchOptions, handler: ResponseHandler): boolean {
+    const controller = new FanOutController(this.abort)
+    handler.onRequestStart(controller, {})
+    this.run(opts, handler, controller).catch(err => {
+      this.logger.error({ err }, 'replicated write failed')
+      handler.onResponseError(controller, new ProxyAnswer('FERRY_INTERNAL', 'internal error', 500))
+    })
+    return true
+  }
+
+  private async run (opts: Dispatcher.DispatchOptions, handler: ResponseHandler, controller: FanOutController): Promise<void> {
+    const { request } = this
+    const loc = request.location as BlockLocation
+    const now = Date.now()
+    if (loc.inSync.length < this.rep.minInSync) {
+      this.rep.refuse()
+      handler.onResponseError(controller, unavailable(request, loc.inSync.length, this.rep.minInSync))
+      return
+    }
+    // Joining members get every write (so the planner's copy cannot miss one); one that is known
+    // to be down is not waited for: it will be demoted like any member that did not store it.
+    const targets: Array<{ gateway: Gateway, inSync: boolean }> = []
+    for (const id of loc.members) {
+      const g = this.rep.gateways.get(id)
+      const inSync = loc.inSync.includes(id)
+      if (g !== undefined && (inSync || g.isHealthy(now))) targets.push({ gateway: g, inSync })
+    }
+    const body = opts.body as NodeJS.ReadableStream | null | undefined
+    const pipes = body === null || body === undefined ? undefined : targets.map(() => new PassThrough({ highWaterMark: 64 * 1024 }))
+    const results = targets.map((t, i) => this.send(t.gateway, t.inSync, opts, pipes?.[i]))
+    let bodyError: Error | undefined
+    if (body !== null && body !== undefined && pipes !== undefined) bodyError = await tee(body, pipes, this.abort.signal)
+    const answers = await Promise.all(results)
+    if (bodyError !== undefined || controller.aborted) {
+      // The client's body broke off (413, client gone): nothing is acknowledged; members that
+      // got a partial body discard it (their requests were aborted with it).
+      handler.onResponseError(controller, bodyError instanceof ProxyAnswer ? bodyError : (controller.reason ?? bodyError ?? new Error('aborted')))
+      return
+    }
+    for (const a of answers) {
+      if (a.error !== undefined || a.status >= 500) this.rep.gateways.reportFailure(a.gateway, a.error?.message ?? `status ${a.status}`)
+      else this.rep.gateways.reportSuccess(a.gateway)
+    }
+    const ok = (a: MemberResult): boolean => a.error === undefined && (a.status < 300 || (request.method === 'DELETE' && a.status === 404))
+    const stored = new Set(answers.filter(a => ok(a)).map(a => a.gateway.id))
+    const anyOk = answers.some(a => ok(a) && a.status < 300)
+    if (!anyOk) {
+      // Nobody stored it: relay a gateway's own refusal (4xx) as it is, else fail like a single gateway.
+      const refusal = answers.find(a => a.error === undefined && a.status < 500) ?? answers.find(a => a.error === undefined)
+      if (refusal !== undefined) { relay(handler, controller, refusal, request); return }
+      const err = answers[0]?.error ?? new Error('no member of the replica set could be reached')
+      handler.onResponseError(controller, err)
+      return
+    }
+    let after: BlockLocation | null
+    try {
+      after = await this.rep.demote(request, stored, new Set(loc.members))
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message, volume: request.volume, block: request.block }, 'could not record a member leaving the in-sync set')
+      this.rep.refuse()
+      handler.onResponseError(controller, new ProxyAnswer('FERRY_REPLICAS_UNAVAILABLE',
+        `block ${request.key}: a member failed the write and the store could not record it; not acknowledged, retry`, 503, { 'retry-after': 1 }))
+      return
+    }
+    if (after === null) {
+      handler.onResponseError(controller, new ProxyAnswer('FERRY_REPLICAS_UNAVAILABLE', `block ${request.key} lost its location while the write was in flight; retry`, 503, { 'retry-after': 1 }))
+      return
+    }
+    const inSyncStored = after.inSync.filter(m => stored.has(m))
+    if (inSyncStored.length < this.rep.minInSync || inSyncStored.length < after.inSync.length) {
+      this.rep.refuse()
+      handler.onResponseError(controller, unavailable(request, inSyncStored.length, this.rep.minInSync))
+      return
+    }
+    request.location = after
+    const first = answers.find(a => a.gateway.id === after.gateway && ok(a)) ?? answers.find(a => ok(a)) as MemberResult
+    relay(handler, controller, first, request)
+  }
+
+  private async send (gateway: Gateway, inSync: boolean, opts: Dispatcher.DispatchOptions, pipe: PassThrough | undefined): Promise<MemberResult> {
+    try {
+      const res = await gateway.pool.request({
+        method: opts.method, path: opts.path, headers: opts.headers, body: pipe ?? null, signal: this.abort.signal
+      })
+      const chunks: Buffer[] = []
+      for await (const c of res.body) chunks.push(c as Buffer)
+      return { gateway, inSync, status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error: undefined }
+    } catch (err) {
+      // This member stops taking the body; the tee no longer waits for it.
+      pipe?.destroy()
+      return { gateway, inSync, status: 0, headers: {}, body: Buffer.alloc(0), error: err as Error }
+    }
+  }
+}
+
+/**
+ * Reads `source` once and writes every chunk to each pipe still open, waiting for all of them to
+ * drain before reading on. Resolves with the source's error, if any (the pipes are destroyed).
+ */
+async function tee (source: NodeJS.ReadableStream, pipes: PassThrough[], signal: AbortSignal): Promise<Error | undefined> {
+  try {
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      if (signal.aborted) throw signal.reason as Error
+      const waits: Array<Promise<void>> = []
+      for (const p of pipes) {
+        if (p.destroyed || p.writableEnded) continue
+        if (!p.write(chunk)) waits.push(drained(p))
+      }
+      if (waits.length > 0) await Promise.all(waits)
+    }
+    for (const p of pipes) if (!p.destroyed) p.end()
+    return undefined
+  } catch (err) {
+    for (const p of pipes) p.destroy(err as Error)
+    return err as Error
+  }
+}
+
+function drained (p: PassThrough): Promise<void> {
+  return new Promise(resolve => {
+    const done = (): void => { p.off('drain', done); p.off('close', done); resolve() }
+    p.once('drain', done)
+    p.once('close', done)
+  })
+}
+
+function relay (handler: ResponseHandler, controller: Dispatcher.DispatchController, a: MemberResult, request: ProxyRequest): void {
+  // The forwarder counted the request in flight on the gateway it was addressed to.
+  const was = request.gateway
+  if (was !== undefined && was !== a.gateway) { was.inflight--; a.gateway.inflight++ }
+  request.gateway = a.gateway
+  handler.onResponseStart(controller, a.status, a.headers)
+  if (a.body.length > 0) handler.onResponseData(controller, a.body)
+  handler.onResponseEnd(controller, {})
+}
+
+function unavailable (request: ProxyRequest, have: number, need: number): ProxyAnswer {
+  return new ProxyAnswer('FERRY_REPLICAS_UNAVAILABLE',
+    `block ${request.key}: ${have} in-sync member(s) stored the write, replication.minInSync is ${need}; not acknowledged, retry`, 503, { 'retry-after': 1 })
+}
+
+/** The controller the forwarder's handlers see for a replicated write: aborting it aborts every member's request. */
+class FanOutController implements Dispatcher.DispatchController {
+  private _reason: Error | null = null
+  constructor (private readonly ac: AbortController) {}
+  get aborted (): boolean { return this.ac.signal.aborted }
+  get paused (): boolean { return false }
+  get reason (): Error | null { return this._reason }
+  abort (reason: Error): void {
+    if (this.ac.signal.aborted) return
+    this._reason = reason
+    this.ac.abort(reason)
+  }
+
+  // The members' replies are small and already read whole: nothing to pause.
+  pause (): void {}
+  resume (): void {}
+}

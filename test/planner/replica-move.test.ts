@@ -1,0 +1,88 @@
+import t from 'tap'
+import { request } from 'undici'
+import { FerryNode } from '../../bin/node.js'
+import { silentLogger } from '../../lib/log.js'
+import { createRegistry } from '../../lib/metrics.js'
+import { startGateways } from '../helpers/gateway.js'
+import { TEST_ADMIN_TOKEN, testConfig } from '../helpers/ferry.js'
+import { sleep, waitFor } from '../helpers/net.js'
+
+/**
+ * A move of a block with a replica set is a membership change: the target joins, is copied to,
+ * becomes in sync, the source leaves and its copy is deleted after the grace period. A writer
+ * keeps writing through the proxy the whole time: no write is held or refused, and the last
+ * acknowledged write is what every member holds at the end. Real gateways and sockets, one
+ * process with the proxy and planner roles on the memory store.
+ */
+t.test('R = 2: an operator move is add target, copy, verify, in sync, remove source — no write refused', async t => {
+  const gws = await startGateways(3)
+  t.teardown(gws.stopAll)
+  const config = testConfig(gws.urls, {
+    replication: { factor: 2, minInSync: 1 },
+    planner: { rebalancer: { enabled: false }, prediction: { enabled: false }, migration: { gracePeriodMs: 300, settleMs: 100 } }
+  })
+  const node = new FerryNode({ config, roles: new Set(['proxy', 'planner']), logger: silentLogger, registry: createRegistry(false) })
+  await node.start()
+  t.teardown(() => node.stop())
+  const proxy = `http://127.0.0.1:${node.proxy?.address.port ?? 0}`
+  const admin = `http://127.0.0.1:${node.admin.address.port}`
+  await waitFor(() => node.planner?.isLeader, 'planner leads')
+
+  const body = Buffer.alloc(256 * 1024, 'x')
+  const first = await request(`${proxy}/v/moved`, { method: 'PUT', body })
+  await first.body.dump()
+  t.equal(first.statusCode, 201)
+  const before = await node.store.getLocation('v', 'moved')
+  t.equal(before?.members.length, 2)
+  const source = before!.members[0]!
+  const target = ['gw1', 'gw2', 'gw3'].find(g => !before!.members.includes(g))!
+
+  let running = true
+  const statuses: number[] = []
+  let last = ''
+  const writer = (async () => {
+    let n = 0
+    while (running) {
+      const v = `v${++n}`
+      const r = await request(`${proxy}/v/moved`, { method: 'PUT', body: v })
+      await r.body.dump()
+      statuses.push(r.statusCode)
+      if (r.statusCode < 300) last = v
+      await sleep(5)
+    }
+  })()
+
+  const post = await request(`${admin}/v1/migrations`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ volume: 'v', block: 'moved', to: target })
+  })
+  const posted = await post.body.json() as { migrations: Array<{ id: string, from: string, to: string }> }
+  t.equal(post.statusCode, 202)
+  t.match(posted.migrations[0], { from: source, to: target })
+  const id = posted.migrations[0]!.id
+  const done = await waitFor(async () => {
+    const m = await (await request(`${admin}/v1/migrations/${id}`)).body.json() as { result: string | null, error: string | null }
+    return m.result !== null ? m : undefined
+  }, 'the move ends', 20_000)
+  t.equal(done?.result, 'ok', `the move succeeded (${done?.error ?? ''})`)
+  running = false
+  await writer
+
+  t.ok(statuses.length > 5, `${statuses.length} writes during the move`)
+  t.same(statuses.filter(s => s >= 300), [], 'no write held, refused or failed')
+  const after = await node.store.getLocation('v', 'moved')
+  t.ok(after?.members.includes(target), 'the target is a member')
+  t.notOk(after?.members.includes(source), 'the source left')
+  t.same(after?.inSync, after?.members, 'every member in sync')
+  const history = await node.store.blockHistory('v', 'moved')
+  t.ok(history.some(h => h.reason.endsWith(':join')) && history.some(h => h.reason.endsWith(':in-sync')) && history.some(h => h.reason.endsWith(':leave')), 'join, in-sync and leave in the history')
+  t.notOk(history.some(h => h.phase === 'cutover'), 'never in cut-over')
+  for (const id of after!.members) {
+    const g = gws.gateways[Number(id.slice(2)) - 1]!
+    t.equal(await (await request(`${g.url}/v/moved`)).body.text(), last, `${id} holds the last acknowledged write`)
+  }
+  t.equal(await (await request(`${proxy}/v/moved`)).body.text(), last, 'the proxy serves it')
+  const src = gws.gateways[Number(source.slice(2)) - 1]!
+  await waitFor(async () => (await request(`${src.url}/v/moved`)).statusCode === 404, 'the source copy is deleted after the grace period', 10_000)
+})
