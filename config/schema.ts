@@ -5,6 +5,7 @@ import { healthSectionSchema, proxySectionSchema, recorderSectionSchema, session
 import { stateConfigSchema } from '../state/config.js'
 import { dnsSectionSchema } from '../dns/config.js'
 import { plannerSectionSchema } from '../planner/config.js'
+import { placementSectionSchema } from '../placement/config.js'
 
 /**
  * The whole file. Each section's schema lives beside the code it configures; this module only
@@ -23,7 +24,8 @@ export const configSchema = z.object({
   admin: adminSectionSchema,
   state: stateConfigSchema.default({}),
   dns: dnsSectionSchema.default({}),
-  planner: plannerSectionSchema.default({})
+  planner: plannerSectionSchema.default({}),
+  placement: placementSectionSchema.default({})
 }).strict().superRefine((cfg, ctx) => {
   const siteNames = new Set<string>()
   cfg.sites.forEach((s, i) => {

@@ -16,12 +16,16 @@ import { plannerError } from './migration/errors.js'
 import type { Fleet } from './migration/fleet.js'
 import { HealthMonitor, PredictiveFleet, type EvacuationSummary } from './health-monitor.js'
 import { Rebalancer } from './rebalancer.js'
+import { LivePlacement } from './partition/live.js'
+import { parsePlacementConfig, type PlacementConfigInput } from '../placement/config.js'
 
 /** The parts of the ferry config the planner reads (a FerryConfig fits). */
 export interface PlannerConfigPieces {
   gateways: readonly GatewayConfig[]
   sites: readonly SiteConfig[]
   planner?: PlannerConfigInput
+  /** First-touch placement: training, validation and publishing of the placement table. */
+  placement?: PlacementConfigInput
   /** The store's affinity half-life: scores are decayed with it. Default 10 min (the store's default). */
   state?: { affinity?: { halfLifeMs?: number } }
   /** For a warning when cut-over may outlast the proxies' write hold. */
@@ -94,6 +98,8 @@ export class Planner {
   readonly rebalancer: Rebalancer
   /** Predictive health: scores telemetry, evacuates gateways predicted to fail. */
   readonly health: HealthMonitor
+  /** The partitioning engine, live: retrains the placement model, publishes the proxies' table. */
+  readonly placement: LivePlacement
   /** Every block location, kept current by notifications (drains, rebalancing, usage). */
   readonly locations: LocationCache
   private config: PlannerConfig
@@ -152,6 +158,18 @@ export class Planner {
       }
     })
     fleet.setPredictions(id => this.health.prediction(id))
+    this.placement = new LivePlacement({
+      store: opts.store,
+      config: parsePlacementConfig(opts.config.placement),
+      logger: this.logger,
+      ...(opts.registry ? { registry: opts.registry } : {}),
+      host: {
+        isLeader: () => this.engine.isActive,
+        gateways: now => this.fleet.infos(now),
+        scorer: () => this.scorer,
+        meanBlockBytes: () => this.fleet.meanBlockBytes()
+      }
+    })
     this.locations.onChange(c => { this.fleet.noteLocation(c.volume, c.block, c.location) })
     this.leader.on('elected', () => { this.takeOver() })
     this.leader.on('deposed', reason => { this.engine.deactivate(reason) })
@@ -175,6 +193,7 @@ export class Planner {
     this.fleet.startProbes()
     this.rebalancer.start()
     this.health.start()
+    await this.placement.start()
     this.tickTimer = setInterval(() => { void this.tick() }, this.config.migration.recoveryIntervalMs)
     this.tickTimer.unref()
     await this.leader.start()
@@ -189,6 +208,7 @@ export class Planner {
     this.started = false
     this.rebalancer.stop()
     this.health.stop()
+    this.placement.stop()
     if (this.tickTimer !== null) clearInterval(this.tickTimer)
     this.tickTimer = null
     await this.engine.stop()
@@ -206,6 +226,7 @@ export class Planner {
     this.started = false
     this.rebalancer.stop()
     this.health.stop()
+    this.placement.stop()
     if (this.tickTimer !== null) clearInterval(this.tickTimer)
     this.tickTimer = null
     this.leader.kill()
@@ -227,6 +248,7 @@ export class Planner {
     this.engine.reconfigure(cfg.migration)
     this.rebalancer.reconfigure(cfg.rebalancer, this.sites, this.halfLifeMs, this.scorer)
     this.health.reconfigure(cfg.prediction)
+    this.placement.reconfigure(parsePlacementConfig(config.placement))
     for (const id of this.drains.keys()) this.fleet.setDraining(id, true)
     this.warnIfHoldTooShort(config)
     if (this.tickTimer !== null) {
@@ -252,6 +274,7 @@ export class Planner {
     await this.rebalancer.activate()
     await this.engine.activate()
     await this.restoreDrains()
+    await this.placement.onElected()
   }
 
   /** Periodic: drains pick up blocks that arrived on the gateway, or whose move failed. */
@@ -327,6 +350,8 @@ export class Planner {
     }
     if (!this.engine.isActive) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
     this.fleet.setDraining(gateway, true)
+    // Proxies stop creating blocks on it now, not at the next periodic publish.
+    this.placement.publish().catch(() => {})
     let d = this.drains.get(gateway)
     if (d === undefined) {
       d = { gateway, cause: 'operator', to, startedAt: Date.now(), ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 }

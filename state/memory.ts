@@ -74,6 +74,7 @@ export class MemoryBackend {
   private readonly leases = new Map<string, LeaseSlot>()
   private readonly leaseSeq = new Map<string, number>()
   private generationMarker: StoreGeneration | null = null
+  readonly documents = new Map<string, string>()
   private readonly connections = new Set<MemoryConnection>()
   private sweeper: NodeJS.Timeout | null = null
 
@@ -581,6 +582,14 @@ export class MemoryConnection implements StoreBackend {
 
   subscribe (handler: StoreEventHandler): () => void {
     return this.hub.subscribe(handler)
+  }
+
+  async getDocument (name: string): Promise<string | null> {
+    return this.data.documents.get(name) ?? null
+  }
+
+  async putDocument (name: string, json: string): Promise<void> {
+    this.data.documents.set(name, json)
   }
 
   async publish (raw: string): Promise<void> {
