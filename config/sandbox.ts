@@ -42,6 +42,8 @@ export function sandboxConfig (ports: SandboxPorts = SANDBOX_PORTS): FerryConfig
       rebalancer: { intervalMs: 10_000, minDwellMs: 60_000, minScore: 3 },
       migration: { gracePeriodMs: 5_000 }
     },
-    recorder: { halfLifeS: 300 }
+    recorder: { halfLifeS: 300 },
+    // Quick enough to watch: a model once 5 blocks have history, retrained every minute.
+    placement: { minExamples: 5, retrainIntervalMs: 60_000, publishIntervalMs: 5_000 }
   }
 }
