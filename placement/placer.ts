@@ -46,12 +46,13 @@ export class FirstTouchPlacer {
   private nodes: RendezvousNode[] = []
   private sites: string[] = []
   private compiled: Compiled = emptyCompiled()
-  private tableInfo: { publishedAt: number, model: PlacementTableModel | null, volumes: number } | null = null
+  private tableInfo: { publishedAt: number, model: PlacementTableModel | null, volumes: number, exclude: readonly string[] } | null = null
   // Scratch, sized to the gateways (one decision at a time: the proxy is single-threaded).
   private cost = new Float64Array(0)
   private score = new Float64Array(0)
   private order = new Int32Array(0)
   private eligibleNow = new Uint8Array(0)
+  private taken = new Uint8Array(0)
   private mix = new Float64Array(0)
   /** Decisions since start, by how they were made. */
   readonly counts: Record<PlacementBy, number> = { model: 0, origin: 0, hash: 0 }
@@ -70,6 +71,7 @@ export class FirstTouchPlacer {
     this.score = new Float64Array(n)
     this.order = new Int32Array(n)
     this.eligibleNow = new Uint8Array(n)
+    this.taken = new Uint8Array(n)
     this.setTable(this.table)
   }
 
@@ -78,11 +80,11 @@ export class FirstTouchPlacer {
     this.table = table
     this.compiled = table === null ? emptyCompiled() : compile(table, this.gws)
     this.mix = new Float64Array(this.compiled.S)
-    this.tableInfo = table === null ? null : { publishedAt: table.publishedAt, model: table.model, volumes: this.compiled.volumes.size }
+    this.tableInfo = table === null ? null : { publishedAt: table.publishedAt, model: table.model, volumes: this.compiled.volumes.size, exclude: table.exclude }
   }
 
-  /** The table in use: when it was published, its model, how many volumes it knows. */
-  get current (): { publishedAt: number, model: PlacementTableModel | null, volumes: number } | null { return this.tableInfo }
+  /** The table in use: when it was published, its model, how many volumes it knows, the gateways it excludes. */
+  get current (): { publishedAt: number, model: PlacementTableModel | null, volumes: number, exclude: readonly string[] } | null { return this.tableInfo }
 
   /** The ordered replica set for a new block; counts the decision. */
   chooseReplicaSet (volume: string, block: string, originSite: string | undefined, R: number): string[] {
@@ -151,7 +153,8 @@ export class FirstTouchPlacer {
       for (let k = 0; k < want; k++) out.push((this.gws[order[k] as number] as PlacementGateway).id)
       return out
     }
-    const taken = new Uint8Array(n)
+    const taken = this.taken
+    taken.fill(0)
     for (let k = 0; k < n && out.length < want; k++) {
       const i = order[k] as number
       if (eligibleNow[i] !== 1) continue

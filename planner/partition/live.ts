@@ -14,7 +14,7 @@ import { silentLogger, type Logger } from '../../lib/log.js'
 import type { PlacementConfig } from '../../placement/config.js'
 import { emptyPlacementTable, PLACEMENT_TABLE_DOC, PLACEMENT_TABLE_FORMAT, PLACEMENT_TABLE_VERSION, placementTableSchema, type PlacementTable } from '../../placement/table.js'
 import { placementDecisionsChannel, placementFirstWritesChannel, placementTableChannel, type FirstWriteRecord } from '../../state/channels.js'
-import type { AffinityEntry, StateStore } from '../../state/types.js'
+import type { StateStore } from '../../state/types.js'
 import type { AffinityScorer, GatewayInfo } from '../affinity.js'
 import { makeEmbedder } from './command.js'
 import type { BlockMeta, Embedder } from './embedder.js'
@@ -228,11 +228,14 @@ export class LivePlacement {
     result.crossEntropy = { candidate: round(ce), prior: round(prior), previous: previous === null ? null : round(previous) }
     if (held.length === 0 && this.model !== null) return finish('no held-out blocks to compare the models on')
     if (previous !== null && !(ce < previous)) return finish('not better than the model in use on the held-out blocks')
+    // Validated: the model that serves is trained on every block, the most recent included
+    // (they say most about the next ones).
+    const final = held.length === 0 ? candidate : await PlacementModel.train(all, this.embedder as Embedder, this.trainOptions)
     this.version++
-    this.model = candidate
+    this.model = final
     this.info = {
-      version: this.version, source: 'trained', trainedAt: candidate.trainedAt, loadedAt: this.now(), embedder: candidate.embedderName,
-      examples: candidate.examples, sites: candidate.sites,
+      version: this.version, source: 'trained', trainedAt: final.trainedAt, loadedAt: this.now(), embedder: final.embedderName,
+      examples: final.examples, sites: final.sites,
       heldOut: { blocks: held.length, crossEntropy: { model: round(ce), prior: round(prior), previous: previous === null ? null : round(previous) } }
     }
     result.swapped = true
@@ -249,7 +252,7 @@ export class LivePlacement {
   private split (all: TrainingExample[]): { train: TrainingExample[], held: TrainingExample[] } {
     const at = (e: TrainingExample): number => this.history.get(blockKey(e.meta.volume, e.meta.block))?.at ?? -Infinity
     const sorted = [...all].sort((a, b) => at(b) - at(a))
-    const since = this.model === null ? Infinity : Date.parse(this.model.trainedAt)
+    const since = this.info === null ? Infinity : this.info.loadedAt
     let n = 0
     while (n < sorted.length && at(sorted[n] as TrainingExample) > since) n++
     if (n < MIN_FRESH_HOLDOUT) n = Math.max(1, Math.floor(sorted.length * this.config.holdoutFraction))
@@ -262,13 +265,14 @@ export class LivePlacement {
     const out: TrainingExample[] = []
     for await (const e of this.store.scanAffinity()) {
       if (out.length >= this.config.maxTrainingBlocks) break
-      out.push({ meta: this.metaOf(e), scores: e.scores })
+      out.push({ meta: this.metaOf(e.volume, e.block), scores: e.scores })
     }
     return out
   }
 
-  private metaOf (e: Pick<AffinityEntry, 'volume' | 'block'>): BlockMeta {
-    return blockMetaOf(e.volume, e.block, this.history.get(blockKey(e.volume, e.block)))
+  /** What a block is embedded by: its first-write record's origin and metadata, when there is one. */
+  metaOf (volume: string, block: string): BlockMeta {
+    return blockMetaOf(volume, block, this.history.get(blockKey(volume, block)))
   }
 
   /** Loads a `ferry train-placement` file and swaps it in (an operator's choice: no comparison). */
