@@ -9,11 +9,16 @@
  *   ferry     ferry's own modules simulated in trace time:
  *             - an AffinityTable fed with every access (the proxy recorder's forward decay,
  *               half-life --half-life, default the proxy's 600 s);
- *             - the partitioning engine: a PlacementModel retrained every --retrain seconds
- *               (default 900) from the history so far — a model only ever sees accesses
- *               before its training time — places each never-seen block at first touch
- *               (Partitioner: predicted shares from volume history, metadata neighbours and
- *               the creating request's site, ranked by the AffinityScorer); its prior
+ *             - the partitioning engine, as the live planner and proxy run it: the planner's
+ *               LivePlacement retrained every --retrain seconds (default 900) from the history
+ *               so far — a model only ever sees accesses before its training time — and swapped
+ *               in only when it beats the one in use on held-out recent blocks; its placement
+ *               table republished every rebalance round (the live publish interval, 30 s); each
+ *               never-seen block placed at first touch by the proxy's FirstTouchPlacer (volume
+ *               history and the creating request's site, ranked by the AffinityScorer's costs;
+ *               write locality before the first model). Trace time is injected as LivePlacement's
+ *               clock; a gateway past its capacity refuses new blocks (the placer's eligibility),
+ *               as a full gateway fails a write. Its prior
  *               (--prior global|volume|block, weight --prior-weight κ, default global, 1) is
  *               the table's prior, so a block whose own traffic has decayed drifts back to
  *               where traffic is expected;
@@ -59,10 +64,15 @@ import { parseArgs } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { AffinityScorer, AffinityTable, latencyMatrix, type GatewayInfo, type LatencyMatrix } from '../planner/affinity.js'
 import { CachingEmbedder, NgramHashEmbedder, type BlockMeta, type Embedder } from '../planner/partition/embedder.js'
-import { PlacementModel } from '../planner/partition/model.js'
-import { Partitioner, hashPlacement } from '../planner/partition/partitioner.js'
+import type { PlacementModel } from '../planner/partition/model.js'
+import { hashPlacement } from '../planner/partition/partitioner.js'
+import { LivePlacement } from '../planner/partition/live.js'
+import { parsePlacementConfig } from '../placement/config.js'
+import { FirstTouchPlacer } from '../placement/placer.js'
+import type { PlacementTable } from '../placement/table.js'
+import { createStore } from '../state/factory.js'
 import { DEFAULT_SITE_RULES, isWriteMethod, loadSiteRules, readTsvTrace, siteNames, siteOfHost, urlBlock, type SiteRules } from '../planner/partition/trace.js'
-import { rendezvousNode, rendezvousRank } from '../lib/rendezvous.js'
+import { rendezvousNode, rendezvousPick, rendezvousRank } from '../lib/rendezvous.js'
 import { percentile, ratio, writeResult } from './lib.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -287,12 +297,11 @@ export function hashing (s: Setup): PolicyResult {
 
 interface FerryVariant { partition: boolean, rebalance: boolean, displace: boolean }
 
-export async function ferry (s: Setup, opts: Options, variant: FerryVariant, embedder: Embedder): Promise<PolicyResult & { model: PlacementModel | null }> {
+export async function ferry (s: Setup, opts: Options, variant: FerryVariant, embedder: Embedder): Promise<PolicyResult & { model: PlacementModel | null, table: PlacementTable | null }> {
   const G = s.gateways.length
   const t0 = s.accesses[0]?.at ?? 0
   const table = new AffinityTable({ sites: s.sites, halfLifeMs: opts.halfLifeS * 1000, now: t0, initialCapacity: s.blocks.length, priorWeight: variant.partition ? opts.priorWeight : 0, volumeWeight: opts.volumeWeight, volumeHalfLifeMs: opts.volumeHalfLifeS * 1000 })
   const scorer = new AffinityScorer({ latency: s.latency })
-  const partitioner = new Partitioner({ scorer, model: null })
   const loc = new Int32Array(s.blocks.length).fill(-1)
   const origin = new Int32Array(s.blocks.length).fill(-1)
   const count = new Int32Array(G)
@@ -317,13 +326,33 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
   let retrains = 0
   let model: PlacementModel | null = null
   let lastValidation: unknown = null
+  let swaps = 0
+
+  // The live classes, in trace time: the planner's LivePlacement (history, retrain, validation,
+  // table) and the proxy's FirstTouchPlacer. A gateway past its capacity refuses new blocks, as
+  // a full gateway fails a write; the live proxy learns it from the table's `exclude`.
+  let simNow = t0
+  const live = new LivePlacement({
+    store: createStore({ backend: 'memory' }),
+    config: parsePlacementConfig({}),
+    embedder,
+    now: () => simNow,
+    host: { isLeader: () => false, gateways: () => infos(), scorer: () => scorer, meanBlockBytes: () => 1 }
+  })
+  const placer = new FirstTouchPlacer(s.gateways.map((id, g) => ({ id, site: s.sites[s.gatewaySite[g] as number] as string })),
+    id => (count[gwIndex.get(id) as number] as number) < s.capacity)
+  const publish = (): void => { placer.setTable(live.buildTable()) }
 
   const retrain = async (now: number): Promise<void> => {
     const started = process.hrtime.bigint()
+    simNow = now
     const history = []
-    for (const e of table.entries(now)) history.push({ meta: metaOf(blockOf.get(`${e.volume}/${e.block}`) as number), scores: e.scores })
-    model = await PlacementModel.train(history, embedder, { validationSample: 200 })
-    partitioner.setModel(model)
+    for (const e of table.entries(now)) history.push({ meta: live.metaOf(e.volume, e.block), scores: e.scores })
+    const r = await live.retrain('schedule', history)
+    if (r.swapped) swaps++
+    model = live.current
+    if (model === null) { trainMs += Number(process.hrtime.bigint() - started) / 1e6; retrains++; return }
+    publish()
     // The model's expectation becomes the blocks' prior: where traffic is expected to come from
     // once a block's own history has decayed. 'block' re-predicts every tracked block (with
     // metadata, origin and neighbours: the costly one); 'volume' uses each volume's history;
@@ -335,7 +364,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
       const preds = await model.predictMany(history.map(h => h.meta))
       history.forEach((h, i) => table.setBlockPrior(h.meta.volume, h.meta.block, preds[i] as Record<string, number>))
     }
-    lastValidation = { blocks: history.length, params: model.params, ...model.validation }
+    lastValidation = { blocks: history.length, params: model.params, ...model.validation, lastRetrain: r }
     trainMs += Number(process.hrtime.bigint() - started) / 1e6
     retrains++
   }
@@ -364,22 +393,37 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
   for (let i = 0; i < s.accesses.length; i++) {
     const a = s.accesses[i] as Access
     while (variant.partition && a.at >= nextRetrain) { await retrain(nextRetrain); nextRetrain += opts.retrainS * 1000 }
-    while (variant.rebalance && a.at >= nextRebalance) { rebalance(nextRebalance); nextRebalance += opts.intervalS * 1000 }
+    while (variant.rebalance && a.at >= nextRebalance) {
+      rebalance(nextRebalance)
+      if (variant.partition && model !== null) { simNow = nextRebalance; publish() }
+      nextRebalance += opts.intervalS * 1000
+    }
     const blk = s.blocks[a.block] as Block
     if (loc[a.block] === -1) {
       // First touch: the request that makes the block appear comes from a.site (its origin).
       origin[a.block] = a.site
       const meta = metaOf(a.block)
+      const site = s.sites[a.site] as string
+      let gateway: string
+      let by: string
       const started = process.hrtime.bigint()
-      const d = variant.partition ? await partitioner.place(meta, infos(), { sizeBytes: 1 }) : hashPlacement(meta, infos(), 1)
+      if (variant.partition) {
+        const d = placer.decide(blk.volume, blk.id, site === '' ? undefined : site, 1)
+        gateway = d.gateways[0] as string
+        by = d.by
+      } else {
+        gateway = hashPlacement(meta, infos(), 1).gateway as string
+        by = 'hash'
+      }
       firstTouchNs += process.hrtime.bigint() - started
       firstTouches++
-      if (d.by === 'model') byModel++
-      const g = gwIndex.get(d.gateway as string) as number
+      if (by === 'model') byModel++
+      if (variant.partition) live.noteFirstWrite({ volume: blk.volume, block: blk.id, origin: site === '' ? null : site, at: a.at, ...(meta.path === undefined ? {} : { path: meta.path }) })
+      const g = gwIndex.get(gateway) as number
       loc[a.block] = g
       count[g] = (count[g] as number) + 1
-      table.setBlock(blk.volume, blk.id, { current: d.gateway as string, sizeBytes: 1 })
-      if (d.by === 'model' && opts.prior === 'block') table.setBlockPrior(blk.volume, blk.id, d.shares)
+      table.setBlock(blk.volume, blk.id, { current: gateway, sizeBytes: 1 })
+      if (by === 'model' && opts.prior === 'block' && model !== null) table.setBlockPrior(blk.volume, blk.id, await (model as PlacementModel).predict(meta))
     }
     served[i] = loc[a.block] as number
     table.record(blk.volume, blk.id, s.sites[a.site], a.write, a.at)
@@ -389,9 +433,10 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
     bytesMoved,
     moves,
     model,
+    table: model === null ? null : live.buildTable(),
     extra: {
       firstTouch: { decisions: firstTouches, byModel, meanUs: round(Number(firstTouchNs) / 1e3 / Math.max(1, firstTouches)) },
-      ...(variant.partition ? { retrains, trainMsTotal: Math.round(trainMs), lastModel: lastValidation } : {}),
+      ...(variant.partition ? { retrains, swaps, trainMsTotal: Math.round(trainMs), lastModel: lastValidation } : {}),
       ...(variant.rebalance ? { roundsAtMoveBudget: budgetCut, makeRoomMoves: madeRoom } : {}),
       finalBlocksPerGateway: Object.fromEntries(s.gateways.map((id, g) => [id, count[g]]))
     }
@@ -545,34 +590,47 @@ export function oracle (s: Setup): PolicyResult {
 
 // ───────────────────────────── first-touch cost ─────────────────────────────
 
-async function firstTouchCost (s: Setup, model: PlacementModel, rounds = 3): Promise<Record<string, unknown>> {
-  const scorer = new AffinityScorer({ latency: s.latency })
-  const partitioner = new Partitioner({ scorer, model })
-  const infos: GatewayInfo[] = s.gateways.map((id, g) => ({ id, site: s.sites[g] as string, capacityBytes: s.capacity, usedBytes: 0, healthy: true }))
-  const metas = s.blocks.map(b => b.meta)
+const PASSES = 10
+
+async function firstTouchCost (s: Setup, table: PlacementTable, rounds = 7): Promise<Record<string, unknown>> {
+  // The proxy's decision exactly as it runs live: FirstTouchPlacer.decide over the table the
+  // planner published at the end of the run, eligibility by health (all healthy here).
+  const placer = new FirstTouchPlacer(s.gateways.map((id, g) => ({ id, site: s.sites[s.gatewaySite[g] as number] as string })), () => true)
+  placer.setTable(table)
+  const nodes = s.gateways.map(id => rendezvousNode(id))
+  const origins = s.sites.filter(x => x !== '')
+  const blocks = s.blocks
   const perRound = { model: [] as number[], hash: [] as number[] }
+  let sink = 0
   for (let r = 0; r < rounds; r++) {
     // Alternate the order so a noisy neighbour hurts both sides alike.
     for (const which of r % 2 === 0 ? ['hash', 'model'] as const : ['model', 'hash'] as const) {
+      // Ten passes per round: long enough that one young-generation GC or a deopt does not decide it.
       const started = process.hrtime.bigint()
-      for (const m of metas) {
-        if (which === 'model') await partitioner.place(m, infos, { sizeBytes: 1 })
-        else hashPlacement(m, infos, 1)
+      for (let pass = 0; pass < PASSES; pass++) {
+        for (let i = 0; i < blocks.length; i++) {
+          const b = blocks[i] as Block
+          if (which === 'model') sink += placer.decide(b.volume, b.id, origins[i % origins.length], 1).gateways.length
+          else sink += (rendezvousPick(b.volume + '/' + b.id, nodes) as string).length
+        }
       }
-      perRound[which].push(Number(process.hrtime.bigint() - started) / 1e3 / metas.length)
+      perRound[which].push(Number(process.hrtime.bigint() - started) / 1e3 / (PASSES * blocks.length))
     }
   }
   const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
   const modelUs = med(perRound.model)
   const hashUs = med(perRound.hash)
   return {
-    decisions: metas.length,
+    decisions: blocks.length * PASSES,
     rounds,
-    modelUsPerDecision: round(modelUs),
-    hashUsPerDecision: round(hashUs),
+    modelUsPerDecision: round(modelUs, 3),
+    hashUsPerDecision: round(hashUs, 3),
+    targetUs: 5,
+    met: modelUs <= 5,
     ratio: ratio(modelUs, hashUs),
-    neighbourExamples: model.examples,
-    note: 'model = Partitioner.place (embed metadata, neighbour search, blend, rank gateways); hash = rendezvous over eligible gateways; median of rounds'
+    tableVolumes: Object.keys(table.volumes).length,
+    checksum: sink % 7,
+    note: 'model = FirstTouchPlacer.decide (the proxy\'s inline decision: table lookup, cost per gateway, rank, R = 1); hash = rendezvousPick (the proxy\'s default route); median of rounds'
   }
 }
 
@@ -687,7 +745,7 @@ export default async function run (argv: string[]): Promise<void> {
     onlineIdealWithVolumeSignal: onlineIdeal(s, { halfLifeS: opts.halfLifeS, volumeWeight: 1, volumeHalfLifeS: 30, priorWeight: 1 }),
     note: 'instant, free, unconstrained moves before every access using only earlier accesses (see onlineIdeal): not achievable, a bound on history-driven placement'
   }
-  const cost = full.model === null ? null : await timed('first-touch cost', () => firstTouchCost(s, full.model as PlacementModel))
+  const cost = full.table === null ? null : await timed('first-touch cost', () => firstTouchCost(s, full.table as PlacementTable))
 
   const fm = policies.ferry.meanMs as number
   const om = policies.oracle.meanMs as number

@@ -44,6 +44,8 @@ export function sandboxConfig (ports: SandboxPorts = SANDBOX_PORTS): FerryConfig
     },
     recorder: { halfLifeS: 300 },
     // Every block on two of the three gateways: one can crash without a failed request.
-    replication: { factor: 2, minInSync: 1, downAfterMs: 10_000 }
+    replication: { factor: 2, minInSync: 1, downAfterMs: 10_000 },
+    // Quick enough to watch: a model once 5 blocks have history, retrained every minute.
+    placement: { minExamples: 5, retrainIntervalMs: 60_000, publishIntervalMs: 5_000 }
   }
 }

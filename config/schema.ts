@@ -6,6 +6,7 @@ import { healthSectionSchema, proxySectionSchema, recorderSectionSchema, session
 import { stateConfigSchema } from '../state/config.js'
 import { dnsSectionSchema } from '../dns/config.js'
 import { plannerSectionSchema } from '../planner/config.js'
+import { placementSectionSchema } from '../placement/config.js'
 
 /**
  * The whole file. Each section's schema lives beside the code it configures; this module only
@@ -25,7 +26,8 @@ export const configSchema = z.object({
   state: stateConfigSchema.default({}),
   dns: dnsSectionSchema.default({}),
   planner: plannerSectionSchema.default({}),
-  replication: replicationSectionSchema
+  replication: replicationSectionSchema,
+  placement: placementSectionSchema.default({})
 }).strict().superRefine((cfg, ctx) => {
   if (cfg.replication.minInSync > cfg.replication.factor) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['replication', 'minInSync'], message: `minInSync (${cfg.replication.minInSync}) cannot exceed factor (${cfg.replication.factor})` })

@@ -146,7 +146,10 @@ export const FERRY_ERRORS = {
   FERRY_PLACEMENT_EMBEDDER_MISMATCH: { status: 400, meaning: 'a placement model trained with another embedder than the one given' },
   FERRY_PLACEMENT_EMBEDDER_FAILED: { status: 500, meaning: 'an embedder returned no vector, or one of another length than its dimension' },
   FERRY_PLACEMENT_EMBEDDER_UNAVAILABLE: { status: 500, meaning: 'the transformer embedder or its model cannot be loaded' },
-  FERRY_PLACEMENT_STORE_UNAVAILABLE: { status: 503, meaning: 'the state store of the config given is not reachable' }
+  FERRY_PLACEMENT_STORE_UNAVAILABLE: { status: 503, meaning: 'the state store of the config given is not reachable' },
+  FERRY_PLACEMENT_MODEL_UNREADABLE: { status: 400, meaning: 'a placement model file that cannot be read' },
+  FERRY_METADATA_TOO_LARGE: { status: 400, meaning: 'a PUT whose metadata headers (placement.metadataHeaders) exceed placement.maxMetadataBytes' },
+  FERRY_BAD_METADATA: { status: 400, meaning: 'a PUT with a metadata header value that is not UTF-8 text' }
 } as const satisfies Record<`FERRY_${string}`, ErrorCodeInfo>
 
 /**

@@ -25,6 +25,10 @@ const listQuery = z.object({
   limit: z.coerce.number().int().positive().max(100_000).optional()
 }).strict()
 
+const placementModelBody = z.object({
+  path: z.string().min(1).max(4096).describe('a `ferry train-placement` model file on the planner\'s host')
+}).strict()
+
 const decisionsQuery = z.object({
   gateway: z.string().optional(),
   limit: z.coerce.number().int().positive().optional()
@@ -47,6 +51,19 @@ export function registerPlannerAdmin (admin: AdminServer, planner: Planner): voi
   })
 
   admin.route('GET', '/v1/planner', () => planner.status())
+
+  // The partitioning engine (planner/partition/live.ts). Retraining and loading act for the
+  // whole fleet (the leader publishes the table), so they need the leader.
+  admin.route('GET', '/v1/placement', () => planner.placement.status())
+  admin.route('POST', '/v1/placement/retrain', async () => {
+    requireLeader(planner)
+    return await planner.placement.retrain('operator')
+  }, auth)
+  admin.route('POST', '/v1/placement/model', async ({ body }) => {
+    const req = parseInput(placementModelBody, body ?? {}, 'body', planner400)
+    requireLeader(planner)
+    return await planner.placement.loadModelFile(req.path)
+  }, auth)
 
   admin.route('GET', '/v1/migrations', async ({ query }) => {
     const q = parseInput(listQuery, Object.fromEntries(query), 'query', planner400)
@@ -115,4 +132,8 @@ function registerHealthRoutes (admin: AdminServer, health: HealthMonitor): void 
     return health.gateway(gw)
   })
   admin.addGatewayInfo(id => health.gatewayFields(id))
+}
+
+function requireLeader (planner: Planner): void {
+  if (!planner.engine.isActive) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: planner.leader.holder })
 }

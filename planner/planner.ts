@@ -18,12 +18,16 @@ import { Rebalancer } from './rebalancer.js'
 import { NodeExporterScraper } from './telemetry.js'
 import { ReplicaRepair } from './repair.js'
 import { replicationSectionSchema, type ReplicationConfig } from '../fleet/replication.js'
+import { LivePlacement } from './partition/live.js'
+import { parsePlacementConfig, type PlacementConfigInput } from '../placement/config.js'
 
 /** The parts of the ferry config the planner reads (a FerryConfig fits). */
 export interface PlannerConfigPieces {
   gateways: readonly GatewayConfig[]
   sites: readonly SiteConfig[]
   planner?: PlannerConfigInput
+  /** First-touch placement: training, validation and publishing of the placement table. */
+  placement?: PlacementConfigInput
   /** The store's affinity half-life: scores are decayed with it. Default 10 min (the store's default). */
   state?: { affinity?: { halfLifeMs?: number } }
   /** For a warning when cut-over may outlast the proxies' write hold. */
@@ -97,6 +101,8 @@ export class Planner {
   readonly repair: ReplicaRepair
   /** Predictive health: scores telemetry, evacuates gateways predicted to fail. */
   readonly health: HealthMonitor
+  /** The partitioning engine, live: retrains the placement model, publishes the proxies' table. */
+  readonly placement: LivePlacement
   /** Every block location, kept current by notifications (drains, rebalancing, usage). */
   readonly locations: LocationCache
   private config: PlannerConfig
@@ -167,6 +173,18 @@ export class Planner {
       }
     })
     fleet.setPredictions(id => this.health.prediction(id))
+    this.placement = new LivePlacement({
+      store: opts.store,
+      config: parsePlacementConfig(opts.config.placement),
+      logger: this.logger,
+      ...(opts.registry ? { registry: opts.registry } : {}),
+      host: {
+        isLeader: () => this.engine.isActive,
+        gateways: now => this.fleet.infos(now),
+        scorer: () => this.scorer,
+        meanBlockBytes: () => this.fleet.meanBlockBytes()
+      }
+    })
     this.locations.onChange(c => { this.fleet.noteLocation(c.volume, c.block, c.location) })
     this.leader.on('elected', () => { this.takeOver() })
     this.leader.on('deposed', reason => { this.engine.deactivate(reason) })
@@ -193,6 +211,7 @@ export class Planner {
     this.repair.start()
     this.health.start()
     this.scraper?.start()
+    await this.placement.start()
     this.tickTimer = setInterval(() => { void this.tick() }, this.config.migration.recoveryIntervalMs)
     this.tickTimer.unref()
     await this.leader.start()
@@ -208,6 +227,7 @@ export class Planner {
     this.rebalancer.stop()
     this.repair.stop()
     this.health.stop()
+    this.placement.stop()
     if (this.tickTimer !== null) clearInterval(this.tickTimer)
     this.tickTimer = null
     await this.scraper?.stop()
@@ -227,6 +247,7 @@ export class Planner {
     this.rebalancer.stop()
     this.repair.stop()
     this.health.stop()
+    this.placement.stop()
     if (this.tickTimer !== null) clearInterval(this.tickTimer)
     this.tickTimer = null
     this.leader.kill()
@@ -256,6 +277,7 @@ export class Planner {
       this.scraper = this.newScraper(cfg)
       if (this.started) this.scraper?.start()
     }
+    this.placement.reconfigure(parsePlacementConfig(config.placement))
     for (const id of this.drains.keys()) this.fleet.setDraining(id, true)
     this.warnIfHoldTooShort(config)
     if (this.tickTimer !== null) {
@@ -296,6 +318,7 @@ export class Planner {
     await this.rebalancer.activate()
     await this.engine.activate()
     await this.syncDrains()
+    await this.placement.onElected()
   }
 
   /** Periodic: drains pick up blocks that arrived on the gateway, or whose move failed. */
@@ -376,6 +399,8 @@ export class Planner {
     const startedAt = this.drains.get(gateway)?.startedAt ?? Date.now()
     await this.store.putDrain({ gateway, cause: 'operator', to: to ?? null, startedAt })
     this.adoptDrain({ gateway, cause: 'operator', to: to ?? null, startedAt })
+    // Proxies stop creating blocks on it now, not at the next periodic publish.
+    this.placement.publish().catch(() => {})
     await this.drainPass(gateway)
     return this.drainStatus(gateway) as DrainStatus
   }

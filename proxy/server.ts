@@ -5,6 +5,7 @@ import { Gauge, type Registry } from 'prom-client'
 import type { FerryConfig } from '../config/schema.js'
 import { SiteMap } from '../fleet/site-map.js'
 import type { FerryErrorCode } from '../lib/error-codes.js'
+import { FerryError } from '../lib/errors.js'
 import { blockKey } from '../lib/ids.js'
 import { responseInFlight, sendError } from '../lib/http.js'
 import type { Logger } from '../lib/log.js'
@@ -13,7 +14,7 @@ import { createRegistry } from '../lib/metrics.js'
 import { AccessRecorder, type AccessRecorderOptions } from './access-recorder.js'
 import { ClientAddressResolver } from './client-address.js'
 import { ClientResponse, Forwarder, type AccessObserver } from './forward.js'
-import { GatewaySet } from './gateway-set.js'
+import { GatewaySet, type Gateway } from './gateway-set.js'
 import { ProxyMetrics } from './metrics.js'
 import { PathPattern } from './path-pattern.js'
 import { ProxyAnswer, type ProxyRequest, type Stage } from './request.js'
@@ -23,6 +24,8 @@ import { RouteTable } from './route-table.js'
 import { SessionManager, SessionSteering } from './sessions.js'
 import { StateSync } from './state-sync.js'
 import { WriteGuard } from './write-guard.js'
+import { PlacementClient } from '../placement/client.js'
+import { requestMetadata, type RequestMetadata } from '../placement/metadata.js'
 import { PROCESS_REPORTER, gatewayHealthChannel } from '../state/channels.js'
 import type { StateStore } from '../state/types.js'
 
@@ -70,6 +73,8 @@ export class ProxyServer {
   readonly server: http.Server
   readonly sync: StateSync | undefined
   readonly sessions: SessionManager | undefined
+  /** First-touch placement (placement/): only with a store, where a first write's location is recorded. */
+  readonly placement: PlacementClient | undefined
   private readonly forwarder: Forwarder
   private readonly retry: RetryStage
   private readonly guard: WriteGuard | undefined
@@ -98,6 +103,10 @@ export class ProxyServer {
     if (opts.store !== undefined) {
       this.sync = new StateSync(opts.store, this.recorder, cfg.recorder, this.registry, this.logger)
       this.sessions = new SessionManager(opts.store, cfg.sessions, this.logger)
+      this.placement = new PlacementClient({
+        store: opts.store, gateways: cfg.gateways, eligible: id => this.gateways.isHealthy(id),
+        reportIntervalMs: cfg.placement.reportIntervalMs, registry: this.registry, logger: this.logger
+      })
     }
     this.routes = new RouteTable(this.gateways, this.sync?.cache)
     this.pattern = new PathPattern(cfg.proxy.pathPattern)
@@ -153,6 +162,7 @@ export class ProxyServer {
     // planner moved would read 404 there (or an old copy still on its source). Without the store
     // the load gives up after a moment and the proxy serves by hash, as it must.
     await this.sync?.start()
+    await this.placement?.start()
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject)
       this.server.listen(port, host, () => { this.server.off('error', reject); resolve() })
@@ -171,6 +181,7 @@ export class ProxyServer {
     this.recorder.reconfigure(recorderOptions(cfg))
     this.sync?.reconfigure(cfg.recorder)
     this.sessions?.reconfigure(cfg.sessions)
+    this.placement?.reconfigure(cfg.gateways, cfg.placement.reportIntervalMs)
     this.pattern = new PathPattern(cfg.proxy.pathPattern)
     this.sites = new SiteMap(cfg.sites)
     this.clients = new ClientAddressResolver(cfg.proxy.trustedProxies)
@@ -200,6 +211,7 @@ export class ProxyServer {
     await closed
     this.listening = false
     await this.gateways.destroy()
+    await this.placement?.stop()
     await this.sync?.stop()
     await this.recorder.close()
   }
@@ -243,14 +255,38 @@ export class ProxyServer {
     if (!route.placed && method !== 'PUT' && this.locationsRecovering()) {
       return this.forwarder.refuse(req, res, 503, 'FERRY_LOCATIONS_REBUILDING', `the shared store lost its block locations and they are being rebuilt from the gateways; retry ${key} shortly`, { 'retry-after': 1 })
     }
+    let gateway = route.gateway
+    const placing = this.placement !== undefined && this.config.placement.enabled
+    if (method === 'PUT' && placing) {
+      let meta: RequestMetadata
+      try {
+        meta = requestMetadata(req.url as string, req.headers, this.config.placement.metadataHeaders, this.config.placement.maxMetadataBytes)
+      } catch (err) {
+        if (!(err instanceof FerryError)) throw err
+        return this.forwarder.refuse(req, res, err.statusCode, err.code as FerryErrorCode, err.message)
+      }
+      if (!route.placed) gateway = this.placeFirstWrite(addr.volume, addr.block, site, now, meta) ?? gateway
+    }
     const request: ProxyRequest = {
       req, res, method, volume: addr.volume, block: addr.block, key, write, body, client, site, peer, now,
-      location: route.location, gateway: route.gateway, hashed: route.placed ? undefined : route.gateway,
+      location: route.location, gateway, hashed: route.placed ? undefined : route.gateway,
       fanout: undefined, claimedEpoch: undefined, attempts: 0, status: 0, startedAt: 0
     }
     // Synchronous down to the gateway's pool unless a stage has to wait (a session read from the
     // store, a write held in cut-over, a first write's location recorded).
     this.first.dispatch(request, new ClientResponse(this.forwarder, request))
+  }
+
+  /**
+   * Where a block without a location is created: the head of its replica set by the
+   * partitioning engine's table (placement/). The write guard then claims it, and falls back to
+   * the hashed gateway if the claim cannot be recorded.
+   */
+  private placeFirstWrite (volume: string, block: string, site: string | undefined, now: number, meta: RequestMetadata): Gateway | undefined {
+    const placement = this.placement as PlacementClient
+    const head = placement.placer.chooseReplicaSet(volume, block, site, 1)[0]
+    placement.noteFirstWrite(volume, block, site, now, meta)
+    return head === undefined ? undefined : this.gateways.get(head)
   }
 
   /** No bytes in either direction for bodyIdleTimeoutMs: a stalled client (or gateway). */

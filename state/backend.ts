@@ -41,6 +41,10 @@ export interface StoreBackend extends Pick<StateStore, AsDeclared> {
   appendMigration (record: MigrationRecord): Promise<MigrationRecord>
   updateMigration (id: string, fields: Partial<MigrationRecord>): Promise<MigrationRecord | null>
   listMigrations (limit: number, activeOnly: boolean): Promise<MigrationRecord[]>
+  /** The document's JSON text, or null. */
+  getDocument (name: string): Promise<string | null>
+  /** `json`: the document serialised once by the check (its size is the bound). */
+  putDocument (name: string, json: string): Promise<void>
   /** `raw`: an encoded message notification (codec.ts), already within `maxMessageBytes`. */
   publish (raw: string): Promise<void>
 }

@@ -17,6 +17,9 @@ import type { StateStore, StoreEvent } from './types.js'
  * | `passive` | proxy → planner | request/error/latency counts per gateway since the last interval |
  * | `profile` | proxy → planner | one interval's access-profile summary (the profiler's own format) |
  * | `generation` | the rebuilder → every process | the store's locations were rebuilt for a generation |
+ * | `placement-table` | planner → proxies | a new placement table is in the store document of that name |
+ * | `placement-decisions` | proxy → planner | first-touch decisions since the last report, by how they were made |
+ * | `placement-first-writes` | proxy → planner | first writes: block, origin site, content metadata (training history) |
  */
 export class Channel<T> {
   constructor (readonly name: string, private readonly schema: z.ZodType<T, z.ZodTypeDef, unknown>) {}
@@ -125,4 +128,64 @@ export interface GenerationNotice {
 export const generationChannel = new Channel<GenerationNotice>('generation', z.object({
   id: z.string().min(1).max(64),
   rebuilt: z.boolean()
+}))
+
+// ── placement (placement/README.md)
+
+export interface PlacementTableNotice {
+  /** The model version of the table now in the `placement-table` document (0: no model). */
+  version: number
+  publishedAt: number
+}
+
+export const placementTableChannel = new Channel<PlacementTableNotice>('placement-table', z.object({
+  version: z.number().int().nonnegative(),
+  publishedAt: z.number().finite()
+}))
+
+export interface PlacementDecisionReport {
+  from: string
+  model: number
+  origin: number
+  hash: number
+}
+
+const count = z.number().int().nonnegative()
+
+export const placementDecisionsChannel = new Channel<PlacementDecisionReport>('placement-decisions', z.object({
+  from: reporter, model: count, origin: count, hash: count
+}))
+
+/** What a proxy knows of a block when its first write arrives (checked at the proxy: placement/metadata.ts). */
+export interface FirstWriteRecord {
+  volume: string
+  block: string
+  /** The creating client's site; null for a client in no site. */
+  origin: string | null
+  at: number
+  /** The request path as the client sent it. */
+  path?: string
+  contentType?: string
+  size?: number
+  /** Configured metadata headers (lower-case names), UTF-8, within placement.maxMetadataBytes. */
+  headers?: Record<string, string>
+}
+
+export interface FirstWriteReport {
+  from: string
+  records: FirstWriteRecord[]
+}
+
+export const placementFirstWritesChannel = new Channel<FirstWriteReport>('placement-first-writes', z.object({
+  from: reporter,
+  records: z.array(z.object({
+    volume: id,
+    block: id,
+    origin: z.string().max(63).nullable(),
+    at: z.number().finite(),
+    path: z.string().max(2048).optional(),
+    contentType: z.string().max(256).optional(),
+    size: z.number().int().nonnegative().optional(),
+    headers: z.record(z.string().max(256), z.string().max(8192)).optional()
+  })).max(1000)
 }))

@@ -1,7 +1,7 @@
 import { groupDeltas } from './affinity.js'
 import type { StoreBackend } from './backend.js'
 import { encodeMessageEvent } from './codec.js'
-import { closed, invalid, tooLarge } from './errors.js'
+import { closed, corrupt, invalid, tooLarge } from './errors.js'
 import { checkChannel, checkEpoch, checkHolder, checkId, checkText, checkTime, checkToken, checkTtl } from './keys.js'
 import type { StateMetrics } from './metrics.js'
 import type {
@@ -17,6 +17,8 @@ import {
 /** Most migrations one `listMigrations` returns. */
 const LIST_MIGRATIONS_MAX = 10_000
 const GENERATION_ID_MAX = 64
+/** Largest document (putDocument): a placement table of ~20,000 volumes. */
+export const DOCUMENT_MAX_BYTES = 4 * 1024 * 1024
 
 /**
  * The one `StateStore` in front of every backend (see backend.ts). Every call, on every backend,
@@ -226,6 +228,31 @@ export class CheckedStore implements StateStore {
 
   finishRebuild (id: string): Promise<boolean> {
     return this.call('finishRebuild', () => this.storage.finishRebuild(checkText('generation id', id, GENERATION_ID_MAX)))
+  }
+
+  // ── documents
+
+  getDocument (name: string): Promise<unknown> {
+    return this.call('getDocument', async () => {
+      const raw = await this.storage.getDocument(checkChannel(name))
+      if (raw === null) return null
+      try {
+        return JSON.parse(raw) as unknown
+      } catch {
+        throw corrupt(`document ${name} is not JSON: ${raw.slice(0, 80)}`)
+      }
+    })
+  }
+
+  putDocument (name: string, value: unknown): Promise<void> {
+    return this.call('putDocument', () => {
+      const n = checkChannel(name)
+      let json: string | undefined
+      try { json = JSON.stringify(value) } catch { json = undefined }
+      if (json === undefined) throw invalid(`document ${n} is not JSON-serialisable`)
+      if (Buffer.byteLength(json) > DOCUMENT_MAX_BYTES) throw tooLarge(`document ${n} over ${DOCUMENT_MAX_BYTES} bytes`)
+      return this.storage.putDocument(n, json)
+    })
   }
 
   // ── events, health

@@ -25,6 +25,7 @@ import { invalid } from './errors.js'
  *   P{mig}:done           zset   ids of finished migrations by end time, capped
  *   P{mig}:m:<id>         hash   one migration record (JSON per field)
  *   P{gen}                string JSON generation marker (id, createdAt, rebuilding, rebuiltAt)
+ *   P{d:<name>}:doc       string JSON document (putDocument: the placement table)
  *   P{events}:pub         (never written) pins publish() to one Cluster node
  *   Pevents               pub/sub channel (not a key)
  */
@@ -144,6 +145,7 @@ export class KeySpace {
   lease (name: string): string { return `${this.prefix}{l:${name}}:lease` }
   leaseSeq (name: string): string { return `${this.prefix}{l:${name}}:seq` }
   migration (id: string): string { return this.migRecordPrefix + id }
+  document (name: string): string { return `${this.prefix}{d:${name}}:doc` }
 
   /** SCAN pattern for one per-block key kind (the prefix alphabet has no glob characters). */
   blockPattern (kind: 'loc' | 'aff'): string {

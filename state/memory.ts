@@ -75,6 +75,7 @@ export class MemoryBackend {
   private readonly leaseSeq = new Map<string, number>()
   private readonly drains = new Map<string, DrainRecord>()
   private generationMarker: StoreGeneration | null = null
+  readonly documents = new Map<string, string>()
   private readonly connections = new Set<MemoryConnection>()
   private sweeper: NodeJS.Timeout | null = null
 
@@ -602,6 +603,14 @@ export class MemoryConnection implements StoreBackend {
 
   subscribe (handler: StoreEventHandler): () => void {
     return this.hub.subscribe(handler)
+  }
+
+  async getDocument (name: string): Promise<string | null> {
+    return this.data.documents.get(name) ?? null
+  }
+
+  async putDocument (name: string, json: string): Promise<void> {
+    this.data.documents.set(name, json)
   }
 
   async publish (raw: string): Promise<void> {

@@ -337,6 +337,13 @@ export interface StateStore {
   /** Marks generation `id` rebuilt. False when the marker is absent or belongs to another generation. */
   finishRebuild (id: string): Promise<boolean>
 
+  /**
+   * A named JSON document that every process may read (the placement table): the last write wins.
+   * `getDocument` resolves null when there is none. `name` is a channel-style name.
+   */
+  getDocument (name: string): Promise<unknown>
+  putDocument (name: string, value: unknown): Promise<void>
+
   /** Handlers run in delivery order; an exception in one is logged and does not affect others. */
   subscribe (handler: StoreEventHandler): () => void
   /** `channel`: lowercase letters, digits, `.`, `_`, `-` (e.g. `gateway-health`). JSON-serialisable message. */

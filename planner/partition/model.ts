@@ -363,6 +363,30 @@ export class PlacementModel {
     return out
   }
 
+  /**
+   * The model's terms without metadata, unnormalised, as the proxies' placement table carries
+   * them (placement/table.ts): `prior` = α·prior, each volume α·prior + min(n, γ)·volume (the
+   * `maxVolumes` with the most history), each origin δ·origin. Their sum is predictWith()'s
+   * blend minus the neighbour term, which needs an embedding the proxy cannot afford inline.
+   */
+  tableWeights (maxVolumes: number): { prior: number[], volumes: Array<[string, number[]]>, origins: Array<[string, number[]]> } {
+    const { alpha, gamma, delta } = this._params
+    const S = this.sites.length
+    const prior = Array.from(this.prior, p => alpha * p)
+    const names = this.volumeNames.length <= maxVolumes
+      ? this.volumeNames
+      : [...this.volumeNames].sort((a, b) => (this.volumes.get(b) as VolumeStats).n - (this.volumes.get(a) as VolumeStats).n).slice(0, maxVolumes)
+    const volumes = names.map((n): [string, number[]] => {
+      const v = this.volumes.get(n) as VolumeStats
+      const w = Math.min(v.n, gamma)
+      const out = new Array<number>(S)
+      for (let i = 0; i < S; i++) out[i] = (prior[i] as number) + w * (v.shares[i] as number)
+      return [n, out]
+    })
+    const origins = delta === 0 ? [] : this.originNames.map((n): [string, number[]] => [n, Array.from((this.origins.get(n) as VolumeStats).shares, x => delta * x)])
+    return { prior, volumes, origins }
+  }
+
   /** predict() for many blocks with one embedder call (what a transformer wants). */
   async predictMany (metas: readonly BlockMeta[]): Promise<Array<Record<string, number>>> {
     const vecs = await this.embedder.embed(metas.map(metaText))

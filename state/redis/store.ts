@@ -542,6 +542,16 @@ export class RedisBackend implements StoreBackend {
     return await this.run(() => this.client.ferryFinishRebuild(this.keys.generation, id, Date.now())) === 1
   }
 
+  // ───────────────────────────── documents ─────────────────────────────
+
+  async getDocument (name: string): Promise<string | null> {
+    return await this.run(() => this.client.get(this.keys.document(name)))
+  }
+
+  async putDocument (name: string, json: string): Promise<void> {
+    await this.run(() => this.client.set(this.keys.document(name), json))
+  }
+
   // ───────────────────────────── events ─────────────────────────────
 
   subscribe (handler: StoreEventHandler): () => void {

@@ -20,7 +20,7 @@ export const TEST_ADMIN_TOKEN = 'test-admin-token-0123456789'
 
 /**
  * A config for tests: the given gateways (ids gw1…), proxy and admin on ephemeral loopback
- * ports, quick health checks, and whatever `overrides` say (merged one level deep per section).
+ * ports, quick health checks, hash placement of first writes, and whatever `overrides` say (merged one level deep per section).
  */
 export function testConfig (gatewayUrls: readonly string[], overrides: Partial<Record<keyof FerryConfigInput, unknown>> = {}): FerryConfig {
   const base: Record<string, unknown> = {
@@ -33,7 +33,10 @@ export function testConfig (gatewayUrls: readonly string[], overrides: Partial<R
     gateways: gatewayUrls.map((url, i) => ({ id: `gw${i + 1}`, url, site: ['site-a', 'site-b', 'site-c'][i % 3] })),
     proxy: { listen: { host: '127.0.0.1', port: 0 }, trustedProxies: ['127.0.0.1/32'] },
     admin: { listen: { host: '127.0.0.1', port: 0 }, token: TEST_ADMIN_TOKEN },
-    health: { active: { intervalMs: 200, timeoutMs: 300 }, passive: { failures: 2, baseEjectMs: 500 } }
+    health: { active: { intervalMs: 200, timeoutMs: 300 }, passive: { failures: 2, baseEjectMs: 500 } },
+    // Tests of other concerns predict where a first write lands by rendezvous hashing
+    // (routes.hashed); the placement tests (test/placement/) turn first-touch placement on.
+    placement: { enabled: false }
   }
   for (const [k, v] of Object.entries(overrides)) {
     const cur = base[k]

@@ -423,6 +423,20 @@ export function contractSuite (t: Test, h: Harness): void {
     t.equal((await a.generation()).rebuiltAt, done.rebuiltAt, 'and keeps the first time')
   })
 
+  t.test('documents: last write wins, seen by every store, bounded, checked', async t => {
+    const ns = await h.namespace()
+    t.teardown(() => ns.close())
+    const a = (await ns.connect()).store
+    const b = (await ns.connect()).store
+    t.equal(await b.getDocument('placement-table'), null, 'absent: null')
+    await a.putDocument('placement-table', { v: 1, list: [1, 2] })
+    await a.putDocument('placement-table', { v: 2, list: [3] })
+    t.same(await b.getDocument('placement-table'), { v: 2, list: [3] }, 'the last write, through another store')
+    await t.rejects(a.putDocument('Bad Name', {}), { code: 'FERRY_STATE_INVALID' })
+    await t.rejects(a.putDocument('big', 'x'.repeat(5 * 1024 * 1024)), { code: 'FERRY_STATE_TOO_LARGE' })
+    await t.rejects(a.putDocument('fn', undefined), { code: 'FERRY_STATE_INVALID' })
+  })
+
   t.test('drains: written by one store, seen by another, replaced, ended; bad records refused', async t => {
     const ns = await h.namespace()
     t.teardown(() => ns.close())
