@@ -95,7 +95,8 @@ export class FirstTouchPlacer {
     const n = this.gws.length
     const c = this.compiled
     const { cost, score, order, eligibleNow } = this
-    const kh = hashString(volume + '/' + block)
+    // FNV-1a is sequential: this is hashString(volume + '/' + block) without building the string.
+    const kh = hashString(block, hashString('/', hashString(volume)))
     let anyEligible = false
     let originEligible = false
     for (let i = 0; i < n; i++) {
