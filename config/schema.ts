@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { gatewaySchema, siteSchema } from '../fleet/schema.js'
 import { adminSectionSchema } from '../admin/config.js'
 import { healthSectionSchema, proxySectionSchema, recorderSectionSchema, sessionsSectionSchema } from '../proxy/config.js'
+import { s3SectionSchema } from '../proxy/s3/config.js'
 import { stateConfigSchema } from '../state/config.js'
 import { dnsSectionSchema } from '../dns/config.js'
 import { plannerSectionSchema } from '../planner/config.js'
@@ -20,6 +21,7 @@ export const configSchema = z.object({
   health: healthSectionSchema,
   recorder: recorderSectionSchema,
   sessions: sessionsSectionSchema,
+  s3: s3SectionSchema,
   admin: adminSectionSchema,
   state: stateConfigSchema.default({}),
   dns: dnsSectionSchema.default({}),
