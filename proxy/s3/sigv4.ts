@@ -60,7 +60,11 @@ export function parseSignature (req: IncomingMessage, query: URLSearchParams | u
     return { ...splitCredential(cred), amzDate, signedHeaders: signedHeaders.split(';'), signature, payloadHash, presigned: false }
   }
   const alg = query?.get('X-Amz-Algorithm')
-  if (query === undefined || alg === null || alg === undefined) return undefined
+  if (query === undefined || alg === null || alg === undefined) {
+    // A Signature Version 2 presigned URL is signed, not anonymous: refused, never let through.
+    if (query?.has('AWSAccessKeyId') === true && query.has('Signature')) throw new S3Error('InvalidRequest', 'Signature Version 2 is not supported; sign with AWS4-HMAC-SHA256 (boto3: Config(signature_version="s3v4"))')
+    return undefined
+  }
   if (alg !== 'AWS4-HMAC-SHA256') throw new S3Error('InvalidArgument', 'X-Amz-Algorithm must be AWS4-HMAC-SHA256')
   const cred = query.get('X-Amz-Credential')
   const signature = query.get('X-Amz-Signature')
