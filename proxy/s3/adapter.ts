@@ -265,9 +265,10 @@ export class S3Adapter {
     if (c.key === undefined) {
       const write = m !== 'GET' && m !== 'HEAD'
       this.authorize(c, bucket, write)
-      if (m === 'PUT' && [...q.keys()].length === 0) return await this.createBucket(c, bucket)
+      const plain = !hasSubresource(q)
+      if (m === 'PUT' && plain) return await this.createBucket(c, bucket)
       if (m === 'HEAD') return await this.headBucket(c, bucket)
-      if (m === 'DELETE' && [...q.keys()].length === 0) return await this.deleteBucket(c, bucket)
+      if (m === 'DELETE' && plain) return await this.deleteBucket(c, bucket)
       if (m === 'POST' && q.has('delete')) return await this.deleteObjects(c, bucket)
       if (m === 'GET') {
         if (q.has('location')) return await this.bucketLocation(c, bucket)
@@ -846,6 +847,12 @@ function writeError (res: ServerResponse, e: S3Error, resource: string, requestI
   const body = head ? '' : errorXml(e.code, e.message, resource, requestId)
   res.writeHead(e.status, { ...headers, ...e.headers, 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) })
   res.end(body)
+}
+
+/** Whether the query names a subresource (not just x-id, which SDKs add, or presigning parameters). */
+function hasSubresource (q: URLSearchParams): boolean {
+  for (const k of q.keys()) if (k !== 'x-id' && !k.toLowerCase().startsWith('x-amz-')) return true
+  return false
 }
 
 function opName (method: string, bucket: string | undefined, key: string | undefined, q: URLSearchParams): string {
