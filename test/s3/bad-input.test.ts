@@ -50,6 +50,8 @@ t.test('a round trip first: keys with / and any character, to every gateway kind
     const get = await call('GET', target + '?x-id=GetObject')
     t.equal(get.text, `body of ${key.slice(0, 20)}`)
   }
+  const vhost = await call('GET', '/dir/sub/file.txt?x-id=GetObject', { host: `vol.${p.config.dns.zone}:${new URL(base).port}` })
+  t.equal(vhost.text, 'body of dir/sub/file.txt', 'virtual-hosted style: Host: <bucket>.<zone>')
   const list = await call('GET', '/vol?list-type=2&encoding-type=url')
   t.match(list.text, /<Key>%C3%BCn%C3%AF%20c%C3%B6d%C3%A9\/%E2%9C%93%20%23%3F%25%26%2B%3D.txt<\/Key>/, 'encoding-type=url')
 })
