@@ -4,7 +4,7 @@ import path from 'node:path'
 import { stringify } from 'yaml'
 import type { Registry } from 'prom-client'
 import { parseConfig } from '../config/load.js'
-import { SANDBOX_PORTS, sandboxConfig, type SandboxPorts } from '../config/sandbox.js'
+import { SANDBOX_PORTS, SANDBOX_S3_KEY, sandboxConfig, type SandboxPorts } from '../config/sandbox.js'
 import type { FerryConfig } from '../config/schema.js'
 import { ReferenceGateway } from '../gateway/gateway.js'
 import { httpTelemetrySink, parseFaultTimeline, ScenarioDriver, ScenarioTelemetryFeed } from '../gateway/scenario.js'
@@ -51,7 +51,8 @@ export class Sandbox {
       const url = new URL(g.url)
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), `ferry-sandbox-${g.id}-`))
       this.dirs.push(dir)
-      this.gateways.push(new ReferenceGateway({ id: g.id, dir, host: url.hostname, port: Number(url.port), logger: opts.logger.child({ role: 'gateway' }) }))
+      // As large as the proxy takes: a multipart S3 upload is stored as one block.
+      this.gateways.push(new ReferenceGateway({ id: g.id, dir, host: url.hostname, port: Number(url.port), maxBlockBytes: this.config.proxy.maxBodyBytes, logger: opts.logger.child({ role: 'gateway' }) }))
     }
     this.node = new FerryNode({ config: this.config, roles: opts.roles, logger: opts.logger, registry: opts.registry })
   }
@@ -89,6 +90,11 @@ export class Sandbox {
     for (const d of this.dirs) fs.rmSync(d, { recursive: true, force: true })
   }
 
+  /** The embedded key when the config is the embedded one (a user's own secrets are never printed). */
+  private s3Key (): { accessKeyId: string, secret: string } | undefined {
+    return this.opts.config === undefined && this.config.s3.credentials.some(c => c.accessKeyId === SANDBOX_S3_KEY.accessKeyId) ? SANDBOX_S3_KEY : undefined
+  }
+
   /** A few lines to try, printed at start. */
   tryLines (): string {
     const p = this.node.proxy?.address
@@ -107,6 +113,13 @@ export class Sandbox {
       ...(this.node.dns ? [`  dig @127.0.0.1 -p ${this.config.dns.listen[0]?.port ?? 5353} vol1.${this.config.dns.zone} +short           # the edge nearest vol1's data`] : []),
       `  curl -sS ${admin}/readyz ; curl -sS ${admin}/metrics | grep ferry_`,
       gw ? `  curl -sS -X PUT -d '{"errorRate":1}' ${gw.adminUrl}/faults     # make ${gw.id} fail; watch it get ejected` : '',
+      ...(this.s3Key() !== undefined ? [
+        '',
+        'S3 (path style, SigV4) with the sandbox key:',
+        `  export AWS_ACCESS_KEY_ID=${this.s3Key()?.accessKeyId ?? ''} AWS_SECRET_ACCESS_KEY=${this.s3Key()?.secret ?? ''} AWS_DEFAULT_REGION=${this.config.s3.region}`,
+        `  aws --endpoint-url ${proxy} s3 mb s3://bucket1 && aws --endpoint-url ${proxy} s3 cp README.md s3://bucket1/docs/README.md`,
+        `  aws --endpoint-url ${proxy} s3 ls s3://bucket1 --recursive`
+      ] : []),
       ...(this.driver ? [`  curl -sS ${admin}/v1/health ; curl -sS ${admin}/v1/health/decisions   # ${gw?.id ?? ''} is degrading: predicted health, trigger, evacuation`] : []),
       '',
       'Ctrl-C stops everything.',

@@ -38,8 +38,8 @@ export interface WorkerPlan {
 type MetricJson = MetricObjectWithValues<MetricValue<string>>
 
 /** The role a worker is told to run, in its environment. */
-const ROLES_ENV = 'FERRY_WORKER_ROLES'
-const INDEX_ENV = 'FERRY_WORKER_INDEX'
+const FERRY_WORKER_ROLES = 'FERRY_WORKER_ROLES'
+const FERRY_WORKER_INDEX = 'FERRY_WORKER_INDEX'
 
 /**
  * How many workers `roles` need under `config`: "auto" is one per core, except with a memory
@@ -56,7 +56,7 @@ export function planWorkers (config: FerryConfig, roles: ReadonlySet<Role>, core
 /** In a worker: the roles the primary gave it, or undefined in any other process. */
 export function workerRoles (): Set<Role> | undefined {
   if (!cluster.isWorker) return undefined
-  return new Set((process.env[ROLES_ENV] ?? '').split(',').filter(Boolean) as Role[])
+  return new Set((process.env[FERRY_WORKER_ROLES] ?? '').split(',').filter(Boolean) as Role[])
 }
 
 // ── messages between the primary and its workers (process IPC, JSON)
@@ -143,7 +143,7 @@ export class WorkerPool {
   }
 
   private fork (slot: WorkerSlot): void {
-    const worker = cluster.fork({ [ROLES_ENV]: slot.roles.join(','), [INDEX_ENV]: String(slot.index) })
+    const worker = cluster.fork({ [FERRY_WORKER_ROLES]: slot.roles.join(','), [FERRY_WORKER_INDEX]: String(slot.index) })
     slot.worker = worker
     slot.admin = undefined
     slot.readiness = undefined

@@ -12,6 +12,9 @@ export const SANDBOX_PORTS: SandboxPorts = { proxy: 8080, admin: 9090, dns: 5353
 
 export const SANDBOX_SITES = ['site-a', 'site-b', 'site-c'] as const
 
+/** The sandbox's S3 access key, printed at start: loopback only, for trying the S3 clients. */
+export const SANDBOX_S3_KEY = { accessKeyId: 'ferry-sandbox', secret: 'ferry-sandbox-secret-change-me' } as const
+
 /**
  * The embedded config `npm start` runs on: three gateways on loopback, one per site. Loopback
  * is split into three /24s so that a curl with `--interface 127.0.0.2` (or X-Forwarded-For from
@@ -46,6 +49,9 @@ export function sandboxConfig (ports: SandboxPorts = SANDBOX_PORTS): FerryConfig
     // Every block on two of the three gateways: one can crash without a failed request.
     replication: { factor: 2, minInSync: 1, downAfterMs: 10_000 },
     // Quick enough to watch: a model once 5 blocks have history, retrained every minute.
-    placement: { minExamples: 5, retrainIntervalMs: 60_000, publishIntervalMs: 5_000 }
+    placement: { minExamples: 5, retrainIntervalMs: 60_000, publishIntervalMs: 5_000 },
+    // Signed requests need the key below; unsigned ones (curl, the plain block API) stay open on
+    // every volume, as the sandbox has always been. A real config lists its volumes here, or none.
+    s3: { credentials: [{ ...SANDBOX_S3_KEY, volumes: ['*'] }], anonymous: ['*'] }
   }
 }

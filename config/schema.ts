@@ -3,6 +3,7 @@ import { gatewaySchema, siteSchema } from '../fleet/schema.js'
 import { replicationSectionSchema } from '../fleet/replication.js'
 import { adminSectionSchema } from '../admin/config.js'
 import { healthSectionSchema, proxySectionSchema, recorderSectionSchema, sessionsSectionSchema } from '../proxy/config.js'
+import { s3SectionSchema } from '../proxy/s3/config.js'
 import { stateConfigSchema } from '../state/config.js'
 import { dnsSectionSchema } from '../dns/config.js'
 import { plannerSectionSchema } from '../planner/config.js'
@@ -22,6 +23,7 @@ export const configSchema = z.object({
   health: healthSectionSchema,
   recorder: recorderSectionSchema,
   sessions: sessionsSectionSchema,
+  s3: s3SectionSchema,
   admin: adminSectionSchema,
   state: stateConfigSchema.default({}),
   dns: dnsSectionSchema.default({}),

@@ -20,6 +20,7 @@ export const FERRY_ERRORS = {
   // The proxy's data plane (proxy/): what a client of the block API sees.
   FERRY_BAD_PATH: { status: 400, meaning: 'the path is not /{volume}/{block} (proxy.pathPattern) with valid ids' },
   FERRY_UNEXPECTED_BODY: { status: 400, meaning: 'a GET, HEAD or DELETE carried a body' },
+  FERRY_ACCESS_DENIED: { status: 403, meaning: 'an unsigned request for a volume not open to anonymous clients (s3.anonymous); S3 requests get S3\'s XML errors instead (proxy/s3/README.md)' },
   FERRY_BAD_REQUEST: { status: 400, meaning: 'not valid HTTP (proxy), or an admin body or query parameter that does not validate' },
   FERRY_UPGRADE_NOT_SUPPORTED: { status: 400, meaning: 'a protocol upgrade (WebSocket, h2c) was asked for' },
   FERRY_METHOD_NOT_ALLOWED: { status: 405, meaning: 'a method the endpoint does not serve (CONNECT, POST on a block, …); `Allow` lists the others' },

@@ -12,6 +12,20 @@ export function responseInFlight (socket: Duplex): ServerResponse | null {
   return (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage ?? null
 }
 
+/** Writes ferry's error answer in another protocol's shape (S3's XML). */
+export type ErrorWriter = (res: ServerResponse, status: number, code: ErrorCode, message: string, headers?: Record<string, string | number>) => void
+
+const errorWriters = new WeakMap<ServerResponse, ErrorWriter>()
+
+/**
+ * Makes every error ferry answers on `res` — wherever in the handler chain it is decided (a held
+ * write, a gateway that failed, a body over the limit) — go through `writer`: a request that
+ * came in as S3 gets S3's XML error, not the block API's JSON.
+ */
+export function answerErrorsWith (res: ServerResponse, writer: ErrorWriter): void {
+  errorWriters.set(res, writer)
+}
+
 /**
  * Sends a JSON error body `{ error: { code, message } }`. Every 4xx/5xx that ferry itself
  * produces goes through here so that clients and load balancers see one shape.
@@ -25,6 +39,8 @@ export function sendError (res: ServerResponse, status: number, code: ErrorCode,
     res.destroy()
     return
   }
+  const writer = errorWriters.get(res)
+  if (writer !== undefined) { writer(res, status, code, message, headers); return }
   const body = JSON.stringify({ error: { code, message } })
   res.writeHead(status, {
     'content-type': 'application/json; charset=utf-8',

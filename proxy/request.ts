@@ -49,6 +49,14 @@ export interface ProxyRequest {
   status: number
   /** performance.now() at the first dispatch. */
   startedAt: number
+  /**
+   * The headers sent upstream when a protocol adapter (S3) decided them — its block operation is
+   * not the client's request (a POST that completes an upload is a PUT of the object; signatures
+   * and aws-chunked framing stay here). Otherwise the client's, minus hop-by-hop ones.
+   */
+  upstreamHeaders?: string[]
+  /** Who made the request: the S3 access key, or undefined (anonymous). */
+  user?: string
 }
 
 /**

@@ -17,12 +17,14 @@ import { ClientResponse, Forwarder, type AccessObserver } from './forward.js'
 import { GatewaySet, type Gateway } from './gateway-set.js'
 import { ProxyMetrics } from './metrics.js'
 import { PathPattern } from './path-pattern.js'
-import { ProxyAnswer, type ProxyRequest, type Stage } from './request.js'
+import { ProxyAnswer, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
 import { Replication } from './replicas.js'
 import { RetryStage } from './retry.js'
 import { RouteTable } from './route-table.js'
 import { SessionManager, SessionSteering } from './sessions.js'
 import { StateSync } from './state-sync.js'
+import { S3Adapter } from './s3/adapter.js'
+import { createObjectIndex } from '../state/objects.js'
 import { WriteGuard } from './write-guard.js'
 import { PlacementClient } from '../placement/client.js'
 import { requestMetadata, type RequestMetadata } from '../placement/metadata.js'
@@ -30,6 +32,22 @@ import { PROCESS_REPORTER, gatewayHealthChannel } from '../state/channels.js'
 import type { StateStore } from '../state/types.js'
 
 export type { AccessObserver } from './forward.js'
+
+/** A block operation handed to the core: what the plain block API and the S3 adapter both produce. */
+export interface BlockOperation {
+  req: IncomingMessage
+  res: ServerResponse
+  method: ProxyRequest['method']
+  volume: string
+  block: string
+  /** What is sent upstream (null: no body). */
+  body: NodeJS.ReadableStream | null
+  /** Headers for the gateway, when the adapter decides them (see ProxyRequest.upstreamHeaders). */
+  upstreamHeaders?: string[]
+  user?: string
+  /** Wraps the handler that answers the client, to see (and translate) the gateway's answer first. */
+  wrap?: (client: ResponseHandler, request: ProxyRequest) => ResponseHandler
+}
 
 export interface ProxyServerOptions {
   config: FerryConfig
@@ -75,6 +93,8 @@ export class ProxyServer {
   readonly sessions: SessionManager | undefined
   /** First-touch placement (placement/): only with a store, where a first write's location is recorded. */
   readonly placement: PlacementClient | undefined
+  /** The S3 front end (proxy/s3/): S3 requests are parsed and authenticated there, then handed back as block operations. */
+  readonly s3: S3Adapter
   private readonly forwarder: Forwarder
   private readonly retry: RetryStage
   private readonly guard: WriteGuard | undefined
@@ -126,6 +146,7 @@ export class ProxyServer {
     } else {
       this.first = this.retry
     }
+    this.s3 = new S3Adapter(cfg.s3, cfg.dns.zone, this, createObjectIndex(cfg.state), this.logger, this.registry)
     for (const g of this.gateways.all()) this.metrics.healthy.set({ gateway: g.id }, 1)
     this.gateways.on('change', (id, healthy) => {
       this.metrics.healthy.set({ gateway: id }, healthy ? 1 : 0)
@@ -158,6 +179,7 @@ export class ProxyServer {
   async listen (): Promise<AddressInfo> {
     const { host, port } = this.config.proxy.listen
     this.gateways.startProbes()
+    this.s3.start()
     // Locations first: a request taken before they are loaded is routed by hash, and a block the
     // planner moved would read 404 there (or an old copy still on its source). Without the store
     // the load gives up after a moment and the proxy serves by hash, as it must.
@@ -190,6 +212,7 @@ export class ProxyServer {
     this.retry.reconfigure(cfg.proxy.retries)
     this.guard?.reconfigure(cfg.proxy.writeHoldMs)
     this.replication?.reconfigure(cfg.replication)
+    this.s3.reconfigure(cfg.s3, cfg.dns.zone)
     this.server.keepAliveTimeout = cfg.proxy.idleTimeoutMs
     this.server.headersTimeout = cfg.proxy.headersTimeoutMs
     this.server.requestTimeout = cfg.proxy.requestTimeoutMs
@@ -214,9 +237,11 @@ export class ProxyServer {
     await this.placement?.stop()
     await this.sync?.stop()
     await this.recorder.close()
+    await this.s3.close()
   }
 
   private handle (req: IncomingMessage, res: ServerResponse): void {
+    if (this.s3.takes(req)) { this.s3.handle(req, res); return }
     const method = req.method as string
     if (method !== 'GET' && method !== 'PUT' && method !== 'HEAD' && method !== 'DELETE') {
       return this.forwarder.refuse(req, res, 405, 'FERRY_METHOD_NOT_ALLOWED', `method ${method} is not supported; use ${ALLOW}`, { allow: ALLOW })
@@ -225,7 +250,9 @@ export class ProxyServer {
     if (addr === undefined) {
       return this.forwarder.refuse(req, res, 400, 'FERRY_BAD_PATH', `path must match ${this.pattern.pattern} with ids of letters, digits, ".", "_", "-" (not starting with ".")`)
     }
-    const write = method === 'PUT' || method === 'DELETE'
+    if (!this.s3.anonymousMay(addr.volume)) {
+      return this.forwarder.refuse(req, res, 403, 'FERRY_ACCESS_DENIED', `volume ${addr.volume} is not open to anonymous clients (s3.anonymous); sign the request with an access key`)
+    }
     let body: NodeJS.ReadableStream | null = null
     if (method === 'PUT') {
       const cl = req.headers['content-length']
@@ -243,13 +270,24 @@ export class ProxyServer {
       return this.forwarder.refuse(req, res, 400, 'FERRY_UNEXPECTED_BODY', `${method} must not carry a body`)
     }
 
-    const key = blockKey(addr.volume, addr.block)
+    this.dispatchBlock({ req, res, method, volume: addr.volume, block: addr.block, body })
+  }
+
+  /**
+   * The core's entry: one block operation, whichever protocol it came in by (the plain block
+   * API above, or the S3 adapter after it parsed and authenticated its request). Records the
+   * access, looks up the block's location and hands the request down the chain of stages.
+   */
+  dispatchBlock (op: BlockOperation): void {
+    const { req, res, method, volume, block } = op
+    const write = method === 'PUT' || method === 'DELETE'
+    const key = blockKey(volume, block)
     const now = Date.now()
     const peer = req.socket.remoteAddress ?? ''
     const client = this.clients.resolve(peer, req.headers['x-forwarded-for'])
     const site = this.sites.siteOf(client)
-    if (this.recording) this.recorder.recordAt(key, addr.volume, addr.block, site, write, now)
-    const route = this.routes.route(addr.volume, addr.block, key, now, site)
+    if (this.recording) this.recorder.recordAt(key, volume, block, site, write, now)
+    const route = this.routes.route(volume, block, key, now, site)
     // A PUT still goes through: it replaces the whole block, and the rebuild never overwrites a
     // location recorded after the loss, so the new write stays the version every proxy serves.
     if (!route.placed && method !== 'PUT' && this.locationsRecovering()) {
@@ -265,16 +303,19 @@ export class ProxyServer {
         if (!(err instanceof FerryError)) throw err
         return this.forwarder.refuse(req, res, err.statusCode, err.code as FerryErrorCode, err.message)
       }
-      if (!route.placed) gateway = this.placeFirstWrite(addr.volume, addr.block, site, now, meta) ?? gateway
+      if (!route.placed) gateway = this.placeFirstWrite(volume, block, site, now, meta) ?? gateway
     }
     const request: ProxyRequest = {
-      req, res, method, volume: addr.volume, block: addr.block, key, write, body, client, site, peer, now,
+      req, res, method, volume, block, key, write, body: op.body, client, site, peer, now,
       location: route.location, gateway, hashed: route.placed ? undefined : route.gateway,
       fanout: undefined, claimedEpoch: undefined, attempts: 0, status: 0, startedAt: 0
     }
+    if (op.upstreamHeaders !== undefined) request.upstreamHeaders = op.upstreamHeaders
+    if (op.user !== undefined) request.user = op.user
     // Synchronous down to the gateway's pool unless a stage has to wait (a session read from the
     // store, a write held in cut-over, a first write's location recorded).
-    this.first.dispatch(request, new ClientResponse(this.forwarder, request))
+    const client_ = new ClientResponse(this.forwarder, request)
+    this.first.dispatch(request, op.wrap !== undefined ? op.wrap(client_, request) : client_)
   }
 
   /**
@@ -288,6 +329,18 @@ export class ProxyServer {
     placement.noteFirstWrite(volume, block, site, now, meta)
     return head === undefined ? undefined : this.gateways.get(head)
   }
+
+  /**
+   * The gateway a block is read from right now (its location, else its hashed gateway), for the
+   * reads an adapter makes on its own behalf (the source of a copy, the parts of an upload).
+   */
+  gatewayOf (volume: string, block: string): Gateway | undefined {
+    return this.routes.route(volume, block, blockKey(volume, block), Date.now()).gateway
+  }
+
+  get maxBodyBytes (): number { return this.config.proxy.maxBodyBytes }
+
+  get via (): string { return this.forwarder.via }
 
   /** No bytes in either direction for bodyIdleTimeoutMs: a stalled client (or gateway). */
   private onSocketTimeout (socket: Socket): void {

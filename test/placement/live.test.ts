@@ -102,7 +102,7 @@ t.test('first-touch placement, live: write locality, retraining, swaps under loa
   await t.test('after a retrain on a history where volume sci is read from site-c, a new sci block lands on site-c', async t => {
     // sci: created at site-a, read from site-c. eng: created at site-a, read at site-a.
     for (let k = 0; k < 16; k++) {
-      t.equal(await put(urlA, 'sci', `old${k}`, 'site-a', 'x', { 'content-type': 'image/gif', 'x-amz-meta-mission': 'sts-71' }), 201)
+      t.equal(await put(urlA, 'sci', `old${k}`, 'site-a', 'x', { 'content-type': 'image/gif', 'x-ferry-meta-mission': 'sts-71' }), 201)
       t.equal(await put(urlB, 'eng', `old${k}`, 'site-a'), 201)
     }
     for (let r = 0; r < 6; r++) {
@@ -191,7 +191,7 @@ t.test('first-touch placement, live: write locality, retraining, swaps under loa
   })
 
   await t.test('bad input: a clear error, and the model in use keeps serving', async t => {
-    const big = await rawRequest(urlA, `PUT /bad/big HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\nx-amz-meta-note: ${'n'.repeat(3000)}\r\nconnection: close\r\n\r\nx`)
+    const big = await rawRequest(urlA, `PUT /bad/big HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\nx-ferry-meta-note: ${'n'.repeat(3000)}\r\nconnection: close\r\n\r\nx`)
     t.match(big, /^HTTP\/1\.1 400/)
     t.match(big, /FERRY_METADATA_TOO_LARGE/)
     const latin1 = Buffer.concat([Buffer.from('PUT /bad/enc HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\nx-ferry-meta-title: caf'), Buffer.from([0xe9]), Buffer.from('\r\nconnection: close\r\n\r\nx')])
