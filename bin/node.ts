@@ -3,6 +3,7 @@ import type { FerryConfig } from '../config/schema.js'
 import type { ConfigWatcher } from '../config/watch.js'
 import type { Logger } from '../lib/log.js'
 import { AdminServer } from '../admin/server.js'
+import { registerConsole } from '../console/routes.js'
 import { registerProxyAdmin } from '../proxy/admin-routes.js'
 import { ProxyServer } from '../proxy/server.js'
 import { createStore } from '../state/factory.js'
@@ -67,6 +68,7 @@ export class FerryNode {
       token: adminToken(cfg),
       logger: opts.logger.child({ role: 'admin' })
     })
+    registerConsole(this.admin)
     this.store = opts.store ?? createStore(cfg.state, { logger: opts.logger.child({ role: 'state' }), registry: opts.registry })
     this.profile = new ProfileFeed(this.store, {
       publish: opts.roles.has('proxy'),
