@@ -10,6 +10,7 @@ import { createLogger, type Logger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
 import { guardProcess } from '../lib/process-guard.js'
 import { ALL_ROLES, FerryNode, type Role } from './node.js'
+import { isUsageError, usage } from './args.js'
 import { SANDBOX_SCENARIOS, Sandbox, sandboxYaml, type SandboxScenario } from './sandbox.js'
 
 const USAGE = `usage: ferry <command> [options]
@@ -28,6 +29,7 @@ commands:
   evaluate --model MODEL.json --telemetry FILE.csv  print the health model's metrics
   train-placement …                                 train the placement model of the partitioning engine
   check --config FILE                               validate a config file and exit
+  ctl [--admin URL] [--token T] [--json] <command>  operate a running ferry through its admin API (ferry ctl help)
 `
 
 type Command = (argv: string[]) => Promise<void>
@@ -36,6 +38,7 @@ const commands: Record<string, Command> = {
   start: startCommand,
   sandbox: sandboxCommand,
   check: checkCommand,
+  ctl: async argv => { const m = await import('./ctl.js'); exitWith(await m.ctlCommand(argv)) },
   gateway: async argv => { const m = await import('../gateway/command.js'); await m.gatewayCommand(argv) },
   agent: async argv => { const m = await import('../agent/command.js'); await m.agentCommand(argv) },
   train: async argv => { const m = await import('../planner/health/commands.js'); exitWith(await m.trainCommand(argv)) },
@@ -139,9 +142,6 @@ function port (text: string): number {
   return n
 }
 
-class UsageError extends Error {}
-function usage (message: string): UsageError { return new UsageError(message) }
-
 async function main (): Promise<void> {
   const [name, ...argv] = process.argv.slice(2)
   const command = name === undefined ? undefined : commands[name]
@@ -152,7 +152,7 @@ async function main (): Promise<void> {
   try {
     await command(argv)
   } catch (err) {
-    if (err instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    if (isUsageError(err)) {
       process.stderr.write(`ferry ${name}: ${(err as Error).message}\n\n${USAGE}`)
       process.exit(2)
     }

@@ -4,6 +4,7 @@ import type { ConfigWatcher } from '../config/watch.js'
 import type { Logger } from '../lib/log.js'
 import { AdminServer } from '../admin/server.js'
 import { registerConsole } from '../console/routes.js'
+import { FerryError, isFerryError } from '../lib/errors.js'
 import { registerProxyAdmin } from '../proxy/admin-routes.js'
 import { ProxyServer } from '../proxy/server.js'
 import { createStore } from '../state/factory.js'
@@ -124,6 +125,19 @@ export class FerryNode {
     this.health = new GatewayHealthView({ store: this.store })
     this.proxy?.gateways.on('change', (id, healthy) => { this.health.apply({ gateway: id, healthy, at: Date.now(), from: PROCESS_REPORTER }) })
     opts.watcher?.on('reload', next => { this.reconfigure(next) })
+    const watcher = opts.watcher
+    if (watcher !== undefined) {
+      // What SIGHUP does, for `ferry ctl reload`: an invalid file is refused and the old config keeps serving.
+      this.admin.route('POST', '/v1/config/reload', () => {
+        let refused: Error | undefined
+        const onInvalid = (err: Error): void => { refused = err }
+        watcher.once('invalid', onInvalid)
+        const changed = watcher.reload('admin')
+        watcher.off('invalid', onInvalid)
+        if (refused !== undefined) throw isFerryError(refused) ? refused : new FerryError('FERRY_CONFIG_INVALID', refused.message, 400)
+        return { changed }
+      })
+    }
   }
 
   async start (): Promise<void> {
