@@ -59,7 +59,7 @@ async function startCommand (argv: string[]): Promise<void> {
   if (values.config === undefined) throw usage('start needs --config FILE')
   const registry = createRegistry()
   const boot = loadConfigFile(values.config)
-  const logger = createLogger(boot.log.level)
+  const logger = createLogger(boot.log.level, 'ferry', boot.log.format)
   guardProcess(logger, registry)
   const watcher = new ConfigWatcher({ file: values.config, logger, registry, sighup: true })
   const node = new FerryNode({ config: watcher.current, roles: parseRoles(values.roles), logger, registry, watcher })
@@ -98,7 +98,7 @@ async function sandboxCommand (argv: string[]): Promise<void> {
     return
   }
   const config = values.config !== undefined ? loadConfigFile(values.config) : undefined
-  const logger = createLogger(config?.log.level ?? 'info')
+  const logger = createLogger(config?.log.level ?? 'info', 'ferry', config?.log.format ?? 'auto')
   const registry = createRegistry()
   guardProcess(logger, registry)
   const sandbox = new Sandbox({ ports, ...(config ? { config } : {}), ...(scenario !== undefined ? { scenario: { kind: scenario as SandboxScenario, speed } } : {}), roles: parseRoles(values.roles), logger, registry })
