@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { tlsSchema } from '../lib/tls.js'
 
 /**
  * The `admin:` section. Every process has an admin listener whatever its roles, so the section
@@ -13,6 +14,7 @@ export const listenSchema = (port: number) => z.object({
 
 export const adminSectionSchema = z.object({
   listen: listenSchema(9090).describe('admin, health and metrics listener'),
+  tls: tlsSchema.describe('HTTPS for the admin listener: cert and key PEM files, reloaded when they change; null: plain HTTP'),
   token: z.string().min(16, 'admin token must be at least 16 characters').nullable().default(null)
     .describe('bearer token required by mutating endpoints; null refuses them all. FERRY_ADMIN_TOKEN overrides it')
 }).strict().default({})

@@ -67,6 +67,7 @@ export class FerryNode {
       port: cfg.admin.listen.port,
       registry: opts.registry,
       token: adminToken(cfg),
+      tls: cfg.admin.tls,
       logger: opts.logger.child({ role: 'admin' })
     })
     registerConsole(this.admin)
@@ -199,6 +200,7 @@ export class FerryNode {
     this.planner?.reconfigure(cfg)
     this.dnsView?.reconfigure(cfg, this.proxy?.address.port ?? cfg.proxy.listen.port)
     this.admin.setToken(adminToken(cfg))
+    this.admin.setTls(cfg.admin.tls)
     if (cfg.log.level !== this.config.log.level) this.logger.level = cfg.log.level
     this.config = cfg
   }
