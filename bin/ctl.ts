@@ -12,7 +12,8 @@ export const EXIT = { ok: 0, refused: 1, usage: 2, unreachable: 3, unauthorized:
 
 export const CTL_USAGE = `usage: ferry ctl [--admin URL] [--token T] [--json] <command> [args]
 
-  --admin URL     the admin listener (default $FERRY_ADMIN_URL, else http://127.0.0.1:9090)
+  --admin URL     the admin listener (default $FERRY_ADMIN_URL, else http://127.0.0.1:9090); an https:// listener
+                  with a private CA: NODE_EXTRA_CA_CERTS=ca.pem
   --token T       bearer token for actions (default $FERRY_ADMIN_TOKEN)
   --json          print the API's JSON instead of tables
 
