@@ -9,9 +9,9 @@ import { isFerryError } from '../lib/errors.js'
 import { createLogger, type Logger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
 import { guardProcess } from '../lib/process-guard.js'
-import { ALL_ROLES, FerryNode, type Role } from './node.js'
+import type { Role } from './node.js'
 import { isUsageError, usage } from './args.js'
-import { SANDBOX_SCENARIOS, Sandbox, sandboxYaml, type SandboxScenario } from './sandbox.js'
+import type { SandboxScenario } from './sandbox.js'
 
 const USAGE = `usage: ferry <command> [options]
 
@@ -62,13 +62,16 @@ async function startCommand (argv: string[]): Promise<void> {
   const logger = createLogger(boot.log.level, 'ferry', boot.log.format)
   guardProcess(logger, registry)
   const watcher = new ConfigWatcher({ file: values.config, logger, registry, sighup: true })
-  const node = new FerryNode({ config: watcher.current, roles: parseRoles(values.roles), logger, registry, watcher })
+  // Loaded here, not at the top: `ferry ctl` and `ferry check` start without loading every role.
+  const { FerryNode, ALL_ROLES } = await import('./node.js')
+  const node = new FerryNode({ config: watcher.current, roles: parseRoles(values.roles, ALL_ROLES), logger, registry, watcher })
   await node.start()
   watcher.start()
   runUntilSignal(logger, () => node.stop())
 }
 
 async function sandboxCommand (argv: string[]): Promise<void> {
+  const [{ ALL_ROLES }, { SANDBOX_SCENARIOS, Sandbox, sandboxYaml }] = await Promise.all([import('./node.js'), import('./sandbox.js')])
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -101,7 +104,7 @@ async function sandboxCommand (argv: string[]): Promise<void> {
   const logger = createLogger(config?.log.level ?? 'info', 'ferry', config?.log.format ?? 'auto')
   const registry = createRegistry()
   guardProcess(logger, registry)
-  const sandbox = new Sandbox({ ports, ...(config ? { config } : {}), ...(scenario !== undefined ? { scenario: { kind: scenario as SandboxScenario, speed } } : {}), roles: parseRoles(values.roles), logger, registry })
+  const sandbox = new Sandbox({ ports, ...(config ? { config } : {}), ...(scenario !== undefined ? { scenario: { kind: scenario as SandboxScenario, speed } } : {}), roles: parseRoles(values.roles, ALL_ROLES), logger, registry })
   await sandbox.start()
   process.stderr.write(sandbox.tryLines())
   runUntilSignal(logger, () => sandbox.stop())
@@ -127,7 +130,7 @@ function runUntilSignal (logger: Logger, stop: () => Promise<void>): void {
   process.on('SIGTERM', onSignal)
 }
 
-function parseRoles (text: string): Set<Role> {
+function parseRoles (text: string, ALL_ROLES: readonly Role[]): Set<Role> {
   const roles = new Set<Role>()
   for (const r of text.split(',').map(s => s.trim()).filter(Boolean)) {
     if (!(ALL_ROLES as readonly string[]).includes(r)) throw usage(`unknown role "${r}" (roles: ${ALL_ROLES.join(', ')})`)
