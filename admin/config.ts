@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { tlsSchema } from '../lib/tls.js'
 
 /**
  * The `admin:` section. Every process has an admin listener whatever its roles, so the section
@@ -20,6 +21,7 @@ export const workersSchema = z.union([z.literal('auto'), z.number().int().min(1)
 
 export const adminSectionSchema = z.object({
   listen: listenSchema(9090).describe('admin, health and metrics listener'),
+  tls: tlsSchema.describe('HTTPS for the admin listener: cert and key PEM files, reloaded when they change; null: plain HTTP'),
   token: z.string().min(16, 'admin token must be at least 16 characters').nullable().default(null)
     .describe('bearer token required by mutating endpoints; null refuses them all. FERRY_ADMIN_TOKEN overrides it')
 }).strict().default({})

@@ -1,4 +1,5 @@
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type http from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { timingSafeEqual } from 'node:crypto'
 import type { Registry } from 'prom-client'
@@ -6,6 +7,7 @@ import { sendError, sendJson } from '../lib/http.js'
 import { FerryError, isFerryError } from '../lib/errors.js'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
+import { HttpListener, type TlsFiles } from '../lib/tls.js'
 
 /**
  * A readiness check: undefined when fine; a string (the reason) when the process should not get
@@ -39,6 +41,8 @@ export interface AdminServerOptions {
   registry: Registry
   /** Bearer token for mutating routes; null refuses them. */
   token: string | null
+  /** Certificate and key files: HTTPS, reloaded when they change; null or absent: plain HTTP. */
+  tls?: TlsFiles | null
   logger?: Logger
 }
 
@@ -52,6 +56,7 @@ const MAX_ADMIN_BODY = 1024 * 1024
  */
 export class AdminServer {
   readonly server: http.Server
+  private readonly listener: HttpListener
   private readonly routes: Route[] = []
   private readonly checks = new Map<string, ReadinessCheck>()
   private readonly gatewayInfo: Array<(id: string) => Record<string, unknown> | undefined> = []
@@ -65,16 +70,22 @@ export class AdminServer {
     this.registry = opts.registry
     this.logger = opts.logger ?? silentLogger
     this.token = opts.token === null ? null : Buffer.from(opts.token)
-    this.server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 }, (req, res) => {
+    this.listener = new HttpListener(opts.tls ?? null, { headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 }, (req, res) => {
       this.dispatch(req, res).catch(err => {
         this.logger.error({ err }, 'admin handler failed')
         sendError(res, 500, 'FERRY_INTERNAL', 'internal error')
       })
-    })
+    }, 'admin', this.logger)
+    this.server = this.listener.server
     this.server.on('clientError', (_err, socket) => { socket.destroy() })
   }
 
   get address (): AddressInfo { return this.server.address() as AddressInfo }
+
+  /** New certificate paths from a config reload. */
+  setTls (tls: TlsFiles | null): void {
+    this.listener.update(tls)
+  }
 
   setToken (token: string | null): void {
     this.token = token === null ? null : Buffer.from(token)
@@ -129,11 +140,12 @@ export class AdminServer {
       // shared through the cluster, port 0 would give every worker the same port.
       this.server.listen({ port: this.opts.port, host: this.opts.host, exclusive: true }, () => { this.server.off('error', reject); resolve() })
     })
-    this.logger.info({ address: this.address }, 'admin listening')
+    this.logger.info({ address: this.address, tls: this.listener.secure }, 'admin listening')
     return this.address
   }
 
   async close (): Promise<void> {
+    this.listener.close()
     await new Promise<void>(resolve => {
       this.server.close(() => { resolve() })
       this.server.closeAllConnections()

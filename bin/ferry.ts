@@ -9,9 +9,9 @@ import { isFerryError } from '../lib/errors.js'
 import { createLogger, type Logger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
 import { guardProcess } from '../lib/process-guard.js'
-import { ALL_ROLES, FerryNode, type Role } from './node.js'
-import { SANDBOX_SCENARIOS, Sandbox, sandboxYaml, type SandboxScenario } from './sandbox.js'
-import { planWorkers, serveAsWorker, workerRoles, WorkerPool } from './workers.js'
+import type { Role } from './node.js'
+import { isUsageError, usage } from './args.js'
+import type { SandboxScenario } from './sandbox.js'
 
 const USAGE = `usage: ferry <command> [options]
 
@@ -30,6 +30,7 @@ commands:
   evaluate --model MODEL.json --telemetry FILE.csv  print the health model's metrics
   train-placement …                                 train the placement model of the partitioning engine
   check --config FILE                               validate a config file and exit
+  ctl [--admin URL] [--token T] [--json] <command>  operate a running ferry through its admin API (ferry ctl help)
 `
 
 type Command = (argv: string[]) => Promise<void>
@@ -38,6 +39,7 @@ const commands: Record<string, Command> = {
   start: startCommand,
   sandbox: sandboxCommand,
   check: checkCommand,
+  ctl: async argv => { const m = await import('./ctl.js'); exitWith(await m.ctlCommand(argv)) },
   gateway: async argv => { const m = await import('../gateway/command.js'); await m.gatewayCommand(argv) },
   agent: async argv => { const m = await import('../agent/command.js'); await m.agentCommand(argv) },
   train: async argv => { const m = await import('../planner/health/commands.js'); exitWith(await m.trainCommand(argv)) },
@@ -58,12 +60,14 @@ async function startCommand (argv: string[]): Promise<void> {
   if (values.config === undefined) throw usage('start needs --config FILE')
   const registry = createRegistry()
   const boot = loadConfigFile(values.config)
-  const logger = createLogger(boot.log.level)
+  const logger = createLogger(boot.log.level, 'ferry', boot.log.format)
   guardProcess(logger, registry)
   const watcher = new ConfigWatcher({ file: values.config, logger, registry, sighup: true })
+  // Loaded here, not at the top: `ferry ctl` and `ferry check` start without loading every role.
+  const [{ FerryNode, ALL_ROLES }, { planWorkers, WorkerPool, workerRoles }] = await Promise.all([import('./node.js'), import('./workers.js')])
   const asWorker = workerRoles()
   if (asWorker !== undefined) return await runWorker(asWorker, watcher, logger, registry)
-  const roles = parseRoles(values.roles)
+  const roles = parseRoles(values.roles, ALL_ROLES)
   const plan = planWorkers(watcher.current, roles)
   if (plan.count <= 1) {
     const node = new FerryNode({ config: watcher.current, roles, logger, registry, watcher })
@@ -96,6 +100,7 @@ async function startCommand (argv: string[]): Promise<void> {
  * (file watch, and the SIGHUP the primary forwards).
  */
 async function runWorker (roles: Set<Role>, watcher: ConfigWatcher, logger: Logger, registry: ReturnType<typeof createRegistry>): Promise<void> {
+  const [{ FerryNode }, { serveAsWorker }] = await Promise.all([import('./node.js'), import('./workers.js')])
   const log = logger.child({ worker: Number(process.env.FERRY_WORKER_INDEX ?? 0), pid: process.pid })
   const node = new FerryNode({ config: watcher.current, roles, logger: log, registry, watcher, adminListen: { host: '127.0.0.1', port: 0 } })
   await node.start()
@@ -122,6 +127,7 @@ async function runWorker (roles: Set<Role>, watcher: ConfigWatcher, logger: Logg
 }
 
 async function sandboxCommand (argv: string[]): Promise<void> {
+  const [{ ALL_ROLES }, { SANDBOX_SCENARIOS, Sandbox, sandboxYaml }] = await Promise.all([import('./node.js'), import('./sandbox.js')])
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -151,10 +157,10 @@ async function sandboxCommand (argv: string[]): Promise<void> {
     return
   }
   const config = values.config !== undefined ? loadConfigFile(values.config) : undefined
-  const logger = createLogger(config?.log.level ?? 'info')
+  const logger = createLogger(config?.log.level ?? 'info', 'ferry', config?.log.format ?? 'auto')
   const registry = createRegistry()
   guardProcess(logger, registry)
-  const sandbox = new Sandbox({ ports, ...(config ? { config } : {}), ...(scenario !== undefined ? { scenario: { kind: scenario as SandboxScenario, speed } } : {}), roles: parseRoles(values.roles), logger, registry })
+  const sandbox = new Sandbox({ ports, ...(config ? { config } : {}), ...(scenario !== undefined ? { scenario: { kind: scenario as SandboxScenario, speed } } : {}), roles: parseRoles(values.roles, ALL_ROLES), logger, registry })
   await sandbox.start()
   process.stderr.write(sandbox.tryLines())
   runUntilSignal(logger, () => sandbox.stop())
@@ -180,7 +186,7 @@ function runUntilSignal (logger: Logger, stop: () => Promise<void>): void {
   process.on('SIGTERM', onSignal)
 }
 
-function parseRoles (text: string): Set<Role> {
+function parseRoles (text: string, ALL_ROLES: readonly Role[]): Set<Role> {
   const roles = new Set<Role>()
   for (const r of text.split(',').map(s => s.trim()).filter(Boolean)) {
     if (!(ALL_ROLES as readonly string[]).includes(r)) throw usage(`unknown role "${r}" (roles: ${ALL_ROLES.join(', ')})`)
@@ -195,9 +201,6 @@ function port (text: string): number {
   return n
 }
 
-class UsageError extends Error {}
-function usage (message: string): UsageError { return new UsageError(message) }
-
 async function main (): Promise<void> {
   const [name, ...argv] = process.argv.slice(2)
   const command = name === undefined ? undefined : commands[name]
@@ -208,7 +211,7 @@ async function main (): Promise<void> {
   try {
     await command(argv)
   } catch (err) {
-    if (err instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    if (isUsageError(err)) {
       process.stderr.write(`ferry ${name}: ${(err as Error).message}\n\n${USAGE}`)
       process.exit(2)
     }

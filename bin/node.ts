@@ -3,6 +3,8 @@ import type { FerryConfig } from '../config/schema.js'
 import type { ConfigWatcher } from '../config/watch.js'
 import type { Logger } from '../lib/log.js'
 import { AdminServer } from '../admin/server.js'
+import { registerConsole } from '../console/routes.js'
+import { FerryError, isFerryError } from '../lib/errors.js'
 import { registerProxyAdmin } from '../proxy/admin-routes.js'
 import { ProxyServer } from '../proxy/server.js'
 import { createStore } from '../state/factory.js'
@@ -67,8 +69,10 @@ export class FerryNode {
       port: opts.adminListen?.port ?? cfg.admin.listen.port,
       registry: opts.registry,
       token: adminToken(cfg),
+      tls: cfg.admin.tls,
       logger: opts.logger.child({ role: 'admin' })
     })
+    registerConsole(this.admin)
     this.store = opts.store ?? createStore(cfg.state, { logger: opts.logger.child({ role: 'state' }), registry: opts.registry })
     this.profile = new ProfileFeed(this.store, {
       publish: opts.roles.has('proxy'),
@@ -124,6 +128,19 @@ export class FerryNode {
     this.health = new GatewayHealthView({ store: this.store })
     this.proxy?.gateways.on('change', (id, healthy) => { this.health.apply({ gateway: id, healthy, at: Date.now(), from: PROCESS_REPORTER }) })
     opts.watcher?.on('reload', next => { this.reconfigure(next) })
+    const watcher = opts.watcher
+    if (watcher !== undefined) {
+      // What SIGHUP does, for `ferry ctl reload`: an invalid file is refused and the old config keeps serving.
+      this.admin.route('POST', '/v1/config/reload', () => {
+        let refused: Error | undefined
+        const onInvalid = (err: Error): void => { refused = err }
+        watcher.once('invalid', onInvalid)
+        const changed = watcher.reload('admin')
+        watcher.off('invalid', onInvalid)
+        if (refused !== undefined) throw isFerryError(refused) ? refused : new FerryError('FERRY_CONFIG_INVALID', refused.message, 400)
+        return { changed }
+      })
+    }
   }
 
   async start (): Promise<void> {
@@ -185,6 +202,7 @@ export class FerryNode {
     this.planner?.reconfigure(cfg)
     this.dnsView?.reconfigure(cfg, this.proxy?.address.port ?? cfg.proxy.listen.port)
     this.admin.setToken(adminToken(cfg))
+    this.admin.setTls(cfg.admin.tls)
     if (cfg.log.level !== this.config.log.level) this.logger.level = cfg.log.level
     this.config = cfg
   }

@@ -22,7 +22,7 @@ export const SANDBOX_S3_KEY = { accessKeyId: 'ferry-sandbox', secret: 'ferry-san
  */
 export function sandboxConfig (ports: SandboxPorts = SANDBOX_PORTS): FerryConfigInput {
   return {
-    log: { level: 'info' },
+    log: { level: 'info', format: 'auto' },
     sites: SANDBOX_SITES.map((name, i) => ({
       name,
       subnets: [`127.0.${i}.0/24`, ...(i === 0 ? ['::1/128'] : [])],

@@ -15,7 +15,8 @@ import { placementSectionSchema } from '../placement/config.js'
  */
 export const configSchema = z.object({
   log: z.object({
-    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    format: z.enum(['json', 'pretty', 'auto']).default('json').describe('json lines, human-readable, or auto: pretty on a terminal (takes effect on restart)')
   }).strict().default({}),
   sites: z.array(siteSchema).default([]).describe('sites: client subnets and the edges that serve them'),
   gateways: z.array(gatewaySchema).min(1, 'at least one gateway is needed').describe('the storage gateways behind ferry'),

@@ -89,6 +89,7 @@ export const FERRY_ERRORS = {
   // Configuration (config/).
   FERRY_CONFIG_INVALID: { status: 400, meaning: 'the config file does not validate; every problem is listed as file:line:col: key.path' },
   FERRY_CONFIG_UNREADABLE: { status: 400, meaning: 'the config file cannot be read' },
+  FERRY_TLS_INVALID: { status: 400, meaning: 'a listener\'s TLS certificate or key cannot be read, is expired or not yet valid, or the key does not match' },
 
   // The authoritative DNS server (dns/): why a query was answered FORMERR (logged), or the server could not start.
   FERRY_DNS_TRUNCATED: { status: 400, meaning: 'a DNS message that ends inside a name, question or record' },

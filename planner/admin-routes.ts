@@ -114,6 +114,11 @@ export function registerPlannerAdmin (admin: AdminServer, planner: Planner): voi
     return { gateway: gw, wasDraining: await planner.undrain(gw) }
   }, auth)
 
+  // The kill switch (PD's halt-scheduling): nothing new moves, what runs finishes.
+  const movement = (): Record<string, unknown> => ({ paused: planner.engine.isPaused, queued: planner.engine.queued, running: planner.engine.inFlight })
+  admin.route('POST', '/v1/planner/pause', () => { planner.engine.setPaused(true); return movement() }, auth)
+  admin.route('POST', '/v1/planner/resume', () => { planner.engine.setPaused(false); return movement() }, auth)
+
   admin.route('GET', '/v1/rebalancer', () => ({ enabled: planner.plannerConfig.rebalancer.enabled, rounds: planner.rebalancer.rounds }))
 
   registerHealthRoutes(admin, planner.health)
@@ -129,7 +134,7 @@ function registerHealthRoutes (admin: AdminServer, health: HealthMonitor): void 
   admin.route('GET', '/v1/health/:gateway', ({ params }) => {
     const gw = params.gateway ?? ''
     if (!health.knows(gw)) throw new FerryError('FERRY_HEALTH_UNKNOWN_GATEWAY', `no gateway ${JSON.stringify(gw)} is configured`, 404)
-    return health.gateway(gw)
+    return { ...health.gateway(gw), threshold: health.threshold, history: health.history(gw) }
   })
   admin.addGatewayInfo(id => health.gatewayFields(id))
 }

@@ -95,7 +95,15 @@ interface GatewayWatch {
   decision: TriggerDecision | null
   lastDecision: HealthDecision | null
   lastEvacuationAt: number
+  /** The scored ticks, oldest first (bounded), for the console's chart and `ferry ctl`. */
+  history: HealthPoint[]
 }
+
+/** One scored tick: when (planner clock, ms), the predicted score and its interval. */
+export interface HealthPoint { at: number, score: number, lower: number, upper: number, confidence: number }
+
+/** Scored ticks kept per gateway: an hour at the default 5 s tick. */
+const HISTORY_KEPT = 720
 
 function inputsOf (a: HealthAssessment): DecisionInputs {
   const r = (v: number): number => Math.round(v * 1e4) / 1e4
@@ -185,6 +193,7 @@ export class HealthMonitor {
   }
 
   get enabled (): boolean { return this.config.enabled }
+  get threshold (): number { return this.config.threshold }
 
   /** Runs the ticks (when enabled; a reconfigure that enables prediction starts them). */
   start (): void {
@@ -327,7 +336,7 @@ export class HealthMonitor {
   private watchOf (gateway: string): GatewayWatch {
     let w = this.watches.get(gateway)
     if (w === undefined) {
-      w = { policy: this.policyFrom(), lastAt: -Infinity, assessment: null, decision: null, lastDecision: null, lastEvacuationAt: 0 }
+      w = { policy: this.policyFrom(), lastAt: -Infinity, assessment: null, decision: null, lastDecision: null, lastEvacuationAt: 0, history: [] }
       this.watches.set(gateway, w)
     }
     return w
@@ -368,6 +377,9 @@ export class HealthMonitor {
       for (const r of fresh) if (r.timestamp > w.lastAt) w.lastAt = r.timestamp
       const a = this.model.score(gateway, fresh)
       w.assessment = a
+      const r = (v: number): number => Math.round(v * 1e4) / 1e4
+      w.history.push({ at: this.now(), score: r(a.score), lower: r(a.lower), upper: r(a.upper), confidence: r(a.confidence) })
+      if (w.history.length > HISTORY_KEPT) w.history.shift()
       // A tick without new samples is no new evidence: the policy only counts scored ticks.
       const d = w.policy.update({ score: a.score, lower: a.lower, upper: a.upper, confidence: a.confidence })
       const before = w.decision?.state
@@ -438,6 +450,11 @@ export class HealthMonitor {
       evacuating: this.opts.host.evacuating(gateway),
       lastDecision: w?.lastDecision ?? null
     }
+  }
+
+  /** The gateway's scored ticks, oldest first (GET /v1/health/:gateway `history`). */
+  history (gateway: string): HealthPoint[] {
+    return [...(this.watches.get(gateway)?.history ?? [])]
   }
 
   status (): Record<string, unknown> {

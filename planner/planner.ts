@@ -564,6 +564,7 @@ export class Planner {
       leader: fence !== null,
       token: fence?.token ?? null,
       leaseValidForMs: this.leader.validForMs(),
+      paused: this.engine.isPaused,
       migrations: { queued: this.engine.queued, running: this.engine.inFlight, ended: this.engine.counts, recopies: this.engine.recopies },
       gateways: this.fleet.all().map(g => ({
         id: g.id,

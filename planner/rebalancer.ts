@@ -98,7 +98,8 @@ export class Rebalancer {
   start (): void {
     if (this.timer !== null || !this.config.enabled) return
     this.timer = setInterval(() => {
-      if (!this.opts.engine.isActive) return
+      // Paused: a round would only fill the queue with moves decided on scores that are stale by resume.
+      if (!this.opts.engine.isActive || this.opts.engine.isPaused) return
       // A store outage costs this round, nothing more: the next one starts from a fresh scan.
       this.round().catch(err => { this.logger.warn({ err: (err as Error).message }, 'rebalancer round skipped') })
     }, this.config.intervalMs)

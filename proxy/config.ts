@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { listenSchema, workersSchema } from '../admin/config.js'
+import { tlsSchema } from '../lib/tls.js'
 import { isCidr } from '../fleet/schema.js'
 
 /**
@@ -16,6 +17,7 @@ const pathPatternSchema = z.string()
 export const proxySectionSchema = z.object({
   listen: listenSchema(8080).describe('where clients connect'),
   workers: workersSchema,
+  tls: tlsSchema.describe('HTTPS for clients: cert and key PEM files, reloaded when they change; null: plain HTTP'),
   pathPattern: pathPatternSchema.describe('how volume and block are read from the request path; other path segments must match literally'),
   trustedProxies: z.array(z.string().refine(isCidr, 'must be a CIDR')).default([])
     .describe('peers whose X-Forwarded-For is believed; for anyone else the socket address is the client'),

@@ -11,6 +11,7 @@ import { responseInFlight, sendError } from '../lib/http.js'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
+import { HttpListener } from '../lib/tls.js'
 import { AccessRecorder, type AccessRecorderOptions } from './access-recorder.js'
 import { ClientAddressResolver } from './client-address.js'
 import { ClientResponse, Forwarder, type AccessObserver } from './forward.js'
@@ -89,6 +90,8 @@ export class ProxyServer {
   readonly registry: Registry
   readonly metrics: ProxyMetrics
   readonly server: http.Server
+  /** Plain HTTP, or HTTPS with proxy.tls (certificate reloaded live). */
+  private readonly listener: HttpListener
   readonly sync: StateSync | undefined
   readonly sessions: SessionManager | undefined
   /** First-touch placement (placement/): only with a store, where a first write's location is recorded. */
@@ -155,13 +158,14 @@ export class ProxyServer {
     })
     this.registerRecorderMetrics()
 
-    this.server = http.createServer({
+    this.listener = new HttpListener(cfg.proxy.tls, {
       keepAliveTimeout: cfg.proxy.idleTimeoutMs,
       headersTimeout: cfg.proxy.headersTimeoutMs,
       requestTimeout: cfg.proxy.requestTimeoutMs,
       // Long enough for any URL this proxy routes, short enough that junk is refused early.
       maxHeaderSize: 16 * 1024
-    }, (req, res) => { this.handle(req, res) })
+    }, (req, res) => { this.handle(req, res) }, 'proxy', this.logger)
+    this.server = this.listener.server
     this.server.timeout = cfg.proxy.bodyIdleTimeoutMs
     this.server.on('timeout', (socket: Socket) => { this.onSocketTimeout(socket) })
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => { this.onClientError(err, socket) })
@@ -190,7 +194,7 @@ export class ProxyServer {
       this.server.listen(port, host, () => { this.server.off('error', reject); resolve() })
     })
     this.listening = true
-    this.logger.info({ address: this.address }, 'proxy listening')
+    this.logger.info({ address: this.address, tls: this.listener.secure }, 'proxy listening')
     return this.address
   }
 
@@ -199,6 +203,7 @@ export class ProxyServer {
     if (cfg.proxy.listen.host !== this.config.proxy.listen.host || cfg.proxy.listen.port !== this.config.proxy.listen.port) {
       this.logger.warn('proxy.listen changed: takes effect on restart')
     }
+    this.listener.update(cfg.proxy.tls)
     this.gateways.reconfigure(cfg.gateways, cfg.health, cfg.proxy)
     this.recorder.reconfigure(recorderOptions(cfg))
     this.sync?.reconfigure(cfg.recorder)
@@ -225,6 +230,7 @@ export class ProxyServer {
    * close idle keep-alive connections, then cut whatever is left.
    */
   async close (): Promise<void> {
+    this.listener.close()
     if (this.forwarder.closing) return
     this.forwarder.closing = true
     const closed = new Promise<void>(resolve => this.server.close(() => { resolve() }))

@@ -157,6 +157,8 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
   private seq = 0
   private active = false
   private stopped = false
+  /** The operator's kill switch: queued migrations wait, running ones finish (a half-done move is never left). */
+  private paused = false
   private recoveryTimer: NodeJS.Timeout | null = null
   private recovering: Promise<void> | null = null
   private readonly metrics: EngineMetrics
@@ -178,6 +180,15 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
   get queued (): number { return this.queue.size }
   get inFlight (): number { return this.running }
   get isActive (): boolean { return this.active }
+  get isPaused (): boolean { return this.paused }
+
+  /** Pauses or resumes data movement: while paused nothing new starts; running migrations finish. */
+  setPaused (paused: boolean): void {
+    if (paused === this.paused) return
+    this.paused = paused
+    this.logger.warn({ queued: this.queue.size, running: this.running }, paused ? 'data movement paused by the operator' : 'data movement resumed')
+    this.pump()
+  }
 
   reconfigure (config: MigrationConfig): void {
     this.config = config
@@ -396,7 +407,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
 
   /** Starts queued migrations while slots are free. */
   private pump (): void {
-    while (this.active && !this.stopped && this.running < this.config.concurrency) {
+    while (this.active && !this.stopped && !this.paused && this.running < this.config.concurrency) {
       const job = this.queue.pop()
       if (job === undefined) return
       this.running++
