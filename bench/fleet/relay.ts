@@ -24,6 +24,7 @@
  * part of the relay's overhead.
  */
 import net from 'node:net'
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
 
 export interface RelayOptions {
   /** Where to listen; port 0 picks one. */
@@ -244,4 +245,60 @@ export async function startRelays (specs: RelayOptions[]): Promise<DelayRelay[]>
     throw err
   }
   return out
+}
+
+/**
+ * The fleet's relays on their own thread: the replay's clients (hashing bodies, DNS, undici)
+ * share the benchmark's event loop, and every ms that loop lags is a ms of delay the links did
+ * not mean to add. A worker gives the links an event loop of their own.
+ */
+export class RelayThread {
+  private worker: Worker | undefined
+  private seq = 0
+  private readonly waiting = new Map<number, (v: unknown) => void>()
+  ports: number[] = []
+
+  async start (specs: RelayOptions[]): Promise<number[]> {
+    const w = new Worker(new URL(import.meta.url), { workerData: { relayThread: true } })
+    this.worker = w
+    w.on('message', (m: { id: number, value: unknown }) => { this.waiting.get(m.id)?.(m.value); this.waiting.delete(m.id) })
+    const failed = new Promise<never>((_resolve, reject) => { w.once('error', reject) })
+    const r = await Promise.race([this.call('start', specs), failed]) as { ports?: number[], error?: string }
+    if (r.error !== undefined) throw new Error(r.error)
+    this.ports = r.ports ?? []
+    return this.ports
+  }
+
+  async stats (): Promise<RelayStats[]> { return await this.call('stats') as RelayStats[] }
+
+  async stop (): Promise<void> {
+    if (this.worker === undefined) return
+    await this.call('stop')
+    await this.worker.terminate()
+    this.worker = undefined
+  }
+
+  private async call (op: string, arg?: unknown): Promise<unknown> {
+    const id = ++this.seq
+    return await new Promise(resolve => {
+      this.waiting.set(id, resolve)
+      this.worker?.postMessage({ id, op, arg })
+    })
+  }
+}
+
+if (!isMainThread && (workerData as { relayThread?: boolean } | null)?.relayThread === true && parentPort !== null) {
+  const port = parentPort
+  let relays: DelayRelay[] = []
+  port.on('message', (m: { id: number, op: string, arg: unknown }) => {
+    void (async (): Promise<unknown> => {
+      if (m.op === 'start') {
+        try { relays = await startRelays(m.arg as RelayOptions[]) } catch (err) { return { error: (err as Error).message } }
+        return { ports: relays.map(r => r.port) }
+      }
+      if (m.op === 'stats') return relays.map(r => r.stats())
+      if (m.op === 'stop') { await Promise.all(relays.map(r => r.stop())); relays = []; return null }
+      return null
+    })().then(value => { port.postMessage({ id: m.id, value }) })
+  })
 }

@@ -1,0 +1,309 @@
+/**
+ * `npm run bench -- fleet [options]`: the whole product as its users see it — the NASA trace
+ * replayed through real ferry processes across four emulated sites (bench/fleet/deployment.ts),
+ * once per policy, side by side in one run:
+ *
+ *   hashing   no planner: every block stays where the proxy's first write put it (rendezvous);
+ *   ferry     the planner running (rebalancer, migrations, health), clocks scaled by --speed;
+ *   sim       the placement benchmark's simulation of the same set-up (same slice, sites,
+ *             matrix): its hashing, and its ferry without the partitioning engine (which is not
+ *             live yet: issue 21) — what the live ferry run should come within 10 % of.
+ *
+ * During each live run a gateway is SIGKILLed and restarted (--crash ID, at 55 % and 75 % of
+ * the replay; `none` to skip); failed requests are counted per phase (before, down, after).
+ *
+ * Options: --trace FILE, --sites FILE.json, --latency FILE.json (placement.ts formats),
+ * --speed N (trace s per wall s; default 80: the 12.9 h trace in ≈ 9.7 min per policy),
+ * --start-s S --duration-s S (a slice of the trace, in trace seconds), --max-bytes N (block
+ * size cap, default 65536), --link rtt|one-way (the matrix value is an access's round trip,
+ * default; or each direction's delay), --gateways-per-site N, --policies hashing,ferry,
+ * --replicas R (written as replication.factor; reported unsupported if `ferry check` refuses
+ * it), --crash ID|none, --base-port N (fixed ports, refused if taken), --keep (leave the run
+ * directory). Writes bench/results/fleet.json and bench/results/fleet.svg.
+ */
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { stringify } from 'yaml'
+import { options as placementOptions, setup, hashing as simHashing, ferry as simFerry, summarise, type Setup } from './placement.js'
+import { CachingEmbedder, NgramHashEmbedder } from '../planner/partition/embedder.js'
+import { createStore, waitForReady } from '../state/factory.js'
+import { LocationCache } from '../state/cache.js'
+import { FERRY_JS } from './fleet-faults/deployment.js'
+import { MultiSiteFleet, type FleetOptions, type LatencyModel } from './fleet/deployment.js'
+import { Replay, type Sample } from './fleet/replay.js'
+import { DelayRelay } from './fleet/relay.js'
+import { latencyPlot } from './fleet/plot.js'
+import { percentile, resultsDir, writeResult } from './lib.js'
+import { Procs } from './procs.js'
+
+const TARGET_BELOW_HASHING = 0.35
+const TARGET_VS_SIM = 0.10
+const TARGET_RELAY_MS = 0.2
+
+interface Window { name: string, fromS: number, toS: number | null }
+
+const round = (x: number, d = 3): number => Math.round(x * 10 ** d) / 10 ** d
+
+function stats (samples: Sample[]): Record<string, unknown> {
+  const ms = Float64Array.from(samples.map(s => s.ms)).sort()
+  const withLoc = samples.filter(s => s.local !== null)
+  return {
+    requests: samples.length,
+    meanMs: round(ms.reduce((a, b) => a + b, 0) / Math.max(1, ms.length)),
+    p50Ms: round(percentile(ms, 50)),
+    p99Ms: round(percentile(ms, 99)),
+    localShare: withLoc.length === 0 ? null : round(withLoc.filter(s => s.local === true).length / withLoc.length, 4),
+    errors: samples.filter(s => !s.ok).length,
+    writes: samples.filter(s => s.write).length
+  }
+}
+
+/** The relay's own cost: the same small GETs straight to a gateway and through a zero-delay link. */
+async function relayOverhead (gatewayPort: number, n: number): Promise<Record<string, unknown>> {
+  const { request, Agent } = await import('undici')
+  const relay = new DelayRelay({ targetHost: '127.0.0.1', targetPort: gatewayPort, delayMs: 0 })
+  await relay.start()
+  const agent = new Agent({ connections: 1 })
+  const once = async (port: number): Promise<number> => {
+    const t = performance.now()
+    const r = await request(`http://127.0.0.1:${port}/healthz`, { dispatcher: agent })
+    await r.body.dump()
+    return performance.now() - t
+  }
+  const direct: number[] = []
+  const relayed: number[] = []
+  try {
+    for (let i = 0; i < 20; i++) { await once(gatewayPort); await once(relay.port) }
+    for (let i = 0; i < n; i++) {
+      // Interleaved, so a noisy neighbour hurts both alike.
+      direct.push(await once(gatewayPort))
+      relayed.push(await once(relay.port))
+    }
+  } finally {
+    await agent.close()
+    await relay.stop()
+  }
+  const med = (xs: number[]): number => percentile(Float64Array.from(xs).sort(), 50)
+  return { requests: n, directMedianMs: round(med(direct)), relayedMedianMs: round(med(relayed)), overheadPerHopMs: round(med(relayed) - med(direct)) }
+}
+
+async function replicationSupported (dir: string, cfg: Record<string, unknown>): Promise<{ ok: boolean, message: string }> {
+  const file = path.join(dir, 'replication-check.yaml')
+  fs.writeFileSync(file, stringify(cfg))
+  const procs = new Procs()
+  const r = await procs.runToEnd(process.execPath, [FERRY_JS, 'check', '--config', file], 30_000)
+  return { ok: r.code === 0, message: (r.stdout + r.stderr).trim().split('\n').slice(0, 3).join(' ') }
+}
+
+export default async function run (argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      trace: { type: 'string' },
+      sites: { type: 'string' },
+      latency: { type: 'string' },
+      speed: { type: 'string' },
+      'start-s': { type: 'string' },
+      'duration-s': { type: 'string' },
+      'max-bytes': { type: 'string' },
+      link: { type: 'string' },
+      'gateways-per-site': { type: 'string' },
+      policies: { type: 'string' },
+      replicas: { type: 'string' },
+      crash: { type: 'string' },
+      'base-port': { type: 'string' },
+      keep: { type: 'boolean' }
+    }
+  })
+  const num = (name: string, v: string | undefined, d: number, ok: (x: number) => boolean): number => {
+    if (v === undefined) return d
+    const x = Number(v)
+    if (!Number.isFinite(x) || !ok(x)) throw new Error(`--${name}: bad value ${v}`)
+    return x
+  }
+  const popts = placementOptions([
+    ...(values.trace !== undefined ? ['--trace', values.trace] : []),
+    ...(values.sites !== undefined ? ['--sites', values.sites] : []),
+    ...(values.latency !== undefined ? ['--latency', values.latency] : [])
+  ])
+  const speed = num('speed', values.speed, 80, x => x > 0)
+  const startS = num('start-s', values['start-s'], 0, x => x >= 0)
+  const durationS = num('duration-s', values['duration-s'], Infinity, x => x > 0)
+  const maxBytes = num('max-bytes', values['max-bytes'], 65536, x => Number.isInteger(x) && x > 0)
+  const link = values.link ?? 'rtt'
+  if (link !== 'rtt' && link !== 'one-way') throw new Error('--link: rtt or one-way')
+  const perSite = num('gateways-per-site', values['gateways-per-site'], 1, x => Number.isInteger(x) && x >= 1 && x <= 4)
+  const policies = (values.policies ?? 'hashing,ferry').split(',')
+  if (policies.some(p => p !== 'hashing' && p !== 'ferry')) throw new Error('--policies: hashing and/or ferry')
+  const replicas = values.replicas === undefined ? undefined : num('replicas', values.replicas, 1, x => Number.isInteger(x) && x >= 1)
+  const basePort = num('base-port', values['base-port'], 0, x => Number.isInteger(x) && x >= 1024 && x < 65000)
+
+  // The workload: the placement benchmark's set-up, cut to the slice.
+  const full = setup(popts)
+  const t0 = (full.accesses[0]?.at ?? 0) + startS * 1000
+  const accesses = full.accesses.filter(a => a.at >= t0 && a.at < t0 + durationS * 1000)
+  if (accesses.length === 0) throw new Error('the slice holds no accesses')
+  const s: Setup = { ...full, accesses }
+  const sliceS = ((accesses.at(-1)?.at ?? t0) - (accesses[0]?.at ?? t0)) / 1000
+  const crash = values.crash ?? `gw-${s.sites[1] as string}`
+  const blocksUsed = new Set(accesses.map(a => a.block))
+  let bytesStored = 0
+  for (const b of blocksUsed) bytesStored += Math.max(1, Math.min((s.blocks[b] as Setup['blocks'][number]).bytes, maxBytes))
+  const capacityBytes = Math.ceil(popts.capacity * bytesStored)
+  console.log(`fleet: ${accesses.length} accesses (trace ${startS}–${round(startS + sliceS, 0)} s), ${blocksUsed.size} blocks, ${s.sites.length} sites × ${perSite} gateway(s); speed ×${speed} → ≈ ${round(sliceS / speed, 0)} s per policy`)
+
+  // The simulation of the same slice.
+  const embedder = new CachingEmbedder(new NgramHashEmbedder())
+  const simH = summarise(s, simHashing(s))
+  const simF = summarise(s, await simFerry(s, popts, { partition: false, rebalance: true, displace: true }, embedder))
+  console.log(`  sim hashing ${simH.meanMs as number} ms, sim ferry (no partitioning engine) ${simF.meanMs as number} ms`)
+
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-fleet-'))
+  const live: Record<string, Record<string, unknown>> = {}
+  const series: Record<string, Sample[]> = {}
+  const windows: Window[] = []
+  let relay: Record<string, unknown> = {}
+  let replication: Record<string, unknown> = { requested: replicas ?? null }
+  let current: MultiSiteFleet | undefined
+  let interrupted = false
+  const onSignal = (): void => {
+    interrupted = true
+    console.error('fleet: interrupted, stopping everything it started')
+    void (current?.stop() ?? Promise.resolve()).finally(() => { process.exit(130) })
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+
+  try {
+    for (const policy of policies) {
+      if (interrupted) break
+      const dir = path.join(runDir, policy)
+      const fo: FleetOptions = { dir, sites: s.sites, latency: popts.latency as LatencyModel, link, gatewaysPerSite: perSite, planner: policy === 'ferry', speed, capacityBytes, replicas: undefined, basePort, logLevel: 'warn' }
+      const fleet = new MultiSiteFleet(fo)
+      current = fleet
+      if (replicas !== undefined && replication.supported === undefined) {
+        fs.mkdirSync(dir, { recursive: true })
+        const probe = new MultiSiteFleet({ ...fo, replicas })
+        const chk = await replicationSupported(dir, probe.config('na-east', 1, () => 'http://127.0.0.1:1'))
+        replication = { requested: replicas, supported: chk.ok, ...(chk.ok ? {} : { message: `unsupported: ferry check refused replication.factor (${chk.message})` }) }
+        console.log(`  --replicas ${replicas}: ${chk.ok ? 'accepted' : replication.message as string}`)
+      }
+      if (replication.supported === true) fo.replicas = replicas
+      console.log(`  ${policy}: starting the fleet in ${dir}`)
+      await fleet.start()
+      if (Object.keys(relay).length === 0) relay = await relayOverhead(fleet.gateways[0]?.port as number, 500)
+
+      const store = createStore({ backend: 'redis', url: `redis://127.0.0.1:${fleet.redisPort}`, keyPrefix: 'fleet:' })
+      await waitForReady(store, 10_000)
+      const cache = new LocationCache(store)
+      await cache.start()
+      const wallS = sliceS / speed
+      const crashAt = 0.55 * wallS * 1000
+      const restartAt = 0.75 * wallS * 1000
+      let phase: 'before' | 'down' | 'after' = 'before'
+      const phaseOf: number[] = []
+      const replay = new Replay(fleet, s, cache, {
+        speed,
+        maxBytes,
+        maxInFlight: 256,
+        onTick: (now) => {
+          if (crash === 'none' || !fleet.members.has(crash)) return
+          if (phase === 'before' && now >= crashAt) {
+            phase = 'down'
+            phaseOf.push(now)
+            if (policy === policies[0]) windows.push({ name: `SIGKILL ${crash}`, fromS: now / 1000 * speed, toS: restartAt / 1000 * speed })
+            void fleet.kill(crash)
+          } else if (phase === 'down' && now >= restartAt) {
+            phase = 'after'
+            phaseOf.push(now)
+            void fleet.restart(crash).catch((err: Error) => { console.error(`restart of ${crash} failed: ${err.message}`) })
+          }
+        }
+      })
+      const tookMs = await replay.run(accesses)
+      await replay.close()
+      const migrations = await store.listMigrations({ limit: 100_000 }).catch(() => [])
+      const done = migrations.filter(m => m.result === 'ok')
+      cache.close()
+      await store.close()
+      const samples = replay.samples.sort((a, b) => a.wallMs - b.wallMs)
+      const byPhase = (from: number, to: number): Record<string, number> => {
+        const xs = samples.filter(x => x.wallMs >= from && x.wallMs < to)
+        return { requests: xs.length, failed: xs.filter(x => !x.ok).length, failedReads: xs.filter(x => !x.ok && !x.write).length, failedWrites: xs.filter(x => !x.ok && x.write).length }
+      }
+      const [c1 = Infinity, c2 = Infinity] = phaseOf
+      live[policy] = {
+        ...stats(samples),
+        wallS: round(tookMs / 1000, 1),
+        bytesMoved: done.reduce((a, m) => a + m.bytes, 0),
+        moves: done.length,
+        migrationsFailed: migrations.filter(m => m.result !== null && m.result !== 'ok').length,
+        dnsLookups: replay.dnsLookups,
+        dnsFailures: replay.dnsFailures,
+        hashMismatches: replay.hashMismatches,
+        crash: crash === 'none' ? null : { gateway: crash, before: byPhase(0, c1), down: byPhase(c1, c2), after: byPhase(c2, Infinity) },
+        errorSamples: [...new Set(samples.filter(x => x.error !== undefined).map(x => x.error as string))].slice(0, 10),
+        unexpectedExits: fleet.unexpectedExits.map(e => ({ member: e.member, code: e.code, signal: e.signal }))
+      }
+      series[policy] = samples
+      relay = { ...relay, [`${policy}Links`]: await fleet.relayStats() }
+      console.log(`  ${policy}: ${JSON.stringify(stats(samples))}`)
+      await fleet.stop()
+      current = undefined
+    }
+  } finally {
+    await current?.stop()
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    if (values.keep !== true) fs.rmSync(runDir, { recursive: true, force: true })
+    else console.log(`  kept ${runDir}`)
+  }
+
+  const lm = (p: string): number | undefined => live[p]?.meanMs as number | undefined
+  const hm = lm('hashing')
+  const fm = lm('ferry')
+  const simFm = simF.meanMs as number
+  const targets = {
+    ferryBelowHashing: hm !== undefined && fm !== undefined ? round(1 - fm / hm) : null,
+    ferryBelowHashingTarget: TARGET_BELOW_HASHING,
+    ferryBelowHashingMet: hm !== undefined && fm !== undefined ? fm <= (1 - TARGET_BELOW_HASHING) * hm : null,
+    liveOverSimFerry: fm !== undefined ? round(fm / simFm) : null,
+    liveOverSimHashing: hm !== undefined ? round(hm / (simH.meanMs as number)) : null,
+    liveWithinSimTarget: TARGET_VS_SIM,
+    liveWithinSimMet: fm !== undefined ? Math.abs(fm / simFm - 1) <= TARGET_VS_SIM : null,
+    relayOverheadPerHopMs: relay.overheadPerHopMs ?? null,
+    relayTargetMs: TARGET_RELAY_MS,
+    relayMet: typeof relay.overheadPerHopMs === 'number' ? relay.overheadPerHopMs <= TARGET_RELAY_MS : null,
+    crashFailedReadsR2: 'not measured: replica sets (issue 20) not on this branch'
+  }
+  const svg = latencyPlot(series, windows, speed)
+  fs.mkdirSync(resultsDir, { recursive: true })
+  fs.writeFileSync(path.join(resultsDir, 'fleet.svg'), svg)
+  const file = writeResult('fleet', {
+    setup: {
+      trace: path.basename(popts.trace),
+      slice: { startS, durationS: round(sliceS, 0), accesses: accesses.length, blocks: blocksUsed.size, bytesStored },
+      sites: s.sites,
+      gatewaysPerSite: perSite,
+      latency: popts.latency,
+      link: link === 'rtt' ? 'matrix value = round trip; each relay direction adds half' : 'matrix value added in each direction',
+      speed,
+      scaledClocks: { recorderHalfLifeS: 600 / speed, rebalancerIntervalMs: Math.round(30_000 / speed), minDwellMs: Math.round(600_000 / speed), migrationGraceMs: Math.max(500, Math.round(30_000 / speed)), maxMovesPerInterval: 64, dnsTtlS: 5 },
+      capacityBytesPerGateway: capacityBytes,
+      maxBlockBytes: maxBytes,
+      crash: crash === 'none' ? null : { gateway: crash, killAtFraction: 0.55, restartAtFraction: 0.75 },
+      replication,
+      load: os.loadavg().map(x => round(x, 2))
+    },
+    live,
+    simulated: { hashing: simH, ferryWithoutPartitioning: simF },
+    relay,
+    targets,
+    faultWindows: windows
+  })
+  console.log(`  targets: ${JSON.stringify(targets)}`)
+  console.log(`  wrote ${file} and ${path.join(resultsDir, 'fleet.svg')}`)
+}
