@@ -46,6 +46,8 @@ interface Window { name: string, fromS: number, toS: number | null }
 
 const round = (x: number, d = 3): number => Math.round(x * 10 ** d) / 10 ** d
 
+function mean (xs: number[]): number | null { return xs.length === 0 ? null : round(xs.reduce((a, b) => a + b, 0) / xs.length) }
+
 function stats (samples: Sample[]): Record<string, unknown> {
   const ms = Float64Array.from(samples.map(s => s.ms)).sort()
   const withLoc = samples.filter(s => s.local !== null)
@@ -55,6 +57,10 @@ function stats (samples: Sample[]): Record<string, unknown> {
     p50Ms: round(percentile(ms, 50)),
     p99Ms: round(percentile(ms, 99)),
     localShare: withLoc.length === 0 ? null : round(withLoc.filter(s => s.local === true).length / withLoc.length, 4),
+    // The links' share of the latency: what the same accesses would cost with instant processes.
+    networkFloorMeanMs: withLoc.length === 0 ? null : round(withLoc.reduce((a, s) => a + (s.netMs ?? 0), 0) / withLoc.length),
+    readMeanMs: mean(samples.filter(s => !s.write).map(s => s.ms)),
+    writeMeanMs: mean(samples.filter(s => s.write).map(s => s.ms)),
     errors: samples.filter(s => !s.ok).length,
     writes: samples.filter(s => s.write).length
   }
@@ -246,6 +252,7 @@ export default async function run (argv: string[]): Promise<void> {
         hashMismatches: replay.hashMismatches,
         crash: crash === 'none' ? null : { gateway: crash, before: byPhase(0, c1), down: byPhase(c1, c2), after: byPhase(c2, Infinity) },
         errorSamples: [...new Set(samples.filter(x => x.error !== undefined).map(x => x.error as string))].slice(0, 10),
+        cpuSeconds: { bench: round(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, 2), ...fleet.cpuSeconds() },
         unexpectedExits: fleet.unexpectedExits.map(e => ({ member: e.member, code: e.code, signal: e.signal }))
       }
       series[policy] = samples

@@ -21,7 +21,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { stringify } from 'yaml'
-import { Procs } from '../procs.js'
+import { Procs, cpuTimes } from '../procs.js'
 import { Member, FERRY_JS, canBind, stablePort, statusOf } from '../fleet-faults/deployment.js'
 import { ping, REDIS_SERVER } from '../../test/helpers/redis.js'
 import { RelayThread, type RelayOptions } from './relay.js'
@@ -216,6 +216,9 @@ export class MultiSiteFleet {
         connectTimeoutMs: 2000,
         shutdownGraceMs: 1000
       },
+      // Probes cross the emulated WAN (up to 200 ms) on a loaded machine: a 1 s timeout would
+      // eject healthy gateways.
+      health: { active: { intervalMs: 3000, timeoutMs: 2500 }, passive: { failures: 5 } },
       recorder: {
         // The decayed scores the rebalancer reads: 600 s of trace time.
         halfLifeS: 600 / sp,
@@ -238,6 +241,7 @@ export class MultiSiteFleet {
           minDwellMs: scaled(600_000, 100),
           maxMovesPerInterval: 64
         },
+        health: { probeIntervalMs: 3000, probeTimeoutMs: 2500 },
         migration: { gracePeriodMs: scaled(30_000, 500) },
         prediction: { enabled: true }
       }
@@ -273,6 +277,17 @@ export class MultiSiteFleet {
       latenessMaxMs: Math.max(0, ...all.map(s => s.latenessMaxMs)),
       openAtEnd: all.reduce((a, s) => a + s.open, 0)
     }
+  }
+
+  /** CPU seconds (user + system) each running member has used so far. */
+  cpuSeconds (): Record<string, number> {
+    const out: Record<string, number> = {}
+    for (const m of this.members.values()) {
+      const pid = m.pid
+      if (pid === undefined || !m.alive) continue
+      try { const c = cpuTimes(pid); out[m.name] = Math.round((c.user + c.sys) * 100) / 100 } catch { /* exited meanwhile */ }
+    }
+    return out
   }
 
   async stop (): Promise<void> {

@@ -24,6 +24,8 @@ export interface Sample {
   write: boolean
   /** Served by a gateway at the client's site (block location when the answer arrived). */
   local: boolean | null
+  /** What the links alone cost this access: client→edge and edge→gateway round trips (ms). */
+  netMs: number | null
   error?: string
 }
 
@@ -50,7 +52,11 @@ export class Replay {
   private readonly resolvers: dnsp.Resolver[]
   private readonly dnsCache = new Map<string, { edge: number, until: number }>()
   /** Block → acceptable body hashes (the acknowledged version, and any being written). */
-  private readonly versions = new Map<number, { n: number, ok: Version[] }>()
+  /**
+   * Block → the bodies a read may return: the last acknowledged version and every later one
+   * whose PUT is in flight or failed (a failed write's outcome is unknown: it may have landed).
+   */
+  private readonly versions = new Map<number, { n: number, ok: Version[], acked: boolean }>()
   private readonly created = new Map<number, Promise<void>>()
   dnsLookups = 0
   dnsFailures = 0
@@ -94,23 +100,23 @@ export class Replay {
     const size = Math.max(1, Math.min(blk.bytes, this.o.maxBytes))
     let write = a.write
     const pending = this.created.get(a.block)
-    if (pending === undefined) {
-      write = true
-    } else {
-      await pending
-    }
+    if (pending !== undefined) await pending
+    // A block whose creation failed is created again (as its client would retry the PUT).
+    if (pending === undefined || this.versions.get(a.block)?.acked !== true) write = true
     const started = performance.now()
+    let edgeSite: string | undefined
     let ok = false
     let error: string | undefined
     let resolveCreated: (() => void) | undefined
-    if (pending === undefined) this.created.set(a.block, new Promise(resolve => { resolveCreated = resolve }))
+    if (write && this.versions.get(a.block)?.acked !== true) this.created.set(a.block, new Promise(resolve => { resolveCreated = resolve }))
     try {
       const edge = await this.edgeFor(a.site, blk.volume)
+      edgeSite = this.fleet.sites[edge]?.name
       const link = this.fleet.clientLinks.get(this.fleet.sites[a.site]?.name as string)?.get(this.fleet.sites[edge]?.name as string)
       if (link === undefined) throw new Error('no link')
       const url = `http://127.0.0.1:${link.port}/${blk.volume}/${blk.id}`
       if (write) {
-        const v = this.versions.get(a.block) ?? { n: 0, ok: [] }
+        const v = this.versions.get(a.block) ?? { n: 0, ok: [], acked: false }
         this.versions.set(a.block, v)
         const n = ++v.n
         const data = body(blk.volume, blk.id, n, size)
@@ -119,8 +125,8 @@ export class Replay {
         const r = await request(url, { method: 'PUT', body: data, dispatcher: this.agent, headers: { 'content-type': 'application/octet-stream' }, headersTimeout: 30_000, bodyTimeout: 30_000 })
         await r.body.dump()
         ok = r.statusCode >= 200 && r.statusCode < 300
-        if (ok) v.ok = v.ok.slice(v.ok.indexOf(next)) // acknowledged: older versions may no longer be read
-        else { v.ok = v.ok.filter(x => x !== next); error = `PUT ${r.statusCode}` }
+        // Acknowledged: older versions may no longer be read.
+        if (ok) { v.ok = v.ok.slice(v.ok.indexOf(next)); v.acked = true } else error = `PUT ${r.statusCode}`
       } else {
         const r = await request(url, { method: 'GET', dispatcher: this.agent, headersTimeout: 30_000, bodyTimeout: 30_000 })
         const buf = Buffer.from(await r.body.arrayBuffer())
@@ -148,6 +154,7 @@ export class Replay {
       ok,
       write,
       local: gwSite === undefined ? null : gwSite === this.fleet.sites[a.site]?.name,
+      netMs: gwSite === undefined || edgeSite === undefined ? null : 2 * (this.fleet.oneWayMs(this.fleet.sites[a.site]?.name as string, edgeSite) + this.fleet.oneWayMs(edgeSite, gwSite)),
       ...(error !== undefined ? { error } : {})
     })
   }
