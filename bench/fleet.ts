@@ -31,12 +31,15 @@ import { CachingEmbedder, NgramHashEmbedder } from '../planner/partition/embedde
 import { createStore, waitForReady } from '../state/factory.js'
 import { LocationCache } from '../state/cache.js'
 import { FERRY_JS } from './fleet-faults/deployment.js'
-import { MultiSiteFleet, type FleetOptions, type LatencyModel } from './fleet/deployment.js'
+import { FLEET_TOKEN, MultiSiteFleet, type FleetOptions, type LatencyModel } from './fleet/deployment.js'
 import { Replay, type Sample } from './fleet/replay.js'
 import { DelayRelay } from './fleet/relay.js'
 import { latencyPlot } from './fleet/plot.js'
 import { percentile, resultsDir, writeResult } from './lib.js'
 import { Procs } from './procs.js'
+import { pickScenario } from './health-e2e.js'
+import { httpTelemetrySink, parseFaultTimeline, remoteFaults, ScenarioDriver, ScenarioTelemetryFeed } from '../gateway/scenario.js'
+import { generateScenario, HealthModel, scenarioRecords } from '../planner/health/index.js'
 
 const TARGET_BELOW_HASHING = 0.35
 const TARGET_VS_SIM = 0.10
@@ -120,6 +123,7 @@ export default async function run (argv: string[]): Promise<void> {
       policies: { type: 'string' },
       replicas: { type: 'string' },
       crash: { type: 'string' },
+      degrade: { type: 'string' },
       'base-port': { type: 'string' },
       keep: { type: 'boolean' }
     }
@@ -155,6 +159,8 @@ export default async function run (argv: string[]): Promise<void> {
   const s: Setup = { ...full, accesses }
   const sliceS = ((accesses.at(-1)?.at ?? t0) - (accesses[0]?.at ?? t0)) / 1000
   const crash = values.crash ?? `gw-${s.sites[1] as string}`
+  const degrade = values.degrade ?? `gw-${s.sites[3] as string}`
+  if (degrade !== 'none' && degrade === crash) throw new Error('--degrade and --crash must name different gateways')
   const blocksUsed = new Set(accesses.map(a => a.block))
   let bytesStored = 0
   for (const b of blocksUsed) bytesStored += Math.max(1, Math.min((s.blocks[b] as Setup['blocks'][number]).bytes, maxBytes))
@@ -168,6 +174,15 @@ export default async function run (argv: string[]): Promise<void> {
   console.log(`  sim hashing ${simH.meanMs as number} ms, sim ferry (no partitioning engine) ${simF.meanMs as number} ms`)
 
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-fleet-'))
+  // The degradation: a memory leak with precursors (health scenarios), replayed on the gateway's
+  // fault injection while its matching telemetry goes to the planner, as an agent would send it
+  // (a simulation of the host: see gateway/scenario.ts). The planner's health model is trained
+  // beforehand on healthy fleets it never sees again, as health-e2e does.
+  const modelFile = path.join(runDir, 'health-model.json')
+  const scenario = degrade === 'none' ? undefined : pickScenario(1, 1800)
+  if (scenario !== undefined) {
+    HealthModel.train([901, 902, 903].flatMap(seed => scenarioRecords(generateScenario('healthy', { seed, gateway: `train-${seed}`, durationS: 5400 })))).save(modelFile)
+  }
   const live: Record<string, Record<string, unknown>> = {}
   const series: Record<string, Sample[]> = {}
   const windows: Window[] = []
@@ -187,7 +202,7 @@ export default async function run (argv: string[]): Promise<void> {
     for (const policy of policies) {
       if (interrupted) break
       const dir = path.join(runDir, policy)
-      const fo: FleetOptions = { dir, sites: s.sites, latency: popts.latency as LatencyModel, link, gatewaysPerSite: perSite, planner: policy === 'ferry', speed, capacityBytes, replicas: undefined, basePort, logLevel: 'warn' }
+      const fo: FleetOptions = { dir, sites: s.sites, latency: popts.latency as LatencyModel, link, gatewaysPerSite: perSite, planner: policy === 'ferry', speed, capacityBytes, replicas: undefined, basePort, logLevel: 'warn', ...(scenario !== undefined ? { predictionModel: modelFile } : {}) }
       const fleet = new MultiSiteFleet(fo)
       current = fleet
       if (replicas !== undefined && replication.supported === undefined) {
@@ -207,30 +222,66 @@ export default async function run (argv: string[]): Promise<void> {
       const cache = new LocationCache(store)
       await cache.start()
       const wallS = sliceS / speed
-      const crashAt = 0.55 * wallS * 1000
-      const restartAt = 0.75 * wallS * 1000
-      let phase: 'before' | 'down' | 'after' = 'before'
-      const phaseOf: number[] = []
+      // The schedule, in wall ms of the replay: degradation from 15 % to its failure (≈ 45 %), the
+      // degraded gateway back at 50 %; the crash at 55 %, its restart at 75 %.
+      const at = (f: number): number => f * wallS * 1000
+      const boundaries: Array<{ phase: string, atMs: number }> = [{ phase: 'before', atMs: 0 }]
+      const mark = (phase: string, now: number, window?: { name: string, untilMs: number }): void => {
+        boundaries.push({ phase, atMs: now })
+        if (window !== undefined && policy === policies[0]) windows.push({ name: window.name, fromS: now / 1000 * speed, toS: window.untilMs / 1000 * speed })
+      }
+      let driver: ScenarioDriver | undefined
+      let feed: ScenarioTelemetryFeed | undefined
+      const degradeGw = fleet.gateways.find(g => g.id === degrade)
+      let step = 0
+      const schedule: Array<{ atMs: number, run: (now: number) => void }> = []
+      if (scenario !== undefined && degradeGw !== undefined) {
+        const timeline = parseFaultTimeline(JSON.parse(JSON.stringify(scenario)))
+        const startAtMs = (scenario.onsetS as number) * 1000 - 700_000
+        const storyMs = (timeline.failureAtMs as number) - startAtMs
+        const storySpeed = storyMs / (at(0.45) - at(0.15))
+        schedule.push({
+          atMs: at(0.15),
+          run: now => {
+            mark('degrading', now, { name: `${degrade} degrading (precursors)`, untilMs: at(0.45) })
+            const faults = remoteFaults(`http://127.0.0.1:${degradeGw.adminPort}`)
+            driver = new ScenarioDriver({ target: { setFaults: faults.setFaults, kill: async () => { mark('degraded-down', performance.now() - replayT0); await fleet.kill(degrade) } }, timeline, speed: storySpeed, startAtMs, end: 'crash' })
+            driver.on('error', err => { console.error(`degradation: ${err.message}`) })
+            void driver.start().then(async () => {
+              if (fleet.plannerAdminUrl === undefined || driver === undefined) return
+              feed = new ScenarioTelemetryFeed({ driver, timeline, gateway: degrade, sink: httpTelemetrySink(fleet.plannerAdminUrl, FLEET_TOKEN), pushIntervalMs: 250 })
+              await feed.start()
+            }).catch((err: Error) => { console.error(`degradation: ${err.message}`) })
+          }
+        }, {
+          atMs: at(0.5),
+          run: now => {
+            mark('between', now)
+            void (async () => {
+              await driver?.stop(); await feed?.stop()
+              if (!fleet.member(degrade).alive) await fleet.restart(degrade)
+            })().catch((err: Error) => { console.error(`restart of ${degrade} failed: ${err.message}`) })
+          }
+        })
+      }
+      if (crash !== 'none' && fleet.members.has(crash)) {
+        schedule.push({ atMs: at(0.55), run: now => { mark('crash-down', now, { name: `SIGKILL ${crash}`, untilMs: at(0.75) }); void fleet.kill(crash) } })
+        schedule.push({ atMs: at(0.75), run: now => { mark('after', now); void fleet.restart(crash).catch((err: Error) => { console.error(`restart of ${crash} failed: ${err.message}`) }) } })
+      }
+      let replayT0 = performance.now()
       const replay = new Replay(fleet, s, cache, {
         speed,
         maxBytes,
         maxInFlight: 256,
         onTick: (now) => {
-          if (crash === 'none' || !fleet.members.has(crash)) return
-          if (phase === 'before' && now >= crashAt) {
-            phase = 'down'
-            phaseOf.push(now)
-            if (policy === policies[0]) windows.push({ name: `SIGKILL ${crash}`, fromS: now / 1000 * speed, toS: restartAt / 1000 * speed })
-            void fleet.kill(crash)
-          } else if (phase === 'down' && now >= restartAt) {
-            phase = 'after'
-            phaseOf.push(now)
-            void fleet.restart(crash).catch((err: Error) => { console.error(`restart of ${crash} failed: ${err.message}`) })
-          }
+          if (now < 300) replayT0 = performance.now() - now
+          while (step < schedule.length && now >= (schedule[step] as { atMs: number }).atMs) (schedule[step++] as { run: (n: number) => void }).run(now)
         }
       })
       const tookMs = await replay.run(accesses)
       await replay.close()
+      await driver?.stop()
+      await feed?.stop()
       const migrations = await store.listMigrations({ limit: 100_000 }).catch(() => [])
       const done = migrations.filter(m => m.result === 'ok')
       cache.close()
@@ -240,7 +291,8 @@ export default async function run (argv: string[]): Promise<void> {
         const xs = samples.filter(x => x.wallMs >= from && x.wallMs < to)
         return { requests: xs.length, failed: xs.filter(x => !x.ok).length, failedReads: xs.filter(x => !x.ok && !x.write).length, failedWrites: xs.filter(x => !x.ok && x.write).length }
       }
-      const [c1 = Infinity, c2 = Infinity] = phaseOf
+      const phases: Record<string, Record<string, number>> = {}
+      boundaries.forEach((b, i) => { phases[`${i}-${b.phase}`] = { fromTraceS: round(b.atMs / 1000 * speed, 0), ...byPhase(b.atMs, boundaries[i + 1]?.atMs ?? Infinity) } })
       live[policy] = {
         ...stats(samples),
         wallS: round(tookMs / 1000, 1),
@@ -250,7 +302,7 @@ export default async function run (argv: string[]): Promise<void> {
         dnsLookups: replay.dnsLookups,
         dnsFailures: replay.dnsFailures,
         hashMismatches: replay.hashMismatches,
-        crash: crash === 'none' ? null : { gateway: crash, before: byPhase(0, c1), down: byPhase(c1, c2), after: byPhase(c2, Infinity) },
+        faults: { degrade: degradeGw === undefined ? null : degrade, crash: crash === 'none' ? null : crash, prediction: policy === 'ferry', phases },
         errorSamples: [...new Set(samples.filter(x => x.error !== undefined).map(x => x.error as string))].slice(0, 10),
         cpuSeconds: { bench: round(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, 2), ...fleet.cpuSeconds() },
         unexpectedExits: fleet.unexpectedExits.map(e => ({ member: e.member, code: e.code, signal: e.signal }))
@@ -284,6 +336,12 @@ export default async function run (argv: string[]): Promise<void> {
     relayOverheadPerHopMs: relay.overheadPerHopMs ?? null,
     relayTargetMs: TARGET_RELAY_MS,
     relayMet: typeof relay.overheadPerHopMs === 'number' ? relay.overheadPerHopMs <= TARGET_RELAY_MS : null,
+    degradationFailedWithPrediction: (() => {
+      const ph = (live.ferry?.faults as { phases?: Record<string, { failed: number }> } | undefined)?.phases
+      if (ph === undefined) return null
+      return Object.entries(ph).filter(([k]) => k.endsWith('degrading') || k.endsWith('degraded-down')).reduce((a, [, v]) => a + v.failed, 0)
+    })(),
+    degradationTarget: 0,
     crashFailedReadsR2: 'not measured: replica sets (issue 20) not on this branch'
   }
   const svg = latencyPlot(series, windows, speed)
@@ -302,6 +360,7 @@ export default async function run (argv: string[]): Promise<void> {
       capacityBytesPerGateway: capacityBytes,
       maxBlockBytes: maxBytes,
       crash: crash === 'none' ? null : { gateway: crash, killAtFraction: 0.55, restartAtFraction: 0.75 },
+      degrade: scenario === undefined ? null : { gateway: degrade, scenario: scenario.name, onsetS: scenario.onsetS, failureS: scenario.failureS, fromFraction: 0.15, failureAtFraction: 0.45, restartAtFraction: 0.5, telemetry: 'the scenario\'s generated telemetry pushed to the planner as an agent would (ferry policy only)' },
       replication,
       load: os.loadavg().map(x => round(x, 2))
     },

@@ -54,6 +54,8 @@ export interface FleetOptions {
   /** Fixed ports from here (refused if taken); 0: free ports below the ephemeral range. */
   basePort: number
   logLevel: 'info' | 'warn' | 'debug'
+  /** A trained health model for the planner (planner.prediction.model). */
+  predictionModel?: string
 }
 
 export interface SiteEndpoint {
@@ -243,7 +245,7 @@ export class MultiSiteFleet {
         },
         health: { probeIntervalMs: 3000, probeTimeoutMs: 2500 },
         migration: { gracePeriodMs: scaled(30_000, 500) },
-        prediction: { enabled: true }
+        prediction: { enabled: true, tickMs: 500, ...(this.o.predictionModel !== undefined ? { model: this.o.predictionModel } : {}) }
       }
     }
     if (this.o.replicas !== undefined) cfg.replication = { factor: this.o.replicas }

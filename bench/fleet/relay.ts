@@ -271,11 +271,13 @@ export class RelayThread {
 
   async stats (): Promise<RelayStats[]> { return await this.call('stats') as RelayStats[] }
 
+  /** Terminating the thread closes every socket it holds: nothing to wait for connection by connection. */
   async stop (): Promise<void> {
-    if (this.worker === undefined) return
-    await this.call('stop')
-    await this.worker.terminate()
+    const w = this.worker
     this.worker = undefined
+    if (w !== undefined) await w.terminate()
+    for (const resolve of this.waiting.values()) resolve(null)
+    this.waiting.clear()
   }
 
   private async call (op: string, arg?: unknown): Promise<unknown> {
@@ -297,7 +299,6 @@ if (!isMainThread && (workerData as { relayThread?: boolean } | null)?.relayThre
         return { ports: relays.map(r => r.port) }
       }
       if (m.op === 'stats') return relays.map(r => r.stats())
-      if (m.op === 'stop') { await Promise.all(relays.map(r => r.stop())); relays = []; return null }
       return null
     })().then(value => { port.postMessage({ id: m.id, value }) })
   })
