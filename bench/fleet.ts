@@ -208,7 +208,9 @@ export default async function run (argv: string[]): Promise<void> {
       if (replicas !== undefined && replication.supported === undefined) {
         fs.mkdirSync(dir, { recursive: true })
         const probe = new MultiSiteFleet({ ...fo, replicas })
-        const chk = await replicationSupported(dir, probe.config('na-east', 1, () => 'http://127.0.0.1:1'))
+        // The fleet's gateways are not known before it starts: one stands in, so only the key is judged.
+        const probeCfg = { ...probe.config(s.sites[0], 1, () => 'http://127.0.0.1:1'), gateways: [{ id: 'gw-probe', url: 'http://127.0.0.1:1', kind: 'ferry', site: s.sites[0] }] }
+        const chk = await replicationSupported(dir, probeCfg)
         replication = { requested: replicas, supported: chk.ok, ...(chk.ok ? {} : { message: `unsupported: ferry check refused replication.factor (${chk.message})` }) }
         console.log(`  --replicas ${replicas}: ${chk.ok ? 'accepted' : replication.message as string}`)
       }
