@@ -34,7 +34,7 @@ const TOKEN = 'bench-admin-token-0123456789'
  * they fail requests whatever the planner does, which is not what this measures) and whose ramp
  * fits the time budget. The first such seed from `from` on.
  */
-function pickScenario (from: number, maxRampS: number): Scenario {
+export function pickScenario (from: number, maxRampS: number): Scenario {
   for (let seed = from; seed < from + 500; seed++) {
     const s = generateScenario('memory_leak', { seed, gateway: 'gw1' })
     const onset = s.onsetS as number

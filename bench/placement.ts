@@ -181,10 +181,10 @@ export function options (argv: string[]): Options {
 
 // ───────────────────────────── the replay set-up ─────────────────────────────
 
-interface Access { at: number, site: number, block: number, write: boolean }
+export interface Access { at: number, site: number, block: number, write: boolean }
 interface Block { volume: string, id: string, url: string, meta: BlockMeta, bytes: number }
 
-interface Setup {
+export interface Setup {
   sites: string[]
   gateways: string[]
   gatewaySite: number[]
@@ -241,7 +241,7 @@ interface PolicyResult {
   extra?: Record<string, unknown>
 }
 
-function summarise (s: Setup, r: PolicyResult): Record<string, unknown> {
+export function summarise (s: Setup, r: PolicyResult): Record<string, unknown> {
   const G = s.gateways.length
   const latencies = new Float64Array(s.accesses.length)
   let sum = 0

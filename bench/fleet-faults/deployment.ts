@@ -479,7 +479,7 @@ export class FleetDeployment {
  * any outgoing connection on the machine may be given it as a local port: the restart would
  * then fail with EADDRINUSE.
  */
-async function stablePort (taken: Set<number>, udp: boolean): Promise<number> {
+export async function stablePort (taken: Set<number>, udp: boolean): Promise<number> {
   const range = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
   const below = Math.max(11_000, range[0] ?? 32768)
   for (let attempt = 0; attempt < 500; attempt++) {
@@ -493,21 +493,21 @@ async function stablePort (taken: Set<number>, udp: boolean): Promise<number> {
   throw new Error('no free port below the ephemeral range')
 }
 
-async function canBind (port: number, proto: 'tcp' | 'udp'): Promise<boolean> {
+export async function canBind (port: number, proto: 'tcp' | 'udp', host = '127.0.0.1'): Promise<boolean> {
   return await new Promise(resolve => {
     if (proto === 'udp') {
       const s = dgram.createSocket('udp4')
       s.once('error', () => { s.close(); resolve(false) })
-      s.bind(port, '127.0.0.1', () => { s.close(() => { resolve(true) }) })
+      s.bind(port, host, () => { s.close(() => { resolve(true) }) })
       return
     }
     const srv = net.createServer()
     srv.once('error', () => { resolve(false) })
-    srv.listen(port, '127.0.0.1', () => { srv.close(() => { resolve(true) }) })
+    srv.listen(port, host, () => { srv.close(() => { resolve(true) }) })
   })
 }
 
-async function statusOf (url: string): Promise<number> {
+export async function statusOf (url: string): Promise<number> {
   const r = await request(url, { headersTimeout: 2000, bodyTimeout: 2000 })
   await r.body.dump()
   return r.statusCode

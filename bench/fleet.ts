@@ -1,0 +1,377 @@
+/**
+ * `npm run bench -- fleet [options]`: the whole product as its users see it — the NASA trace
+ * replayed through real ferry processes across four emulated sites (bench/fleet/deployment.ts),
+ * once per policy, side by side in one run:
+ *
+ *   hashing   no planner: every block stays where the proxy's first write put it (rendezvous);
+ *   ferry     the planner running (rebalancer, migrations, health), clocks scaled by --speed;
+ *   sim       the placement benchmark's simulation of the same set-up (same slice, sites,
+ *             matrix): its hashing, and its ferry without the partitioning engine (which is not
+ *             live yet: issue 21) — what the live ferry run should come within 10 % of.
+ *
+ * During each live run a gateway is SIGKILLed and restarted (--crash ID, at 55 % and 75 % of
+ * the replay; `none` to skip); failed requests are counted per phase (before, down, after).
+ *
+ * Options: --trace FILE, --sites FILE.json, --latency FILE.json (placement.ts formats),
+ * --speed N (trace s per wall s; default 80: the 12.9 h trace in ≈ 9.7 min per policy),
+ * --start-s S --duration-s S (a slice of the trace, in trace seconds), --max-bytes N (block
+ * size cap, default 65536), --link rtt|one-way (the matrix value is an access's round trip,
+ * default; or each direction's delay), --gateways-per-site N, --policies hashing,ferry,
+ * --replicas R (written as replication.factor; reported unsupported if `ferry check` refuses
+ * it), --crash ID|none, --base-port N (fixed ports, refused if taken), --keep (leave the run
+ * directory). Writes bench/results/fleet.json and bench/results/fleet.svg.
+ */
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { stringify } from 'yaml'
+import { options as placementOptions, setup, hashing as simHashing, ferry as simFerry, summarise, type Setup } from './placement.js'
+import { CachingEmbedder, NgramHashEmbedder } from '../planner/partition/embedder.js'
+import { createStore, waitForReady } from '../state/factory.js'
+import { LocationCache } from '../state/cache.js'
+import { FERRY_JS } from './fleet-faults/deployment.js'
+import { FLEET_TOKEN, MultiSiteFleet, type FleetOptions, type LatencyModel } from './fleet/deployment.js'
+import { Replay, type Sample } from './fleet/replay.js'
+import { DelayRelay } from './fleet/relay.js'
+import { latencyPlot } from './fleet/plot.js'
+import { percentile, resultsDir, writeResult } from './lib.js'
+import { Procs } from './procs.js'
+import { pickScenario } from './health-e2e.js'
+import { httpTelemetrySink, parseFaultTimeline, remoteFaults, ScenarioDriver, ScenarioTelemetryFeed } from '../gateway/scenario.js'
+import { generateScenario, HealthModel, scenarioRecords } from '../planner/health/index.js'
+
+const TARGET_BELOW_HASHING = 0.35
+const TARGET_VS_SIM = 0.10
+const TARGET_RELAY_MS = 0.2
+
+interface Window { name: string, fromS: number, toS: number | null }
+
+const round = (x: number, d = 3): number => Math.round(x * 10 ** d) / 10 ** d
+
+function mean (xs: number[]): number | null { return xs.length === 0 ? null : round(xs.reduce((a, b) => a + b, 0) / xs.length) }
+
+function stats (samples: Sample[]): Record<string, unknown> {
+  const ms = Float64Array.from(samples.map(s => s.ms)).sort()
+  const withLoc = samples.filter(s => s.local !== null)
+  return {
+    requests: samples.length,
+    meanMs: round(ms.reduce((a, b) => a + b, 0) / Math.max(1, ms.length)),
+    p50Ms: round(percentile(ms, 50)),
+    p99Ms: round(percentile(ms, 99)),
+    localShare: withLoc.length === 0 ? null : round(withLoc.filter(s => s.local === true).length / withLoc.length, 4),
+    // The links' share of the latency: what the same accesses would cost with instant processes.
+    networkFloorMeanMs: withLoc.length === 0 ? null : round(withLoc.reduce((a, s) => a + (s.netMs ?? 0), 0) / withLoc.length),
+    readMeanMs: mean(samples.filter(s => !s.write).map(s => s.ms)),
+    writeMeanMs: mean(samples.filter(s => s.write).map(s => s.ms)),
+    errors: samples.filter(s => !s.ok).length,
+    writes: samples.filter(s => s.write).length
+  }
+}
+
+/** The relay's own cost: the same small GETs straight to a gateway and through a zero-delay link. */
+async function relayOverhead (gatewayPort: number, n: number): Promise<Record<string, unknown>> {
+  const { request, Agent } = await import('undici')
+  const relay = new DelayRelay({ targetHost: '127.0.0.1', targetPort: gatewayPort, delayMs: 0 })
+  await relay.start()
+  const agent = new Agent({ connections: 1 })
+  const once = async (port: number): Promise<number> => {
+    const t = performance.now()
+    const r = await request(`http://127.0.0.1:${port}/healthz`, { dispatcher: agent })
+    await r.body.dump()
+    return performance.now() - t
+  }
+  const direct: number[] = []
+  const relayed: number[] = []
+  try {
+    for (let i = 0; i < 20; i++) { await once(gatewayPort); await once(relay.port) }
+    for (let i = 0; i < n; i++) {
+      // Interleaved, so a noisy neighbour hurts both alike.
+      direct.push(await once(gatewayPort))
+      relayed.push(await once(relay.port))
+    }
+  } finally {
+    await agent.close()
+    await relay.stop()
+  }
+  const med = (xs: number[]): number => percentile(Float64Array.from(xs).sort(), 50)
+  return { requests: n, directMedianMs: round(med(direct)), relayedMedianMs: round(med(relayed)), overheadPerHopMs: round(med(relayed) - med(direct)) }
+}
+
+async function replicationSupported (dir: string, cfg: Record<string, unknown>): Promise<{ ok: boolean, message: string }> {
+  const file = path.join(dir, 'replication-check.yaml')
+  fs.writeFileSync(file, stringify(cfg))
+  const procs = new Procs()
+  const r = await procs.runToEnd(process.execPath, [FERRY_JS, 'check', '--config', file], 30_000)
+  return { ok: r.code === 0, message: (r.stdout + r.stderr).trim().split('\n').slice(0, 3).join(' ') }
+}
+
+export default async function run (argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      trace: { type: 'string' },
+      sites: { type: 'string' },
+      latency: { type: 'string' },
+      speed: { type: 'string' },
+      'start-s': { type: 'string' },
+      'duration-s': { type: 'string' },
+      'max-bytes': { type: 'string' },
+      link: { type: 'string' },
+      'gateways-per-site': { type: 'string' },
+      policies: { type: 'string' },
+      replicas: { type: 'string' },
+      crash: { type: 'string' },
+      degrade: { type: 'string' },
+      'base-port': { type: 'string' },
+      keep: { type: 'boolean' }
+    }
+  })
+  const num = (name: string, v: string | undefined, d: number, ok: (x: number) => boolean): number => {
+    if (v === undefined) return d
+    const x = Number(v)
+    if (!Number.isFinite(x) || !ok(x)) throw new Error(`--${name}: bad value ${v}`)
+    return x
+  }
+  const popts = placementOptions([
+    ...(values.trace !== undefined ? ['--trace', values.trace] : []),
+    ...(values.sites !== undefined ? ['--sites', values.sites] : []),
+    ...(values.latency !== undefined ? ['--latency', values.latency] : [])
+  ])
+  const speed = num('speed', values.speed, 80, x => x > 0)
+  const startS = num('start-s', values['start-s'], 0, x => x >= 0)
+  const durationS = num('duration-s', values['duration-s'], Infinity, x => x > 0)
+  const maxBytes = num('max-bytes', values['max-bytes'], 65536, x => Number.isInteger(x) && x > 0)
+  const link = values.link ?? 'rtt'
+  if (link !== 'rtt' && link !== 'one-way') throw new Error('--link: rtt or one-way')
+  const perSite = num('gateways-per-site', values['gateways-per-site'], 1, x => Number.isInteger(x) && x >= 1 && x <= 4)
+  const policies = (values.policies ?? 'hashing,ferry').split(',')
+  if (policies.some(p => p !== 'hashing' && p !== 'ferry')) throw new Error('--policies: hashing and/or ferry')
+  const replicas = values.replicas === undefined ? undefined : num('replicas', values.replicas, 1, x => Number.isInteger(x) && x >= 1)
+  const basePort = num('base-port', values['base-port'], 0, x => Number.isInteger(x) && x >= 1024 && x < 65000)
+
+  // The workload: the placement benchmark's set-up, cut to the slice.
+  const full = setup(popts)
+  const t0 = (full.accesses[0]?.at ?? 0) + startS * 1000
+  const accesses = full.accesses.filter(a => a.at >= t0 && a.at < t0 + durationS * 1000)
+  if (accesses.length === 0) throw new Error('the slice holds no accesses')
+  const s: Setup = { ...full, accesses }
+  const sliceS = ((accesses.at(-1)?.at ?? t0) - (accesses[0]?.at ?? t0)) / 1000
+  const crash = values.crash ?? `gw-${s.sites[1] as string}`
+  const degrade = values.degrade ?? `gw-${s.sites[3] as string}`
+  if (degrade !== 'none' && degrade === crash) throw new Error('--degrade and --crash must name different gateways')
+  const blocksUsed = new Set(accesses.map(a => a.block))
+  let bytesStored = 0
+  for (const b of blocksUsed) bytesStored += Math.max(1, Math.min((s.blocks[b] as Setup['blocks'][number]).bytes, maxBytes))
+  const capacityBytes = Math.ceil(popts.capacity * bytesStored)
+  console.log(`fleet: ${accesses.length} accesses (trace ${startS}–${round(startS + sliceS, 0)} s), ${blocksUsed.size} blocks, ${s.sites.length} sites × ${perSite} gateway(s); speed ×${speed} → ≈ ${round(sliceS / speed, 0)} s per policy`)
+
+  // The simulation of the same slice.
+  const embedder = new CachingEmbedder(new NgramHashEmbedder())
+  const simH = summarise(s, simHashing(s))
+  const simF = summarise(s, await simFerry(s, popts, { partition: false, rebalance: true, displace: true }, embedder))
+  console.log(`  sim hashing ${simH.meanMs as number} ms, sim ferry (no partitioning engine) ${simF.meanMs as number} ms`)
+
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-fleet-'))
+  // The degradation: a memory leak with precursors (health scenarios), replayed on the gateway's
+  // fault injection while its matching telemetry goes to the planner, as an agent would send it
+  // (a simulation of the host: see gateway/scenario.ts). The planner's health model is trained
+  // beforehand on healthy fleets it never sees again, as health-e2e does.
+  const modelFile = path.join(runDir, 'health-model.json')
+  const scenario = degrade === 'none' ? undefined : pickScenario(1, 1800)
+  if (scenario !== undefined) {
+    HealthModel.train([901, 902, 903].flatMap(seed => scenarioRecords(generateScenario('healthy', { seed, gateway: `train-${seed}`, durationS: 5400 })))).save(modelFile)
+  }
+  const live: Record<string, Record<string, unknown>> = {}
+  const series: Record<string, Sample[]> = {}
+  const windows: Window[] = []
+  let relay: Record<string, unknown> = {}
+  let replication: Record<string, unknown> = { requested: replicas ?? null }
+  let current: MultiSiteFleet | undefined
+  let interrupted = false
+  const onSignal = (): void => {
+    interrupted = true
+    console.error('fleet: interrupted, stopping everything it started')
+    void (current?.stop() ?? Promise.resolve()).finally(() => { process.exit(130) })
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+
+  try {
+    for (const policy of policies) {
+      if (interrupted) break
+      const dir = path.join(runDir, policy)
+      const fo: FleetOptions = { dir, sites: s.sites, latency: popts.latency as LatencyModel, link, gatewaysPerSite: perSite, planner: policy === 'ferry', speed, capacityBytes, replicas: undefined, basePort, logLevel: 'warn', ...(scenario !== undefined ? { predictionModel: modelFile } : {}) }
+      const fleet = new MultiSiteFleet(fo)
+      current = fleet
+      if (replicas !== undefined && replication.supported === undefined) {
+        fs.mkdirSync(dir, { recursive: true })
+        const probe = new MultiSiteFleet({ ...fo, replicas })
+        // The fleet's gateways are not known before it starts: one stands in, so only the key is judged.
+        const probeCfg = { ...probe.config(s.sites[0], 1, () => 'http://127.0.0.1:1'), gateways: [{ id: 'gw-probe', url: 'http://127.0.0.1:1', kind: 'ferry', site: s.sites[0] }] }
+        const chk = await replicationSupported(dir, probeCfg)
+        replication = { requested: replicas, supported: chk.ok, ...(chk.ok ? {} : { message: `unsupported: ferry check refused replication.factor (${chk.message})` }) }
+        console.log(`  --replicas ${replicas}: ${chk.ok ? 'accepted' : replication.message as string}`)
+      }
+      if (replication.supported === true) fo.replicas = replicas
+      console.log(`  ${policy}: starting the fleet in ${dir}`)
+      await fleet.start()
+      if (Object.keys(relay).length === 0) relay = await relayOverhead(fleet.gateways[0]?.port as number, 500)
+
+      const store = createStore({ backend: 'redis', url: `redis://127.0.0.1:${fleet.redisPort}`, keyPrefix: 'fleet:' })
+      await waitForReady(store, 10_000)
+      const cache = new LocationCache(store)
+      await cache.start()
+      const wallS = sliceS / speed
+      // The schedule, in wall ms of the replay: degradation from 15 % to its failure (≈ 45 %), the
+      // degraded gateway back at 50 %; the crash at 55 %, its restart at 75 %.
+      const at = (f: number): number => f * wallS * 1000
+      const boundaries: Array<{ phase: string, atMs: number }> = [{ phase: 'before', atMs: 0 }]
+      const mark = (phase: string, now: number, window?: { name: string, untilMs: number }): void => {
+        boundaries.push({ phase, atMs: now })
+        if (window !== undefined && policy === policies[0]) windows.push({ name: window.name, fromS: now / 1000 * speed, toS: window.untilMs / 1000 * speed })
+      }
+      let driver: ScenarioDriver | undefined
+      let feed: ScenarioTelemetryFeed | undefined
+      const degradeGw = fleet.gateways.find(g => g.id === degrade)
+      let step = 0
+      const schedule: Array<{ atMs: number, run: (now: number) => void }> = []
+      if (scenario !== undefined && degradeGw !== undefined) {
+        const timeline = parseFaultTimeline(JSON.parse(JSON.stringify(scenario)))
+        const startAtMs = (scenario.onsetS as number) * 1000 - 700_000
+        const storyMs = (timeline.failureAtMs as number) - startAtMs
+        const storySpeed = storyMs / (at(0.45) - at(0.15))
+        schedule.push({
+          atMs: at(0.15),
+          run: now => {
+            mark('degrading', now, { name: `${degrade} degrading (precursors)`, untilMs: at(0.45) })
+            const faults = remoteFaults(`http://127.0.0.1:${degradeGw.adminPort}`)
+            driver = new ScenarioDriver({ target: { setFaults: faults.setFaults, kill: async () => { mark('degraded-down', performance.now() - replayT0); await fleet.kill(degrade) } }, timeline, speed: storySpeed, startAtMs, end: 'crash' })
+            driver.on('error', err => { console.error(`degradation: ${err.message}`) })
+            void driver.start().then(async () => {
+              if (fleet.plannerAdminUrl === undefined || driver === undefined) return
+              feed = new ScenarioTelemetryFeed({ driver, timeline, gateway: degrade, sink: httpTelemetrySink(fleet.plannerAdminUrl, FLEET_TOKEN), pushIntervalMs: 250 })
+              await feed.start()
+            }).catch((err: Error) => { console.error(`degradation: ${err.message}`) })
+          }
+        }, {
+          atMs: at(0.5),
+          run: now => {
+            mark('between', now)
+            void (async () => {
+              await driver?.stop(); await feed?.stop()
+              if (!fleet.member(degrade).alive) await fleet.restart(degrade)
+            })().catch((err: Error) => { console.error(`restart of ${degrade} failed: ${err.message}`) })
+          }
+        })
+      }
+      if (crash !== 'none' && fleet.members.has(crash)) {
+        schedule.push({ atMs: at(0.55), run: now => { mark('crash-down', now, { name: `SIGKILL ${crash}`, untilMs: at(0.75) }); void fleet.kill(crash) } })
+        schedule.push({ atMs: at(0.75), run: now => { mark('after', now); void fleet.restart(crash).catch((err: Error) => { console.error(`restart of ${crash} failed: ${err.message}`) }) } })
+      }
+      let replayT0 = performance.now()
+      const replay = new Replay(fleet, s, cache, {
+        speed,
+        maxBytes,
+        maxInFlight: 256,
+        onTick: (now) => {
+          if (now < 300) replayT0 = performance.now() - now
+          while (step < schedule.length && now >= (schedule[step] as { atMs: number }).atMs) (schedule[step++] as { run: (n: number) => void }).run(now)
+        }
+      })
+      const tookMs = await replay.run(accesses)
+      await replay.close()
+      await driver?.stop()
+      await feed?.stop()
+      const migrations = await store.listMigrations({ limit: 100_000 }).catch(() => [])
+      const done = migrations.filter(m => m.result === 'ok')
+      cache.close()
+      await store.close()
+      const samples = replay.samples.sort((a, b) => a.wallMs - b.wallMs)
+      const byPhase = (from: number, to: number): Record<string, number> => {
+        const xs = samples.filter(x => x.wallMs >= from && x.wallMs < to)
+        return { requests: xs.length, failed: xs.filter(x => !x.ok).length, failedReads: xs.filter(x => !x.ok && !x.write).length, failedWrites: xs.filter(x => !x.ok && x.write).length }
+      }
+      const phases: Record<string, Record<string, number>> = {}
+      boundaries.forEach((b, i) => { phases[`${i}-${b.phase}`] = { fromTraceS: round(b.atMs / 1000 * speed, 0), ...byPhase(b.atMs, boundaries[i + 1]?.atMs ?? Infinity) } })
+      live[policy] = {
+        ...stats(samples),
+        wallS: round(tookMs / 1000, 1),
+        bytesMoved: done.reduce((a, m) => a + m.bytes, 0),
+        moves: done.length,
+        migrationsFailed: migrations.filter(m => m.result !== null && m.result !== 'ok').length,
+        dnsLookups: replay.dnsLookups,
+        dnsFailures: replay.dnsFailures,
+        hashMismatches: replay.hashMismatches,
+        faults: { degrade: degradeGw === undefined ? null : degrade, crash: crash === 'none' ? null : crash, prediction: policy === 'ferry', phases },
+        errorSamples: [...new Set(samples.filter(x => x.error !== undefined).map(x => x.error as string))].slice(0, 10),
+        cpuSeconds: { bench: round(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, 2), ...fleet.cpuSeconds() },
+        unexpectedExits: fleet.unexpectedExits.map(e => ({ member: e.member, code: e.code, signal: e.signal }))
+      }
+      series[policy] = samples
+      relay = { ...relay, [`${policy}Links`]: await fleet.relayStats() }
+      console.log(`  ${policy}: ${JSON.stringify(stats(samples))}`)
+      await fleet.stop()
+      current = undefined
+    }
+  } finally {
+    await current?.stop()
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    if (values.keep !== true) fs.rmSync(runDir, { recursive: true, force: true })
+    else console.log(`  kept ${runDir}`)
+  }
+
+  const lm = (p: string): number | undefined => live[p]?.meanMs as number | undefined
+  const hm = lm('hashing')
+  const fm = lm('ferry')
+  const simFm = simF.meanMs as number
+  const targets = {
+    ferryBelowHashing: hm !== undefined && fm !== undefined ? round(1 - fm / hm) : null,
+    ferryBelowHashingTarget: TARGET_BELOW_HASHING,
+    ferryBelowHashingMet: hm !== undefined && fm !== undefined ? fm <= (1 - TARGET_BELOW_HASHING) * hm : null,
+    liveOverSimFerry: fm !== undefined ? round(fm / simFm) : null,
+    liveOverSimHashing: hm !== undefined ? round(hm / (simH.meanMs as number)) : null,
+    liveWithinSimTarget: TARGET_VS_SIM,
+    liveWithinSimMet: fm !== undefined ? Math.abs(fm / simFm - 1) <= TARGET_VS_SIM : null,
+    relayOverheadPerHopMs: relay.overheadPerHopMs ?? null,
+    relayTargetMs: TARGET_RELAY_MS,
+    relayMet: typeof relay.overheadPerHopMs === 'number' ? relay.overheadPerHopMs <= TARGET_RELAY_MS : null,
+    degradationFailedWithPrediction: (() => {
+      const ph = (live.ferry?.faults as { phases?: Record<string, { failed: number }> } | undefined)?.phases
+      if (ph === undefined) return null
+      return Object.entries(ph).filter(([k]) => k.endsWith('degrading') || k.endsWith('degraded-down')).reduce((a, [, v]) => a + v.failed, 0)
+    })(),
+    degradationTarget: 0,
+    crashFailedReadsR2: 'not measured: replica sets (issue 20) not on this branch'
+  }
+  const svg = latencyPlot(series, windows, speed)
+  fs.mkdirSync(resultsDir, { recursive: true })
+  fs.writeFileSync(path.join(resultsDir, 'fleet.svg'), svg)
+  const file = writeResult('fleet', {
+    setup: {
+      trace: path.basename(popts.trace),
+      slice: { startS, durationS: round(sliceS, 0), accesses: accesses.length, blocks: blocksUsed.size, bytesStored },
+      sites: s.sites,
+      gatewaysPerSite: perSite,
+      latency: popts.latency,
+      link: link === 'rtt' ? 'matrix value = round trip; each relay direction adds half' : 'matrix value added in each direction',
+      speed,
+      scaledClocks: { recorderHalfLifeS: 600 / speed, rebalancerIntervalMs: Math.round(30_000 / speed), minDwellMs: Math.round(600_000 / speed), migrationGraceMs: Math.max(500, Math.round(30_000 / speed)), maxMovesPerInterval: 64, dnsTtlS: 5 },
+      capacityBytesPerGateway: capacityBytes,
+      maxBlockBytes: maxBytes,
+      crash: crash === 'none' ? null : { gateway: crash, killAtFraction: 0.55, restartAtFraction: 0.75 },
+      degrade: scenario === undefined ? null : { gateway: degrade, scenario: scenario.name, onsetS: scenario.onsetS, failureS: scenario.failureS, fromFraction: 0.15, failureAtFraction: 0.45, restartAtFraction: 0.5, telemetry: 'the scenario\'s generated telemetry pushed to the planner as an agent would (ferry policy only)' },
+      replication,
+      load: os.loadavg().map(x => round(x, 2))
+    },
+    live,
+    simulated: { hashing: simH, ferryWithoutPartitioning: simF },
+    relay,
+    targets,
+    faultWindows: windows
+  })
+  console.log(`  targets: ${JSON.stringify(targets)}`)
+  console.log(`  wrote ${file} and ${path.join(resultsDir, 'fleet.svg')}`)
+}
