@@ -215,6 +215,9 @@ export class MultiSiteFleet {
       gateways: this.gateways.map(g => ({ id: g.id, url: url(g), kind: 'ferry', site: g.site, capacityBytes: this.o.capacityBytes })),
       proxy: {
         listen: { host: site === undefined ? '127.0.0.1' : this.edgeOf(this.o.sites.indexOf(site)), port: site === undefined ? 0 : this.proxyPort },
+        // One process per site: four sites share this machine's cores, where each real site
+        // would have its own ("auto" would start one worker per core at every site).
+        workers: 1,
         connectTimeoutMs: 2000,
         shutdownGraceMs: 1000
       },
@@ -231,6 +234,7 @@ export class MultiSiteFleet {
       state: { backend: 'redis', url: `redis://127.0.0.1:${this.redisPort}`, keyPrefix: 'fleet:' },
       dns: site === undefined ? { enabled: false, zone: FLEET_ZONE } : {
         listen: [{ address: this.edgeOf(this.o.sites.indexOf(site)), port: this.dnsPort, udp: true, tcp: true }],
+        workers: 1,
         zone: FLEET_ZONE,
         nameservers: this.o.sites.map((s, i) => ({ name: `ns-${s}.${FLEET_ZONE}`, addresses: [this.edgeOf(i)] })),
         rateLimit: { responsesPerSecond: 0 }
