@@ -26,15 +26,7 @@ export interface Route {
  * because refusing outright would turn a health-check blip into a full outage.
  */
 export class RouteTable {
-  private locations: LocationLookup | undefined
-
-  constructor (private readonly gateways: GatewaySet, locations?: LocationLookup) {
-    this.locations = locations
-  }
-
-  setLocations (locations: LocationLookup | undefined): void {
-    this.locations = locations
-  }
+  constructor (private readonly gateways: GatewaySet, private readonly locations?: LocationLookup) {}
 
   /** `site`: the client's, so that a block with several in-sync members is read from the nearest. */
   route (volume: string, block: string, key: string, now = Date.now(), site?: string): Route {
@@ -65,12 +57,5 @@ export class RouteTable {
       fallback ??= g
     }
     return fallback
-  }
-
-  /** Rendezvous ranking of healthy gateways for any key (DNS uses it for volumes). */
-  rank (key: string, now = Date.now()): Gateway[] {
-    return rendezvousRank(key, this.gateways.nodes)
-      .map(id => this.gateways.get(id))
-      .filter((g): g is Gateway => g !== undefined && g.isHealthy(now))
   }
 }
