@@ -69,17 +69,26 @@ t.test('the web console: fleet, health chart, read-only without the token, actio
   await page.locator('#movement', { hasText: 'PAUSED' }).waitFor({ timeout: 10_000 })
 
   // A move through the form, with the token: it shows up in the migrations table.
-  const where = await (await request(`${sb.admin}/v1/blocks/vol0/blk0`)).body.json() as { location: { gateway: string } }
-  // gw1 is the scenario's degrading gateway: never a target.
-  const to = where.location.gateway === 'gw3' ? 'gw2' : 'gw3'
-  await page.fill('#move-block', 'vol0/blk0')
+  // A placed block and a gateway outside its replica set (the sandbox keeps two copies of every
+  // block on three gateways); gw1 is the scenario's degrading gateway: never a target.
+  let block = ''
+  let to = ''
+  for (let i = 0; i < 40 && to === ''; i++) {
+    const v = await (await request(`${sb.admin}/v1/blocks/vol0/blk${i}`)).body.json() as { location: { gateway: string | null, placed: boolean, members?: string[] } }
+    if (!v.location.placed) continue
+    const members = v.location.members ?? [v.location.gateway]
+    const free = ['gw3', 'gw2'].find(g => !members.includes(g))
+    if (free !== undefined) { block = `vol0/blk${i}`; to = free }
+  }
+  t.not(to, '', `a placed block with a gateway to move to (${block} → ${to})`)
+  await page.fill('#move-block', block)
   await page.selectOption('#move-to', to)
   await page.click('#move-form button[type=submit]')
   await page.waitForSelector('#migrations tr[data-migration]', { timeout: 10_000 })
-  t.match(await page.textContent('#migrations tbody'), new RegExp(`vol0/blk0.*→ ${to}`), 'the move is listed, queued while paused')
+  t.match(await page.textContent('#migrations tbody'), new RegExp(`${block}.*→ ${to}`), 'the move is listed, queued while paused')
   await page.click('#resume')
   // The scenario's evacuation of gw1 adds rows of its own: find ours by block and target.
-  const row = page.locator('#migrations tr[data-migration]', { hasText: new RegExp(`vol0/blk0.*→ ${to}`) })
+  const row = page.locator('#migrations tr[data-migration]', { hasText: new RegExp(`${block}.*→ ${to}`) })
   try {
     await row.locator('td', { hasText: /^ok$/ }).waitFor({ timeout: 30_000 })
   } catch (err) {
