@@ -9,7 +9,7 @@ import { request } from 'undici'
 import { ADMIN_TOKEN, ZONE, type FleetDeployment, type Member, type ProxyEndpoint } from './deployment.js'
 import { IdleSocketClient, PoolClient, type HttpClient } from './http-clients.js'
 import type { Tally } from './ledger.js'
-import type { BlockOps, Outcome } from './workload.js'
+import { siteHeaders, type BlockOps, type Outcome } from './workload.js'
 
 export interface ScheduleTiming {
   /** How long each fault is left in force while the clients keep going. */
@@ -148,13 +148,14 @@ export class RecoveryProbe {
     this.resolver.setServers([`127.0.0.1:${deployment.dnsPort}`])
   }
 
-  /** Probe blocks until every gateway holds one (their first location is their hash choice). */
+  /** Probe blocks until every gateway holds one: written from each site in turn, so first-touch
+   * placement (the writer's site) puts one on every site's gateway. */
   async setup (): Promise<void> {
     const want = new Set(this.deployment.gateways.map(g => g.id))
     const a = this.deployment.proxies[0] as ProxyEndpoint
     for (let n = 0; want.size > 0 && n < 100; n++) {
       const key = `probe/p${n}`
-      const o = await this.blockOps.put(this.clients[0] as HttpClient, a, 'probe', `p${n}`, {})
+      const o = await this.blockOps.put(this.clients[0] as HttpClient, a, 'probe', `p${n}`, siteHeaders(n))
       if (o.kind !== 'ok') throw new Error(`probe write ${key}: ${JSON.stringify(o)}`)
       const gw = await blockGateway(a.adminUrl, key)
       if (gw !== undefined && want.delete(gw)) this.blocks.push({ key, gateway: gw })
