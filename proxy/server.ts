@@ -344,6 +344,17 @@ export class ProxyServer {
     return this.routes.route(volume, block, blockKey(volume, block), Date.now()).gateway
   }
 
+  /**
+   * Every gateway that holds a copy of a block: the members of its replica set (in sync or not:
+   * a delete must reach a stale copy too, or a later repair could serve it), else its hashed
+   * gateway. Undefined for a member this proxy's config does not know.
+   */
+  holdersOf (volume: string, block: string): Array<Gateway | undefined> {
+    const route = this.routes.route(volume, block, blockKey(volume, block), Date.now())
+    if (route.location === undefined) return [route.gateway]
+    return route.location.members.map(id => this.gateways.get(id))
+  }
+
   get maxBodyBytes (): number { return this.config.proxy.maxBodyBytes }
 
   get via (): string { return this.forwarder.via }

@@ -34,6 +34,7 @@ export interface BlockCore {
     wrap?: (client: ResponseHandler, request: ProxyRequest) => ResponseHandler
   }): void
   gatewayOf (volume: string, block: string): Gateway | undefined
+  holdersOf (volume: string, block: string): Array<Gateway | undefined>
   readonly maxBodyBytes: number
   readonly via: string
 }
@@ -651,12 +652,21 @@ export class S3Adapter {
     return r.body
   }
 
+  /**
+   * Deletes a block on every gateway that holds a copy (each member of its replica set): a copy
+   * left on one member would be served by the next read that goes there. Fails, and says which
+   * gateway, when any of them could not be reached or refused.
+   */
   private async deleteBlock (volume: string, block: string): Promise<void> {
-    const gw = this.core.gatewayOf(volume, block)
-    if (gw === undefined) throw new S3Error('ServiceUnavailable', 'no gateway is available', { 'retry-after': 1 })
-    const r = await gw.pool.request({ method: 'DELETE', path: PathPattern.gatewayPath(volume, block), headersTimeout: 10_000 })
-    await r.body.dump()
-    if (r.statusCode >= 300 && r.statusCode !== 404) throw new S3Error('BadGateway', `gateway ${gw.id} answered ${r.statusCode}`)
+    const holders = this.core.holdersOf(volume, block)
+    if (holders.length === 0 || holders.includes(undefined)) throw new S3Error('ServiceUnavailable', 'a gateway holding the object is not available', { 'retry-after': 1 })
+    await Promise.all((holders as Gateway[]).map(async gw => {
+      const r = await gw.pool.request({ method: 'DELETE', path: PathPattern.gatewayPath(volume, block), headersTimeout: 10_000 }).catch((err: Error) => {
+        throw new S3Error('ServiceUnavailable', `gateway ${gw.id} could not be reached: ${err.message}`, { 'retry-after': 1 })
+      })
+      await r.body.dump()
+      if (r.statusCode >= 300 && r.statusCode !== 404) throw new S3Error('BadGateway', `gateway ${gw.id} answered ${r.statusCode}`)
+    }))
   }
 
   private copySource (c: Ctx): { bucket: string, key: string } {
