@@ -7,9 +7,7 @@
  * for one the schedule killed.
  */
 import { type ChildProcess } from 'node:child_process'
-import dgram from 'node:dgram'
 import fs from 'node:fs'
-import net from 'node:net'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -18,6 +16,7 @@ import { stringify } from 'yaml'
 import { Procs, type Proc } from '../procs.js'
 import { nginxAvailable, startNginxGateway, type NginxGateway } from '../../test/helpers/nginx.js'
 import { ping, REDIS_SERVER } from '../../test/helpers/redis.js'
+import { freePort } from '../../test/helpers/net.js'
 
 /** The package root: the nearest ancestor with a package.json (this file runs from bench/ and from dist/bench/). */
 function packageRoot (): string {
@@ -236,7 +235,8 @@ export class FleetDeployment {
     fs.mkdirSync(path.join(this.opts.dir, 'logs'), { recursive: true })
     fs.mkdirSync(this.redisDir, { recursive: true })
     const taken = new Set<number>()
-    const port = async (udp = false): Promise<number> => await stablePort(taken, udp)
+    // Below the ephemeral range: a killed listener's port must still be free for its restart.
+    const port = async (udp = false): Promise<number> => await freePort({ udp, taken })
     const ports: Ports = {
       redis: await port(),
       dns: await port(true),
@@ -471,40 +471,6 @@ export class FleetDeployment {
       }
     }
   }
-}
-
-/**
- * A port for a listener that the schedule kills and restarts on the same port, picked below the
- * kernel's ephemeral range. A port-0 port comes from that range, and while its process is down
- * any outgoing connection on the machine may be given it as a local port: the restart would
- * then fail with EADDRINUSE.
- */
-export async function stablePort (taken: Set<number>, udp: boolean): Promise<number> {
-  const range = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
-  const below = Math.max(11_000, range[0] ?? 32768)
-  for (let attempt = 0; attempt < 500; attempt++) {
-    const port = 10_000 + Math.floor(Math.random() * (below - 10_000))
-    if (taken.has(port)) continue
-    if (await canBind(port, 'tcp') && (!udp || await canBind(port, 'udp'))) {
-      taken.add(port)
-      return port
-    }
-  }
-  throw new Error('no free port below the ephemeral range')
-}
-
-export async function canBind (port: number, proto: 'tcp' | 'udp', host = '127.0.0.1'): Promise<boolean> {
-  return await new Promise(resolve => {
-    if (proto === 'udp') {
-      const s = dgram.createSocket('udp4')
-      s.once('error', () => { s.close(); resolve(false) })
-      s.bind(port, host, () => { s.close(() => { resolve(true) }) })
-      return
-    }
-    const srv = net.createServer()
-    srv.once('error', () => { resolve(false) })
-    srv.listen(port, host, () => { srv.close(() => { resolve(true) }) })
-  })
 }
 
 export async function statusOf (url: string): Promise<number> {

@@ -22,7 +22,8 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { stringify } from 'yaml'
 import { Procs, cpuTimes } from '../procs.js'
-import { Member, FERRY_JS, canBind, stablePort, statusOf } from '../fleet-faults/deployment.js'
+import { Member, FERRY_JS, statusOf } from '../fleet-faults/deployment.js'
+import { canBind, freePort } from '../../test/helpers/net.js'
 import { ping, REDIS_SERVER } from '../../test/helpers/redis.js'
 import { RelayThread, type RelayOptions } from './relay.js'
 
@@ -100,16 +101,16 @@ export class MultiSiteFleet {
       const taken = new Set<number>()
       // P and D must be free on every site address.
       for (;;) {
-        const p = await stablePort(taken, false)
-        const d = await stablePort(taken, true)
+        const p = await freePort({ taken })
+        const d = await freePort({ udp: true, taken })
         const ok = await Promise.all(this.o.sites.map(async (_, i) => await canBind(p, 'tcp', this.edgeOf(i)) && await canBind(d, 'tcp', this.edgeOf(i)) && await canBind(d, 'udp', this.edgeOf(i))))
         if (ok.every(Boolean)) { this.proxyPort = p; this.dnsPort = d; break }
       }
       return {
-        redis: await stablePort(taken, false),
-        planner: await stablePort(taken, false),
-        admins: await Promise.all(this.o.sites.map(async () => await stablePort(taken, false))),
-        gw: await Promise.all(Array.from({ length: G }, async () => ({ data: await stablePort(taken, false), admin: await stablePort(taken, false) })))
+        redis: await freePort({ taken }),
+        planner: await freePort({ taken }),
+        admins: await Promise.all(this.o.sites.map(async () => await freePort({ taken }))),
+        gw: await Promise.all(Array.from({ length: G }, async () => ({ data: await freePort({ taken }), admin: await freePort({ taken }) })))
       }
     }
     let next = this.o.basePort

@@ -1,27 +1,50 @@
+import dgram from 'node:dgram'
+import fs from 'node:fs'
 import net from 'node:net'
 
 /**
- * A TCP port that was free a moment ago on 127.0.0.1, for a listener that must be told its port
- * before it starts. It is drawn at random below the kernel's ephemeral range (32768–60999 on
- * Linux): a port the kernel picked for us is free again the moment we close it, and the next
- * outgoing connection of any test running in parallel may take it as its source port, so the
- * listener we meant it for fails with EADDRINUSE (seen in CI). Ports below the range are only
- * ever taken by explicit binds.
+ * A port that was free a moment ago on 127.0.0.1, for a listener that must be told its port
+ * before it starts, or that is killed and restarted on the same port. It is drawn at random below
+ * the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range): a port the kernel picked
+ * is free again the moment it is closed, and the next outgoing connection of anything running in
+ * parallel may take it as its source port, so the listener meant for it fails with EADDRINUSE
+ * (seen in CI). Ports below the range are only ever taken by explicit binds. `udp`: free for UDP
+ * too (a DNS listener); `taken`: ports already handed out by the caller, never given twice.
  */
-export async function freePort (): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000)
-    if (await canListen(port)) return port
+export async function freePort (opts: { udp?: boolean, taken?: Set<number> } = {}): Promise<number> {
+  const below = Math.max(11_000, ephemeralStart())
+  for (let attempt = 0; attempt < 500; attempt++) {
+    const port = 10_000 + Math.floor(Math.random() * (below - 10_000))
+    if (opts.taken?.has(port) === true) continue
+    if (await canBind(port, 'tcp') && (opts.udp !== true || await canBind(port, 'udp'))) {
+      opts.taken?.add(port)
+      return port
+    }
   }
-  throw new Error('no free port in 20000–31999 after 50 tries')
+  throw new Error('no free port below the ephemeral range after 500 tries')
 }
 
-async function canListen (port: number): Promise<boolean> {
+function ephemeralStart (): number {
+  try {
+    return Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768
+  } catch {
+    return 32768
+  }
+}
+
+/** Whether `port` can be bound on `host` right now (and is released again at once). */
+export async function canBind (port: number, proto: 'tcp' | 'udp', host = '127.0.0.1'): Promise<boolean> {
   return await new Promise(resolve => {
+    if (proto === 'udp') {
+      const s = dgram.createSocket('udp4')
+      s.once('error', () => { s.close(); resolve(false) })
+      s.bind(port, host, () => { s.close(() => { resolve(true) }) })
+      return
+    }
     const srv = net.createServer()
     srv.unref()
-    srv.once('error', () => resolve(false))
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
+    srv.once('error', () => { resolve(false) })
+    srv.listen(port, host, () => { srv.close(() => { resolve(true) }) })
   })
 }
 
