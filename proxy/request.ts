@@ -110,3 +110,19 @@ export function stageFailed (logger: Logger, err: unknown, handler: ResponseHand
 export function awaitsCutover (request: ProxyRequest): boolean {
   return request.write && request.location?.phase === 'cutover'
 }
+
+/** A block operation handed to the core: what the plain block API and the S3 adapter both produce. */
+export interface BlockOperation {
+  req: IncomingMessage
+  res: ServerResponse
+  method: ProxyRequest['method']
+  volume: string
+  block: string
+  /** What is sent upstream (null: no body). */
+  body: NodeJS.ReadableStream | null
+  /** Headers for the gateway, when the adapter decides them (see ProxyRequest.upstreamHeaders). */
+  upstreamHeaders?: string[]
+  user?: string
+  /** Wraps the handler that answers the client, to see (and translate) the gateway's answer first. */
+  wrap?: (client: ResponseHandler, request: ProxyRequest) => ResponseHandler
+}

@@ -18,7 +18,7 @@ import { ClientResponse, Forwarder, type AccessObserver } from './forward.js'
 import { GatewaySet, type Gateway } from './gateway-set.js'
 import { ProxyMetrics } from './metrics.js'
 import { PathPattern } from './path-pattern.js'
-import { ProxyAnswer, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
+import { ProxyAnswer, type BlockOperation, type ProxyRequest, type Stage } from './request.js'
 import { Replication } from './replicas.js'
 import { RetryStage } from './retry.js'
 import { RouteTable } from './route-table.js'
@@ -33,22 +33,6 @@ import { PROCESS_REPORTER, gatewayHealthChannel } from '../state/channels.js'
 import type { StateStore } from '../state/types.js'
 
 export type { AccessObserver } from './forward.js'
-
-/** A block operation handed to the core: what the plain block API and the S3 adapter both produce. */
-export interface BlockOperation {
-  req: IncomingMessage
-  res: ServerResponse
-  method: ProxyRequest['method']
-  volume: string
-  block: string
-  /** What is sent upstream (null: no body). */
-  body: NodeJS.ReadableStream | null
-  /** Headers for the gateway, when the adapter decides them (see ProxyRequest.upstreamHeaders). */
-  upstreamHeaders?: string[]
-  user?: string
-  /** Wraps the handler that answers the client, to see (and translate) the gateway's answer first. */
-  wrap?: (client: ResponseHandler, request: ProxyRequest) => ResponseHandler
-}
 
 export interface ProxyServerOptions {
   config: FerryConfig

@@ -9,7 +9,7 @@ import type { Logger } from '../../lib/log.js'
 import type { ListedObject, ListFrom, ObjectIndex, ObjectMeta, PartRecord, UploadRecord } from '../../state/objects.js'
 import type { Gateway } from '../gateway-set.js'
 import { PathPattern } from '../path-pattern.js'
-import type { ProxyRequest, ResponseHandler } from '../request.js'
+import type { BlockOperation, ProxyRequest } from '../request.js'
 import { AwsChunkedDecoder, BodyCheck, CHECKSUM_ALGORITHMS, type BodyExpectations, type ChecksumAlgorithm, type Trailers } from './body.js'
 import type { S3Config } from './config.js'
 import { S3Error, s3CodeOf } from './errors.js'
@@ -22,17 +22,7 @@ import { doc, el, errorXml, isoDate, parseXml, text } from './xml.js'
 
 /** What the adapter needs of the proxy core (ProxyServer): one block operation at a time. */
 export interface BlockCore {
-  dispatchBlock (op: {
-    req: IncomingMessage
-    res: ServerResponse
-    method: ProxyRequest['method']
-    volume: string
-    block: string
-    body: NodeJS.ReadableStream | null
-    upstreamHeaders?: string[]
-    user?: string
-    wrap?: (client: ResponseHandler, request: ProxyRequest) => ResponseHandler
-  }): void
+  dispatchBlock (op: BlockOperation): void
   gatewayOf (volume: string, block: string): Gateway | undefined
   holdersOf (volume: string, block: string): Array<Gateway | undefined>
   readonly maxBodyBytes: number
