@@ -123,10 +123,33 @@ export function readOrder (gateways: GatewaySet, loc: BlockLocation, site: strin
     if (!loc.inSync.includes(id)) continue
     const g = gateways.get(id)
     if (g === undefined) continue
-    const rank = (g.isHealthy(now) ? 0 : 2000) + (site !== undefined && g.site === site ? 0 : 1000) + i
-    out.push({ g, rank })
+    out.push({ g, rank: readRank(g, site, now, i) })
   }
   return out.sort((a, b) => a.rank - b.rank).map(x => x.g)
+}
+
+/**
+ * The head of `readOrder`, without building the order: what every GET of a replicated block
+ * needs to route (the whole order is built only when a read fails over).
+ */
+export function nearestInSync (gateways: GatewaySet, loc: BlockLocation, site: string | undefined, now: number): Gateway | undefined {
+  let best: Gateway | undefined
+  let bestRank = Infinity
+  let i = 0
+  for (const id of loc.members) {
+    i++
+    if (!loc.inSync.includes(id)) continue
+    const g = gateways.get(id)
+    if (g === undefined) continue
+    const rank = readRank(g, site, now, i)
+    if (rank < bestRank) { best = g; bestRank = rank }
+  }
+  return best
+}
+
+/** Healthy before unhealthy, the client's site before others, then set order (i: 1-based position). */
+function readRank (g: Gateway, site: string | undefined, now: number, i: number): number {
+  return (g.isHealthy(now) ? 0 : 2000) + (site !== undefined && g.site === site ? 0 : 1000) + i
 }
 
 interface MemberResult {

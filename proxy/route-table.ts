@@ -1,7 +1,7 @@
 import { rendezvousPick, rendezvousRank } from '../lib/rendezvous.js'
 import type { BlockLocation } from '../state/types.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
-import { readOrder } from './replicas.js'
+import { nearestInSync } from './replicas.js'
 
 /**
  * Where placed blocks live. The proxy only ever reads this from memory (state/LocationCache,
@@ -32,7 +32,7 @@ export class RouteTable {
   route (volume: string, block: string, key: string, now = Date.now(), site?: string): Route {
     const location = this.locations?.get(volume, block)
     if (location !== undefined && location !== null) {
-      const gateway = location.inSync.length > 1 ? readOrder(this.gateways, location, site, now)[0] : this.gateways.get(location.gateway)
+      const gateway = location.inSync.length > 1 ? nearestInSync(this.gateways, location, site, now) : this.gateways.get(location.gateway)
       return { gateway, placed: true, location }
     }
     return { gateway: this.hashed(key, now), placed: false, location: undefined }
