@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { access, constants as fsConstants } from 'node:fs/promises'
 import { timingSafeEqual } from 'node:crypto'
 import { basename, resolve as resolvePath } from 'node:path'
+import { parseWrittenAt, TOMBSTONE_HEADER, WRITTEN_AT_HEADER } from '../lib/block-headers.js'
 import type { ErrorCode } from '../lib/error-codes.js'
 import { FerryError, isFerryError } from '../lib/errors.js'
 import { responseInFlight, sendError, sendJson } from '../lib/http.js'
@@ -420,7 +421,7 @@ export class ReferenceGateway {
         return
       }
       if (verdict === 'failed') return reject(req, res, 412, 'PRECONDITION_FAILED', 'If-Match does not match the current ETag', { etag: b.etag })
-      const headers = { 'content-type': 'application/octet-stream', 'content-length': b.size, etag: b.etag }
+      const headers = { 'content-type': 'application/octet-stream', 'content-length': b.size, etag: b.etag, [WRITTEN_AT_HEADER]: b.writtenAt }
       if (head) {
         res.writeHead(200, headers)
         res.end()
@@ -458,18 +459,23 @@ export class ReferenceGateway {
       // read; the check that counts is repeated under the block's lock at commit.
       precondition(await store.currentEtag(volume, block))
     }
+    const writtenAtHeader = req.headers[WRITTEN_AT_HEADER]
+    const writtenAt = parseWrittenAt(writtenAtHeader)
+    if (writtenAtHeader !== undefined && writtenAt === null) {
+      throw new FerryError('INVALID_HEADER', `${WRITTEN_AT_HEADER} must be ms since the epoch (an integer), got ${show(String(writtenAtHeader))}`, 400)
+    }
     if (req.headers.expect !== undefined) res.writeContinue()
     // destroyOnReturn: false — when the store stops early (413), the socket must survive long
     // enough to carry the 413 back.
     const body: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => req.iterator({ destroyOnReturn: false }) }
-    const r = await store.put(volume, block, body, precondition, n => this.#metrics.received(n))
+    const r = await store.put(volume, block, body, { precondition, onBytes: n => this.#metrics.received(n), ...(writtenAt === null ? {} : { writtenAt }) })
     res.writeHead(r.created ? 201 : 204, r.created ? { etag: r.etag, 'content-length': 0 } : { etag: r.etag })
     res.end()
   }
 
   async #delete (store: BlockStore, req: IncomingMessage, res: ServerResponse, volume: string, block: string): Promise<void> {
     const precondition = preconditionOf(req)
-    if (!(await store.delete(volume, block, precondition))) {
+    if (!(await store.delete(volume, block, { precondition, tombstone: req.headers[TOMBSTONE_HEADER] === '1' }))) {
       return reject(req, res, 404, 'BLOCK_NOT_FOUND', `block ${volume}/${block} not found`)
     }
     res.writeHead(204)
@@ -494,7 +500,7 @@ export class ReferenceGateway {
   async #inventory (store: BlockStore, req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== 'GET') return reject(req, res, 405, 'METHOD_NOT_ALLOWED', 'use GET', { allow: 'GET' })
     const query = parseInventoryQuery(req.url ?? '')
-    const blocks = await store.list({ after: query.after, limit: query.limit, hashUncached: query.etags === 'all' })
+    const blocks = await store.list({ after: query.after, limit: query.limit, hashUncached: query.etags === 'all', tombstones: query.tombstones })
     const last = blocks.length === query.limit ? blocks[blocks.length - 1] : undefined
     sendJson(res, 200, { blocks, next: last === undefined ? null : blockKey(last.volume, last.block) }, { 'cache-control': 'no-store' })
   }
@@ -569,6 +575,8 @@ interface InventoryQuery {
   after: { volume: string, block: string } | null
   limit: number
   etags: 'cached' | 'all'
+  /** List the tombstones instead of the blocks (README "Tombstones"). */
+  tombstones: boolean
 }
 
 /** The inventory's query string; unknown parameters are refused so a misspelt one is not silently ignored. */
@@ -576,7 +584,7 @@ function parseInventoryQuery (url: string): InventoryQuery {
   const q = url.indexOf('?')
   const params = new URLSearchParams(q === -1 ? '' : url.slice(q + 1))
   const bad = (message: string): FerryError => new FerryError('INVALID_QUERY', message, 400)
-  const query: InventoryQuery = { after: null, limit: INVENTORY_DEFAULT_LIMIT, etags: 'cached' }
+  const query: InventoryQuery = { after: null, limit: INVENTORY_DEFAULT_LIMIT, etags: 'cached', tombstones: false }
   for (const [name, value] of params) {
     if (name === 'after') {
       const slash = value.indexOf('/')
@@ -591,8 +599,11 @@ function parseInventoryQuery (url: string): InventoryQuery {
     } else if (name === 'etags') {
       if (value !== 'cached' && value !== 'all') throw bad(`etags must be cached or all, got ${show(value)}`)
       query.etags = value
+    } else if (name === 'tombstones') {
+      if (value !== '0' && value !== '1') throw bad(`tombstones must be 0 or 1, got ${show(value)}`)
+      query.tombstones = value === '1'
     } else {
-      throw bad(`unknown parameter ${show(name)} (after, limit, etags)`)
+      throw bad(`unknown parameter ${show(name)} (after, limit, etags, tombstones)`)
     }
   }
   return query

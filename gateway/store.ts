@@ -10,6 +10,9 @@ import { blockKey, isValidId } from '../lib/ids.js'
  *
  *   <dir>/<volume>/<block>   one regular file per block, its bytes exactly as PUT
  *   <dir>/.tmp/<uuid>        uploads in progress; emptied on every start
+ *   <dir>/.tombstones/<volume>/<block>   an empty file whose mtime is when a client deleted the
+ *                            block (README "Tombstones"); removed by the block's next PUT, pruned
+ *                            after TOMBSTONE_TTL_MS
  *
  * Invariants:
  * - A block file is only ever created by rename(2) of a fully written, fsynced temp file, and never
@@ -30,6 +33,8 @@ export interface OpenedBlock {
   fh: FileHandle
   size: number
   etag: string
+  /** When this version was written (the file's mtime, ms): README "Written-at". */
+  writtenAt: number
 }
 
 /** One block in a listing. */
@@ -39,8 +44,10 @@ export interface ListedBlock {
   size: number
   /** The content-hash ETag when known without reading the block (see `list`), else null. */
   etag: string | null
-  /** The block file's mtime, ms since the epoch: when this version was committed. */
+  /** The block file's mtime, ms since the epoch: when this version was written (README "Written-at"). */
   modifiedAt: number
+  /** A tombstone (listed only with `tombstones`): the block was deleted at `modifiedAt`. */
+  deleted?: true
 }
 
 export interface ListOptions {
@@ -49,7 +56,33 @@ export interface ListOptions {
   limit: number
   /** Hash blocks whose ETag is not cached (reads their bytes); default false: null for them. */
   hashUncached?: boolean
+  /** List the tombstones instead of the blocks (README "Tombstones"). */
+  tombstones?: boolean
 }
+
+export interface PutOptions {
+  precondition?: Precondition
+  onBytes?: (n: number) => void
+  /**
+   * When the bytes were first written, ms since the epoch: a copy keeps its original's time, so
+   * a store-loss rebuild that picks the copy written last never prefers a copy over a later
+   * write to its source. Default: now.
+   */
+  writtenAt?: number
+}
+
+export interface DeleteOptions {
+  precondition?: Precondition
+  /** Leave a tombstone (a client's delete; not a migration's clean-up of a moved block's source). */
+  tombstone?: boolean
+}
+
+/**
+ * How long a tombstone is kept. It only has to outlive every stale copy of the block elsewhere in
+ * the fleet (a moved block's source waiting for its clean-up, a replica whose delete failed),
+ * which the planner removes within minutes; a day covers a planner that was down meanwhile.
+ */
+export const TOMBSTONE_TTL_MS = 24 * 3600_000
 
 export interface PutResult {
   etag: string
@@ -65,6 +98,7 @@ const HASH_READ_BYTES = 1 << 20
 export class BlockStore {
   readonly dir: string
   readonly tmpDir: string
+  readonly tombstoneDir: string
   readonly maxBlockBytes: number
   readonly #etags: EtagCache
   readonly #hashing = new Map<string, Promise<string>>()
@@ -76,6 +110,7 @@ export class BlockStore {
   constructor (dir: string, opts: StoreOptions) {
     this.dir = path.resolve(dir)
     this.tmpDir = path.join(this.dir, '.tmp')
+    this.tombstoneDir = path.join(this.dir, '.tombstones')
     this.maxBlockBytes = opts.maxBlockBytes
     this.#etags = new EtagCache(opts.etagCacheSize ?? 100_000)
   }
@@ -116,7 +151,7 @@ export class BlockStore {
         return null
       }
       const etag = await this.#etagOf(blockKey(volume, block), fh, st)
-      return { fh, size: Number(st.size), etag }
+      return { fh, size: Number(st.size), etag, writtenAt: Number(st.mtimeNs / 1_000_000n) }
     } catch (err) {
       await fh.close().catch(noop)
       throw err
@@ -137,7 +172,8 @@ export class BlockStore {
    * precondition against the current version and renames the file into place.
    * On any failure (too large, client gone, precondition) the temp file is removed.
    */
-  async put (volume: string, block: string, body: AsyncIterable<Buffer>, precondition?: Precondition, onBytes?: (n: number) => void): Promise<PutResult> {
+  async put (volume: string, block: string, body: AsyncIterable<Buffer>, opts: PutOptions = {}): Promise<PutResult> {
+    const { precondition, onBytes, writtenAt } = opts
     const tmp = path.join(this.tmpDir, randomUUID())
     const fh = await open(tmp, 'wx', 0o644)
     let committed = false
@@ -151,6 +187,7 @@ export class BlockStore {
         hash.update(chunk)
         await writeAll(fh, chunk)
       }
+      if (writtenAt !== undefined) await fh.utimes(new Date(), new Date(writtenAt))
       await fh.sync()
       const etag = quote(hash.digest('hex'))
       const key = blockKey(volume, block)
@@ -172,6 +209,8 @@ export class BlockStore {
         await rename(tmp, final)
         committed = true
         await fsyncDir(volumeDir)
+        // The block exists again: its tombstone would only be noise (the new version is later).
+        await unlink(this.tombstonePath(volume, block)).catch(ignoreNotFound)
         // Stat through our own fd after the rename (rename changes ctime): the cache entry then
         // describes exactly this inode, even if a later write replaces the path.
         this.#etags.set(key, await fh.stat({ bigint: true }), etag)
@@ -184,8 +223,17 @@ export class BlockStore {
     }
   }
 
-  /** Deletes a block; false when there was none. */
-  async delete (volume: string, block: string, precondition?: Precondition): Promise<boolean> {
+  tombstonePath (volume: string, block: string): string {
+    return path.join(this.tombstoneDir, volume, block)
+  }
+
+  /**
+   * Deletes a block; false when there was none. With `tombstone`, records the delete even then:
+   * another member of the block's replica set may still hold a copy that a store-loss rebuild
+   * must not bring back.
+   */
+  async delete (volume: string, block: string, opts: DeleteOptions = {}): Promise<boolean> {
+    const { precondition } = opts
     const key = blockKey(volume, block)
     return await this.#locks.run(key, async () => {
       if (this.#closed) throw new FerryError('GATEWAY_STOPPED', 'the gateway stopped before the delete was committed', 503)
@@ -195,16 +243,36 @@ export class BlockStore {
         precondition(current)
         if (current === null) return false
       }
+      let existed = true
       try {
         await unlink(final)
       } catch (err) {
-        if (isNotFound(err)) return false
-        throw err
+        if (!isNotFound(err)) throw err
+        existed = false
       }
+      if (opts.tombstone === true) await this.#writeTombstone(volume, block)
+      if (!existed) return false
       this.#etags.delete(key)
       await fsyncDir(path.dirname(final))
       return true
     })
+  }
+
+  /** An empty file, its mtime the time of the delete; made durable like a block. */
+  async #writeTombstone (volume: string, block: string): Promise<void> {
+    const file = this.tombstonePath(volume, block)
+    const dir = path.dirname(file)
+    if (await mkdir(dir, { recursive: true }) !== undefined) await fsyncDir(path.dirname(dir))
+    const now = new Date()
+    const fh = await open(file, 'w', 0o644)
+    try {
+      // An existing tombstone (deleted twice) moves to the later delete.
+      await fh.utimes(now, now)
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+    await fsyncDir(dir)
   }
 
   /**
@@ -217,18 +285,42 @@ export class BlockStore {
   async list (opts: ListOptions): Promise<ListedBlock[]> {
     const out: ListedBlock[] = []
     const after = opts.after
-    const volumes = (await readdirOrEmpty(this.dir)).filter(isValidId).sort()
+    const tombstones = opts.tombstones === true
+    const root = tombstones ? this.tombstoneDir : this.dir
+    const volumes = (await readdirOrEmpty(root)).filter(isValidId).sort()
     for (let v = lowerBound(volumes, after?.volume ?? '', false); v < volumes.length && out.length < opts.limit; v++) {
       const volume = volumes[v] as string
-      const names = await this.#blockNames(volume)
+      const names = tombstones ? (await readdirOrEmpty(path.join(root, volume))).filter(isValidId).sort() : await this.#blockNames(volume)
       const from = after !== null && volume === after.volume ? lowerBound(names, after.block, true) : 0
       for (let i = from; i < names.length && out.length < opts.limit; i++) {
         const block = names[i] as string
-        const listed = await this.#listed(volume, block, opts.hashUncached === true)
+        const listed = tombstones ? await this.#listedTombstone(volume, block) : await this.#listed(volume, block, opts.hashUncached === true)
         if (listed !== null) out.push(listed)
       }
     }
     return out
+  }
+
+  /** A tombstone as a listing entry; one past TOMBSTONE_TTL_MS is removed instead (pruned as it is met). */
+  async #listedTombstone (volume: string, block: string): Promise<ListedBlock | null> {
+    const file = this.tombstonePath(volume, block)
+    let st: BigIntStats
+    try {
+      st = await stat(file, { bigint: true })
+    } catch (err) {
+      if (isNotFound(err)) return null
+      throw err
+    }
+    const modifiedAt = Number(st.mtimeNs / 1_000_000n)
+    if (Date.now() - modifiedAt > TOMBSTONE_TTL_MS) {
+      // Re-checked under the block's lock: a delete meanwhile renewed it.
+      await this.#locks.run(blockKey(volume, block), async () => {
+        const now = await stat(file).catch(() => null)
+        if (now !== null && Date.now() - now.mtimeMs > TOMBSTONE_TTL_MS) await unlink(file).catch(ignoreNotFound)
+      })
+      return null
+    }
+    return { volume, block, size: 0, etag: null, modifiedAt, deleted: true }
   }
 
   /** A volume's block names, sorted; cached while the directory provably has not changed. */

@@ -167,6 +167,7 @@ export const GATEWAY_ERRORS = {
   INVALID_BLOCK_ID: { status: 400, meaning: 'a block id that is not 1-128 of [A-Za-z0-9._-], not starting with "."' },
   INVALID_JSON: { status: 400, meaning: 'an admin body that is not JSON' },
   INVALID_QUERY: { status: 400, meaning: 'a listing query parameter that does not validate' },
+  INVALID_HEADER: { status: 400, meaning: 'an x-ferry-written-at header that is not ms since the epoch' },
   INVALID_FAULTS: { status: 400, meaning: 'a fault set that does not validate' },
   INVALID_ARGUMENT: { status: 400, meaning: '`ferry gateway` was given bad arguments' },
   UNAUTHORIZED: { status: 401, meaning: 'a change of faults without the bearer token' },

@@ -70,7 +70,7 @@ export class Forwarder implements Stage {
     const opts: Dispatcher.DispatchOptions = {
       method: request.method,
       path: PathPattern.gatewayPath(request.volume, request.block),
-      headers: request.upstreamHeaders ?? upstreamHeaders(req.rawHeaders, request.peer, this.via, req.headers.host),
+      headers: request.upstreamHeaders ?? upstreamHeaders(req.rawHeaders, request.peer, this.via, req.headers.host, request.method),
       body: request.body as Dispatcher.DispatchOptions['body']
     }
     if (request.fanout !== undefined) request.fanout.dispatch(opts, handler)

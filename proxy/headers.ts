@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import { TOMBSTONE_HEADER, WRITTEN_AT_HEADER } from '../lib/block-headers.js'
 
 /**
  * Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message, and must not
@@ -11,10 +12,18 @@ const HOP_BY_HOP = new Set([
 ])
 
 /**
- * Builds the upstream header list from Node's rawHeaders (a flat [name, value, …] array, so no
- * object is built per request) and appends X-Forwarded-For, X-Forwarded-Host and Via.
+ * ferry's own block-protocol headers (lib/block-headers.ts) are never taken from a client: a
+ * client's back-dated written-at would make its write look older than a stale copy to a
+ * store-loss rebuild, and only ferry decides which delete leaves a tombstone.
  */
-export function upstreamHeaders (raw: readonly string[], peer: string, viaToken: string, hostHeader: string | undefined): string[] {
+const FERRY_ONLY = new Set([WRITTEN_AT_HEADER, TOMBSTONE_HEADER])
+
+/**
+ * Builds the upstream header list from Node's rawHeaders (a flat [name, value, …] array, so no
+ * object is built per request) and appends X-Forwarded-For, X-Forwarded-Host and Via. A client's
+ * DELETE asks the gateway for a tombstone (gateway/README.md "Tombstones").
+ */
+export function upstreamHeaders (raw: readonly string[], peer: string, viaToken: string, hostHeader: string | undefined, method?: string): string[] {
   const out: string[] = []
   let xff: string | undefined
   let via: string | undefined
@@ -30,7 +39,7 @@ export function upstreamHeaders (raw: readonly string[], peer: string, viaToken:
       }
       continue
     }
-    if (HOP_BY_HOP.has(name)) continue
+    if (HOP_BY_HOP.has(name) || FERRY_ONLY.has(name)) continue
     if (name === 'x-forwarded-for') { xff = xff === undefined ? value : xff + ', ' + value; continue }
     if (name === 'via') { via = via === undefined ? value : via + ', ' + value; continue }
     out.push(name, value)
@@ -41,6 +50,7 @@ export function upstreamHeaders (raw: readonly string[], peer: string, viaToken:
   out.push('x-forwarded-for', xff === undefined ? peer : xff + ', ' + peer)
   out.push('via', via === undefined ? viaToken : via + ', ' + viaToken)
   if (hostHeader !== undefined) out.push('x-forwarded-host', hostHeader)
+  if (method === 'DELETE') out.push(TOMBSTONE_HEADER, '1')
   return out
 }
 

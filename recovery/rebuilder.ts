@@ -44,6 +44,11 @@ export interface RebuildReport {
   kept: number
   /** Blocks found on more than one gateway (the newest copy won). */
   duplicates: number
+  /**
+   * Blocks whose latest trace is a client's delete (a tombstone later than every copy): no
+   * location is recorded, so a stale copy left elsewhere is not brought back.
+   */
+  deleted: number
 }
 
 interface Candidate { gateway: string, entry: InventoryEntry, order: number }
@@ -137,8 +142,12 @@ export class LocationRebuilder {
       for (const p of pending) {
         const found = new Map<string, Candidate>()
         try {
-          for await (const entry of listBlocks(p.g, { signal: AbortSignal.timeout(Math.max(1000, deadline - Date.now())) })) {
-            found.set(blockKey(entry.volume, entry.block), { gateway: p.g.id, entry, order: p.order })
+          for await (const entry of listBlocks(p.g, { tombstones: true, signal: AbortSignal.timeout(Math.max(1000, deadline - Date.now())) })) {
+            const key = blockKey(entry.volume, entry.block)
+            const c = { gateway: p.g.id, entry, order: p.order }
+            // A block written or deleted during the listing can show up as both: the later counts.
+            const had = found.get(key)
+            if (had === undefined || newer(c, had)) found.set(key, c)
           }
         } catch (err) {
           failed.push({ ...p, error: (err as Error).message })
@@ -146,9 +155,11 @@ export class LocationRebuilder {
         }
         // Merged only once the gateway was listed in full: a half listing proves nothing.
         for (const [key, c] of found) {
-          const all = copies.get(key)
-          if (all === undefined) copies.set(key, [c])
-          else all.push(c)
+          if (c.entry.deleted !== true) {
+            const all = copies.get(key)
+            if (all === undefined) copies.set(key, [c])
+            else all.push(c)
+          }
           const cur = best.get(key)
           if (cur === undefined) { best.set(key, c); continue }
           duplicates++
@@ -164,7 +175,8 @@ export class LocationRebuilder {
 
     let recorded = 0
     let kept = 0
-    const entries = [...best.values()]
+    const entries = [...best.values()].filter(c => c.entry.deleted !== true)
+    const deleted = best.size - entries.length
     const concurrency = this.opts.concurrency ?? 64
     let next = 0
     const worker = async (): Promise<void> => {
@@ -191,10 +203,11 @@ export class LocationRebuilder {
       durationMs: Date.now() - startedAt,
       listed,
       unlisted: pending.map(p => ({ gateway: p.g.id, error: p.error })),
-      blocks: best.size,
+      blocks: entries.length,
       recorded,
       kept,
-      duplicates
+      duplicates,
+      deleted
     }
     if (this.closed) return report
     await this.opts.store.finishRebuild(generation.id)
@@ -211,8 +224,14 @@ export class LocationRebuilder {
   }
 }
 
-/** The copy written last wins; on equal times (nginx lists whole seconds), the gateway listed first in the config. */
+/**
+ * The copy written last wins: copies keep their original's written-at (gateway/README.md
+ * "Written-at"), so a copy never looks newer than a write its source took meanwhile. A tombstone
+ * wins a tie (a delete comes after the write it deletes); on other equal times (nginx lists whole
+ * seconds), the gateway listed first in the config.
+ */
 function newer (a: Candidate, b: Candidate): boolean {
   if (a.entry.modifiedAt !== b.entry.modifiedAt) return a.entry.modifiedAt > b.entry.modifiedAt
+  if ((a.entry.deleted === true) !== (b.entry.deleted === true)) return a.entry.deleted === true
   return a.order < b.order
 }

@@ -17,6 +17,8 @@ export interface InventoryEntry {
   etag: string | null
   /** When this version was written (the file's mtime), ms since the epoch; nginx: whole seconds. */
   modifiedAt: number
+  /** A tombstone (listed only with `tombstones`): a client deleted the block at `modifiedAt`. */
+  deleted?: true
 }
 
 export interface ListOptions {
@@ -24,6 +26,11 @@ export interface ListOptions {
   signal?: AbortSignal
   /** Connections to the gateway (a pool the caller already has); default: undici's global one. */
   dispatcher?: Dispatcher
+  /**
+   * Also list the gateway's tombstones, after its blocks (gateway/README.md "Tombstones"). Only
+   * the reference gateway keeps them; nginx cannot, so a delete on it is forgotten.
+   */
+  tombstones?: boolean
 }
 
 /** Blocks asked of the reference gateway per request: a few hundred KiB of JSON. */
@@ -82,9 +89,14 @@ interface ReferencePage {
 
 /** The reference gateway: `GET /inventory?after=&limit=` pages (gateway/README.md "Inventory"). */
 async function * listReference (l: Lister): AsyncIterable<InventoryEntry> {
+  yield * pagesOfReference(l, false)
+  if (l.opts.tombstones === true) yield * pagesOfReference(l, true)
+}
+
+async function * pagesOfReference (l: Lister, tombstones: boolean): AsyncIterable<InventoryEntry> {
   let after: string | null = null
   for (;;) {
-    const path: string = `/inventory?limit=${INVENTORY_PAGE_SIZE}${after === null ? '' : `&after=${encodeURIComponent(after)}`}`
+    const path: string = `/inventory?limit=${INVENTORY_PAGE_SIZE}${tombstones ? '&tombstones=1' : ''}${after === null ? '' : `&after=${encodeURIComponent(after)}`}`
     const res = await l.get(path)
     if (res.statusCode !== 200) {
       await res.body.dump().catch(() => {})
@@ -97,7 +109,11 @@ async function * listReference (l: Lister): AsyncIterable<InventoryEntry> {
       throw l.rethrow('the inventory page is not JSON', err)
     }
     if (!isReferencePage(page)) throw l.fail('the inventory page is not { blocks, next }')
-    for (const b of page.blocks) yield { volume: b.volume, block: b.block, size: b.size, etag: b.etag, modifiedAt: b.modifiedAt }
+    for (const b of page.blocks) {
+      yield tombstones
+        ? { volume: b.volume, block: b.block, size: 0, etag: null, modifiedAt: b.modifiedAt, deleted: true }
+        : { volume: b.volume, block: b.block, size: b.size, etag: b.etag, modifiedAt: b.modifiedAt }
+    }
     if (page.next === null) return
     // A cursor that does not move on would page for ever.
     if (after !== null && !cursorAfter(page.next, after)) throw l.fail(`the inventory cursor went from ${after} to ${page.next}, not forward`)

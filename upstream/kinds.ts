@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { GatewayKind } from '../fleet/schema.js'
+import { parseWrittenAt, WRITTEN_AT_HEADER } from '../lib/block-headers.js'
 
 export type { GatewayKind }
 
@@ -91,4 +92,27 @@ export function judgeByEtag (kind: GatewayKind, now: string | null | undefined, 
   if (proven !== null) return proven === then.sha256 ? 'same' : 'changed'
   if (typeof now === 'string' && then.etag !== null && now !== then.etag) return 'changed'
   return 'unproven'
+}
+
+/**
+ * When the bytes a gateway answered a GET or HEAD with were first written, ms since the epoch:
+ * the reference gateway says it (`x-ferry-written-at`), nginx's `Last-Modified` is its file's
+ * mtime to the second. Null when the answer does not tell.
+ */
+export function writtenAtOf (kind: GatewayKind, headers: IncomingHttpHeaders): number | null {
+  if (kind === 'ferry') return parseWrittenAt(headers[WRITTEN_AT_HEADER])
+  const lastModified = headers['last-modified']
+  if (typeof lastModified !== 'string') return null
+  const ms = Date.parse(lastModified)
+  return Number.isFinite(ms) ? ms : null
+}
+
+/**
+ * Headers that make a PUT onto `kind` keep the time its bytes were first written, so a copy never
+ * looks newer than its original to a store-loss rebuild (recovery/README.md). nginx's dav module
+ * takes a PUT's `Date` header as the file's mtime (to the second).
+ */
+export function writtenAtHeaders (kind: GatewayKind, writtenAt: number): Record<string, string> {
+  if (kind === 'ferry') return { [WRITTEN_AT_HEADER]: String(writtenAt) }
+  return { date: new Date(writtenAt).toUTCString() }
 }

@@ -33,6 +33,8 @@ export const FERRY_JS = path.join(packageRoot(), 'dist', 'bin', 'ferry.js')
 
 export const ADMIN_TOKEN = 'fleet-fault-admin-token-0123456789'
 export const ZONE = 'fleet.ferry.test'
+/** How long a process may take to answer its readiness check after it is started. */
+const START_DEADLINE_MS = 120_000
 
 /**
  * Lines that mean a process hit a bug even if it kept running: Node's own crash report, the
@@ -337,13 +339,15 @@ export class FleetDeployment {
   private async launch (name: string): Promise<void> {
     const m = this.member(name)
     m.spawn(this.procs, (member, child) => { this.onExit(member, child) })
-    const deadline = Date.now() + 30_000
+    // Generous: at a load average of 20 (a shared 2-core machine), a proxy with two workers
+    // took over 30 s to load its modules and routes; a slow start is not what the run measures.
+    const deadline = Date.now() + START_DEADLINE_MS
     while (Date.now() < deadline) {
       if (!m.alive) throw new Error(`${name} exited while starting:\n${m.lastLines().join('\n')}`)
       if (await m.ready().catch(() => false)) { m.markUp(); return }
       await sleep(50)
     }
-    throw new Error(`${name} did not become ready within 30 s:\n${m.lastLines().join('\n')}`)
+    throw new Error(`${name} did not become ready within ${START_DEADLINE_MS / 1000} s:\n${m.lastLines().join('\n')}`)
   }
 
   private onExit (m: Member, child: ChildProcess): void {

@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto'
 import { Transform, pipeline, type TransformCallback } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { FerryError } from '../../lib/errors.js'
-import { copyDigests, type DigestAlgorithm, type Digests, type GatewayKind } from '../../upstream/kinds.js'
+import { copyDigests, writtenAtHeaders, writtenAtOf, type DigestAlgorithm, type Digests, type GatewayKind } from '../../upstream/kinds.js'
 import { verifyCopy, type CopyProof } from '../../upstream/verify.js'
 import type { TokenBucket } from './token-bucket.js'
 
@@ -71,6 +71,10 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
     throw fail('FERRY_COPY_SOURCE_FAILED', `GET ${opts.path} from the source answered ${src.statusCode}`)
   }
   const sourceEtag = header(src.headers, 'etag')
+  // The copy keeps its original's written-at: stamped with the time of the copy, it would look
+  // newer than a write the source took while the copy ran, and a rebuild after a store loss
+  // (recovery/) would pick it and serve the older bytes.
+  const writtenAt = writtenAtOf(source.kind, src.headers)
   const declared = header(src.headers, 'content-length')
   const size = declared === null ? null : Number(declared)
   if (size !== null) opts.onSize?.(size)
@@ -84,7 +88,11 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
       method: 'PUT',
       path: opts.path,
       body: meter,
-      headers: { 'content-type': 'application/octet-stream', ...(size === null ? {} : { 'content-length': String(size) }) },
+      headers: {
+        'content-type': 'application/octet-stream',
+        ...(size === null ? {} : { 'content-length': String(size) }),
+        ...(writtenAt === null ? {} : writtenAtHeaders(target.kind, writtenAt))
+      },
       signal
     })
   } catch (err) {

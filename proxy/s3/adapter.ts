@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { pipeline, Readable } from 'node:stream'
 import { Counter, type Registry } from 'prom-client'
+import { TOMBSTONE_HEADER } from '../../lib/block-headers.js'
 import { answerErrorsWith } from '../../lib/http.js'
 import { blockOfKey, blockOfPart, isValidId, isValidObjectKey, OBJECT_KEY_MAX_BYTES } from '../../lib/ids.js'
 import type { Logger } from '../../lib/log.js'
@@ -452,7 +453,8 @@ export class S3Adapter {
       volume,
       block,
       body,
-      upstreamHeaders: this.upstreamHeaders(c, headers),
+      // A client's delete leaves a tombstone (gateway/README.md "Tombstones"), as on the plain path.
+      upstreamHeaders: this.upstreamHeaders(c, method === 'DELETE' ? [...headers, TOMBSTONE_HEADER, '1'] : headers),
       ...(c.principal.user !== undefined ? { user: c.principal.user } : {}),
       wrap: (client, request) => new S3Reply(client, request, plan, bodyError)
     })
@@ -651,7 +653,7 @@ export class S3Adapter {
     const holders = this.core.holdersOf(volume, block)
     if (holders.length === 0 || holders.includes(undefined)) throw new S3Error('ServiceUnavailable', 'a gateway holding the object is not available', { 'retry-after': 1 })
     await Promise.all((holders as Gateway[]).map(async gw => {
-      const r = await gw.pool.request({ method: 'DELETE', path: PathPattern.gatewayPath(volume, block), headersTimeout: 10_000 }).catch((err: Error) => {
+      const r = await gw.pool.request({ method: 'DELETE', path: PathPattern.gatewayPath(volume, block), headers: { [TOMBSTONE_HEADER]: '1' }, headersTimeout: 10_000 }).catch((err: Error) => {
         throw new S3Error('ServiceUnavailable', `gateway ${gw.id} could not be reached: ${err.message}`, { 'retry-after': 1 })
       })
       await r.body.dump()

@@ -121,3 +121,75 @@ t.test('a Redis that restarts empty loses no block: locations are rebuilt from t
   t.match(await (await request(`${a.adminUrl}/metrics`)).body.text(), /ferry_state_generation_lost_total 2/)
   t.same(escaped, [], 'nothing escaped to the process')
 })
+
+/**
+ * The two ways a rebuild used to serve bytes a client had already replaced or deleted (the soak
+ * saw both as stale reads after `redis-restart-empty`):
+ * - a copy made by a migration was stamped with the time of the copy, so it looked newer than a
+ *   write its source took while the copy ran, and won the rebuild;
+ * - a copy left behind by a delete (a moved block's source waiting for its clean-up) was the only
+ *   trace of the block, and the rebuild brought it back.
+ * Copies now keep their original's written-at, and a client's delete leaves a tombstone that
+ * outranks older copies.
+ */
+t.test('a rebuild brings back neither an older copy nor a deleted block', async t => {
+  const redis = await startRedis({ persistent: false })
+  t.teardown(() => redis.stop())
+  const gws = await startGateways(3)
+  t.teardown(gws.stopAll)
+  const a = await proxyOnState(t, gws.urls, { backend: 'redis', url: redis.url })
+  await waitFor(async () => (await a.node.store.generation()).rebuilding === false, 'the first (empty) rebuild to finish', 10_000)
+  const urlOf = (id: string): string => gws.urls[gws.gateways.findIndex(g => g.id === id)] as string
+  const put = async (url: string, body: string, headers: Record<string, string> = {}): Promise<number> => {
+    const r = await request(url, { method: 'PUT', body, headers })
+    await r.body.dump()
+    return r.statusCode
+  }
+
+  // An acknowledged write, then a copy of an older version of the block landing on another
+  // gateway later, stamped with its original's written-at (as the planner's copy now sends it).
+  t.ok(await put(`${a.url}/vol/raced`, 'the acknowledged version') < 300, 'PUT raced acknowledged')
+  const racedAt = (await a.node.store.getLocation('vol', 'raced'))?.gateway as string
+  const other = gws.gateways.map(g => g.id).find(id => id !== racedAt) as string
+  await sleep(20)
+  t.equal(await put(`${urlOf(other)}/vol/raced`, 'an older version', { 'x-ferry-written-at': String(Date.now() - 60_000) }), 201, 'an older copy lands later, stamped with its original time')
+  const head = await request(`${urlOf(other)}/vol/raced`, { method: 'HEAD' })
+  t.ok(Math.abs(Number(head.headers['x-ferry-written-at']) - (Date.now() - 60_000)) < 5_000, 'the gateway answers with the written-at it was given')
+
+  // A block written, a stale copy of it left on another gateway, then deleted by a client.
+  t.ok(await put(`${a.url}/vol/gone`, 'deleted later') < 300, 'PUT gone acknowledged')
+  const goneAt = (await a.node.store.getLocation('vol', 'gone'))?.gateway as string
+  const leftover = gws.gateways.map(g => g.id).find(id => id !== goneAt) as string
+  t.equal(await put(`${urlOf(leftover)}/vol/gone`, 'a copy left behind'), 201, 'a stale copy elsewhere')
+  await sleep(20)
+  const del = await request(`${a.url}/vol/gone`, { method: 'DELETE' })
+  await del.body.dump()
+  t.equal(del.statusCode, 204, 'DELETE gone acknowledged')
+  const tomb = await (await request(`${urlOf(goneAt)}/inventory?tombstones=1`)).body.json() as { blocks: Array<{ block: string, deleted?: boolean }> }
+  t.same(tomb.blocks.map(b => [b.block, b.deleted]), [['gone', true]], 'the client\'s delete left a tombstone on the gateway that held the block')
+
+  const before = (await a.node.store.generation()).id
+  await redis.kill()
+  await redis.restart()
+  await waitFor(async () => {
+    const g = await a.node.store.generation().catch(() => null)
+    return g !== null && g.id !== before && !g.rebuilding
+  }, 'the rebuild after the loss', 20_000)
+
+  const raced = await request(`${a.url}/vol/raced`)
+  t.equal(await raced.body.text(), 'the acknowledged version', 'the acknowledged write won over the later-landed older copy')
+  t.equal((await a.node.store.getLocation('vol', 'raced'))?.gateway, racedAt, 'located where the acknowledged write is')
+  t.equal(await a.node.store.getLocation('vol', 'gone'), null, 'the deleted block got no location')
+  const gone = await request(`${a.url}/vol/gone`)
+  await gone.body.dump()
+  t.equal(gone.statusCode, 404, 'the deleted block stays deleted')
+  const state = await (await request(`${a.adminUrl}/v1/state`)).body.json() as { lastRebuild?: { deleted?: number } }
+  t.equal(state.lastRebuild?.deleted, 1, 'the rebuild reports the block it left deleted')
+
+  // The block's next write removes the tombstone: it exists again.
+  t.ok(await put(`${a.url}/vol/gone`, 'written again') < 300, 'PUT gone again')
+  const home = (await a.node.store.getLocation('vol', 'gone'))?.gateway as string
+  const after = await (await request(`${urlOf(home)}/inventory?tombstones=1`)).body.json() as { blocks: unknown[] }
+  t.same(after.blocks, [], 'the gateway that holds the new version keeps no tombstone for it')
+  t.same(escaped, [], 'nothing escaped to the process')
+})

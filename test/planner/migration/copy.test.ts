@@ -90,3 +90,38 @@ t.test('copies onto and off nginx are verified by reading back, with the target\
   const off = await copyBlock(dav, ref, { ...copyOptions, signal: new AbortController().signal })
   t.match(off, { proof: 'etag', bytes: body.length, targetEtag: `"${sha256(body)}"`, sourceEtag: onto.targetEtag })
 })
+
+/**
+ * A copy keeps the time its original was written (gateway/README.md "Written-at"): stamped with
+ * the time of the copy, it would look newer than a write its source took meanwhile, and a
+ * rebuild after a store loss would serve it (recovery/README.md).
+ */
+t.test('a copy keeps its original\'s written-at, onto the reference gateway and onto nginx', { skip: nginx.ok ? false : nginx.reason }, async t => {
+  const gws = await startGateways(2)
+  t.teardown(gws.stopAll)
+  const ngx = await startNginxGateway()
+  t.teardown(ngx.stop)
+  const writtenAt = Date.now() - 3_600_000 + 123 // an hour ago, with milliseconds
+  const r = await fetch(`${gws.urls[0]}/v/b`, { method: 'PUT', body: 'original', headers: { 'x-ferry-written-at': String(writtenAt) } })
+  t.equal(r.status, 201)
+  const ref0 = endpoint(t, 'ferry', gws.urls[0] as string)
+  const ref1 = endpoint(t, 'ferry', gws.urls[1] as string)
+  const dav = endpoint(t, 'webdav', ngx.url)
+
+  await copyBlock(ref0, ref1, { ...copyOptions, signal: new AbortController().signal })
+  const copied = await fetch(`${gws.urls[1]}/v/b`, { method: 'HEAD' })
+  t.equal(copied.headers.get('x-ferry-written-at'), String(writtenAt), 'reference → reference: to the millisecond')
+
+  await copyBlock(ref0, dav, { ...copyOptions, signal: new AbortController().signal })
+  const onNginx = await fetch(`${ngx.url}/v/b`, { method: 'HEAD' })
+  t.equal(Date.parse(onNginx.headers.get('last-modified') ?? ''), Math.floor(writtenAt / 1000) * 1000, 'reference → nginx: to the second (its Date header)')
+
+  await fetch(`${gws.urls[1]}/v/b`, { method: 'DELETE' })
+  await copyBlock(dav, ref1, { ...copyOptions, signal: new AbortController().signal })
+  const back = await fetch(`${gws.urls[1]}/v/b`, { method: 'HEAD' })
+  t.equal(back.headers.get('x-ferry-written-at'), String(Math.floor(writtenAt / 1000) * 1000), 'nginx → reference: nginx\'s Last-Modified')
+
+  const bad = await fetch(`${gws.urls[0]}/v/c`, { method: 'PUT', body: 'x', headers: { 'x-ferry-written-at': 'yesterday' } })
+  t.equal(bad.status, 400, 'a written-at that is not ms since the epoch is refused')
+  t.equal(((await bad.json()) as { error: { code: string } }).error.code, 'INVALID_HEADER')
+})
