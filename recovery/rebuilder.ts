@@ -45,8 +45,9 @@ export interface RebuildReport {
   /** Blocks found on more than one gateway (the newest copy won). */
   duplicates: number
   /**
-   * Blocks whose latest trace is a client's delete (a tombstone later than every copy): no
-   * location is recorded, so a stale copy left elsewhere is not brought back.
+   * Blocks whose latest trace is a client's delete (a tombstone later than every copy): located
+   * on the tombstone's gateway, which answers 404, so a stale copy left elsewhere is not brought
+   * back. Counted in `recorded`/`kept` too.
    */
   deleted: number
 }
@@ -175,8 +176,8 @@ export class LocationRebuilder {
 
     let recorded = 0
     let kept = 0
-    const entries = [...best.values()].filter(c => c.entry.deleted !== true)
-    const deleted = best.size - entries.length
+    const entries = [...best.values()]
+    const deleted = entries.filter(c => c.entry.deleted === true).length
     const concurrency = this.opts.concurrency ?? 64
     let next = 0
     const worker = async (): Promise<void> => {
@@ -185,12 +186,16 @@ export class LocationRebuilder {
         // A replica set: the winner and every other copy provably the same bytes (content-hash
         // ETags equal). Any other copy is left out — an out-of-sync member must never be read.
         const kinds = new Map(gateways.map(g => [g.id, g.kind]))
-        const winnerHash = contentHashOf(kinds.get(c.gateway) ?? 'ferry', c.entry.etag)
+        const winnerHash = c.entry.deleted === true ? null : contentHashOf(kinds.get(c.gateway) ?? 'ferry', c.entry.etag)
         const same = winnerHash === null
           ? []
           : (copies.get(blockKey(c.entry.volume, c.entry.block)) ?? []).filter(o => o.gateway !== c.gateway && contentHashOf(kinds.get(o.gateway) ?? 'ferry', o.entry.etag) === winnerHash).map(o => o.gateway)
-        const members = [c.gateway, ...same]
-        const r = await this.opts.store.casLocation(c.entry.volume, c.entry.block, 0, { gateway: c.gateway, members, inSync: members, version: c.entry.etag }, { reason: `rebuild:${generation.id}` })
+        // A deleted block is located where its tombstone is, as a client's delete leaves it (the
+        // location stays, the gateway answers 404): with no location at all, a read would go to
+        // the block's hashed gateway, which may hold just the stale copy the tombstone outranks.
+        const members = c.entry.deleted === true ? [c.gateway] : [c.gateway, ...same]
+        const version = c.entry.deleted === true ? null : c.entry.etag
+        const r = await this.opts.store.casLocation(c.entry.volume, c.entry.block, 0, { gateway: c.gateway, members, inSync: members, version }, { reason: `rebuild:${generation.id}` })
         if (r.ok) recorded++
         else kept++
       }
@@ -203,7 +208,7 @@ export class LocationRebuilder {
       durationMs: Date.now() - startedAt,
       listed,
       unlisted: pending.map(p => ({ gateway: p.g.id, error: p.error })),
-      blocks: entries.length,
+      blocks: entries.length - deleted,
       recorded,
       kept,
       duplicates,
