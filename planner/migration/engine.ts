@@ -673,6 +673,17 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
   /** After the grace period: remove the source copy, then settle the location as `stable`. */
   private async cleanup (job: Job, loc: BlockLocation): Promise<void> {
     try {
+      // The source copy goes only while the flipped location is still the one in force. A store
+      // that lost its data meanwhile rebuilt the location from the gateways (recovery/), and with
+      // the copy keeping its original's written-at the rebuild may have chosen the source: deleting
+      // it then would leave the block located where it no longer is (seen in the 30-minute soak
+      // as an acknowledged write read 404).
+      const now = await this.read(job)
+      if (now === null || now.gateway !== job.to || now.members.includes(job.from)) {
+        this.logger.warn({ id: job.id, key: job.key, source: job.from, location: now }, 'the location no longer rests on the target alone; the source copy is kept')
+        await this.end(job, 'ok', null)
+        return
+      }
       await this.deleteCopy(job.path, job.from)
       let final: BlockLocation
       try {

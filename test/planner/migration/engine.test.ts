@@ -45,6 +45,28 @@ t.test('a placed block moves: copy, cut-over, flip, source removed after the gra
   ], 'the version history shows every phase')
 })
 
+// Found by the 30-minute soak: the store lost its data during a move's grace period, the
+// rebuild located the block on the source (the copy keeps its original's written-at, so the two
+// tie), and the clean-up then deleted the source copy: an acknowledged write read 404.
+t.test('the clean-up keeps the source copy when the location rests on it again', async t => {
+  const r = await rig(t)
+  const p = await r.planner({ migration: { gracePeriodMs: 600 } })
+  await waitLeader(p)
+  const gw1 = r.gws.urls[0] as string
+  t.equal((await put(`${gw1}/vol/kept`, 'the only version')).status, 201)
+  t.ok((await r.store.casLocation('vol', 'kept', 0, { gateway: 'gw1' })).ok)
+  const { migrations } = await p.move({ volume: 'vol', block: 'kept', to: 'gw2' })
+  await waitFor(async () => (await r.store.getLocation('vol', 'kept'))?.gateway === 'gw2', 'the flip')
+
+  // As a rebuild after a store loss may leave it: located on the source again.
+  const flipped = await r.store.getLocation('vol', 'kept')
+  t.ok((await r.store.casLocation('vol', 'kept', flipped?.epoch as number, { gateway: 'gw1', phase: 'stable' })).ok)
+  const rec = await waitEnded(p, migrations[0]!.id)
+  t.equal(rec.result, 'ok', 'the move ends')
+  t.equal((await get(`${gw1}/vol/kept`)).status, 200, 'the source copy the location rests on is kept')
+  t.match(await r.store.getLocation('vol', 'kept'), { gateway: 'gw1', phase: 'stable' }, 'and the location is left as it was found')
+})
+
 t.test('a block routed by hash is first placed where it is, then moved', async t => {
   const r = await rig(t)
   const p = await r.planner()
