@@ -362,7 +362,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
     config: parsePlacementConfig({}),
     embedder,
     now: () => simNow,
-    host: { isLeader: () => false, gateways: () => infos(), scorer: () => scorer, meanBlockBytes: () => 1 }
+    host: { isLeader: () => false, gateways: () => infos(), scorer: () => scorer, meanBlockBytes: () => 1, halfLifeMs: () => opts.halfLifeS * 1000 }
   })
   const placer = new FirstTouchPlacer(s.gateways.map((id, g) => ({ id, site: s.sites[s.gatewaySite[g] as number] as string })),
     id => (count[gwIndex.get(id) as number] as number) < s.capacity)

@@ -184,7 +184,8 @@ export class Planner {
         isLeader: () => this.engine.isActive,
         gateways: now => this.fleet.infos(now),
         scorer: () => this.scorer,
-        meanBlockBytes: () => this.fleet.meanBlockBytes()
+        meanBlockBytes: () => this.fleet.meanBlockBytes(),
+        halfLifeMs: () => this.halfLifeMs
       }
     })
     this.locations.onChange(c => { this.fleet.noteLocation(c.volume, c.block, c.location) })
