@@ -20,6 +20,7 @@
  * Where a volume has no recent activity the prior is the base prior (the placement model's
  * expected site mix, `setBase`), else none.
  */
+import { FerryError } from '../lib/errors.js'
 import { decayFactor } from '../lib/forward-decay.js'
 import type { AffinityTable } from './affinity.js'
 
@@ -66,9 +67,9 @@ export class VolumeCoAccess {
   private applied = new Set<string>()
 
   constructor (opts: PredictionOptions) {
-    if (!(opts.halfLifeMs > 0) || !(opts.activityHalfLifeMs > 0)) throw new RangeError('half-lives must be positive')
+    if (!(opts.halfLifeMs > 0) || !(opts.activityHalfLifeMs > 0)) throw new FerryError('FERRY_AFFINITY_BAD_INPUT', 'co-access: half-lives must be positive', 400)
     this.minActivity = opts.minActivity ?? MIN_ACTIVITY
-    if (!(opts.activityScale >= 0) || !(this.minActivity >= 0)) throw new RangeError('activityScale and minActivity must be ≥ 0')
+    if (!(opts.activityScale >= 0) || !(this.minActivity >= 0)) throw new FerryError('FERRY_AFFINITY_BAD_INPUT', 'co-access: activityScale and minActivity must be ≥ 0', 400)
     this.opts = opts
     this.sites = opts.sites.filter(s => s !== '')
     this.sites.forEach((s, i) => this.slot.set(s, i))
