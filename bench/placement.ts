@@ -73,6 +73,8 @@ import type { PlacementTable } from '../placement/table.js'
 import { createStore } from '../state/factory.js'
 import { DEFAULT_SITE_RULES, isWriteMethod, loadSiteRules, readTsvTrace, siteNames, siteOfHost, urlBlock, type SiteRules } from '../planner/partition/trace.js'
 import { rendezvousNode, rendezvousPick, rendezvousRank } from '../lib/rendezvous.js'
+import { rebalancerSchema } from '../planner/config.js'
+import { VolumeCoAccess, type PredictionOptions } from '../planner/prediction.js'
 import { percentile, ratio, writeResult } from './lib.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -88,6 +90,9 @@ const DEFAULT_LATENCY = {
     europe: { asia: 200 }
   } as Record<string, Record<string, number>>
 }
+
+/** The live planner's defaults of the co-access signal (planner/config.ts), so the bench runs what a user gets. */
+const CO_ACCESS = rebalancerSchema.parse({}).coAccess
 
 const TARGET_VS_ORACLE = 1.15
 const TARGET_VS_HASHING = 0.6
@@ -108,6 +113,11 @@ interface Options {
   volumeWeight: number
   volumeHalfLifeS: number
   prior: 'block' | 'volume' | 'global'
+  /** The rebalancer's predictive signal (planner/prediction.ts, rebalancer.coAccess): the live default unless --co-access / --no-co-access. */
+  predict: boolean
+  activityHalfLifeS: number
+  activityScale: number
+  quick: boolean
   embedder: 'ngram' | 'transformers'
   model: string | undefined
 }
@@ -138,6 +148,11 @@ export function options (argv: string[]): Options {
       'volume-weight': { type: 'string' },
       'volume-half-life': { type: 'string' },
       prior: { type: 'string' },
+      'co-access': { type: 'boolean' },
+      'no-co-access': { type: 'boolean' },
+      'activity-half-life': { type: 'string' },
+      'activity-scale': { type: 'string' },
+      quick: { type: 'boolean' },
       embedder: { type: 'string' },
       model: { type: 'string' }
     }
@@ -169,11 +184,15 @@ export function options (argv: string[]): Options {
     minGainMs: num('min-gain-ms', values['min-gain-ms'], 1, x => x >= 0),
     maxMoves: num('max-moves', values['max-moves'], 64, x => Number.isInteger(x) && x >= 0),
     retrainS: num('retrain', values.retrain, 900, x => x > 0),
-    priorWeight: num('prior-weight', values['prior-weight'], 1, x => x >= 0),
+    priorWeight: num('prior-weight', values['prior-weight'], CO_ACCESS.priorWeight, x => x >= 0),
     headroom: num('headroom', values.headroom, 0.02, x => x >= 0 && x < 1),
     volumeWeight: num('volume-weight', values['volume-weight'], 0, x => x >= 0),
     volumeHalfLifeS: num('volume-half-life', values['volume-half-life'], 30, x => x > 0),
     prior: prior(values.prior),
+    predict: values['co-access'] === true ? true : values['no-co-access'] === true ? false : CO_ACCESS.enabled,
+    activityHalfLifeS: num('activity-half-life', values['activity-half-life'], CO_ACCESS.activityHalfLifeMs / 1000, x => x > 0),
+    activityScale: num('activity-scale', values['activity-scale'], CO_ACCESS.activityScale, x => x >= 0),
+    quick: values.quick === true,
     embedder,
     model: values.model
   }
@@ -295,6 +314,10 @@ export function hashing (s: Setup): PolicyResult {
 
 // ───────────────────────────── (b) ferry online ─────────────────────────────
 
+function predictionOptions (sites: readonly string[], opts: Options): PredictionOptions {
+  return { sites, halfLifeMs: opts.halfLifeS * 1000, activityHalfLifeMs: opts.activityHalfLifeS * 1000, activityScale: opts.activityScale }
+}
+
 interface FerryVariant { partition: boolean, rebalance: boolean, displace: boolean }
 
 export async function ferry (s: Setup, opts: Options, variant: FerryVariant, embedder: Embedder): Promise<PolicyResult & { model: PlacementModel | null, table: PlacementTable | null }> {
@@ -314,6 +337,8 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
     return o < 0 ? m : { ...m, origin: s.sites[o] as string }
   }
   const blockOf = new Map(s.blocks.map((b, i) => [`${b.volume}/${b.id}`, i]))
+  const signal = opts.predict ? new VolumeCoAccess(predictionOptions(s.sites, opts)) : null
+  let activeVolumes = 0
 
   let bytesMoved = 0
   let moves = 0
@@ -337,7 +362,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
     config: parsePlacementConfig({}),
     embedder,
     now: () => simNow,
-    host: { isLeader: () => false, gateways: () => infos(), scorer: () => scorer, meanBlockBytes: () => 1 }
+    host: { isLeader: () => false, gateways: () => infos(), scorer: () => scorer, meanBlockBytes: () => 1, halfLifeMs: () => opts.halfLifeS * 1000 }
   })
   const placer = new FirstTouchPlacer(s.gateways.map((id, g) => ({ id, site: s.sites[s.gatewaySite[g] as number] as string })),
     id => (count[gwIndex.get(id) as number] as number) < s.capacity)
@@ -357,7 +382,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
     // once a block's own history has decayed. 'block' re-predicts every tracked block (with
     // metadata, origin and neighbours: the costly one); 'volume' uses each volume's history;
     // 'global' the overall mix.
-    table.setPrior(model.priorShares())
+    if (signal !== null) signal.setBase(model.priorShares()); else table.setPrior(model.priorShares())
     if (opts.prior === 'volume') {
       for (const e of history) { const v = model.volumeShares(e.meta.volume); if (v !== undefined) table.setVolumePrior(e.meta.volume, v) }
     } else if (opts.prior === 'block') {
@@ -370,6 +395,12 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
   }
 
   const rebalance = (now: number): void => {
+    if (signal !== null) {
+      // As the live rebalancer does with its scan of the affinity map.
+      for (const e of table.entries(now)) signal.observe(e.volume, e.scores)
+      signal.endRound(now)
+      activeVolumes += signal.apply(table)
+    }
     const kernel = scorer.compile(table.sites, infos())
     const plan = table.planMoves(kernel, { marginMs: opts.minGainMs, marginRatio: opts.margin, maxMoves: opts.maxMoves, now, displace: variant.displace, headroom: opts.headroom })
     if (plan.length >= opts.maxMoves) budgetCut++
@@ -388,6 +419,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
     }
   }
 
+  let rebalances = 0
   let nextRetrain = t0 + opts.retrainS * 1000
   let nextRebalance = t0 + opts.intervalS * 1000
   for (let i = 0; i < s.accesses.length; i++) {
@@ -395,6 +427,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
     while (variant.partition && a.at >= nextRetrain) { await retrain(nextRetrain); nextRetrain += opts.retrainS * 1000 }
     while (variant.rebalance && a.at >= nextRebalance) {
       rebalance(nextRebalance)
+      rebalances++
       if (variant.partition && model !== null) { simNow = nextRebalance; publish() }
       nextRebalance += opts.intervalS * 1000
     }
@@ -438,6 +471,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
       firstTouch: { decisions: firstTouches, byModel, meanUs: round(Number(firstTouchNs) / 1e3 / Math.max(1, firstTouches)) },
       ...(variant.partition ? { retrains, swaps, trainMsTotal: Math.round(trainMs), lastModel: lastValidation } : {}),
       ...(variant.rebalance ? { roundsAtMoveBudget: budgetCut, makeRoomMoves: madeRoom } : {}),
+      ...(signal !== null ? { meanActiveVolumesPerRound: round(activeVolumes / Math.max(1, rebalances)) } : {}),
       finalBlocksPerGateway: Object.fromEntries(s.gateways.map((id, g) => [id, count[g]]))
     }
   }
@@ -723,6 +757,8 @@ export default async function run (argv: string[]): Promise<void> {
     ['without headroom', { ...opts, headroom: 0 }, ALL],
     ['without prior (κ = 0)', { ...opts, priorWeight: 0 }, ALL]
   ]
+  // --quick: the three policies only (set-up variations, parameter trials).
+  if (opts.quick) ablate.length = 0
   for (const [name, o, v] of ablate) ablations[name] = summarise(s, await timed(`ferry ${name}`, () => ferry(s, o, v, embedder)))
   // How sensitive the result is to the knobs (each varies one default).
   const sensitivity: Record<string, Record<string, unknown>> = {}
@@ -733,10 +769,14 @@ export default async function run (argv: string[]): Promise<void> {
     ['per-block prior (re-predicted at every retrain)', { prior: 'block' }],
     ['rebalance every 10 s', { intervalS: 10 }],
     ['volume signal λ = 1', { volumeWeight: 1 }],
+    // The live predictive signal (rebalancer.coAccess), on and off whatever the default.
+    ['co-access signal on (rebalancer.coAccess)', { predict: true }],
+    ['co-access signal off', { predict: false }],
     // The aggressive end: what it takes to approach the oracle, and what it costs in bytes.
     ['volume signal λ = 1, rounds every 1 s of up to 1000 moves, margin 10 %', { volumeWeight: 1, intervalS: 1, maxMoves: 1000, margin: 0.1 }]
   ]
   for (const [name, o] of vary) {
+    if (opts.quick) break
     if (Object.entries(o).every(([k, v]) => (opts as unknown as Record<string, unknown>)[k] === v)) continue
     sensitivity[name] = summarise(s, await timed(`ferry ${name}`, () => ferry(s, { ...opts, ...o }, ALL, embedder)))
   }
@@ -768,7 +808,7 @@ export default async function run (argv: string[]): Promise<void> {
   console.log(`  ferry/oracle ${targets.ferryOverOracle} (target ≤ ${TARGET_VS_ORACLE}: ${targets.ferryOverOracleMet ? 'met' : 'NOT met'}); ferry ${(100 * targets.ferryBelowHashing).toFixed(1)} % below hashing (target ≥ 40 %: ${targets.ferryBelowHashingMet ? 'met' : 'NOT met'})`)
   if (cost !== null) console.log(`  first touch: model ${cost.modelUsPerDecision} µs vs hash ${cost.hashUsPerDecision} µs per decision (×${cost.ratio})`)
 
-  const file = writeResult('placement', {
+  const file = writeResult(opts.quick ? 'placement-quick' : 'placement', {
     setup: {
       trace: path.relative(projectRoot, opts.trace),
       accesses: s.accesses.length,

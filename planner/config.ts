@@ -38,7 +38,13 @@ export const rebalancerSchema = z.object({
     .describe('a block stays at least this long where it was last placed or moved before it may move again (no ping-pong)'),
   minScore: z.number().nonnegative().default(1).describe('blocks whose decayed access score (all sites) is below this are too cold to be worth a move'),
   maxMovesPerInterval: z.number().int().nonnegative().default(64).describe('move budget: migrations started per interval'),
-  maxBytesPerInterval: z.number().int().nonnegative().default(1024 ** 3).describe('move budget: bytes of the blocks moved per interval (0 = no byte limit)')
+  maxBytesPerInterval: z.number().int().nonnegative().default(1024 ** 3).describe('move budget: bytes of the blocks moved per interval (0 = no byte limit)'),
+  coAccess: z.object({
+    enabled: z.boolean().default(false).describe('move the cold blocks of a volume towards the sites reading the volume now, before their own first access from there (planner/prediction.ts; off by default: on the NASA trace it buys nothing for 1.8× the bytes, BENCHMARKS.md "Placement")'),
+    priorWeight: z.number().nonnegative().default(1).describe('pseudo-count (decayed accesses) of the predicted site mix in a block\'s ranking: a block with more traffic of its own than this follows its own traffic'),
+    activityHalfLifeMs: ms(120_000, 'how long a site\'s reading of a volume keeps pulling the volume\'s other blocks'),
+    activityScale: z.number().nonnegative().default(4).describe('recent accesses of a volume at which its readers weigh as much as the placement model\'s expected mix')
+  }).strict().default({}).describe('the predictive signal: co-access by volume')
 }).strict().default({})
 
 export const migrationSchema = z.object({

@@ -151,6 +151,8 @@ export class Planner {
       sites: this.sites,
       halfLifeMs: this.halfLifeMs,
       config: cfg.rebalancer,
+      // The partitioning engine's expected site mix: where a quiet volume's blocks are expected to be read.
+      basePrior: () => this.placement.current?.priorShares() ?? null,
       logger: this.logger,
       ...(opts.registry ? { registry: opts.registry } : {})
     })
@@ -182,7 +184,8 @@ export class Planner {
         isLeader: () => this.engine.isActive,
         gateways: now => this.fleet.infos(now),
         scorer: () => this.scorer,
-        meanBlockBytes: () => this.fleet.meanBlockBytes()
+        meanBlockBytes: () => this.fleet.meanBlockBytes(),
+        halfLifeMs: () => this.halfLifeMs
       }
     })
     this.locations.onChange(c => { this.fleet.noteLocation(c.volume, c.block, c.location) })

@@ -8,6 +8,7 @@ import { AffinityTable, type AffinityScorer } from './affinity.js'
 import type { RebalancerConfig } from './config.js'
 import type { MigrationEngine } from './migration/engine.js'
 import type { Fleet } from './migration/fleet.js'
+import { VolumeCoAccess } from './prediction.js'
 
 /** Where blocks are now: the planner's LocationCache (null: no location, undefined: not loaded). */
 export interface LocationLookup {
@@ -25,6 +26,8 @@ export interface RebalancerOptions {
   /** The store's affinity half-life (state.affinity.halfLifeMs): scores are decayed with it. */
   halfLifeMs: number
   config: RebalancerConfig
+  /** Where accesses are expected when a volume is quiet (the placement model's prior shares), or null. */
+  basePrior?: () => Readonly<Record<string, number>> | null
   logger?: Logger
   registry?: Registry
 }
@@ -41,6 +44,10 @@ export interface RebalanceRound {
   moves: number
   bytes: number
   skipped: { cold: number, dwell: number, busy: number, sourceDown: number, budget: number, capacity: number, refused: number }
+  /** Volumes whose recent readers pulled their cold blocks this pass (the co-access signal). */
+  activeVolumes: number
+  /** Of `moves`, blocks too cold to move on their own traffic, moved towards their volume's readers. */
+  predicted: number
 }
 
 const ROUNDS_KEPT = 64
@@ -72,6 +79,8 @@ export class Rebalancer {
   private sites: readonly string[]
   private halfLifeMs: number
   private scorer: AffinityScorer
+  /** The predictive signal (kept across passes: it compares each pass's scan with the last one's). */
+  private coAccess: VolumeCoAccess | null = null
 
   constructor (private readonly opts: RebalancerOptions) {
     this.config = opts.config
@@ -84,14 +93,23 @@ export class Rebalancer {
     const rounds = this.rounds
     new Gauge({ name: 'ferry_planner_rebalance_candidates', help: 'Blocks that beat the margin in the last rebalancer pass', registers, collect () { this.set(rounds.at(-1)?.candidates ?? 0) } })
     opts.engine.on('flip', e => { this.lastMoved.set(blockKey(e.volume, e.block), Date.now()) })
+    this.coAccess = this.newCoAccess()
+  }
+
+  private newCoAccess (): VolumeCoAccess | null {
+    const c = this.config.coAccess
+    if (!c.enabled) return null
+    return new VolumeCoAccess({ sites: this.sites, halfLifeMs: this.halfLifeMs, activityHalfLifeMs: c.activityHalfLifeMs, activityScale: c.activityScale})
   }
 
   reconfigure (config: RebalancerConfig, sites: readonly string[], halfLifeMs: number, scorer: AffinityScorer): void {
     const restart = config.intervalMs !== this.config.intervalMs || config.enabled !== this.config.enabled
+    const signal = JSON.stringify(config.coAccess) !== JSON.stringify(this.config.coAccess) || halfLifeMs !== this.halfLifeMs || sites.join() !== this.sites.join()
     this.config = config
     this.sites = sites
     this.halfLifeMs = halfLifeMs
     this.scorer = scorer
+    if (signal) this.coAccess = this.newCoAccess()
     if (restart && this.timer !== null) { this.stop(); this.start() }
   }
 
@@ -146,16 +164,24 @@ export class Rebalancer {
 
     // The affinity map, with where each block is now. Blocks mid-migration have no "current"
     // here, so the kernel never proposes them.
-    const table = new AffinityTable({ sites: this.sites, halfLifeMs: this.halfLifeMs, now })
+    const signal = this.coAccess
+    const table = new AffinityTable({ sites: this.sites, halfLifeMs: this.halfLifeMs, now, priorWeight: signal === null ? 0 : cfg.coAccess.priorWeight })
     let scanned = 0
     for await (const entry of store.scanAffinity()) {
       scanned++
       table.load(entry)
+      signal?.observe(entry.volume, decayScores(entry, now, this.halfLifeMs))
       const loc = locations.get(entry.volume, entry.block)
       if (loc === undefined) continue
       const current = loc === null ? fleet.hashed(blockKey(entry.volume, entry.block), now) : loc.phase === 'stable' ? loc.gateway : undefined
       if (current === undefined) continue
       table.setBlock(entry.volume, entry.block, { current, sizeBytes: fleet.sizeOf(entry.volume, entry.block) ?? 0 })
+    }
+    let activeVolumes = 0
+    if (signal !== null) {
+      signal.setBase(this.opts.basePrior?.() ?? null)
+      signal.endRound(now)
+      activeVolumes = signal.apply(table)
     }
     const infos = fleet.infos(now)
     const kernel = scorer.compile(table.sites, infos)
@@ -163,7 +189,9 @@ export class Rebalancer {
 
     const round: RebalanceRound = {
       at: now, durationMs: 0, scanned, candidates: candidates.length, moves: 0, bytes: 0,
-      skipped: { cold: 0, dwell: 0, busy: 0, sourceDown: 0, budget: 0, capacity: 0, refused: 0 }
+      skipped: { cold: 0, dwell: 0, busy: 0, sourceDown: 0, budget: 0, capacity: 0, refused: 0 },
+      activeVolumes,
+      predicted: 0
     }
     const room = new Map(infos.map(g => [g.id, g.capacityBytes === 0 ? Infinity : g.capacityBytes - g.usedBytes]))
     const mean = fleet.meanBlockBytes()
@@ -171,7 +199,10 @@ export class Rebalancer {
       const c = candidates[i] as typeof candidates[number]
       if (round.moves >= cfg.maxMovesPerInterval) { round.skipped.budget += candidates.length - i; break }
       const key = blockKey(c.volume, c.block)
-      if (c.score < cfg.minScore) { round.skipped.cold++; continue }
+      // A block too cold to move on its own traffic still moves ahead of its readers when its
+      // volume is being read now (the co-access signal); cold blocks of quiet volumes stay.
+      const cold = c.score < cfg.minScore
+      if (cold && signal?.isActive(c.volume) !== true) { round.skipped.cold++; continue }
       if (engine.busy(c.volume, c.block)) { round.skipped.busy++; continue }
       const moved = this.lastMoved.get(key)
       if (moved !== undefined && now - moved < cfg.minDwellMs) { round.skipped.dwell++; continue }
@@ -189,6 +220,7 @@ export class Rebalancer {
       }
       room.set(c.to, (room.get(c.to) ?? 0) - size)
       round.moves++
+      if (cold) round.predicted++
       round.bytes += size
       this.moves.inc()
     }

@@ -103,3 +103,46 @@ t.test('the move budget bounds every pass', async t => {
   t.ok(p.rebalancer.rounds.every(r => r.moves <= 2), 'no pass started more than 2 moves')
   t.ok(p.rebalancer.rounds.some(r => r.skipped.budget > 0), 'candidates were held back by the budget')
 })
+
+t.test('co-access: cold blocks of a volume being read at a site move there before their first read from it', async t => {
+  const COLD = BLOCKS.slice(5)
+  const HOT = BLOCKS.slice(0, 5)
+  /** Reads only HOT from site-c. */
+  const readHot = (url: string): { stop: () => Promise<void> } => {
+    let running = true
+    const loop = (async () => {
+      while (running) {
+        await Promise.all(HOT.map(async b => { const res = await request(`${url}/wl/${b}`, { headers: { 'x-forwarded-for': SITE_CLIENT['site-c'] } }); await res.body.dump() }))
+        await sleep(20)
+      }
+    })()
+    return { stop: async () => { running = false; await loop } }
+  }
+  const coldOn = (p: Planner, gw: string): boolean => COLD.every(b => { const l = p.locations.get('wl', b); return l?.gateway === gw && l.phase === 'stable' })
+
+  t.test('off (the default): they stay where they were written', async t => {
+    const { p, url } = await setup(t)
+    await sleep(2000) // the writes' scores decay below minScore
+    const before = COLD.map(b => p.locations.get('wl', b)?.gateway)
+    const load = readHot(url)
+    await waitFor(() => HOT.every(b => p.locations.get('wl', b)?.gateway === 'gw3'), 'the read blocks on gw3', 15_000)
+    await sleep(1500)
+    await load.stop()
+    t.same(COLD.map(b => p.locations.get('wl', b)?.gateway), before, `none of the ${COLD.length} unread blocks moved`)
+    t.ok(p.rebalancer.rounds.every(r => r.predicted === 0 && r.activeVolumes === 0), 'no pass predicted anything')
+  })
+
+  t.test('on: they follow the volume\'s readers without being read', async t => {
+    const { p, url } = await setup(t, { coAccess: { enabled: true, activityHalfLifeMs: 2000, priorWeight: 1 } })
+    await sleep(2000)
+    const load = readHot(url)
+    await waitFor(() => coldOn(p, 'gw3'), 'every unread block of the volume on gw3 (site-c)', 15_000)
+    await load.stop()
+    t.ok(p.rebalancer.rounds.some(r => r.activeVolumes >= 1), 'the volume counted as active')
+    const predicted = p.rebalancer.rounds.reduce((n, r) => n + r.predicted, 0)
+    t.ok(predicted >= 1, `${predicted} moves made on the prediction`)
+    const coldMoves = async (): Promise<Array<string | null>> => (await p.store.listMigrations({ limit: 1000 })).filter(m => m.reason === 'rebalance' && COLD.includes(m.block)).map(m => m.result)
+    await waitFor(async () => (await coldMoves()).every(r => r !== null), 'the predicted moves to finish', 10_000)
+    t.ok((await coldMoves()).every(r => r === 'ok'), 'every predicted move completed')
+  })
+})
