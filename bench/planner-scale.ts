@@ -20,7 +20,7 @@
 import os from 'node:os'
 import v8 from 'node:v8'
 import vm from 'node:vm'
-import { AffinityScorer, AffinityTable, latencyMatrix, type GatewayInfo } from '../planner/affinity.js'
+import { AffinityScorer, AffinityTable, latencyMatrix, type GatewayInfo } from '../planner/affinity/index.js'
 import { AccessProfiler, type AccessRecord } from '../planner/profiler.js'
 
 export interface ScaleOptions {

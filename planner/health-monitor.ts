@@ -25,7 +25,7 @@ import type { StateStore } from '../state/types.js'
 import type { PredictionConfig } from './config.js'
 import { HealthModel, TriggerPolicy, type HealthAssessment, type TelemetryRecord, type TriggerDecision, type TriggerState } from './health/index.js'
 import { Fleet } from './migration/fleet.js'
-import type { GatewayInfo } from './affinity.js'
+import type { GatewayInfo } from './affinity/index.js'
 import { toHealthRecord } from './telemetry.js'
 
 /** The inputs a decision was made from (seed: score, interval, confidence; plus why). */

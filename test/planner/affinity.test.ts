@@ -2,7 +2,7 @@ import t from 'tap'
 import { FerryError } from '../../lib/errors.js'
 import { rendezvousNode, rendezvousRank } from '../../lib/rendezvous.js'
 import { mergeScores, decayScores } from '../../state/affinity.js'
-import { AffinityScorer, AffinityTable, latencyMatrix, NO_GATEWAY, type GatewayInfo } from '../../planner/affinity.js'
+import { AffinityScorer, AffinityTable, latencyMatrix, NO_GATEWAY, type GatewayInfo } from '../../planner/affinity/index.js'
 
 // The four-site set-up.
 const LAT = latencyMatrix({
