@@ -26,6 +26,7 @@ import type { PredictionConfig } from './config.js'
 import { HealthModel, TriggerPolicy, type HealthAssessment, type TelemetryRecord, type TriggerDecision, type TriggerState } from './health/index.js'
 import { Fleet } from './migration/fleet.js'
 import type { GatewayInfo } from './affinity/index.js'
+import type { DrainPassSummary } from './deciders/drains.js'
 import { toHealthRecord } from './telemetry.js'
 
 /** The inputs a decision was made from (seed: score, interval, confidence; plus why). */
@@ -43,16 +44,8 @@ export interface DecisionInputs {
   sampleAt: number
 }
 
-/** What an evacuation started: the planner's drain pass, summarised. */
-export interface EvacuationSummary {
-  /** Blocks on the gateway considered, and migrations started, hottest first. */
-  blocks: number
-  started: number
-  /** Blocks no target could be found for. */
-  stuck: number
-  /** The first few moves, in order: block, its access score, target. */
-  first: Array<{ volume: string, block: string, score: number, to: string }>
-}
+/** What an evacuation started: the evacuation decider's drain pass, summarised. */
+export type EvacuationSummary = DrainPassSummary
 
 export interface HealthDecision {
   at: number
