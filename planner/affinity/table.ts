@@ -2,8 +2,7 @@
  * Every tracked block's affinity in typed-array columns: the planner's working set, fed with
  * accesses or store entries, with all preferred lists recomputed by the kernel in one pass.
  */
-import { blockKey } from '../../lib/ids.js'
-import { hashString } from '../../lib/rendezvous.js'
+import { hashBlock } from '../../lib/rendezvous.js'
 import { decayFactor, growth } from '../../lib/forward-decay.js'
 import type { AccessDelta, AffinityEntry } from '../../state/types.js'
 import { badInput } from './gateways.js'
@@ -58,11 +57,13 @@ const BURST_MIN_SHORT = 5
 /**
  * Every tracked block's affinity in a compact columnar layout: the planner's working set.
  *
- * Per block: one Map entry (key string → row), the key itself, and per row Float32 forward-
- * decayed scores per site (S slots), a Float32 short-term score (bursts), reads and writes
- * (Uint32), last access (Float64), size (Float64), current gateway (Uint8) and the preferred
- * list (Uint8 × gateways). With 4 sites and 4 gateways that is 61 bytes of columns; the Map
- * entry and key string bring it to ≈ 150 bytes (measured by bench/planner-scale.ts).
+ * Per block: one entry in its volume's Map (block id → row), the block id itself, and per row
+ * Float32 forward-decayed scores per site (S slots), a Float32 short-term score (bursts), reads
+ * and writes (Uint32), last access (Float64), size (Float64), volume index (Uint32), current
+ * gateway (Uint8) and the preferred list (Uint8 × gateways). With 4 sites and 4 gateways that is
+ * 61 bytes of columns; the Map entry and the id bring it to ≈ 150 bytes (measured by
+ * bench/planner-scale.ts). Blocks are found by volume, then block id: a block is never a joined
+ * `volume/block` string here, so none is ever taken apart again.
  *
  * Scores use forward decay (Cormode et al., ICDE 2009) exactly as proxy/access-recorder.ts: an
  * access at t adds 2^((t - T0)/H); reading multiplies by 2^(-(now - T0)/H). Float32 is enough
@@ -76,8 +77,8 @@ export class AffinityTable {
   private readonly burstFactor: number
   private readonly maxBlocks: number
   private readonly siteIndex = new Map<string, number>()
-  private readonly index = new Map<string, number>()
-  private keys: string[] = []
+  /** Each row's block id; its volume is volCol's. Blocks are found by volume, then block: no joined key is built or taken apart. */
+  private blocks: string[] = []
   private cap: number
   private n = 0
   private scoresCol: Float32Array
@@ -101,8 +102,10 @@ export class AffinityTable {
   private readonly volumeWeight: number
   private readonly volumeHalfLifeMs: number
   private globalPrior: Float64Array | null = null
-  // Volumes: index by name, per-row volume index, per-volume prior and short-term scores.
+  // Volumes: index by name, their names, per-volume rows by block id, per-row volume index, per-volume prior and short-term scores.
   private readonly volumeIndex = new Map<string, number>()
+  private readonly volumeNames: string[] = []
+  private readonly rowsByVolume: Array<Map<string, number>> = []
   private readonly volumePriors: Array<Float64Array | null> = []
   private volCol: Uint32Array
   private volScores: Float64Array
@@ -159,8 +162,7 @@ export class AffinityTable {
 
   /** A block's own prior (e.g. the partitioning engine's prediction). Costs S floats per tracked block once used. */
   setBlockPrior (volume: string, block: string, shares: Readonly<Record<string, number>> | null): void {
-    const key = blockKey(volume, block)
-    const row = this.index.get(key)
+    const row = this.rowOf(volume, block)
     if (row === undefined) return
     const S = this.sites.length
     if (this.priorCol === null) {
@@ -179,20 +181,19 @@ export class AffinityTable {
     return site === undefined ? 0 : (this.siteIndex.get(site) ?? 0)
   }
 
-  has (volume: string, block: string): boolean { return this.index.has(blockKey(volume, block)) }
+  has (volume: string, block: string): boolean { return this.rowOf(volume, block) !== undefined }
 
   /** One access. `weight` defaults to 1 (one access). Returns the block's row. */
   record (volume: string, block: string, site: string | undefined, write: boolean, at: number, weight = 1): number {
-    return this.recordAt(blockKey(volume, block), this.siteSlot(site), write ? 0 : 1, write ? 1 : 0, at, weight)
+    return this.recordAt(volume, block, this.siteSlot(site), write ? 0 : 1, write ? 1 : 0, at, weight)
   }
 
   /**
-   * The hot-path form: `key` is blockKey(volume, block), `slot` from siteSlot(). Adds `reads`
-   * and `writes` to the counters and `weight` decayed-access units at time `at`.
+   * The hot-path form: `slot` from siteSlot(). Adds `reads` and `writes` to the counters and
+   * `weight` decayed-access units at time `at`.
    */
-  recordAt (key: string, slot: number, reads: number, writes: number, at: number, weight = reads + writes): number {
-    let row = this.index.get(key)
-    if (row === undefined) row = this.insert(key)
+  recordAt (volume: string, block: string, slot: number, reads: number, writes: number, at: number, weight = reads + writes): number {
+    const row = this.rowOf(volume, block) ?? this.insert(volume, block)
     if (at !== this.wAt) this.weights(at)
     const S = this.sites.length
     if (this.volumeWeight > 0) (this.volScores[(this.volCol[row] as number) * S + slot] as number) += weight * this.wVol;
@@ -206,7 +207,7 @@ export class AffinityTable {
 
   /** A proxy's AccessDelta (state/types.ts): `weight` or reads + writes at `lastAccessMs`. */
   mergeDelta (d: AccessDelta): number {
-    return this.recordAt(blockKey(d.volume, d.block), this.siteSlot(d.site), d.reads, d.writes, d.lastAccessMs, d.weight ?? d.reads + d.writes)
+    return this.recordAt(d.volume, d.block, this.siteSlot(d.site), d.reads, d.writes, d.lastAccessMs, d.weight ?? d.reads + d.writes)
   }
 
   /**
@@ -214,9 +215,7 @@ export class AffinityTable {
    * planner that just became leader loads the merged view every proxy has been writing.
    */
   load (entry: AffinityEntry): number {
-    const key = blockKey(entry.volume, entry.block)
-    let row = this.index.get(key)
-    if (row === undefined) row = this.insert(key)
+    const row = this.rowOf(entry.volume, entry.block) ?? this.insert(entry.volume, entry.block)
     if (entry.scoredAt !== this.wAt) this.weights(entry.scoredAt)
     const S = this.sites.length
     this.scoresCol.fill(0, row * S, row * S + S)
@@ -231,16 +230,14 @@ export class AffinityTable {
 
   /** The block's size in bytes (capacity checks) and where it is now. */
   setBlock (volume: string, block: string, info: { sizeBytes?: number, current?: string | null }): void {
-    const key = blockKey(volume, block)
-    let row = this.index.get(key)
-    if (row === undefined) row = this.insert(key)
+    const row = this.rowOf(volume, block) ?? this.insert(volume, block)
     if (info.sizeBytes !== undefined) this.sizeCol[row] = info.sizeBytes
     if (info.current !== undefined) this.currentCol[row] = info.current === null ? NO_GATEWAY : this.gatewayIndex(info.current)
   }
 
   /** Forget a block (deleted, or moved out of this planner's responsibility). */
   delete (volume: string, block: string): boolean {
-    const row = this.index.get(blockKey(volume, block))
+    const row = this.rowOf(volume, block)
     if (row === undefined) return false
     this.removeRow(row)
     return true
@@ -248,14 +245,14 @@ export class AffinityTable {
 
   /** Decayed per-site scores at `now` (only sites with a positive score), or undefined. */
   scores (volume: string, block: string, now: number): Record<string, number> | undefined {
-    const row = this.index.get(blockKey(volume, block))
+    const row = this.rowOf(volume, block)
     if (row === undefined) return undefined
     return this.scoresOf(row, this.decay(now, this.halfLifeMs))
   }
 
   /** Short-term rate ≥ burstFactor × long-term rate (and at least a few recent accesses). */
   bursting (volume: string, block: string, now: number): boolean {
-    const row = this.index.get(blockKey(volume, block))
+    const row = this.rowOf(volume, block)
     return row === undefined ? false : this.burstingRow(row, now)
   }
 
@@ -283,7 +280,7 @@ export class AffinityTable {
       const c = this.currentCol[row] as number
       const cur = c === NO_GATEWAY ? NO_GATEWAY : curMap[c] as number
       // Rendezvous tie-breaking only matters for blocks whose vector is all zero.
-      const keyHash = this.rankVector(row, priorScale, volScale) > 0 ? 0 : hashString(this.keys[row] as string)
+      const keyHash = this.rankVector(row, priorScale, volScale) > 0 ? 0 : hashBlock(this.volumeNames[this.volCol[row] as number] as string, this.blocks[row] as string)
       kernel.rank(v, 0, this.prefCol, row * G, this.sizeCol[row] as number, cur, keyHash)
     }
     return this.n
@@ -291,13 +288,13 @@ export class AffinityTable {
 
   /** The block's preferred gateways from the last recomputePreferred(), best first. */
   preferred (volume: string, block: string): string[] {
-    const row = this.index.get(blockKey(volume, block))
+    const row = this.rowOf(volume, block)
     return row === undefined ? [] : this.preferredOf(row)
   }
 
   /** Where the table believes the block is (setBlock's `current`), or null. */
   current (volume: string, block: string): string | null {
-    const row = this.index.get(blockKey(volume, block))
+    const row = this.rowOf(volume, block)
     const c = row === undefined ? NO_GATEWAY : this.currentCol[row] as number
     return c === NO_GATEWAY ? null : this.gatewayIds[c] ?? null
   }
@@ -364,7 +361,7 @@ export class AffinityTable {
   }
 
   get (volume: string, block: string, now = Date.now()): TrackedBlock | undefined {
-    const row = this.index.get(blockKey(volume, block))
+    const row = this.rowOf(volume, block)
     return row === undefined ? undefined : this.toEntry(row, this.decay(now, this.halfLifeMs), now)
   }
 
@@ -418,6 +415,8 @@ export class AffinityTable {
     if (vi === undefined) {
       vi = this.volumeIndex.size
       this.volumeIndex.set(volume, vi)
+      this.volumeNames.push(volume)
+      this.rowsByVolume.push(new Map())
       this.volumePriors.push(null)
       const S = this.sites.length
       if (this.volumeWeight > 0 && this.volScores.length < (vi + 1) * S) this.volScores = growF64(this.volScores, Math.max(64, (vi + 1) * 2) * S)
@@ -458,9 +457,12 @@ export class AffinityTable {
   }
 
   private refOf (row: number): { volume: string, block: string } {
-    const key = this.keys[row] as string
-    const slash = key.indexOf('/')
-    return { volume: key.slice(0, slash), block: key.slice(slash + 1) }
+    return { volume: this.volumeNames[this.volCol[row] as number] as string, block: this.blocks[row] as string }
+  }
+
+  private rowOf (volume: string, block: string): number | undefined {
+    const vi = this.volumeIndex.get(volume)
+    return vi === undefined ? undefined : this.rowsByVolume[vi]?.get(block)
   }
 
   private scoresOf (row: number, f: number): Record<string, number> {
@@ -503,13 +505,14 @@ export class AffinityTable {
     return i
   }
 
-  private insert (key: string): number {
+  private insert (volume: string, block: string): number {
     if (this.n >= this.maxBlocks) this.evictColdest()
     if (this.n === this.cap) this.grow()
     const row = this.n++
-    this.index.set(key, row)
-    this.keys[row] = key
-    this.volCol[row] = this.volumeOf(key.slice(0, key.indexOf('/')))
+    const vi = this.volumeOf(volume)
+    this.rowsByVolume[vi]?.set(block, row)
+    this.blocks[row] = block
+    this.volCol[row] = vi
     return row
   }
 
@@ -542,13 +545,12 @@ export class AffinityTable {
   /** Moves the last row into `row` (columns stay dense, so passes are plain loops). */
   private removeRow (row: number): void {
     const last = this.n - 1
-    const key = this.keys[row] as string
-    this.index.delete(key)
+    this.rowsByVolume[this.volCol[row] as number]?.delete(this.blocks[row] as string)
     const S = this.sites.length
     if (row !== last) {
-      const lastKey = this.keys[last] as string
-      this.keys[row] = lastKey
-      this.index.set(lastKey, row)
+      const lastBlock = this.blocks[last] as string
+      this.blocks[row] = lastBlock
+      this.rowsByVolume[this.volCol[last] as number]?.set(lastBlock, row)
       this.scoresCol.copyWithin(row * S, last * S, last * S + S)
       this.shortCol[row] = this.shortCol[last] as number
       this.readsCol[row] = this.readsCol[last] as number
@@ -561,7 +563,7 @@ export class AffinityTable {
       if (this.priorCol !== null) this.priorCol.copyWithin(row * S, last * S, last * S + S)
     }
     if (this.priorCol !== null) { this.priorCol.fill(0, last * S, last * S + S); this.priorCol[last * S] = NaN }
-    this.keys.length = last
+    this.blocks.length = last
     this.scoresCol.fill(0, last * S, last * S + S)
     this.shortCol[last] = 0
     this.readsCol[last] = 0
