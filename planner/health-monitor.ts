@@ -3,7 +3,7 @@
  * telemetry in the store is scored by the health model and fed to a TriggerPolicy; when a
  * gateway's predicted health is below the threshold with enough confidence for a run of ticks,
  * its blocks are evacuated (hottest first, each to its best target by affinity, capacity and
- * predicted health) through the planner's drain machinery and the migration engine. The
+ * predicted health) through the evacuation decider (deciders/evacuation.ts: a drain) and the migration engine. The
  * evacuation is lifted only after a clear recovery (the policy's hysteresis).
  *
  * Every planner scores (standbys too: a new leader then knows the fleet's state at once); only

@@ -79,7 +79,7 @@ export class Planner {
   /** Decider: the operator's moves. */
   readonly operator: OperatorMoves
   private config: PlannerConfig
-  /** Ranks gateways by expected access latency (planner/affinity.ts); also serves /v1/affinity. */
+  /** Ranks gateways by expected access latency (planner/affinity/); also serves /v1/affinity. */
   scorer: AffinityScorer
   readonly store: StateStore
   private readonly logger: Logger
