@@ -140,7 +140,7 @@ export async function runScale (opts: ScaleOptions = {}): Promise<Record<string,
       bytesPerBlock: Math.round(bytesPerBlock * 10) / 10,
       totalMiB: Math.round((after - before) / 2 ** 20),
       columnBytesPerBlock: Math.round(table.columnBytes() / N * 10) / 10,
-      note: 'heapUsed + arrayBuffers after full GC, minus before: key strings, Map entries, columns, preferred lists'
+      note: 'heapUsed + arrayBuffers after full GC, minus before: block id strings, Map entries, columns, preferred lists'
     },
     recompute: { medianMs: Math.round(recomputeMs), roundsMs: recompute.map(x => Math.round(x)), blocksPerSecond: Math.round(N / (recomputeMs / 1000)) },
     ingest: {
