@@ -8,7 +8,7 @@
  */
 import os from 'node:os'
 import { parseArgs } from 'node:util'
-import { AffinityScorer, latencyMatrix } from '../planner/affinity.js'
+import { AffinityScorer, latencyMatrix } from '../planner/affinity/index.js'
 import { NgramHashEmbedder } from '../planner/partition/embedder.js'
 import { LivePlacement } from '../planner/partition/live.js'
 import type { TrainingExample } from '../planner/partition/model.js'

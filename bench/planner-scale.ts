@@ -4,14 +4,14 @@
  * The planner's working set at fleet scale, on one core:
  *
  *   memory     N tracked blocks (default 1,000,000) in an AffinityTable: heap + array buffers
- *              after a full GC, minus the same before, divided by N. Includes the key strings,
- *              the Map entries, the columns and the preferred lists. Target ≤ 200 bytes.
+ *              after a full GC, minus the same before, divided by N. Includes the block id
+ *              strings, the Map entries, the columns and the preferred lists. Target ≤ 200 bytes.
  *   recompute  every block's preferred list recomputed (PreferenceKernel over the columns),
  *              median of --rounds. Target ≤ 2 s.
  *   ingest     access records per second into the affinity table (recordAt: what the planner
  *              does with each merged access), into the profiler (record), and into both, from
- *              a pre-built skewed stream over the N blocks (new key strings per record, as the
- *              proxy builds them). Target ≥ 200,000 records/s per core for both together.
+ *              a pre-built skewed stream over the N blocks (new block id strings per record, as
+ *              the proxy parses them). Target ≥ 200,000 records/s per core for both together.
  *
  * `runScale(opts)` returns the figures (bench/planner.ts includes them in planner.json);
  * `run(args)` prints them. The machine is shared: run it when it is quiet, and read the
@@ -20,7 +20,7 @@
 import os from 'node:os'
 import v8 from 'node:v8'
 import vm from 'node:vm'
-import { AffinityScorer, AffinityTable, latencyMatrix, type GatewayInfo } from '../planner/affinity.js'
+import { AffinityScorer, AffinityTable, latencyMatrix, type GatewayInfo } from '../planner/affinity/index.js'
 import { AccessProfiler, type AccessRecord } from '../planner/profiler.js'
 
 export interface ScaleOptions {
@@ -98,11 +98,12 @@ export async function runScale (opts: ScaleOptions = {}): Promise<Record<string,
   recompute.sort((a, b) => a - b)
   const recomputeMs = recompute[Math.floor(rounds / 2)] as number
 
-  // ── ingest: a skewed stream (a few hot blocks, a long tail), fresh key strings per record.
+  // ── ingest: a skewed stream (a few hot blocks, a long tail), fresh block id strings per record.
   const r1 = rng(2)
   const idx = new Int32Array(R)
   for (let i = 0; i < R; i++) idx[i] = Math.floor(N * Math.pow(r1(), 3))
-  const keys: string[] = new Array(R)
+  const vols: string[] = new Array(R)
+  const blks: string[] = new Array(R)
   const slots = new Uint8Array(R)
   const writes = new Uint8Array(R)
   const records: AccessRecord[] = new Array(R)
@@ -111,7 +112,8 @@ export async function runScale (opts: ScaleOptions = {}): Promise<Record<string,
     const volume = volumeOf(b, V)
     const block = blockOf(b)
     const site = Math.floor(r1() * S)
-    keys[i] = volume + '/' + block
+    vols[i] = volume
+    blks[i] = block
     slots[i] = site + 1 // slot 0 is ''
     writes[i] = r1() < 0.2 ? 1 : 0
     records[i] = { volume, block, client: `10.${site}.${Math.floor(r1() * 256)}.${Math.floor(r1() * 40)}`, site: sites[site] as string, servedBySite: sites[Math.floor(r1() * S)] as string, write: writes[i] === 1, at: t0 + N + i, bytes: 4096 }
@@ -122,12 +124,12 @@ export async function runScale (opts: ScaleOptions = {}): Promise<Record<string,
     f()
     return Math.round(R / (Number(process.hrtime.bigint() - started) / 1e9))
   }
-  const affinityRate = rate(() => { for (let i = 0; i < R; i++) table.recordAt(keys[i] as string, slots[i] as number, 1 - (writes[i] as number), writes[i] as number, t0 + N + i) })
+  const affinityRate = rate(() => { for (let i = 0; i < R; i++) table.recordAt(vols[i] as string, blks[i] as string, slots[i] as number, 1 - (writes[i] as number), writes[i] as number, t0 + N + i) })
   const profilerRate = rate(() => { for (let i = 0; i < R; i++) profiler.record(records[i] as AccessRecord) })
   const profiler2 = new AccessProfiler({ now: t0 })
   const bothRate = rate(() => {
     for (let i = 0; i < R; i++) {
-      table.recordAt(keys[i] as string, slots[i] as number, 1 - (writes[i] as number), writes[i] as number, t0 + N + i)
+      table.recordAt(vols[i] as string, blks[i] as string, slots[i] as number, 1 - (writes[i] as number), writes[i] as number, t0 + N + i)
       profiler2.record(records[i] as AccessRecord)
     }
   })
@@ -138,7 +140,7 @@ export async function runScale (opts: ScaleOptions = {}): Promise<Record<string,
       bytesPerBlock: Math.round(bytesPerBlock * 10) / 10,
       totalMiB: Math.round((after - before) / 2 ** 20),
       columnBytesPerBlock: Math.round(table.columnBytes() / N * 10) / 10,
-      note: 'heapUsed + arrayBuffers after full GC, minus before: key strings, Map entries, columns, preferred lists'
+      note: 'heapUsed + arrayBuffers after full GC, minus before: block id strings, Map entries, columns, preferred lists'
     },
     recompute: { medianMs: Math.round(recomputeMs), roundsMs: recompute.map(x => Math.round(x)), blocksPerSecond: Math.round(N / (recomputeMs / 1000)) },
     ingest: {

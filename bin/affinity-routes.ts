@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { idSchema, parseInput } from '../admin/input.js'
 import type { AdminServer } from '../admin/server.js'
 import { FerryError } from '../lib/errors.js'
+import { blockKey } from '../lib/ids.js'
 import type { Planner } from '../planner/planner.js'
 import { decayScores } from '../state/affinity.js'
 import type { StateStore } from '../state/types.js'
@@ -39,7 +40,7 @@ export function registerAffinityRoutes (admin: AdminServer, store: StateStore, p
         writes: entry.writes,
         lastAccess: entry.lastAccess,
         location: location?.gateway ?? null,
-        preferred: planner.scorer.preferred(scores, gateways, { ...(location ? { current: location.gateway } : {}), key: `${volume}/${block}` }),
+        preferred: planner.scorer.preferred(scores, gateways, { ...(location ? { current: location.gateway } : {}), key: blockKey(volume, block) }),
         storedPreferred: entry.preferred
       }
     }

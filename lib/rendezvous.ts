@@ -15,6 +15,14 @@ export function hashString (s: string, seed = 0x811c9dc5): number {
   return h >>> 0
 }
 
+/**
+ * hashString(blockKey(volume, block)) without building the key: FNV-1a runs on from where the
+ * previous part left off, so the hash of a concatenation is the parts' hashes chained.
+ */
+export function hashBlock (volume: string, block: string): number {
+  return hashString(block, hashString('/', hashString(volume)))
+}
+
 /** murmur3's finaliser: spreads FNV's weak low bits so ranking by it is uniform. */
 function fmix32 (h: number): number {
   h ^= h >>> 16

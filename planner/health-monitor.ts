@@ -3,7 +3,7 @@
  * telemetry in the store is scored by the health model and fed to a TriggerPolicy; when a
  * gateway's predicted health is below the threshold with enough confidence for a run of ticks,
  * its blocks are evacuated (hottest first, each to its best target by affinity, capacity and
- * predicted health) through the planner's drain machinery and the migration engine. The
+ * predicted health) through the evacuation decider (deciders/evacuation.ts: a drain) and the migration engine. The
  * evacuation is lifted only after a clear recovery (the policy's hysteresis).
  *
  * Every planner scores (standbys too: a new leader then knows the fleet's state at once); only
@@ -25,7 +25,8 @@ import type { StateStore } from '../state/types.js'
 import type { PredictionConfig } from './config.js'
 import { HealthModel, TriggerPolicy, type HealthAssessment, type TelemetryRecord, type TriggerDecision, type TriggerState } from './health/index.js'
 import { Fleet } from './migration/fleet.js'
-import type { GatewayInfo } from './affinity.js'
+import type { GatewayInfo } from './affinity/index.js'
+import type { DrainPassSummary } from './deciders/drains.js'
 import { toHealthRecord } from './telemetry.js'
 
 /** The inputs a decision was made from (seed: score, interval, confidence; plus why). */
@@ -43,16 +44,8 @@ export interface DecisionInputs {
   sampleAt: number
 }
 
-/** What an evacuation started: the planner's drain pass, summarised. */
-export interface EvacuationSummary {
-  /** Blocks on the gateway considered, and migrations started, hottest first. */
-  blocks: number
-  started: number
-  /** Blocks no target could be found for. */
-  stuck: number
-  /** The first few moves, in order: block, its access score, target. */
-  first: Array<{ volume: string, block: string, score: number, to: string }>
-}
+/** What an evacuation started: the evacuation decider's drain pass, summarised. */
+export type EvacuationSummary = DrainPassSummary
 
 export interface HealthDecision {
   at: number

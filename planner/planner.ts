@@ -2,21 +2,23 @@ import os from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { Gauge, Registry } from 'prom-client'
 import type { GatewayConfig, SiteConfig } from '../fleet/schema.js'
-import { FerryError } from '../lib/errors.js'
-import { blockKey } from '../lib/ids.js'
 import { silentLogger, type Logger } from '../lib/log.js'
 import { LocationCache } from '../state/cache.js'
-import type { DrainRecord, MigrationRecord, StateStore } from '../state/types.js'
-import { AffinityScorer, latencyMatrix } from './affinity.js'
+import type { StateStore } from '../state/types.js'
+import { AffinityScorer, latencyMatrix } from './affinity/index.js'
 import { parsePlannerConfig, type PlannerConfig, type PlannerConfigInput } from './config.js'
+import { Drains, type DrainPassSummary, type DrainStatus } from './deciders/drains.js'
+import { Evacuation } from './deciders/evacuation.js'
+import { OperatorMoves, type MoveRequest, type MoveResult } from './deciders/operator.js'
+import { Rebalancer } from './deciders/rebalancer.js'
+import { ReplicaRepair } from './deciders/repair.js'
+import { MoveSubmitter } from './deciders/submit.js'
+import { Targets } from './deciders/targets.js'
 import { LeaderElection } from './leader.js'
 import { MigrationEngine } from './migration/engine.js'
-import { plannerError } from './migration/errors.js'
 import type { Fleet } from './migration/fleet.js'
-import { HealthMonitor, PredictiveFleet, type EvacuationSummary } from './health-monitor.js'
-import { Rebalancer } from './rebalancer.js'
+import { HealthMonitor, PredictiveFleet } from './health-monitor.js'
 import { NodeExporterScraper } from './telemetry.js'
-import { ReplicaRepair } from './repair.js'
 import { replicationSectionSchema, type ReplicationConfig } from '../fleet/replication.js'
 import { LivePlacement } from './partition/live.js'
 import { parsePlacementConfig, type PlacementConfigInput } from '../placement/config.js'
@@ -43,59 +45,22 @@ export interface PlannerOptions {
   registry?: Registry
 }
 
-export interface MoveRequest {
-  volume: string
-  /** Omitted: every known block of the volume. */
-  block?: string
-  /** Omitted: the best gateway by affinity. */
-  to?: string
-  reason?: string
-}
-
-export interface MoveResult {
-  migrations: MigrationRecord[]
-  /** Blocks of a volume move that were not started, with why. */
-  skipped: Array<{ block: string, code: string, message: string }>
-}
-
-export interface DrainStatus {
-  gateway: string
-  /** `operator`: POST /v1/gateways/:id/drain; `health`: the predictive trigger (lifted on recovery). */
-  cause: 'operator' | 'health'
-  state: 'draining' | 'drained'
-  startedAt: number
-  /** Placed blocks still on the gateway. */
-  remaining: number
-  migrations: { started: number, ok: number, failed: number, active: number }
-  bytesMoved: number
-  /** Blocks for which no target could be found in the last pass. */
-  stuck: number
-}
-
-interface DrainState {
-  gateway: string
-  /** An operator's drain, or the health monitor's evacuation (which it lifts on recovery). */
-  cause: 'operator' | 'health'
-  to: string | undefined
-  startedAt: number
-  ids: Set<string>
-  ok: number
-  failed: number
-  bytes: number
-  stuck: number
-}
-
 const DEFAULT_HALF_LIFE_MS = 600_000
 
+export type { DrainStatus, MoveRequest, MoveResult }
+
 /**
- * The planner role: leader election, the migration engine, the rebalancer and the operator
- * controls, over one shared store. Every planner instance campaigns for the lease; only the
- * leader's engine and rebalancer act, standbys serve the read-only API from the store.
+ * The planner role: the loop that runs the deciders and serves their status, over one shared
+ * store. The deciders (deciders/: rebalancer, drains, evacuation, repair, operator moves) only
+ * decide and submit move requests; the migration engine (migration/) is the one executor. Every
+ * planner instance campaigns for the lease; only the leader's engine and deciders act, standbys
+ * serve the read-only API from the store.
  */
 export class Planner {
   readonly leader: LeaderElection
   readonly fleet: Fleet
   readonly engine: MigrationEngine
+  /** Decider: moves blocks whose best gateway beats where they are by the margin. */
   readonly rebalancer: Rebalancer
   /** Restores each block's replication factor after a member is lost or stale. */
   readonly repair: ReplicaRepair
@@ -105,15 +70,19 @@ export class Planner {
   readonly placement: LivePlacement
   /** Every block location, kept current by notifications (drains, rebalancing, usage). */
   readonly locations: LocationCache
+  /** Target choice and priority for one block, shared by the per-block deciders. */
+  readonly targets: Targets
+  /** Decider: drains (operator's and evacuations), persisted in the store. */
+  readonly drains: Drains
+  /** Decider: the health trigger's evacuations (drains with cause `health`). */
+  readonly evacuation: Evacuation
+  /** Decider: the operator's moves. */
+  readonly operator: OperatorMoves
   private config: PlannerConfig
-  /** Ranks gateways by expected access latency (planner/affinity.ts); also serves /v1/affinity. */
+  /** Ranks gateways by expected access latency (planner/affinity/); also serves /v1/affinity. */
   scorer: AffinityScorer
   readonly store: StateStore
   private readonly logger: Logger
-  /** The drains in force, as the store holds them (DrainRecord) plus this leader's progress. */
-  private readonly drains = new Map<string, DrainState>()
-  /** The store generation the drains were last read from (see syncDrains). */
-  private drainsGeneration: string | undefined
   private tickTimer: NodeJS.Timeout | null = null
   private unsubscribe: (() => void) | null = null
   private started = false
@@ -142,6 +111,22 @@ export class Planner {
     this.fleet = fleet
     this.engine = new MigrationEngine({ store: opts.store, fleet: this.fleet, leader: this.leader, config: cfg.migration, logger: this.logger, ...(opts.registry ? { registry: opts.registry } : {}) })
     this.locations = new LocationCache(opts.store, { logger: this.logger })
+    this.targets = new Targets({ store: opts.store, fleet, scorer: () => this.scorer, halfLifeMs: () => this.halfLifeMs })
+    const submitter = new MoveSubmitter({ store: opts.store, fleet, engine: this.engine, locations: this.locations, targets: this.targets })
+    this.operator = new OperatorMoves(opts.store, submitter)
+    this.drains = new Drains({
+      store: opts.store,
+      fleet,
+      engine: this.engine,
+      locations: this.locations,
+      submitter,
+      targets: this.targets,
+      holder: () => this.leader.holder,
+      // Proxies stop creating blocks on a drained gateway now, not at the next periodic publish.
+      onDrainStarted: () => { this.placement.publish().catch(() => {}) },
+      logger: this.logger
+    })
+    this.evacuation = new Evacuation(this.drains)
     this.rebalancer = new Rebalancer({
       store: opts.store,
       fleet: this.fleet,
@@ -169,9 +154,9 @@ export class Planner {
       host: {
         gateways: () => this.fleet.ids,
         isLeader: () => this.engine.isActive,
-        evacuate: async gw => await this.evacuate(gw),
-        release: gw => this.releaseEvacuation(gw),
-        evacuating: gw => this.drains.get(gw)?.cause === 'health'
+        evacuate: async gw => await this.evacuation.evacuate(gw),
+        release: async gw => await this.evacuation.release(gw),
+        evacuating: gw => this.evacuation.evacuating(gw)
       }
     })
     fleet.setPredictions(id => this.health.prediction(id))
@@ -191,7 +176,6 @@ export class Planner {
     this.locations.onChange(c => { this.fleet.noteLocation(c.volume, c.block, c.location) })
     this.leader.on('elected', () => { this.takeOver() })
     this.leader.on('deposed', reason => { this.engine.deactivate(reason) })
-    this.engine.on('end', rec => { this.onMigrationEnd(rec) })
     this.warnIfHoldTooShort(opts.config)
     this.scraper = this.newScraper(cfg)
     if (opts.registry !== undefined) {
@@ -281,7 +265,7 @@ export class Planner {
       if (this.started) this.scraper?.start()
     }
     this.placement.reconfigure(parsePlacementConfig(config.placement))
-    for (const id of this.drains.keys()) this.fleet.setDraining(id, true)
+    this.drains.reapply()
     this.warnIfHoldTooShort(config)
     if (this.tickTimer !== null) {
       clearInterval(this.tickTimer)
@@ -320,243 +304,36 @@ export class Planner {
     if (!this.leader.isLeader) return
     await this.rebalancer.activate()
     await this.engine.activate()
-    await this.syncDrains()
+    await this.drains.sync()
     await this.placement.onElected()
   }
 
   /** Periodic: drains pick up blocks that arrived on the gateway, or whose move failed. */
   private async tick (): Promise<void> {
     if (!this.engine.isActive) return
-    await this.syncDrains().catch(err => { this.logger.warn({ err: (err as Error).message }, 'could not read the drains from the store; keeping the ones in force') })
-    for (const gateway of this.drains.keys()) {
-      await this.drainPass(gateway).catch(err => { this.logger.warn({ gateway, err: (err as Error).message }, 'drain pass failed') })
-    }
+    await this.drains.tick()
   }
 
-  // ───────────────────────────── operator controls ─────────────────────────────
+  // ─────────── what the admin API and ferry ctl call (each handed to its decider) ───────────
 
   /** Moves one block, or every known block of a volume, to `to` or to each block's best gateway. */
-  async move (req: MoveRequest): Promise<MoveResult> {
-    if (req.to !== undefined) this.checkTarget(req.to)
-    const reason = req.reason ?? 'operator'
-    if (req.block !== undefined) {
-      return { migrations: [await this.moveOne(req.volume, req.block, req.to, reason)], skipped: [] }
-    }
-    const blocks = await this.blocksOfVolume(req.volume)
-    if (blocks.length === 0) throw plannerError('FERRY_BLOCK_NOT_FOUND', `no known block of volume ${req.volume} (placed, or in the affinity map)`, 404)
-    const out: MoveResult = { migrations: [], skipped: [] }
-    const planned = new Map<string, number>()
-    for (const block of blocks) {
-      try {
-        out.migrations.push(await this.moveOne(req.volume, block, req.to, reason, planned))
-      } catch (err) {
-        if (!(err instanceof FerryError) || err.statusCode >= 500) throw err
-        out.skipped.push({ block, code: err.code, message: err.message })
-      }
-    }
-    return out
-  }
+  async move (req: MoveRequest): Promise<MoveResult> { return await this.operator.move(req) }
 
-  private async moveOne (volume: string, block: string, to: string | undefined, reason: string, planned?: Map<string, number>): Promise<MigrationRecord> {
-    const key = blockKey(volume, block)
-    if (this.engine.busy(volume, block)) throw plannerError('FERRY_BLOCK_BUSY', `block ${key} is already being moved`, 409)
-    const loc = this.locations.get(volume, block) ?? await this.store.getLocation(volume, block)
-    if (loc !== null && loc.phase !== 'stable') throw plannerError('FERRY_BLOCK_BUSY', `block ${key} is in ${loc.phase} (a migration is being finished)`, 409)
-    const current = loc?.gateway ?? this.fleet.hashed(key) ?? null
-    const size = this.fleet.sizeOf(volume, block) ?? this.fleet.meanBlockBytes()
-    const target = to ?? await this.rebalancer.bestTarget(volume, block, current, size, planned)
-    if (target === undefined) throw plannerError('FERRY_NO_TARGET', `no healthy gateway with room to move ${key} to`, 409)
-    if (loc !== null && loc !== undefined && loc.gateway === target) throw plannerError('FERRY_MIGRATION_NOOP', `block ${key} is already on ${target}`, 409)
-    const rec = await this.engine.submit({ volume, block, to: target, reason, priority: await this.rebalancer.score(volume, block) })
-    planned?.set(target, (planned.get(target) ?? 0) + size)
-    return rec
-  }
+  /** Moves everything off a gateway and keeps it from receiving blocks until `undrain`. */
+  async drain (gateway: string, to?: string): Promise<DrainStatus> { return await this.drains.drain(gateway, to) }
 
-  private checkTarget (id: string): void {
-    if (!this.fleet.has(id)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${id} is configured`, 404)
-    if (!this.fleet.isTarget(id)) throw plannerError('FERRY_TARGET_UNAVAILABLE', `gateway ${id} is ${this.fleet.get(id)?.draining === true ? 'draining' : 'down'}`, 409)
-  }
+  /** Ends a drain; any planner may be asked (the leader lifts it at its next tick). */
+  async undrain (gateway: string): Promise<boolean> { return await this.drains.undrain(gateway) }
 
-  /** Blocks of a volume the planner knows: placed ones and those in the affinity map. */
-  private async blocksOfVolume (volume: string): Promise<string[]> {
-    const blocks = new Set<string>()
-    for await (const { volume: v, block } of this.store.scanLocations()) if (v === volume) blocks.add(block)
-    for await (const { volume: v, block } of this.store.scanAffinity()) if (v === volume) blocks.add(block)
-    return [...blocks].sort()
-  }
-
-  /**
-   * Moves everything off a gateway and keeps it from receiving blocks (it counts as unhealthy
-   * for every ranking) until `undrain`. Blocks are moved hottest first; blocks that arrive on it
-   * later (a proxy's first write) or whose move failed are picked up by the next pass.
-   */
-  async drain (gateway: string, to?: string): Promise<DrainStatus> {
-    if (!this.fleet.has(gateway)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${gateway} is configured`, 404)
-    if (to !== undefined) {
-      if (to === gateway) throw plannerError('FERRY_TARGET_UNAVAILABLE', `cannot drain ${gateway} onto itself`, 409)
-      this.checkTarget(to)
-    }
-    if (!this.engine.isActive) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
-    // Recorded before anything moves: a drain the store does not hold would end with this leader.
-    // An operator's drain of a gateway under evacuation becomes the operator's: recovery no longer lifts it.
-    const startedAt = this.drains.get(gateway)?.startedAt ?? Date.now()
-    await this.store.putDrain({ gateway, cause: 'operator', to: to ?? null, startedAt })
-    this.adoptDrain({ gateway, cause: 'operator', to: to ?? null, startedAt })
-    // Proxies stop creating blocks on it now, not at the next periodic publish.
-    this.placement.publish().catch(() => {})
-    await this.drainPass(gateway)
-    return this.drainStatus(gateway) as DrainStatus
-  }
-
-  /**
-   * The health monitor's evacuation: a drain (hottest first, each block to its best target by
-   * affinity, capacity and predicted health) that the monitor lifts once the gateway has clearly
-   * recovered. Repeated calls run another pass. An operator's drain in force is left as it is.
-   */
-  async evacuate (gateway: string): Promise<EvacuationSummary> {
-    if (!this.fleet.has(gateway)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${gateway} is configured`, 404)
-    if (!this.engine.isActive) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.leader.holder })
-    if (!this.drains.has(gateway)) {
-      const record: DrainRecord = { gateway, cause: 'health', to: null, startedAt: Date.now() }
-      await this.store.putDrain(record)
-      this.adoptDrain(record)
-    }
-    return await this.drainPass(gateway)
-  }
+  /** The health trigger's evacuation of `gateway` (another pass when one is in force). */
+  async evacuate (gateway: string): Promise<DrainPassSummary> { return await this.evacuation.evacuate(gateway) }
 
   /** Lifts a predictive evacuation; an operator's drain stays. True when one was lifted. */
-  async releaseEvacuation (gateway: string): Promise<boolean> {
-    if (this.drains.get(gateway)?.cause !== 'health') return false
-    return await this.undrain(gateway)
-  }
+  async releaseEvacuation (gateway: string): Promise<boolean> { return await this.evacuation.release(gateway) }
 
-  /**
-   * Ends a drain: the gateway may receive blocks again. Any planner may be asked: the store is
-   * where drains live, and the leader lifts one the store no longer holds at its next tick.
-   */
-  async undrain (gateway: string): Promise<boolean> {
-    if (!this.fleet.has(gateway)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${gateway} is configured`, 404)
-    const stored = await this.store.deleteDrain(gateway)
-    const here = this.liftDrain(gateway)
-    return stored || here
-  }
+  drainStatus (gateway: string): DrainStatus | undefined { return this.drains.status(gateway) }
 
-  /** Puts a stored drain in force here (or updates its cause and target). */
-  private adoptDrain (r: DrainRecord): DrainState {
-    this.fleet.setDraining(r.gateway, true)
-    let d = this.drains.get(r.gateway)
-    if (d === undefined) {
-      d = { gateway: r.gateway, cause: r.cause, to: r.to ?? undefined, startedAt: r.startedAt, ids: new Set(), ok: 0, failed: 0, bytes: 0, stuck: 0 }
-      this.drains.set(r.gateway, d)
-    } else {
-      d.cause = r.cause
-      d.to = r.to ?? undefined
-    }
-    return d
-  }
-
-  private liftDrain (gateway: string): boolean {
-    this.fleet.setDraining(gateway, false)
-    return this.drains.delete(gateway)
-  }
-
-  /**
-   * Makes the drains in force here the ones the store holds: a new leader takes over its
-   * predecessor's (with the moves still running off each drained gateway), and a drain ended
-   * through another planner is lifted. When the store's generation changed it lost its data
-   * (restarted empty): then what is missing there was lost, not ended, so it is written back.
-   */
-  private async syncDrains (): Promise<void> {
-    const generation = (await this.store.generation()).id
-    const stored = new Map((await this.store.listDrains()).map(r => [r.gateway, r]))
-    if (this.drainsGeneration !== undefined && generation !== this.drainsGeneration) {
-      for (const d of this.drains.values()) {
-        if (!stored.has(d.gateway)) await this.store.putDrain({ gateway: d.gateway, cause: d.cause, to: d.to ?? null, startedAt: d.startedAt })
-      }
-      this.drainsGeneration = generation
-      return
-    }
-    this.drainsGeneration = generation
-    for (const gateway of [...this.drains.keys()]) if (!stored.has(gateway)) this.liftDrain(gateway)
-    let adopted = false
-    for (const r of stored.values()) {
-      if (!this.fleet.has(r.gateway)) continue // removed from the config: nothing to drain
-      if (!this.drains.has(r.gateway)) adopted = true
-      this.adoptDrain(r)
-    }
-    if (!adopted) return
-    // Moves a predecessor started off a drained gateway count for its drain.
-    for (const rec of await this.store.listMigrations({ active: true, limit: 100_000 })) {
-      this.drains.get(rec.from)?.ids.add(rec.id)
-    }
-  }
-
-  drainStatus (gateway: string): DrainStatus | undefined {
-    const d = this.drains.get(gateway)
-    if (d === undefined) return undefined
-    const remaining = this.fleet.blocksOn(gateway).length
-    const active = d.ids.size - d.ok - d.failed
-    return {
-      gateway,
-      cause: d.cause,
-      state: remaining === 0 && active === 0 ? 'drained' : 'draining',
-      startedAt: d.startedAt,
-      remaining,
-      migrations: { started: d.ids.size, ok: d.ok, failed: d.failed, active },
-      bytesMoved: d.bytes,
-      stuck: d.stuck
-    }
-  }
-
-  listDrains (): DrainStatus[] {
-    return [...this.drains.keys()].map(g => this.drainStatus(g) as DrainStatus)
-  }
-
-  private async drainPass (gateway: string): Promise<EvacuationSummary> {
-    const summary: EvacuationSummary = { blocks: 0, started: 0, stuck: 0, first: [] }
-    const d = this.drains.get(gateway)
-    if (d === undefined || !this.engine.isActive) return summary
-    const keys = new Set(this.fleet.blocksOn(gateway))
-    // Blocks never placed are served by hash: the ones the affinity map knows and that hash here.
-    for await (const e of this.store.scanAffinity()) {
-      const key = blockKey(e.volume, e.block)
-      if (this.locations.get(e.volume, e.block) === null && this.fleet.hashed(key) === gateway) keys.add(key)
-    }
-    const blocks = await Promise.all([...keys].map(async key => {
-      const slash = key.indexOf('/')
-      const volume = key.slice(0, slash)
-      const block = key.slice(slash + 1)
-      return { volume, block, score: await this.rebalancer.score(volume, block).catch(() => 0) }
-    }))
-    blocks.sort((a, b) => b.score - a.score)
-    summary.blocks = blocks.length
-    const planned = new Map<string, number>()
-    let stuck = 0
-    for (const { volume, block, score } of blocks) {
-      if (this.engine.busy(volume, block)) continue
-      const loc = this.locations.get(volume, block)
-      if (loc !== null && loc !== undefined && (loc.phase !== 'stable' || loc.gateway !== gateway)) continue
-      try {
-        const rec = await this.moveOne(volume, block, d.to, `${d.cause === 'health' ? 'health' : 'drain'}:${gateway}`, planned)
-        d.ids.add(rec.id)
-        summary.started++
-        if (summary.first.length < 5) summary.first.push({ volume, block, score: Math.round(score * 1000) / 1000, to: rec.to })
-      } catch (err) {
-        if (!(err instanceof FerryError)) throw err
-        if (err.code === 'FERRY_NO_TARGET' || err.code === 'FERRY_TARGET_UNAVAILABLE') stuck++
-        else if (err.code === 'FERRY_PLANNER_NOT_LEADER') return summary
-        else this.logger.debug({ volume, block, err: err.message }, 'drain move not started')
-      }
-    }
-    d.stuck = summary.stuck = stuck
-    return summary
-  }
-
-  private onMigrationEnd (rec: MigrationRecord): void {
-    const d = this.drains.get(rec.from)
-    if (d === undefined || !d.ids.has(rec.id)) return
-    if (rec.result === 'ok') { d.ok++; d.bytes += rec.bytes } else d.failed++
-  }
+  listDrains (): DrainStatus[] { return this.drains.list() }
 
   /** For GET /v1/planner. */
   status (): Record<string, unknown> {
@@ -580,7 +357,7 @@ export class Planner {
         usedBytesEstimate: Math.round(this.fleet.usedBytes(g.id)),
         capacityBytes: g.capacityBytes
       })),
-      drains: this.listDrains(),
+      drains: this.drains.list(),
       rebalancer: { enabled: this.config.rebalancer.enabled, lastRound: this.rebalancer.rounds.at(-1) ?? null }
     }
   }

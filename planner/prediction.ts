@@ -22,7 +22,7 @@
  */
 import { FerryError } from '../lib/errors.js'
 import { decayFactor } from '../lib/forward-decay.js'
-import type { AffinityTable } from './affinity.js'
+import type { AffinityTable } from './affinity/index.js'
 
 export interface PredictionOptions {
   /** Configured site names. */

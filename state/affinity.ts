@@ -1,5 +1,5 @@
 import { decayFactor } from '../lib/forward-decay.js'
-import { isValidId } from '../lib/ids.js'
+import { blockKey, isValidId } from '../lib/ids.js'
 import { invalid } from './errors.js'
 import { checkCount, checkId, checkTime } from './keys.js'
 import type { AccessDelta, AffinityEntry } from './types.js'
@@ -83,7 +83,7 @@ export function groupDeltas (deltas: readonly AccessDelta[], halfLifeMs: number)
     checkCount('writes', d.writes)
     checkTime('lastAccessMs', d.lastAccessMs)
     const weight = d.weight === undefined ? d.reads + d.writes : checkCount('weight', d.weight)
-    const key = d.volume + '/' + d.block
+    const key = blockKey(d.volume, d.block)
     let g = groups.get(key)
     if (!g) groups.set(key, g = { volume: d.volume, block: d.block, reads: 0, writes: 0, at: d.lastAccessMs, weights: new Map() })
     g.reads += d.reads

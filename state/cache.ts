@@ -1,6 +1,6 @@
 import { blockKey } from '../lib/ids.js'
 import { silentLogger, type Logger } from '../lib/log.js'
-import type { BlockLocation, StateStore, StoreEvent } from './types.js'
+import type { BlockLocation, LocatedBlock, StateStore, StoreEvent } from './types.js'
 
 export type ApplyResult = 'applied' | 'stale' | 'duplicate'
 
@@ -135,6 +135,11 @@ export class LocationCache {
   /** Live locations cached (tombstones not counted). */
   get size (): number {
     return this.live
+  }
+
+  /** Every live location with its block (the planner's drains walk them: O(blocks), no store round trip). */
+  * located (): IterableIterator<LocatedBlock> {
+    for (const e of this.entries.values()) if (e.location !== null) yield { volume: e.volume, block: e.block, location: e.location }
   }
 
   onChange (listener: (change: LocationChange) => void): () => void {

@@ -8,7 +8,7 @@ import { gatewayHealthChannel } from '../../state/channels.js'
 import { GatewayHealthView } from '../../state/gateway-health.js'
 import { probeOnce, ProbeState } from '../../upstream/prober.js'
 import type { BlockLocation, StoreEvent } from '../../state/types.js'
-import type { GatewayInfo } from '../affinity.js'
+import type { GatewayInfo } from '../affinity/index.js'
 import type { PlannerHealthConfig } from '../config.js'
 
 /** One gateway as the planner sees it. */

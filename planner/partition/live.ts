@@ -17,7 +17,7 @@ import { placementDecisionsChannel, placementFirstWritesChannel, placementTableC
 import type { StateStore } from '../../state/types.js'
 import { decayScores } from '../../state/affinity.js'
 import { decayFactor } from '../../lib/forward-decay.js'
-import type { AffinityScorer, GatewayInfo } from '../affinity.js'
+import type { AffinityScorer, GatewayInfo } from '../affinity/index.js'
 import { makeEmbedder } from './command.js'
 import type { BlockMeta, Embedder } from './embedder.js'
 import { PlacementModel, type PlacementTrainOptions, type TrainingExample } from './model.js'

@@ -7,7 +7,7 @@
  */
 import { blockKey } from '../../lib/ids.js'
 import { rendezvousNode, rendezvousPick } from '../../lib/rendezvous.js'
-import type { AffinityScorer, GatewayInfo } from '../affinity.js'
+import type { AffinityScorer, GatewayInfo } from '../affinity/index.js'
 import type { BlockMeta } from './embedder.js'
 import type { PlacementModel } from './model.js'
 

@@ -2,7 +2,7 @@ import t from 'tap'
 import { FerryError } from '../../lib/errors.js'
 import { rendezvousNode, rendezvousRank } from '../../lib/rendezvous.js'
 import { mergeScores, decayScores } from '../../state/affinity.js'
-import { AffinityScorer, AffinityTable, latencyMatrix, NO_GATEWAY, type GatewayInfo } from '../../planner/affinity.js'
+import { AffinityScorer, AffinityTable, latencyMatrix, NO_GATEWAY, type GatewayInfo } from '../../planner/affinity/index.js'
 
 // The issue's four-site set-up.
 const LAT = latencyMatrix({
@@ -389,4 +389,19 @@ t.test('planMoves: headroom keeps room for new blocks without ping-pong', async 
   // A block with real traffic may use the headroom, and the next coldest makes way again.
   for (let i = 0; i < 5; i++) table.record('v', 'b0', 'na-west', false, now)
   t.same(table.planMoves(k2, { now, headroom: 0.25 }).map(m => `${m.block}→${m.to}:${m.reason}`), ['b0→g-west:gain', 'b2→g-east:make-room'])
+})
+
+t.test('table: blocks without scores rank in rendezvous order of volume/block, as the proxy places them; entries keep volume and block apart', async t => {
+  const s = new AffinityScorer({ latency: LAT })
+  const table = new AffinityTable({ sites: ['na-east', 'na-west', 'europe', 'asia'], halfLifeMs: 1000, now: 0 })
+  const nodes = FLEET.map(g => rendezvousNode(g.id))
+  const blocks = Array.from({ length: 40 }, (_, i) => ({ volume: `vol-${i % 3}`, block: `b.${i}_x-${i * 7}` }))
+  for (const b of blocks) table.setBlock(b.volume, b.block, { sizeBytes: 10 })
+  table.recomputePreferred(s.compile(table.sites, FLEET), 0)
+  for (const b of blocks) t.same(table.preferred(b.volume, b.block), rendezvousRank(`${b.volume}/${b.block}`, nodes), `${b.volume}/${b.block}`)
+  t.same([...table.entries(0)].map(e => ({ volume: e.volume, block: e.block })), blocks, 'entries carry each block as {volume, block}')
+  t.ok(table.delete('vol-0', 'b.0_x-0'))
+  t.notOk(table.has('vol-0', 'b.0_x-0'), 'deleted')
+  t.ok(table.has('vol-1', 'b.1_x-7') && table.has('vol-0', 'b.39_x-273'), 'the row moved into the hole is still found')
+  t.equal(table.size, 39)
 })

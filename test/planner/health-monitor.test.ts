@@ -96,7 +96,7 @@ t.test('a gateway whose telemetry degrades is evacuated, hottest blocks first, b
     blocks.push(b)
   }
   for (let k = 0; k < 8; k++) for (let i = 0; i < 6; i++) t.equal((await get(`${proxy.url}/vol/h${i}`)).status, 200)
-  await waitFor(async () => (await p.rebalancer.score('vol', 'h5')) > (await p.rebalancer.score('vol', 'c6')), 'access scores of the hot blocks')
+  await waitFor(async () => (await p.targets.score('vol', 'h5')) > (await p.targets.score('vol', 'c6')), 'access scores of the hot blocks')
   await waitFor(() => p.fleet.blocksOn('gw1').length === 24, 'the planner to see the placement')
 
   const onset = leak.onsetS as number

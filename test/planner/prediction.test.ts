@@ -1,5 +1,5 @@
 import t from 'tap'
-import { AffinityTable } from '../../planner/affinity.js'
+import { AffinityTable } from '../../planner/affinity/index.js'
 import { VolumeCoAccess } from '../../planner/prediction.js'
 
 /** The co-access signal's arithmetic: what a pass's scan says a volume's recent readers are. */

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { FerryError } from '../../../lib/errors.js'
 import { rendezvousNode, rendezvousPick } from '../../../lib/rendezvous.js'
-import { AffinityScorer, latencyMatrix, type GatewayInfo } from '../../../planner/affinity.js'
+import { AffinityScorer, latencyMatrix, type GatewayInfo } from '../../../planner/affinity/index.js'
 import { NgramHashEmbedder } from '../../../planner/partition/embedder.js'
 import { PlacementModel, type TrainingExample } from '../../../planner/partition/model.js'
 import { Partitioner, hashPlacement } from '../../../planner/partition/partitioner.js'

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { AffinityScorer, latencyMatrix } from '../../../planner/affinity.js'
+import { AffinityScorer, latencyMatrix } from '../../../planner/affinity/index.js'
 import { NgramHashEmbedder } from '../../../planner/partition/embedder.js'
 import { LivePlacement } from '../../../planner/partition/live.js'
 import type { TrainingExample } from '../../../planner/partition/model.js'

@@ -1,14 +1,14 @@
 import { Counter, Gauge, type Registry } from 'prom-client'
-import { FerryError } from '../lib/errors.js'
-import { blockKey } from '../lib/ids.js'
-import { silentLogger, type Logger } from '../lib/log.js'
-import { decayScores } from '../state/affinity.js'
-import type { BlockLocation, StateStore } from '../state/types.js'
-import { AffinityTable, type AffinityScorer } from './affinity.js'
-import type { RebalancerConfig } from './config.js'
-import type { MigrationEngine } from './migration/engine.js'
-import type { Fleet } from './migration/fleet.js'
-import { VolumeCoAccess } from './prediction.js'
+import { FerryError } from '../../lib/errors.js'
+import { blockKey } from '../../lib/ids.js'
+import { silentLogger, type Logger } from '../../lib/log.js'
+import { decayScores } from '../../state/affinity.js'
+import type { BlockLocation, StateStore } from '../../state/types.js'
+import { AffinityTable, type AffinityScorer } from '../affinity/index.js'
+import type { RebalancerConfig } from '../config.js'
+import type { MigrationEngine } from '../migration/engine.js'
+import type { Fleet } from '../migration/fleet.js'
+import { VolumeCoAccess } from '../prediction.js'
 
 /** Where blocks are now: the planner's LocationCache (null: no location, undefined: not loaded). */
 export interface LocationLookup {
@@ -229,28 +229,5 @@ export class Rebalancer {
     if (this.rounds.length > ROUNDS_KEPT) this.rounds.shift()
     if (round.moves > 0 || round.candidates > 0) this.logger.info(round, 'rebalance pass')
     return round
-  }
-
-  /**
-   * The best gateway other than `current` for one block, by the same ranking (operator moves
-   * without a `to`, drains). `planned` adds bytes already promised to gateways by the caller's
-   * earlier choices, so a drain does not pour everything onto one gateway past its capacity.
-   */
-  async bestTarget (volume: string, block: string, current: string | null, sizeBytes: number, planned?: ReadonlyMap<string, number>): Promise<string | undefined> {
-    const now = Date.now()
-    const entry = await this.opts.store.getAffinity(volume, block)
-    const scores = entry === null ? {} : decayScores(entry, now, this.halfLifeMs)
-    const infos = this.opts.fleet.infos(now).map(g => ({ ...g, usedBytes: g.usedBytes + (planned?.get(g.id) ?? 0) }))
-    const prefs = this.scorer.preferred(scores, infos, { ...(current === null ? {} : { current }), sizeBytes, key: blockKey(volume, block) })
-    return prefs.find(p => p.gateway !== current)?.gateway
-  }
-
-  /** The block's decayed access score now (0 when it is not in the affinity map): its migration priority. */
-  async score (volume: string, block: string): Promise<number> {
-    const entry = await this.opts.store.getAffinity(volume, block)
-    if (entry === null) return 0
-    let total = 0
-    for (const s of Object.values(decayScores(entry, Date.now(), this.halfLifeMs))) total += s
-    return total
   }
 }

@@ -1,11 +1,11 @@
 import { Counter, Gauge, type Registry } from 'prom-client'
-import { ReplicaPlacer, type ReplicationConfig } from '../fleet/replication.js'
-import { FerryError } from '../lib/errors.js'
-import type { Logger } from '../lib/log.js'
-import type { BlockLocation, StateStore } from '../state/types.js'
-import type { Fence } from '../state/types.js'
-import type { MigrationEngine } from './migration/engine.js'
-import type { Fleet } from './migration/fleet.js'
+import { ReplicaPlacer, type ReplicationConfig } from '../../fleet/replication.js'
+import { FerryError } from '../../lib/errors.js'
+import type { Logger } from '../../lib/log.js'
+import type { BlockLocation, StateStore } from '../../state/types.js'
+import type { Fence } from '../../state/types.js'
+import type { MigrationEngine } from '../migration/engine.js'
+import type { Fleet } from '../migration/fleet.js'
 
 export interface RepairStatus {
   /** Blocks with fewer in-sync members (not lost) than replication.factor, at the last pass. */

@@ -1,0 +1,46 @@
+import { blockKey } from '../../lib/ids.js'
+import { decayScores } from '../../state/affinity.js'
+import type { StateStore } from '../../state/types.js'
+import type { AffinityScorer } from '../affinity/index.js'
+import type { Fleet } from '../migration/fleet.js'
+
+export interface TargetsOptions {
+  store: StateStore
+  fleet: Fleet
+  /** The planner's scorer (replaced on a config reload). */
+  scorer: () => AffinityScorer
+  /** The store's affinity half-life (state.affinity.halfLifeMs): scores are decayed with it. */
+  halfLifeMs: () => number
+}
+
+/**
+ * Target choice for one block, by the ranking the rebalancer uses for every block: the deciders
+ * that move blocks one at a time (operator moves without a `to`, drains, evacuations) ask here
+ * where a block should go, and how hot it is (its migration priority).
+ */
+export class Targets {
+  constructor (private readonly opts: TargetsOptions) {}
+
+  /**
+   * The best gateway other than `current` for one block. `planned` adds bytes already promised
+   * to gateways by the caller's earlier choices, so a drain does not pour everything onto one
+   * gateway past its capacity.
+   */
+  async best (volume: string, block: string, current: string | null, sizeBytes: number, planned?: ReadonlyMap<string, number>): Promise<string | undefined> {
+    const now = Date.now()
+    const entry = await this.opts.store.getAffinity(volume, block)
+    const scores = entry === null ? {} : decayScores(entry, now, this.opts.halfLifeMs())
+    const infos = this.opts.fleet.infos(now).map(g => ({ ...g, usedBytes: g.usedBytes + (planned?.get(g.id) ?? 0) }))
+    const prefs = this.opts.scorer().preferred(scores, infos, { ...(current === null ? {} : { current }), sizeBytes, key: blockKey(volume, block) })
+    return prefs.find(p => p.gateway !== current)?.gateway
+  }
+
+  /** The block's decayed access score now (0 when it is not in the affinity map): its migration priority. */
+  async score (volume: string, block: string): Promise<number> {
+    const entry = await this.opts.store.getAffinity(volume, block)
+    if (entry === null) return 0
+    let total = 0
+    for (const s of Object.values(decayScores(entry, Date.now(), this.opts.halfLifeMs()))) total += s
+    return total
+  }
+}
