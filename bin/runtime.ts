@@ -14,22 +14,11 @@ import type { Role } from './node.js'
  */
 const LIFTOFF_ONLY = '--liftoff-only'
 
-/**
- * The young generation's cap for data-plane workers, in MB per semi-space (V8's default is 16,
- * so up to 48 MB of young heap). A proxy's objects die within a request, so a small nursery
- * costs little scavenging, and a scavenge also frees the dead body buffers (64 KiB each) sooner
- * than a major GC triggered by external memory would. Only settable at process start, so it
- * applies to the workers bin/workers.ts forks (and to `node --max-semi-space-size` by hand).
+/*
+ * Tried and not kept (BENCHMARKS.md "Proxy", issue 22): a 4 MB semi-space (V8's default grows
+ * to 16 MB) with MALLOC_ARENA_MAX=2 cut peak RSS by 10–30 MB but cost about a quarter more CPU
+ * per GET in an A/B (one build with and without them; more scavenges promote requests in flight).
  */
-export const WORKER_EXEC_ARGV = ['--max-semi-space-size=4', LIFTOFF_ONLY]
-
-/**
- * glibc gives each thread that allocates its own malloc arena (up to 8 per core), and V8's
- * background threads (concurrent marking, compilation) hold a few MB in each that are never given
- * back; two arenas are enough for a process whose allocations happen on its main thread. An
- * operator's own MALLOC_ARENA_MAX wins.
- */
-export const WORKER_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' }
 
 /** Applies the data-plane settings to this process when it runs no planner; before any HTTP client connects. */
 export function tuneDataPlane (roles: ReadonlySet<Role>): void {

@@ -26,7 +26,6 @@ import type { FerryConfig } from '../config/schema.js'
 import type { Logger } from '../lib/log.js'
 import type { ReadinessResult } from '../admin/server.js'
 import type { Role } from './node.js'
-import { WORKER_ENV, WORKER_EXEC_ARGV } from './runtime.js'
 
 /** Which data-plane roles each worker runs: worker i runs the proxy when i < proxy, DNS when i < dns. */
 export interface WorkerPlan {
@@ -130,9 +129,6 @@ export class WorkerPool {
   async start (): Promise<void> {
     // Before the first fork: each worker accepts from the shared socket itself.
     cluster.schedulingPolicy = cluster.SCHED_NONE
-    // Each worker is a data plane: bin/runtime.ts's V8 settings; the operator's own node flags
-    // come after them, so they win.
-    cluster.setupPrimary({ execArgv: [...WORKER_EXEC_ARGV, ...process.execArgv] })
     const timeoutMs = this.opts.startTimeoutMs ?? 60_000
     await Promise.all(this.slots.map(async slot => {
       this.fork(slot)
@@ -147,7 +143,7 @@ export class WorkerPool {
   }
 
   private fork (slot: WorkerSlot): void {
-    const worker = cluster.fork({ ...WORKER_ENV, [FERRY_WORKER_ROLES]: slot.roles.join(','), [FERRY_WORKER_INDEX]: String(slot.index) })
+    const worker = cluster.fork({ [FERRY_WORKER_ROLES]: slot.roles.join(','), [FERRY_WORKER_INDEX]: String(slot.index) })
     slot.worker = worker
     slot.admin = undefined
     slot.readiness = undefined
