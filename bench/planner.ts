@@ -126,7 +126,9 @@ export default async function run (args: string[]): Promise<void> {
       const file = path.join(tmp, 'ferry-proxy.yaml')
       fs.writeFileSync(file, stringify(fleetYaml(tapped, proxyPort, adminPort, state)))
       const proxy = procs.start('ferry-proxy', process.execPath, [FERRY_JS, 'start', '--config', file, '--roles', 'proxy'])
-      await waitFor(async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode === 200, 'the proxy to be ready', proxy)
+      // On Redis `proxy.workers` is one per core: every worker must be up, which on a loaded
+      // machine took longer than the default 20 s.
+      await waitFor(async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode === 200, 'the proxy to be ready', proxy, 90_000)
       const store = createStore(state as Parameters<typeof createStore>[0])
       closers.push(() => store.close())
       if (!await waitForReady(store, 10_000)) throw new Error('the planner\'s Redis store did not connect')

@@ -12,8 +12,9 @@
  *                teed from one client body; a GET to one in-sync member. Their GET blocks are
  *                written through each target before the rounds, so each has sets of its R.
  * all but ferry-rN in front of ONE reference gateway process (`ferry gateway`), on loopback, with keep-alive
- * everywhere. Workloads: GET of a 4 KiB block and PUT of a 64 KiB block, cycling over a set of
- * blocks. The load generator is wrk when installed (a Lua script builds the requests), else the
+ * everywhere. Workloads: GET of a 4 KiB block, PUT of a 64 KiB block, GET and PUT of a 1 MiB block
+ * (16 distinct blocks; judged in MB per proxy CPU-second, which for a fixed size is the same ratio),
+ * cycling over a set of blocks. The load generator is wrk when installed (a Lua script builds the requests), else the
  * undici generator of bench/loadgen.ts, in a child process either way.
  *
  * Each round runs every workload on every target: a warm-up, then a measured phase; even rounds
@@ -33,7 +34,7 @@
  *   --connections N    concurrent keep-alive connections of the load generator (default 32)
  *   --threads N        wrk threads (default 2)
  *   --targets LIST     comma-separated subset of the targets above (default all)
- *   --workloads LIST   get,put (default both)
+ *   --workloads LIST   get,put,get1m,put1m (default all)
  *   --blocks N         distinct blocks each workload cycles over (default 256)
  *   --loadgen KIND     auto | wrk | node (default auto: wrk when installed)
  *   --cpu-prof DIR     run ferry-rec under --cpu-prof, keep the profile in DIR and print its top
@@ -68,26 +69,35 @@ const REPLICA_TARGETS: readonly TargetName[] = ['ferry-r1', 'ferry-r2', 'ferry-r
 const factorOf = (t: TargetName): number => Number(t.slice('ferry-r'.length))
 type TargetName = typeof ALL_TARGETS[number]
 
+const WORKLOAD_NAMES = ['get', 'put', 'get1m', 'put1m'] as const
+type WorkloadName = typeof WORKLOAD_NAMES[number]
+
 interface Workload {
-  name: 'get' | 'put'
+  name: WorkloadName
   label: string
   method: 'GET' | 'PUT'
   bytes: number
   volume: string
   prefix: string
+  /** At most this many distinct blocks (1 MiB blocks: wrk keeps every request it cycles over in memory). */
+  maxBlocks: number
 }
 
-const WORKLOADS: Record<'get' | 'put', Workload> = {
-  get: { name: 'get', label: 'GET 4 KiB', method: 'GET', bytes: 4096, volume: 'bench', prefix: 'g' },
-  put: { name: 'put', label: 'PUT 64 KiB', method: 'PUT', bytes: 64 * 1024, volume: 'benchput', prefix: 'p' }
+const MiB = 1024 * 1024
+const WORKLOADS: Record<WorkloadName, Workload> = {
+  get: { name: 'get', label: 'GET 4 KiB', method: 'GET', bytes: 4096, volume: 'bench', prefix: 'g', maxBlocks: Infinity },
+  put: { name: 'put', label: 'PUT 64 KiB', method: 'PUT', bytes: 64 * 1024, volume: 'benchput', prefix: 'p', maxBlocks: Infinity },
+  get1m: { name: 'get1m', label: 'GET 1 MiB', method: 'GET', bytes: MiB, volume: 'bench1m', prefix: 'G', maxBlocks: 16 },
+  put1m: { name: 'put1m', label: 'PUT 1 MiB', method: 'PUT', bytes: MiB, volume: 'benchput1m', prefix: 'P', maxBlocks: 16 }
 }
+const GET_WORKLOADS = [WORKLOADS.get, WORKLOADS.get1m]
 
-/** Targets of the ratios, from issue 2. */
+/** Targets of the ratios (issue 22; issue 20 for R = 2). Per proxy CPU-second; for 1 MiB blocks that is MB per CPU-second. */
 const GOALS = {
-  ferryVsNginxPerCpuGet: 0.5,
+  ferryVsNginxPerCpu: { get: 0.6, put: 0.4, get1m: 0.6, put1m: 0.6 } as Record<WorkloadName, number>,
   ferryVsHttpProxyPerCpu: 2,
   recordingCostMax: 0.05,
-  ferryRssMaxMB: 150,
+  ferryRssMaxMB: 100,
   /** Issue 20: PUT per proxy CPU-second at R = 2 ÷ at R = 1. */
   putR2VsR1PerCpu: 0.45
 }
@@ -135,6 +145,8 @@ interface Aggregate {
   /** Share of the proxy's CPU time spent in the kernel. */
   proxySysShare: number | null
   requestsPerProxyCpuS: number | null
+  /** Body bytes moved per proxy CPU-second, MB (10^6 bytes). */
+  mbPerProxyCpuS: number | null
   gatewayCpuSPer1k: number
   proxyPeakRssMB: number | null
 }
@@ -151,7 +163,7 @@ export default async function run (args: string[]): Promise<void> {
       connections: { type: 'string', default: '32' },
       threads: { type: 'string', default: '2' },
       targets: { type: 'string', default: ALL_TARGETS.join(',') },
-      workloads: { type: 'string', default: 'get,put' },
+      workloads: { type: 'string', default: WORKLOAD_NAMES.join(',') },
       blocks: { type: 'string', default: '256' },
       loadgen: { type: 'string', default: 'auto' },
       'cpu-prof': { type: 'string' },
@@ -166,7 +178,7 @@ export default async function run (args: string[]): Promise<void> {
   const threads = Math.min(positiveInt('--threads', values.threads), connections)
   const blocks = positiveInt('--blocks', values.blocks)
   const targetNames = list(values.targets, ALL_TARGETS, '--targets')
-  const workloads = list(values.workloads, ['get', 'put'] as const, '--workloads').map(w => WORKLOADS[w])
+  const workloads = list(values.workloads, WORKLOAD_NAMES, '--workloads').map(w => WORKLOADS[w])
   const wrk = which('wrk')
   if (!['auto', 'wrk', 'node'].includes(values.loadgen)) throw new Error(`--loadgen must be auto, wrk or node, got ${values.loadgen}`)
   if (values.loadgen === 'wrk' && wrk === undefined) throw new Error('--loadgen wrk: wrk is not installed')
@@ -218,7 +230,7 @@ export default async function run (args: string[]): Promise<void> {
     const gateway = procs.start('gateway', process.execPath, [FERRY_JS, 'gateway', '--dir', gwDir, '--port', String(gwPort), '--admin-port', '0', '--id', 'bench-gw', '--log-level', 'warn', '--max-block-bytes', '16MiB'], env)
     const gwUrl = `http://127.0.0.1:${gwPort}`
     await waitHttp(gateway, `${gwUrl}/healthz`)
-    await preload(gwUrl, WORKLOADS.get, blocks)
+    for (const w of GET_WORKLOADS) if (workloads.includes(w)) await preload(gwUrl, w, blocksOf(w, blocks))
 
     // The replica targets' own three gateways (empty, so each target's store starts without locations).
     const replicaGwUrls: string[] = []
@@ -242,9 +254,10 @@ export default async function run (args: string[]): Promise<void> {
     const replicaTargets = targets.filter(t => REPLICA_TARGETS.includes(t.name))
     for (const t of replicaTargets) await waitHttp(t.proc as Proc, `http://127.0.0.1:${String(t.adminPort)}/readyz`)
     if (replicaTargets.length > 0) await sleep(1000)
-    for (const t of replicaTargets) await preload(t.url, WORKLOADS.get, blocks)
+    for (const t of replicaTargets) for (const w of GET_WORKLOADS) if (workloads.includes(w)) await preload(t.url, w, blocksOf(w, blocks))
     // Every target must answer the workload's request before anything is measured.
-    for (const t of targets) await waitHttp(t.proc ?? gateway, t.url + blockPath(WORKLOADS.get.volume, WORKLOADS.get.prefix, 0))
+    const probe = GET_WORKLOADS.find(w => workloads.includes(w))
+    for (const t of targets) await waitHttp(t.proc ?? gateway, t.url + (probe === undefined ? '/healthz-bench/none' : blockPath(probe.volume, probe.prefix, 0)), 20_000, probe === undefined ? 404 : 200)
 
     const lg: LoadgenSettings = { procs, kind: loadgen, connections, threads, blocks, tmp }
     const total = rounds * workloads.length * targets.length
@@ -288,7 +301,7 @@ export default async function run (args: string[]): Promise<void> {
   const config = {
     connections, threads, durationS: duration, warmupS: warmup, rounds, blocks, loadgen,
     loadgenVersion: loadgen === 'wrk' ? wrkVersion() : process.version,
-    sizes: { getBytes: WORKLOADS.get.bytes, putBytes: WORKLOADS.put.bytes },
+    sizes: Object.fromEntries(workloads.map(w => [w.name, { bytes: w.bytes, blocks: blocksOf(w, blocks) }])),
     targets: targetNames, workloads: workloads.map(w => w.name),
     nginx: nginxPresent ? nginxVersion() : null,
     gatewayDir: gwBase,
@@ -518,13 +531,13 @@ async function runLoad (lg: LoadgenSettings, url: string, w: Workload, seconds: 
   let argv: string[]
   if (lg.kind === 'wrk') {
     const script = path.join(lg.tmp, `wrk-${w.name}.lua`)
-    if (!fs.existsSync(script)) fs.writeFileSync(script, wrkScript(w, lg.blocks))
+    if (!fs.existsSync(script)) fs.writeFileSync(script, wrkScript(w, blocksOf(w, lg.blocks)))
     cmd = 'wrk'
     argv = ['-t', String(lg.threads), '-c', String(lg.connections), '-d', `${Math.max(1, Math.round(seconds))}s`, '--timeout', '10s', '-s', script, url]
   } else {
     cmd = process.execPath
     argv = [RUN_JS, 'loadgen', '--url', url, '--method', w.method, '--connections', String(lg.connections), '--duration', String(seconds),
-      '--blocks', String(lg.blocks), '--bytes', String(w.bytes), '--volume', w.volume, '--prefix', w.prefix]
+      '--blocks', String(blocksOf(w, lg.blocks)), '--bytes', String(w.bytes), '--volume', w.volume, '--prefix', w.prefix]
   }
   const { code, stdout, stderr } = await lg.procs.runToEnd(cmd, argv, (seconds + 30) * 1000)
   const line = stdout.split('\n').find(l => l.startsWith(RESULT_MARKER))
@@ -568,7 +581,11 @@ end
 `
 }
 
-/** The blocks the GET workload reads, written straight to the gateway. */
+function blocksOf (w: Workload, blocks: number): number {
+  return Math.min(blocks, w.maxBlocks)
+}
+
+/** The blocks a GET workload reads, written straight to the gateway. */
 async function preload (gwUrl: string, w: Workload, blocks: number): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 8 })
   const body = Buffer.alloc(w.bytes, 'b')
@@ -612,6 +629,7 @@ function aggregate (phases: PhaseFigures[]): Aggregate[] {
       proxyCpuSPer1k: cpu === null ? null : round4(1000 * cpu / requests),
       proxySysShare: cpu === null || cpu === 0 ? null : round3(sum(ps.map(p => p.proxySysCpuS ?? 0)) / cpu),
       requestsPerProxyCpuS: cpu === null || cpu === 0 ? null : Math.round(requests / cpu),
+      mbPerProxyCpuS: cpu === null || cpu === 0 ? null : round3(requests * WORKLOADS[workload].bytes / 1e6 / cpu),
       gatewayCpuSPer1k: round4(1000 * sum(ps.map(p => p.gatewayCpuS)) / requests),
       proxyPeakRssMB: ps[0]?.proxyHwmMB === null ? null : Math.max(...ps.map(p => p.proxyHwmMB ?? 0))
     })
@@ -654,14 +672,14 @@ function computeRatios (phases: PhaseFigures[], aggs: Aggregate[], rounds: numbe
 
   for (const w of [...new Set(aggs.map(a => a.workload))]) {
     const label = WORKLOADS[w].label
-    add(`${w}.ferryRecVsNginxPerCpu`, `${label}: ferry (recording on) requests per proxy CPU-second ÷ nginx's`,
+    add(`${w}.ferryRecVsNginxPerCpu`, `${label}: ferry (recording on) requests (and MB) per proxy CPU-second ÷ nginx's`,
       div(agg('ferry-rec', w)?.requestsPerProxyCpuS, agg('nginx', w)?.requestsPerProxyCpuS),
       rs.map(r => div(perCpu(phase('ferry-rec', w, r)), perCpu(phase('nginx', w, r)))),
-      w === 'get' ? { op: '≥', bound: GOALS.ferryVsNginxPerCpuGet } : undefined)
+      { op: '≥', bound: GOALS.ferryVsNginxPerCpu[w] })
     add(`${w}.ferryRecVsHttpProxyPerCpu`, `${label}: ferry (recording on) requests per proxy CPU-second ÷ http-proxy's`,
       div(agg('ferry-rec', w)?.requestsPerProxyCpuS, agg('http-proxy', w)?.requestsPerProxyCpuS),
       rs.map(r => div(perCpu(phase('ferry-rec', w, r)), perCpu(phase('http-proxy', w, r)))),
-      { op: '≥', bound: GOALS.ferryVsHttpProxyPerCpu })
+      w === 'get' || w === 'put' ? { op: '≥', bound: GOALS.ferryVsHttpProxyPerCpu } : undefined)
     add(`${w}.recordingCostThroughput`, `${label}: recording cost in requests/s (1 − on ÷ off)`,
       cost(div(agg('ferry-rec', w)?.rps, agg('ferry-norec', w)?.rps)),
       rs.map(r => cost(div(phase('ferry-rec', w, r)?.rps, phase('ferry-norec', w, r)?.rps))),
@@ -701,7 +719,7 @@ function computeRatios (phases: PhaseFigures[], aggs: Aggregate[], rounds: numbe
 }
 
 function printTable (aggs: Aggregate[], workloads: Workload[]): void {
-  const head = ['workload', 'target', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU-s/1k req', '(kernel)', 'req/proxy CPU-s', 'gateway CPU-s/1k', 'proxy peak RSS MB', 'errors']
+  const head = ['workload', 'target', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU-s/1k req', '(kernel)', 'req/proxy CPU-s', 'MB/proxy CPU-s', 'gateway CPU-s/1k', 'proxy peak RSS MB', 'errors']
   const rows: string[][] = []
   for (const w of workloads) {
     for (const t of ALL_TARGETS) {
@@ -709,7 +727,7 @@ function printTable (aggs: Aggregate[], workloads: Workload[]): void {
       if (a === undefined) continue
       rows.push([w.label, t, fmt(a.rps, 0), fmt(a.p50Ms, 2), fmt(a.p99Ms, 2), a.proxyCpuSPer1k === null ? '–' : fmt(a.proxyCpuSPer1k, 3),
         a.proxySysShare === null ? '–' : `${Math.round(a.proxySysShare * 100)}%`,
-        a.requestsPerProxyCpuS === null ? '–' : fmt(a.requestsPerProxyCpuS, 0), fmt(a.gatewayCpuSPer1k, 3), a.proxyPeakRssMB === null ? '–' : fmt(a.proxyPeakRssMB, 1), String(a.errors)])
+        a.requestsPerProxyCpuS === null ? '–' : fmt(a.requestsPerProxyCpuS, 0), a.mbPerProxyCpuS === null ? '–' : fmt(a.mbPerProxyCpuS, 1), fmt(a.gatewayCpuSPer1k, 3), a.proxyPeakRssMB === null ? '–' : fmt(a.proxyPeakRssMB, 1), String(a.errors)])
     }
   }
   console.log('\n' + markdownTable(head, rows))
@@ -863,21 +881,21 @@ function memory (pid: number): { hwm: number, rss: number } {
   return { hwm: kb('VmHWM'), rss: kb('VmRSS') }
 }
 
-async function waitHttp (proc: Proc, url: string, timeoutMs = 20_000): Promise<void> {
+async function waitHttp (proc: Proc, url: string, timeoutMs = 20_000, expect = 200): Promise<void> {
   const deadline = Date.now() + timeoutMs
   let last = ''
   while (Date.now() < deadline) {
     proc.assertAlive()
     try {
       const { status } = await httpRequest(url, { method: 'GET', agent: false })
-      if (status === 200) return
+      if (status === expect) return
       last = `status ${status}`
     } catch (err) {
       last = (err as Error).message
     }
     await sleep(100)
   }
-  throw new Error(`${proc.name} did not answer ${url} with 200 within ${timeoutMs} ms (${last}):\n${proc.output}`)
+  throw new Error(`${proc.name} did not answer ${url} with ${expect} within ${timeoutMs} ms (${last}):\n${proc.output}`)
 }
 
 function httpRequest (url: string, opts: { method: string, agent: http.Agent | false, body?: Buffer }): Promise<{ status: number }> {

@@ -11,6 +11,7 @@ import { createRegistry } from '../lib/metrics.js'
 import { guardProcess } from '../lib/process-guard.js'
 import type { Role } from './node.js'
 import { isUsageError, usage } from './args.js'
+import { tuneDataPlane } from './runtime.js'
 import type { SandboxScenario } from './sandbox.js'
 
 const USAGE = `usage: ferry <command> [options]
@@ -66,10 +67,14 @@ async function startCommand (argv: string[]): Promise<void> {
   // Loaded here, not at the top: `ferry ctl` and `ferry check` start without loading every role.
   const [{ FerryNode, ALL_ROLES }, { planWorkers, WorkerPool, workerRoles }] = await Promise.all([import('./node.js'), import('./workers.js')])
   const asWorker = workerRoles()
-  if (asWorker !== undefined) return await runWorker(asWorker, watcher, logger, registry)
+  if (asWorker !== undefined) {
+    tuneDataPlane(asWorker)
+    return await runWorker(asWorker, watcher, logger, registry)
+  }
   const roles = parseRoles(values.roles, ALL_ROLES)
   const plan = planWorkers(watcher.current, roles)
   if (plan.count <= 1) {
+    tuneDataPlane(roles)
     const node = new FerryNode({ config: watcher.current, roles, logger, registry, watcher })
     await node.start()
     watcher.start()

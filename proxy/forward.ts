@@ -146,7 +146,7 @@ export class ClientResponse implements ResponseHandler {
   private readonly onDrain = (): void => { this.controller?.resume() }
 
   constructor (private readonly forwarder: Forwarder, private readonly request: ProxyRequest) {
-    request.res.once('close', this.onClientClose)
+    request.res.on('close', this.onClientClose) // not once(): no wrapper closure per request; finish() removes it
   }
 
   onRequestStart (controller: Dispatcher.DispatchController): void {

@@ -53,6 +53,9 @@ export class Gateway {
   }
 }
 
+/** The gateway sockets' write buffer before an upload is paused (see createPool). */
+const UPSTREAM_HIGH_WATER_MARK = 256 * 1024
+
 function createPool (url: string, proxy: ProxySection): Pool {
   return new Pool(new URL(url).origin, {
     connections: proxy.connectionsPerGateway,
@@ -61,7 +64,11 @@ function createPool (url: string, proxy: ProxySection): Pool {
     keepAliveMaxTimeout: 60_000,
     connectTimeout: proxy.connectTimeoutMs,
     headersTimeout: proxy.upstreamHeadersTimeoutMs,
-    bodyTimeout: proxy.bodyIdleTimeoutMs
+    bodyTimeout: proxy.bodyIdleTimeoutMs,
+    // undici writes an upload chunk by chunk and pauses the client's body whenever the socket
+    // says it is full; at its default (64 KiB) that is after every 64 KiB chunk a client sends.
+    // (undici hands its connect options to net.connect; its types only list the TLS ones.)
+    connect: { highWaterMark: UPSTREAM_HIGH_WATER_MARK } as Pool.Options['connect']
   })
 }
 

@@ -252,50 +252,121 @@ export class ReplicatedWrite {
     relay(handler, controller, first, request)
   }
 
-  private async send (gateway: Gateway, inSync: boolean, opts: Dispatcher.DispatchOptions, pipe: PassThrough | undefined): Promise<MemberResult> {
-    try {
-      const res = await gateway.pool.request({
-        method: opts.method, path: opts.path, headers: opts.headers, body: pipe ?? null, signal: this.abort.signal
-      })
-      const chunks: Buffer[] = []
-      for await (const c of res.body) chunks.push(c as Buffer)
-      return { gateway, inSync, status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error: undefined }
-    } catch (err) {
-      // This member stops taking the body; the tee no longer waits for it.
-      pipe?.destroy()
-      return { gateway, inSync, status: 0, headers: {}, body: Buffer.alloc(0), error: err as Error }
-    }
+  /**
+   * One member's request, its (small) answer read whole. Dispatched with a handler of its own
+   * rather than through undici's request(): no response stream and no async iteration per
+   * member, which a replicated PUT pays R times.
+   */
+  private send (gateway: Gateway, inSync: boolean, opts: Dispatcher.DispatchOptions, pipe: PassThrough | undefined): Promise<MemberResult> {
+    return new Promise(resolve => {
+      new MemberRequest(gateway, inSync, pipe, this.abort.signal, resolve).dispatch(opts)
+    })
   }
 }
+
+/** The handler of one member's request: collects its answer; a failure resolves too, with the error. */
+class MemberRequest implements Dispatcher.DispatchHandler {
+  private status = 0
+  private headers: IncomingHttpHeaders = {}
+  private readonly chunks: Buffer[] = []
+  private controller: Dispatcher.DispatchController | undefined
+  private readonly onAbort = (): void => { this.controller?.abort(this.signal.reason as Error) }
+
+  constructor (
+    private readonly gateway: Gateway,
+    private readonly inSync: boolean,
+    private readonly pipe: PassThrough | undefined,
+    private readonly signal: AbortSignal,
+    private readonly done: (r: MemberResult) => void
+  ) {}
+
+  dispatch (opts: Dispatcher.DispatchOptions): void {
+    if (this.signal.aborted) { this.onResponseError(null, this.signal.reason as Error); return }
+    this.signal.addEventListener('abort', this.onAbort)
+    this.gateway.pool.dispatch({ method: opts.method, path: opts.path, headers: opts.headers, body: this.pipe ?? null }, this)
+  }
+
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    this.controller = controller
+    // Aborted while queued for a connection.
+    if (this.signal.aborted) controller.abort(this.signal.reason as Error)
+  }
+
+  onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (statusCode < 200) return
+    this.status = statusCode
+    this.headers = headers
+  }
+
+  onResponseData (_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.chunks.push(chunk)
+  }
+
+  onResponseEnd (): void {
+    this.signal.removeEventListener('abort', this.onAbort)
+    const body = this.chunks.length === 1 ? this.chunks[0] as Buffer : Buffer.concat(this.chunks)
+    this.done({ gateway: this.gateway, inSync: this.inSync, status: this.status, headers: this.headers, body, error: undefined })
+  }
+
+  onResponseError (_controller: Dispatcher.DispatchController | null, err: Error): void {
+    this.signal.removeEventListener('abort', this.onAbort)
+    // This member stops taking the body; the tee no longer waits for it.
+    this.pipe?.destroy()
+    this.done({ gateway: this.gateway, inSync: this.inSync, status: 0, headers: {}, body: EMPTY, error: err })
+  }
+}
+
+const EMPTY = Buffer.alloc(0)
 
 /**
- * Reads `source` once and writes every chunk to each pipe still open, waiting for all of them to
- * drain before reading on. Resolves with the source's error, if any (the pipes are destroyed).
+ * Reads `source` once and writes every chunk to each pipe still open; when a pipe is full the
+ * source is paused until every full pipe has drained (or closed). Resolves with the source's
+ * error, if any (the pipes are then destroyed). Driven by the stream's own events: no promise
+ * per chunk.
  */
-async function tee (source: NodeJS.ReadableStream, pipes: PassThrough[], signal: AbortSignal): Promise<Error | undefined> {
-  try {
-    for await (const chunk of source as AsyncIterable<Buffer>) {
-      if (signal.aborted) throw signal.reason as Error
-      const waits: Array<Promise<void>> = []
+function tee (source: NodeJS.ReadableStream, pipes: PassThrough[], signal: AbortSignal): Promise<Error | undefined> {
+  return new Promise(resolve => {
+    let waiting = 0
+    let over = false
+    const onDrained = (): void => { if (--waiting === 0 && !over) source.resume() }
+    const finish = (err: Error | undefined): void => {
+      if (over) return
+      over = true
+      source.off('data', onData)
+      source.off('end', onEnd)
+      source.off('error', onError)
+      source.off('close', onClose)
+      signal.removeEventListener('abort', onAbort)
+      for (const p of pipes) {
+        if (err !== undefined) p.destroy(err)
+        else if (!p.destroyed) p.end()
+      }
+      resolve(err)
+    }
+    const onData = (chunk: Buffer): void => {
       for (const p of pipes) {
         if (p.destroyed || p.writableEnded) continue
-        if (!p.write(chunk)) waits.push(drained(p))
+        if (!p.write(chunk)) {
+          waiting++
+          // Whichever comes first; the other is removed so that it cannot count twice.
+          const once = (): void => { p.off('drain', once); p.off('close', once); onDrained() }
+          p.on('drain', once)
+          p.on('close', once)
+        }
       }
-      if (waits.length > 0) await Promise.all(waits)
+      if (waiting > 0) source.pause()
     }
-    for (const p of pipes) if (!p.destroyed) p.end()
-    return undefined
-  } catch (err) {
-    for (const p of pipes) p.destroy(err as Error)
-    return err as Error
-  }
-}
-
-function drained (p: PassThrough): Promise<void> {
-  return new Promise(resolve => {
-    const done = (): void => { p.off('drain', done); p.off('close', done); resolve() }
-    p.once('drain', done)
-    p.once('close', done)
+    const onEnd = (): void => { finish(undefined) }
+    const onError = (err: Error): void => { finish(err) }
+    // Closed without 'end' or 'error' (the client went away mid-body): the body is incomplete.
+    const onClose = (): void => { finish(new Error('the request body ended early')) }
+    const onAbort = (): void => { finish(signal.reason as Error) }
+    if (signal.aborted) { finish(signal.reason as Error); return }
+    signal.addEventListener('abort', onAbort)
+    source.on('data', onData)
+    source.once('end', onEnd)
+    source.once('error', onError)
+    source.once('close', onClose)
   })
 }
 

@@ -57,6 +57,14 @@ export interface ProxyServerOptions {
 const ALLOW = 'GET, HEAD, PUT, DELETE'
 
 /**
+ * The client sockets' write buffer before backpressure. A gateway's answer arrives in chunks of up
+ * to 64 KiB; with Node's default of 16 KiB every chunk of a large block made `res.write` return
+ * false, so the gateway's socket was paused and resumed once per chunk. 256 KiB takes a few
+ * chunks before pausing (at most that much per connection stays buffered for a slow client).
+ */
+export const SOCKET_HIGH_WATER_MARK = 256 * 1024
+
+/**
  * The HTTP data plane: parse → record access → route → forward. Everything the request path
  * reads is precomputed at (re)configuration time and swapped in whole, so a reload never leaves
  * a request looking at half an old and half a new config.
@@ -147,7 +155,8 @@ export class ProxyServer {
       headersTimeout: cfg.proxy.headersTimeoutMs,
       requestTimeout: cfg.proxy.requestTimeoutMs,
       // Long enough for any URL this proxy routes, short enough that junk is refused early.
-      maxHeaderSize: 16 * 1024
+      maxHeaderSize: 16 * 1024,
+      highWaterMark: SOCKET_HIGH_WATER_MARK
     }, (req, res) => { this.handle(req, res) }, 'proxy', this.logger)
     this.server = this.listener.server
     this.server.timeout = cfg.proxy.bodyIdleTimeoutMs

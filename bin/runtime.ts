@@ -1,0 +1,27 @@
+/**
+ * V8 settings of a data-plane process (the proxy and DNS roles, without the planner): what
+ * bounds its memory under load, measured with `npm run bench -- proxy` (BENCHMARKS.md "Memory").
+ */
+import v8 from 'node:v8'
+import type { Role } from './node.js'
+
+/**
+ * undici parses HTTP/1.1 with llhttp compiled to WebAssembly. V8 compiles it with Liftoff at
+ * once, then recompiles the hot parser with TurboFan in the background: that compilation of one
+ * very large function peaks at ~35 MB and set the process's peak RSS (VmHWM). Liftoff code parses
+ * a response in a few microseconds too; the difference is below what the benchmark resolves.
+ * Not for the planner: its placement model may run wasm where TurboFan code matters.
+ */
+const LIFTOFF_ONLY = '--liftoff-only'
+
+/*
+ * Tried and not kept (BENCHMARKS.md "Proxy", issue 22): a 4 MB semi-space (V8's default grows
+ * to 16 MB) with MALLOC_ARENA_MAX=2 cut peak RSS by 10–30 MB but cost about a quarter more CPU
+ * per GET in an A/B (one build with and without them; more scavenges promote requests in flight).
+ */
+
+/** Applies the data-plane settings to this process when it runs no planner; before any HTTP client connects. */
+export function tuneDataPlane (roles: ReadonlySet<Role>): void {
+  if (roles.has('planner')) return
+  v8.setFlagsFromString(LIFTOFF_ONLY)
+}
