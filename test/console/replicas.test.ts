@@ -33,15 +33,16 @@ t.test('the console shows replica sets, under-replication, repairs and the place
   await waitFor(() => ferry.output().includes('admin listening'), 'the admin listener', 30_000, 100)
   const proxy = `http://127.0.0.1:${proxyPort}`
   const admin = `http://127.0.0.1:${adminPort}`
-  const json = async (p: string, init: Parameters<typeof request>[1] = {}): Promise<any> => await (await request(`${admin}${p}`, init)).body.json()
-  await waitFor(async () => (await json('/v1/planner')).leader === true, 'the planner leads', 20_000, 100)
+  const json = async <T>(p: string): Promise<T> => await (await request(`${admin}${p}`)).body.json() as T
+  interface PlannerView { leader: boolean, gateways: Array<{ id: string, healthy: boolean }> }
+  await waitFor(async () => (await json<PlannerView>('/v1/planner')).leader === true, 'the planner leads', 20_000, 100)
 
   for (let i = 0; i < 6; i++) {
     const put = await request(`${proxy}/vol1/b${i}`, { method: 'PUT', body: `block ${i}` })
     t.equal(put.statusCode, 201, 'created')
     await put.body.dump()
   }
-  const loc = (await json('/v1/blocks/vol1/b0')).location as Location
+  const loc = (await json<{ location: Location }>('/v1/blocks/vol1/b0')).location
   t.equal(loc.members.length, 2, `b0 has two copies (${loc.members.join(', ')})`)
   const victim = loc.members.find(m => m !== loc.gateway) as string
   const survivor = loc.gateway
@@ -68,11 +69,11 @@ t.test('the console shows replica sets, under-replication, repairs and the place
   const gw = gws.gateways[Number(victim.slice(2)) - 1]
   await gw?.kill()
   // Once the planner sees it down, the repair goes to the spare gateway, not back to the dead member.
-  await waitFor(async () => (await json('/v1/planner')).gateways.find((g: { id: string }) => g.id === victim)?.healthy === false, `the planner sees ${victim} down`, 30_000, 200)
+  await waitFor(async () => (await json<PlannerView>('/v1/planner')).gateways.find(g => g.id === victim)?.healthy === false, `the planner sees ${victim} down`, 30_000, 200)
   const put = await request(`${proxy}/vol1/b0`, { method: 'PUT', body: 'after the loss' })
   t.ok(put.statusCode === 200 || put.statusCode === 204, 'the write is acknowledged by the surviving member')
   await put.body.dump()
-  const after = (await json('/v1/blocks/vol1/b0')).location as Location
+  const after = (await json<{ location: Location }>('/v1/blocks/vol1/b0')).location
   t.same(after.inSync, [survivor], `${victim} left the in-sync set`)
 
   await page.fill('#block-key', 'vol1/b0')
@@ -101,14 +102,14 @@ t.test('the console shows replica sets, under-replication, repairs and the place
   await page.locator('#block-view [data-in-sync]', { hasText: '2 of 2' }).waitFor({ timeout: 15_000 })
   t.match(await page.textContent(`#block-replicas tr[data-member="${spare}"]`), /in-sync/, `${spare} holds the new copy`)
   await page.locator('[data-count="under-replicated"] b', { hasText: /^0$/ }).waitFor({ timeout: 15_000 })
-  const stored = (await json('/v1/blocks/vol1/b0')).location as Location
+  const stored = (await json<{ location: Location }>('/v1/blocks/vol1/b0')).location
   t.ok(stored.inSync.includes(spare) && stored.inSync.includes(survivor), 'the store agrees')
 
   // The placement model: decisions by origin as /v1/placement counts them, and a retrain's result.
   const retrain = await request(`${admin}/v1/placement/retrain`, { method: 'POST', headers: auth })
   t.equal(retrain.statusCode, 202)
   await retrain.body.dump()
-  const placement = await json('/v1/placement')
+  const placement = await json<{ decisions: { origin: number }, model: { version: number } | null }>('/v1/placement')
   await page.locator('#placement-retrains tbody tr', { hasText: 'operator' }).waitFor({ timeout: 10_000 })
   await page.locator('#placement-decisions tr[data-decision="origin"]', { hasText: String(placement.decisions.origin) }).waitFor({ timeout: 10_000 })
   t.equal(await page.getAttribute('#placement-model [data-model-version]', 'data-model-version'), String(placement.model?.version ?? 0), 'the model version shown is the planner\'s')
