@@ -120,8 +120,9 @@ export function registerPlannerAdmin (admin: AdminServer, planner: Planner): voi
 
   // The kill switch (PD's halt-scheduling): nothing new moves, what runs finishes.
   const movement = (): Record<string, unknown> => ({ paused: planner.engine.isPaused, queued: planner.engine.queued, running: planner.engine.inFlight })
-  admin.route('POST', '/v1/planner/pause', () => { planner.engine.setPaused(true); return movement() }, auth)
-  admin.route('POST', '/v1/planner/resume', () => { planner.engine.setPaused(false); return movement() }, auth)
+  // Kept in the store: the leader (this planner or another) and any later leader honour it.
+  admin.route('POST', '/v1/planner/pause', async () => { await planner.movement.set(true); return movement() }, auth)
+  admin.route('POST', '/v1/planner/resume', async () => { await planner.movement.set(false); return movement() }, auth)
 
   admin.route('GET', '/v1/rebalancer', () => ({ enabled: planner.plannerConfig.rebalancer.enabled, rounds: planner.rebalancer.rounds }))
 

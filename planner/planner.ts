@@ -19,6 +19,7 @@ import { NodeExporterScraper } from './telemetry.js'
 import { ReplicaRepair } from './repair.js'
 import { replicationSectionSchema, type ReplicationConfig } from '../fleet/replication.js'
 import { LivePlacement } from './partition/live.js'
+import { MovementSwitch } from './movement-switch.js'
 import { parsePlacementConfig, type PlacementConfigInput } from '../placement/config.js'
 
 /** The parts of the ferry config the planner reads (a FerryConfig fits). */
@@ -105,6 +106,8 @@ export class Planner {
   readonly placement: LivePlacement
   /** Every block location, kept current by notifications (drains, rebalancing, usage). */
   readonly locations: LocationCache
+  /** The data-movement kill switch, kept in the store so that a new leader honours it. */
+  readonly movement: MovementSwitch
   private config: PlannerConfig
   /** Ranks gateways by expected access latency (planner/affinity.ts); also serves /v1/affinity. */
   scorer: AffinityScorer
@@ -142,6 +145,7 @@ export class Planner {
     this.fleet = fleet
     this.engine = new MigrationEngine({ store: opts.store, fleet: this.fleet, leader: this.leader, config: cfg.migration, logger: this.logger, ...(opts.registry ? { registry: opts.registry } : {}) })
     this.locations = new LocationCache(opts.store, { logger: this.logger })
+    this.movement = new MovementSwitch({ store: opts.store, engine: this.engine, holder: () => this.leader.holder, logger: this.logger })
     this.rebalancer = new Rebalancer({
       store: opts.store,
       fleet: this.fleet,
@@ -315,6 +319,7 @@ export class Planner {
     // Look before acting: a gateway that died while nobody led must not be chosen as a target.
     await this.fleet.probeAll()
     if (!this.leader.isLeader) return
+    await this.movement.sync() // before the engine starts anything a paused predecessor left queued
     await this.rebalancer.activate()
     await this.engine.activate()
     await this.syncDrains()
@@ -323,6 +328,7 @@ export class Planner {
 
   /** Periodic: drains pick up blocks that arrived on the gateway, or whose move failed. */
   private async tick (): Promise<void> {
+    await this.movement.sync().catch(err => { this.logger.warn({ err: (err as Error).message }, 'could not read the data-movement switch from the store; keeping the one in force') })
     if (!this.engine.isActive) return
     await this.syncDrains().catch(err => { this.logger.warn({ err: (err as Error).message }, 'could not read the drains from the store; keeping the ones in force') })
     for (const gateway of this.drains.keys()) {
