@@ -27,6 +27,8 @@ commands:
   undrain GATEWAY                      end a drain
   move VOLUME[/BLOCK] [GATEWAY]        move a block (or every block of a volume) to GATEWAY, or to its best gateway
   pause | resume                       stop / restart data movement (running migrations finish)
+  plan [--limit N]                     dry run: the rebalancer's next round (each candidate, its inputs and verdict),
+                                       drains and repairs pending; nothing is moved
   reload                               make the process re-read its config file (ferry start only)
   config check FILE                    validate a config file here, without a server (exit 1 with file:line errors)
 
@@ -243,6 +245,54 @@ async function migrations (ctx: Ctx, argv: string[]): Promise<number> {
   }
 }
 
+interface PlanView {
+  at: number, leader: boolean, holder: string, paused: boolean, queue: { queued: number, running: number }
+  rebalancer: {
+    enabled: boolean, wouldRun: boolean, scanned: number, candidates: number, moves: number, bytes: number, skipped: Record<string, number>
+    rules: Record<string, number>
+    decisions: Array<{ volume: string, block: string, from: string, to: string, gainMs: number | null, score: number, benefit: number | null, sizeBytes: number, sites: Record<string, number>, verdict: string }>
+  }
+  drains: Array<{ gateway: string, cause: string, state: string, remaining: number, migrations: { active: number }, stuck: number }>
+  repairs: { factor: number, underReplicated: number, unavailable: number, down: Array<{ gateway: string, lost: boolean }>, pending: MigrationView[] }
+  migrations: MigrationView[]
+}
+
+async function plan (ctx: Ctx, argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, { limit: { type: 'string' } })
+  const limit = values.limit === undefined ? 20 : Number(values.limit)
+  if (!Number.isInteger(limit) || limit < 1) throw usage(`--limit must be a positive integer: ${values.limit}`)
+  const p = await getJson<PlanView>(ctx, `/v1/plan?limit=${limit}`)
+  print(ctx, p, () => {
+    const r = p.rebalancer
+    const skipped = Object.entries(r.skipped).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ')
+    const why = !r.enabled ? 'the rebalancer is disabled' : p.paused ? 'data movement is paused' : !p.leader ? 'this planner is on standby' : ''
+    const lines = [
+      `plan        ${new Date(p.at).toISOString()}, planner ${p.leader ? 'leader' : 'standby'} (${p.holder}); nothing was moved`,
+      `next round  ${r.wouldRun ? 'would run now' : `would not run: ${why}`}; ${r.scanned} blocks scanned, ${r.candidates} beat the margin, ${r.moves} would move (${bytes(r.bytes)})${skipped === '' ? '' : `; skipped: ${skipped}`}`,
+      `rules       ${Object.entries(r.rules).map(([k, v]) => `${k} ${v}`).join(', ')}`
+    ]
+    let out = lines.join('\n') + '\n'
+    if (r.decisions.length > 0) {
+      out += '\n' + table(['BLOCK', 'FROM→TO', 'ACCESS SCORES BY SITE', 'GAIN MS/ACCESS', 'SCORE', 'BENEFIT', 'SIZE', 'VERDICT'], r.decisions.map(d => [
+        `${d.volume}/${d.block}`, `${d.from}→${d.to}`, Object.entries(d.sites).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ') || '-',
+        d.gainMs === null ? 'source down' : d.gainMs.toFixed(2), d.score.toFixed(2),
+        d.benefit === null ? '-' : d.benefit.toFixed(2), d.sizeBytes > 0 ? bytes(d.sizeBytes) : '-', d.verdict === 'move' ? 'MOVE' : d.verdict === 'member' ? 'refused: already in sync there' : `skip: ${d.verdict}`
+      ]))
+      if (r.decisions.length < r.candidates) out += `(${r.candidates - r.decisions.length} more; --limit N)\n`
+    }
+    out += '\n' + (p.drains.length === 0
+      ? 'drains      none\n'
+      : table(['DRAIN', 'CAUSE', 'STATE', 'REMAINING', 'ACTIVE', 'STUCK'], p.drains.map(d => [d.gateway, d.cause, d.state, String(d.remaining), String(d.migrations.active), String(d.stuck)])))
+    const rp = p.repairs
+    out += `repairs     R = ${rp.factor}: ${rp.underReplicated} under-replicated, ${rp.unavailable} unavailable${rp.down.length > 0 ? `; down: ${rp.down.map(d => `${d.gateway}${d.lost ? ' (lost)' : ''}`).join(', ')}` : ''}; ${rp.pending.length} repair(s) pending\n`
+    if (rp.pending.length > 0) out += migrationRows(rp.pending)
+    out += `queue       ${p.queue.queued} queued, ${p.queue.running} running${p.migrations.length > 0 ? '' : '\n'}`
+    if (p.migrations.length > 0) out += '\n' + migrationRows(p.migrations)
+    return out
+  })
+  return EXIT.ok
+}
+
 async function action (ctx: Ctx, method: 'POST' | 'DELETE', path: string, body: unknown, human: (r: Record<string, unknown>) => string): Promise<number> {
   const r = await call(ctx, method, path, body)
   print(ctx, r.body, () => human(r.body as Record<string, unknown>))
@@ -288,6 +338,7 @@ export async function ctlCommand (argv: string[], out: (s: string) => void = s =
       case 'gateways': return await gateways(ctx)
       case 'block': return await block(ctx, args)
       case 'migrations': return await migrations(ctx, args)
+      case 'plan': return await plan(ctx, args)
       case 'drain': {
         const { values: v, positionals } = parseFlags(args, { to: { type: 'string' } })
         if (positionals.length !== 1) throw usage('drain GATEWAY [--to GATEWAY]')

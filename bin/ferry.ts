@@ -101,13 +101,13 @@ async function startCommand (argv: string[]): Promise<void> {
 
 /**
  * A data-plane worker: the proxy and/or DNS on the sockets the primary shares, its admin
- * listener private on loopback (the primary's forwards to it). It reloads its config itself
+ * listener private, plain HTTP on 127.0.0.1 (the primary's forwards to it; see FerryNodeOptions.privateAdmin). It reloads its config itself
  * (file watch, and the SIGHUP the primary forwards).
  */
 async function runWorker (roles: Set<Role>, watcher: ConfigWatcher, logger: Logger, registry: ReturnType<typeof createRegistry>): Promise<void> {
   const [{ FerryNode }, { serveAsWorker }] = await Promise.all([import('./node.js'), import('./workers.js')])
   const log = logger.child({ worker: Number(process.env.FERRY_WORKER_INDEX ?? 0), pid: process.pid })
-  const node = new FerryNode({ config: watcher.current, roles, logger: log, registry, watcher, adminListen: { host: '127.0.0.1', port: 0 } })
+  const node = new FerryNode({ config: watcher.current, roles, logger: log, registry, watcher, privateAdmin: { port: 0 } })
   await node.start()
   watcher.start()
   let stopping = false

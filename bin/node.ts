@@ -35,8 +35,12 @@ export interface FerryNodeOptions {
   watcher?: ConfigWatcher
   /** A store to use instead of the one `state:` describes (tests share one memory store). */
   store?: StateStore
-  /** Where the admin listener binds instead of `admin.listen` (a worker's private admin, bin/workers.ts). */
-  adminListen?: { host: string, port: number }
+  /**
+   * A worker's private admin listener (bin/workers.ts) instead of `admin.listen`: plain HTTP on
+   * loopback, whatever `admin.tls` says — only the primary on the same host talks to it (forwarded
+   * data-plane routes), and a TLS listener there would refuse the primary's plain requests.
+   */
+  privateAdmin?: { port: number }
 }
 
 /**
@@ -65,11 +69,11 @@ export class FerryNode {
     this.logger = opts.logger
     const cfg = opts.config
     this.admin = new AdminServer({
-      host: opts.adminListen?.host ?? cfg.admin.listen.host,
-      port: opts.adminListen?.port ?? cfg.admin.listen.port,
+      host: opts.privateAdmin === undefined ? cfg.admin.listen.host : '127.0.0.1',
+      port: opts.privateAdmin?.port ?? cfg.admin.listen.port,
       registry: opts.registry,
       token: adminToken(cfg),
-      tls: cfg.admin.tls,
+      tls: opts.privateAdmin === undefined ? cfg.admin.tls : null,
       logger: opts.logger.child({ role: 'admin' })
     })
     registerConsole(this.admin)
@@ -202,7 +206,7 @@ export class FerryNode {
     this.planner?.reconfigure(cfg)
     this.dnsView?.reconfigure(cfg, this.proxy?.address.port ?? cfg.proxy.listen.port)
     this.admin.setToken(adminToken(cfg))
-    this.admin.setTls(cfg.admin.tls)
+    if (this.opts.privateAdmin === undefined) this.admin.setTls(cfg.admin.tls)
     if (cfg.log.level !== this.config.log.level) this.logger.level = cfg.log.level
     this.config = cfg
   }

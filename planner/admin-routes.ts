@@ -25,6 +25,10 @@ const listQuery = z.object({
   limit: z.coerce.number().int().positive().max(100_000).optional()
 }).strict()
 
+const planQuery = z.object({
+  limit: z.coerce.number().int().positive().max(10_000).optional().describe('candidates listed (default 100); the counts cover all')
+}).strict()
+
 const placementModelBody = z.object({
   path: z.string().min(1).max(4096).describe('a `ferry train-placement` model file on the planner\'s host')
 }).strict()
@@ -116,10 +120,32 @@ export function registerPlannerAdmin (admin: AdminServer, planner: Planner): voi
 
   // The kill switch (PD's halt-scheduling): nothing new moves, what runs finishes.
   const movement = (): Record<string, unknown> => ({ paused: planner.engine.isPaused, queued: planner.engine.queued, running: planner.engine.inFlight })
-  admin.route('POST', '/v1/planner/pause', () => { planner.engine.setPaused(true); return movement() }, auth)
-  admin.route('POST', '/v1/planner/resume', () => { planner.engine.setPaused(false); return movement() }, auth)
+  // Kept in the store: the leader (this planner or another) and any later leader honour it.
+  admin.route('POST', '/v1/planner/pause', async () => { await planner.movement.set(true); return movement() }, auth)
+  admin.route('POST', '/v1/planner/resume', async () => { await planner.movement.set(false); return movement() }, auth)
 
   admin.route('GET', '/v1/rebalancer', () => ({ enabled: planner.plannerConfig.rebalancer.enabled, rounds: planner.rebalancer.rounds }))
+
+  // The dry run (ceph balancer eval, PD's operator check): what the planner would do next, read-only.
+  admin.route('GET', '/v1/plan', async ({ query }) => {
+    const q = parseInput(planQuery, Object.fromEntries(query), 'query', planner400)
+    const [plan, active] = await Promise.all([planner.rebalancer.plan(q.limit ?? 100), planner.engine.list({ active: true, limit: 1000 })])
+    const leader = planner.engine.isActive
+    const paused = planner.engine.isPaused
+    const { gateways: _, ...repair } = planner.repair.view()
+    return {
+      at: plan.at,
+      leader,
+      holder: planner.leader.holder,
+      paused,
+      queue: { queued: planner.engine.queued, running: planner.engine.inFlight },
+      // A round runs only on the leader, with data movement on and the rebalancer enabled.
+      rebalancer: { ...plan, wouldRun: leader && !paused && plan.enabled },
+      drains: planner.listDrains(),
+      repairs: { ...repair, pending: active.filter(m => m.reason?.startsWith('repair') === true) },
+      migrations: active.filter(m => m.reason?.startsWith('repair') !== true)
+    }
+  })
 
   registerHealthRoutes(admin, planner.health)
 }

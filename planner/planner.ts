@@ -21,6 +21,7 @@ import { HealthMonitor, PredictiveFleet } from './health-monitor.js'
 import { NodeExporterScraper } from './telemetry.js'
 import { replicationSectionSchema, type ReplicationConfig } from '../fleet/replication.js'
 import { LivePlacement } from './partition/live.js'
+import { MovementSwitch } from './movement-switch.js'
 import { parsePlacementConfig, type PlacementConfigInput } from '../placement/config.js'
 
 /** The parts of the ferry config the planner reads (a FerryConfig fits). */
@@ -78,6 +79,8 @@ export class Planner {
   readonly evacuation: Evacuation
   /** Decider: the operator's moves. */
   readonly operator: OperatorMoves
+  /** The data-movement kill switch, kept in the store so that a new leader honours it. */
+  readonly movement: MovementSwitch
   private config: PlannerConfig
   /** Ranks gateways by expected access latency (planner/affinity/); also serves /v1/affinity. */
   scorer: AffinityScorer
@@ -127,6 +130,7 @@ export class Planner {
       logger: this.logger
     })
     this.evacuation = new Evacuation(this.drains)
+    this.movement = new MovementSwitch({ store: opts.store, engine: this.engine, holder: () => this.leader.holder, logger: this.logger })
     this.rebalancer = new Rebalancer({
       store: opts.store,
       fleet: this.fleet,
@@ -302,6 +306,7 @@ export class Planner {
     // Look before acting: a gateway that died while nobody led must not be chosen as a target.
     await this.fleet.probeAll()
     if (!this.leader.isLeader) return
+    await this.movement.sync() // before the engine starts anything a paused predecessor left queued
     await this.rebalancer.activate()
     await this.engine.activate()
     await this.drains.sync()
@@ -310,6 +315,7 @@ export class Planner {
 
   /** Periodic: drains pick up blocks that arrived on the gateway, or whose move failed. */
   private async tick (): Promise<void> {
+    await this.movement.sync().catch(err => { this.logger.warn({ err: (err as Error).message }, 'could not read the data-movement switch from the store; keeping the one in force') })
     if (!this.engine.isActive) return
     await this.drains.tick()
   }

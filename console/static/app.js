@@ -8,6 +8,8 @@ const $ = id => document.getElementById(id)
 let token = sessionStorage.getItem('ferry.token') ?? ''
 const charts = new Map()
 let lastGateways = []
+/** replication.factor as /v1/repairs last said (null: no planner here). */
+let replicationFactor = null
 
 function h (tag, props = {}, ...children) {
   const el = document.createElement(tag)
@@ -99,8 +101,10 @@ function renderHeader (ready, planner) {
   $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`
 }
 
-function renderFleet (gateways, planner) {
+function renderFleet (gateways, planner, repairs) {
   const byId = new Map((planner?.gateways ?? []).map(g => [g.id, g]))
+  const copies = new Map((repairs?.gateways ?? []).map(g => [g.gateway, g]))
+  const down = new Map((repairs?.down ?? []).map(d => [d.gateway, d]))
   const sites = new Map()
   for (const g of gateways) {
     if (!sites.has(g.site)) sites.set(g.site, [])
@@ -112,14 +116,20 @@ function renderFleet (gateways, planner) {
     const atRisk = g.trigger === 'triggered' || g.trigger === 'watching' || (ph && ph.score < 0.5)
     const cap = p?.capacityBytes ?? g.capacityBytes
     const used = p?.usedBytesEstimate ?? null
+    const c = copies.get(g.id)
+    const d = down.get(g.id)
     return h('div', { class: `gw ${g.healthy ? '' : 'down'} ${atRisk ? 'at-risk' : ''}`, 'data-gateway': g.id },
       h('span', { class: 'name' }, g.id), ' ',
       h('span', { class: `pill ${g.healthy ? 'ok' : 'bad'}` }, g.healthy ? 'healthy' : (g.reason ?? 'down')),
       p?.draining ? h('span', { class: 'pill warn' }, ' draining') : '',
+      d?.lost ? h('span', { class: 'pill bad' }, ' lost') : '',
       h('dl', {},
         h('dt', {}, 'url'), h('dd', {}, g.url),
         h('dt', {}, 'predicted'), h('dd', {}, ph ? `${num(ph.score)} [${num(ph.lower)}, ${num(ph.upper)}] conf ${num(ph.confidence)} · ${g.trigger}` : `– (${g.trigger ?? 'no planner'})`),
         h('dt', {}, 'blocks'), h('dd', {}, p ? String(p.placedBlocks) : '–'),
+        h('dt', {}, 'replicas'), h('dd', { 'data-replicas': c ? `${c.members}/${c.inSync}` : '' }, c
+          ? [`${c.members} sets, ${c.inSync} in sync`, c.members > c.inSync ? h('span', { class: 'result-bad' }, ` · ${c.members - c.inSync} out of sync`) : '']
+          : '–'),
         h('dt', {}, 'capacity'), h('dd', {}, cap > 0
           ? h('div', { title: `${fmtBytes(used)} of ${fmtBytes(cap)}` }, h('div', { class: 'bar' }, h('div', { style: { width: `${Math.min(100, (100 * (used ?? 0)) / cap)}%` } })), `${fmtBytes(used)} / ${fmtBytes(cap)}`)
           : `${fmtBytes(used)} used (unlimited)`),
@@ -184,20 +194,103 @@ function progressOf (m) {
   return m.totalBytes ? Math.min(100, Math.round((1000 * m.bytes) / m.totalBytes) / 10) : null
 }
 
+/** One migration (or repair) as a table row: progress bar, bytes, rate, ETA while in flight, duration once ended. */
+function migrationRow (m) {
+  const pct = progressOf(m)
+  return h('tr', { 'data-migration': m.id },
+    h('td', {}, m.id), h('td', {}, `${m.volume}/${m.block}`), h('td', {}, `${m.from} → ${m.to}`), h('td', {}, m.reason ?? ''),
+    h('td', {}, m.progress?.state ?? m.phase),
+    h('td', {}, h('div', { class: 'bar', title: pct === null ? 'size unknown' : `${pct}%` }, h('div', { style: { width: `${pct ?? 0}%` } })), pct === null ? '' : `${pct}%`),
+    h('td', { class: 'num' }, `${fmtBytes(m.bytes)}${m.totalBytes ? ` / ${fmtBytes(m.totalBytes)}` : ''}`),
+    h('td', { class: 'num' }, m.progress?.bytesPerSec ? `${fmtBytes(m.progress.bytesPerSec)}/s` : '–'),
+    h('td', { class: 'num' }, m.result === null ? fmtMs(m.progress?.etaMs) : fmtMs(m.endedAt - m.startedAt)),
+    h('td', { class: m.result === 'ok' ? 'result-ok' : m.result ? 'result-bad' : '' }, m.result ?? 'in flight', m.error ? ` (${m.error})` : '')
+  )
+}
+
+function fillRows (table, rows, empty) {
+  const cols = table.tHead.rows[0].cells.length
+  table.tBodies[0].replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { colspan: cols, class: 'muted' }, empty))]))
+}
+
 function renderMigrations (migrations) {
-  const rows = migrations.map(m => {
-    const pct = progressOf(m)
-    return h('tr', { 'data-migration': m.id },
-      h('td', {}, m.id), h('td', {}, `${m.volume}/${m.block}`), h('td', {}, `${m.from} → ${m.to}`), h('td', {}, m.reason ?? ''),
-      h('td', {}, m.progress?.state ?? m.phase),
-      h('td', {}, h('div', { class: 'bar', title: pct === null ? 'size unknown' : `${pct}%` }, h('div', { style: { width: `${pct ?? 0}%` } })), pct === null ? '' : `${pct}%`),
-      h('td', { class: 'num' }, `${fmtBytes(m.bytes)}${m.totalBytes ? ` / ${fmtBytes(m.totalBytes)}` : ''}`),
-      h('td', { class: 'num' }, m.progress?.bytesPerSec ? `${fmtBytes(m.progress.bytesPerSec)}/s` : '–'),
-      h('td', { class: 'num' }, m.result === null ? fmtMs(m.progress?.etaMs) : fmtMs(m.endedAt - m.startedAt)),
-      h('td', { class: m.result === 'ok' ? 'result-ok' : m.result ? 'result-bad' : '' }, m.result ?? 'in flight', m.error ? ` (${m.error})` : '')
-    )
-  })
-  $('migrations').tBodies[0].replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { colspan: 10, class: 'muted' }, 'no migrations yet'))]))
+  fillRows($('migrations'), migrations.map(migrationRow), 'no migrations yet')
+}
+
+const count = (label, n, badWhen = false) => h('div', { class: `count ${badWhen ? 'bad' : 'ok'}`, 'data-count': label }, h('b', {}, String(n)), label)
+
+function renderReplicas (r) {
+  if (r === null) { $('replicas-summary').textContent = '(no planner in this process)'; return }
+  const inFlight = r.repairs.filter(m => m.result === null)
+  $('replicas-summary').textContent = `replication factor ${r.factor} · last repair pass ${fmtTime(r.lastPassAt)}`
+  $('replicas-counts').replaceChildren(
+    count('under-replicated', r.underReplicated, r.underReplicated > 0),
+    count('unavailable', r.unavailable, r.unavailable > 0),
+    count('repairs in flight', inFlight.length, false),
+    count('lost members removed', r.lostMembersRemoved, false),
+    count('gateways down', r.down.length, r.down.length > 0),
+    ...r.down.map(d => h('div', { class: 'count bad', 'data-down': d.gateway }, h('b', {}, d.gateway), `${d.lost ? 'lost' : 'down'} since ${fmtTime(d.since)}`)))
+  // In flight first, then the most recent that ended.
+  const rows = [...inFlight, ...r.repairs.filter(m => m.result !== null)].slice(0, 30)
+  fillRows($('repairs'), rows.map(migrationRow), 'no repairs: every block has its copies')
+}
+
+let shownBlock = null
+function renderBlock (view, repairs, migrations) {
+  const box = $('block-view')
+  if (shownBlock === null) { box.replaceChildren(); return }
+  if (view.status === 'fulfilled' && view.value === null) return // asked for while this poll was under way: the next one shows it
+  if (view.status !== 'fulfilled') { box.replaceChildren(h('p', { class: 'result-bad' }, `${shownBlock}: ${view.reason.message}`)); return }
+  const v = view.value
+  const loc = v.location
+  // Repairs are migrations too: one row per id.
+  const moving = [...new Map([...(repairs ?? []), ...(migrations ?? [])].filter(m => m.result === null && `${m.volume}/${m.block}` === shownBlock).map(m => [m.id, m])).values()]
+  const members = loc.members ?? (loc.gateway ? [loc.gateway] : [])
+  const inSync = loc.inSync ?? members
+  const replicas = loc.replicas ?? members.map(g => ({ gateway: g, state: 'in-sync', healthy: null, version: null }))
+  const factor = repairs === null ? null : replicationFactor
+  box.replaceChildren(h('div', { 'data-block': shownBlock },
+    h('dl', { class: 'kv' },
+      h('dt', {}, 'block'), h('dd', {}, shownBlock),
+      h('dt', {}, 'placed'), h('dd', {}, loc.placed ? 'yes' : 'no (by hash)'),
+      h('dt', {}, 'phase'), h('dd', {}, loc.phase ?? '–'),
+      h('dt', {}, 'epoch'), h('dd', {}, loc.epoch ?? '–'),
+      h('dt', {}, 'copies in sync'), h('dd', { class: factor !== null && inSync.length < factor ? 'result-bad' : 'result-ok', 'data-in-sync': inSync.length },
+        `${inSync.length}${factor === null ? '' : ` of ${factor}`}${factor !== null && inSync.length < factor ? ' — under-replicated' : ''}`),
+      h('dt', {}, 'accesses'), h('dd', {}, v.access ? Object.entries(v.access.sites).map(([s, x]) => `${s} ${num(x)}`).join(', ') || '–' : '–')),
+    h('table', { id: 'block-replicas' }, h('thead', {}, h('tr', {}, h('th', {}, 'member'), h('th', {}, 'state'), h('th', {}, 'gateway health'), h('th', {}, 'version held'))),
+      h('tbody', {}, ...replicas.map((m, i) => {
+        // An out-of-sync member a move or repair is copying to is joining; one still queued is just out of sync.
+        const to = moving.find(x => x.to === m.gateway)
+        const state = m.state === 'out-of-sync' && to !== undefined && to.phase !== 'queued' ? 'joining' : m.state
+        return h('tr', { 'data-member': m.gateway },
+          h('td', {}, m.gateway, i === 0 ? ' (preferred)' : ''), h('td', { class: `state-${state}` }, state, to ? ` (${to.reason?.startsWith('repair') ? 'repair' : 'move'} ${to.phase})` : ''),
+          h('td', {}, m.healthy === null ? '–' : m.healthy ? 'healthy' : 'down'), h('td', {}, m.version ?? '–'))
+      }))),
+    moving.length ? h('table', {}, h('thead', {}, h('tr', {}, ...['id', 'block', 'from → to', 'reason', 'phase', 'progress', 'bytes', 'rate', 'ETA', 'result'].map(c => h('th', {}, c)))), h('tbody', {}, ...moving.map(migrationRow))) : ''))
+}
+
+function renderPlacement (p) {
+  if (p === null) { $('placement-summary').textContent = '(no planner in this process)'; return }
+  const m = p.model
+  $('placement-summary').textContent = !p.enabled ? 'first-touch placement is off' : m === null ? 'no model yet: new blocks go to their writer\'s site' : `version ${m.version}`
+  const ce = m?.heldOut?.crossEntropy
+  $('placement-model').replaceChildren(
+    h('dt', {}, 'version'), h('dd', { 'data-model-version': m?.version ?? 0 }, m === null ? 'none' : String(m.version)),
+    h('dt', {}, 'source'), h('dd', {}, m === null ? '–' : `${m.source}, trained ${m.trainedAt}`),
+    h('dt', {}, 'embedder'), h('dd', {}, m?.embedder ?? p.embedder ?? '–'),
+    h('dt', {}, 'examples'), h('dd', {}, m === null ? '–' : String(m.examples)),
+    h('dt', {}, 'held out'), h('dd', {}, ce ? `${m.heldOut.blocks} blocks, cross-entropy ${num(ce.model, 3)} (prior ${num(ce.prior, 3)}${ce.previous === null ? '' : `, previous ${num(ce.previous, 3)}`})` : '–'),
+    h('dt', {}, 'table published'), h('dd', {}, p.table ? `${fmtTime(p.table.publishedAt)}: model v${p.table.modelVersion}, ${p.table.volumes} volumes${p.table.exclude.length ? `, excluding ${p.table.exclude.join(', ')}` : ''}` : '–'),
+    h('dt', {}, 'history'), h('dd', {}, `${p.history.firstWrites} first writes (max ${p.history.max})${p.retraining ? ', retraining now' : ''}`),
+    p.lastLoadError ? [h('dt', {}, 'load error'), h('dd', { class: 'result-bad' }, `${p.lastLoadError.message} [${p.lastLoadError.code}]`)] : '')
+  const total = p.decisions.model + p.decisions.origin + p.decisions.hash
+  const labels = { model: 'the model', origin: 'the writer\'s site', hash: 'hashing' }
+  fillRows($('placement-decisions'), Object.entries(labels).map(([k, label]) => h('tr', { 'data-decision': k },
+    h('td', {}, label), h('td', { class: 'num' }, String(p.decisions[k])), h('td', { class: 'num' }, total ? `${Math.round((100 * p.decisions[k]) / total)}%` : '–'))), '')
+  fillRows($('placement-retrains'), p.recentRetrains.slice(0, 5).map(r => h('tr', {},
+    h('td', {}, fmtTime(r.at)), h('td', {}, r.reason), h('td', { class: r.swapped ? 'result-ok' : '' }, r.swapped ? 'yes' : `no${r.why ? ` (${r.why})` : ''}`),
+    h('td', { class: 'num' }, r.examples), h('td', {}, r.crossEntropy ? `${num(r.crossEntropy.candidate, 3)} / ${num(r.crossEntropy.prior, 3)} / ${num(r.crossEntropy.previous, 3)}` : '–'), h('td', {}, r.version ?? '–'))), 'no retrain yet')
 }
 
 function renderDecisions (rounds, decisions) {
@@ -229,15 +322,22 @@ function renderAffinity (profile, sites) {
 let refreshing = null
 async function refresh () {
   refreshing ??= (async () => {
-    const [ready, gateways, planner, health, migrations, rebalancer, decisions, profile] = await Promise.allSettled([
+    const [ready, gateways, planner, health, migrations, rebalancer, decisions, profile, repairs, placement, block] = await Promise.allSettled([
       get('/readyz').catch(e => e.status === 503 ? { status: 'not ready', reasons: [e.message], degraded: [] } : Promise.reject(e)),
       get('/v1/gateways'), get('/v1/planner'), get('/v1/health'), get('/v1/migrations?limit=30'),
-      get('/v1/rebalancer'), get('/v1/health/decisions?limit=20'), get('/v1/profile?limit=20')
+      get('/v1/rebalancer'), get('/v1/health/decisions?limit=20'), get('/v1/profile?limit=20'),
+      get('/v1/repairs'), get('/v1/placement'),
+      shownBlock === null ? null : get(`/v1/blocks/${shownBlock.split('/').map(encodeURIComponent).join('/')}`)
     ])
     renderHeader(ready, planner)
     const gws = gateways.status === 'fulfilled' ? gateways.value.gateways : lastGateways
     lastGateways = gws
-    renderFleet(gws, planner.status === 'fulfilled' ? planner.value : null)
+    const rep = repairs.status === 'fulfilled' ? repairs.value : null
+    if (rep !== null) replicationFactor = rep.factor
+    renderFleet(gws, planner.status === 'fulfilled' ? planner.value : null, rep)
+    renderReplicas(rep)
+    renderBlock(block, rep?.repairs ?? null, migrations.status === 'fulfilled' ? migrations.value.migrations : [])
+    renderPlacement(placement.status === 'fulfilled' ? placement.value : null)
     const histories = new Map()
     if (health.status === 'fulfilled' && health.value.enabled) {
       const hs = await Promise.allSettled(health.value.gateways.map(g => get(`/v1/health/${encodeURIComponent(g.gateway)}`)))
@@ -270,6 +370,11 @@ $('token-clear').addEventListener('click', () => {
 })
 $('pause').addEventListener('click', () => act('Pause all data movement', 'POST', '/v1/planner/pause'))
 $('resume').addEventListener('click', () => act('Resume data movement', 'POST', '/v1/planner/resume'))
+$('block-form').addEventListener('submit', e => {
+  e.preventDefault()
+  shownBlock = $('block-key').value.trim()
+  void refresh()
+})
 $('move-form').addEventListener('submit', e => {
   e.preventDefault()
   const [volume, block] = $('move-block').value.trim().split('/')

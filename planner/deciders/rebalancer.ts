@@ -4,7 +4,7 @@ import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
 import { decayScores } from '../../state/affinity.js'
 import type { BlockLocation, StateStore } from '../../state/types.js'
-import { AffinityTable, type AffinityScorer } from '../affinity/index.js'
+import { AffinityTable, type AffinityScorer, type MoveCandidate } from '../affinity/index.js'
 import type { RebalancerConfig } from '../config.js'
 import type { MigrationEngine } from '../migration/engine.js'
 import type { Fleet } from '../migration/fleet.js'
@@ -50,7 +50,41 @@ export interface RebalanceRound {
   predicted: number
 }
 
+/** Why a round passes a candidate over (`refused`, the engine saying no, is known only by trying). */
+type SkipReason = Exclude<keyof RebalanceRound['skipped'], 'refused'>
+
+/**
+ * One candidate of a dry run: the kernel's figures — ms saved per access (null: the block's
+ * gateway is down, so any target wins), decayed access score, benefit (their product) — and the verdict.
+ */
+export interface PlannedMove extends Omit<MoveCandidate, 'gainMs' | 'benefit'> {
+  gainMs: number | null
+  benefit: number | null
+  /** The block's decayed access scores per site: what the ranking weighed. */
+  sites: Record<string, number>
+  /** `member`: the target is already an in-sync member of the block's set, so the engine would refuse the move (counted as `refused`). */
+  verdict: 'move' | SkipReason | 'member'
+}
+
+/** A dry run of the next round (Rebalancer.plan). */
+export interface RebalancePlan extends RebalanceRound {
+  enabled: boolean
+  rules: Pick<RebalancerConfig, 'margin' | 'minGainMs' | 'minScore' | 'minDwellMs' | 'maxMovesPerInterval' | 'maxBytesPerInterval'>
+  /** Candidates by benefit, most valuable first, up to the limit asked for. */
+  decisions: PlannedMove[]
+}
+
 const ROUNDS_KEPT = 64
+
+const emptyRound = (at: number, scanned: number, candidates: number, activeVolumes: number): RebalanceRound => ({
+  at, durationMs: 0, scanned, candidates, moves: 0, bytes: 0,
+  skipped: { cold: 0, dwell: 0, busy: 0, sourceDown: 0, budget: 0, capacity: 0, refused: 0 },
+  activeVolumes,
+  predicted: 0
+})
+
+/** JSON has no Infinity: null. */
+const round2 = (x: number): number | null => Number.isFinite(x) ? Math.round(x * 100) / 100 : null
 
 /**
  * The seed's `migrate_shards`: every `intervalMs`, for every block in the store's affinity map,
@@ -154,14 +188,92 @@ export class Rebalancer {
   }
 
   private async pass (): Promise<RebalanceRound | null> {
-    const { store, fleet, engine, locations } = this.opts
-    const scorer = this.scorer
+    const { engine } = this.opts
     if (!engine.isActive) return null
     const started = performance.now()
     const now = Date.now()
     const cfg = this.config
     for (const [key, at] of this.lastMoved) if (now - at >= cfg.minDwellMs) this.lastMoved.delete(key)
+    const { scanned, candidates, room, mean, activeVolumes } = await this.candidates(now)
+    const round = emptyRound(now, scanned, candidates.length, activeVolumes)
+    for (let i = 0; i < candidates.length; i++) {
+      const c = candidates[i] as MoveCandidate
+      if (round.moves >= cfg.maxMovesPerInterval) { round.skipped.budget += candidates.length - i; break }
+      const v = this.check(c, round, room, mean, now)
+      if (typeof v === 'string') { round.skipped[v]++; continue }
+      try {
+        await engine.submit({ volume: c.volume, block: c.block, to: c.to, reason: 'rebalance', priority: Number.isFinite(c.benefit) ? c.benefit : c.score })
+      } catch (err) {
+        round.skipped.refused++
+        if (err instanceof FerryError && err.code === 'FERRY_PLANNER_NOT_LEADER') break
+        this.logger.debug({ key: blockKey(c.volume, c.block), to: c.to, err: (err as Error).message }, 'rebalance move refused')
+        continue
+      }
+      room.set(c.to, (room.get(c.to) ?? 0) - v)
+      round.moves++
+      if (c.score < cfg.minScore) round.predicted++
+      round.bytes += v
+      this.moves.inc()
+    }
+    round.durationMs = Math.round(performance.now() - started)
+    this.rounds.push(round)
+    if (this.rounds.length > ROUNDS_KEPT) this.rounds.shift()
+    if (round.moves > 0 || round.candidates > 0) this.logger.info(round, 'rebalance pass')
+    return round
+  }
 
+  /**
+   * The next round as it would run now, without running it (`GET /v1/plan`, `ferry ctl plan`):
+   * the same scan, ranking and rules as a round, every candidate with its verdict and inputs,
+   * nothing submitted and nothing remembered. On a standby the dwell rule only knows the moves
+   * read from the log when it last led, and its fleet view is its own probes'.
+   */
+  async plan (limit = 100): Promise<RebalancePlan> {
+    const started = performance.now()
+    const now = Date.now()
+    const cfg = this.config
+    const { scanned, candidates, room, mean, activeVolumes } = await this.candidates(now)
+    const round = emptyRound(now, scanned, candidates.length, activeVolumes)
+    const decisions: PlannedMove[] = []
+    for (const c of candidates) {
+      let verdict: PlannedMove['verdict']
+      if (round.moves >= cfg.maxMovesPerInterval) verdict = 'budget'
+      else {
+        const v = this.check(c, round, room, mean, now)
+        if (typeof v === 'string') verdict = v
+        else if (this.inSyncMember(c)) verdict = 'member'
+        else {
+          verdict = 'move'
+          room.set(c.to, (room.get(c.to) ?? 0) - v)
+          round.moves++
+          round.bytes += v
+        }
+      }
+      if (verdict === 'member') round.skipped.refused++
+      else if (verdict !== 'move') round.skipped[verdict]++
+      if (decisions.length < limit) decisions.push({ ...c, gainMs: round2(c.gainMs), score: round2(c.score) ?? 0, benefit: round2(c.benefit), sites: {}, verdict })
+    }
+    await Promise.all(decisions.map(async d => {
+      const entry = await this.opts.store.getAffinity(d.volume, d.block)
+      if (entry !== null) for (const [site, x] of Object.entries(decayScores(entry, now, this.halfLifeMs))) d.sites[site] = round2(x) ?? 0
+    }))
+    round.durationMs = Math.round(performance.now() - started)
+    return { ...round, enabled: cfg.enabled, rules: { margin: cfg.margin, minGainMs: cfg.minGainMs, minScore: cfg.minScore, minDwellMs: cfg.minDwellMs, maxMovesPerInterval: cfg.maxMovesPerInterval, maxBytesPerInterval: cfg.maxBytesPerInterval }, decisions }
+  }
+
+  /**
+   * The target already holds an in-sync copy of the block's replica set: the engine refuses the
+   * move as a no-op (FERRY_MIGRATION_NOOP), which a round counts as `refused` only by trying.
+   */
+  private inSyncMember (c: MoveCandidate): boolean {
+    const loc = this.opts.locations.get(c.volume, c.block)
+    return loc !== null && loc !== undefined && loc.members.length > 1 && loc.inSync.includes(c.to)
+  }
+
+  /** The affinity map with where each block is now, ranked: the blocks whose best gateway beats the current one by the margin. */
+  private async candidates (now: number): Promise<{ scanned: number, candidates: MoveCandidate[], room: Map<string, number>, mean: number, activeVolumes: number }> {
+    const { store, fleet, locations } = this.opts
+    const cfg = this.config
     // The affinity map, with where each block is now. Blocks mid-migration have no "current"
     // here, so the kernel never proposes them.
     const signal = this.coAccess
@@ -184,50 +296,25 @@ export class Rebalancer {
       activeVolumes = signal.apply(table)
     }
     const infos = fleet.infos(now)
-    const kernel = scorer.compile(table.sites, infos)
+    const kernel = this.scorer.compile(table.sites, infos)
     const candidates = table.moveCandidates(kernel, { marginMs: cfg.minGainMs, marginRatio: cfg.margin, now })
-
-    const round: RebalanceRound = {
-      at: now, durationMs: 0, scanned, candidates: candidates.length, moves: 0, bytes: 0,
-      skipped: { cold: 0, dwell: 0, busy: 0, sourceDown: 0, budget: 0, capacity: 0, refused: 0 },
-      activeVolumes,
-      predicted: 0
-    }
     const room = new Map(infos.map(g => [g.id, g.capacityBytes === 0 ? Infinity : g.capacityBytes - g.usedBytes]))
-    const mean = fleet.meanBlockBytes()
-    for (let i = 0; i < candidates.length; i++) {
-      const c = candidates[i] as typeof candidates[number]
-      if (round.moves >= cfg.maxMovesPerInterval) { round.skipped.budget += candidates.length - i; break }
-      const key = blockKey(c.volume, c.block)
-      // A block too cold to move on its own traffic still moves ahead of its readers when its
-      // volume is being read now (the co-access signal); cold blocks of quiet volumes stay.
-      const cold = c.score < cfg.minScore
-      if (cold && signal?.isActive(c.volume) !== true) { round.skipped.cold++; continue }
-      if (engine.busy(c.volume, c.block)) { round.skipped.busy++; continue }
-      const moved = this.lastMoved.get(key)
-      if (moved !== undefined && now - moved < cfg.minDwellMs) { round.skipped.dwell++; continue }
-      if (!fleet.isHealthy(c.from, now)) { round.skipped.sourceDown++; continue }
-      const size = c.sizeBytes > 0 ? c.sizeBytes : mean
-      if (cfg.maxBytesPerInterval > 0 && round.bytes + size > cfg.maxBytesPerInterval && round.moves > 0) { round.skipped.budget++; continue }
-      if ((room.get(c.to) ?? 0) < size) { round.skipped.capacity++; continue }
-      try {
-        await engine.submit({ volume: c.volume, block: c.block, to: c.to, reason: 'rebalance', priority: Number.isFinite(c.benefit) ? c.benefit : c.score })
-      } catch (err) {
-        round.skipped.refused++
-        if (err instanceof FerryError && err.code === 'FERRY_PLANNER_NOT_LEADER') break
-        this.logger.debug({ key, to: c.to, err: (err as Error).message }, 'rebalance move refused')
-        continue
-      }
-      room.set(c.to, (room.get(c.to) ?? 0) - size)
-      round.moves++
-      if (cold) round.predicted++
-      round.bytes += size
-      this.moves.inc()
-    }
-    round.durationMs = Math.round(performance.now() - started)
-    this.rounds.push(round)
-    if (this.rounds.length > ROUNDS_KEPT) this.rounds.shift()
-    if (round.moves > 0 || round.candidates > 0) this.logger.info(round, 'rebalance pass')
-    return round
+    return { scanned, candidates, room, mean: fleet.meanBlockBytes(), activeVolumes }
+  }
+
+  /** A candidate against the round's rules so far: why it is skipped, or the bytes it would move. */
+  private check (c: MoveCandidate, round: RebalanceRound, room: ReadonlyMap<string, number>, mean: number, now: number): SkipReason | number {
+    const cfg = this.config
+    // A block too cold to move on its own traffic still moves ahead of its readers when its
+    // volume is being read now (the co-access signal); cold blocks of quiet volumes stay.
+    if (c.score < cfg.minScore && this.coAccess?.isActive(c.volume) !== true) return 'cold'
+    if (this.opts.engine.busy(c.volume, c.block)) return 'busy'
+    const moved = this.lastMoved.get(blockKey(c.volume, c.block))
+    if (moved !== undefined && now - moved < cfg.minDwellMs) return 'dwell'
+    if (!this.opts.fleet.isHealthy(c.from, now)) return 'sourceDown'
+    const size = c.sizeBytes > 0 ? c.sizeBytes : mean
+    if (cfg.maxBytesPerInterval > 0 && round.bytes + size > cfg.maxBytesPerInterval && round.moves > 0) return 'budget'
+    if ((room.get(c.to) ?? 0) < size) return 'capacity'
+    return size
   }
 }

@@ -19,6 +19,10 @@ export interface RepairStatus {
   lastPassAt: number | null
   /** Gateways down, and since when. */
   down: Array<{ gateway: string, since: number, lost: boolean }>
+  /** replication.factor: the copies each block should have. */
+  factor: number
+  /** Per gateway, at the last pass: the replica sets it is a member of, and of those the ones it is in sync in. */
+  gateways: Array<{ gateway: string, members: number, inSync: number }>
 }
 
 export interface ReplicaRepairOptions {
@@ -48,7 +52,7 @@ export class ReplicaRepair {
   private readonly downSince = new Map<string, number>()
   private timer: NodeJS.Timeout | null = null
   private running = false
-  private status: RepairStatus = { underReplicated: 0, unavailable: 0, submitted: 0, lostMembersRemoved: 0, lastPassAt: null, down: [] }
+  private status: Omit<RepairStatus, 'factor'> = { underReplicated: 0, unavailable: 0, submitted: 0, lostMembersRemoved: 0, lastPassAt: null, down: [], gateways: [] }
   private readonly submitted: Counter | undefined
 
   constructor (private readonly opts: ReplicaRepairOptions) {
@@ -59,7 +63,7 @@ export class ReplicaRepair {
       else if (!this.downSince.has(id)) this.downSince.set(id, Date.now())
     })
     if (opts.registry !== undefined) {
-      const status = (): RepairStatus => this.status
+      const status = (): Omit<RepairStatus, 'factor'> => this.status
       const registers = [opts.registry]
       new Gauge({ name: 'ferry_replication_under_replicated_blocks', help: 'Blocks with fewer in-sync members than replication.factor (last repair pass)', registers, collect () { this.set(status().underReplicated) } })
       new Gauge({ name: 'ferry_replication_unavailable_blocks', help: 'Blocks with no in-sync member up (last repair pass)', registers, collect () { this.set(status().unavailable) } })
@@ -87,7 +91,7 @@ export class ReplicaRepair {
 
   view (): RepairStatus {
     const now = Date.now()
-    return { ...this.status, down: [...this.downSince].map(([gateway, since]) => ({ gateway, since, lost: this.isLost(gateway, now) })) }
+    return { ...this.status, factor: this.config.factor, down: [...this.downSince].map(([gateway, since]) => ({ gateway, since, lost: this.isLost(gateway, now) })) }
   }
 
   private isLost (id: string, now: number): boolean {
@@ -117,7 +121,15 @@ export class ReplicaRepair {
     const needy: Array<{ volume: string, block: string, loc: BlockLocation, healthy: number }> = []
     let under = 0
     let unavailable = 0
+    // The scan visits every set anyway: the per-gateway tally for the console's fleet map costs nothing more.
+    const tally = new Map<string, { gateway: string, members: number, inSync: number }>(fleet.all().map(g => [g.id, { gateway: g.id, members: 0, inSync: 0 }]))
     for await (const { volume, block, location: loc } of store.scanLocations()) {
+      for (const m of loc.members) {
+        const t = tally.get(m)
+        if (t === undefined) continue
+        t.members++
+        if (loc.inSync.includes(m)) t.inSync++
+      }
       if (loc.phase !== 'stable') continue
       const live = loc.inSync.filter(m => !this.isLost(m, now))
       const healthy = loc.inSync.filter(m => fleet.isHealthy(m, now)).length
@@ -149,7 +161,7 @@ export class ReplicaRepair {
         this.opts.logger.debug({ volume: n.volume, block: n.block, err: err.message }, 'repair not submitted')
       }
     }
-    this.status = { ...this.status, underReplicated: under, unavailable, submitted, lastPassAt: now }
+    this.status = { ...this.status, underReplicated: under, unavailable, submitted, lastPassAt: now, gateways: [...tally.values()] }
     return submitted
   }
 

@@ -1,5 +1,4 @@
 import t from 'tap'
-import { execFile } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -8,32 +7,10 @@ import { parse, stringify } from 'yaml'
 import { sandboxYaml } from '../../bin/sandbox.js'
 import { freePort, waitFor } from '../helpers/net.js'
 import { spawnFerry } from '../helpers/process.js'
+import { makeCert, run } from '../helpers/tls.js'
 
 // HTTPS on the proxy and admin listeners with certificates made here by openssl, checked with
 // real clients (curl, and undici for a connection held across a certificate change).
-
-async function run (cmd: string, args: string[], cwd?: string): Promise<{ code: number, out: string }> {
-  return await new Promise(resolve => {
-    execFile(cmd, args, { cwd, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, out: stdout + stderr })
-    })
-  })
-}
-
-/** A CA and a certificate for 127.0.0.1 signed by it, valid for `days` (negative: already expired). */
-async function makeCert (dir: string, name: string, days: number): Promise<{ ca: string, cert: string, key: string }> {
-  const f = (ext: string): string => path.join(dir, `${name}.${ext}`)
-  fs.writeFileSync(f('ext'), 'subjectAltName=IP:127.0.0.1\n')
-  for (const args of [
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '3', '-subj', `/CN=ferry test CA ${name}`],
-    ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('key'), '-out', f('csr'), '-subj', '/CN=127.0.0.1'],
-    ['x509', '-req', '-in', f('csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('pem'), '-days', String(days), '-extfile', f('ext')]
-  ]) {
-    const r = await run('openssl', args)
-    if (r.code !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.out}`)
-  }
-  return { ca: f('ca.pem'), cert: f('pem'), key: f('key') }
-}
 
 t.test('TLS on the proxy and admin listeners: served, verified, reloaded live without dropping connections, bad certificates refused', async t => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-tls-'))
