@@ -136,7 +136,7 @@ function sensitivity (): Record<string, unknown> {
   for (const window of [12, 24, 48]) {
     for (const baselineAlpha of [0.003, 0.01, 0.03]) {
       for (const refractory of [20, 50]) {
-        const novelty = { ...DEFAULT_NOVELTY, window, baselineAlpha, refractory }
+        const novelty = { ...DEFAULT_NOVELTY, tail: { ...DEFAULT_NOVELTY.tail, window, baselineAlpha, refractory } }
         const scores = new Map<string, Float64Array>()
         for (const f of corpus.files) scores.set(f.key, ferryNabScores(f.timestamps, f.values, { novelty }))
         rows.push({ window, baselineAlpha, refractory, all: scoreProfile(corpus, scores, 'standard').normalized, halves: halves.map(h => scoreProfile(h, scores, 'standard').normalized) })

@@ -34,7 +34,7 @@ import { z } from 'zod'
 import { FerryError } from '../../lib/errors.js'
 import type { FerryErrorCode } from '../../lib/error-codes.js'
 import { SignalWindow, RunningMedian, calibrateErrors, errorQuantile, GAUSSIAN_ERRORS, ERROR_GRID, type ForecasterKind } from './forecast.js'
-import { createNovelty, DEFAULT_NOVELTY, type NoveltyDetector, type NoveltyParams, type NoveltyState } from './novelty.js'
+import { createNovelty, noveltyFraction, DEFAULT_NOVELTY, type NoveltyDetector, type NoveltyParams, type NoveltyState, type TailNoveltyState } from './novelty.js'
 import type { TailState } from './tail.js'
 import {
   DEFAULT_SIGNAL_SPECS, type HealthAssessment, type SampleLike, type SignalAssessment, type SignalSpec,
@@ -157,21 +157,24 @@ function tailMerge (states: TailState[], kMax: number): TailState {
 /** Fleet novelty: every gateway's tails pooled, short-term buffers empty. */
 function mergeNovelty (states: NoveltyState[], params: NoveltyParams): NoveltyState {
   if (params.kind === 'gaussian') return { kind: 'gaussian', recent: [] }
-  const tails = states.filter((s): s is Extract<NoveltyState, { kind: 'tail' }> => s.kind === 'tail')
+  const tails = states.map(s => s.kind === 'ensemble' ? s.tail : s).filter((s): s is TailNoveltyState => s.kind === 'tail')
   const nFeatures = tails[0]?.tails.length ?? 0
-  return {
+  const kMax = params.kind === 'ensemble' ? params.tail.tail.kMax : params.tail.kMax
+  const tail: TailNoveltyState = {
     kind: 'tail',
     recent: [],
     baseline: null,
     recentSurprise: [],
-    tails: Array.from({ length: nFeatures }, (_, k) => tailMerge(tails.map(s => s.tails[k] as TailState), params.tail.kMax))
+    tails: Array.from({ length: nFeatures }, (_, k) => tailMerge(tails.map(s => s.tails[k] as TailState), kMax))
   }
+  return params.kind === 'ensemble' ? { kind: 'ensemble', tail } : tail
 }
 
 /** What is persisted of a novelty state: what it learned, not its last few samples. */
 function persistable (s: NoveltyState): NoveltyState {
   const round = (v: number): number => Number(v.toPrecision(7))
   if (s.kind === 'gaussian') return { kind: 'gaussian', recent: [] }
+  if (s.kind === 'ensemble') return { kind: 'ensemble', tail: persistable(s.tail) as TailNoveltyState }
   return { kind: 'tail', recent: [], baseline: null, recentSurprise: [], tails: s.tails.map(t => ({ n: t.n, top: t.top.map(round) })) }
 }
 
@@ -289,7 +292,7 @@ export class HealthModel {
         pooled.push(...values)
         const g = file.gateways[gw] ?? (file.gateways[gw] = { profiles: {}, novelty: {} })
         if (values.length >= MIN_GATEWAY_PROFILE) g.profiles[spec.name] = profileOf(values)
-        const novelty = createNovelty(params.novelty)
+        const novelty = createNovelty(params.novelty, undefined, { floor: params.noveltyFloor, half: params.noveltyHalf })
         for (const v of values) novelty.update(v)
         const state = novelty.state()
         g.novelty[spec.name] = persistable(state)
@@ -400,7 +403,7 @@ export class HealthModel {
     let s = st.signals.get(name)
     if (s === undefined) {
       const learned = this.file.gateways[gateway]?.novelty[name] ?? this.file.fleetNovelty[name]
-      s = { window: new SignalWindow(this.params.windowS, this.params.medianS), novelty: createNovelty(this.params.novelty, learned), pendingSurprise: 0, lastSurprise: 0 }
+      s = { window: new SignalWindow(this.params.windowS, this.params.medianS), novelty: createNovelty(this.params.novelty, learned, { floor: this.params.noveltyFloor, half: this.params.noveltyHalf }), pendingSurprise: 0, lastSurprise: 0 }
       st.signals.set(name, s)
     }
     return s
@@ -528,8 +531,7 @@ export class HealthModel {
 
     // Several signals looked at: the most surprising one is corrected for that (Bonferroni).
     const surprise = Math.max(0, maxSurprise - (looked > 1 ? Math.log10(looked) : 0))
-    const excess = Math.max(0, surprise - p.noveltyFloor)
-    const novelty = excess / (excess + p.noveltyHalf)
+    const novelty = noveltyFraction(surprise, { floor: p.noveltyFloor, half: p.noveltyHalf })
     const factor = 1 - p.noveltyWeight * novelty
     score *= factor
     current *= factor
@@ -618,20 +620,37 @@ function horizonChange (series: Array<{ times: number[], values: number[] }>, p:
 }
 
 const tailStateSchema = z.object({ n: z.number().int().nonnegative(), top: z.array(z.number()) })
+const tailNoveltyStateSchema = z.object({ kind: z.literal('tail'), recent: z.array(z.number()), baseline: z.number().nullable(), recentSurprise: z.array(z.number()), tails: z.array(tailStateSchema) })
 const noveltyStateSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('tail'), recent: z.array(z.number()), baseline: z.number().nullable(), recentSurprise: z.array(z.number()), tails: z.array(tailStateSchema) }),
-  z.object({ kind: z.literal('gaussian'), recent: z.array(z.number()) })
+  tailNoveltyStateSchema,
+  z.object({ kind: z.literal('gaussian'), recent: z.array(z.number()) }),
+  z.object({ kind: z.literal('ensemble'), tail: tailNoveltyStateSchema })
 ])
 const profileSchema = z.object({ median: z.number(), lo: z.number(), hi: z.number(), count: z.number().int().nonnegative() })
+const tailNoveltyParamsSchema = z.object({
+  kind: z.literal('tail'),
+  window: z.number().int().positive(),
+  baselineAlpha: z.number().positive().max(1),
+  refractory: z.number().int().nonnegative(),
+  tail: z.object({ frac: z.number().positive().max(1), kMin: z.number().int().positive(), kMax: z.number().int().positive() })
+})
+const artParamsSchema = z.object({
+  probation: z.number().int().positive(),
+  window: z.number().int().positive().refine(w => (w & (w - 1)) === 0, 'a power of two'),
+  windowsPerProbation: z.number().int().positive(),
+  levels: z.number().int().positive(),
+  chomp: z.number().nonnegative(),
+  initialRho: z.number().gt(0).lt(1),
+  rangeMargin: z.number().nonnegative(),
+  nonNegative: z.boolean(),
+  expand: z.boolean(),
+  maxCategories: z.number().int().min(2),
+  range: z.tuple([z.number(), z.number()]).optional()
+})
 const noveltyParamsSchema = z.discriminatedUnion('kind', [
-  z.object({
-    kind: z.literal('tail'),
-    window: z.number().int().positive(),
-    baselineAlpha: z.number().positive().max(1),
-    refractory: z.number().int().nonnegative(),
-    tail: z.object({ frac: z.number().positive().max(1), kMin: z.number().int().positive(), kMax: z.number().int().positive() })
-  }),
-  z.object({ kind: z.literal('gaussian'), window: z.number().int().positive() })
+  tailNoveltyParamsSchema,
+  z.object({ kind: z.literal('gaussian'), window: z.number().int().positive() }),
+  z.object({ kind: z.literal('ensemble'), tail: tailNoveltyParamsSchema, art: artParamsSchema, tailWeight: z.number().min(0).max(1) })
 ])
 const modelSchema = z.object({
   format: z.literal(MODEL_FORMAT),
