@@ -34,6 +34,7 @@ import { z } from 'zod'
 import { FerryError } from '../../lib/errors.js'
 import type { FerryErrorCode } from '../../lib/error-codes.js'
 import { SignalWindow, RunningMedian, calibrateErrors, errorQuantile, GAUSSIAN_ERRORS, ERROR_GRID, type ForecasterKind } from './forecast.js'
+import { RollingCalibration, COVERAGE_LEVELS, type CoverageFigure } from './conformal.js'
 import { createNovelty, noveltyFraction, DEFAULT_NOVELTY, type NoveltyDetector, type NoveltyParams, type NoveltyState, type TailNoveltyState } from './novelty.js'
 import type { TailState } from './tail.js'
 import {
@@ -63,6 +64,11 @@ export interface HealthModelParams {
   noveltyHalf: number
   /** Typical spacing of samples, seconds (learned). */
   sampleIntervalS: number
+  /**
+   * Matured forecasts per signal and gateway whose errors set the intervals (rolling conformal
+   * calibration, conformal.ts); 0 keeps the training-time errors (coverage is measured either way).
+   */
+  calibrationWindow?: number
   signals: SignalSpec[]
 }
 
@@ -76,6 +82,7 @@ export const DEFAULT_PARAMS: Omit<HealthModelParams, 'sampleIntervalS'> = {
   noveltyWeight: 0.5,
   noveltyFloor: 2,
   noveltyHalf: 2,
+  calibrationWindow: 500,
   signals: DEFAULT_SIGNAL_SPECS.map(s => ({ ...s }))
 }
 
@@ -180,6 +187,8 @@ function persistable (s: NoveltyState): NoveltyState {
 
 interface SignalState {
   window: SignalWindow
+  /** This gateway's own recent forecast errors: the intervals, and their measured coverage. */
+  calibration: RollingCalibration
   novelty: NoveltyDetector
   /** Largest surprise since the last assessment. */
   pendingSurprise: number
@@ -248,6 +257,7 @@ export class HealthModel {
       noveltyWeight: opts.noveltyWeight ?? DEFAULT_PARAMS.noveltyWeight,
       noveltyFloor: opts.noveltyFloor ?? DEFAULT_PARAMS.noveltyFloor,
       noveltyHalf: opts.noveltyHalf ?? DEFAULT_PARAMS.noveltyHalf,
+      calibrationWindow: opts.calibrationWindow ?? DEFAULT_PARAMS.calibrationWindow,
       sampleIntervalS,
       signals
     }
@@ -326,6 +336,7 @@ export class HealthModel {
       noveltyWeight: opts.noveltyWeight ?? DEFAULT_PARAMS.noveltyWeight,
       noveltyFloor: opts.noveltyFloor ?? DEFAULT_PARAMS.noveltyFloor,
       noveltyHalf: opts.noveltyHalf ?? DEFAULT_PARAMS.noveltyHalf,
+      calibrationWindow: opts.calibrationWindow ?? DEFAULT_PARAMS.calibrationWindow,
       sampleIntervalS: opts.sampleIntervalS ?? 1,
       signals: (opts.signals ?? DEFAULT_PARAMS.signals).map(s => ({ ...s, ...(opts.limits?.[s.name] !== undefined ? { limit: opts.limits[s.name] } : {}) }))
     }
@@ -403,7 +414,7 @@ export class HealthModel {
     let s = st.signals.get(name)
     if (s === undefined) {
       const learned = this.file.gateways[gateway]?.novelty[name] ?? this.file.fleetNovelty[name]
-      s = { window: new SignalWindow(this.params.windowS, this.params.medianS), novelty: createNovelty(this.params.novelty, learned, { floor: this.params.noveltyFloor, half: this.params.noveltyHalf }), pendingSurprise: 0, lastSurprise: 0 }
+      s = { window: new SignalWindow(this.params.windowS, this.params.medianS), calibration: new RollingCalibration(this.trackedLevels, Math.max(100, this.params.calibrationWindow ?? 500), 100, Math.max(1000, this.params.horizonS * 1000 / 30)), novelty: createNovelty(this.params.novelty, learned, { floor: this.params.noveltyFloor, half: this.params.noveltyHalf }), pendingSurprise: 0, lastSurprise: 0 }
       st.signals.set(name, s)
     }
     return s
@@ -420,11 +431,59 @@ export class HealthModel {
       if (v === undefined) continue
       const s = this.signalState(gateway, st, spec.name)
       s.window.push(sample.timestamp, v)
+      this.calibrate(spec.name, s, sample.timestamp)
       const surprise = s.novelty.update(v)
       s.lastSurprise = surprise
       if (surprise > s.pendingSurprise) s.pendingSurprise = surprise
     }
     return true
+  }
+
+  /** The model's level, then the levels whose coverage is reported. */
+  private get trackedLevels (): number[] {
+    return [this.params.level, ...COVERAGE_LEVELS]
+  }
+
+  /** The error quantiles a signal's intervals use: its own rolling ones once enough have matured. */
+  private errorsOf (name: string, s: SignalState): { grid: readonly number[] | null, cached: { expectation: number[], low: number, mid: number, high: number, floor: number } } {
+    return { grid: this.params.calibrationWindow === 0 ? null : s.calibration.quantiles(), cached: this.errorCache.get(name) as { expectation: number[], low: number, mid: number, high: number, floor: number } }
+  }
+
+  /** Scores matured forecasts against the level now, and queues a new one now and then. */
+  private calibrate (name: string, s: SignalState, t: number): void {
+    const level = s.window.level as number
+    s.calibration.observe(t, level)
+    if (!s.calibration.due(t)) return
+    const f = s.window.forecast(this.params.horizonS, this.params.forecaster)
+    if (f === null) return
+    const { grid, cached } = this.errorsOf(name, s)
+    const errors = grid ?? this.file.signals[name]?.errors ?? GAUSSIAN_ERRORS
+    const scale = forecastScale(f.scale, cached.floor)
+    const levels = this.trackedLevels
+    const bounds = new Float64Array(2 * levels.length)
+    levels.forEach((l, k) => {
+      bounds[2 * k] = f.mean + scale * errorQuantile(errors, (1 - l) / 2)
+      bounds[2 * k + 1] = f.mean + scale * errorQuantile(errors, 1 - (1 - l) / 2)
+    })
+    s.calibration.track(t, this.params.horizonS * 1000, f.mean, scale, bounds)
+  }
+
+  /**
+   * Measured coverage of the forecast intervals (model level, 80 %, 95 %), pooled over the
+   * gateway's signals: the share of matured forecasts whose interval held the realised level,
+   * over each signal's last calibration window (`recent`) or since the gateway was first seen.
+   */
+  coverage (gateway: string, scope: 'recent' | 'all' = 'recent'): CoverageFigure[] {
+    const st = this.states.get(gateway)
+    const levels = this.trackedLevels
+    const hits = levels.map(() => 0)
+    let n = 0
+    for (const s of st?.signals.values() ?? []) {
+      const t = s.calibration.tally(scope)
+      n += t.n
+      t.hits.forEach((h, k) => { hits[k] = (hits[k] as number) + h })
+    }
+    return levels.map((level, k) => ({ level, coverage: n > 0 ? (hits[k] as number) / n : null, n }))
   }
 
   /** Ingests the samples newer than the last one seen (any order) and assesses the gateway. */
@@ -470,6 +529,8 @@ export class HealthModel {
     let maxSurprise = 0
     let noveltySignal: string | undefined
     let looked = 0
+    const alpha = (1 - p.level) / 2
+    const intervals = COVERAGE_LEVELS.map(level => ({ level, lower: 1, upper: 1 }))
     // A full window (what the trend needs) is enough data.
     const expected = Math.max(5, 0.9 * p.windowS / p.sampleIntervalS)
     for (const spec of p.signals) {
@@ -492,12 +553,24 @@ export class HealthModel {
         for (let j = 0; j < levels; j++) combined[j] = Math.min(combined[j] as number, h)
         lower = Math.min(lower, h)
         upper = Math.min(upper, h)
+        for (const iv of intervals) { iv.lower = Math.min(iv.lower, h); iv.upper = Math.min(iv.upper, h) }
         current = Math.min(current, h)
         if (h < limitingHealth) { limitingHealth = h; limitingSignal = spec.name }
         continue
       }
-      const errors = this.errorCache.get(spec.name) as { expectation: number[], low: number, mid: number, high: number, floor: number }
+      const { grid, cached } = this.errorsOf(spec.name, s)
+      const errors = grid === null
+        ? cached
+        : { expectation: EXPECTATION_LEVELS.map(l => errorQuantile(grid, l)), low: errorQuantile(grid, alpha), mid: errorQuantile(grid, 0.5), high: errorQuantile(grid, 1 - alpha), floor: cached.floor }
       const scale = forecastScale(f.scale, errors.floor)
+      COVERAGE_LEVELS.forEach((l, k) => {
+        const src = grid ?? this.file.signals[spec.name]?.errors ?? GAUSSIAN_ERRORS
+        const a = signalHealth(spec, profile, f.mean + scale * errorQuantile(src, 1 - (1 - l) / 2))
+        const b = signalHealth(spec, profile, f.mean + scale * errorQuantile(src, (1 - l) / 2))
+        const iv = intervals[k] as { lower: number, upper: number }
+        iv.lower = Math.min(iv.lower, a, b)
+        iv.upper = Math.min(iv.upper, Math.max(a, b))
+      })
       let e = 0
       for (let j = 0; j < levels; j++) {
         const h = signalHealth(spec, profile, f.mean + scale * (errors.expectation[j] as number))
@@ -536,6 +609,7 @@ export class HealthModel {
     score *= factor
     current *= factor
     lower *= factor
+    for (const iv of intervals) iv.lower *= factor
     const dataFactor = dataCount > 0 ? dataSum / dataCount : (st.samples > 0 ? 1 : 0)
     const confidence = Math.max(0, Math.min(1, (1 - 2 * mad) * (1 - novelty) * dataFactor))
     const perMinute = (score - current) / (p.horizonS / 60)
@@ -555,6 +629,8 @@ export class HealthModel {
       ...(noveltySignal !== undefined && novelty > 0 ? { noveltySignal } : {}),
       ...(limitingSignal !== undefined && limitingHealth < 1 ? { limitingSignal } : {}),
       signals,
+      intervals,
+      coverage: this.coverage(gateway),
       samples: st.samples
     }
   }
@@ -666,6 +742,7 @@ const modelSchema = z.object({
     noveltyWeight: z.number().min(0).max(1),
     noveltyFloor: z.number().nonnegative(),
     noveltyHalf: z.number().positive(),
+    calibrationWindow: z.number().int().nonnegative().optional(),
     sampleIntervalS: z.number().positive(),
     signals: z.array(z.object({ name: z.string().min(1), direction: z.enum(['up', 'both']), limit: z.number().optional() }))
   }),
