@@ -70,13 +70,16 @@ export const DEFAULT_ART: ArtParams = {
   rangeMargin: 1,
   nonNegative: false,
   expand: false,
-  maxCategories: 1024
+  maxCategories: 256
 }
 
-/** Dual-vigilance fuzzy ART with complement coding and fast commit. */
+/**
+ * Dual-vigilance fuzzy ART with complement coding and fast commit. A category is a box in
+ * [0, 1]^dim, stored as its lower corner and the complement of its upper corner (2 x dim
+ * float32s); learning an input grows the box to hold it.
+ */
 class FuzzyArt {
-  /** Category weights, complement coded (2 x dim each). */
-  readonly weights: Float64Array[] = []
+  readonly weights: Float32Array[] = []
   readonly labels: number[] = []
   private clusters = 0
   rhoLow = 0
@@ -84,10 +87,7 @@ class FuzzyArt {
   /** Similarity and level similarity of the best category for the last input. */
   best = 0
   bestLevel = 0
-  private readonly scratch: Float64Array[] = []
-  private readonly order: number[] = []
   private m: Float64Array = new Float64Array(16)
-  private me: Float64Array = new Float64Array(16)
 
   constructor (readonly dim: number, private readonly maxCategories = Infinity) {}
 
@@ -97,8 +97,7 @@ class FuzzyArt {
     const n2 = 2 * d
     if (this.weights.length === 0) {
       // The first category is the whole box: every later input fits it, weakly.
-      this.weights.push(new Float64Array(n2).fill(1))
-      this.scratch.push(new Float64Array(n2))
+      this.weights.push(new Float32Array(n2).fill(1))
       this.labels.push(1)
       this.clusters = 1
       this.best = 0
@@ -106,81 +105,69 @@ class FuzzyArt {
       return 1
     }
     const k = this.weights.length
-    if (this.m.length < k) { this.m = new Float64Array(2 * k); this.me = new Float64Array(2 * k) }
+    if (this.m.length < k) this.m = new Float64Array(2 * k)
     const last = d - 1
+    const xl = x[last] as number
+    let top = -1
+    let maxM = 0
+    let topLevel = 0
     for (let j = 0; j < k; j++) {
-      const w = this.weights[j] as Float64Array
-      const wx = this.scratch[j] as Float64Array
+      const w = this.weights[j] as Float32Array
       let num = 0
       let den = 0
       for (let i = 0; i < d; i++) {
         const a = x[i] as number
         const wa = w[i] as number
         const wb = w[d + i] as number
-        const ma = a < wa ? a : wa
         const b = 1 - a
-        const mb = b < wb ? b : wb
-        wx[i] = ma
-        wx[d + i] = mb
-        num += ma + mb
+        num += (a < wa ? a : wa) + (b < wb ? b : wb)
         den += wa + wb
       }
       const fs = num / (den === 0 ? 0.001 : den)
       // Level similarity: the current level against the category's (1 - their distance).
-      const le = ((wx[last] as number) + (wx[n2 - 1] as number)) / ((w[last] as number) + (w[n2 - 1] as number))
-      this.m[j] = fs * fs * fs * le * le
-      this.me[j] = le
-    }
-    const order = this.order
-    order.length = k
-    for (let j = 0; j < k; j++) order[j] = j
-    const m = this.m
-    order.sort((a, b) => (m[b] as number) - (m[a] as number))
-    let maxM = 0
-    let maxMe = 0
-    let label = -1
-    let mismatch = true
-    for (let r = 0; r < k; r++) {
-      const j = order[r] as number
-      const mj = m[j] as number
-      if (mj > maxM) { maxM = mj; maxMe = this.me[j] as number }
-      if (!learn) break
-      if (mj >= this.rhoHigh) {
-        // Resonance: the category learns (its box grows to hold x).
-        (this.weights[j] as Float64Array).set(this.scratch[j] as Float64Array)
-        if (mj >= maxM) label = this.labels[j] as number
-        mismatch = false
-      } else if (mj >= this.rhoLow && mismatch) {
-        // Close to a cluster but not to any of its categories: a new category of that cluster.
-        label = this.labels[j] as number
-        this.commit(x, label)
-        mismatch = false
-        break
-      } else {
-        break
-      }
+      const wl = w[last] as number
+      const wlc = w[n2 - 1] as number
+      const le = ((xl < wl ? xl : wl) + (1 - xl < wlc ? 1 - xl : wlc)) / (wl + wlc)
+      const mj = fs * fs * fs * le * le
+      this.m[j] = mj
+      if (top < 0 || mj > maxM) { top = j; maxM = mj; topLevel = le }
     }
     this.best = maxM
-    this.bestLevel = maxMe
-    if (mismatch && learn) {
-      this.clusters++
-      this.commit(x, this.clusters)
-      return -1
+    this.bestLevel = maxM > 0 ? topLevel : 0
+    if (!learn) return -1
+    // Every category at or above the upper vigilance resonates and learns; the best one names x.
+    let resonated = false
+    for (let j = 0; j < k; j++) {
+      if ((this.m[j] as number) < this.rhoHigh) continue
+      const w = this.weights[j] as Float32Array
+      for (let i = 0; i < d; i++) {
+        const a = x[i] as number
+        if (a < (w[i] as number)) w[i] = a
+        if (1 - a < (w[d + i] as number)) w[d + i] = 1 - a
+      }
+      resonated = true
     }
-    return learn ? label : -1
+    if (resonated) return this.labels[top] as number
+    if (maxM >= this.rhoLow) {
+      // Close to a cluster but not to any of its categories: a new category of that cluster.
+      const label = this.labels[top] as number
+      this.commit(x, label)
+      return label
+    }
+    this.clusters++
+    this.commit(x, this.clusters)
+    return -1
   }
 
   private commit (x: Float64Array, label: number): void {
     const d = this.dim
-    const w = new Float64Array(2 * d)
+    const w = new Float32Array(2 * d)
     for (let i = 0; i < d; i++) { w[i] = x[i] as number; w[d + i] = 1 - (x[i] as number) }
     this.weights.push(w)
-    this.scratch.push(new Float64Array(2 * d))
     this.labels.push(label)
     if (this.weights.length > this.maxCategories) {
       // Index 0 is the whole-box category every input fits; the oldest learned one goes.
       this.weights.splice(1, 1)
-      this.scratch.splice(1, 1)
       this.labels.splice(1, 1)
     }
   }
