@@ -233,6 +233,57 @@ function coverageRun (trained: HealthModel, heldOut: TelemetryRecord[]): Record<
   return { ...out, target: { withinFivePoints: { scenarios: within(out.scenarios.rolling), nabMachine: within(out.nabMachine.rolling.pooled) } } }
 }
 
+// ---------------------------------------------------------------- cost
+
+/**
+ * Cost of the live model: `gateways` healthy gateways at 1 Hz through one model (trained), as
+ * the planner feeds it: every sample ingested, one assessment per 5-second tick. Past the ART
+ * learning period (750 samples) so every part is running. Memory: heap growth per gateway
+ * (after a GC when node runs with --expose-gc), beside the bound worked out from the structures.
+ */
+function costRun (trained: HealthModel, gateways: number, durationS: number): Record<string, unknown> {
+  const m = HealthModel.fromJSON(trained.toJSON())
+  const feeds = Array.from({ length: gateways }, (_, i) => [...streamScenario('healthy', { seed: 400_000 + i, durationS, gateway: `cost-${i}` }).steps()].map(s => s.sample))
+  const gc = (globalThis as { gc?: () => void }).gc
+  gc?.()
+  const heapBefore = process.memoryUsage().heapUsed
+  let ingestNs = 0
+  let assessNs = 0
+  let samples = 0
+  let assessments = 0
+  for (let k = 0; k < durationS; k++) {
+    for (let g = 0; g < gateways; g++) {
+      const s = (feeds[g] as TelemetrySample[])[k]
+      if (s === undefined) continue
+      const a = process.hrtime.bigint()
+      m.ingest(`cost-${g}`, s)
+      const b = process.hrtime.bigint()
+      ingestNs += Number(b - a)
+      samples++
+      if (k % 5 === 4) { m.assess(`cost-${g}`); assessNs += Number(process.hrtime.bigint() - b); assessments++ }
+    }
+  }
+  feeds.length = 0
+  gc?.()
+  const heapPerGateway = (process.memoryUsage().heapUsed - heapBefore) / gateways
+  const usPerSample = ingestNs / 1e3 / samples + assessNs / 1e3 / samples
+  const signals = DEFAULT_SIGNAL_SPECS.length
+  // Per signal: ≤ 256 ART boxes of 2 x 16 float32s (+ array overhead), 500 errors (f64) and 3 x 500 hit flags, a window of ≤ 600 (t, x) pairs, 4 tails of ≤ 256 numbers.
+  const boundBytes = signals * (256 * (32 * 4 + 80) + 500 * 8 + 3 * 500 + 600 * 2 * 8 + 4 * 256 * 8)
+  const out = {
+    gateways, durationS, samples, assessments,
+    usPerSampleIngest: ingestNs / 1e3 / samples,
+    usPerAssessment: assessNs / 1e3 / Math.max(1, assessments),
+    usPerSample,
+    gatewaysPerCoreAt1Hz: Math.floor(1e6 / usPerSample),
+    heapPerGatewayKB: heapPerGateway / 1024,
+    heapMeasuredAfterGc: gc !== undefined,
+    boundPerGatewayKB: boundBytes / 1024
+  }
+  console.log(`\nCost: ${out.usPerSample.toFixed(1)} µs per sample (ingest ${out.usPerSampleIngest.toFixed(1)} µs, one assessment per 5 samples ${out.usPerAssessment.toFixed(1)} µs) -> ${out.gatewaysPerCoreAt1Hz} gateways at 1 Hz per core; heap ${out.heapPerGatewayKB.toFixed(0)} KB per gateway${gc === undefined ? ' (no --expose-gc: indicative)' : ''}, bound ${out.boundPerGatewayKB.toFixed(0)} KB`)
+  return out
+}
+
 // ---------------------------------------------------------------- scenarios
 
 /** A contender watching one gateway: a health model family, or the reactive baseline. */
@@ -411,6 +462,7 @@ function scenarios (opts: { weeks: number, seeds: number, quick: boolean }): Rec
   }
   const calibration = evaluateModel(trained.get('ferry') as HealthModel, heldOut, { stride: 5 })
   const coverage = coverageRun(trained.get('ferry') as HealthModel, heldOut)
+  const cost = costRun(trained.get('ferry') as HealthModel, opts.quick ? 20 : 100, 1800)
 
   const results = Object.fromEntries([...tallies].map(([name, t]) => [name, summarise(t)]))
   console.log(`\nGateway scenarios: ${opts.seeds} seeds per kind, ${opts.weeks} healthy gateway-weeks (+ the healthy stretches before each failure); trained on ${trainGateways} healthy gateways x ${trainHours} h`)
@@ -435,6 +487,7 @@ function scenarios (opts: { weeks: number, seeds: number, quick: boolean }): Rec
     results,
     calibration: { level: calibration.level, health: calibration.coverage.health, signals: calibration.coverage.signals, falseTriggers: calibration.falseTriggers, failures: calibration.failures },
     coverage,
+    cost,
     ratios: {
       ferryVsThresholdFor1mShareAhead60s: ratio(ferry.shareAhead60s, reactive.shareAhead60s),
       ferryVsThresholdFor1mFalseTriggers: ratio(ferry.falseTriggersPerGatewayWeek, reactive.falseTriggersPerGatewayWeek)
