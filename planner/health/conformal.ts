@@ -12,6 +12,12 @@
  * the model forecasts) is compared with it. The normalised error joins a ring of the last
  * `size` errors, whose quantiles become the interval once `minSize` have matured; each tracked
  * level records whether the reported interval held the truth, over the same ring.
+ *
+ * The rolling window alone lags a signal whose behaviour changes (a degradation's errors grow
+ * faster than the window renews), so each level is also steered by its own misses (adaptive
+ * conformal inference, Gibbs & Candès 2021): after every matured forecast the level actually
+ * used moves by `gain` x (miss - (1 - nominal)), which holds long-run coverage at nominal
+ * whatever the drift.
  */
 import { ERROR_GRID } from './forecast.js'
 
@@ -36,9 +42,11 @@ export class RollingCalibration {
   private lastTracked = -Infinity
   private grid: number[] | null = null
   private dirty = false
+  private readonly steered: number[]
 
   /** `levels`: interval levels tracked (the model's level first, then COVERAGE_LEVELS). */
-  constructor (readonly levels: readonly number[], readonly size = 500, readonly minSize = 100, readonly trackEveryMs = 10_000) {
+  constructor (readonly levels: readonly number[], readonly size = 500, readonly minSize = 100, readonly trackEveryMs = 10_000, readonly gain = 0.005) {
+    this.steered = levels.slice()
     this.errors = new Float64Array(size)
     this.hits = levels.map(() => new Uint8Array(size))
     this.hitCount = levels.map(() => 0)
@@ -64,6 +72,11 @@ export class RollingCalibration {
     return this.grid
   }
 
+  /** The level to build the k-th tracked interval at, so that it covers at its nominal level. */
+  steeredLevel (k: number): number {
+    return this.errorCount < this.minSize ? this.levels[k] as number : this.steered[k] as number
+  }
+
   /** Whether a forecast made at `t` should be tracked (one every trackEveryMs). */
   due (t: number): boolean {
     return t - this.lastTracked >= this.trackEveryMs
@@ -87,6 +100,8 @@ export class RollingCalibration {
       this.dirty = true
       for (let k = 0; k < this.levels.length; k++) {
         const hit = level >= (f.bounds[2 * k] as number) && level <= (f.bounds[2 * k + 1] as number) ? 1 : 0
+        const nominal = this.levels[k] as number
+        this.steered[k] = Math.min(0.999, Math.max(nominal / 2, (this.steered[k] as number) + this.gain * ((1 - hit) - (1 - nominal))))
         const ring = this.hits[k] as Uint8Array
         if (this.hitN === this.size) this.hitCount[k] = (this.hitCount[k] as number) - (ring[this.hitNext] as number)
         ring[this.hitNext] = hit

@@ -449,6 +449,11 @@ export class HealthModel {
     return { grid: this.params.calibrationWindow === 0 ? null : s.calibration.quantiles(), cached: this.errorCache.get(name) as { expectation: number[], low: number, mid: number, high: number, floor: number } }
   }
 
+  /** The level the k-th tracked interval of a signal is built at (steered by its misses unless calibration is off). */
+  private levelOf (s: SignalState, k: number): number {
+    return this.params.calibrationWindow === 0 ? this.trackedLevels[k] as number : s.calibration.steeredLevel(k)
+  }
+
   /** Scores matured forecasts against the level now, and queues a new one now and then. */
   private calibrate (name: string, s: SignalState, t: number): void {
     const level = s.window.level as number
@@ -461,7 +466,8 @@ export class HealthModel {
     const scale = forecastScale(f.scale, cached.floor)
     const levels = this.trackedLevels
     const bounds = new Float64Array(2 * levels.length)
-    levels.forEach((l, k) => {
+    levels.forEach((_, k) => {
+      const l = this.levelOf(s, k)
       bounds[2 * k] = f.mean + scale * errorQuantile(errors, (1 - l) / 2)
       bounds[2 * k + 1] = f.mean + scale * errorQuantile(errors, 1 - (1 - l) / 2)
     })
@@ -529,7 +535,6 @@ export class HealthModel {
     let maxSurprise = 0
     let noveltySignal: string | undefined
     let looked = 0
-    const alpha = (1 - p.level) / 2
     const intervals = COVERAGE_LEVELS.map(level => ({ level, lower: 1, upper: 1 }))
     // A full window (what the trend needs) is enough data.
     const expected = Math.max(5, 0.9 * p.windowS / p.sampleIntervalS)
@@ -561,9 +566,10 @@ export class HealthModel {
       const { grid, cached } = this.errorsOf(spec.name, s)
       const errors = grid === null
         ? cached
-        : { expectation: EXPECTATION_LEVELS.map(l => errorQuantile(grid, l)), low: errorQuantile(grid, alpha), mid: errorQuantile(grid, 0.5), high: errorQuantile(grid, 1 - alpha), floor: cached.floor }
+        : { expectation: EXPECTATION_LEVELS.map(l => errorQuantile(grid, l)), low: errorQuantile(grid, (1 - this.levelOf(s, 0)) / 2), mid: errorQuantile(grid, 0.5), high: errorQuantile(grid, 1 - (1 - this.levelOf(s, 0)) / 2), floor: cached.floor }
       const scale = forecastScale(f.scale, errors.floor)
-      COVERAGE_LEVELS.forEach((l, k) => {
+      COVERAGE_LEVELS.forEach((_, k) => {
+        const l = this.levelOf(s, k + 1)
         const src = grid ?? this.file.signals[spec.name]?.errors ?? GAUSSIAN_ERRORS
         const a = signalHealth(spec, profile, f.mean + scale * errorQuantile(src, 1 - (1 - l) / 2))
         const b = signalHealth(spec, profile, f.mean + scale * errorQuantile(src, (1 - l) / 2))
