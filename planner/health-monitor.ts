@@ -98,6 +98,8 @@ export interface HealthPoint { at: number, score: number, lower: number, upper: 
 /** Scored ticks kept per gateway: an hour at the default 5 s tick. */
 const HISTORY_KEPT = 720
 
+function round4 (v: number): number { return Math.round(v * 1e4) / 1e4 }
+
 function inputsOf (a: HealthAssessment): DecisionInputs {
   const r = (v: number): number => Math.round(v * 1e4) / 1e4
   return {
@@ -438,6 +440,10 @@ export class HealthMonitor {
       ...(a === null
         ? { score: null, lower: null, upper: null, confidence: null, trend: null, limitingSignal: null, horizonS: this.model.params.horizonS, sampleAt: null, samples: 0 }
         : { ...inputsOf(a), horizonS: a.horizonS, samples: a.samples }),
+      // The intervals at 80 % and 95 %, and how often this gateway's intervals have actually
+      // held the realised value (rolling conformal calibration, planner/health/conformal.ts).
+      intervals: a === null ? [] : a.intervals.map(iv => ({ level: iv.level, lower: round4(iv.lower), upper: round4(iv.upper) })),
+      coverage: this.model.coverage(gateway).map(c => ({ level: c.level, measured: c.coverage === null ? null : round4(c.coverage), forecasts: c.n })),
       state: w?.decision?.state ?? (a === null ? 'unknown' : 'healthy'),
       triggered: w?.policy.isTriggered ?? false,
       evacuating: this.opts.host.evacuating(gateway),
@@ -456,8 +462,21 @@ export class HealthMonitor {
       threshold: this.config.threshold,
       confidenceThreshold: this.config.confidenceThreshold,
       model: this.modelStatus,
+      coverage: this.fleetCoverage(),
       gateways: this.opts.host.gateways().map(g => this.gateway(g))
     }
+  }
+
+  /** Interval coverage pooled over every gateway (nominal vs measured), for GET /v1/health. */
+  fleetCoverage (): Array<{ level: number, measured: number | null, forecasts: number }> {
+    const per = this.opts.host.gateways().map(g => this.model.coverage(g))
+    const levels = per[0]?.map(c => c.level) ?? []
+    return levels.map((level, k) => {
+      let hits = 0
+      let n = 0
+      for (const p of per) { const c = p[k]; if (c?.coverage !== null && c !== undefined) { hits += c.coverage * c.n; n += c.n } }
+      return { level, measured: n > 0 ? round4(hits / n) : null, forecasts: n }
+    })
   }
 
   decisions (opts: { gateway?: string, limit?: number } = {}): HealthDecision[] {

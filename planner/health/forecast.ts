@@ -136,6 +136,8 @@ export class SignalWindow {
   get latest (): number | undefined { return this.size > 0 ? this.raw : undefined }
   /** Seconds between the oldest and newest sample in the window. */
   get spanS (): number { return this.size > 1 ? ((this.t[this.t.length - 1] as number) - (this.t[this.head] as number)) / 1000 : 0 }
+  /** The latest running-median value: what a forecast of this window predicts. */
+  get level (): number | undefined { return this.size > 0 ? this.x[this.x.length - 1] : undefined }
   get latestTime (): number | undefined { return this.size > 0 ? this.t[this.t.length - 1] : undefined }
 
   forecast (horizonS: number, kind: ForecasterKind = 'trend'): Forecast | null {

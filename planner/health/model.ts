@@ -34,7 +34,8 @@ import { z } from 'zod'
 import { FerryError } from '../../lib/errors.js'
 import type { FerryErrorCode } from '../../lib/error-codes.js'
 import { SignalWindow, RunningMedian, calibrateErrors, errorQuantile, GAUSSIAN_ERRORS, ERROR_GRID, type ForecasterKind } from './forecast.js'
-import { createNovelty, DEFAULT_NOVELTY, type NoveltyDetector, type NoveltyParams, type NoveltyState } from './novelty.js'
+import { RollingCalibration, COVERAGE_LEVELS, type CoverageFigure } from './conformal.js'
+import { createNovelty, noveltyFraction, DEFAULT_NOVELTY, type NoveltyDetector, type NoveltyParams, type NoveltyState, type TailNoveltyState } from './novelty.js'
 import type { TailState } from './tail.js'
 import {
   DEFAULT_SIGNAL_SPECS, type HealthAssessment, type SampleLike, type SignalAssessment, type SignalSpec,
@@ -63,6 +64,11 @@ export interface HealthModelParams {
   noveltyHalf: number
   /** Typical spacing of samples, seconds (learned). */
   sampleIntervalS: number
+  /**
+   * Matured forecasts per signal and gateway whose errors set the intervals (rolling conformal
+   * calibration, conformal.ts); 0 keeps the training-time errors (coverage is measured either way).
+   */
+  calibrationWindow?: number
   signals: SignalSpec[]
 }
 
@@ -76,6 +82,7 @@ export const DEFAULT_PARAMS: Omit<HealthModelParams, 'sampleIntervalS'> = {
   noveltyWeight: 0.5,
   noveltyFloor: 2,
   noveltyHalf: 2,
+  calibrationWindow: 500,
   signals: DEFAULT_SIGNAL_SPECS.map(s => ({ ...s }))
 }
 
@@ -157,26 +164,31 @@ function tailMerge (states: TailState[], kMax: number): TailState {
 /** Fleet novelty: every gateway's tails pooled, short-term buffers empty. */
 function mergeNovelty (states: NoveltyState[], params: NoveltyParams): NoveltyState {
   if (params.kind === 'gaussian') return { kind: 'gaussian', recent: [] }
-  const tails = states.filter((s): s is Extract<NoveltyState, { kind: 'tail' }> => s.kind === 'tail')
+  const tails = states.map(s => s.kind === 'ensemble' ? s.tail : s).filter((s): s is TailNoveltyState => s.kind === 'tail')
   const nFeatures = tails[0]?.tails.length ?? 0
-  return {
+  const kMax = params.kind === 'ensemble' ? params.tail.tail.kMax : params.tail.kMax
+  const tail: TailNoveltyState = {
     kind: 'tail',
     recent: [],
     baseline: null,
     recentSurprise: [],
-    tails: Array.from({ length: nFeatures }, (_, k) => tailMerge(tails.map(s => s.tails[k] as TailState), params.tail.kMax))
+    tails: Array.from({ length: nFeatures }, (_, k) => tailMerge(tails.map(s => s.tails[k] as TailState), kMax))
   }
+  return params.kind === 'ensemble' ? { kind: 'ensemble', tail } : tail
 }
 
 /** What is persisted of a novelty state: what it learned, not its last few samples. */
 function persistable (s: NoveltyState): NoveltyState {
   const round = (v: number): number => Number(v.toPrecision(7))
   if (s.kind === 'gaussian') return { kind: 'gaussian', recent: [] }
+  if (s.kind === 'ensemble') return { kind: 'ensemble', tail: persistable(s.tail) as TailNoveltyState }
   return { kind: 'tail', recent: [], baseline: null, recentSurprise: [], tails: s.tails.map(t => ({ n: t.n, top: t.top.map(round) })) }
 }
 
 interface SignalState {
   window: SignalWindow
+  /** This gateway's own recent forecast errors: the intervals, and their measured coverage. */
+  calibration: RollingCalibration
   novelty: NoveltyDetector
   /** Largest surprise since the last assessment. */
   pendingSurprise: number
@@ -245,6 +257,7 @@ export class HealthModel {
       noveltyWeight: opts.noveltyWeight ?? DEFAULT_PARAMS.noveltyWeight,
       noveltyFloor: opts.noveltyFloor ?? DEFAULT_PARAMS.noveltyFloor,
       noveltyHalf: opts.noveltyHalf ?? DEFAULT_PARAMS.noveltyHalf,
+      calibrationWindow: opts.calibrationWindow ?? DEFAULT_PARAMS.calibrationWindow,
       sampleIntervalS,
       signals
     }
@@ -289,7 +302,7 @@ export class HealthModel {
         pooled.push(...values)
         const g = file.gateways[gw] ?? (file.gateways[gw] = { profiles: {}, novelty: {} })
         if (values.length >= MIN_GATEWAY_PROFILE) g.profiles[spec.name] = profileOf(values)
-        const novelty = createNovelty(params.novelty)
+        const novelty = createNovelty(params.novelty, undefined, { floor: params.noveltyFloor, half: params.noveltyHalf })
         for (const v of values) novelty.update(v)
         const state = novelty.state()
         g.novelty[spec.name] = persistable(state)
@@ -323,6 +336,7 @@ export class HealthModel {
       noveltyWeight: opts.noveltyWeight ?? DEFAULT_PARAMS.noveltyWeight,
       noveltyFloor: opts.noveltyFloor ?? DEFAULT_PARAMS.noveltyFloor,
       noveltyHalf: opts.noveltyHalf ?? DEFAULT_PARAMS.noveltyHalf,
+      calibrationWindow: opts.calibrationWindow ?? DEFAULT_PARAMS.calibrationWindow,
       sampleIntervalS: opts.sampleIntervalS ?? 1,
       signals: (opts.signals ?? DEFAULT_PARAMS.signals).map(s => ({ ...s, ...(opts.limits?.[s.name] !== undefined ? { limit: opts.limits[s.name] } : {}) }))
     }
@@ -400,7 +414,7 @@ export class HealthModel {
     let s = st.signals.get(name)
     if (s === undefined) {
       const learned = this.file.gateways[gateway]?.novelty[name] ?? this.file.fleetNovelty[name]
-      s = { window: new SignalWindow(this.params.windowS, this.params.medianS), novelty: createNovelty(this.params.novelty, learned), pendingSurprise: 0, lastSurprise: 0 }
+      s = { window: new SignalWindow(this.params.windowS, this.params.medianS), calibration: new RollingCalibration(this.trackedLevels, Math.max(100, this.params.calibrationWindow ?? 500), 100, Math.max(1000, this.params.horizonS * 1000 / 30)), novelty: createNovelty(this.params.novelty, learned, { floor: this.params.noveltyFloor, half: this.params.noveltyHalf }), pendingSurprise: 0, lastSurprise: 0 }
       st.signals.set(name, s)
     }
     return s
@@ -417,11 +431,65 @@ export class HealthModel {
       if (v === undefined) continue
       const s = this.signalState(gateway, st, spec.name)
       s.window.push(sample.timestamp, v)
+      this.calibrate(spec.name, s, sample.timestamp)
       const surprise = s.novelty.update(v)
       s.lastSurprise = surprise
       if (surprise > s.pendingSurprise) s.pendingSurprise = surprise
     }
     return true
+  }
+
+  /** The model's level, then the levels whose coverage is reported. */
+  private get trackedLevels (): number[] {
+    return [this.params.level, ...COVERAGE_LEVELS]
+  }
+
+  /** The error quantiles a signal's intervals use: its own rolling ones once enough have matured. */
+  private errorsOf (name: string, s: SignalState): { grid: readonly number[] | null, cached: { expectation: number[], low: number, mid: number, high: number, floor: number } } {
+    return { grid: this.params.calibrationWindow === 0 ? null : s.calibration.quantiles(), cached: this.errorCache.get(name) as { expectation: number[], low: number, mid: number, high: number, floor: number } }
+  }
+
+  /** The level the k-th tracked interval of a signal is built at (steered by its misses unless calibration is off). */
+  private levelOf (s: SignalState, k: number): number {
+    return this.params.calibrationWindow === 0 ? this.trackedLevels[k] as number : s.calibration.steeredLevel(k)
+  }
+
+  /** Scores matured forecasts against the level now, and queues a new one now and then. */
+  private calibrate (name: string, s: SignalState, t: number): void {
+    const level = s.window.level as number
+    s.calibration.observe(t, level)
+    if (!s.calibration.due(t)) return
+    const f = s.window.forecast(this.params.horizonS, this.params.forecaster)
+    if (f === null) return
+    const { grid, cached } = this.errorsOf(name, s)
+    const errors = grid ?? this.file.signals[name]?.errors ?? GAUSSIAN_ERRORS
+    const scale = forecastScale(f.scale, cached.floor)
+    const levels = this.trackedLevels
+    const bounds = new Float64Array(2 * levels.length)
+    levels.forEach((_, k) => {
+      const l = this.levelOf(s, k)
+      bounds[2 * k] = f.mean + scale * errorQuantile(errors, (1 - l) / 2)
+      bounds[2 * k + 1] = f.mean + scale * errorQuantile(errors, 1 - (1 - l) / 2)
+    })
+    s.calibration.track(t, this.params.horizonS * 1000, f.mean, scale, bounds)
+  }
+
+  /**
+   * Measured coverage of the forecast intervals (model level, 80 %, 95 %), pooled over the
+   * gateway's signals: the share of matured forecasts whose interval held the realised level,
+   * over each signal's last calibration window (`recent`) or since the gateway was first seen.
+   */
+  coverage (gateway: string, scope: 'recent' | 'all' = 'recent'): CoverageFigure[] {
+    const st = this.states.get(gateway)
+    const levels = this.trackedLevels
+    const hits = levels.map(() => 0)
+    let n = 0
+    for (const s of st?.signals.values() ?? []) {
+      const t = s.calibration.tally(scope)
+      n += t.n
+      t.hits.forEach((h, k) => { hits[k] = (hits[k] as number) + h })
+    }
+    return levels.map((level, k) => ({ level, coverage: n > 0 ? (hits[k] as number) / n : null, n }))
   }
 
   /** Ingests the samples newer than the last one seen (any order) and assesses the gateway. */
@@ -467,6 +535,7 @@ export class HealthModel {
     let maxSurprise = 0
     let noveltySignal: string | undefined
     let looked = 0
+    const intervals = COVERAGE_LEVELS.map(level => ({ level, lower: 1, upper: 1 }))
     // A full window (what the trend needs) is enough data.
     const expected = Math.max(5, 0.9 * p.windowS / p.sampleIntervalS)
     for (const spec of p.signals) {
@@ -489,12 +558,25 @@ export class HealthModel {
         for (let j = 0; j < levels; j++) combined[j] = Math.min(combined[j] as number, h)
         lower = Math.min(lower, h)
         upper = Math.min(upper, h)
+        for (const iv of intervals) { iv.lower = Math.min(iv.lower, h); iv.upper = Math.min(iv.upper, h) }
         current = Math.min(current, h)
         if (h < limitingHealth) { limitingHealth = h; limitingSignal = spec.name }
         continue
       }
-      const errors = this.errorCache.get(spec.name) as { expectation: number[], low: number, mid: number, high: number, floor: number }
+      const { grid, cached } = this.errorsOf(spec.name, s)
+      const errors = grid === null
+        ? cached
+        : { expectation: EXPECTATION_LEVELS.map(l => errorQuantile(grid, l)), low: errorQuantile(grid, (1 - this.levelOf(s, 0)) / 2), mid: errorQuantile(grid, 0.5), high: errorQuantile(grid, 1 - (1 - this.levelOf(s, 0)) / 2), floor: cached.floor }
       const scale = forecastScale(f.scale, errors.floor)
+      COVERAGE_LEVELS.forEach((_, k) => {
+        const l = this.levelOf(s, k + 1)
+        const src = grid ?? this.file.signals[spec.name]?.errors ?? GAUSSIAN_ERRORS
+        const a = signalHealth(spec, profile, f.mean + scale * errorQuantile(src, 1 - (1 - l) / 2))
+        const b = signalHealth(spec, profile, f.mean + scale * errorQuantile(src, (1 - l) / 2))
+        const iv = intervals[k] as { lower: number, upper: number }
+        iv.lower = Math.min(iv.lower, a, b)
+        iv.upper = Math.min(iv.upper, Math.max(a, b))
+      })
       let e = 0
       for (let j = 0; j < levels; j++) {
         const h = signalHealth(spec, profile, f.mean + scale * (errors.expectation[j] as number))
@@ -528,12 +610,12 @@ export class HealthModel {
 
     // Several signals looked at: the most surprising one is corrected for that (Bonferroni).
     const surprise = Math.max(0, maxSurprise - (looked > 1 ? Math.log10(looked) : 0))
-    const excess = Math.max(0, surprise - p.noveltyFloor)
-    const novelty = excess / (excess + p.noveltyHalf)
+    const novelty = noveltyFraction(surprise, { floor: p.noveltyFloor, half: p.noveltyHalf })
     const factor = 1 - p.noveltyWeight * novelty
     score *= factor
     current *= factor
     lower *= factor
+    for (const iv of intervals) iv.lower *= factor
     const dataFactor = dataCount > 0 ? dataSum / dataCount : (st.samples > 0 ? 1 : 0)
     const confidence = Math.max(0, Math.min(1, (1 - 2 * mad) * (1 - novelty) * dataFactor))
     const perMinute = (score - current) / (p.horizonS / 60)
@@ -553,6 +635,8 @@ export class HealthModel {
       ...(noveltySignal !== undefined && novelty > 0 ? { noveltySignal } : {}),
       ...(limitingSignal !== undefined && limitingHealth < 1 ? { limitingSignal } : {}),
       signals,
+      intervals,
+      coverage: this.coverage(gateway),
       samples: st.samples
     }
   }
@@ -618,20 +702,37 @@ function horizonChange (series: Array<{ times: number[], values: number[] }>, p:
 }
 
 const tailStateSchema = z.object({ n: z.number().int().nonnegative(), top: z.array(z.number()) })
+const tailNoveltyStateSchema = z.object({ kind: z.literal('tail'), recent: z.array(z.number()), baseline: z.number().nullable(), recentSurprise: z.array(z.number()), tails: z.array(tailStateSchema) })
 const noveltyStateSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('tail'), recent: z.array(z.number()), baseline: z.number().nullable(), recentSurprise: z.array(z.number()), tails: z.array(tailStateSchema) }),
-  z.object({ kind: z.literal('gaussian'), recent: z.array(z.number()) })
+  tailNoveltyStateSchema,
+  z.object({ kind: z.literal('gaussian'), recent: z.array(z.number()) }),
+  z.object({ kind: z.literal('ensemble'), tail: tailNoveltyStateSchema })
 ])
 const profileSchema = z.object({ median: z.number(), lo: z.number(), hi: z.number(), count: z.number().int().nonnegative() })
+const tailNoveltyParamsSchema = z.object({
+  kind: z.literal('tail'),
+  window: z.number().int().positive(),
+  baselineAlpha: z.number().positive().max(1),
+  refractory: z.number().int().nonnegative(),
+  tail: z.object({ frac: z.number().positive().max(1), kMin: z.number().int().positive(), kMax: z.number().int().positive() })
+})
+const artParamsSchema = z.object({
+  probation: z.number().int().positive(),
+  window: z.number().int().positive().refine(w => (w & (w - 1)) === 0, 'a power of two'),
+  windowsPerProbation: z.number().int().positive(),
+  levels: z.number().int().positive(),
+  chomp: z.number().nonnegative(),
+  initialRho: z.number().gt(0).lt(1),
+  rangeMargin: z.number().nonnegative(),
+  nonNegative: z.boolean(),
+  expand: z.boolean(),
+  maxCategories: z.number().int().min(2),
+  range: z.tuple([z.number(), z.number()]).optional()
+})
 const noveltyParamsSchema = z.discriminatedUnion('kind', [
-  z.object({
-    kind: z.literal('tail'),
-    window: z.number().int().positive(),
-    baselineAlpha: z.number().positive().max(1),
-    refractory: z.number().int().nonnegative(),
-    tail: z.object({ frac: z.number().positive().max(1), kMin: z.number().int().positive(), kMax: z.number().int().positive() })
-  }),
-  z.object({ kind: z.literal('gaussian'), window: z.number().int().positive() })
+  tailNoveltyParamsSchema,
+  z.object({ kind: z.literal('gaussian'), window: z.number().int().positive() }),
+  z.object({ kind: z.literal('ensemble'), tail: tailNoveltyParamsSchema, art: artParamsSchema, tailWeight: z.number().min(0).max(1) })
 ])
 const modelSchema = z.object({
   format: z.literal(MODEL_FORMAT),
@@ -647,6 +748,7 @@ const modelSchema = z.object({
     noveltyWeight: z.number().min(0).max(1),
     noveltyFloor: z.number().nonnegative(),
     noveltyHalf: z.number().positive(),
+    calibrationWindow: z.number().int().nonnegative().optional(),
     sampleIntervalS: z.number().positive(),
     signals: z.array(z.object({ name: z.string().min(1), direction: z.enum(['up', 'both']), limit: z.number().optional() }))
   }),

@@ -24,8 +24,9 @@
  * Both are strictly causal: update(x) uses x and the past only.
  */
 import { TailEstimator, DEFAULT_TAIL, type TailState, type TailOptions } from './tail.js'
+import { ArtDetector, DEFAULT_ART, type ArtParams } from './art.js'
 
-export type NoveltyKind = 'tail' | 'gaussian'
+export type NoveltyKind = 'tail' | 'gaussian' | 'ensemble'
 
 export interface TailNoveltyParams {
   kind: 'tail'
@@ -44,9 +45,41 @@ export interface GaussianNoveltyParams {
   window: number
 }
 
-export type NoveltyParams = TailNoveltyParams | GaussianNoveltyParams
+/**
+ * The default: the tail detector and adaptive-resonance novelty (art.ts) side by side. Their
+ * novelty fractions (in [0, 1], what the model turns a surprise into) are combined by max, the
+ * tail's scaled by `tailWeight`; the result is handed back as the surprise that gives that
+ * fraction, so the model's novelty map is unchanged. Chosen on NAB (BENCHMARKS.md, "Health
+ * model"): each alone scores 64-67, together 72.
+ */
+export interface EnsembleNoveltyParams {
+  kind: 'ensemble'
+  tail: TailNoveltyParams
+  art: ArtParams
+  /** Weight of the tail detector's novelty fraction against ART's confidence. */
+  tailWeight: number
+}
 
-export const DEFAULT_NOVELTY: TailNoveltyParams = { kind: 'tail', window: 24, baselineAlpha: 0.01, refractory: 20, tail: DEFAULT_TAIL }
+export type NoveltyParams = TailNoveltyParams | GaussianNoveltyParams | EnsembleNoveltyParams
+
+export const DEFAULT_TAIL_NOVELTY: TailNoveltyParams = { kind: 'tail', window: 24, baselineAlpha: 0.01, refractory: 20, tail: DEFAULT_TAIL }
+export const DEFAULT_NOVELTY: EnsembleNoveltyParams = { kind: 'ensemble', tail: DEFAULT_TAIL_NOVELTY, art: DEFAULT_ART, tailWeight: 0.7 }
+
+/** How the model turns a surprise S into a novelty fraction: x / (x + half), x = max(0, S - floor). */
+export interface NoveltyScale { floor: number, half: number }
+export const DEFAULT_NOVELTY_SCALE: NoveltyScale = { floor: 2, half: 2 }
+
+export function noveltyFraction (surprise: number, scale: NoveltyScale): number {
+  const x = Math.max(0, surprise - scale.floor)
+  return x / (x + scale.half)
+}
+
+/** The surprise whose novelty fraction is f (inverse of noveltyFraction; f < 1). */
+export function surpriseFor (f: number, scale: NoveltyScale): number {
+  if (!(f > 0)) return 0
+  const c = Math.min(f, 1 - 1e-9)
+  return scale.floor + scale.half * c / (1 - c)
+}
 export const DEFAULT_GAUSSIAN_NOVELTY: GaussianNoveltyParams = { kind: 'gaussian', window: 288 }
 
 export interface TailNoveltyState {
@@ -65,7 +98,13 @@ export interface GaussianNoveltyState {
   recent: number[]
 }
 
-export type NoveltyState = TailNoveltyState | GaussianNoveltyState
+/** ART learns online per gateway (its categories are not persisted); the tail part is. */
+export interface EnsembleNoveltyState {
+  kind: 'ensemble'
+  tail: TailNoveltyState
+}
+
+export type NoveltyState = TailNoveltyState | GaussianNoveltyState | EnsembleNoveltyState
 
 export interface NoveltyDetector {
   /** Ingests one sample and returns its surprise (>= 0). */
@@ -225,7 +264,32 @@ class GaussianNovelty implements NoveltyDetector {
   }
 }
 
-export function createNovelty (params: NoveltyParams, state?: NoveltyState): NoveltyDetector {
+class EnsembleNovelty implements NoveltyDetector {
+  private readonly tail: TailNovelty
+  private readonly art: ArtDetector
+
+  constructor (private readonly p: EnsembleNoveltyParams, private readonly scale: NoveltyScale, s?: NoveltyState) {
+    // A model saved with tail novelty keeps what its tails learned.
+    this.tail = new TailNovelty(p.tail, s?.kind === 'ensemble' ? s.tail : s?.kind === 'tail' ? s : undefined)
+    this.art = new ArtDetector(p.art)
+  }
+
+  update (x: number): number {
+    const fromTail = this.p.tailWeight * noveltyFraction(this.tail.update(x), this.scale)
+    const fromArt = this.art.update(x)
+    return surpriseFor(Math.max(fromTail, fromArt), this.scale)
+  }
+
+  state (): EnsembleNoveltyState {
+    return { kind: 'ensemble', tail: this.tail.state() }
+  }
+
+  /** ART categories held (memory and cost grow with them, up to the cap). */
+  get categories (): number { return this.art.categories }
+}
+
+export function createNovelty (params: NoveltyParams, state?: NoveltyState, scale: NoveltyScale = DEFAULT_NOVELTY_SCALE): NoveltyDetector {
   if (params.kind === 'tail') return new TailNovelty(params, state?.kind === 'tail' ? state : undefined)
+  if (params.kind === 'ensemble') return new EnsembleNovelty(params, scale, state)
   return new GaussianNovelty(params, state?.kind === 'gaussian' ? state : undefined)
 }

@@ -105,6 +105,14 @@ export interface HealthAssessment {
   /** The signal that limits the score, if any is below full health. */
   limitingSignal?: string
   signals: Record<string, SignalAssessment>
+  /** The predicted health's interval at 80 % and 95 % (same construction as lower/upper). */
+  intervals: Array<{ level: number, lower: number, upper: number }>
+  /**
+   * Measured coverage of this gateway's forecast intervals at the model's level, 80 % and 95 %:
+   * the share of its last matured forecasts (pooled over signals) whose interval held the
+   * realised level; null before any has matured.
+   */
+  coverage: Array<{ level: number, coverage: number | null, n: number }>
   /** Samples this gateway's state has taken in (warm-up is visible in confidence). */
   samples: number
 }

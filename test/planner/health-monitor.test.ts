@@ -163,10 +163,24 @@ t.test('a gateway whose telemetry degrades is evacuated, hottest blocks first, b
 
 t.test('healthy noise triggers nothing', async t => {
   const r = await rig(t)
-  const { p } = await plannerWithAdmin(t, r, { model: modelFile })
+  const { p, base } = await plannerWithAdmin(t, r, { model: modelFile })
   const feeds = [1, 2, 3].map(i => ({ gateway: `gw${i}`, s: calm[i - 1]! }))
   await replay(p, r.store, feeds, 0, 7200, 30)
   t.same(p.health.decisions().filter(d => d.event !== 'state'), [], 'no trigger in two hours of three noisy healthy gateways')
+
+  // The intervals' coverage, measured live on what the planner saw: each nominal level within
+  // 10 points (the bench measures it to 5 on more data).
+  const h = await getJson(`${base}/v1/health`)
+  const fleet = (h.json as { coverage: Array<{ level: number, measured: number | null, forecasts: number }> }).coverage
+  t.same(fleet.map(c => c.level), [0.9, 0.8, 0.95], 'the model level, 80 % and 95 %')
+  for (const c of fleet) {
+    t.ok(c.forecasts > 1000, `${c.forecasts} matured forecasts`)
+    t.ok(c.measured !== null && Math.abs(c.measured - c.level) <= 0.1, `${c.level}: measured ${String(c.measured)}`)
+  }
+  const gw1 = (h.json as { gateways: Array<{ gateway: string, intervals: Array<{ level: number, lower: number, upper: number }>, coverage: unknown[] }> }).gateways.find(g => g.gateway === 'gw1')
+  t.same(gw1?.intervals.map(i => i.level), [0.8, 0.95])
+  t.ok(gw1?.intervals.every(i => i.lower <= i.upper), 'each interval is ordered')
+  t.equal(gw1?.coverage.length, 3)
   t.same(p.listDrains(), [])
   t.same(await r.store.listMigrations({ limit: 10 }), [], 'nothing moved')
   for (const g of ['gw1', 'gw2', 'gw3']) t.ok(p.fleet.isTarget(g), `${g} is a target`)

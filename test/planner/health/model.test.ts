@@ -6,6 +6,7 @@ import { generateScenario, scenarioRecords, PRECURSOR_KINDS } from '../../../pla
 import { evaluateModel } from '../../../planner/health/evaluate.js'
 import { TriggerPolicy } from '../../../planner/health/trigger.js'
 import { ferryNabScores } from '../../../planner/health/nab-detector.js'
+import { probationLength } from '../../../planner/health/nab.js'
 import type { TelemetryRecord } from '../../../planner/health/types.js'
 
 // One fleet history shared by the tests: three healthy gateways, three hours each.
@@ -134,8 +135,11 @@ t.test('scores are causal: appending future samples does not change past scores'
 
   const values = Array.from({ length: 3000 }, (_, i) => Math.sin(i / 20) + (i > 2500 ? 3 : 0))
   const times = values.map((_, i) => new Date(Date.UTC(2020, 0, 1) + i * 300_000).toISOString().slice(0, 19).replace('T', ' '))
-  const nabPrefix = ferryNabScores(times.slice(0, 2000), values.slice(0, 2000))
-  const nabFull = ferryNabScores(times, values)
+  // NAB tells a detector the probationary period of the whole file (15 % of its rows): the
+  // prefix run is told the same one, and then nothing else about the future reaches row i.
+  const probation = probationLength(values.length)
+  const nabPrefix = ferryNabScores(times.slice(0, 2000), values.slice(0, 2000), {}, probation)
+  const nabFull = ferryNabScores(times, values, {}, probation)
   t.same(Array.from(nabFull.slice(0, 2000)), Array.from(nabPrefix), 'the NAB detector too')
   t.ok(Math.max(...nabFull.slice(2500, 2510)) > Math.max(...nabFull.slice(1000, 2500)), 'and it sees the level shift')
 })

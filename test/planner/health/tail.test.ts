@@ -1,6 +1,6 @@
 import t from 'tap'
 import { TailEstimator } from '../../../planner/health/tail.js'
-import { createNovelty, DEFAULT_NOVELTY, normalTail, normalQuantile } from '../../../planner/health/novelty.js'
+import { createNovelty, DEFAULT_TAIL_NOVELTY, normalTail, normalQuantile } from '../../../planner/health/novelty.js'
 import { rng } from '../../../planner/health/scenarios.js'
 
 t.test('the tail estimate is a calibrated probability', async t => {
@@ -36,7 +36,7 @@ t.test('beyond the largest value seen, surprise keeps growing', async t => {
 })
 
 t.test('novelty: a level shift is news once, not forever', async t => {
-  const d = createNovelty(DEFAULT_NOVELTY)
+  const d = createNovelty(DEFAULT_TAIL_NOVELTY)
   const r = rng(3)
   const s: number[] = []
   for (let i = 0; i < 3000; i++) s.push(d.update((i >= 2000 ? 8 : 0) + r() - 0.5))
