@@ -17,7 +17,7 @@
  * median over rounds of S3 / plain (target ≥ 0.85).
  *
  * Options: --duration S (6), --warmup S (1), --rounds N (4), --connections N (16), --blocks N (256),
- * --no-write.
+ * --only get|put (one pair), --cpu-prof DIR (the proxy runs with node --cpu-prof, profile in DIR), --no-write.
  */
 import fs from 'node:fs'
 import type { IncomingMessage } from 'node:http'
@@ -47,6 +47,8 @@ export default async function run (args: string[]): Promise<void> {
       rounds: { type: 'string', default: '4' },
       connections: { type: 'string', default: '16' },
       blocks: { type: 'string', default: '256' },
+      only: { type: 'string' },
+      'cpu-prof': { type: 'string' },
       'no-write': { type: 'boolean', default: false }
     }
   })
@@ -75,7 +77,8 @@ s3:
 `
     parseConfig(yaml, 's3-bench.yaml')
     fs.writeFileSync(path.join(tmp, 'ferry.yaml'), yaml)
-    const proxy = procs.start('ferry', process.execPath, [FERRY_JS, 'start', '--config', path.join(tmp, 'ferry.yaml'), '--roles', 'proxy'])
+    const prof = values['cpu-prof'] !== undefined ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(values['cpu-prof'])] : []
+    const proxy = procs.start('ferry', process.execPath, [...prof, FERRY_JS, 'start', '--config', path.join(tmp, 'ferry.yaml'), '--roles', 'proxy'])
     const url = `http://127.0.0.1:${port}`
     const pool = new Pool(url, { connections, pipelining: 1 })
     await waitFor(async () => { const r = await pool.request({ method: 'GET', path: '/x/y' }); await r.body.dump(); return r.statusCode === 404 }, 'the proxy', proxy)
@@ -133,7 +136,8 @@ s3:
     }
 
     const figures: Array<{ round: number, workload: Name, requests: number, errors: number, proxyCpuS: number, reqPerCpuS: number }> = []
-    const pairs: Array<[Name, Name]> = [['plain-get', 's3-get'], ['plain-put', 's3-put']]
+    if (values.only !== undefined && values.only !== 'get' && values.only !== 'put') throw new Error('--only takes get or put')
+    const pairs = ([['plain-get', 's3-get'], ['plain-put', 's3-put']] as Array<[Name, Name]>).filter(([p]) => values.only === undefined || p === `plain-${values.only}`)
     for (let r = 0; r < rounds; r++) {
       for (const pair of pairs) {
         for (const w of r % 2 === 0 ? pair : [...pair].reverse()) {

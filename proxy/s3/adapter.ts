@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { pipeline, Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { Counter, type Registry } from 'prom-client'
 import { answerErrorsWith } from '../../lib/http.js'
 import { blockOfKey, blockOfPart, isValidId, isValidObjectKey, OBJECT_KEY_MAX_BYTES } from '../../lib/ids.js'
@@ -10,7 +10,7 @@ import type { ListedObject, ListFrom, ObjectIndex, ObjectMeta, PartRecord, Uploa
 import type { Gateway } from '../gateway-set.js'
 import { PathPattern } from '../path-pattern.js'
 import type { BlockOperation, ProxyRequest } from '../request.js'
-import { AwsChunkedDecoder, BodyCheck, CHECKSUM_ALGORITHMS, type BodyExpectations, type ChecksumAlgorithm, type Trailers } from './body.js'
+import { AwsChunkedDecoder, BodyCheck, CHECKSUM_ALGORITHMS, feed, type BodyExpectations, type ChecksumAlgorithm, type Trailers } from './body.js'
 import type { S3Config } from './config.js'
 import { S3Error, s3CodeOf } from './errors.js'
 import { pendingS3Errors, S3Reply, type ReplyPlan } from './reply.js'
@@ -55,6 +55,18 @@ const OWNER = '<Owner><ID>ferry</ID><DisplayName>ferry</DisplayName></Owner>'
 const KEPT_HEADERS = ['content-disposition', 'cache-control', 'content-encoding', 'content-language', 'expires'] as const
 const MAX_XML_BYTES = 2 * 1024 * 1024
 const MAX_PART = 10_000
+const NO_QUERY = new URLSearchParams()
+
+/**
+ * Request ids: unique per process by a counter, across processes by a random prefix drawn once —
+ * random bytes per request cost more than the rest of a GET's bookkeeping.
+ */
+const REQUEST_ID_PREFIX = randomBytes(4).toString('hex').toUpperCase()
+let requestSeq = 0
+function nextRequestId (): string {
+  requestSeq = (requestSeq + 1) >>> 0
+  return REQUEST_ID_PREFIX + requestSeq.toString(16).toUpperCase().padStart(8, '0')
+}
 
 /**
  * The S3 front end: a protocol adapter at the head of the proxy's handler chain. It parses an
@@ -72,6 +84,8 @@ export class S3Adapter {
   private sweepTimer: NodeJS.Timeout | undefined
   private readonly authFailures: Counter
   private readonly requests: Counter
+  /** The counter's child per operation: labels hashed once, not on every request. */
+  private readonly requestsByOp = new Map<string, Counter.Internal>()
 
   constructor (cfg: S3Config, private zone: string | undefined, private readonly core: BlockCore, readonly index: ObjectIndex, private readonly logger: Logger, registry: Registry) {
     this.cfg = cfg
@@ -144,7 +158,7 @@ export class S3Adapter {
   }
 
   handle (req: IncomingMessage, res: ServerResponse): void {
-    const requestId = randomBytes(8).toString('hex').toUpperCase()
+    const requestId = nextRequestId()
     res.setHeader('x-amz-request-id', requestId)
     res.setHeader('x-amz-id-2', requestId)
     let resource = '/'
@@ -188,9 +202,9 @@ export class S3Adapter {
     const q = url.indexOf('?')
     const rawPath = q < 0 ? url : url.slice(0, q)
     let query: URLSearchParams
-    try { query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1)) } catch { throw new S3Error('InvalidURI', 'the query string is malformed') }
-    let path: string
-    try { path = decodeURIComponent(rawPath) } catch { throw new S3Error('InvalidURI', 'the request path has an invalid percent-encoding (not UTF-8)') }
+    try { query = q < 0 ? NO_QUERY : new URLSearchParams(url.slice(q + 1)) } catch { throw new S3Error('InvalidURI', 'the query string is malformed') }
+    let path = rawPath
+    try { if (rawPath.includes('%')) path = decodeURIComponent(rawPath) } catch { throw new S3Error('InvalidURI', 'the request path has an invalid percent-encoding (not UTF-8)') }
     let bucket: string | undefined
     let key: string | undefined
     const vhost = this.virtualBucket(req)
@@ -210,8 +224,14 @@ export class S3Adapter {
     }
     const resource = bucket === undefined ? '/' : key === undefined ? `/${bucket}` : `/${bucket}/${key}`
     const { principal, sig, signingKey } = this.authenticate(req, query)
-    this.requests.inc({ op: opName(req.method as string, bucket, key, query) })
+    this.countRequest(opName(req.method as string, bucket, key, query))
     return { req, res, requestId, query, bucket, key, resource, principal, sig, signingKey }
+  }
+
+  private countRequest (op: string): void {
+    let child = this.requestsByOp.get(op)
+    if (child === undefined) this.requestsByOp.set(op, child = this.requests.labels(op))
+    child.inc()
   }
 
   private authenticate (req: IncomingMessage, query: URLSearchParams): { principal: Principal, sig: SignedRequest | undefined, signingKey: Buffer | undefined } {
@@ -513,9 +533,9 @@ export class S3Adapter {
       const decoder = new AwsChunkedDecoder(signed ? { key: c.signingKey as Buffer, amzDate: (c.sig as SignedRequest).amzDate, scope: (c.sig as SignedRequest).scope, seed: (c.sig as SignedRequest).signature } : undefined,
         trailers, payload === STREAMING_SIGNED_TRAILER || payload === STREAMING_UNSIGNED_TRAILER)
       decoder.on('error', note)
-      body = pipeline(req, decoder, check, () => {})
+      body = feed(feed(req, decoder), check)
     } else {
-      body = pipeline(req, check, () => {})
+      body = feed(req, check)
     }
     return { body, check, length, failed: () => failed }
   }
@@ -689,7 +709,7 @@ export class S3Adapter {
     const check = new BodyCheck({ maxBytes: Number.MAX_SAFE_INTEGER, length: meta.size })
     let failed: S3Error | undefined
     check.on('error', err => { if (err instanceof S3Error) failed ??= err })
-    const body = pipeline(source, check, () => {})
+    const body = feed(source, check)
     this.dispatch(c, 'PUT', bucket, blockOfKey(key), body, ['content-length', String(meta.size)], {
       kind: 'write',
       resource: c.resource,
