@@ -48,7 +48,7 @@ interface Ctx {
   signingKey: Buffer | undefined
 }
 
-interface ResolvedCredential { secret: string, volumes: ReadonlySet<string>, readOnly: boolean }
+interface ResolvedCredential { secret: string, principal: Principal }
 
 const OWNER = '<Owner><ID>ferry</ID><DisplayName>ferry</DisplayName></Owner>'
 /** Headers S3 keeps with an object and returns on GET/HEAD. */
@@ -79,6 +79,7 @@ function nextRequestId (): string {
 export class S3Adapter {
   private cfg: S3Config
   private credentials = new Map<string, ResolvedCredential>()
+  private readonly anonymousPrincipal: Principal = { user: undefined, may: v => this.anonymousMay(v) }
   private anonymous: ReadonlySet<string> = new Set()
   private suffixes: string[] = []
   private sweepTimer: NodeJS.Timeout | undefined
@@ -109,7 +110,10 @@ export class S3Adapter {
         this.logger.error({ accessKeyId: c.accessKeyId }, 's3: access key without a secret; refused')
         continue
       }
-      creds.set(c.accessKeyId, { secret, volumes: new Set(c.volumes), readOnly: c.readOnly })
+      const volumes = new Set(c.volumes)
+      const readOnly = c.readOnly
+      // Built once per key, not per request.
+      creds.set(c.accessKeyId, { secret, principal: { user: c.accessKeyId, may: (v, write) => (!write || !readOnly) && (volumes.has('*') || volumes.has(v)) } })
     }
     this.credentials = creds
     this.anonymous = new Set(cfg.anonymous ?? (cfg.credentials.length === 0 ? ['*'] : []))
@@ -237,7 +241,7 @@ export class S3Adapter {
   private authenticate (req: IncomingMessage, query: URLSearchParams): { principal: Principal, sig: SignedRequest | undefined, signingKey: Buffer | undefined } {
     const sig = parseSignature(req, query)
     if (sig === undefined) {
-      return { principal: { user: undefined, may: v => this.anonymousMay(v) }, sig: undefined, signingKey: undefined }
+      return { principal: this.anonymousPrincipal, sig: undefined, signingKey: undefined }
     }
     const cred = this.credentials.get(sig.accessKeyId)
     if (cred === undefined) throw new S3Error('InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.')
@@ -252,11 +256,7 @@ export class S3Adapter {
       throw new S3Error('RequestTimeTooSkewed', 'The difference between the request time and the server\'s time is too large.')
     }
     const signingKey = verifySignature(req, sig, cred.secret)
-    const principal: Principal = {
-      user: sig.accessKeyId,
-      may: (v, write) => (!write || !cred.readOnly) && (cred.volumes.has('*') || cred.volumes.has(v))
-    }
-    return { principal, sig, signingKey }
+    return { principal: cred.principal, sig, signingKey }
   }
 
   private authorize (c: Ctx, volume: string, write: boolean): void {

@@ -61,7 +61,7 @@ export function parseSignature (req: IncomingMessage, query: URLSearchParams | u
     const payloadHash = header(req, 'x-amz-content-sha256')
     if (payloadHash === undefined) throw new S3Error('InvalidRequest', 'missing required header for this request: x-amz-content-sha256')
     const c = splitCredential(cred)
-    return { accessKeyId: c.accessKeyId, scope: c.scope, amzDate, signedHeaders: signedHeaders.split(';'), signature, payloadHash, presigned: false }
+    return { accessKeyId: c.accessKeyId, scope: c.scope, amzDate, signedHeaders: signedHeaderList(signedHeaders), signature, payloadHash, presigned: false }
   }
   const alg = query?.get('X-Amz-Algorithm')
   if (query === undefined || alg === null || alg === undefined) {
@@ -82,12 +82,35 @@ export function parseSignature (req: IncomingMessage, query: URLSearchParams | u
     throw new S3Error('AuthorizationQueryParametersError', 'X-Amz-Expires must be a number of seconds from 1 to 604800')
   }
   return {
-    ...splitCredential(cred), amzDate, signedHeaders: signedHeaders.split(';'), signature,
+    ...splitCredential(cred), amzDate, signedHeaders: signedHeaderList(signedHeaders), signature,
     payloadHash: header(req, 'x-amz-content-sha256') ?? UNSIGNED_PAYLOAD, presigned: true, expires
   }
 }
 
+/**
+ * The last credential, signed-header list and date parsed: a client sends the same ones on
+ * request after request (the credential changes once a day, the date once a second), so each is
+ * parsed once, not once per request. The results are never mutated.
+ */
+let lastCred: { text: string, parsed: { accessKeyId: string, scope: string } } | undefined
+let lastSignedHeaders: { text: string, list: string[] } | undefined
+let lastDate: { text: string, ms: number } | undefined
+
+function signedHeaderList (text: string): string[] {
+  if (lastSignedHeaders?.text === text) return lastSignedHeaders.list
+  const list = text.split(';')
+  lastSignedHeaders = { text, list }
+  return list
+}
+
 function splitCredential (cred: string): { accessKeyId: string, scope: string } {
+  if (lastCred?.text === cred) return lastCred.parsed
+  const parsed = parseCredential(cred)
+  lastCred = { text: cred, parsed }
+  return parsed
+}
+
+function parseCredential (cred: string): { accessKeyId: string, scope: string } {
   // <key>/<date>/<region>/<service>/aws4_request: the scope is everything after the first '/'.
   const slash = cred.indexOf('/')
   const scope = cred.slice(slash + 1)
@@ -104,6 +127,13 @@ function header (req: IncomingMessage, name: string): string | undefined {
 
 /** `Date.parse` of yyyymmddThhmmssZ; NaN when malformed. */
 export function parseAmzDate (s: string): number {
+  if (lastDate?.text === s) return lastDate.ms
+  const ms = parseAmzDateText(s)
+  lastDate = { text: s, ms }
+  return ms
+}
+
+function parseAmzDateText (s: string): number {
   const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(s)
   if (m === null) return NaN
   return Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]))
