@@ -10,7 +10,7 @@ import type { ListedObject, ListFrom, ObjectIndex, ObjectMeta, PartRecord, Uploa
 import type { Gateway } from '../gateway-set.js'
 import { PathPattern } from '../path-pattern.js'
 import type { BlockOperation, ProxyRequest } from '../request.js'
-import { AwsChunkedDecoder, BodyCheck, CHECKSUM_ALGORITHMS, feed, type BodyExpectations, type ChecksumAlgorithm, type Trailers } from './body.js'
+import { AwsChunkedDecoder, BodyCheck, ByteRange, CHECKSUM_ALGORITHMS, feed, type BodyExpectations, type ChecksumAlgorithm, type Trailers } from './body.js'
 import type { S3Config } from './config.js'
 import { S3Error, s3CodeOf } from './errors.js'
 import { pendingS3Errors, S3Reply, type ReplyPlan } from './reply.js'
@@ -651,15 +651,18 @@ export class S3Adapter {
   }
 
   /** A GET of a block from where it is served, for the adapter's own use (copy source, parts). */
-  private async readBlock (volume: string, block: string): Promise<Readable> {
+  private async readBlock (volume: string, block: string, range?: { first: number, last: number }): Promise<Readable> {
     const gw = this.core.gatewayOf(volume, block)
     if (gw === undefined) throw new S3Error('ServiceUnavailable', 'no gateway is available', { 'retry-after': 1 })
-    const r = await gw.pool.request({ method: 'GET', path: PathPattern.gatewayPath(volume, block), headersTimeout: 10_000 }).catch((err: Error) => {
+    const headers = range !== undefined ? { range: `bytes=${range.first}-${range.last}` } : undefined
+    const r = await gw.pool.request({ method: 'GET', path: PathPattern.gatewayPath(volume, block), headersTimeout: 10_000, ...(headers !== undefined ? { headers } : {}) }).catch((err: Error) => {
       throw new S3Error('BadGateway', `gateway ${gw.id} failed: ${err.message}`)
     })
     if (r.statusCode === 404) { await r.body.dump(); throw new S3Error('NoSuchKey', 'The specified key does not exist.') }
+    if (range !== undefined && r.statusCode === 206) return r.body
     if (r.statusCode !== 200) { await r.body.dump(); throw new S3Error('BadGateway', `gateway ${gw.id} answered ${r.statusCode}`) }
-    return r.body
+    // A gateway that ignores Range (the reference gateway does) sent it all: pass on the range.
+    return range !== undefined ? feed(r.body, new ByteRange(range.first, range.last)) : r.body
   }
 
   /**
@@ -743,7 +746,7 @@ export class S3Adapter {
   private async uploadPart (c: Ctx, bucket: string, key: string, uploadId: string): Promise<void> {
     const n = Number(c.query.get('partNumber'))
     if (!Number.isInteger(n) || n < 1 || n > MAX_PART) throw new S3Error('InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive')
-    if (c.req.headers['x-amz-copy-source'] !== undefined) throw new S3Error('NotImplemented', 'UploadPartCopy is not implemented by ferry yet')
+    if (c.req.headers['x-amz-copy-source'] !== undefined) return await this.uploadPartCopy(c, bucket, key, uploadId, n)
     await this.upload(bucket, key, uploadId)
     const up = this.uploadBody(c)
     this.dispatch(c, 'PUT', bucket, blockOfPart(uploadId, n), up.body, up.length !== undefined ? ['content-length', String(up.length)] : [], {
@@ -762,6 +765,50 @@ export class S3Adapter {
         return { headers: { etag: `"${etag}"` } }
       }
     }, up.failed)
+  }
+
+  /**
+   * UploadPartCopy: a part's bytes from an existing object (all of it, or x-amz-copy-source-range),
+   * read from the gateway that serves it and streamed through the chain into the part's block,
+   * hashed on the way for the part's ETag, exactly as an uploaded part.
+   */
+  private async uploadPartCopy (c: Ctx, bucket: string, key: string, uploadId: string, n: number): Promise<void> {
+    const src = this.copySource(c)
+    await this.upload(bucket, key, uploadId)
+    const meta = await this.index.getObject(src.bucket, src.key)
+    if (meta === null) throw new S3Error('NoSuchKey', 'The specified key does not exist.')
+    if (copyPreconditions(c.req.headers, meta) !== 200) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold')
+    let first = 0
+    let last = meta.size - 1
+    const rangeText = c.req.headers['x-amz-copy-source-range']
+    if (typeof rangeText === 'string') {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(rangeText.trim())
+      if (m === null || Number(m[2]) < Number(m[1])) throw new S3Error('InvalidArgument', 'The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy')
+      first = Number(m[1])
+      last = Number(m[2])
+      if (last >= meta.size) throw new S3Error('InvalidRange', `Range specified is not valid for source object of size: ${meta.size}`, { 'content-range': `bytes */${meta.size}` })
+    }
+    const size = last - first + 1
+    const source = await this.readBlock(src.bucket, blockOfKey(src.key), size === meta.size ? undefined : { first, last })
+    const check = new BodyCheck({ maxBytes: Number.MAX_SAFE_INTEGER, length: size })
+    let failed: S3Error | undefined
+    check.on('error', err => { if (err instanceof S3Error) failed ??= err })
+    this.dispatch(c, 'PUT', bucket, blockOfPart(uploadId, n), feed(source, check), ['content-length', String(size)], {
+      kind: 'write',
+      resource: c.resource,
+      requestId: c.requestId,
+      commit: async () => {
+        const r = check.result as NonNullable<BodyCheck['result']>
+        const etag = r.md5.toString('hex')
+        if (await this.index.getUpload(bucket, uploadId) === null) {
+          await this.deleteBlock(bucket, blockOfPart(uploadId, n)).catch(() => {})
+          throw new S3Error('NoSuchUpload', 'The specified upload does not exist.')
+        }
+        const now = Date.now()
+        await this.index.putPart(bucket, uploadId, { part: n, etag, size: r.size, lastModified: now })
+        return { headers: { 'content-type': 'application/xml' }, body: doc('CopyPartResult', `${el('LastModified', isoDate(now))}${el('ETag', `"${etag}"`)}`) }
+      }
+    }, () => failed)
   }
 
   private async completeUpload (c: Ctx, bucket: string, key: string, uploadId: string): Promise<void> {

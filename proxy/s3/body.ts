@@ -224,6 +224,21 @@ export function feed<T extends Transform> (source: Readable | NodeJS.ReadableStr
   return through
 }
 
+/** Passes on bytes first..last (inclusive) of what streams through, drops the rest. */
+export class ByteRange extends Transform {
+  private pos = 0
+  constructor (private readonly first: number, private readonly last: number) { super() }
+
+  override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    const from = this.pos
+    this.pos += chunk.length
+    const a = Math.max(this.first - from, 0)
+    const b = Math.min(this.last + 1 - from, chunk.length)
+    if (b > a) this.push(a === 0 && b === chunk.length ? chunk : chunk.subarray(a, b))
+    cb()
+  }
+}
+
 export interface BodyExpectations {
   /** Bytes the body must have (Content-Length, or x-amz-decoded-content-length). */
   length?: number
