@@ -50,6 +50,7 @@ s3:
       h.onResponseData(controller, body)
       h.onResponseEnd(controller, {})
     },
+    clientOf: () => '127.0.0.1',
     gatewayOf: () => undefined,
     holdersOf: () => []
   }

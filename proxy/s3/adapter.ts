@@ -23,6 +23,8 @@ import { doc, el, errorXml, isoDate, parseXml, text } from './xml.js'
 /** What the adapter needs of the proxy core (ProxyServer): one block operation at a time. */
 export interface BlockCore {
   dispatchBlock (op: BlockOperation): void
+  /** The client's address as the core sees it (X-Forwarded-For from trusted proxies). */
+  clientOf (req: IncomingMessage): string
   gatewayOf (volume: string, block: string): Gateway | undefined
   holdersOf (volume: string, block: string): Array<Gateway | undefined>
   readonly maxBodyBytes: number
@@ -56,6 +58,8 @@ const KEPT_HEADERS = ['content-disposition', 'cache-control', 'content-encoding'
 const MAX_XML_BYTES = 2 * 1024 * 1024
 const MAX_PART = 10_000
 const NO_QUERY = new URLSearchParams()
+/** The S3 codes that count as an authentication failure (metrics and the per-address limit). */
+const AUTH_FAILURES: ReadonlySet<string> = new Set(['AccessDenied', 'SignatureDoesNotMatch', 'InvalidAccessKeyId', 'RequestTimeTooSkewed'])
 
 /**
  * Request ids: unique per process by a counter, across processes by a random prefix drawn once —
@@ -84,6 +88,9 @@ export class S3Adapter {
   private suffixes: string[] = []
   private sweepTimer: NodeJS.Timeout | undefined
   private readonly authFailures: Counter
+  private readonly rateLimited: Counter
+  /** Authentication failures per client address in the current window (from its first failure). */
+  private readonly failuresByClient = new Map<string, { count: number, until: number }>()
   private readonly requests: Counter
   /** The counter's child per operation: labels hashed once, not on every request. */
   private readonly requestsByOp = new Map<string, Counter.Internal>()
@@ -91,6 +98,7 @@ export class S3Adapter {
   constructor (cfg: S3Config, private zone: string | undefined, private readonly core: BlockCore, readonly index: ObjectIndex, private readonly logger: Logger, registry: Registry) {
     this.cfg = cfg
     this.authFailures = new Counter({ name: 'ferry_s3_auth_failures_total', help: 'S3 requests refused by authentication or authorisation, by S3 code', labelNames: ['code'], registers: [registry] })
+    this.rateLimited = new Counter({ name: 'ferry_s3_auth_rate_limited_total', help: 'signed S3 requests refused with SlowDown because their client address failed authentication too often', registers: [registry] })
     this.requests = new Counter({ name: 'ferry_s3_requests_total', help: 'S3 requests by operation', labelNames: ['op'], registers: [registry] })
     this.reconfigure(cfg, zone)
   }
@@ -192,7 +200,10 @@ export class S3Adapter {
       this.logger.error({ err }, 's3: request failed')
       e = new S3Error('InternalError', 'We encountered an internal error. Please try again.')
     }
-    if (['AccessDenied', 'SignatureDoesNotMatch', 'InvalidAccessKeyId', 'RequestTimeTooSkewed'].includes(e.code)) this.authFailures.inc({ code: e.code })
+    if (AUTH_FAILURES.has(e.code)) {
+      this.authFailures.inc({ code: e.code })
+      this.noteAuthFailure(this.core.clientOf(req))
+    }
     if (res.headersSent) { res.destroy(); return }
     // An unread body would be parsed as the next request: close after answering.
     const unread = !req.readableEnded && (req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined)
@@ -238,11 +249,35 @@ export class S3Adapter {
     child.inc()
   }
 
+  private noteAuthFailure (client: string): void {
+    const now = Date.now()
+    const f = this.failuresByClient.get(client)
+    if (f !== undefined && f.until > now) { f.count++; return }
+    if (this.failuresByClient.size >= 100_000) {
+      // Bounded: forget windows that ended; if every one is live, start over (a flood of addresses).
+      for (const [k, v] of this.failuresByClient) if (v.until <= now) this.failuresByClient.delete(k)
+      if (this.failuresByClient.size >= 100_000) this.failuresByClient.clear()
+    }
+    this.failuresByClient.set(client, { count: 1, until: now + this.cfg.authFailures.windowMs })
+  }
+
+  /** Refuses a signed request from an address over its failure limit, before any signature work. */
+  private checkAuthRate (req: IncomingMessage): void {
+    if (this.failuresByClient.size === 0) return
+    const f = this.failuresByClient.get(this.core.clientOf(req))
+    if (f === undefined || f.count < this.cfg.authFailures.limit) return
+    const now = Date.now()
+    if (f.until <= now) return
+    this.rateLimited.inc()
+    throw new S3Error('SlowDown', 'Please reduce your request rate: too many authentication failures from your address', { 'retry-after': Math.max(1, Math.ceil((f.until - now) / 1000)) })
+  }
+
   private authenticate (req: IncomingMessage, query: URLSearchParams): { principal: Principal, sig: SignedRequest | undefined, signingKey: Buffer | undefined } {
     const sig = parseSignature(req, query)
     if (sig === undefined) {
       return { principal: this.anonymousPrincipal, sig: undefined, signingKey: undefined }
     }
+    this.checkAuthRate(req)
     const cred = this.credentials.get(sig.accessKeyId)
     if (cred === undefined) throw new S3Error('InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.')
     const at = parseAmzDate(sig.amzDate)
