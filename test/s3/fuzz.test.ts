@@ -7,7 +7,7 @@ import { collectEscapes, startProxy, testConfig } from '../helpers/ferry.js'
 import { signedHeaders } from '../helpers/s3.js'
 
 /**
- * Random S3 requests against a real proxy and real gateways (FERRY_S3_FUZZ_N, default 10,000):
+ * Random S3 requests against a real proxy and real gateways (S3_FUZZ_N, default 10,000):
  * random methods, paths, query strings (subresources, part numbers, upload ids, list params),
  * headers (x-amz-*, ranges, conditions, digests, copy sources, aws-chunked), XML bodies and
  * truncated aws-chunked bodies; a share signed (with the right or a wrong secret) after the
@@ -16,7 +16,7 @@ import { signedHeaders } from '../helpers/s3.js'
  * exception, and an object whose PUT was not acknowledged must be on no gateway.
  */
 
-const N = Number(process.env.FERRY_S3_FUZZ_N ?? 10_000)
+const N = Number(process.env.S3_FUZZ_N ?? 10_000)
 const escaped = collectEscapes(t)
 const gws = await startGateways(2)
 t.teardown(gws.stopAll)
