@@ -329,6 +329,10 @@ export class ProxyServer {
     return head === undefined ? undefined : this.gateways.get(head)
   }
 
+  clientOf (req: IncomingMessage): string {
+    return this.clients.resolve(req.socket.remoteAddress ?? '', req.headers['x-forwarded-for'])
+  }
+
   /**
    * The gateway a block is read from right now (its location, else its hashed gateway), for the
    * reads an adapter makes on its own behalf (the source of a copy, the parts of an upload).

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { pipeline, Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { Counter, type Registry } from 'prom-client'
 import { TOMBSTONE_HEADER } from '../../lib/block-headers.js'
 import { answerErrorsWith } from '../../lib/http.js'
@@ -11,7 +11,7 @@ import type { ListedObject, ListFrom, ObjectIndex, ObjectMeta, PartRecord, Uploa
 import type { Gateway } from '../gateway-set.js'
 import { PathPattern } from '../path-pattern.js'
 import type { BlockOperation, ProxyRequest } from '../request.js'
-import { AwsChunkedDecoder, BodyCheck, CHECKSUM_ALGORITHMS, type BodyExpectations, type ChecksumAlgorithm, type Trailers } from './body.js'
+import { AwsChunkedDecoder, BodyCheck, ByteRange, CHECKSUM_ALGORITHMS, feed, type BodyExpectations, type ChecksumAlgorithm, type Trailers } from './body.js'
 import type { S3Config } from './config.js'
 import { S3Error, s3CodeOf } from './errors.js'
 import { pendingS3Errors, S3Reply, type ReplyPlan } from './reply.js'
@@ -24,6 +24,8 @@ import { doc, el, errorXml, isoDate, parseXml, text } from './xml.js'
 /** What the adapter needs of the proxy core (ProxyServer): one block operation at a time. */
 export interface BlockCore {
   dispatchBlock (op: BlockOperation): void
+  /** The client's address as the core sees it (X-Forwarded-For from trusted proxies). */
+  clientOf (req: IncomingMessage): string
   gatewayOf (volume: string, block: string): Gateway | undefined
   holdersOf (volume: string, block: string): Array<Gateway | undefined>
   readonly maxBodyBytes: number
@@ -49,13 +51,27 @@ interface Ctx {
   signingKey: Buffer | undefined
 }
 
-interface ResolvedCredential { secret: string, volumes: ReadonlySet<string>, readOnly: boolean }
+interface ResolvedCredential { secret: string, principal: Principal }
 
 const OWNER = '<Owner><ID>ferry</ID><DisplayName>ferry</DisplayName></Owner>'
 /** Headers S3 keeps with an object and returns on GET/HEAD. */
 const KEPT_HEADERS = ['content-disposition', 'cache-control', 'content-encoding', 'content-language', 'expires'] as const
 const MAX_XML_BYTES = 2 * 1024 * 1024
 const MAX_PART = 10_000
+const NO_QUERY = new URLSearchParams()
+/** The S3 codes that count as an authentication failure (metrics and the per-address limit). */
+const AUTH_FAILURES: ReadonlySet<string> = new Set(['AccessDenied', 'SignatureDoesNotMatch', 'InvalidAccessKeyId', 'RequestTimeTooSkewed'])
+
+/**
+ * Request ids: unique per process by a counter, across processes by a random prefix drawn once —
+ * random bytes per request cost more than the rest of a GET's bookkeeping.
+ */
+const REQUEST_ID_PREFIX = randomBytes(4).toString('hex').toUpperCase()
+let requestSeq = 0
+function nextRequestId (): string {
+  requestSeq = (requestSeq + 1) >>> 0
+  return REQUEST_ID_PREFIX + requestSeq.toString(16).toUpperCase().padStart(8, '0')
+}
 
 /**
  * The S3 front end: a protocol adapter at the head of the proxy's handler chain. It parses an
@@ -68,15 +84,22 @@ const MAX_PART = 10_000
 export class S3Adapter {
   private cfg: S3Config
   private credentials = new Map<string, ResolvedCredential>()
+  private readonly anonymousPrincipal: Principal = { user: undefined, may: v => this.anonymousMay(v) }
   private anonymous: ReadonlySet<string> = new Set()
   private suffixes: string[] = []
   private sweepTimer: NodeJS.Timeout | undefined
   private readonly authFailures: Counter
+  private readonly rateLimited: Counter
+  /** Authentication failures per client address in the current window (from its first failure). */
+  private readonly failuresByClient = new Map<string, { count: number, until: number }>()
   private readonly requests: Counter
+  /** The counter's child per operation: labels hashed once, not on every request. */
+  private readonly requestsByOp = new Map<string, Counter.Internal>()
 
   constructor (cfg: S3Config, private zone: string | undefined, private readonly core: BlockCore, readonly index: ObjectIndex, private readonly logger: Logger, registry: Registry) {
     this.cfg = cfg
     this.authFailures = new Counter({ name: 'ferry_s3_auth_failures_total', help: 'S3 requests refused by authentication or authorisation, by S3 code', labelNames: ['code'], registers: [registry] })
+    this.rateLimited = new Counter({ name: 'ferry_s3_auth_rate_limited_total', help: 'signed S3 requests refused with SlowDown because their client address failed authentication too often', registers: [registry] })
     this.requests = new Counter({ name: 'ferry_s3_requests_total', help: 'S3 requests by operation', labelNames: ['op'], registers: [registry] })
     this.reconfigure(cfg, zone)
   }
@@ -96,7 +119,10 @@ export class S3Adapter {
         this.logger.error({ accessKeyId: c.accessKeyId }, 's3: access key without a secret; refused')
         continue
       }
-      creds.set(c.accessKeyId, { secret, volumes: new Set(c.volumes), readOnly: c.readOnly })
+      const volumes = new Set(c.volumes)
+      const readOnly = c.readOnly
+      // Built once per key, not per request.
+      creds.set(c.accessKeyId, { secret, principal: { user: c.accessKeyId, may: (v, write) => (!write || !readOnly) && (volumes.has('*') || volumes.has(v)) } })
     }
     this.credentials = creds
     this.anonymous = new Set(cfg.anonymous ?? (cfg.credentials.length === 0 ? ['*'] : []))
@@ -145,7 +171,7 @@ export class S3Adapter {
   }
 
   handle (req: IncomingMessage, res: ServerResponse): void {
-    const requestId = randomBytes(8).toString('hex').toUpperCase()
+    const requestId = nextRequestId()
     res.setHeader('x-amz-request-id', requestId)
     res.setHeader('x-amz-id-2', requestId)
     let resource = '/'
@@ -175,7 +201,10 @@ export class S3Adapter {
       this.logger.error({ err }, 's3: request failed')
       e = new S3Error('InternalError', 'We encountered an internal error. Please try again.')
     }
-    if (['AccessDenied', 'SignatureDoesNotMatch', 'InvalidAccessKeyId', 'RequestTimeTooSkewed'].includes(e.code)) this.authFailures.inc({ code: e.code })
+    if (AUTH_FAILURES.has(e.code)) {
+      this.authFailures.inc({ code: e.code })
+      this.noteAuthFailure(this.core.clientOf(req))
+    }
     if (res.headersSent) { res.destroy(); return }
     // An unread body would be parsed as the next request: close after answering.
     const unread = !req.readableEnded && (req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined)
@@ -189,9 +218,9 @@ export class S3Adapter {
     const q = url.indexOf('?')
     const rawPath = q < 0 ? url : url.slice(0, q)
     let query: URLSearchParams
-    try { query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1)) } catch { throw new S3Error('InvalidURI', 'the query string is malformed') }
-    let path: string
-    try { path = decodeURIComponent(rawPath) } catch { throw new S3Error('InvalidURI', 'the request path has an invalid percent-encoding (not UTF-8)') }
+    try { query = q < 0 ? NO_QUERY : new URLSearchParams(url.slice(q + 1)) } catch { throw new S3Error('InvalidURI', 'the query string is malformed') }
+    let path = rawPath
+    try { if (rawPath.includes('%')) path = decodeURIComponent(rawPath) } catch { throw new S3Error('InvalidURI', 'the request path has an invalid percent-encoding (not UTF-8)') }
     let bucket: string | undefined
     let key: string | undefined
     const vhost = this.virtualBucket(req)
@@ -211,15 +240,45 @@ export class S3Adapter {
     }
     const resource = bucket === undefined ? '/' : key === undefined ? `/${bucket}` : `/${bucket}/${key}`
     const { principal, sig, signingKey } = this.authenticate(req, query)
-    this.requests.inc({ op: opName(req.method as string, bucket, key, query) })
+    this.countRequest(opName(req.method as string, bucket, key, query))
     return { req, res, requestId, query, bucket, key, resource, principal, sig, signingKey }
+  }
+
+  private countRequest (op: string): void {
+    let child = this.requestsByOp.get(op)
+    if (child === undefined) this.requestsByOp.set(op, child = this.requests.labels(op))
+    child.inc()
+  }
+
+  private noteAuthFailure (client: string): void {
+    const now = Date.now()
+    const f = this.failuresByClient.get(client)
+    if (f !== undefined && f.until > now) { f.count++; return }
+    if (this.failuresByClient.size >= 100_000) {
+      // Bounded: forget windows that ended; if every one is live, start over (a flood of addresses).
+      for (const [k, v] of this.failuresByClient) if (v.until <= now) this.failuresByClient.delete(k)
+      if (this.failuresByClient.size >= 100_000) this.failuresByClient.clear()
+    }
+    this.failuresByClient.set(client, { count: 1, until: now + this.cfg.authFailures.windowMs })
+  }
+
+  /** Refuses a signed request from an address over its failure limit, before any signature work. */
+  private checkAuthRate (req: IncomingMessage): void {
+    if (this.failuresByClient.size === 0) return
+    const f = this.failuresByClient.get(this.core.clientOf(req))
+    if (f === undefined || f.count < this.cfg.authFailures.limit) return
+    const now = Date.now()
+    if (f.until <= now) return
+    this.rateLimited.inc()
+    throw new S3Error('SlowDown', 'Please reduce your request rate: too many authentication failures from your address', { 'retry-after': Math.max(1, Math.ceil((f.until - now) / 1000)) })
   }
 
   private authenticate (req: IncomingMessage, query: URLSearchParams): { principal: Principal, sig: SignedRequest | undefined, signingKey: Buffer | undefined } {
     const sig = parseSignature(req, query)
     if (sig === undefined) {
-      return { principal: { user: undefined, may: v => this.anonymousMay(v) }, sig: undefined, signingKey: undefined }
+      return { principal: this.anonymousPrincipal, sig: undefined, signingKey: undefined }
     }
+    this.checkAuthRate(req)
     const cred = this.credentials.get(sig.accessKeyId)
     if (cred === undefined) throw new S3Error('InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.')
     const at = parseAmzDate(sig.amzDate)
@@ -233,11 +292,7 @@ export class S3Adapter {
       throw new S3Error('RequestTimeTooSkewed', 'The difference between the request time and the server\'s time is too large.')
     }
     const signingKey = verifySignature(req, sig, cred.secret)
-    const principal: Principal = {
-      user: sig.accessKeyId,
-      may: (v, write) => (!write || !cred.readOnly) && (cred.volumes.has('*') || cred.volumes.has(v))
-    }
-    return { principal, sig, signingKey }
+    return { principal: cred.principal, sig, signingKey }
   }
 
   private authorize (c: Ctx, volume: string, write: boolean): void {
@@ -515,9 +570,9 @@ export class S3Adapter {
       const decoder = new AwsChunkedDecoder(signed ? { key: c.signingKey as Buffer, amzDate: (c.sig as SignedRequest).amzDate, scope: (c.sig as SignedRequest).scope, seed: (c.sig as SignedRequest).signature } : undefined,
         trailers, payload === STREAMING_SIGNED_TRAILER || payload === STREAMING_UNSIGNED_TRAILER)
       decoder.on('error', note)
-      body = pipeline(req, decoder, check, () => {})
+      body = feed(feed(req, decoder), check)
     } else {
-      body = pipeline(req, check, () => {})
+      body = feed(req, check)
     }
     return { body, check, length, failed: () => failed }
   }
@@ -633,15 +688,18 @@ export class S3Adapter {
   }
 
   /** A GET of a block from where it is served, for the adapter's own use (copy source, parts). */
-  private async readBlock (volume: string, block: string): Promise<Readable> {
+  private async readBlock (volume: string, block: string, range?: { first: number, last: number }): Promise<Readable> {
     const gw = this.core.gatewayOf(volume, block)
     if (gw === undefined) throw new S3Error('ServiceUnavailable', 'no gateway is available', { 'retry-after': 1 })
-    const r = await gw.pool.request({ method: 'GET', path: PathPattern.gatewayPath(volume, block), headersTimeout: 10_000 }).catch((err: Error) => {
+    const headers = range !== undefined ? { range: `bytes=${range.first}-${range.last}` } : undefined
+    const r = await gw.pool.request({ method: 'GET', path: PathPattern.gatewayPath(volume, block), headersTimeout: 10_000, ...(headers !== undefined ? { headers } : {}) }).catch((err: Error) => {
       throw new S3Error('BadGateway', `gateway ${gw.id} failed: ${err.message}`)
     })
     if (r.statusCode === 404) { await r.body.dump(); throw new S3Error('NoSuchKey', 'The specified key does not exist.') }
+    if (range !== undefined && r.statusCode === 206) return r.body
     if (r.statusCode !== 200) { await r.body.dump(); throw new S3Error('BadGateway', `gateway ${gw.id} answered ${r.statusCode}`) }
-    return r.body
+    // A gateway that ignores Range (the reference gateway does) sent it all: pass on the range.
+    return range !== undefined ? feed(r.body, new ByteRange(range.first, range.last)) : r.body
   }
 
   /**
@@ -691,7 +749,7 @@ export class S3Adapter {
     const check = new BodyCheck({ maxBytes: Number.MAX_SAFE_INTEGER, length: meta.size })
     let failed: S3Error | undefined
     check.on('error', err => { if (err instanceof S3Error) failed ??= err })
-    const body = pipeline(source, check, () => {})
+    const body = feed(source, check)
     this.dispatch(c, 'PUT', bucket, blockOfKey(key), body, ['content-length', String(meta.size)], {
       kind: 'write',
       resource: c.resource,
@@ -725,7 +783,7 @@ export class S3Adapter {
   private async uploadPart (c: Ctx, bucket: string, key: string, uploadId: string): Promise<void> {
     const n = Number(c.query.get('partNumber'))
     if (!Number.isInteger(n) || n < 1 || n > MAX_PART) throw new S3Error('InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive')
-    if (c.req.headers['x-amz-copy-source'] !== undefined) throw new S3Error('NotImplemented', 'UploadPartCopy is not implemented by ferry yet')
+    if (c.req.headers['x-amz-copy-source'] !== undefined) return await this.uploadPartCopy(c, bucket, key, uploadId, n)
     await this.upload(bucket, key, uploadId)
     const up = this.uploadBody(c)
     this.dispatch(c, 'PUT', bucket, blockOfPart(uploadId, n), up.body, up.length !== undefined ? ['content-length', String(up.length)] : [], {
@@ -744,6 +802,50 @@ export class S3Adapter {
         return { headers: { etag: `"${etag}"` } }
       }
     }, up.failed)
+  }
+
+  /**
+   * UploadPartCopy: a part's bytes from an existing object (all of it, or x-amz-copy-source-range),
+   * read from the gateway that serves it and streamed through the chain into the part's block,
+   * hashed on the way for the part's ETag, exactly as an uploaded part.
+   */
+  private async uploadPartCopy (c: Ctx, bucket: string, key: string, uploadId: string, n: number): Promise<void> {
+    const src = this.copySource(c)
+    await this.upload(bucket, key, uploadId)
+    const meta = await this.index.getObject(src.bucket, src.key)
+    if (meta === null) throw new S3Error('NoSuchKey', 'The specified key does not exist.')
+    if (copyPreconditions(c.req.headers, meta) !== 200) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold')
+    let first = 0
+    let last = meta.size - 1
+    const rangeText = c.req.headers['x-amz-copy-source-range']
+    if (typeof rangeText === 'string') {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(rangeText.trim())
+      if (m === null || Number(m[2]) < Number(m[1])) throw new S3Error('InvalidArgument', 'The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy')
+      first = Number(m[1])
+      last = Number(m[2])
+      if (last >= meta.size) throw new S3Error('InvalidRange', `Range specified is not valid for source object of size: ${meta.size}`, { 'content-range': `bytes */${meta.size}` })
+    }
+    const size = last - first + 1
+    const source = await this.readBlock(src.bucket, blockOfKey(src.key), size === meta.size ? undefined : { first, last })
+    const check = new BodyCheck({ maxBytes: Number.MAX_SAFE_INTEGER, length: size })
+    let failed: S3Error | undefined
+    check.on('error', err => { if (err instanceof S3Error) failed ??= err })
+    this.dispatch(c, 'PUT', bucket, blockOfPart(uploadId, n), feed(source, check), ['content-length', String(size)], {
+      kind: 'write',
+      resource: c.resource,
+      requestId: c.requestId,
+      commit: async () => {
+        const r = check.result as NonNullable<BodyCheck['result']>
+        const etag = r.md5.toString('hex')
+        if (await this.index.getUpload(bucket, uploadId) === null) {
+          await this.deleteBlock(bucket, blockOfPart(uploadId, n)).catch(() => {})
+          throw new S3Error('NoSuchUpload', 'The specified upload does not exist.')
+        }
+        const now = Date.now()
+        await this.index.putPart(bucket, uploadId, { part: n, etag, size: r.size, lastModified: now })
+        return { headers: { 'content-type': 'application/xml' }, body: doc('CopyPartResult', `${el('LastModified', isoDate(now))}${el('ETag', `"${etag}"`)}`) }
+      }
+    }, () => failed)
   }
 
   private async completeUpload (c: Ctx, bucket: string, key: string, uploadId: string): Promise<void> {

@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto'
-import { Transform, type TransformCallback } from 'node:stream'
+import { Transform, type Readable, type TransformCallback } from 'node:stream'
 import zlib from 'node:zlib'
 import { S3Error } from './errors.js'
 import { EMPTY_SHA256, sameSignature, sha256Hex, signatureOf } from './sigv4.js'
@@ -204,6 +204,41 @@ export class AwsChunkedDecoder extends Transform {
   get decodedBytes (): number { return this.decoded }
 }
 
+/**
+ * `source.pipe(through)`, with what `stream.pipeline` would add that matters here: an error or a
+ * premature close of the source (a client that went away mid-body) destroys `through`, so
+ * whoever reads it — the gateway's request — fails instead of waiting. Not `stream.pipeline`
+ * itself: per request it builds an AbortController and, on every finish, a DOMException with its
+ * stack trace, which cost more than the rest of an upload's bookkeeping.
+ */
+export function feed<T extends Transform> (source: Readable | NodeJS.ReadableStream, through: T): T {
+  const src = source as Readable
+  const onError = (err: Error): void => { through.destroy(err) }
+  const onClose = (): void => {
+    if (!src.readableEnded) through.destroy(Object.assign(new Error('the request body ended early'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }))
+  }
+  src.on('error', onError)
+  src.once('close', onClose)
+  src.once('end', () => { src.off('close', onClose) })
+  src.pipe(through)
+  return through
+}
+
+/** Passes on bytes first..last (inclusive) of what streams through, drops the rest. */
+export class ByteRange extends Transform {
+  private pos = 0
+  constructor (private readonly first: number, private readonly last: number) { super() }
+
+  override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    const from = this.pos
+    this.pos += chunk.length
+    const a = Math.max(this.first - from, 0)
+    const b = Math.min(this.last + 1 - from, chunk.length)
+    if (b > a) this.push(a === 0 && b === chunk.length ? chunk : chunk.subarray(a, b))
+    cb()
+  }
+}
+
 export interface BodyExpectations {
   /** Bytes the body must have (Content-Length, or x-amz-decoded-content-length). */
   length?: number
@@ -228,13 +263,15 @@ export interface BodyResult { md5: Buffer, size: number, checksum?: { alg: Check
 export class BodyCheck extends Transform {
   result: BodyResult | undefined
   private readonly md5 = createHash('md5')
-  private readonly sha = createHash('sha256')
+  /** Only when the client signed the body's SHA-256: most uploads do not need it. */
+  private readonly sha: Hash | undefined
   private readonly sum: { alg: ChecksumAlgorithm, h: { update: (b: Buffer) => void, digest: () => Buffer } } | undefined
   private size = 0
   private pending: Buffer | undefined
 
   constructor (private readonly expect: BodyExpectations) {
     super()
+    if (expect.sha256Hex !== undefined) this.sha = createHash('sha256')
     const alg = expect.checksum?.alg ?? expect.trailerChecksum?.alg
     if (alg !== undefined) this.sum = { alg, h: checksummer(alg) }
   }
@@ -244,7 +281,7 @@ export class BodyCheck extends Transform {
     if (this.size > this.expect.maxBytes) { cb(new S3Error('EntityTooLarge', `the body exceeds ${this.expect.maxBytes} bytes`)); return }
     if (this.expect.length !== undefined && this.size > this.expect.length) { cb(new S3Error('IncompleteBody', 'the body is longer than declared')); return }
     this.md5.update(chunk)
-    if (this.expect.sha256Hex !== undefined) this.sha.update(chunk)
+    this.sha?.update(chunk)
     this.sum?.h.update(chunk)
     const prev = this.pending
     this.pending = chunk
@@ -257,7 +294,7 @@ export class BodyCheck extends Transform {
     const md5 = this.md5.digest()
     if (e.length !== undefined && this.size !== e.length) { cb(new S3Error('IncompleteBody', `the body has ${this.size} bytes, ${e.length} were declared`)); return }
     if (e.contentMd5 !== undefined && md5.toString('base64') !== e.contentMd5) { cb(new S3Error('BadDigest', 'the Content-MD5 you specified did not match what we received')); return }
-    if (e.sha256Hex !== undefined && this.sha.digest('hex') !== e.sha256Hex) { cb(new S3Error('XAmzContentSHA256Mismatch', 'the provided x-amz-content-sha256 header does not match what was computed')); return }
+    if (this.sha !== undefined && this.sha.digest('hex') !== e.sha256Hex) { cb(new S3Error('XAmzContentSHA256Mismatch', 'the provided x-amz-content-sha256 header does not match what was computed')); return }
     let checksum: BodyResult['checksum']
     if (this.sum !== undefined) {
       const got = this.sum.h.digest().toString('base64')

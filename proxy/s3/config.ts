@@ -25,6 +25,10 @@ export const s3SectionSchema = z.object({
   virtualHosts: z.array(z.string().regex(/^[a-z0-9.-]+$/)).default([])
     .describe('names under which <bucket>.<name> is virtual-hosted-style addressing (the DNS zone is always one)'),
   maxMetadataBytes: z.number().int().positive().max(64 * 1024).default(2048).describe('largest total of x-amz-meta-* names and values (MetadataTooLarge)'),
+  authFailures: z.object({
+    limit: z.number().int().positive().default(20).describe('authentication failures a client address may have within windowMs; past them its signed requests are answered 503 SlowDown until the window ends'),
+    windowMs: z.number().int().positive().default(60_000).describe('the window the failures are counted in, from the first one')
+  }).strict().default({}).describe('rate limit of authentication failures per client address'),
   multipart: z.object({
     abandonAfterMs: z.number().int().positive().default(86_400_000).describe('an upload neither completed nor aborted after this long is aborted and its parts deleted'),
     sweepIntervalMs: z.number().int().positive().default(60_000).describe('how often abandoned uploads are looked for'),

@@ -101,6 +101,37 @@ s3.copy_object(Bucket=bucket, Key='copy/obj2.txt', CopySource={'Bucket': bucket,
 c2 = s3.head_object(Bucket=bucket, Key='copy/obj2.txt')
 step('copy_object REPLACE', c2['Metadata'] == {'new': 'yes'} and c2['ContentType'] == 'application/x-test', c2)
 
+# upload_part_copy: an object assembled from ranges of another (parts of 5 MiB and the rest) and
+# from the whole object; the bytes and the multipart ETag are checked.
+src_bytes = os.urandom(6 * 1024 * 1024 + 123)
+s3.put_object(Bucket=bucket, Key='partcopy/src.bin', Body=src_bytes)
+mp = s3.create_multipart_upload(Bucket=bucket, Key='partcopy/dst.bin')
+cut = 5 * 1024 * 1024
+p1 = s3.upload_part_copy(Bucket=bucket, Key='partcopy/dst.bin', UploadId=mp['UploadId'], PartNumber=1,
+                         CopySource={'Bucket': bucket, 'Key': 'partcopy/src.bin'})
+p2 = s3.upload_part_copy(Bucket=bucket, Key='partcopy/dst.bin', UploadId=mp['UploadId'], PartNumber=2,
+                         CopySource={'Bucket': bucket, 'Key': 'partcopy/src.bin'}, CopySourceRange=f'bytes=0-{cut - 1}')
+p3 = s3.upload_part_copy(Bucket=bucket, Key='partcopy/dst.bin', UploadId=mp['UploadId'], PartNumber=3,
+                         CopySource={'Bucket': bucket, 'Key': 'partcopy/src.bin'}, CopySourceRange=f'bytes={cut}-{len(src_bytes) - 1}')
+etags = [p['CopyPartResult']['ETag'].strip('"') for p in (p1, p2, p3)]
+want = [hashlib.md5(src_bytes).hexdigest(), hashlib.md5(src_bytes[:cut]).hexdigest(), hashlib.md5(src_bytes[cut:]).hexdigest()]
+step('upload_part_copy part ETags are the MD5s of the copied ranges', etags == want, (etags, want))
+done = s3.complete_multipart_upload(Bucket=bucket, Key='partcopy/dst.bin', UploadId=mp['UploadId'],
+                                    MultipartUpload={'Parts': [{'PartNumber': i + 1, 'ETag': f'"{e}"'} for i, e in enumerate(etags)]})
+whole = s3.get_object(Bucket=bucket, Key='partcopy/dst.bin')['Body'].read()
+step('upload_part_copy: the completed object is the copied ranges in order', whole == src_bytes + src_bytes, len(whole))
+mp_etag = hashlib.md5(b''.join(bytes.fromhex(e) for e in etags)).hexdigest() + '-3'
+step('upload_part_copy: multipart ETag', done['ETag'].strip('"') == mp_etag, done['ETag'])
+mp2 = s3.create_multipart_upload(Bucket=bucket, Key='partcopy/bad.bin')
+code, status = error_of(lambda: s3.upload_part_copy(Bucket=bucket, Key='partcopy/bad.bin', UploadId=mp2['UploadId'], PartNumber=1,
+                                                    CopySource={'Bucket': bucket, 'Key': 'partcopy/src.bin'}, CopySourceRange=f'bytes=0-{len(src_bytes)}'))
+step('upload_part_copy past the source is InvalidRange', (code, status) == ('InvalidRange', 416), (code, status))
+code, status = error_of(lambda: s3.upload_part_copy(Bucket=bucket, Key='partcopy/bad.bin', UploadId=mp2['UploadId'], PartNumber=1,
+                                                    CopySource={'Bucket': bucket, 'Key': 'partcopy/none.bin'}))
+step('upload_part_copy of a missing source is NoSuchKey', (code, status) == ('NoSuchKey', 404), (code, status))
+s3.abort_multipart_upload(Bucket=bucket, Key='partcopy/bad.bin', UploadId=mp2['UploadId'])
+s3.delete_objects(Bucket=bucket, Delete={'Objects': [{'Key': 'partcopy/src.bin'}, {'Key': 'partcopy/dst.bin'}]})
+
 # delete_objects.
 for k in ['del/a', 'del/b', 'del/c']:
     s3.put_object(Bucket=bucket, Key=k, Body=k.encode())

@@ -182,7 +182,7 @@ t.test('s3cmd: mb, put (MD5 checked), get, ls, del', { skip: hasS3cmd ? false : 
   t.notMatch(r.stdout, /b\.bin/)
 })
 
-t.test('boto3: transfer manager, presigned GET and PUT, copy, delete_objects, pagination over 2,500 keys, metadata, auth errors', { skip: hasBoto3 ? false : 'python3-boto3 is not installed' }, async t => {
+t.test('boto3: transfer manager, presigned GET and PUT, copy, upload_part_copy, delete_objects, pagination over 2,500 keys, metadata, auth errors', { skip: hasBoto3 ? false : 'python3-boto3 is not installed' }, async t => {
   const r = await run('python3', [path.join(HERE, 'boto3_flows.py')], { ...awsEnv, FERRY_S3_ENDPOINT: endpoint }, 300_000)
   for (const line of r.stdout.split('\n')) {
     if (line.startsWith('ok   ')) t.pass(line.slice(5))
