@@ -7,7 +7,7 @@ import { get, put, rig, waitEnded, waitLeader } from './harness.js'
 
 const etagOf = (b: Buffer | string): string => `"${createHash('sha256').update(b).digest('hex')}"`
 
-t.test('a placed block moves: copy, cut-over, flip, source removed after the grace period', async t => {
+t.test('a placed block (R = 1) moves as a membership change: join, copy, in sync, leave, source removed after the grace period', async t => {
   const r = await rig(t)
   const p = await r.planner({ migration: { gracePeriodMs: 300 } })
   await waitLeader(p)
@@ -19,16 +19,15 @@ t.test('a placed block moves: copy, cut-over, flip, source removed after the gra
   const { migrations } = await p.move({ volume: 'vol', block: 'b1', to: 'gw2' })
   const id = migrations[0]!.id
   t.match(migrations[0], { from: 'gw1', to: 'gw2', phase: 'queued', reason: 'operator' })
-  await waitFor(async () => (await r.store.getLocation('vol', 'b1'))?.gateway === 'gw2', 'the flip')
-  const flipped = await r.store.getLocation('vol', 'b1')
-  t.equal(flipped?.phase, 'done', 'flipped, cleanup pending')
-  t.equal(flipped?.version, etagOf(body), 'the flip records the verified version')
+  await waitFor(async () => (await r.store.getLocation('vol', 'b1'))?.gateway === 'gw2', 'the source to leave')
+  const left = await r.store.getLocation('vol', 'b1')
+  t.match(left, { phase: 'stable', members: ['gw2', 'gw1'], inSync: ['gw2'] }, 'the target serves; the source stays a member out of sync for the grace period')
   t.equal((await get(`${gw1}/vol/b1`)).status, 200, 'the source copy is kept during the grace period')
 
   const rec = await waitEnded(p, id)
   t.match(rec, { result: 'ok', phase: 'done', bytes: body.length, totalBytes: body.length, error: null })
   const loc = await r.store.getLocation('vol', 'b1')
-  t.match(loc, { gateway: 'gw2', phase: 'stable' })
+  t.match(loc, { gateway: 'gw2', phase: 'stable', members: ['gw2'], inSync: ['gw2'] })
   t.equal(loc?.fence, p.leader.fence()?.token, 'every location write carried the leader\'s fencing token')
   const g2 = await get(`${gw2}/vol/b1`)
   t.equal(g2.status, 200)
@@ -38,11 +37,11 @@ t.test('a placed block moves: copy, cut-over, flip, source removed after the gra
   const history = await r.store.blockHistory('vol', 'b1')
   t.same(history.map(h => [h.phase, h.gateway, h.reason]), [
     ['stable', 'gw1', 'cas'],
-    ['copying', 'gw1', `migration:${id}:copying`],
-    ['cutover', 'gw1', `migration:${id}:cutover`],
-    ['done', 'gw2', `migration:${id}:flip`],
-    ['stable', 'gw2', `migration:${id}:stable`]
-  ], 'the version history shows every phase')
+    ['stable', 'gw1', `migration:${id}:join`],
+    ['stable', 'gw1', `migration:${id}:in-sync`],
+    ['stable', 'gw2', `migration:${id}:leave`],
+    ['stable', 'gw2', `migration:${id}:remove`]
+  ], 'the version history shows every step; the block never leaves stable (no cut-over)')
 })
 
 t.test('a block routed by hash is first placed where it is, then moved', async t => {
@@ -64,7 +63,7 @@ t.test('a block routed by hash is first placed where it is, then moved', async t
   t.equal((await get(`${url(other)}/vol/h1`)).body, 'hashed content')
 })
 
-t.test('a block written during the copy is copied again in cut-over; progress is visible', async t => {
+t.test('a block written during the copy (around the proxy) is copied again; progress is visible', async t => {
   const r = await rig(t)
   // 1.2 MB at 600 KB/s: two seconds of copy, and over a second left to write into.
   const p = await r.planner({ migration: { bandwidthBytesPerSec: 600_000, burstBytes: 64 * 1024, cutoverTimeoutMs: 5000 } })
