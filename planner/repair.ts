@@ -16,6 +16,15 @@ export interface RepairStatus {
   submitted: number
   /** Members removed from sets because their gateway was lost (down longer than downAfterMs). */
   lostMembersRemoved: number
+  /**
+   * Bytes still to copy to restore R, at the last pass: per under-replicated block, its size (the
+   * fleet's mean block size where unknown) times the copies it lacks.
+   */
+  bytesRemaining: number
+  /** Repair copy rate over the last rateWindowMs: bytes of repairs that completed ÷ the window (null: none completed). */
+  bytesPerSec: number | null
+  /** bytesRemaining ÷ bytesPerSec (null when no rate is known, 0 when nothing is left). */
+  etaMs: number | null
   lastPassAt: number | null
   /** Gateways down, and since when. */
   down: Array<{ gateway: string, since: number, lost: boolean }>
@@ -30,6 +39,9 @@ export interface ReplicaRepairOptions {
   logger: Logger
   registry?: Registry
 }
+
+/** The window over which the repair rate (and so the ETA) is measured. */
+const RATE_WINDOW_MS = 60_000
 
 /**
  * The repair decider: restores each block's replication factor after a member is lost (its
@@ -48,7 +60,9 @@ export class ReplicaRepair {
   private readonly downSince = new Map<string, number>()
   private timer: NodeJS.Timeout | null = null
   private running = false
-  private status: RepairStatus = { underReplicated: 0, unavailable: 0, submitted: 0, lostMembersRemoved: 0, lastPassAt: null, down: [] }
+  private status: RepairStatus = { underReplicated: 0, unavailable: 0, submitted: 0, lostMembersRemoved: 0, bytesRemaining: 0, bytesPerSec: null, etaMs: null, lastPassAt: null, down: [] }
+  /** Repairs that completed within rateWindowMs: when, and the bytes they copied. */
+  private completed: Array<{ at: number, bytes: number }> = []
   private readonly submitted: Counter | undefined
 
   constructor (private readonly opts: ReplicaRepairOptions) {
@@ -64,7 +78,13 @@ export class ReplicaRepair {
       new Gauge({ name: 'ferry_replication_under_replicated_blocks', help: 'Blocks with fewer in-sync members than replication.factor (last repair pass)', registers, collect () { this.set(status().underReplicated) } })
       new Gauge({ name: 'ferry_replication_unavailable_blocks', help: 'Blocks with no in-sync member up (last repair pass)', registers, collect () { this.set(status().unavailable) } })
       this.submitted = new Counter({ name: 'ferry_replication_repairs_submitted_total', help: 'Repairs submitted to the migration engine', registers })
+      new Gauge({ name: 'ferry_repair_bytes_remaining', help: 'Bytes still to copy to restore the replication factor (last repair pass; unknown sizes counted at the mean block size)', registers, collect () { this.set(status().bytesRemaining) } })
+      const eta = new Gauge({ name: 'ferry_repair_eta_seconds', help: 'ferry_repair_bytes_remaining ÷ the measured repair rate (absent while no rate is known)', registers, collect () { eta.reset(); const ms = status().etaMs; if (ms !== null) this.set(ms / 1000) } })
     }
+    // The measured rate: bytes of the repairs that complete, over a sliding window.
+    opts.engine.on('end', rec => {
+      if (rec.result === 'ok' && rec.reason?.startsWith('repair') === true) this.completed.push({ at: Date.now(), bytes: rec.bytes })
+    })
   }
 
   start (): void {
@@ -117,6 +137,8 @@ export class ReplicaRepair {
     const needy: Array<{ volume: string, block: string, loc: BlockLocation, healthy: number }> = []
     let under = 0
     let unavailable = 0
+    let bytesRemaining = 0
+    const mean = fleet.meanBlockBytes()
     for await (const { volume, block, location: loc } of store.scanLocations()) {
       if (loc.phase !== 'stable') continue
       const live = loc.inSync.filter(m => !this.isLost(m, now))
@@ -127,6 +149,7 @@ export class ReplicaRepair {
         continue
       }
       under++
+      bytesRemaining += (fleet.sizeOf(volume, block) ?? mean) * (factor - live.length)
       if (healthy > 0 && !engine.busy(volume, block)) needy.push({ volume, block, loc, healthy })
     }
     // Fewest healthy copies first: those are one failure from unreadable.
@@ -149,8 +172,25 @@ export class ReplicaRepair {
         this.opts.logger.debug({ volume: n.volume, block: n.block, err: err.message }, 'repair not submitted')
       }
     }
-    this.status = { ...this.status, underReplicated: under, unavailable, submitted, lastPassAt: now }
+    const rate = this.rate(Date.now())
+    this.status = {
+      ...this.status, underReplicated: under, unavailable, submitted, lastPassAt: now, bytesRemaining: Math.round(bytesRemaining),
+      bytesPerSec: rate === null ? null : Math.round(rate),
+      etaMs: bytesRemaining === 0 ? 0 : rate === null || rate === 0 ? null : Math.round((bytesRemaining / rate) * 1000)
+    }
     return submitted
+  }
+
+  /**
+   * Bytes per second of completed repairs over the last RATE_WINDOW_MS (or since the first one in
+   * it, when that is later than a second ago: a burst is not averaged over an idle window).
+   */
+  private rate (now: number): number | null {
+    this.completed = this.completed.filter(c => now - c.at <= RATE_WINDOW_MS)
+    if (this.completed.length === 0) return null
+    const bytes = this.completed.reduce((n, c) => n + c.bytes, 0)
+    const since = this.completed.length > 1 ? (this.completed[0] as { at: number }).at : now - RATE_WINDOW_MS
+    return bytes / (Math.max(1000, now - since) / 1000)
   }
 
   /** Members on lost gateways leave the set once the others hold the factor. */
