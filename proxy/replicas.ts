@@ -6,7 +6,10 @@ import type { Logger } from '../lib/log.js'
 import type { BlockLocation, LocationInput } from '../state/types.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
 import { ProxyAnswer, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler } from './request.js'
-import type { StateSync } from './state-sync.js'
+import { transient, type StateSync } from './state-sync.js'
+
+/** How long a write that must be settled waits for an unreachable store before it is refused. */
+const SETTLE_STORE_WAIT_MS = 10_000
 
 /**
  * The proxy's half of replica sets (README "Replica sets"): which set a first write claims,
@@ -121,7 +124,7 @@ export class Replication {
       if (l.target !== undefined && l.target !== next.gateway) next.target = l.target
       else if (l.phase === 'copying' || l.phase === 'cutover') next.phase = 'stable'
       const why = missed.length + dropped.length === 0 ? 'write-during-join' : `${reason}:${[...missed, ...dropped].join(',')}`
-      const r = await this.sync.store.casLocation(volume, block, l.epoch, next, { reason: why.slice(0, 200) })
+      const r = await this.casRidingOut(volume, block, l.epoch, next, why.slice(0, 200))
       if (r.ok) {
         for (const m of [...missed, ...dropped]) this.demotions.inc({ gateway: m })
         this.sync.cache.apply(volume, block, r.location.epoch, r.location, 'local')
@@ -130,6 +133,22 @@ export class Replication {
       loc = r.current
     }
     return loc
+  }
+
+  /**
+   * The settling compare-and-set, retried while the store is briefly unreachable (a Redis
+   * restart): the write waits, up to SETTLE_STORE_WAIT_MS, rather than being refused at once.
+   */
+  private async casRidingOut (volume: string, block: string, epoch: number, next: LocationInput, reason: string): Promise<Awaited<ReturnType<StateSync['store']['casLocation']>>> {
+    const deadline = Date.now() + SETTLE_STORE_WAIT_MS
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.sync.store.casLocation(volume, block, epoch, next, { reason })
+      } catch (err) {
+        if (!transient(err) || Date.now() >= deadline) throw err
+        await new Promise(resolve => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)))
+      }
+    }
   }
 
   /**
