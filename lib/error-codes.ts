@@ -30,8 +30,7 @@ export const FERRY_ERRORS = {
   FERRY_INTERNAL: { status: 500, meaning: 'a bug in ferry; the log has the stack' },
   FERRY_GATEWAY_ERROR: { status: 502, meaning: 'the gateway could not be reached, or failed, on every attempt' },
   FERRY_NO_GATEWAY: { status: 503, meaning: 'no healthy gateway to route the block to' },
-  FERRY_WRITE_HELD: { status: 503, meaning: 'the block stayed in cut-over for longer than proxy.writeHoldMs while the write waited; retry (`Retry-After`)' },
-  FERRY_WRITE_NOT_CONFIRMED: { status: 503, meaning: 'the block moved while the write was in flight and the new location does not hold it: not acknowledged; retry (`Retry-After`)' },
+  FERRY_WRITE_NOT_CONFIRMED: { status: 503, meaning: 'the write outlived a move of its block and its grace period: the gateways that stored it have left the block\'s set, so it is not acknowledged; retry (`Retry-After`)' },
   FERRY_REPLICAS_UNAVAILABLE: { status: 503, meaning: 'fewer than replication.minInSync in-sync members of the block\'s replica set stored the write (or could be recorded as having left the set): not acknowledged; retry (`Retry-After`)' },
   FERRY_LOCATIONS_REBUILDING: { status: 503, meaning: 'the store lost its block locations and they are being rebuilt from the gateways; retry' },
   FERRY_GATEWAY_TIMEOUT: { status: 504, meaning: 'the gateway sent no response headers within proxy.upstreamHeadersTimeoutMs' },
@@ -61,7 +60,7 @@ export const FERRY_ERRORS = {
   FERRY_COPY_VERIFY_FAILED: { status: 502, meaning: 'the copy is not provably the source\'s bytes (ETag, digest or read-back did not match)' },
   FERRY_COPY_TIMEOUT: { status: 504, meaning: 'the copy did not finish within planner.migration.copyTimeoutMs' },
   FERRY_SOURCE_MISSING: { status: 409, meaning: 'the source no longer holds the block (a client deleted it)' },
-  FERRY_CUTOVER_TIMEOUT: { status: 503, meaning: 'the source kept changing, or checks were too slow, past the cut-over limits' },
+  FERRY_CUTOVER_TIMEOUT: { status: 503, meaning: 'the target did not come to hold the source\'s bytes (or the checks were too slow) within planner.migration.copyTimeoutMs' },
   FERRY_LOCATION_CHANGED: { status: 409, meaning: 'someone else changed the block\'s location meanwhile' },
   FERRY_INTERRUPTED: { status: 503, meaning: 'the operator cancelled it, or the planner stopped or restarted mid-migration' },
 

@@ -52,12 +52,12 @@ export const migrationSchema = z.object({
   bandwidthBytesPerSec: z.number().int().nonnegative().default(0)
     .describe('copy bandwidth shared by all migrations (token bucket); 0 = unlimited'),
   burstBytes: z.number().int().positive().default(1024 * 1024).describe('token bucket depth: bytes that may be sent at once after an idle period'),
-  settleMs: ms(250, 'after entering cut-over, wait this long before checking the source, so every proxy has seen the cut-over (>= the store\'s notification delay) and writes in flight have landed'),
-  cutoverTimeoutMs: ms(1500, 'longest time in cut-over, re-copies included, before the migration is rolled back; keep it below proxy.writeHoldMs so held writes are released rather than refused'),
-  maxRecopies: z.number().int().nonnegative().default(3).describe('re-copies in cut-over when the source changed since the copy, before giving up'),
+  settleMs: ms(250, 'after the target joins a block\'s set, wait this long before copying, so every proxy sends it every write from then on (>= the store\'s notification delay); also between removing a source and deleting its copy'),
+  cutoverTimeoutMs: ms(1500, 'retired with round 1\'s cut-over (moves are membership changes): accepted so older files load, ignored'),
+  maxRecopies: z.number().int().nonnegative().default(3).describe('copies repeated when the target still differs from an unchanging source after the copy, before giving up'),
   gracePeriodMs: z.number().int().nonnegative().default(30_000)
-    .describe('after the flip, how long the source copy is kept (for readers still routed there) before it is deleted'),
-  copyTimeoutMs: ms(60_000, 'a whole block copy (GET from the source streamed into a PUT to the target) must finish within this'),
+    .describe('after the source leaves the in-sync set, how long it stays a member and keeps its copy (for reads routed there, and writes sent before the move) before it is removed and its copy deleted'),
+  copyTimeoutMs: ms(60_000, 'a whole block copy (GET from the source streamed into a PUT to the target) must finish within this, and so must the check that the target holds the source\'s bytes'),
   requestTimeoutMs: ms(10_000, 'time allowed for a HEAD or DELETE on a gateway'),
   connectionsPerGateway: z.number().int().positive().default(16).describe('keep-alive connections the planner keeps to each gateway'),
   maxQueued: z.number().int().positive().default(100_000).describe('migrations waiting for a slot; submissions beyond this are refused'),
@@ -119,8 +119,8 @@ export const plannerSectionSchema = z.object({
   if (cfg.lease.renewIntervalMs * 2 > cfg.lease.ttlMs) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['lease', 'renewIntervalMs'], message: 'must be at most half of lease.ttlMs, or a single late renewal loses the lease' })
   }
-  if (cfg.migration.settleMs >= cfg.migration.cutoverTimeoutMs) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['migration', 'settleMs'], message: 'must be below migration.cutoverTimeoutMs' })
+  if (cfg.migration.settleMs >= cfg.migration.copyTimeoutMs) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['migration', 'settleMs'], message: 'must be below migration.copyTimeoutMs' })
   }
 }).default({})
 

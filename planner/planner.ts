@@ -33,8 +33,8 @@ export interface PlannerConfigPieces {
   placement?: PlacementConfigInput
   /** The store's affinity half-life: scores are decayed with it. Default 10 min (the store's default). */
   state?: { affinity?: { halfLifeMs?: number } }
-  /** For a warning when cut-over may outlast the proxies' write hold. */
-  proxy?: { writeHoldMs?: number }
+  /** Accepted for callers that pass the whole config; nothing of it is used any more (round 1's write hold). */
+  proxy?: unknown
   /** Replica sets: the factor the repair decider restores. Default: R = 1. */
   replication?: ReplicationConfig
 }
@@ -180,7 +180,6 @@ export class Planner {
     this.locations.onChange(c => { this.fleet.noteLocation(c.volume, c.block, c.location) })
     this.leader.on('elected', () => { this.takeOver() })
     this.leader.on('deposed', reason => { this.engine.deactivate(reason) })
-    this.warnIfHoldTooShort(opts.config)
     this.scraper = this.newScraper(cfg)
     if (opts.registry !== undefined) {
       const leader = this.leader
@@ -270,7 +269,6 @@ export class Planner {
     }
     this.placement.reconfigure(parsePlacementConfig(config.placement))
     this.drains.reapply()
-    this.warnIfHoldTooShort(config)
     if (this.tickTimer !== null) {
       clearInterval(this.tickTimer)
       this.tickTimer = setInterval(() => { void this.tick() }, cfg.migration.recoveryIntervalMs)
@@ -365,14 +363,6 @@ export class Planner {
       })),
       drains: this.drains.list(),
       rebalancer: { enabled: this.config.rebalancer.enabled, lastRound: this.rebalancer.rounds.at(-1) ?? null }
-    }
-  }
-
-  private warnIfHoldTooShort (config: PlannerConfigPieces): void {
-    const hold = config.proxy?.writeHoldMs
-    if (hold !== undefined && this.config.migration.cutoverTimeoutMs >= hold) {
-      this.logger.warn({ cutoverTimeoutMs: this.config.migration.cutoverTimeoutMs, writeHoldMs: hold },
-        'planner.migration.cutoverTimeoutMs is not below proxy.writeHoldMs: writes held during a slow cut-over will be refused with 503')
     }
   }
 }

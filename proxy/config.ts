@@ -33,7 +33,7 @@ export const proxySectionSchema = z.object({
   retries: z.number().int().min(0).max(10).default(2)
     .describe('how many other gateways a bodiless idempotent request (GET, HEAD) is retried on when a connection fails'),
   writeHoldMs: z.number().int().positive().max(30_000).default(2_000)
-    .describe('how long a write to a block in cut-over is held before 503 + Retry-After'),
+    .describe('retired with round 1\'s cut-over (moves are membership changes and hold no write): accepted so older files load, ignored'),
   via: z.string().regex(/^[\w.-]+$/).default('ferry').describe('pseudonym in the Via header'),
   shutdownGraceMs: z.number().int().nonnegative().default(10_000).describe('how long in-flight requests may run on shutdown before sockets are cut')
 }).strict().default({})

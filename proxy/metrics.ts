@@ -21,14 +21,12 @@ export class ProxyMetrics {
   readonly retries: Counter
   readonly errors: Counter<'code'>
   readonly healthy: Gauge<'gateway'>
-  readonly confirmations: Counter<'result'>
   private readonly traffic = new Map<string, Traffic>()
 
   constructor (registry: Registry) {
     const registers = [registry]
     this.retries = new Counter({ name: 'ferry_proxy_retries_total', help: 'Requests retried on another gateway after a connection failure', registers })
     this.errors = new Counter({ name: 'ferry_proxy_errors_total', help: 'Requests ferry answered itself with an error, by error code', labelNames: ['code'], registers })
-    this.confirmations = new Counter({ name: 'ferry_proxy_write_confirmations_total', help: 'Writes that raced a block move and were checked on the new location, by HEAD status', labelNames: ['result'], registers })
     this.healthy = new Gauge({ name: 'ferry_gateway_healthy', help: '1 when the gateway is healthy (probes pass and not ejected)', labelNames: ['gateway'], registers })
     const traffic = this.traffic
     registry.registerMetric(exported('ferry_proxy_requests_total', 'Proxied requests by gateway, method and status code', 'counter', () => {

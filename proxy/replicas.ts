@@ -6,7 +6,10 @@ import type { Logger } from '../lib/log.js'
 import type { BlockLocation, LocationInput } from '../state/types.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
 import { ProxyAnswer, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler } from './request.js'
-import type { StateSync } from './state-sync.js'
+import { transient, type StateSync } from './state-sync.js'
+
+/** How long a write that must be settled waits for an unreachable store before it is refused. */
+const SETTLE_STORE_WAIT_MS = 10_000
 
 /**
  * The proxy's half of replica sets (README "Replica sets"): which set a first write claims,
@@ -73,36 +76,96 @@ export class Replication {
   }
 
   /**
-   * Demotes every member of the block's current set that did not store the write (see the class
-   * comment), by compare-and-set, retried on a concurrent change. Resolves with the location in
-   * force afterwards; throws when the store cannot record it (the write is then not acknowledged).
+   * Records in the store what a write that has been answered means for the block's *current* set
+   * (this proxy's cache; a stale epoch is corrected by the compare-and-set, retried), before the
+   * write may be acknowledged. `stored`: the members that stored it; `dispatched`: the location
+   * the write was sent with (its members were sent the write). One compare-and-set, which bumps
+   * the epoch and is published to every proxy:
+   *
+   * - an in-sync member that did not store it leaves the in-sync set (it stays a member, at the
+   *   back, until repair overwrites it);
+   * - a member out of sync that was sent the write and did not store it leaves the set (a joining
+   *   target, or a leaving source: its copy no longer follows the writes);
+   * - a member that joined after the write was sent (the planner is copying to it) is not
+   *   demoted, but the epoch is bumped: the planner marks a joiner in sync only by a
+   *   compare-and-set on an epoch read after its last check of the bytes, so a write that landed
+   *   on the source after that check makes it check again instead of marking a copy in sync that
+   *   misses it;
+   * - when no in-sync member stored it — the write started before a move and ended after the
+   *   source left the in-sync set — members that were in sync when the write was sent and stored
+   *   it (the leaving source, kept as a member for planner.migration.gracePeriodMs) become the
+   *   in-sync set again, and the members that missed it leave it: the move is undone rather than
+   *   the write refused.
+   *
+   * Resolves with the location in force afterwards (null: the block has none); throws when the
+   * store cannot record it (the write is then not acknowledged).
    */
-  async demote (request: ProxyRequest, stored: ReadonlySet<string>, sentTo: ReadonlySet<string>): Promise<BlockLocation | null> {
+  async settle (request: ProxyRequest, stored: ReadonlySet<string>, dispatched: BlockLocation): Promise<BlockLocation | null> {
     const { volume, block } = request
+    const sentTo = dispatched.members
     let loc: BlockLocation | null = this.current(request) ?? null
     for (let round = 0; round < 8 && loc !== null; round++) {
-      const failedInSync = loc.inSync.filter(m => !stored.has(m))
-      // A joining member is demoted only for a write meant for it: one that started before it
-      // joined never was, and the planner's check that it holds the source's bytes covers that.
-      const failedJoining = loc.members.filter(m => !loc!.inSync.includes(m) && sentTo.has(m) && !stored.has(m))
-      if (failedInSync.length === 0 && failedJoining.length === 0) return loc
-      const inSync = loc.inSync.filter(m => stored.has(m))
-      if (inSync.length === 0) return loc // nobody has it: nothing to record; the caller refuses the write
+      const l: BlockLocation = loc
+      const outOfSync = l.members.filter(m => !l.inSync.includes(m))
+      let inSync = l.inSync.filter(m => stored.has(m))
+      let reason = 'write-failed'
+      if (inSync.length === 0) {
+        inSync = outOfSync.filter(m => stored.has(m) && dispatched.inSync.includes(m))
+        if (inSync.length === 0) return l // nobody in the set has it: the caller refuses the write
+        reason = 'write-outlived-move'
+      }
+      const missed = l.inSync.filter(m => !inSync.includes(m))
+      const dropped = outOfSync.filter(m => sentTo.includes(m) && !stored.has(m) && !inSync.includes(m))
+      const joinedSince = outOfSync.some(m => !sentTo.includes(m))
+      if (missed.length === 0 && dropped.length === 0 && !joinedSince) return l
       // Demoted members go to the back: the order is the read preference.
-      const members = [...loc.members.filter(m => inSync.includes(m)), ...loc.members.filter(m => !inSync.includes(m) && !failedJoining.includes(m))]
-      const gateway = members[0] as string
-      const next: LocationInput = { gateway, members, inSync, phase: loc.phase }
-      if (loc.target !== undefined && loc.target !== gateway) next.target = loc.target
-      else if (loc.phase === 'copying' || loc.phase === 'cutover') next.phase = 'stable'
-      const r = await this.sync.store.casLocation(volume, block, loc.epoch, next, { reason: `write-failed:${[...failedInSync, ...failedJoining].join(',')}`.slice(0, 200) })
+      const members = [...l.members.filter(m => inSync.includes(m)), ...l.members.filter(m => !inSync.includes(m) && !dropped.includes(m))]
+      const next: LocationInput = { gateway: members[0] as string, members, inSync, phase: l.phase }
+      if (l.target !== undefined && l.target !== next.gateway) next.target = l.target
+      else if (l.phase === 'copying' || l.phase === 'cutover') next.phase = 'stable'
+      const why = missed.length + dropped.length === 0 ? 'write-during-join' : `${reason}:${[...missed, ...dropped].join(',')}`
+      const r = await this.casRidingOut(volume, block, l.epoch, next, why.slice(0, 200))
       if (r.ok) {
-        for (const m of [...failedInSync, ...failedJoining]) this.demotions.inc({ gateway: m })
+        for (const m of [...missed, ...dropped]) this.demotions.inc({ gateway: m })
         this.sync.cache.apply(volume, block, r.location.epoch, r.location, 'local')
         return r.location
       }
       loc = r.current
     }
     return loc
+  }
+
+  /**
+   * The settling compare-and-set, retried while the store is briefly unreachable (a Redis
+   * restart): the write waits, up to SETTLE_STORE_WAIT_MS, rather than being refused at once.
+   */
+  private async casRidingOut (volume: string, block: string, epoch: number, next: LocationInput, reason: string): Promise<Awaited<ReturnType<StateSync['store']['casLocation']>>> {
+    const deadline = Date.now() + SETTLE_STORE_WAIT_MS
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.sync.store.casLocation(volume, block, epoch, next, { reason })
+      } catch (err) {
+        if (!transient(err) || Date.now() >= deadline) throw err
+        await new Promise(resolve => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)))
+      }
+    }
+  }
+
+  /**
+   * Whether a write settled into `after` may be acknowledged: every in-sync member stored it, and
+   * at least minInSync did. Else the answer that refuses it.
+   */
+  verdict (request: ProxyRequest, stored: ReadonlySet<string>, after: BlockLocation | null): ProxyAnswer | null {
+    if (after === null) return new ProxyAnswer('FERRY_REPLICAS_UNAVAILABLE', `block ${request.key} lost its location while the write was in flight; retry`, 503, { 'retry-after': 1 })
+    const have = after.inSync.filter(m => stored.has(m)).length
+    if (have >= this.config.minInSync && have === after.inSync.length) return null
+    this.refused.inc()
+    if (have === 0 && stored.size > 0 && !after.members.some(m => stored.has(m))) {
+      // Kept only for this: the write started before a move and ended after the members that
+      // stored it had left the set (beyond the grace period). Not acknowledged; the client retries.
+      return new ProxyAnswer('FERRY_WRITE_NOT_CONFIRMED', `block ${request.key} moved while this write was in flight, and the gateways that stored it have left its set; retry`, 503, { 'retry-after': 1 })
+    }
+    return unavailable(request, have, this.config.minInSync)
   }
 
   /**
@@ -229,7 +292,7 @@ export class ReplicatedWrite {
     }
     let after: BlockLocation | null
     try {
-      after = await this.rep.demote(request, stored, new Set(loc.members))
+      after = await this.rep.settle(request, stored, loc)
     } catch (err) {
       this.logger.warn({ err: (err as Error).message, volume: request.volume, block: request.block }, 'could not record a member leaving the in-sync set')
       this.rep.refuse()
@@ -237,14 +300,9 @@ export class ReplicatedWrite {
         `block ${request.key}: a member failed the write and the store could not record it; not acknowledged, retry`, 503, { 'retry-after': 1 }))
       return
     }
-    if (after === null) {
-      handler.onResponseError(controller, new ProxyAnswer('FERRY_REPLICAS_UNAVAILABLE', `block ${request.key} lost its location while the write was in flight; retry`, 503, { 'retry-after': 1 }))
-      return
-    }
-    const inSyncStored = after.inSync.filter(m => stored.has(m))
-    if (inSyncStored.length < this.rep.minInSync || inSyncStored.length < after.inSync.length) {
-      this.rep.refuse()
-      handler.onResponseError(controller, unavailable(request, inSyncStored.length, this.rep.minInSync))
+    const refusal = this.rep.verdict(request, stored, after)
+    if (refusal !== null || after === null) {
+      handler.onResponseError(controller, refusal as ProxyAnswer)
       return
     }
     request.location = after

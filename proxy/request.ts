@@ -103,14 +103,6 @@ export function stageFailed (logger: Logger, err: unknown, handler: ResponseHand
   handler.onResponseError(null, new ProxyAnswer('FERRY_INTERNAL', 'internal error', 500))
 }
 
-/**
- * A write to a block in cut-over: the planner is checking that the copy is complete, so the
- * write has no route until the block is flipped (or rolled back). The write guard holds it.
- */
-export function awaitsCutover (request: ProxyRequest): boolean {
-  return request.write && request.location?.phase === 'cutover'
-}
-
 /** A block operation handed to the core: what the plain block API and the S3 adapter both produce. */
 export interface BlockOperation {
   req: IncomingMessage

@@ -133,11 +133,10 @@ export class ProxyServer {
     if (this.sync !== undefined && this.sessions !== undefined) {
       this.replication = new Replication(this.sync, this.gateways, cfg.replication, this.registry, this.logger)
       this.guard = new WriteGuard({
-        sync: this.sync, gateways: this.gateways, routes: this.routes, metrics: this.metrics, registry: this.registry,
-        logger: this.logger, forwarder: this.forwarder, next: this.retry, writeHoldMs: cfg.proxy.writeHoldMs,
-        replication: this.replication
+        sync: this.sync, gateways: this.gateways, registry: this.registry,
+        logger: this.logger, forwarder: this.forwarder, next: this.retry, replication: this.replication
       })
-      this.first = this.guard.restart = new SessionSteering(this.sessions, this.gateways, this.guard, this.logger)
+      this.first = new SessionSteering(this.sessions, this.gateways, this.guard, this.logger)
     } else {
       this.first = this.retry
     }
@@ -208,7 +207,6 @@ export class ProxyServer {
     this.recording = cfg.recorder.enabled
     this.forwarder.reconfigure(`1.1 ${cfg.proxy.via}`, cfg.recorder.enabled)
     this.retry.reconfigure(cfg.proxy.retries)
-    this.guard?.reconfigure(cfg.proxy.writeHoldMs)
     this.replication?.reconfigure(cfg.replication)
     this.s3.reconfigure(cfg.s3, cfg.dns.zone)
     this.server.keepAliveTimeout = cfg.proxy.idleTimeoutMs

@@ -4,7 +4,7 @@ import type { Logger } from '../lib/log.js'
 import type { StateStore } from '../state/types.js'
 import type { SessionsSection } from './config.js'
 import type { GatewaySet } from './gateway-set.js'
-import { awaitsCutover, stageFailed, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
+import { stageFailed, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
 import type { WriteGuard } from './write-guard.js'
 
 /** A session as this proxy knows it: bindings volume → gateway, and when it was last read. */
@@ -180,9 +180,7 @@ export class SessionSteering implements Stage {
   ) {}
 
   dispatch (request: ProxyRequest, handler: ResponseHandler): void {
-    // A write to a block in cut-over has no route yet: the guard holds it and sends it back
-    // here once the block has settled, so the session is bound to where the write really goes.
-    if (!this.sessions.enabled || awaitsCutover(request)) { this.next.dispatch(request, handler); return }
+    if (!this.sessions.enabled) { this.next.dispatch(request, handler); return }
     this.steer(request, handler).catch(err => { stageFailed(this.logger, err, handler) })
   }
 

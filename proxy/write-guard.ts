@@ -2,30 +2,21 @@ import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 import type { Logger } from '../lib/log.js'
 import type { BlockLocation } from '../state/types.js'
-import { contentHashOf } from '../upstream/kinds.js'
-import { holdsBytes } from '../upstream/verify.js'
 import type { Forwarder } from './forward.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
-import type { ProxyMetrics } from './metrics.js'
-import { PathPattern } from './path-pattern.js'
-import { awaitsCutover, ProxyAnswer, stageFailed, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
+import { ProxyAnswer, stageFailed, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
 import type { Replication } from './replicas.js'
 import type { RetryStage } from './retry.js'
-import type { RouteTable } from './route-table.js'
 import { transient, type StateSync } from './state-sync.js'
 
 export interface WriteGuardOptions {
   sync: StateSync
   gateways: GatewaySet
-  routes: RouteTable
-  metrics: ProxyMetrics
   registry: Registry
   logger: Logger
   /** Records the answer of a write whose acknowledgement the guard holds back. */
   forwarder: Forwarder
   next: RetryStage
-  /** proxy.writeHoldMs */
-  writeHoldMs: number
   /** Replica sets: the set a first write claims, and writes to several members. */
   replication: Replication
 }
@@ -33,72 +24,44 @@ export interface WriteGuardOptions {
 interface PendingVersion { volume: string, block: string, epoch: number, version: string }
 
 /**
- * The proxy's half of cut-over, for every write (PUT, DELETE) when proxies share a store. The
- * planner's half (planner/migration) copies, checks and flips; this one makes sure no write it
- * acknowledges is lost by a move:
+ * What every write (PUT, DELETE) goes through when proxies share a store, so that no write it
+ * acknowledges is lost by a move or a failed member (README "Replica sets"):
  *
- * - hold: a write to a block in `cutover` could land on the source after the planner checked the
- *   copy, so it waits (up to `proxy.writeHoldMs`) for the flip or the rollback, then goes down
- *   the path again as a request for the settled location; still in cut-over, it is answered
- *   503 FERRY_WRITE_HELD with Retry-After.
- * - claim: the first write of a block without a location records its gateway in the store
+ * - claim: the first write of a block without a location records its replica set in the store
  *   before it is forwarded, so that every proxy sends the block's next request to the same
- *   gateway; a claimed write that is not acknowledged releases the location again.
- * - confirm: a write during which the block's location changed (a move started or flipped) is
- *   acknowledged only once the block's current location provably holds it, else 503
- *   FERRY_WRITE_NOT_CONFIRMED.
+ *   gateways; a claimed write that is not acknowledged releases the location again.
+ * - settle: a write to several members (replicas.ts), or a write to one during which the block's
+ *   set changed (the planner moved it: a target joined, became in sync, the source left), is
+ *   acknowledged only once `Replication.settle` has recorded what it means for the current set
+ *   and `Replication.verdict` allows it. Moves are membership changes, so no write is held:
+ *   round 1's cut-over hold is gone. What remains refused is a write that outlived a whole move
+ *   and its grace period (503 FERRY_WRITE_NOT_CONFIRMED), see Replication.verdict.
  * - versions: the ETag of each acknowledged PUT to a placed block goes to the store with the
- *   next flush (setVersion), so the planner can tell whether a block changed while it copied it.
+ *   next flush (setVersion).
  */
 export class WriteGuard implements Stage {
-  /**
-   * Where a held write starts again once its block has settled: the first stage, so that it is
-   * routed (sessions included) as a request for the new location. The guard itself when no
-   * stage stands before it.
-   */
-  restart: Stage = this
   private readonly sync: StateSync
   private readonly gateways: GatewaySet
-  private readonly routes: RouteTable
-  private readonly metrics: ProxyMetrics
   private readonly logger: Logger
   readonly forwarder: Forwarder
   private readonly next: RetryStage
-  private readonly replication: Replication
-  private writeHoldMs: number
+  readonly replication: Replication
   private readonly claimsFailed: Counter
-  /** Waiters for a block's location to change, by blockKey. */
-  private readonly waiters = new Map<string, Set<() => void>>()
   private versions = new Map<string, PendingVersion>()
 
   constructor (opts: WriteGuardOptions) {
     this.sync = opts.sync
     this.gateways = opts.gateways
-    this.routes = opts.routes
-    this.metrics = opts.metrics
     this.logger = opts.logger
     this.forwarder = opts.forwarder
     this.next = opts.next
-    this.writeHoldMs = opts.writeHoldMs
     this.replication = opts.replication
     this.claimsFailed = new Counter({ name: 'ferry_state_claims_failed_total', help: 'First-write locations that could not be recorded (store unreachable)', registers: [opts.registry] })
-    this.sync.cache.onChange(change => {
-      const set = this.waiters.get(change.volume + '/' + change.block)
-      if (set !== undefined) for (const wake of set) wake()
-    })
     this.sync.onFlush(() => this.flushVersions())
-  }
-
-  reconfigure (writeHoldMs: number): void {
-    this.writeHoldMs = writeHoldMs
   }
 
   dispatch (request: ProxyRequest, handler: ResponseHandler): void {
     if (request.write) {
-      if (awaitsCutover(request)) {
-        this.hold(request, handler).catch(err => { stageFailed(this.logger, err, handler) })
-        return
-      }
       if (request.location === undefined && request.method === 'PUT' && request.gateway !== undefined) {
         this.claim(request, handler).catch(err => { stageFailed(this.logger, err, handler) })
         return
@@ -107,19 +70,6 @@ export class WriteGuard implements Stage {
       handler = new GuardedWrite(this, request, handler)
     }
     this.next.dispatch(request, handler)
-  }
-
-  private async hold (request: ProxyRequest, handler: ResponseHandler): Promise<void> {
-    const after = await this.settled(request.volume, request.block, request.key, this.writeHoldMs)
-    if (after?.phase === 'cutover') {
-      handler.onResponseError(null, new ProxyAnswer('FERRY_WRITE_HELD', `block ${request.key} is being moved; retry shortly`, 503, { 'retry-after': 1 }))
-      return
-    }
-    const location = after ?? undefined
-    request.location = location
-    if (location === undefined) request.gateway = request.hashed = this.routes.hashed(request.key)
-    else request.gateway = this.gateways.get(location.gateway)
-    this.restart.dispatch(request, handler)
   }
 
   /**
@@ -171,72 +121,28 @@ export class WriteGuard implements Stage {
   }
 
   /**
-   * True when an acknowledged write must be confirmed before the client hears of it: any change
-   * of epoch while it was in flight — including a block that had no location and got one (the
-   * planner places hashed blocks before moving them).
+   * True when a write to one gateway must be settled before the client hears of it: the block's
+   * set changed while it was in flight (a write to several members settles itself, replicas.ts).
    */
-  mustConfirm (request: ProxyRequest): boolean {
-    // A write to several members checked the set in force when they answered (replicas.ts).
-    if (request.fanout !== undefined) return false
+  mustSettle (request: ProxyRequest): boolean {
+    if (request.fanout !== undefined || request.location === undefined) return false
     const now = this.sync.cache.get(request.volume, request.block)
-    return (now?.epoch ?? 0) !== (request.location?.epoch ?? 0)
+    return now !== null && now !== undefined && now.epoch !== request.location.epoch
   }
 
-  /** Resolves true when the write (whose gateway answered with `etag`) is on the block's current location. */
-  async confirm (request: ProxyRequest, etag: string | undefined): Promise<boolean> {
-    const { volume, block } = request
-    const wrote = request.gateway as Gateway
-    const loc = await this.settled(volume, block, request.key, this.writeHoldMs * 2)
-    if (loc === null || loc === undefined || loc.phase === 'cutover') return false
-    if (loc.gateway === wrote.id) return true
-    // The block moved: the write counts only if the new location holds exactly what we wrote.
-    const target = this.gateways.get(loc.gateway)
-    if (target === undefined) return false
-    const path = PathPattern.gatewayPath(volume, block)
-    const res = await target.pool.request({ method: 'HEAD', path, headersTimeout: 2000 })
-    await res.body.dump()
-    this.metrics.confirmations.inc({ result: String(res.statusCode) })
-    if (request.method === 'DELETE') return res.statusCode === 404
-    // Only bytes prove it, never ETags compared across gateways: nginx's mtime-size ETags of two
-    // different contents can be equal. The write's own gateway must have proved what it stored
-    // (a content-hash ETag; nginx answers a PUT with none, so such a write stays unconfirmed),
-    // and the new location must hold those bytes, by its ETag or by reading them.
-    const written = contentHashOf(wrote.kind, etag)
-    if (res.statusCode !== 200 || written === null) return false
-    return await holdsBytes({ kind: target.kind, dispatcher: target.pool }, path, res.headers.etag as string | undefined, written,
-      AbortSignal.timeout(this.writeHoldMs * 2))
+  /** Settles a write that `wrote` stored (see Replication.settle): null to acknowledge it, else the refusal. */
+  async settle (request: ProxyRequest, wrote: Gateway): Promise<ProxyAnswer | null> {
+    const stored = new Set([wrote.id])
+    const after = await this.replication.settle(request, stored, request.location as BlockLocation)
+    const refusal = this.replication.verdict(request, stored, after)
+    if (refusal === null) request.location = after as BlockLocation
+    return refusal
   }
 
   /** Notes the ETag of an acknowledged write to a placed block; sent with the next flush. */
   noteVersion (request: ProxyRequest, version: string): void {
     const { volume, block } = request
     this.versions.set(request.key, { volume, block, epoch: (request.location as BlockLocation).epoch, version })
-  }
-
-  /**
-   * Resolves with the block's location once it is no longer in `cutover` (or null/undefined when
-   * it has none), or with the cutover location still in force after `timeoutMs`.
-   */
-  private async settled (volume: string, block: string, key: string, timeoutMs: number): Promise<BlockLocation | null | undefined> {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const loc = this.sync.cache.get(volume, block)
-      const left = deadline - Date.now()
-      if (loc === null || loc === undefined || loc.phase !== 'cutover' || left <= 0) return loc
-      await new Promise<void>(resolve => {
-        let set = this.waiters.get(key)
-        if (set === undefined) this.waiters.set(key, set = new Set())
-        const s = set
-        const done = (): void => {
-          clearTimeout(timer)
-          s.delete(done)
-          if (s.size === 0 && this.waiters.get(key) === s) this.waiters.delete(key)
-          resolve()
-        }
-        const timer = setTimeout(done, left)
-        s.add(done)
-      })
-    }
   }
 
   private async flushVersions (): Promise<void> {
@@ -256,14 +162,14 @@ export class WriteGuard implements Stage {
 
 /**
  * A write's response on its way to the client. It records the gateway's ETag, holds back the
- * acknowledgement of a write that raced a move until `confirm` proves it, and at the end notes
+ * acknowledgement of a write that raced a move until it is settled, and at the end notes
  * the version of an acknowledged PUT or releases the location a failed first write claimed.
  */
 class GuardedWrite implements ResponseHandler {
   /** The gateway's status (0 until it answers). */
   private status = 0
   private etag: string | undefined
-  /** The acknowledgement held back until confirm() says it may be given. */
+  /** The acknowledgement held back until settle() says it may be given. */
   private held: { statusCode: number, headers: IncomingHttpHeaders, chunks: Buffer[] } | undefined
 
   constructor (private readonly guard: WriteGuard, private readonly request: ProxyRequest, private readonly handler: ResponseHandler) {}
@@ -277,7 +183,7 @@ class GuardedWrite implements ResponseHandler {
       this.status = statusCode
       const etag = headers.etag
       if (typeof etag === 'string') this.etag = etag
-      if (statusCode < 300 && !this.request.res.destroyed && this.guard.mustConfirm(this.request)) {
+      if (statusCode < 300 && !this.request.res.destroyed && this.guard.mustSettle(this.request)) {
         this.guard.forwarder.answered(this.request, statusCode)
         this.held = { statusCode, headers, chunks: [] }
         return
@@ -294,17 +200,17 @@ class GuardedWrite implements ResponseHandler {
   onResponseEnd (controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
     const held = this.held
     if (held === undefined) {
-      this.settle(this.acknowledged)
+      this.settleVersion(this.acknowledged)
       this.handler.onResponseEnd(controller, trailers)
       return
     }
-    this.guard.confirm(this.request, this.etag).then(ok => ok, () => false).then(ok => {
-      this.settle(ok)
-      if (!ok) {
-        // Not provably on the block's current location, so not acknowledged: the client retries.
-        this.handler.onResponseError(controller, new ProxyAnswer('FERRY_WRITE_NOT_CONFIRMED', 'the block moved while this write was in flight; retry it', 503, { 'retry-after': 1 }))
-        return
-      }
+    const wrote = this.request.gateway as Gateway
+    this.guard.settle(this.request, wrote).catch((err: Error) => {
+      this.guard.replication.refuse()
+      return new ProxyAnswer('FERRY_REPLICAS_UNAVAILABLE', `block ${this.request.key}: the store could not record the write against the block's new set (${err.message}); not acknowledged, retry`, 503, { 'retry-after': 1 })
+    }).then(refusal => {
+      this.settleVersion(refusal === null)
+      if (refusal !== null) { this.handler.onResponseError(controller, refusal); return }
       this.handler.onResponseStart(controller, held.statusCode, held.headers)
       if (held.chunks.length > 0) this.handler.onResponseData(controller, Buffer.concat(held.chunks))
       this.handler.onResponseEnd(controller, trailers)
@@ -313,7 +219,7 @@ class GuardedWrite implements ResponseHandler {
 
   onResponseError (controller: Dispatcher.DispatchController | null, err: Error): void {
     // An error after a 2xx (the reply's body broke off) still means the gateway stored the write.
-    this.settle(this.acknowledged)
+    this.settleVersion(this.acknowledged)
     this.handler.onResponseError(controller, err)
   }
 
@@ -321,7 +227,7 @@ class GuardedWrite implements ResponseHandler {
     return this.status >= 200 && this.status < 300
   }
 
-  private settle (acknowledged: boolean): void {
+  private settleVersion (acknowledged: boolean): void {
     const { request } = this
     if (request.method !== 'PUT' || request.location === undefined) return
     if (acknowledged && this.etag !== undefined) this.guard.noteVersion(request, this.etag)

@@ -7,9 +7,10 @@
 // ───────────────────────────── block locations ─────────────────────────────
 
 /**
- * `stable`: served by `gateway`. `copying`: still served by `gateway` while the planner copies to
- * `target`. `cutover`: proxies hold writes while the planner verifies and flips. `done`: the flip
- * happened; serve from `gateway` (the planner sets it to the new home) and release held writes.
+ * `stable`: served by the set's in-sync members — the only phase this ferry writes (moves are
+ * membership changes). `copying`, `cutover`, `done`: round 1's single-copy cut-over, still read
+ * so that a location an older planner left in them is served by `gateway` and settled by the
+ * planner's recovery.
  */
 export type LocationPhase = 'stable' | 'copying' | 'cutover' | 'done'
 export const LOCATION_PHASES: readonly LocationPhase[] = ['stable', 'copying', 'cutover', 'done']

@@ -112,15 +112,3 @@ export async function hashBlock (dispatcher: Dispatcher, path: string, signal?: 
   const etag = res.headers.etag
   return { status: 200, sha256: hash.digest('hex'), bytes, etag: typeof etag === 'string' ? etag : null }
 }
-
-/**
- * Whether the gateway holds exactly the bytes whose SHA-256 is `sha256`, given the ETag its HEAD
- * just answered: by that ETag where the kind makes it a content hash, else by reading the block
- * and hashing it. For a proxy confirming that a write which raced a move is on the new location.
- */
-export async function holdsBytes (target: { kind: GatewayKind, dispatcher: Dispatcher }, path: string, headEtag: string | null | undefined, sha256: string, signal?: AbortSignal): Promise<boolean> {
-  const proven = contentHashOf(target.kind, headEtag)
-  if (proven !== null) return proven === sha256
-  const back = await hashBlock(target.dispatcher, path, signal)
-  return back.status === 200 && back.sha256 === sha256
-}

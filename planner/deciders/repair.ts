@@ -16,6 +16,15 @@ export interface RepairStatus {
   submitted: number
   /** Members removed from sets because their gateway was lost (down longer than downAfterMs). */
   lostMembersRemoved: number
+  /**
+   * Bytes still to copy to restore R, at the last pass: per under-replicated block, its size (the
+   * fleet's mean block size where unknown) times the copies it lacks.
+   */
+  bytesRemaining: number
+  /** Repair copy rate over the last rateWindowMs: bytes of repairs that completed ÷ the window (null: none completed). */
+  bytesPerSec: number | null
+  /** bytesRemaining ÷ bytesPerSec (null when no rate is known, 0 when nothing is left). */
+  etaMs: number | null
   lastPassAt: number | null
   /** Gateways down, and since when. */
   down: Array<{ gateway: string, since: number, lost: boolean }>
@@ -35,6 +44,9 @@ export interface ReplicaRepairOptions {
   registry?: Registry
 }
 
+/** The window over which the repair rate (and so the ETA) is measured. */
+const RATE_WINDOW_MS = 60_000
+
 /**
  * The repair decider: restores each block's replication factor after a member is lost (its
  * gateway down longer than `replication.downAfterMs`) or stale (it failed a write and left the
@@ -52,7 +64,9 @@ export class ReplicaRepair {
   private readonly downSince = new Map<string, number>()
   private timer: NodeJS.Timeout | null = null
   private running = false
-  private status: Omit<RepairStatus, 'factor'> = { underReplicated: 0, unavailable: 0, submitted: 0, lostMembersRemoved: 0, lastPassAt: null, down: [], gateways: [] }
+  private status: Omit<RepairStatus, 'factor'> = { underReplicated: 0, unavailable: 0, submitted: 0, lostMembersRemoved: 0, bytesRemaining: 0, bytesPerSec: null, etaMs: null, lastPassAt: null, down: [], gateways: [] }
+  /** Repairs that completed within rateWindowMs: when, and the bytes they copied. */
+  private completed: Array<{ at: number, bytes: number }> = []
   private readonly submitted: Counter | undefined
 
   constructor (private readonly opts: ReplicaRepairOptions) {
@@ -68,7 +82,13 @@ export class ReplicaRepair {
       new Gauge({ name: 'ferry_replication_under_replicated_blocks', help: 'Blocks with fewer in-sync members than replication.factor (last repair pass)', registers, collect () { this.set(status().underReplicated) } })
       new Gauge({ name: 'ferry_replication_unavailable_blocks', help: 'Blocks with no in-sync member up (last repair pass)', registers, collect () { this.set(status().unavailable) } })
       this.submitted = new Counter({ name: 'ferry_replication_repairs_submitted_total', help: 'Repairs submitted to the migration engine', registers })
+      new Gauge({ name: 'ferry_repair_bytes_remaining', help: 'Bytes still to copy to restore the replication factor (last repair pass; unknown sizes counted at the mean block size)', registers, collect () { this.set(status().bytesRemaining) } })
+      const eta = new Gauge({ name: 'ferry_repair_eta_seconds', help: 'ferry_repair_bytes_remaining ÷ the measured repair rate (absent while no rate is known)', registers, collect () { eta.reset(); const ms = status().etaMs; if (ms !== null) this.set(ms / 1000) } })
     }
+    // The measured rate: bytes of the repairs that complete, over a sliding window.
+    opts.engine.on('end', rec => {
+      if (rec.result === 'ok' && rec.reason?.startsWith('repair') === true) this.completed.push({ at: Date.now(), bytes: rec.bytes })
+    })
   }
 
   start (): void {
@@ -123,6 +143,8 @@ export class ReplicaRepair {
     let unavailable = 0
     // The scan visits every set anyway: the per-gateway tally for the console's fleet map costs nothing more.
     const tally = new Map<string, { gateway: string, members: number, inSync: number }>(fleet.all().map(g => [g.id, { gateway: g.id, members: 0, inSync: 0 }]))
+    let bytesRemaining = 0
+    const mean = fleet.meanBlockBytes()
     for await (const { volume, block, location: loc } of store.scanLocations()) {
       for (const m of loc.members) {
         const t = tally.get(m)
@@ -139,6 +161,7 @@ export class ReplicaRepair {
         continue
       }
       under++
+      bytesRemaining += (fleet.sizeOf(volume, block) ?? mean) * (factor - live.length)
       if (healthy > 0 && !engine.busy(volume, block)) needy.push({ volume, block, loc, healthy })
     }
     // Fewest healthy copies first: those are one failure from unreadable.
@@ -161,8 +184,25 @@ export class ReplicaRepair {
         this.opts.logger.debug({ volume: n.volume, block: n.block, err: err.message }, 'repair not submitted')
       }
     }
-    this.status = { ...this.status, underReplicated: under, unavailable, submitted, lastPassAt: now, gateways: [...tally.values()] }
+    const rate = this.rate(Date.now())
+    this.status = {
+      ...this.status, underReplicated: under, unavailable, submitted, lastPassAt: now, gateways: [...tally.values()], bytesRemaining: Math.round(bytesRemaining),
+      bytesPerSec: rate === null ? null : Math.round(rate),
+      etaMs: bytesRemaining === 0 ? 0 : rate === null || rate === 0 ? null : Math.round((bytesRemaining / rate) * 1000)
+    }
     return submitted
+  }
+
+  /**
+   * Bytes per second of completed repairs over the last RATE_WINDOW_MS (or since the first one in
+   * it, when that is later than a second ago: a burst is not averaged over an idle window).
+   */
+  private rate (now: number): number | null {
+    this.completed = this.completed.filter(c => now - c.at <= RATE_WINDOW_MS)
+    if (this.completed.length === 0) return null
+    const bytes = this.completed.reduce((n, c) => n + c.bytes, 0)
+    const since = this.completed.length > 1 ? (this.completed[0] as { at: number }).at : now - RATE_WINDOW_MS
+    return bytes / (Math.max(1000, now - since) / 1000)
   }
 
   /** Members on lost gateways leave the set once the others hold the factor. */

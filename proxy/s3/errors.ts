@@ -76,7 +76,6 @@ export const FERRY_TO_S3: Partial<Record<ErrorCode, S3ErrorCode>> = {
   FERRY_INTERNAL: 'InternalError',
   FERRY_GATEWAY_ERROR: 'BadGateway',
   FERRY_NO_GATEWAY: 'ServiceUnavailable',
-  FERRY_WRITE_HELD: 'SlowDown',
   FERRY_WRITE_NOT_CONFIRMED: 'SlowDown',
   FERRY_LOCATIONS_REBUILDING: 'SlowDown',
   FERRY_GATEWAY_TIMEOUT: 'GatewayTimeout'

@@ -147,8 +147,10 @@ t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0
   await sleep(4000)
 
   // Repair: every block back to two in-sync members, none of them the dead gateway.
+  let mostRemaining = 0
   await waitFor(async () => {
-    const r = await (await request(`${admin}/v1/repairs`)).body.json() as { underReplicated: number }
+    const r = await (await request(`${admin}/v1/repairs`)).body.json() as { underReplicated: number, bytesRemaining: number }
+    mostRemaining = Math.max(mostRemaining, r.bytesRemaining)
     if (r.underReplicated !== 0) return false
     for (const key of keys) {
       const b = await (await request(`${admin}/v1/blocks/vol/${key}`)).body.json() as { location: { inSync: string[] } }
@@ -156,8 +158,14 @@ t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0
     }
     return true
   }, 'R restored on the two live gateways', 60_000, 250)
-  const repairs = await (await request(`${admin}/v1/repairs`)).body.json() as { repairs: Array<{ result: string | null }> }
+  const repairs = await (await request(`${admin}/v1/repairs`)).body.json() as { repairs: Array<{ result: string | null }>, bytesRemaining: number, bytesPerSec: number | null, etaMs: number | null }
   t.ok(repairs.repairs.some(r => r.result === 'ok'), `repairs visible in /v1/repairs (${repairs.repairs.length})`)
+  t.ok(mostRemaining > 0, `bytes to repair were shown while under-replicated (${mostRemaining})`)
+  t.match(repairs, { bytesRemaining: 0, etaMs: 0 }, 'nothing left to repair once R is restored')
+  t.ok(repairs.bytesPerSec !== null && repairs.bytesPerSec > 0, `the repair rate was measured (${repairs.bytesPerSec} B/s)`)
+  const metrics = await (await request(`${admin}/metrics`)).body.text()
+  t.match(metrics, /^ferry_repair_bytes_remaining 0$/m, 'ferry_repair_bytes_remaining in /metrics')
+  t.match(metrics, /^ferry_repair_eta_seconds 0$/m, 'and its ETA')
 
   // The killed gateway comes back with its old copies.
   startGateway(victim)

@@ -1,0 +1,96 @@
+import t, { type Test } from 'tap'
+import { request } from 'undici'
+import { createStore } from '../../state/factory.js'
+import type { BlockLocation, StateStore } from '../../state/types.js'
+import { startGateways } from '../helpers/gateway.js'
+import { startProxy, testConfig } from '../helpers/ferry.js'
+import { waitFor } from '../helpers/net.js'
+
+/**
+ * The proxy's half of moves as membership changes (README "Replica sets"), driven by hand through
+ * the store the way the planner drives them, for a block of one copy (R = 1). A write is never
+ * held; one in flight while the set changes is settled against the set in force when it ends:
+ * it bumps the epoch when a target joined after it was sent (so the planner checks the target
+ * again), it puts the source back in sync when it outlived the move (the move is undone, the
+ * write acknowledged), and only once the source has left the set entirely is it refused.
+ */
+async function rig (t: Test): Promise<{ store: StateStore, url: string, gw: string[], slow: () => Promise<void>, fast: () => Promise<void>, cached: (b: string) => BlockLocation | null | undefined, sent: () => Promise<unknown> }> {
+  const gws = await startGateways(2)
+  t.teardown(gws.stopAll)
+  const store = createStore({})
+  t.teardown(() => store.close())
+  const p = await startProxy(testConfig(gws.urls), { store })
+  t.teardown(p.stop)
+  return {
+    store,
+    url: p.url,
+    gw: gws.urls,
+    slow: async () => { await gws.gateways[0]!.setFaults({ latencyMs: 600 }) },
+    fast: async () => { await gws.gateways[0]!.clearFaults() },
+    cached: b => p.node.proxy?.sync?.cache.get('v', b),
+    sent: async () => await waitFor(() => p.node.proxy?.gateways.get('gw1')?.inflight === 1, 'the write in flight to gw1')
+  }
+}
+
+type Answer = { status: number, body: string }
+const put = (url: string, body: string): Promise<Answer> => request(url, { method: 'PUT', body }).then(async r => ({ status: r.statusCode, body: await r.body.text() }))
+
+async function set (store: StateStore, block: string, next: Pick<BlockLocation, 'gateway' | 'members' | 'inSync'>): Promise<BlockLocation> {
+  const now = await store.getLocation('v', block)
+  const r = await store.casLocation('v', block, now?.epoch ?? 0, next, { reason: 'test-move' })
+  if (!r.ok) throw new Error(`cas ${block}: ${r.reason}`)
+  return r.location
+}
+
+t.test('a write in flight when a target joins is acknowledged and bumps the epoch', async t => {
+  const r = await rig(t)
+  await set(r.store, 'j', { gateway: 'gw1', members: ['gw1'], inSync: ['gw1'] })
+  await waitFor(() => r.cached('j') != null, 'the location cached')
+  await r.slow()
+  const inFlight = put(`${r.url}/v/j`, 'in flight')
+  await r.sent()
+  const joined = await set(r.store, 'j', { gateway: 'gw1', members: ['gw1', 'gw2'], inSync: ['gw1'] })
+  const w = await inFlight
+  t.equal(w.status, 201, `acknowledged, never held (${w.body})`)
+  const after = await r.store.getLocation('v', 'j')
+  t.ok(after!.epoch > joined.epoch, 'the write bumped the epoch after it landed')
+  t.match(after, { members: ['gw1', 'gw2'], inSync: ['gw1'] }, 'the joiner stays: the planner checks it again')
+  const history = await r.store.blockHistory('v', 'j')
+  t.equal(history.at(-1)?.reason, 'write-during-join')
+})
+
+t.test('a write that outlived a move puts the source back in sync and is acknowledged', async t => {
+  const r = await rig(t)
+  await set(r.store, 'o', { gateway: 'gw1', members: ['gw1'], inSync: ['gw1'] })
+  await waitFor(() => r.cached('o') != null, 'the location cached')
+  await r.slow()
+  const inFlight = put(`${r.url}/v/o`, 'outlived')
+  await r.sent()
+  // The whole move while the write is in flight: join, copy (nothing new yet), in sync, leave.
+  await set(r.store, 'o', { gateway: 'gw1', members: ['gw1', 'gw2'], inSync: ['gw1'] })
+  await set(r.store, 'o', { gateway: 'gw1', members: ['gw1', 'gw2'], inSync: ['gw1', 'gw2'] })
+  await set(r.store, 'o', { gateway: 'gw2', members: ['gw2', 'gw1'], inSync: ['gw2'] })
+  const w = await inFlight
+  t.equal(w.status, 201, `acknowledged (${w.body})`)
+  t.match(await r.store.getLocation('v', 'o'), { gateway: 'gw1', members: ['gw1', 'gw2'], inSync: ['gw1'] }, 'the source is in sync again, the target that missed the write is not')
+  await r.fast()
+  t.equal(await (await request(`${r.url}/v/o`)).body.text(), 'outlived', 'reads return the acknowledged write')
+})
+
+t.test('a write that outlived a move and the source\'s removal is refused (FERRY_WRITE_NOT_CONFIRMED), never acknowledged', async t => {
+  const r = await rig(t)
+  await set(r.store, 'l', { gateway: 'gw1', members: ['gw1'], inSync: ['gw1'] })
+  await waitFor(() => r.cached('l') != null, 'the location cached')
+  await r.slow()
+  const inFlight = put(`${r.url}/v/l`, 'too late')
+  await r.sent()
+  await set(r.store, 'l', { gateway: 'gw1', members: ['gw1', 'gw2'], inSync: ['gw1'] })
+  await set(r.store, 'l', { gateway: 'gw1', members: ['gw1', 'gw2'], inSync: ['gw1', 'gw2'] })
+  await set(r.store, 'l', { gateway: 'gw2', members: ['gw2', 'gw1'], inSync: ['gw2'] })
+  await set(r.store, 'l', { gateway: 'gw2', members: ['gw2'], inSync: ['gw2'] })
+  const w = await inFlight
+  t.equal(w.status, 503, `not acknowledged (${w.status} ${w.body})`)
+  t.match(JSON.parse(w.body), { error: { code: 'FERRY_WRITE_NOT_CONFIRMED' } })
+  t.match(await r.store.getLocation('v', 'l'), { members: ['gw2'], inSync: ['gw2'] }, 'the set is untouched')
+  t.equal((await request(`${r.url}/v/l`)).statusCode, 404, 'the block\'s set does not have it: it was never acknowledged')
+})
