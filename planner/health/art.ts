@@ -274,7 +274,6 @@ export class ArtDetector {
   }
 
   private downsampled (): number {
-    const p = this.p
     let sum = 0
     let max = -Infinity
     let min = Infinity

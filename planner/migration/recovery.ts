@@ -1,7 +1,7 @@
 import { blockKey } from '../../lib/ids.js'
 import type { BlockLocation, MigrationRecord } from '../../state/types.js'
 import { DeposedError, describeError } from './errors.js'
-import { isRepair, type Job } from './job.js'
+import { isRepair } from './job.js'
 import type { MigrationOps } from './ops.js'
 import type { Admission } from './queue.js'
 import type { MigrationSteps } from './steps.js'
