@@ -33,6 +33,7 @@ export const FERRY_ERRORS = {
   FERRY_WRITE_NOT_CONFIRMED: { status: 503, meaning: 'the write outlived a move of its block and its grace period: the gateways that stored it have left the block\'s set, so it is not acknowledged; retry (`Retry-After`)' },
   FERRY_REPLICAS_UNAVAILABLE: { status: 503, meaning: 'fewer than replication.minInSync in-sync members of the block\'s replica set stored the write (or could be recorded as having left the set): not acknowledged; retry (`Retry-After`)' },
   FERRY_LOCATIONS_REBUILDING: { status: 503, meaning: 'the store lost its block locations and they are being rebuilt from the gateways; retry' },
+  FERRY_LOCATIONS_NOT_LOADED: { status: 503, meaning: 'the proxy started while the store did not answer and has not loaded block locations yet; a read of a block it has no location for is retried' },
   FERRY_GATEWAY_TIMEOUT: { status: 504, meaning: 'the gateway sent no response headers within proxy.upstreamHeadersTimeoutMs' },
 
   // The admin listener (admin/).

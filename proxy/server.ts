@@ -178,7 +178,8 @@ export class ProxyServer {
     this.s3.start()
     // Locations first: a request taken before they are loaded is routed by hash, and a block the
     // planner moved would read 404 there (or an old copy still on its source). Without the store
-    // the load gives up after a moment and the proxy serves by hash, as it must.
+    // the load gives up after a moment and the proxy listens: writes go through, and reads of
+    // blocks it has no location for answer 503 FERRY_LOCATIONS_NOT_LOADED until the first load.
     await this.sync?.start()
     await this.placement?.start()
     await new Promise<void>((resolve, reject) => {
@@ -287,8 +288,17 @@ export class ProxyServer {
     const route = this.routes.route(volume, block, key, now, site)
     // A PUT still goes through: it replaces the whole block, and the rebuild never overwrites a
     // location recorded after the loss, so the new write stays the version every proxy serves.
-    if (!route.placed && method !== 'PUT' && this.locationsRecovering()) {
-      return this.forwarder.refuse(req, res, 503, 'FERRY_LOCATIONS_REBUILDING', `the shared store lost its block locations and they are being rebuilt from the gateways; retry ${key} shortly`, { 'retry-after': 1 })
+    if (!route.placed && method !== 'PUT') {
+      if (this.locationsRecovering()) {
+        return this.forwarder.refuse(req, res, 503, 'FERRY_LOCATIONS_REBUILDING', `the shared store lost its block locations and they are being rebuilt from the gateways; retry ${key} shortly`, { 'retry-after': 1 })
+      }
+      // A proxy that started while the store did not answer has never loaded the locations: a
+      // block the planner moved would be read by hash from a gateway without it, a 404 for an
+      // acknowledged write (seen in the 30-minute soak: a proxy restarted at load 30 while Redis
+      // timed out). Until the first load, only what it knows is served.
+      if (this.sync !== undefined && !this.sync.cache.loaded) {
+        return this.forwarder.refuse(req, res, 503, 'FERRY_LOCATIONS_NOT_LOADED', `this proxy has not loaded block locations from the shared store yet; retry ${key} shortly`, { 'retry-after': 1 })
+      }
     }
     let gateway = route.gateway
     const placing = this.placement !== undefined && this.config.placement.enabled

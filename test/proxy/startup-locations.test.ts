@@ -56,3 +56,59 @@ t.test('a starting proxy takes no request before it knows where blocks are', asy
   t.same(first, { status: 200, body: 'moved here' }, 'the first request is served from the block\'s location')
   await starting
 })
+
+// Found by the 30-minute soak (proxy-kill at load 30): the restarted proxy's first load of the
+// locations timed out against a busy Redis, it listened anyway, and a block the planner had moved
+// was read by hash from a gateway without it: 404 for an acknowledged write.
+t.test('a proxy that started without its locations answers 503 for blocks it does not know, never 404', async t => {
+  const gws = await startGateways(2)
+  t.teardown(gws.stopAll)
+  const store = createStore({})
+  t.teardown(() => store.close())
+  const config = testConfig(gws.urls, { proxy: { listen: { host: '127.0.0.1', port: await freePort() }, trustedProxies: [] } })
+  const ids = config.gateways.map(g => g.id)
+  const hashed = rendezvousPick(blockKey('v', 'moved'), ids.map(rendezvousNode))
+  const target = ids.find(id => id !== hashed) as string
+  await (await request(`${gws.urls[ids.indexOf(target)] as string}/v/moved`, { method: 'PUT', body: 'moved here' })).body.dump()
+  t.ok((await store.casLocation('v', 'moved', 0, { gateway: target })).ok)
+
+  // The store does not answer a scan until `answering` (a Redis timing out under load).
+  let answering = false
+  const unanswered = new Proxy(store, {
+    get (inner, key) {
+      if (key === 'scanLocations') {
+        return async function * () {
+          if (!answering) throw Object.assign(new Error('state store unavailable: redis: Command timed out'), { code: 'FERRY_STATE_UNAVAILABLE' })
+          yield * inner.scanLocations()
+        }
+      }
+      const v = Reflect.get(inner, key, inner) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(inner) : v
+    }
+  }) as StateStore
+  const node = new FerryNode({ config, roles: new Set(['proxy']), logger: silentLogger, registry: createRegistry(false), store: unanswered })
+  t.teardown(() => node.stop())
+  await node.start()
+
+  const url = `http://127.0.0.1:${config.proxy.listen.port}/v/moved`
+  const r = await request(url)
+  const body = await r.body.json() as { error?: { code?: string } }
+  t.equal(r.statusCode, 503, 'a read of a block it has no location for is refused while no load has succeeded')
+  t.equal(body.error?.code, 'FERRY_LOCATIONS_NOT_LOADED')
+  t.equal(r.headers['retry-after'], '1', 'with Retry-After')
+
+  answering = true
+  let served: { status: number, body: string } | undefined
+  const meanwhile = new Set<number>()
+  const deadline = Date.now() + 20_000
+  while (served?.status !== 200 && Date.now() < deadline) {
+    const g = await request(url)
+    served = { status: g.statusCode, body: await g.body.text() }
+    if (served.status !== 200) {
+      meanwhile.add(served.status)
+      await sleep(100)
+    }
+  }
+  t.same(served, { status: 200, body: 'moved here' }, 'served from its location once the store answers')
+  t.ok([...meanwhile].every(s => s === 503), `only 503s until then, never a 404 (${[...meanwhile].join(', ') || 'none'})`)
+})
