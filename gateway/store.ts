@@ -151,7 +151,7 @@ export class BlockStore {
         return null
       }
       const etag = await this.#etagOf(blockKey(volume, block), fh, st)
-      return { fh, size: Number(st.size), etag, writtenAt: Number(st.mtimeNs / 1_000_000n) }
+      return { fh, size: Number(st.size), etag, writtenAt: msOf(st) }
     } catch (err) {
       await fh.close().catch(noop)
       throw err
@@ -311,7 +311,7 @@ export class BlockStore {
       if (isNotFound(err)) return null
       throw err
     }
-    const modifiedAt = Number(st.mtimeNs / 1_000_000n)
+    const modifiedAt = msOf(st)
     if (Date.now() - modifiedAt > TOMBSTONE_TTL_MS) {
       // Re-checked under the block's lock: a delete meanwhile renewed it.
       await this.#locks.run(blockKey(volume, block), async () => {
@@ -347,8 +347,7 @@ export class BlockStore {
       const b = await this.open(volume, block)
       if (b === null) return null
       try {
-        const st = await b.fh.stat()
-        return { volume, block, size: b.size, etag: b.etag, modifiedAt: Math.floor(st.mtimeMs) }
+        return { volume, block, size: b.size, etag: b.etag, modifiedAt: b.writtenAt }
       } finally {
         await b.fh.close().catch(noop)
       }
@@ -361,7 +360,7 @@ export class BlockStore {
       throw err
     }
     if (!st.isFile()) return null
-    return { volume, block, size: Number(st.size), etag: this.#etags.get(key, st) ?? null, modifiedAt: Number(st.mtimeNs / 1_000_000n) }
+    return { volume, block, size: Number(st.size), etag: this.#etags.get(key, st) ?? null, modifiedAt: msOf(st) }
   }
 
   /**
@@ -552,3 +551,11 @@ function ignoreNotFound (err: unknown): void {
 }
 
 function noop (): void {}
+
+/**
+ * A file's mtime in ms, rounded: a written-at set through utimes travels as seconds in a double
+ * (1796428533.876 is stored as …875999999 ns), so flooring would give it back 1 ms early.
+ */
+function msOf (st: BigIntStats): number {
+  return Number((st.mtimeNs + 500_000n) / 1_000_000n)
+}
