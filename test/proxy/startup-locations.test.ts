@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { FerryNode } from '../../bin/node.js'
 import { blockKey } from '../../lib/ids.js'
@@ -14,19 +14,26 @@ import { freePort, sleep } from '../helpers/net.js'
 // Found by the fleet fault suite (test/fault/fleet.test.ts, proxy-kill): a restarted proxy took
 // requests before it had loaded the block locations, so for a moment a block the planner had
 // moved was routed by hash to a gateway that does not hold it, and an acknowledged write read 404.
-t.test('a starting proxy takes no request before it knows where blocks are', async t => {
+/**
+ * Two gateways, a memory store and a proxy config, with block v/moved placed off its hash choice
+ * (as a finished migration leaves it): read by hash, it would be a 404.
+ */
+async function movedBlock (t: Test): Promise<{ store: StateStore, config: ReturnType<typeof testConfig> }> {
   const gws = await startGateways(2)
   t.teardown(gws.stopAll)
   const store = createStore({})
   t.teardown(() => store.close())
   const config = testConfig(gws.urls, { proxy: { listen: { host: '127.0.0.1', port: await freePort() }, trustedProxies: [] } })
-
-  // A block placed off its hash choice, as a finished migration leaves it.
   const ids = config.gateways.map(g => g.id)
   const hashed = rendezvousPick(blockKey('v', 'moved'), ids.map(rendezvousNode))
   const target = ids.find(id => id !== hashed) as string
   await (await request(`${gws.urls[ids.indexOf(target)] as string}/v/moved`, { method: 'PUT', body: 'moved here' })).body.dump()
   t.ok((await store.casLocation('v', 'moved', 0, { gateway: target })).ok)
+  return { store, config }
+}
+
+t.test('a starting proxy takes no request before it knows where blocks are', async t => {
+  const { store, config } = await movedBlock(t)
 
   // The locations arrive slowly, as from a busy Redis.
   const slow = new Proxy(store, {
@@ -61,16 +68,7 @@ t.test('a starting proxy takes no request before it knows where blocks are', asy
 // locations timed out against a busy Redis, it listened anyway, and a block the planner had moved
 // was read by hash from a gateway without it: 404 for an acknowledged write.
 t.test('a proxy that started without its locations answers 503 for blocks it does not know, never 404', async t => {
-  const gws = await startGateways(2)
-  t.teardown(gws.stopAll)
-  const store = createStore({})
-  t.teardown(() => store.close())
-  const config = testConfig(gws.urls, { proxy: { listen: { host: '127.0.0.1', port: await freePort() }, trustedProxies: [] } })
-  const ids = config.gateways.map(g => g.id)
-  const hashed = rendezvousPick(blockKey('v', 'moved'), ids.map(rendezvousNode))
-  const target = ids.find(id => id !== hashed) as string
-  await (await request(`${gws.urls[ids.indexOf(target)] as string}/v/moved`, { method: 'PUT', body: 'moved here' })).body.dump()
-  t.ok((await store.casLocation('v', 'moved', 0, { gateway: target })).ok)
+  const { store, config } = await movedBlock(t)
 
   // The store does not answer a scan until `answering` (a Redis timing out under load).
   let answering = false
