@@ -1,8 +1,13 @@
 import { blockKey } from '../../lib/ids.js'
 import type { MigrationPhase, MigrationRecord } from '../../state/types.js'
-import type { Queued } from './queue.js'
 
 export type JobState = 'queued' | 'running' | 'cleanup'
+
+/** What the migration queue orders by: higher priority first, then first submitted. */
+export interface Queued {
+  readonly priority: number
+  readonly seq: number
+}
 
 /** One migration as this planner carries it out (the log record is its durable half). */
 export interface Job extends Queued {

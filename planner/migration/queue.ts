@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { blockKey } from '../../lib/ids.js'
 import type { MigrationRecord } from '../../state/types.js'
 import { plannerError } from './errors.js'
-import { isRepair, newJob, type Job } from './job.js'
+import { isRepair, newJob, type Job, type Queued } from './job.js'
 import type { MigrationOps } from './ops.js'
 
 /**
@@ -11,11 +11,6 @@ import type { MigrationOps } from './ops.js'
  * accessed data blocks"), so with a bandwidth limit the hot blocks of a drained gateway move
  * first; equal priorities keep their submission order.
  */
-export interface Queued {
-  readonly priority: number
-  readonly seq: number
-}
-
 export class MigrationQueue<T extends Queued> {
   private heap: T[] = []
 
