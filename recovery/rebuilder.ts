@@ -179,13 +179,13 @@ export class LocationRebuilder {
     const entries = [...best.values()]
     const deleted = entries.filter(c => c.entry.deleted === true).length
     const concurrency = this.opts.concurrency ?? 64
+    const kinds = new Map(gateways.map(g => [g.id, g.kind]))
     let next = 0
     const worker = async (): Promise<void> => {
       while (next < entries.length && !this.closed) {
         const c = entries[next++] as Candidate
         // A replica set: the winner and every other copy provably the same bytes (content-hash
         // ETags equal). Any other copy is left out — an out-of-sync member must never be read.
-        const kinds = new Map(gateways.map(g => [g.id, g.kind]))
         const winnerHash = c.entry.deleted === true ? null : contentHashOf(kinds.get(c.gateway) ?? 'ferry', c.entry.etag)
         const same = winnerHash === null
           ? []
