@@ -79,6 +79,8 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
   get counts (): Record<MigrationResult, number> { return this.ops.counts }
   /** Copies repeated since start because the target still differed after the copy. */
   get recopies (): number { return this.ops.recopies }
+  /** Copies a move's clean-up found again on the source after deleting it, and deleted again. */
+  get lateCopies (): number { return this.ops.lateCopies }
   get queued (): number { return this.admission.queued }
   get inFlight (): number { return this.admission.running }
   get isActive (): boolean { return this.active }

@@ -29,15 +29,19 @@ export async function headBlock (g: FleetGateway | undefined, path: string, time
   }
 }
 
-/** DELETE of a block; 2xx and 404 (already gone) are success. A gateway not configured has nothing to delete. */
-export async function deleteBlock (g: FleetGateway | undefined, path: string, timeoutMs: number): Promise<void> {
-  if (g === undefined) return
+/**
+ * DELETE of one copy; 2xx and 404 (already gone) are success. Resolves whether there was a copy
+ * to delete. A gateway not configured has nothing to delete.
+ */
+export async function deleteBlock (g: FleetGateway | undefined, path: string, timeoutMs: number): Promise<boolean> {
+  if (g === undefined) return false
   const res = await g.pool.request({ method: 'DELETE', path, signal: AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) })
   await res.body.dump()
   if (res.statusCode !== 404 && (res.statusCode < 200 || res.statusCode >= 300)) {
     const message = `DELETE ${path} on ${g.id} answered ${res.statusCode}`
     throw res.statusCode >= 500 ? new FerryError('FERRY_COPY_TARGET_FAILED', message, 502) : new FerryError('FERRY_LOCATION_CHANGED', message, 409)
   }
+  return res.statusCode !== 404
 }
 
 /** setTimeout as a promise that rejects with the signal's own reason (timers/promises would wrap it). */

@@ -73,6 +73,7 @@ export class MigrationOps {
   readonly events: EventEmitter<EngineEvents>
   readonly counts: Record<MigrationResult, number> = { ok: 0, failed: 0, 'rolled-back': 0, cancelled: 0 }
   recopies = 0
+  lateCopies = 0
   private readonly configOf: () => MigrationConfig
   private readonly bucket: TokenBucket
   readonly forget: (job: Job) => void
@@ -258,11 +259,11 @@ export class MigrationOps {
    * never for longer than our lease lasts: gateways do not check fencing tokens, so a DELETE
    * sent by a deposed planner could remove a copy its successor just made.
    */
-  async deleteCopy (path: string, gateway: string): Promise<void> {
+  async deleteCopy (path: string, gateway: string): Promise<boolean> {
     this.requireLeader()
     const budget = Math.min(this.config.requestTimeoutMs, this.leader.validForMs())
     if (budget <= 0) throw new DeposedError('the lease expires before a DELETE could finish')
-    await deleteBlock(this.fleet.get(gateway), path, budget)
+    return await deleteBlock(this.fleet.get(gateway), path, budget)
   }
 
   /**
@@ -271,21 +272,44 @@ export class MigrationOps {
    * recovery pass retries while the block is not being moved and the gateway is not a member.
    */
   async dropStray (volume: string, block: string, gateway: string): Promise<void> {
-    const path = `/${volume}/${block}`
+    const key = `${gateway} /${volume}/${block}`
+    const entry = this.strays.get(key)
     try {
-      await this.deleteCopy(path, gateway)
-      this.strays.delete(`${gateway} ${path}`)
+      const existed = await this.deleteCopy(`/${volume}/${block}`, gateway)
+      this.strays.delete(key)
+      // A copy found again at a re-check was written after the first DELETE: a write still
+      // teed there by a proxy that had not heard of the removal. More may be on their way.
+      if (existed && entry !== undefined && entry.recheck) {
+        this.lateCopies++
+        this.metrics.lateCopies.inc()
+        this.recheckLater(volume, block, gateway, entry.afterMs * 2, entry.checks + 1)
+      }
     } catch (err) {
-      if (!this.strays.has(`${gateway} ${path}`)) {
-        this.logger.warn({ path, gateway, err: describeError(err) }, 'could not delete a copy that is no member\'s; will retry')
+      if (entry === undefined || entry.recheck) {
+        this.logger.warn({ path: `/${volume}/${block}`, gateway, err: describeError(err) }, 'could not delete a copy that is no member\'s; will retry')
         this.metrics.strays.inc()
       }
-      this.strays.set(`${gateway} ${path}`, { volume, block, gateway })
+      this.strays.set(key, { volume, block, gateway, dueAt: 0, recheck: false, afterMs: 0, checks: entry?.checks ?? 0 })
     }
   }
 
-  /** Copies that could not be deleted yet (dropStray), by `gateway path`. */
-  readonly strays = new Map<string, { volume: string, block: string, gateway: string }>()
+  /**
+   * A source's copy was deleted at the end of a move, but a write a proxy teed to it before it
+   * heard of the removal can still land after the DELETE and leave a copy that is no member's
+   * (wasted space, and a stale copy the day the gateway rejoins the set without a fresh copy).
+   * The recovery pass deletes it again after `afterMs`; a copy found then means more may follow,
+   * so the re-check repeats with a doubled delay, up to five times.
+   */
+  recheckLater (volume: string, block: string, gateway: string, afterMs: number, checks = 0): void {
+    if (checks >= 5) return
+    this.strays.set(`${gateway} /${volume}/${block}`, { volume, block, gateway, dueAt: performance.now() + afterMs, recheck: true, afterMs, checks })
+  }
+
+  /**
+   * Copies to delete (again) once `dueAt` (performance.now() ms) has passed, by `gateway path`:
+   * deletes that failed (dropStray) and re-checks after a move's clean-up (recheckLater).
+   */
+  readonly strays = new Map<string, { volume: string, block: string, gateway: string, dueAt: number, recheck: boolean, afterMs: number, checks: number }>()
 
   // ───────────────────────────── the log ─────────────────────────────
 

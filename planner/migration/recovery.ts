@@ -88,8 +88,9 @@ export class MigrationRecovery {
 
   private async retryStrays (): Promise<void> {
     const { ops } = this
+    const now = performance.now()
     for (const s of [...ops.strays.values()]) {
-      if (!this.isActive() || !ops.fleet.isHealthy(s.gateway)) continue
+      if (s.dueAt > now || !this.isActive() || !ops.fleet.isHealthy(s.gateway)) continue
       if (this.admission.busy(s.volume, s.block)) continue
       const loc = await ops.store.getLocation(s.volume, s.block)
       if (loc?.members.includes(s.gateway) === true) { ops.strays.delete(`${s.gateway} /${s.volume}/${s.block}`); continue }

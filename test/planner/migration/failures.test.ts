@@ -203,3 +203,21 @@ t.test('a location left in round 1\'s cut-over with no record is settled where i
   t.pass('the stray copy on the target was removed')
   t.equal((await get(`${gw1}/v/o`)).body, 'orphan', 'the block is untouched where it is served')
 })
+
+t.test('a write teed to the source after its clean-up DELETE (a proxy that had not heard) is deleted by the re-check', async t => {
+  const r = await rig(t)
+  const proxy = await r.proxy()
+  // The re-check comes a grace period after the DELETE: long enough for this test's late write to land first.
+  const p = await r.planner({ migration: { gracePeriodMs: 1500, recoveryIntervalMs: 100 } })
+  await waitLeader(p)
+  const { from, to } = await placedBlock(r, proxy.url, 'late', 'late:1')
+  const { migrations } = await p.move({ volume: 'v', block: 'late', to })
+  t.equal((await waitEnded(p, migrations[0]!.id)).result, 'ok', 'the move completed')
+  t.equal((await get(`${gatewayUrl(r, from)}/v/late`)).status, 404, 'the source copy was deleted')
+  // What a write sent by a proxy still on the old set does when it lands after the DELETE.
+  t.equal((await put(`${gatewayUrl(r, from)}/v/late`, 'late:2')).status, 201, 'a late write recreates the source copy')
+  await waitFor(async () => (await get(`${gatewayUrl(r, from)}/v/late`)).status === 404, 'the re-check to delete it', 5000, 50)
+  t.same((await r.store.getLocation('v', 'late'))?.members, [to], 'the block stays on its target only')
+  t.equal((await get(`${gatewayUrl(r, to)}/v/late`)).body, 'late:1', 'the target keeps the acknowledged write')
+  t.equal(p.engine.lateCopies, 1, 'counted as a late copy (ferry_planner_late_copies_total)')
+})

@@ -146,16 +146,23 @@ t.test(`${MIGRATIONS} migrations under concurrent reads and writes lose no ackno
     const res = await request(url(b), { dispatcher: agent })
     t.equal(await res.body.text(), content(b, acked.get(b) as number), `${b} holds its last acknowledged write (#${acked.get(b)})`)
   }
-  // Nothing half-done: every block stable, on one gateway only (sources cleaned up).
-  const strays: string[] = []
-  for (const b of blocks) {
-    const loc = await r.store.getLocation('load', b)
-    if (loc?.phase !== 'stable') strays.push(`${b} is ${loc?.phase ?? 'unplaced'}`)
-    for (const [i, gw] of r.gws.urls.entries()) {
-      const id = `gw${i + 1}`
-      const status = (await request(`${gw}/load/${b}`, { method: 'HEAD', dispatcher: agent })).statusCode
-      if (loc?.members.includes(id) !== true && status !== 404) strays.push(`${blockKey('load', b)} still on ${id} (members ${loc?.members.join(',') ?? 'none'})`)
+  // Nothing half-done: every block stable, on its members only. A write a proxy teed to a source
+  // just before it heard of the removal can land after the source's DELETE; the leader's
+  // re-check (MigrationOps.recheckLater) deletes such a copy within a few recovery passes.
+  const strays = async (): Promise<string[]> => {
+    const found: string[] = []
+    for (const b of blocks) {
+      const loc = await r.store.getLocation('load', b)
+      if (loc?.phase !== 'stable') found.push(`${b} is ${loc?.phase ?? 'unplaced'}`)
+      for (const [i, gw] of r.gws.urls.entries()) {
+        const id = `gw${i + 1}`
+        const status = (await request(`${gw}/load/${b}`, { method: 'HEAD', dispatcher: agent })).statusCode
+        if (loc?.members.includes(id) !== true && status !== 404) found.push(`${blockKey('load', b)} still on ${id} (members ${loc?.members.join(',') ?? 'none'})`)
+      }
     }
+    return found
   }
-  t.same(strays, [], 'every block is stable and held by its location only')
+  let left = await strays()
+  for (const until = Date.now() + 15_000; left.length > 0 && Date.now() < until; left = await strays()) await new Promise(resolve => setTimeout(resolve, 250))
+  t.same(left, [], 'every block is stable and held by its members only')
 })
