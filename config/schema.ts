@@ -32,6 +32,10 @@ export const configSchema = z.object({
   replication: replicationSectionSchema,
   placement: placementSectionSchema.default({})
 }).strict().superRefine((cfg, ctx) => {
+  if (cfg.planner.migration.afterStoreOutageMs < cfg.state.reconnect.maxDelayMs) {
+    // A proxy may still be waiting to reconnect when the planner changes a set it cannot hear of.
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['planner', 'migration', 'afterStoreOutageMs'], message: `afterStoreOutageMs (${cfg.planner.migration.afterStoreOutageMs}) must be at least state.reconnect.maxDelayMs (${cfg.state.reconnect.maxDelayMs}): proxies reconnect that late` })
+  }
   if (cfg.replication.minInSync > cfg.replication.factor) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['replication', 'minInSync'], message: `minInSync (${cfg.replication.minInSync}) cannot exceed factor (${cfg.replication.factor})` })
   }

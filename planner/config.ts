@@ -63,7 +63,8 @@ export const migrationSchema = z.object({
   maxQueued: z.number().int().positive().default(100_000).describe('migrations waiting for a slot; submissions beyond this are refused'),
   progressIntervalMs: ms(500, 'how often a running copy writes its progress (bytes) to the migration log'),
   retryDelayMs: z.number().int().nonnegative().default(2_000).describe('after the store or a gateway failed a cleanup step, wait this long before trying it again'),
-  recoveryIntervalMs: ms(5_000, 'how often the leader looks for migrations left unfinished (a rollback that could not be written, a predecessor\'s work) and completes or rolls them back')
+  recoveryIntervalMs: ms(5_000, 'how often the leader looks for migrations left unfinished (a rollback that could not be written, a predecessor\'s work) and completes or rolls them back'),
+  afterStoreOutageMs: ms(8_000, 'after the planner lost the shared store and has it back, wait this long before changing any block\'s set again, so that every proxy has reconnected and reloaded its locations first (>= state.reconnect.maxDelayMs plus a connection): a proxy still reconnecting routes from what it knew before the outage')
 }).strict().default({})
 
 export const predictionSchema = z.object({

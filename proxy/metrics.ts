@@ -21,12 +21,14 @@ export class ProxyMetrics {
   readonly retries: Counter
   readonly errors: Counter<'code'>
   readonly healthy: Gauge<'gateway'>
+  readonly storeLookups: Counter
   private readonly traffic = new Map<string, Traffic>()
 
   constructor (registry: Registry) {
     const registers = [registry]
     this.retries = new Counter({ name: 'ferry_proxy_retries_total', help: 'Requests retried on another gateway after a connection failure', registers })
     this.errors = new Counter({ name: 'ferry_proxy_errors_total', help: 'Requests ferry answered itself with an error, by error code', labelNames: ['code'], registers })
+    this.storeLookups = new Counter({ name: 'ferry_proxy_store_lookups_total', help: 'Requests routed by a location read from the store, because the location cache may have missed a notification (reconnecting to the store, or reloading after it)', registers })
     this.healthy = new Gauge({ name: 'ferry_gateway_healthy', help: '1 when the gateway is healthy (probes pass and not ejected)', labelNames: ['gateway'], registers })
     const traffic = this.traffic
     registry.registerMetric(exported('ferry_proxy_requests_total', 'Proxied requests by gateway, method and status code', 'counter', () => {

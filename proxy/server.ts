@@ -30,7 +30,7 @@ import { WriteGuard } from './write-guard.js'
 import { PlacementClient } from '../placement/client.js'
 import { requestMetadata, type RequestMetadata } from '../placement/metadata.js'
 import { PROCESS_REPORTER, gatewayHealthChannel } from '../state/channels.js'
-import type { StateStore } from '../state/types.js'
+import type { BlockLocation, StateStore } from '../state/types.js'
 
 export type { AccessObserver } from './forward.js'
 
@@ -277,6 +277,36 @@ export class ProxyServer {
    * access, looks up the block's location and hands the request down the chain of stages.
    */
   dispatchBlock (op: BlockOperation): void {
+    // A cache that may have missed a notification (the store's connection or its subscription
+    // dropped, and the reload that follows is not done) must not route: the planner may have
+    // taken a member out of the block's set meanwhile, and another proxy's writes then skip it
+    // (a stale read, seen in the moves history around a Redis kill). The location comes from
+    // the store instead, until the reload ends.
+    if (this.sync !== undefined && !this.sync.cache.fresh) {
+      this.dispatchFromStore(op, this.sync)
+      return
+    }
+    this.dispatchRouted(op, undefined)
+  }
+
+  private dispatchFromStore (op: BlockOperation, sync: StateSync): void {
+    this.metrics.storeLookups.inc()
+    sync.store.getLocation(op.volume, op.block).then(location => {
+      // The store's word, newer than the cache's or equal: the settle of a write reads the cache.
+      if (location !== null) sync.cache.apply(op.volume, op.block, location.epoch, location, 'resync')
+      return location
+    }, () => {
+      // The store does not answer: nobody can change a location without it, so the cache
+      // holds the last word this proxy can have.
+      return undefined
+    }).then(location => { this.dispatchRouted(op, location) }).catch(err => {
+      this.logger.error({ err }, 'dispatch after a store lookup failed')
+      if (!op.res.headersSent) sendError(op.res, 500, 'FERRY_INTERNAL', 'internal error')
+    })
+  }
+
+  /** `known`: the block's location as just read from the store (null: none); undefined: use the cache. */
+  private dispatchRouted (op: BlockOperation, known: BlockLocation | null | undefined): void {
     const { req, res, method, volume, block } = op
     const write = method === 'PUT' || method === 'DELETE'
     const key = blockKey(volume, block)
@@ -285,7 +315,7 @@ export class ProxyServer {
     const client = this.clients.resolve(peer, req.headers['x-forwarded-for'])
     const site = this.sites.siteOf(client)
     if (this.recording) this.recorder.recordAt(key, volume, block, site, write, now)
-    const route = this.routes.route(volume, block, key, now, site)
+    const route = known === undefined ? this.routes.route(volume, block, key, now, site) : this.routes.routeAt(known, key, now, site)
     // A PUT still goes through: it replaces the whole block, and the rebuild never overwrites a
     // location recorded after the loss, so the new write stays the version every proxy serves.
     if (!route.placed && method !== 'PUT') {

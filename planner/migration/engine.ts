@@ -150,6 +150,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     }
     await this.admission.idle()
     await Promise.all(running.map(j => j.persisted.catch(() => {})))
+    this.ops.close()
     this.active = false
     for (const job of [...this.admission.jobs.values()]) this.admission.forget(job)
   }
@@ -159,6 +160,7 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
     this.stopped = true
     this.active = false
     this.recovery.clear()
+    this.ops.close()
     this.abandonAll(new StoppingError(true))
   }
 

@@ -77,6 +77,10 @@ export class MigrationOps {
   private readonly configOf: () => MigrationConfig
   private readonly bucket: TokenBucket
   readonly forget: (job: Job) => void
+  /** performance.now() when the store came back after an outage we saw; null: none seen, or down now. */
+  private storeBackAt: number | null = null
+  private storeDown = false
+  private readonly unsubscribe: () => void
 
   constructor (opts: OpsOptions) {
     this.store = opts.store
@@ -88,6 +92,29 @@ export class MigrationOps {
     this.bucket = opts.bucket
     this.events = opts.events
     this.forget = opts.forget
+    this.unsubscribe = opts.store.subscribe(e => {
+      if (e.type !== 'status') return
+      if (!e.status.ok) { this.storeDown = true; this.storeBackAt = null } else if (this.storeDown) { this.storeDown = false; this.storeBackAt = performance.now() }
+    })
+  }
+
+  close (): void { this.unsubscribe() }
+
+  /**
+   * Waits out the rest of `afterStoreOutageMs` after a store outage. Proxies reconnect at their
+   * own pace (with backoff, up to state.reconnect.maxDelayMs) and until then route and acknowledge
+   * from the locations they had when the store went away. A set changed before they are back
+   * would be one they do not know: a write acknowledged on a source alone after its copy was
+   * taken, or a read of a removed member (the stale reads of the moves history at a Redis kill).
+   */
+  private async quietAfterOutage (job: Job, ignoreAbort: boolean): Promise<void> {
+    for (;;) {
+      const back = this.storeBackAt
+      if (back === null) return
+      const left = this.config.afterStoreOutageMs - (performance.now() - back)
+      if (left <= 0) { this.storeBackAt = null; return }
+      await delay(Math.min(left, 1000), ignoreAbort ? undefined : job.abort.signal)
+    }
   }
 
   get config (): MigrationConfig { return this.configOf() }
@@ -110,6 +137,7 @@ export class MigrationOps {
    * unchanged → try again; anything else → FERRY_LOCATION_CHANGED.
    */
   async cas (job: Job, current: BlockLocation, next: LocationInput, step: string, ignoreAbort = false): Promise<BlockLocation> {
+    await this.quietAfterOutage(job, ignoreAbort)
     for (let attempt = 0; ; attempt++) {
       const fence = ignoreAbort ? this.requireLeader() : this.guard(job)
       try {
