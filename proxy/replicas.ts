@@ -3,6 +3,7 @@ import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 import { ReplicaPlacer, type ReplicationConfig } from '../fleet/replication.js'
 import type { Logger } from '../lib/log.js'
+import { LoopStalls } from '../lib/loop-stalls.js'
 import type { BlockLocation, LocationInput } from '../state/types.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
 import { ProxyAnswer, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler } from './request.js'
@@ -28,15 +29,24 @@ export class Replication {
   private config: ReplicationConfig
   private readonly demotions: Counter
   private readonly refused: Counter
+  private readonly lagChecks: Counter
+  /** planner.migration.settleMs: how late the planner allows a proxy to hear of a new member. */
+  private settleMs: number
+  private readonly stalls: LoopStalls
 
   constructor (
     private readonly sync: StateSync,
     readonly gateways: GatewaySet,
     config: ReplicationConfig,
+    settleMs: number,
     registry: Registry,
     private readonly logger: Logger
   ) {
     this.config = config
+    this.settleMs = settleMs
+    this.stalls = new LoopStalls(settleMs / 2)
+    this.stalls.start()
+    this.lagChecks = new Counter({ name: 'ferry_replica_store_checks_total', help: 'Writes whose acknowledgement waited for the block\'s location from the store, because they took half of planner.migration.settleMs or more, or the event loop stalled that long meanwhile', registers: [registry] })
     this.placer = new ReplicaPlacer({ gateways: () => gateways.all(), isHealthy: id => gateways.isHealthy(id) })
     this.demotions = new Counter({ name: 'ferry_replica_demotions_total', help: 'Members that left a block\'s in-sync set (or its set) because they failed a write', labelNames: ['gateway'], registers: [registry] })
     this.refused = new Counter({ name: 'ferry_replica_writes_refused_total', help: 'Writes answered 503 FERRY_REPLICAS_UNAVAILABLE (fewer than minInSync in-sync members stored them)', registers: [registry] })
@@ -44,9 +54,44 @@ export class Replication {
 
   get factor (): number { return this.config.factor }
 
-  reconfigure (config: ReplicationConfig): void {
+  reconfigure (config: ReplicationConfig, settleMs: number): void {
     this.config = config
+    this.settleMs = settleMs
+    this.stalls.threshold = settleMs / 2
     this.placer.refresh()
+  }
+
+  close (): void { this.stalls.stop() }
+
+  /**
+   * Whether the cache this write was routed by, and would be settled by, may not have heard of a
+   * change of the block's set yet. The planner copies to a new member settleMs after it joined,
+   * trusting every proxy to send that member each write from then on; a proxy that took longer
+   * to hear — a write that waited half of that or more since it was routed, or an event loop
+   * that stalled that long meanwhile (a loaded machine: notifications are not processed) — may
+   * have sent a write to the old set only, landing after the copy read it. Acknowledged from the
+   * cache, it would be missing on the new member once that is in sync (a read of the previous
+   * version, seen under CI load at R = 2). Quick writes on a live loop cannot have: they landed
+   * before the copy began.
+   */
+  cacheMayLag (request: ProxyRequest): boolean {
+    const routedAgo = Date.now() - request.now
+    const half = this.settleMs / 2
+    return routedAgo >= half || this.stalls.stalledSince(performance.now() - routedAgo - half)
+  }
+
+  /** When the cache may lag (cacheMayLag), takes the block's location from the store first. */
+  async refreshIfLagging (request: ProxyRequest): Promise<void> {
+    if (!this.cacheMayLag(request)) return
+    this.lagChecks.inc()
+    const { volume, block } = request
+    try {
+      const loc = await this.sync.store.getLocation(volume, block)
+      if (loc !== null) this.sync.cache.apply(volume, block, loc.epoch, loc, 'resync')
+    } catch {
+      // The store does not answer: nobody changes a set without it (and after an outage the
+      // planner waits for proxies to reconnect before it does).
+    }
   }
 
   /**
@@ -292,6 +337,7 @@ export class ReplicatedWrite {
     }
     let after: BlockLocation | null
     try {
+      await this.rep.refreshIfLagging(request)
       after = await this.rep.settle(request, stored, loc)
     } catch (err) {
       this.logger.warn({ err: (err as Error).message, volume: request.volume, block: request.block }, 'could not record a member leaving the in-sync set')

@@ -131,7 +131,7 @@ export class ProxyServer {
     this.forwarder = new Forwarder(this.gateways, this.metrics, this.recorder, opts.observer, `1.1 ${cfg.proxy.via}`, cfg.recorder.enabled)
     this.retry = new RetryStage(this.routes, this.metrics, this.forwarder, cfg.proxy.retries)
     if (this.sync !== undefined && this.sessions !== undefined) {
-      this.replication = new Replication(this.sync, this.gateways, cfg.replication, this.registry, this.logger)
+      this.replication = new Replication(this.sync, this.gateways, cfg.replication, cfg.planner.migration.settleMs, this.registry, this.logger)
       this.guard = new WriteGuard({
         sync: this.sync, gateways: this.gateways, registry: this.registry,
         logger: this.logger, forwarder: this.forwarder, next: this.retry, replication: this.replication
@@ -208,7 +208,7 @@ export class ProxyServer {
     this.recording = cfg.recorder.enabled
     this.forwarder.reconfigure(`1.1 ${cfg.proxy.via}`, cfg.recorder.enabled)
     this.retry.reconfigure(cfg.proxy.retries)
-    this.replication?.reconfigure(cfg.replication)
+    this.replication?.reconfigure(cfg.replication, cfg.planner.migration.settleMs)
     this.s3.reconfigure(cfg.s3, cfg.dns.zone)
     this.server.keepAliveTimeout = cfg.proxy.idleTimeoutMs
     this.server.headersTimeout = cfg.proxy.headersTimeoutMs
@@ -234,6 +234,7 @@ export class ProxyServer {
     await this.gateways.destroy()
     await this.placement?.stop()
     await this.sync?.stop()
+    this.replication?.close()
     await this.recorder.close()
     await this.s3.close()
   }

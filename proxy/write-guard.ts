@@ -130,8 +130,22 @@ export class WriteGuard implements Stage {
     return now !== null && now !== undefined && now.epoch !== request.location.epoch
   }
 
-  /** Settles a write that `wrote` stored (see Replication.settle): null to acknowledge it, else the refusal. */
+  /**
+   * Whether a write to one gateway must wait before the client hears of it: the set changed
+   * while it was in flight (mustSettle), or this proxy's cache may not have heard of such a
+   * change yet (Replication.cacheMayLag). settle() then decides.
+   */
+  mustHold (request: ProxyRequest): boolean {
+    return this.mustSettle(request) || (request.fanout === undefined && request.location !== undefined && this.replication.cacheMayLag(request))
+  }
+
+  /**
+   * Settles a held write that `wrote` stored (see Replication.settle), after taking the block's
+   * location from the store when the cache may lag: null to acknowledge it, else the refusal.
+   */
   async settle (request: ProxyRequest, wrote: Gateway): Promise<ProxyAnswer | null> {
+    await this.replication.refreshIfLagging(request)
+    if (!this.mustSettle(request)) return null
     const stored = new Set([wrote.id])
     const after = await this.replication.settle(request, stored, request.location as BlockLocation)
     const refusal = this.replication.verdict(request, stored, after)
@@ -183,7 +197,7 @@ class GuardedWrite implements ResponseHandler {
       this.status = statusCode
       const etag = headers.etag
       if (typeof etag === 'string') this.etag = etag
-      if (statusCode < 300 && !this.request.res.destroyed && this.guard.mustSettle(this.request)) {
+      if (statusCode < 300 && !this.request.res.destroyed && this.guard.mustHold(this.request)) {
         this.guard.forwarder.answered(this.request, statusCode)
         this.held = { statusCode, headers, chunks: [] }
         return

@@ -70,14 +70,23 @@ t.test('a starting proxy takes no request before it knows where blocks are', asy
 t.test('a proxy that started without its locations answers 503 for blocks it does not know, never 404', async t => {
   const { store, config } = await movedBlock(t)
 
-  // The store does not answer a scan until `answering` (a Redis timing out under load).
+  // The store answers neither a scan nor a lookup until `answering` (a Redis timing out under
+  // load). A proxy whose cache is not loaded asks the store for each block's location; here that
+  // fails too, so it cannot tell "no location" from "not known yet".
   let answering = false
+  const timedOut = (): Error => Object.assign(new Error('state store unavailable: redis: Command timed out'), { code: 'FERRY_STATE_UNAVAILABLE' })
   const unanswered = new Proxy(store, {
     get (inner, key) {
       if (key === 'scanLocations') {
         return async function * () {
-          if (!answering) throw Object.assign(new Error('state store unavailable: redis: Command timed out'), { code: 'FERRY_STATE_UNAVAILABLE' })
+          if (!answering) throw timedOut()
           yield * inner.scanLocations()
+        }
+      }
+      if (key === 'getLocation') {
+        return async (volume: string, block: string) => {
+          if (!answering) throw timedOut()
+          return await inner.getLocation(volume, block)
         }
       }
       const v = Reflect.get(inner, key, inner) as unknown
