@@ -71,6 +71,18 @@ export class History {
     w.etag = etag
   }
 
+  /**
+   * The block's retained writes, one line each (version, proxy, wall-clock start, outcome and
+   * duration): what a report of an anomaly needs to be read against the faults' times.
+   */
+  describeWrites (key: string, last = 6): string[] {
+    const writes = this.blocks.get(key)?.writes ?? []
+    return writes.slice(-last).map(w => {
+      const took = w.endedAt === undefined ? 'in flight' : `${w.acked ? 'acked' : 'failed'} after ${Math.round(w.endedAt - w.startedAt)} ms`
+      return `${w.op} ${w.version} via ${w.via} at ${new Date(w.wallStartedAt).toISOString()}, ${took}`
+    })
+  }
+
   /** The versions a read that ran over [startedAt, endedAt] may return. */
   allowed (key: string, startedAt: number, endedAt: number): Set<string> {
     const writes = this.blocks.get(key)?.writes ?? []

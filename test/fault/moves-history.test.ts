@@ -167,7 +167,7 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
     for (const i of [2, 3]) {
       const st = await request(`http://127.0.0.1:${ports[i]!.admin}/v1/planner`).then(async r => await r.body.json() as { leader?: boolean }).catch(() => null)
       if (st?.leader === true) {
-        faults.push(`SIGKILL planner ${i} at ${submitted} moves`)
+        faults.push(`SIGKILL planner ${i} at ${submitted} moves (${new Date().toISOString()})`)
         nodes[i]!.child.kill('SIGKILL')
         await sleep(2000)
         nodes[i] = start(i)
@@ -181,7 +181,7 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
       nodes[2] = start(2)
     }
     await waitFor(() => submitted >= (2 * MOVES) / 3 || !running, 'two thirds of the moves', MOVES * 1000, 100)
-    faults.push(`SIGKILL redis at ${submitted} moves`)
+    faults.push(`SIGKILL redis at ${submitted} moves (${new Date().toISOString()})`)
     await redis.kill()
     await sleep(1000)
     await redis.restart()
@@ -224,6 +224,13 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
   // read (b19 read v125 after v126 was acknowledged, around the Redis kill). Until it is found and
   // fixed, this assertion is reported as todo: it still runs and prints what it saw, without
   // failing the suite; every other assertion here (lost, refused, corrupt) stays strict.
+  // What a stale read needs to be understood: the block's writes and its set's history.
+  for (const a of stale.slice(0, 3)) {
+    t.comment(`stale: ${JSON.stringify(a)}`)
+    for (const line of history.describeWrites(a.key)) t.comment(`  ${line}`)
+    const block = await request(`${plannerAdmins[0] as string}/v1/blocks/vol/${a.key.replace(/^vol\//, '')}`).then(async r => await r.body.json() as { history?: unknown[] }).catch(() => null)
+    for (const h of (block?.history ?? []).slice(-8)) t.comment(`  set: ${JSON.stringify(h)}`)
+  }
   t.same(stale.slice(0, 5), [], '0 stale reads', { todo: 'a stale read after a Redis kill during R = 1 membership moves (issue 20)' })
   t.same(corrupt.slice(0, 5), [], '0 corrupt reads')
   for (const key of keys) {

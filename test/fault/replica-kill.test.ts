@@ -142,7 +142,7 @@ t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0
   const before = await (await request(`${admin}/v1/blocks/vol/b0`)).body.json() as { location: { members: string[] } }
   const victim = Number(before.location.members[0]?.slice(2)) - 1
   const victimId = `gw${victim + 1}`
-  t.comment(`SIGKILL ${victimId}`)
+  t.comment(`SIGKILL ${victimId} at ${new Date().toISOString()}`)
   gateways[victim]?.child.kill('SIGKILL')
   // Sampled from the kill on: on a quiet machine the repair of these small blocks is over within
   // one repair pass after replication.downAfterMs, and a pass's figures last one interval.
@@ -200,6 +200,13 @@ t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0
   // previous version, as from the killed member's old copy). moves-history.test.ts saw the same
   // shape. Until it is found and fixed this assertion is todo: it runs and prints what it saw,
   // without failing the suite; lost, failed and corrupt stay strict.
+  // What a stale read needs to be understood: the block's writes and its set's history.
+  for (const a of stale.slice(0, 3)) {
+    t.comment(`stale: ${JSON.stringify(a)}`)
+    for (const line of history.describeWrites(a.key)) t.comment(`  ${line}`)
+    const block = await request(`${admin}/v1/blocks/vol/${a.key.replace(/^vol\//, '')}`).then(async r => await r.body.json() as { history?: unknown[] }).catch(() => null)
+    for (const h of (block?.history ?? []).slice(-8)) t.comment(`  set: ${JSON.stringify(h)}`)
+  }
   t.same(stale.slice(0, 5), [], '0 stale reads', { todo: 'a stale read of the previous version after a member is killed (issue 20)' })
   t.same(corrupt.slice(0, 5), [], '0 corrupt reads')
   t.ok(counts.reads > 200 && counts.writesAcked > 200, `traffic flowed (${counts.writesAcked} writes, ${counts.reads} reads)`)
