@@ -3,7 +3,7 @@ import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 import { ReplicaPlacer, type ReplicationConfig } from '../fleet/replication.js'
 import type { Logger } from '../lib/log.js'
-import { LoopStalls } from '../lib/loop-stalls.js'
+import type { LoopStalls } from '../lib/loop-stalls.js'
 import type { BlockLocation, LocationInput } from '../state/types.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
 import { ProxyAnswer, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler } from './request.js'
@@ -11,6 +11,9 @@ import { transient, type StateSync } from './state-sync.js'
 
 /** How long a write that must be settled waits for an unreachable store before it is refused. */
 const SETTLE_STORE_WAIT_MS = 10_000
+
+/** See Replication.lagBoundMs. */
+const LAG_MARGIN_MS = 25
 
 /**
  * The proxy's half of replica sets (README "Replica sets"): which set a first write claims,
@@ -32,20 +35,19 @@ export class Replication {
   private readonly lagChecks: Counter
   /** planner.migration.settleMs: how late the planner allows a proxy to hear of a new member. */
   private settleMs: number
-  private readonly stalls: LoopStalls
 
   constructor (
     private readonly sync: StateSync,
     readonly gateways: GatewaySet,
     config: ReplicationConfig,
     settleMs: number,
+    /** This process's event-loop stalls over settleMs / 2 (the owner keeps the threshold). */
+    private readonly stalls: LoopStalls,
     registry: Registry,
     private readonly logger: Logger
   ) {
     this.config = config
     this.settleMs = settleMs
-    this.stalls = new LoopStalls(settleMs / 2)
-    this.stalls.start()
     this.lagChecks = new Counter({ name: 'ferry_replica_store_checks_total', help: 'Writes whose acknowledgement waited for the block\'s location from the store, because they took half of planner.migration.settleMs or more, or the event loop stalled that long meanwhile', registers: [registry] })
     this.placer = new ReplicaPlacer({ gateways: () => gateways.all(), isHealthy: id => gateways.isHealthy(id) })
     this.demotions = new Counter({ name: 'ferry_replica_demotions_total', help: 'Members that left a block\'s in-sync set (or its set) because they failed a write', labelNames: ['gateway'], registers: [registry] })
@@ -57,11 +59,15 @@ export class Replication {
   reconfigure (config: ReplicationConfig, settleMs: number): void {
     this.config = config
     this.settleMs = settleMs
-    this.stalls.threshold = settleMs / 2
     this.placer.refresh()
   }
 
-  close (): void { this.stalls.stop() }
+  /**
+   * How late a proxy whose event loop has not stalled over settleMs / 2 may hear of a change of
+   * a set: the stall threshold, plus a margin for the notification's way through Redis and the
+   * kernel. A proxy that did stall longer reads locations from the store (ProxyServer).
+   */
+  get lagBoundMs (): number { return this.settleMs / 2 + LAG_MARGIN_MS }
 
   /**
    * Whether the cache this write was routed by, and would be settled by, may not have heard of a
@@ -173,6 +179,11 @@ export class Replication {
       if (r.ok) {
         for (const m of [...missed, ...dropped]) this.demotions.inc({ gateway: m })
         this.sync.cache.apply(volume, block, r.location.epoch, r.location, 'local')
+        // A member that left the in-sync set may still be read by proxies that have not heard:
+        // it lacks this write. Acknowledged only once every proxy has heard, or is reading
+        // locations from the store because its loop stalled (lagBoundMs): a read that reaches the
+        // member meanwhile began before the acknowledgement, and may return the older version.
+        if (missed.length > 0) await new Promise(resolve => setTimeout(resolve, this.lagBoundMs))
         return r.location
       }
       loc = r.current

@@ -12,6 +12,7 @@ import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
 import { HttpListener } from '../lib/tls.js'
+import { LoopStalls } from '../lib/loop-stalls.js'
 import { AccessRecorder, type AccessRecorderOptions } from './access-recorder.js'
 import { ClientAddressResolver } from './client-address.js'
 import { ClientResponse, Forwarder, type AccessObserver } from './forward.js'
@@ -95,6 +96,7 @@ export class ProxyServer {
   private readonly guard: WriteGuard | undefined
   /** Replica sets: the set a first write claims, writes sent to every member (with a store only). */
   readonly replication: Replication | undefined
+  private readonly stalls: LoopStalls
   /** Where every request enters the chain. */
   private readonly first: Stage
   private config: FerryConfig
@@ -124,6 +126,8 @@ export class ProxyServer {
       })
     }
     this.routes = new RouteTable(this.gateways, this.sync?.cache)
+    this.stalls = new LoopStalls(cfg.planner.migration.settleMs / 2)
+    if (this.sync !== undefined) this.stalls.start()
     this.pattern = new PathPattern(cfg.proxy.pathPattern)
     this.sites = new SiteMap(cfg.sites)
     this.clients = new ClientAddressResolver(cfg.proxy.trustedProxies)
@@ -131,7 +135,7 @@ export class ProxyServer {
     this.forwarder = new Forwarder(this.gateways, this.metrics, this.recorder, opts.observer, `1.1 ${cfg.proxy.via}`, cfg.recorder.enabled)
     this.retry = new RetryStage(this.routes, this.metrics, this.forwarder, cfg.proxy.retries)
     if (this.sync !== undefined && this.sessions !== undefined) {
-      this.replication = new Replication(this.sync, this.gateways, cfg.replication, cfg.planner.migration.settleMs, this.registry, this.logger)
+      this.replication = new Replication(this.sync, this.gateways, cfg.replication, cfg.planner.migration.settleMs, this.stalls, this.registry, this.logger)
       this.guard = new WriteGuard({
         sync: this.sync, gateways: this.gateways, registry: this.registry,
         logger: this.logger, forwarder: this.forwarder, next: this.retry, replication: this.replication
@@ -209,6 +213,7 @@ export class ProxyServer {
     this.forwarder.reconfigure(`1.1 ${cfg.proxy.via}`, cfg.recorder.enabled)
     this.retry.reconfigure(cfg.proxy.retries)
     this.replication?.reconfigure(cfg.replication, cfg.planner.migration.settleMs)
+    this.stalls.threshold = cfg.planner.migration.settleMs / 2
     this.s3.reconfigure(cfg.s3, cfg.dns.zone)
     this.server.keepAliveTimeout = cfg.proxy.idleTimeoutMs
     this.server.headersTimeout = cfg.proxy.headersTimeoutMs
@@ -234,7 +239,7 @@ export class ProxyServer {
     await this.gateways.destroy()
     await this.placement?.stop()
     await this.sync?.stop()
-    this.replication?.close()
+    this.stalls.stop()
     await this.recorder.close()
     await this.s3.close()
   }
@@ -283,7 +288,11 @@ export class ProxyServer {
     // taken a member out of the block's set meanwhile, and another proxy's writes then skip it
     // (a stale read, seen in the moves history around a Redis kill). The location comes from
     // the store instead, until the reload ends.
-    if (this.sync !== undefined && !this.sync.cache.fresh) {
+    // A read routed by a cache that may lag for another reason — this process's event loop
+    // stalled, so notifications waited — goes by the store too: a member another proxy just took
+    // out of the in-sync set lacks the write that did it, and that write is acknowledged only
+    // lagBoundMs after (Replication.settle), a bound a stalled loop can overrun.
+    if (this.sync !== undefined && (!this.sync.cache.fresh || (this.replication !== undefined && (op.method === 'GET' || op.method === 'HEAD') && this.stalls.stalledSince(performance.now() - this.replication.lagBoundMs)))) {
       this.dispatchFromStore(op, this.sync)
       return
     }
@@ -294,8 +303,14 @@ export class ProxyServer {
     this.metrics.storeLookups.inc()
     sync.store.getLocation(op.volume, op.block).then(location => {
       // The store's word, newer than the cache's or equal: the settle of a write reads the cache.
-      if (location !== null) sync.cache.apply(op.volume, op.block, location.epoch, location, 'resync')
-      return location
+      if (location !== null) {
+        sync.cache.apply(op.volume, op.block, location.epoch, location, 'resync')
+        return location
+      }
+      // None: moves never delete a location, so this is a store that came back empty (its
+      // rebuild, recovery/, may not have begun) or a first write's claim given up. The cache
+      // has what this proxy knew; the reload and the store-loss guards take it from there.
+      return undefined
     }, () => {
       // The store does not answer: nobody can change a location without it, so the cache
       // holds the last word this proxy can have.

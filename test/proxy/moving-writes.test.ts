@@ -14,7 +14,7 @@ import { waitFor } from '../helpers/net.js'
  * again), it puts the source back in sync when it outlived the move (the move is undone, the
  * write acknowledged), and only once the source has left the set entirely is it refused.
  */
-async function rig (t: Test): Promise<{ store: StateStore, url: string, gw: string[], slow: () => Promise<void>, fast: () => Promise<void>, cached: (b: string) => BlockLocation | null | undefined, sent: () => Promise<unknown>, deaf: () => () => void }> {
+async function rig (t: Test): Promise<{ store: StateStore, url: string, gw: string[], slow: () => Promise<void>, fast: () => Promise<void>, cached: (b: string) => BlockLocation | null | undefined, sent: () => Promise<unknown>, deaf: () => () => void, errors: () => Promise<void> }> {
   const gws = await startGateways(2)
   t.teardown(gws.stopAll)
   const store = createStore({})
@@ -27,6 +27,7 @@ async function rig (t: Test): Promise<{ store: StateStore, url: string, gw: stri
     gw: gws.urls,
     slow: async () => { await gws.gateways[0]!.setFaults({ latencyMs: 600 }) },
     fast: async () => { await gws.gateways[0]!.clearFaults() },
+    errors: async () => { await gws.gateways[0]!.setFaults({ errorRate: 1 }) },
     cached: b => p.node.proxy?.sync?.cache.get('v', b),
     sent: async () => await waitFor(() => p.node.proxy?.gateways.get('gw1')?.inflight === 1, 'the write in flight to gw1'),
     // The store's notifications go unprocessed, as while the proxy's event loop is stalled on a
@@ -122,4 +123,34 @@ t.test('a write that outlived a move and the source\'s removal is refused (FERRY
   t.match(JSON.parse(w.body), { error: { code: 'FERRY_WRITE_NOT_CONFIRMED' } })
   t.match(await r.store.getLocation('v', 'l'), { members: ['gw2'], inSync: ['gw2'] }, 'the set is untouched')
   t.equal((await request(`${r.url}/v/l`)).statusCode, 404, 'the block\'s set does not have it: it was never acknowledged')
+})
+
+t.test('a member taken out of the in-sync set: the write that did it is acknowledged only after every proxy can have heard, and a proxy whose loop stalled reads by the store', async t => {
+  const r = await rig(t)
+  const [gw1, gw2] = r.gw as [string, string]
+  // Writes go to both members (R = 2 by hand); gw1 fails them.
+  await set(r.store, 'm', { gateway: 'gw1', members: ['gw1', 'gw2'], inSync: ['gw1', 'gw2'] })
+  await waitFor(() => r.cached('m')?.inSync.length === 2, 'the set cached')
+  t.equal((await put(`${r.url}/v/m`, 'v1')).status, 201, 'v1 on both members')
+  await r.errors()
+  const started = performance.now()
+  const w = await put(`${r.url}/v/m`, 'v2')
+  const took = performance.now() - started
+  t.equal(w.status, 204, `v2 acknowledged by gw2 alone (${w.body})`)
+  t.match(await r.store.getLocation('v', 'm'), { inSync: ['gw2'] }, 'gw1 left the in-sync set first')
+  // planner.migration.settleMs is 250 ms by default: the bound is 125 + 25 ms.
+  t.ok(took >= 150, `the acknowledgement waited for every proxy to hear (${Math.round(took)} ms)`)
+  await r.fast()
+  t.equal(await (await request(`${gw1}/v/m`)).body.text(), 'v1', 'gw1 still holds v1')
+
+  // Another proxy's view, as while its event loop is stalled: it has not heard that gw1 left.
+  await set(r.store, 'm', { gateway: 'gw1', members: ['gw1', 'gw2'], inSync: ['gw1', 'gw2'] })
+  await waitFor(() => r.cached('m')?.inSync.length === 2, 'gw1 back in the cached set')
+  const hear = r.deaf()
+  t.teardown(hear)
+  await set(r.store, 'm', { gateway: 'gw2', members: ['gw2', 'gw1'], inSync: ['gw2'] })
+  t.equal(await (await request(`${gw2}/v/m`)).body.text(), 'v2')
+  const end = performance.now() + 200
+  while (performance.now() < end) { /* the loop stalls past settleMs / 2 */ }
+  t.equal(await (await request(`${r.url}/v/m`)).body.text(), 'v2', 'the read after the stall follows the store, not the cache that still has gw1 in sync')
 })
