@@ -75,7 +75,8 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
   }
   const nodes = [0, 1, 2, 3].map(start)
   for (const [i, p] of ports.entries()) {
-    await waitFor(async () => (await request(`http://127.0.0.1:${p.admin}/healthz`)).statusCode === 200, `ferry ${i} up`, 90_000)
+    // A proxy is ready once it listens and has its locations (/healthz answers before that).
+    await waitFor(async () => (await request(`http://127.0.0.1:${p.admin}/${i < 2 ? 'readyz' : 'healthz'}`)).statusCode === 200, `ferry ${i} up`, 90_000)
       .catch(err => { throw new Error(`${(err as Error).message}; its output: ${nodes[i]?.output() ?? ''}`) })
   }
   const proxies = [0, 1].map(i => `http://127.0.0.1:${ports[i]!.proxy}`)
