@@ -30,11 +30,7 @@ export class RouteTable {
 
   /** `site`: the client's, so that a block with several in-sync members is read from the nearest. */
   route (volume: string, block: string, key: string, now = Date.now(), site?: string): Route {
-    return this.routeAt(this.locations?.get(volume, block), key, now, site)
-  }
-
-  /** `route` for a location the caller already has (read from the store rather than the cache). */
-  routeAt (location: BlockLocation | null | undefined, key: string, now = Date.now(), site?: string): Route {
+    const location = this.locations?.get(volume, block)
     if (location !== undefined && location !== null) {
       const gateway = location.inSync.length > 1 ? nearestInSync(this.gateways, location, site, now) : this.gateways.get(location.gateway)
       return { gateway, placed: true, location }

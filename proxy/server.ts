@@ -31,7 +31,7 @@ import { WriteGuard } from './write-guard.js'
 import { PlacementClient } from '../placement/client.js'
 import { requestMetadata, type RequestMetadata } from '../placement/metadata.js'
 import { PROCESS_REPORTER, gatewayHealthChannel } from '../state/channels.js'
-import type { BlockLocation, StateStore } from '../state/types.js'
+import type { StateStore } from '../state/types.js'
 
 export type { AccessObserver } from './forward.js'
 
@@ -283,46 +283,51 @@ export class ProxyServer {
    * access, looks up the block's location and hands the request down the chain of stages.
    */
   dispatchBlock (op: BlockOperation): void {
-    // A cache that may have missed a notification (the store's connection or its subscription
-    // dropped, and the reload that follows is not done) must not route: the planner may have
-    // taken a member out of the block's set meanwhile, and another proxy's writes then skip it
-    // (a stale read, seen in the moves history around a Redis kill). The location comes from
-    // the store instead, until the reload ends.
-    // A read routed by a cache that may lag for another reason — this process's event loop
-    // stalled, so notifications waited — goes by the store too: a member another proxy just took
-    // out of the in-sync set lacks the write that did it, and that write is acknowledged only
-    // lagBoundMs after (Replication.settle), a bound a stalled loop can overrun.
-    if (this.sync !== undefined && (!this.sync.cache.fresh || (this.replication !== undefined && (op.method === 'GET' || op.method === 'HEAD') && this.stalls.stalledSince(performance.now() - this.replication.lagBoundMs)))) {
+    if (this.sync !== undefined && this.cacheMayMislead(op)) {
       this.dispatchFromStore(op, this.sync)
       return
     }
-    this.dispatchRouted(op, undefined)
+    this.dispatchRouted(op)
   }
 
+  /**
+   * Whether the location cache may not have heard of a change to the block's set that matters
+   * to this request (README "Replica sets", keeping proxies off a member that just left):
+   *
+   * - it may have missed a notification: the store's connection or its subscription dropped and
+   *   the reload that follows is not done (the planner may have moved the block meanwhile, and
+   *   other proxies' writes then skip the member this one would read — the stale reads of the
+   *   moves history around a Redis kill);
+   * - for a read, this process's event loop stalled past the bound within which proxies are
+   *   trusted to hear (Replication.lagBoundMs; notifications waited meanwhile): a member another
+   *   proxy just took out of the in-sync set lacks the write that did it, and that write was
+   *   acknowledged only that long after. Writes are checked when they are settled instead.
+   */
+  private cacheMayMislead (op: BlockOperation): boolean {
+    const sync = this.sync as StateSync
+    if (!sync.cache.fresh) return true
+    if (this.replication === undefined || (op.method !== 'GET' && op.method !== 'HEAD')) return false
+    return this.stalls.stalledSince(performance.now() - this.replication.lagBoundMs)
+  }
+
+  /** dispatchRouted after the block's location was read from the store into the cache. */
   private dispatchFromStore (op: BlockOperation, sync: StateSync): void {
     this.metrics.storeLookups.inc()
     sync.store.getLocation(op.volume, op.block).then(location => {
-      // The store's word, newer than the cache's or equal: the settle of a write reads the cache.
-      if (location !== null) {
-        sync.cache.apply(op.volume, op.block, location.epoch, location, 'resync')
-        return location
-      }
       // None: moves never delete a location, so this is a store that came back empty (its
       // rebuild, recovery/, may not have begun) or a first write's claim given up. The cache
       // has what this proxy knew; the reload and the store-loss guards take it from there.
-      return undefined
+      if (location !== null) sync.cache.apply(op.volume, op.block, location.epoch, location, 'resync')
     }, () => {
-      // The store does not answer: nobody can change a location without it, so the cache
-      // holds the last word this proxy can have.
-      return undefined
-    }).then(location => { this.dispatchRouted(op, location) }).catch(err => {
+      // The store does not answer: nobody can change a location without it (and after an outage
+      // the planner waits for proxies to reconnect), so the cache holds the last word.
+    }).then(() => { this.dispatchRouted(op) }).catch(err => {
       this.logger.error({ err }, 'dispatch after a store lookup failed')
       if (!op.res.headersSent) sendError(op.res, 500, 'FERRY_INTERNAL', 'internal error')
     })
   }
 
-  /** `known`: the block's location as just read from the store (null: none); undefined: use the cache. */
-  private dispatchRouted (op: BlockOperation, known: BlockLocation | null | undefined): void {
+  private dispatchRouted (op: BlockOperation): void {
     const { req, res, method, volume, block } = op
     const write = method === 'PUT' || method === 'DELETE'
     const key = blockKey(volume, block)
@@ -331,7 +336,7 @@ export class ProxyServer {
     const client = this.clients.resolve(peer, req.headers['x-forwarded-for'])
     const site = this.sites.siteOf(client)
     if (this.recording) this.recorder.recordAt(key, volume, block, site, write, now)
-    const route = known === undefined ? this.routes.route(volume, block, key, now, site) : this.routes.routeAt(known, key, now, site)
+    const route = this.routes.route(volume, block, key, now, site)
     // A PUT still goes through: it replaces the whole block, and the rebuild never overwrites a
     // location recorded after the loss, so the new write stays the version every proxy serves.
     if (!route.placed && method !== 'PUT') {
