@@ -36,6 +36,8 @@ export interface Anomaly {
   observed: string
   allowed: string[]
   at: string
+  /** The block's last writes when the read was judged (History.describeWrites). */
+  writes: string[]
 }
 
 interface BlockLog {
@@ -109,7 +111,7 @@ export class History {
   judge (key: string, allowed: Set<string>, observed: string, via: string, phase: string): AnomalyKind | undefined {
     if (allowed.has(observed)) return undefined
     const kind: AnomalyKind = observed === ABSENT ? 'lost' : this.blocks.get(key)?.written.has(observed) === true ? 'stale' : 'corrupt'
-    this.anomalies.push({ kind, key, via, phase, observed, allowed: [...allowed], at: new Date().toISOString() })
+    this.anomalies.push({ kind, key, via, phase, observed, allowed: [...allowed], at: new Date().toISOString(), writes: this.describeWrites(key) })
     return kind
   }
 
