@@ -26,7 +26,8 @@ export interface BlockCore {
   dispatchBlock (op: BlockOperation): void
   /** The client's address as the core sees it (X-Forwarded-For from trusted proxies). */
   clientOf (req: IncomingMessage): string
-  gatewayOf (volume: string, block: string): Gateway | undefined
+  /** The gateways a block may be read from now, best first (in-sync members only). */
+  readersOf (volume: string, block: string): Gateway[]
   holdersOf (volume: string, block: string): Array<Gateway | undefined>
   readonly maxBodyBytes: number
   readonly via: string
@@ -687,19 +688,37 @@ export class S3Adapter {
     this.send(c, 200, doc('DeleteResult', results.join('')))
   }
 
-  /** A GET of a block from where it is served, for the adapter's own use (copy source, parts). */
+  /** A GET of a block, for the adapter's own use (copy source, parts): see readBlockFrom. */
   private async readBlock (volume: string, block: string, range?: { first: number, last: number }): Promise<Readable> {
-    const gw = this.core.gatewayOf(volume, block)
-    if (gw === undefined) throw new S3Error('ServiceUnavailable', 'no gateway is available', { 'retry-after': 1 })
+    return (await this.readBlockFrom(volume, block, range)).body
+  }
+
+  /**
+   * A GET of a block from the first of its readers (core.readersOf: in-sync members, best first)
+   * that answers it, skipping those in `failed` and adding each that fails now: a member killed
+   * or failing must not fail a copy or a Complete while another in-sync member holds the block.
+   * NoSuchKey only when every reader answered 404.
+   */
+  private async readBlockFrom (volume: string, block: string, range?: { first: number, last: number }, failed = new Set<string>()): Promise<{ body: Readable, gateway: string }> {
+    const readers = this.core.readersOf(volume, block).filter(g => !failed.has(g.id))
+    if (readers.length === 0) throw new S3Error('ServiceUnavailable', 'no gateway is available', { 'retry-after': 1 })
     const headers = range !== undefined ? { range: `bytes=${range.first}-${range.last}` } : undefined
-    const r = await gw.pool.request({ method: 'GET', path: PathPattern.gatewayPath(volume, block), headersTimeout: 10_000, ...(headers !== undefined ? { headers } : {}) }).catch((err: Error) => {
-      throw new S3Error('BadGateway', `gateway ${gw.id} failed: ${err.message}`)
-    })
-    if (r.statusCode === 404) { await r.body.dump(); throw new S3Error('NoSuchKey', 'The specified key does not exist.') }
-    if (range !== undefined && r.statusCode === 206) return r.body
-    if (r.statusCode !== 200) { await r.body.dump(); throw new S3Error('BadGateway', `gateway ${gw.id} answered ${r.statusCode}`) }
-    // A gateway that ignores Range (the reference gateway does) sent it all: pass on the range.
-    return range !== undefined ? feed(r.body, new ByteRange(range.first, range.last)) : r.body
+    let last: S3Error | undefined
+    for (const gw of readers) {
+      failed.add(gw.id)
+      const r = await gw.pool.request({ method: 'GET', path: PathPattern.gatewayPath(volume, block), headersTimeout: 10_000, ...(headers !== undefined ? { headers } : {}) }).catch((err: Error) => {
+        last = new S3Error('BadGateway', `gateway ${gw.id} failed: ${err.message}`)
+        return undefined
+      })
+      if (r === undefined) continue
+      if (r.statusCode === 404) { await r.body.dump(); continue }
+      if (r.statusCode !== 200 && !(range !== undefined && r.statusCode === 206)) { await r.body.dump(); last = new S3Error('BadGateway', `gateway ${gw.id} answered ${r.statusCode}`); continue }
+      failed.delete(gw.id)
+      if (r.statusCode === 206) return { body: r.body, gateway: gw.id }
+      // A gateway that ignores Range (the reference gateway does) sent it all: pass on the range.
+      return { body: range !== undefined ? feed(r.body, new ByteRange(range.first, range.last)) : r.body, gateway: gw.id }
+    }
+    throw last ?? new S3Error('NoSuchKey', 'The specified key does not exist.')
   }
 
   /**
@@ -871,15 +890,32 @@ export class S3Adapter {
     const size = parts.reduce((a, p) => a + p.size, 0)
     const etag = createHash('md5').update(Buffer.concat(parts.map(p => Buffer.from(p.etag, 'hex')))).digest('hex') + '-' + parts.length
     let failed: S3Error | undefined
-    const read = this.readBlock.bind(this)
+    const read = this.readBlockFrom.bind(this)
     // The object is stored as one block (moved, repaired and served as a unit): the parts are
-    // streamed into it in order, and deleted once it is acknowledged.
+    // streamed into it in order, and deleted once it is acknowledged. A member that dies (or
+    // sends short) while its part streams: the rest of the part is read from the next in-sync
+    // member, from where the first stopped, so losing a gateway mid-Complete does not fail it
+    // while another copy exists (test/fault/s3-faults.test.ts).
     async function * concat (): AsyncGenerator<Buffer> {
       for (const p of parts) {
-        const src = await read(bucket, blockOfPart(uploadId, p.part))
+        const block = blockOfPart(uploadId, p.part)
+        const dead = new Set<string>()
         let n = 0
-        for await (const chunk of src) { n += (chunk as Buffer).length; yield chunk as Buffer }
-        if (n !== p.size) throw (failed = new S3Error('InternalError', `part ${p.part} has ${n} bytes on its gateway, ${p.size} were acknowledged`))
+        for (;;) {
+          const src = await read(bucket, block, n === 0 ? undefined : { first: n, last: p.size - 1 }, dead)
+          try {
+            for await (const chunk of src.body) {
+              const b = chunk as Buffer
+              if (n + b.length > p.size) throw (failed = new S3Error('InternalError', `part ${p.part} has more than the ${p.size} bytes acknowledged on ${src.gateway}`))
+              n += b.length
+              yield b
+            }
+          } catch (err) {
+            if (err instanceof S3Error) throw err
+          }
+          if (n === p.size) break
+          dead.add(src.gateway)
+        }
       }
     }
     const body = Readable.from(concat())
