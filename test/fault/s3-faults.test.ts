@@ -198,6 +198,12 @@ t.test('S3 traffic through planner, proxy and gateway faults: 0 lost, 0 corrupt'
     t.ok(uploadId.length > 0)
     t.equal(etag, multipartEtag(parts), 'Complete answers S3\'s multipart ETag')
     await checkRead(t, 'mp/proxy-restart.bin', Buffer.concat(parts), etag)
+    // A client whose Complete answer was lost (the proxy died after storing the object) retries
+    // it through the other proxy: S3 answers it as the first.
+    const xml = `<CompleteMultipartUpload>${parts.map((p, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>"${md5(p)}"</ETag></Part>`).join('')}</CompleteMultipartUpload>`
+    const again = await s3(proxies[1]!, 'POST', `/${BUCKET}/mp/proxy-restart.bin?uploadId=${uploadId}`, xml, { 'content-type': 'application/xml' })
+    t.equal(again.status, 200, `a retried Complete: ${again.body.toString().slice(0, 200)}`)
+    t.match(again.body.toString(), etag, 'with the same ETag')
   })
 
   await t.test('the parts and the object moved while the upload runs and completes', async t => {
