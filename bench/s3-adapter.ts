@@ -51,7 +51,7 @@ s3:
       h.onResponseEnd(controller, {})
     },
     clientOf: () => '127.0.0.1',
-    gatewayOf: () => undefined,
+    readersOf: () => [],
     holdersOf: () => []
   }
   const index = new MemoryObjectIndex()

@@ -20,7 +20,7 @@ import { GatewaySet, type Gateway } from './gateway-set.js'
 import { ProxyMetrics } from './metrics.js'
 import { PathPattern } from './path-pattern.js'
 import { ProxyAnswer, type BlockOperation, type ProxyRequest, type Stage } from './request.js'
-import { Replication } from './replicas.js'
+import { readOrder, Replication } from './replicas.js'
 import { RetryStage } from './retry.js'
 import { RouteTable } from './route-table.js'
 import { SessionManager, SessionSteering } from './sessions.js'
@@ -393,11 +393,16 @@ export class ProxyServer {
   }
 
   /**
-   * The gateway a block is read from right now (its location, else its hashed gateway), for the
-   * reads an adapter makes on its own behalf (the source of a copy, the parts of an upload).
+   * The gateways a block may be read from right now, best first, for the reads an adapter makes
+   * on its own behalf (the source of a copy, the parts of an upload): a replicated block's in-sync
+   * members (never an out-of-sync copy, which may be stale), else its hashed gateway. More than
+   * one, so such a read fails over when a member dies, as a client's GET does (retry.ts).
    */
-  gatewayOf (volume: string, block: string): Gateway | undefined {
-    return this.routes.route(volume, block, blockKey(volume, block), Date.now()).gateway
+  readersOf (volume: string, block: string): Gateway[] {
+    const now = Date.now()
+    const route = this.routes.route(volume, block, blockKey(volume, block), now)
+    if (route.location === undefined) return route.gateway === undefined ? [] : [route.gateway]
+    return readOrder(this.gateways, route.location, undefined, now)
   }
 
   /**

@@ -28,6 +28,8 @@ export interface ObjectMeta {
   headers?: Record<string, string>
   /** Multipart objects: each part's size, for GET ?partNumber=N. */
   parts?: number[]
+  /** Multipart objects: the upload that made it, so a retried Complete of it is answered again. */
+  uploadId?: string
 }
 
 export interface ListedObject { key: string, meta: ObjectMeta }

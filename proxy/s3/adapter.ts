@@ -26,7 +26,8 @@ export interface BlockCore {
   dispatchBlock (op: BlockOperation): void
   /** The client's address as the core sees it (X-Forwarded-For from trusted proxies). */
   clientOf (req: IncomingMessage): string
-  gatewayOf (volume: string, block: string): Gateway | undefined
+  /** The gateways a block may be read from now, best first (in-sync members only). */
+  readersOf (volume: string, block: string): Gateway[]
   holdersOf (volume: string, block: string): Array<Gateway | undefined>
   readonly maxBodyBytes: number
   readonly via: string
@@ -322,7 +323,7 @@ export class S3Adapter {
         if (q.has('uploads')) return await this.listUploads(c, bucket)
         if (q.has('versioning')) return this.send(c, 200, doc('VersioningConfiguration', ''))
         if (q.has('acl')) return this.send(c, 200, doc('AccessControlPolicy', `${OWNER}<AccessControlList><Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser"><ID>ferry</ID><DisplayName>ferry</DisplayName></Grantee><Permission>FULL_CONTROL</Permission></Grant></AccessControlList>`))
-        for (const sub of ['policy', 'cors', 'lifecycle', 'tagging', 'website', 'replication', 'encryption', 'object-lock', 'logging', 'notification', 'requestPayment', 'accelerate', 'ownershipControls', 'publicAccessBlock', 'analytics', 'metrics', 'inventory', 'intelligent-tiering', 'versions']) {
+        for (const sub of ['policy', 'cors', 'lifecycle', 'tagging', 'website', 'replication', 'encryption', 'object-lock', 'logging', 'notification', 'requestPayment', 'accelerate', 'ownershipControls', 'publicAccessBlock', 'analytics', 'metrics', 'inventory', 'intelligent-tiering']) {
           if (q.has(sub)) throw new S3Error('NotImplemented', `the ${sub} subresource is not implemented by ferry`)
         }
         return await this.listObjects(c, bucket)
@@ -376,7 +377,9 @@ export class S3Adapter {
     const body = await readSmallBody(c.req, MAX_XML_BYTES)
     if (body.trim() !== '') parseXml(body, 'CreateBucketConfiguration')
     const created = await this.index.createBucket(bucket, Date.now())
-    if (!created) throw new S3Error('BucketAlreadyOwnedByYou', 'Your previous request to create the named bucket succeeded and you already own it.')
+    // In us-east-1 S3 answers 200 to creating a bucket the caller already has (elsewhere 409);
+    // buckets here have no owner but the keys granted them, so it is always "the caller's".
+    if (!created && this.cfg.region !== 'us-east-1') throw new S3Error('BucketAlreadyOwnedByYou', 'Your previous request to create the named bucket succeeded and you already own it.')
     this.sendEmpty(c, 200, { location: '/' + bucket })
   }
 
@@ -389,7 +392,17 @@ export class S3Adapter {
     this.sendEmpty(c, 200, { 'x-amz-bucket-region': this.cfg.region })
   }
 
+  /**
+   * DeleteBucket: refused while any object is in it; its open multipart uploads are aborted with
+   * it (their parts deleted), as S3 and RGW do — a tool that empties a bucket lists and deletes
+   * objects only (`aws s3 rb --force`, the s3-tests clean-up), so an upload a client abandoned
+   * would otherwise keep the bucket until the abandoned-upload sweep. The index still refuses
+   * atomically if an object or upload arrives in between (BucketNotEmpty, the client retries).
+   */
   private async deleteBucket (c: Ctx, bucket: string): Promise<void> {
+    if (await this.index.countObjects(bucket) === 0) {
+      for (const u of await this.index.listUploads(bucket)) await this.abort(bucket, u.uploadId)
+    }
     const r = await this.index.deleteBucket(bucket)
     if (r === 'missing') throw new S3Error('NoSuchBucket', 'The specified bucket does not exist')
     if (r === 'not-empty') throw new S3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty')
@@ -405,9 +418,16 @@ export class S3Adapter {
 
   // ─────────────────────────── listing ───────────────────────────
 
+  /**
+   * ListObjects (V1), ListObjectsV2 and ListObjectVersions. Versioning is never enabled here, so
+   * ListObjectVersions is S3's answer for an unversioned bucket: every object is its one version,
+   * `null`, the latest; its `key-marker` is V1's `marker`. Clients and tools that empty a bucket
+   * (the s3-tests clean-up, `aws s3 rb --force` on versioned-or-not buckets) list versions.
+   */
   private async listObjects (c: Ctx, bucket: string): Promise<void> {
     const q = c.query
     const v2 = q.get('list-type') === '2'
+    const versions = q.has('versions')
     const prefix = q.get('prefix') ?? ''
     const delimiter = q.get('delimiter') ?? ''
     const encoding = q.get('encoding-type')
@@ -419,18 +439,30 @@ export class S3Adapter {
     let from: ListFrom | undefined
     const token = q.get('continuation-token')
     const startAfter = q.get('start-after')
-    const marker = q.get('marker')
-    if (v2 && token !== null) from = decodeToken(token)
+    const marker = versions ? q.get('key-marker') : q.get('marker')
+    // An empty token is no token (S3 and RGW list from the start; the s3-tests check it).
+    if (v2 && token !== null && token !== '') from = decodeToken(token)
     else if (v2 && startAfter !== null && startAfter !== '') from = { key: startAfter, skipPrefix: false }
     else if (!v2 && marker !== null && marker !== '') from = { key: marker, skipPrefix: delimiter !== '' && marker.endsWith(delimiter) }
     if (from === undefined || limit === 0) {
       // Only an empty first page needs the bucket checked: any key proves it exists.
       if (!await this.bucketExists(bucket) && await this.index.countObjects(bucket) === 0) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist')
     }
-    const page = await this.listPage(bucket, prefix, delimiter, from, limit)
+    // max-keys=0 asks for no entries, and S3 answers IsTruncated false with none.
+    const page = limit === 0 ? { contents: [], prefixes: [], truncated: false, next: undefined } : await this.listPage(bucket, prefix, delimiter, from, limit)
     const enc = (s: string): string => encoding === 'url' ? uriEscape(s, true) : s
-    const contents = page.contents.map(o => `<Contents>${el('Key', enc(o.key))}${el('LastModified', isoDate(o.meta.lastModified))}${el('ETag', `"${o.meta.etag}"`)}${el('Size', o.meta.size)}${v2 ? '' : OWNER}<StorageClass>STANDARD</StorageClass></Contents>`).join('')
+    const contents = page.contents.map(o => versions
+      ? `<Version>${el('Key', enc(o.key))}<VersionId>null</VersionId><IsLatest>true</IsLatest>${el('LastModified', isoDate(o.meta.lastModified))}${el('ETag', `"${o.meta.etag}"`)}${el('Size', o.meta.size)}${OWNER}<StorageClass>STANDARD</StorageClass></Version>`
+      : `<Contents>${el('Key', enc(o.key))}${el('LastModified', isoDate(o.meta.lastModified))}${el('ETag', `"${o.meta.etag}"`)}${el('Size', o.meta.size)}${v2 ? '' : OWNER}<StorageClass>STANDARD</StorageClass></Contents>`).join('')
     const prefixes = page.prefixes.map(p => `<CommonPrefixes>${el('Prefix', enc(p))}</CommonPrefixes>`).join('')
+    if (versions) {
+      let head = `${el('Name', bucket)}${el('Prefix', enc(prefix))}${el('KeyMarker', enc(marker ?? ''))}${el('VersionIdMarker', q.get('version-id-marker') ?? '')}${delimiter !== '' ? el('Delimiter', enc(delimiter)) : ''}${el('MaxKeys', maxKeys)}`
+      if (encoding !== null) head += el('EncodingType', encoding)
+      head += el('IsTruncated', page.truncated)
+      if (page.truncated && page.next !== undefined) head += `${el('NextKeyMarker', enc(page.next.key))}<NextVersionIdMarker>null</NextVersionIdMarker>`
+      this.send(c, 200, doc('ListVersionsResult', head + contents + prefixes))
+      return
+    }
     let head = `${el('Name', bucket)}${el('Prefix', enc(prefix))}${delimiter !== '' ? el('Delimiter', enc(delimiter)) : ''}${el('MaxKeys', maxKeys)}`
     if (encoding !== null) head += el('EncodingType', encoding)
     head += el('IsTruncated', page.truncated)
@@ -524,8 +556,12 @@ export class S3Adapter {
     const h = req.headers
     const payload = c.sig?.payloadHash
     const encodings = String(h['content-encoding'] ?? '').split(',').map(s => s.trim()).filter(s => s !== '')
+    // Framed when the payload hash says so, or when aws-chunked comes with its decoded length; an
+    // aws-chunked label on a plain body (a signed hash, no decoded length) is only a label, which
+    // is dropped from the stored Content-Encoding as S3 and RGW do (s3-tests'
+    // test_object_content_encoding_aws_chunked).
     const streaming = payload === STREAMING_SIGNED || payload === STREAMING_SIGNED_TRAILER || payload === STREAMING_UNSIGNED_TRAILER ||
-      encodings.includes('aws-chunked')
+      (encodings.includes('aws-chunked') && h['x-amz-decoded-content-length'] !== undefined)
     let length: number | undefined
     if (streaming) {
       const d = h['x-amz-decoded-content-length']
@@ -594,7 +630,7 @@ export class S3Adapter {
       const v = h[name]
       // aws-chunked is the transfer framing, not the object's encoding.
       if (typeof v === 'string') {
-        const value = name === 'content-encoding' ? v.split(',').map(s => s.trim()).filter(s => s !== 'aws-chunked').join(',') : v
+        const value = name === 'content-encoding' ? v.split(',').map(s => s.trim()).filter(s => s !== 'aws-chunked').join(', ') : v
         if (value !== '') (out.headers ??= {})[name] = value
       }
     }
@@ -687,19 +723,37 @@ export class S3Adapter {
     this.send(c, 200, doc('DeleteResult', results.join('')))
   }
 
-  /** A GET of a block from where it is served, for the adapter's own use (copy source, parts). */
+  /** A GET of a block, for the adapter's own use (copy source, parts): see readBlockFrom. */
   private async readBlock (volume: string, block: string, range?: { first: number, last: number }): Promise<Readable> {
-    const gw = this.core.gatewayOf(volume, block)
-    if (gw === undefined) throw new S3Error('ServiceUnavailable', 'no gateway is available', { 'retry-after': 1 })
+    return (await this.readBlockFrom(volume, block, range)).body
+  }
+
+  /**
+   * A GET of a block from the first of its readers (core.readersOf: in-sync members, best first)
+   * that answers it, skipping those in `failed` and adding each that fails now: a member killed
+   * or failing must not fail a copy or a Complete while another in-sync member holds the block.
+   * NoSuchKey only when every reader answered 404.
+   */
+  private async readBlockFrom (volume: string, block: string, range?: { first: number, last: number }, failed = new Set<string>()): Promise<{ body: Readable, gateway: string }> {
+    const readers = this.core.readersOf(volume, block).filter(g => !failed.has(g.id))
+    if (readers.length === 0) throw new S3Error('ServiceUnavailable', 'no gateway is available', { 'retry-after': 1 })
     const headers = range !== undefined ? { range: `bytes=${range.first}-${range.last}` } : undefined
-    const r = await gw.pool.request({ method: 'GET', path: PathPattern.gatewayPath(volume, block), headersTimeout: 10_000, ...(headers !== undefined ? { headers } : {}) }).catch((err: Error) => {
-      throw new S3Error('BadGateway', `gateway ${gw.id} failed: ${err.message}`)
-    })
-    if (r.statusCode === 404) { await r.body.dump(); throw new S3Error('NoSuchKey', 'The specified key does not exist.') }
-    if (range !== undefined && r.statusCode === 206) return r.body
-    if (r.statusCode !== 200) { await r.body.dump(); throw new S3Error('BadGateway', `gateway ${gw.id} answered ${r.statusCode}`) }
-    // A gateway that ignores Range (the reference gateway does) sent it all: pass on the range.
-    return range !== undefined ? feed(r.body, new ByteRange(range.first, range.last)) : r.body
+    let last: S3Error | undefined
+    for (const gw of readers) {
+      failed.add(gw.id)
+      const r = await gw.pool.request({ method: 'GET', path: PathPattern.gatewayPath(volume, block), headersTimeout: 10_000, ...(headers !== undefined ? { headers } : {}) }).catch((err: Error) => {
+        last = new S3Error('BadGateway', `gateway ${gw.id} failed: ${err.message}`)
+        return undefined
+      })
+      if (r === undefined) continue
+      if (r.statusCode === 404) { await r.body.dump(); continue }
+      if (r.statusCode !== 200 && !(range !== undefined && r.statusCode === 206)) { await r.body.dump(); last = new S3Error('BadGateway', `gateway ${gw.id} answered ${r.statusCode}`); continue }
+      failed.delete(gw.id)
+      if (r.statusCode === 206) return { body: r.body, gateway: gw.id }
+      // A gateway that ignores Range (the reference gateway does) sent it all: pass on the range.
+      return { body: range !== undefined ? feed(r.body, new ByteRange(range.first, range.last)) : r.body, gateway: gw.id }
+    }
+    throw last ?? new S3Error('NoSuchKey', 'The specified key does not exist.')
   }
 
   /**
@@ -849,6 +903,17 @@ export class S3Adapter {
   }
 
   private async completeUpload (c: Ctx, bucket: string, key: string, uploadId: string): Promise<void> {
+    if (/^[0-9a-f]{32}$/.test(uploadId) && await this.index.getUpload(bucket, uploadId) === null) {
+      // A Complete retried after it succeeded (its answer lost to a timeout or a proxy restart;
+      // SDKs retry it) is answered as the first was, as S3 does, while the key is still the
+      // object that upload made: a NoSuchUpload would fail a client whose object is stored.
+      const made = await this.index.getObject(bucket, key)
+      if (made?.uploadId === uploadId) {
+        await readSmallBody(c.req, MAX_XML_BYTES)
+        this.send(c, 200, doc('CompleteMultipartUploadResult', `${el('Location', `/${bucket}/${key}`)}${el('Bucket', bucket)}${el('Key', key)}${el('ETag', `"${made.etag}"`)}`), { etag: `"${made.etag}"` })
+        return
+      }
+    }
     const up = await this.upload(bucket, key, uploadId)
     const xml = await readSmallBody(c.req, MAX_XML_BYTES)
     const d = parseXml(xml, 'CompleteMultipartUpload')
@@ -871,15 +936,32 @@ export class S3Adapter {
     const size = parts.reduce((a, p) => a + p.size, 0)
     const etag = createHash('md5').update(Buffer.concat(parts.map(p => Buffer.from(p.etag, 'hex')))).digest('hex') + '-' + parts.length
     let failed: S3Error | undefined
-    const read = this.readBlock.bind(this)
+    const read = this.readBlockFrom.bind(this)
     // The object is stored as one block (moved, repaired and served as a unit): the parts are
-    // streamed into it in order, and deleted once it is acknowledged.
+    // streamed into it in order, and deleted once it is acknowledged. A member that dies (or
+    // sends short) while its part streams: the rest of the part is read from the next in-sync
+    // member, from where the first stopped, so losing a gateway mid-Complete does not fail it
+    // while another copy exists (test/fault/s3-faults.test.ts).
     async function * concat (): AsyncGenerator<Buffer> {
       for (const p of parts) {
-        const src = await read(bucket, blockOfPart(uploadId, p.part))
+        const block = blockOfPart(uploadId, p.part)
+        const dead = new Set<string>()
         let n = 0
-        for await (const chunk of src) { n += (chunk as Buffer).length; yield chunk as Buffer }
-        if (n !== p.size) throw (failed = new S3Error('InternalError', `part ${p.part} has ${n} bytes on its gateway, ${p.size} were acknowledged`))
+        for (;;) {
+          const src = await read(bucket, block, n === 0 ? undefined : { first: n, last: p.size - 1 }, dead)
+          try {
+            for await (const chunk of src.body) {
+              const b = chunk as Buffer
+              if (n + b.length > p.size) throw (failed = new S3Error('InternalError', `part ${p.part} has more than the ${p.size} bytes acknowledged on ${src.gateway}`))
+              n += b.length
+              yield b
+            }
+          } catch (err) {
+            if (err instanceof S3Error) throw err
+          }
+          if (n === p.size) break
+          dead.add(src.gateway)
+        }
       }
     }
     const body = Readable.from(concat())
@@ -891,7 +973,7 @@ export class S3Adapter {
       commit: async () => {
         const { contentType, meta, headers } = up
         await this.index.putObject(bucket, key, {
-          etag, size, lastModified: Date.now(), parts: parts.map(p => p.size),
+          etag, size, lastModified: Date.now(), parts: parts.map(p => p.size), uploadId,
           ...(contentType !== undefined ? { contentType } : {}), ...(meta !== undefined ? { meta } : {}), ...(headers !== undefined ? { headers } : {})
         })
         await this.index.deleteUpload(bucket, uploadId)
@@ -962,7 +1044,7 @@ function hasSubresource (q: URLSearchParams): boolean {
 function opName (method: string, bucket: string | undefined, key: string | undefined, q: URLSearchParams): string {
   if (bucket === undefined) return 'ListBuckets'
   if (key === undefined) {
-    if (method === 'GET') return q.has('location') ? 'GetBucketLocation' : q.has('uploads') ? 'ListMultipartUploads' : q.get('list-type') === '2' ? 'ListObjectsV2' : 'ListObjects'
+    if (method === 'GET') return q.has('location') ? 'GetBucketLocation' : q.has('uploads') ? 'ListMultipartUploads' : q.has('versions') ? 'ListObjectVersions' : q.get('list-type') === '2' ? 'ListObjectsV2' : 'ListObjects'
     return method === 'PUT' ? 'CreateBucket' : method === 'HEAD' ? 'HeadBucket' : method === 'DELETE' ? 'DeleteBucket' : method === 'POST' ? 'DeleteObjects' : 'other'
   }
   if (q.has('uploads')) return 'CreateMultipartUpload'

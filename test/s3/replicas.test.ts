@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import t from 'tap'
 import { request } from 'undici'
-import { blockOfKey } from '../../lib/ids.js'
+import { blockOfKey, blockOfPart } from '../../lib/ids.js'
 import { startProxy, testConfig } from '../helpers/ferry.js'
 import { startGateways } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/net.js'
@@ -42,4 +42,45 @@ t.test('DeleteObjects removes every copy of a replicated object', async t => {
   t.same(await holders('a.txt'), [], 'no gateway keeps a.txt')
   t.same(await holders('dir/b.txt'), [], 'no gateway keeps dir/b.txt')
   for (let i = 0; i < 6; i++) t.equal((await call('GET', '/rep/a.txt?x')).status, 404, 'every read: NoSuchKey')
+})
+
+// Complete and CopyObject read parts and sources themselves (not through the core's retrying read
+// path): with two copies, a member that cuts its body mid-stream or answers 503 must not fail
+// them. Before they read from every in-sync member in turn, Complete answered 502 when the member
+// it read from died (test/fault/s3-faults.test.ts found it with a SIGKILL).
+t.test('Complete and CopyObject read from the next in-sync member when one cuts its body or fails', async t => {
+  const gws = await startGateways(3)
+  t.teardown(gws.stopAll)
+  const p = await startProxy(testConfig(gws.urls, { replication: { factor: 2, minInSync: 1 }, s3: { multipart: { minPartBytes: 1024 } } }))
+  t.teardown(p.stop)
+  const call = async (method: string, target: string, body?: Buffer | string, headers: Record<string, string> = {}): Promise<{ status: number, body: Buffer }> => {
+    const r = await request(p.url + target, { method: method as 'GET', headers, ...(body !== undefined ? { body } : {}) })
+    return { status: r.statusCode, body: Buffer.from(await r.body.arrayBuffer()) }
+  }
+  t.equal((await call('PUT', '/mp?x-id=CreateBucket')).status, 200)
+  const uploadId = /<UploadId>([^<]+)</.exec((await call('POST', '/mp/obj.bin?uploads')).body.toString())?.[1] ?? ''
+  const parts = [randomBytes(300_000), randomBytes(200_000)]
+  const etags: string[] = []
+  for (const [i, part] of parts.entries()) {
+    const r = await call('PUT', `/mp/obj.bin?partNumber=${i + 1}&uploadId=${uploadId}`, part)
+    t.equal(r.status, 200, `part ${i + 1}`)
+    etags.push(createHash('md5').update(part).digest('hex'))
+  }
+  const first = p.node.proxy?.readersOf('mp', blockOfPart(uploadId, 1)) ?? []
+  t.equal(first.length, 2, 'part 1 has two in-sync members')
+  const gw = gws.gateways[Number(first[0]?.id.slice(2)) - 1]
+  await gw?.setFaults({ dieMidResponse: 1 })
+  const xml = `<CompleteMultipartUpload>${etags.map((e, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>"${e}"</ETag></Part>`).join('')}</CompleteMultipartUpload>`
+  const done = await call('POST', `/mp/obj.bin?uploadId=${uploadId}`, xml)
+  t.equal(done.status, 200, `Complete while ${first[0]?.id ?? ''} cuts every body at half: ${done.body.toString().slice(0, 200)}`)
+  await gw?.clearFaults()
+  t.ok((await call('GET', '/mp/obj.bin?x')).body.equals(Buffer.concat(parts)), 'the object is both parts, whole')
+
+  const src = p.node.proxy?.readersOf('mp', blockOfKey('obj.bin')) ?? []
+  const srcGw = gws.gateways[Number(src[0]?.id.slice(2)) - 1]
+  await srcGw?.setFaults({ errorRate: 1 })
+  const copy = await call('PUT', '/mp/copy.bin?x', undefined, { 'x-amz-copy-source': '/mp/obj.bin' })
+  t.equal(copy.status, 200, `CopyObject while ${src[0]?.id ?? ''} answers 503: ${copy.body.toString().slice(0, 200)}`)
+  await srcGw?.clearFaults()
+  t.ok((await call('GET', '/mp/copy.bin?x')).body.equals(Buffer.concat(parts)), 'the copy is whole')
 })
