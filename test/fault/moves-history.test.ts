@@ -57,12 +57,16 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
     sessions: { enabled: false },
     placement: { enabled: false },
     state: { backend: 'redis', url: redis.url },
+    // gracePeriodMs 3 s (30 s by default): a write still in flight when its move ends, one that
+    // stored only on the source, is acknowledged by putting the source back in sync while the
+    // source is a member; under CI load (event-loop stalls, a Redis restart) writes have taken
+    // over a second, and past the grace period they are refused (FERRY_WRITE_NOT_CONFIRMED).
     planner: {
       lease: { ttlMs: 4000, renewIntervalMs: 1000 },
       rebalancer: { enabled: false },
       prediction: { enabled: false },
       health: { probeIntervalMs: 500, probeTimeoutMs: 2000, unhealthyThreshold: 4 },
-      migration: { concurrency: 12, settleMs: 150, gracePeriodMs: 500, recoveryIntervalMs: 1000, retryDelayMs: 200, progressIntervalMs: 10_000 }
+      migration: { concurrency: 12, settleMs: 150, gracePeriodMs: 3000, recoveryIntervalMs: 1000, retryDelayMs: 200, progressIntervalMs: 10_000 }
     },
     replication: { factor: R, minInSync: 1, downAfterMs: 60_000, repairIntervalMs: 1000 }
   })
