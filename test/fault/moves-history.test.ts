@@ -1,11 +1,10 @@
 import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
 import { ABSENT, History } from '../../bench/fleet-faults/ledger.js'
 import { freePort, sleep, waitFor } from '../helpers/net.js'
-import { spawnFerry, type FerryProcess } from '../helpers/process.js'
+import type { FerryProcess } from '../helpers/process.js'
+import { startProcessFleet } from '../helpers/process-fleet.js'
 import { REDIS_SERVER, startRedis } from '../helpers/redis.js'
 import { TEST_ADMIN_TOKEN } from '../helpers/ferry.js'
 
@@ -32,25 +31,15 @@ const BLOCKS = 32
 interface Counts { writesAcked: number, writesRefused: number, reads: number, readsFailed: number, failures: string[] }
 
 t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner kill and a Redis kill: 0 refused, 0 lost, 0 stale`, { skip, timeout: Math.max(280_000, MOVES * 200) }, async t => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-moves-history-'))
-  const procs: FerryProcess[] = []
-  t.teardown(async () => {
-    for (const p of procs.reverse()) await p.stop('SIGTERM', 3000)
-    fs.rmSync(dir, { recursive: true, force: true })
-  })
   const redis = await startRedis({ persistent: true })
   t.teardown(() => redis.stop())
-
-  const gwPorts = [await freePort(), await freePort(), await freePort()]
-  for (let i = 0; i < 3; i++) procs.push(spawnFerry(['gateway', '--dir', path.join(dir, `gw${i + 1}`), '--port', String(gwPorts[i]), '--host', '127.0.0.1']))
-  for (const port of gwPorts) await waitFor(async () => (await request(`http://127.0.0.1:${port}/healthz`)).statusCode < 500, `gateway ${port} up`, 30_000)
+  const fleet = await startProcessFleet(t, 'moves-history')
 
   // 0, 1: proxies; 2, 3: planners.
   const ports = await Promise.all([0, 1, 2, 3].map(async () => ({ proxy: await freePort(), admin: await freePort() })))
   const config = (i: number): Record<string, unknown> => ({
     log: { level: 'warn' },
-    sites: [{ name: 'site-a', subnets: ['127.0.0.0/24'] }, { name: 'site-b', subnets: ['127.0.1.0/24'] }, { name: 'site-c', subnets: ['127.0.2.0/24'] }],
-    gateways: gwPorts.map((port, j) => ({ id: `gw${j + 1}`, url: `http://127.0.0.1:${port}`, site: ['site-a', 'site-b', 'site-c'][j] })),
+    ...fleet.topology(),
     proxy: { listen: { host: '127.0.0.1', port: ports[i]!.proxy }, workers: 1 },
     admin: { listen: { host: '127.0.0.1', port: ports[i]!.admin }, token: TEST_ADMIN_TOKEN },
     health: { active: { intervalMs: 500, timeoutMs: 1000 }, passive: { failures: 5, baseEjectMs: 500 } },
@@ -70,13 +59,7 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
     },
     replication: { factor: R, minInSync: 1, downAfterMs: 60_000, repairIntervalMs: 1000 }
   })
-  const start = (i: number): FerryProcess => {
-    const file = path.join(dir, `ferry-${i}.yaml`)
-    fs.writeFileSync(file, JSON.stringify(config(i)))
-    const p = spawnFerry(['start', '--config', file, '--roles', i < 2 ? 'proxy' : 'planner'])
-    procs.push(p)
-    return p
-  }
+  const start = (i: number): FerryProcess => fleet.startFerry(`ferry-${i}`, config(i), i < 2 ? 'proxy' : 'planner')
   const nodes = [0, 1, 2, 3].map(start)
   for (const [i, p] of ports.entries()) {
     // A proxy is ready once it listens and has its locations (/healthz answers before that).

@@ -1,11 +1,9 @@
 import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
 import { ABSENT, History } from '../../bench/fleet-faults/ledger.js'
 import { freePort, sleep, waitFor } from '../helpers/net.js'
-import { spawnFerry, type FerryProcess } from '../helpers/process.js'
+import { startProcessFleet } from '../helpers/process-fleet.js'
 import { REDIS_SERVER, startRedis } from '../helpers/redis.js'
 import { TEST_ADMIN_TOKEN } from '../helpers/ferry.js'
 
@@ -24,35 +22,16 @@ const skip = !fs.existsSync(REDIS_SERVER) ? `${REDIS_SERVER} is not installed` :
 interface Counts { writesAcked: number, writesFailed: number, reads: number, readsFailed: number, failures: string[] }
 
 t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0 stale; repair restores R; the stale copies are never served', { skip, timeout: 290_000 }, async t => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-replica-kill-'))
-  const procs: FerryProcess[] = []
-  t.teardown(async () => {
-    for (const p of procs.reverse()) await p.stop('SIGTERM', 3000)
-    fs.rmSync(dir, { recursive: true, force: true })
-  })
   const redis = await startRedis()
   t.teardown(() => redis.stop())
-
-  const gwPorts = [await freePort(), await freePort(), await freePort()]
-  const gateways: Array<FerryProcess | undefined> = []
-  const startGateway = (i: number): FerryProcess => {
-    const p = spawnFerry(['gateway', '--dir', path.join(dir, `gw${i + 1}`), '--port', String(gwPorts[i]), '--host', '127.0.0.1'])
-    procs.push(p)
-    gateways[i] = p
-    return p
-  }
-  for (let i = 0; i < 3; i++) startGateway(i)
-  for (const [i, port] of gwPorts.entries()) {
-    await waitFor(async () => (await request(`http://127.0.0.1:${port}/healthz`)).statusCode < 500, `gateway ${port} up`, 30_000)
-      .catch(err => { throw new Error(`${(err as Error).message}; its output: ${gateways[i]?.output() ?? ''}`) })
-  }
+  const fleet = await startProcessFleet(t, 'replica-kill')
+  const { gwPorts, gateways } = fleet
 
   const proxyPorts = [await freePort(), await freePort()]
   const adminPorts = [await freePort(), await freePort()]
   const config = (i: number): Record<string, unknown> => ({
     log: { level: 'warn' },
-    sites: [{ name: 'site-a', subnets: ['127.0.0.0/24'] }, { name: 'site-b', subnets: ['127.0.1.0/24'] }, { name: 'site-c', subnets: ['127.0.2.0/24'] }],
-    gateways: gwPorts.map((port, j) => ({ id: `gw${j + 1}`, url: `http://127.0.0.1:${port}`, site: ['site-a', 'site-b', 'site-c'][j] })),
+    ...fleet.topology(),
     proxy: { listen: { host: '127.0.0.1', port: proxyPorts[i] } },
     admin: { listen: { host: '127.0.0.1', port: adminPorts[i] }, token: TEST_ADMIN_TOKEN },
     health: { active: { intervalMs: 300, timeoutMs: 300 }, passive: { failures: 2, baseEjectMs: 1000 } },
@@ -66,14 +45,9 @@ t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0
     },
     replication: { factor: 2, minInSync: 1, downAfterMs: 1500, repairIntervalMs: 500 }
   })
-  for (let i = 0; i < 2; i++) {
-    const file = path.join(dir, `ferry-${i}.yaml`)
-    fs.writeFileSync(file, JSON.stringify(config(i)))
-    procs.push(spawnFerry(['start', '--config', file, '--roles', i === 0 ? 'proxy,planner' : 'proxy']))
-  }
+  const ferries = [0, 1].map(i => fleet.startFerry(`ferry-${i}`, config(i), i === 0 ? 'proxy,planner' : 'proxy'))
   const proxies = proxyPorts.map(p => `http://127.0.0.1:${p}`)
   const admin = `http://127.0.0.1:${adminPorts[0]}`
-  const ferries = procs.slice(-2)
   for (const [i, a] of adminPorts.entries()) {
     // Generous: on two cores shared with the rest of the suite a start has taken over 30 s.
     await waitFor(async () => (await request(`http://127.0.0.1:${a}/readyz`)).statusCode === 200, `ferry on admin ${a} ready`, 90_000)
@@ -193,8 +167,8 @@ t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0
   t.match(metrics, /^ferry_repair_eta_seconds 0$/m, 'and its ETA')
 
   // The killed gateway comes back with its old copies.
-  startGateway(victim)
-  await waitFor(async () => (await request(`http://127.0.0.1:${gwPorts[victim]}/healthz`)).statusCode < 500, 'the killed gateway back')
+  fleet.startGateway(victim)
+  await fleet.gatewayUp(victim)
   const oldCopy = await request(`http://127.0.0.1:${gwPorts[victim]}/vol/b0`)
   const oldText = await oldCopy.body.text()
   t.comment(`${victimId} holds b0 as ${oldCopy.statusCode} ${oldText}`)

@@ -1,13 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { blockOfKey, blockOfPart } from '../../lib/ids.js'
 import { TEST_ADMIN_TOKEN } from '../helpers/ferry.js'
 import { freePort, sleep, waitFor } from '../helpers/net.js'
-import { spawnFerry, type FerryProcess } from '../helpers/process.js'
+import type { FerryProcess } from '../helpers/process.js'
+import { startProcessFleet } from '../helpers/process-fleet.js'
 import { REDIS_SERVER, startRedis } from '../helpers/redis.js'
 import { signedHeaders } from '../helpers/s3.js'
 
@@ -41,33 +40,16 @@ const multipartEtag = (parts: Buffer[]): string => `${createHash('md5').update(B
 const etagOf = (r: Reply): string => String(r.headers.etag ?? '').replace(/"/g, '')
 
 t.test('S3 traffic through planner, proxy and gateway faults: 0 lost, 0 corrupt', { skip, timeout: 600_000 }, async t => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-s3-faults-'))
-  const procs: FerryProcess[] = []
-  t.teardown(async () => {
-    for (const p of procs.reverse()) await p.stop('SIGTERM', 3000)
-    fs.rmSync(dir, { recursive: true, force: true })
-  })
   const redis = await startRedis()
   t.teardown(() => redis.stop())
-
-  const gwPorts = [await freePort(), await freePort(), await freePort()]
-  const gateways: FerryProcess[] = []
-  for (let i = 0; i < 3; i++) {
-    const p = spawnFerry(['gateway', '--dir', path.join(dir, `gw${i + 1}`), '--port', String(gwPorts[i]), '--host', '127.0.0.1'])
-    procs.push(p)
-    gateways.push(p)
-  }
-  for (const [i, port] of gwPorts.entries()) {
-    await waitFor(async () => (await request(`http://127.0.0.1:${port}/healthz`)).statusCode < 500, `gateway ${port} up`, 30_000)
-      .catch(err => { throw new Error(`${(err as Error).message}; its output: ${gateways[i]?.output() ?? ''}`) })
-  }
+  const fleet = await startProcessFleet(t, 's3-faults')
+  const { gateways } = fleet
 
   // 0, 1: proxies; 2: the planner.
   const ports = await Promise.all([0, 1, 2].map(async () => ({ proxy: await freePort(), admin: await freePort() })))
   const config = (i: number): Record<string, unknown> => ({
     log: { level: 'warn' },
-    sites: [{ name: 'site-a', subnets: ['127.0.0.0/24'] }, { name: 'site-b', subnets: ['127.0.1.0/24'] }, { name: 'site-c', subnets: ['127.0.2.0/24'] }],
-    gateways: gwPorts.map((port, j) => ({ id: `gw${j + 1}`, url: `http://127.0.0.1:${port}`, site: ['site-a', 'site-b', 'site-c'][j] })),
+    ...fleet.topology(),
     proxy: { listen: { host: '127.0.0.1', port: ports[i]!.proxy }, workers: 1 },
     admin: { listen: { host: '127.0.0.1', port: ports[i]!.admin }, token: TEST_ADMIN_TOKEN },
     health: { active: { intervalMs: 300, timeoutMs: 500 }, passive: { failures: 2, baseEjectMs: 1000 } },
@@ -86,10 +68,7 @@ t.test('S3 traffic through planner, proxy and gateway faults: 0 lost, 0 corrupt'
   })
   const nodes: FerryProcess[] = []
   const start = (i: number): FerryProcess => {
-    const file = path.join(dir, `ferry-${i}.yaml`)
-    fs.writeFileSync(file, JSON.stringify(config(i)))
-    const p = spawnFerry(['start', '--config', file, '--roles', i < 2 ? 'proxy' : 'planner'])
-    procs.push(p)
+    const p = fleet.startFerry(`ferry-${i}`, config(i), i < 2 ? 'proxy' : 'planner')
     nodes[i] = p
     return p
   }
