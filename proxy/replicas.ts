@@ -179,11 +179,13 @@ export class Replication {
       if (r.ok) {
         for (const m of [...missed, ...dropped]) this.demotions.inc({ gateway: m })
         this.sync.cache.apply(volume, block, r.location.epoch, r.location, 'local')
-        // A member that left the in-sync set may still be read by proxies that have not heard:
-        // it lacks this write. Acknowledged only once every proxy has heard, or is reading
-        // locations from the store because its loop stalled (lagBoundMs): a read that reaches the
-        // member meanwhile began before the acknowledgement, and may return the older version.
-        if (missed.length > 0) await new Promise(resolve => setTimeout(resolve, this.lagBoundMs))
+        // A member that left the in-sync set now — or a source that left it a moment ago in a
+        // move's leave step and is dropped now because it missed this write (down, or so this
+        // proxy thinks) — may still be read by proxies that have not heard: it lacks this write.
+        // Acknowledged only once every proxy has heard, or is reading locations from the store
+        // because its loop stalled (lagBoundMs): a read that reaches the member meanwhile began
+        // before the acknowledgement, and may return the older version.
+        if (missed.length + dropped.length > 0) await new Promise(resolve => setTimeout(resolve, this.lagBoundMs))
         return r.location
       }
       loc = r.current

@@ -199,8 +199,18 @@ export class MigrationSteps {
       if (!extra) return
       const members = loc.members.filter(m => m !== job.to)
       const inSync = loc.inSync.filter(m => m !== job.to)
+      const gateway = inSync.includes(loc.gateway) ? loc.gateway : inSync[0] as string
       try {
-        await ops.cas(job, loc, { gateway: inSync.includes(loc.gateway) ? loc.gateway : inSync[0] as string, members, inSync }, step, true)
+        if (loc.inSync.includes(job.to)) {
+          // In sync, so proxies read it: out of the in-sync set first, still a member (it keeps
+          // getting every write), and out of the set only once every proxy has heard — as a
+          // move's source leaves. Dropped at once, it would stop getting writes while a proxy
+          // that had not heard yet still read it.
+          await ops.cas(job, loc, { gateway, members: [...members, job.to], inSync }, `${step}-leave`, true)
+          await delay(ops.config.settleMs)
+          continue
+        }
+        await ops.cas(job, loc, { gateway, members, inSync }, step, true)
         break
       } catch (err) {
         if (!(err instanceof FerryError) || err.code !== 'FERRY_LOCATION_CHANGED') throw err
