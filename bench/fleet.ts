@@ -17,26 +17,23 @@
  * --start-s S --duration-s S (a slice of the trace, in trace seconds), --max-bytes N (block
  * size cap, default 65536), --link rtt|one-way (the matrix value is an access's round trip,
  * default; or each direction's delay), --gateways-per-site N, --policies hashing,ferry,
- * --replicas R (written as replication.factor; reported unsupported if `ferry check` refuses
- * it), --crash ID|none, --base-port N (fixed ports, refused if taken), --keep (leave the run
+ * --replicas R (written as replication.factor into every config; each gateway's capacity is
+ * then R × the placement benchmark's share, so R copies fit), --crash ID|none, --base-port N (fixed ports, refused if taken), --keep (leave the run
  * directory). Writes bench/results/fleet.json and bench/results/fleet.svg.
  */
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { stringify } from 'yaml'
 import { options as placementOptions, setup, hashing as simHashing, ferry as simFerry, summarise, type Setup } from './placement.js'
 import { CachingEmbedder, NgramHashEmbedder } from '../planner/partition/embedder.js'
 import { createStore, waitForReady } from '../state/factory.js'
 import { LocationCache } from '../state/cache.js'
-import { FERRY_JS } from './fleet-faults/deployment.js'
 import { FLEET_TOKEN, MultiSiteFleet, type FleetOptions, type LatencyModel } from './fleet/deployment.js'
 import { Replay, type Sample } from './fleet/replay.js'
 import { DelayRelay } from './fleet/relay.js'
 import { latencyPlot } from './fleet/plot.js'
 import { percentile, resultsDir, writeResult } from './lib.js'
-import { Procs } from './procs.js'
 import { pickScenario } from './health-e2e.js'
 import { httpTelemetrySink, parseFaultTimeline, remoteFaults, ScenarioDriver, ScenarioTelemetryFeed } from '../gateway/scenario.js'
 import { generateScenario, HealthModel, scenarioRecords } from '../planner/health/index.js'
@@ -98,14 +95,6 @@ async function relayOverhead (gatewayPort: number, n: number): Promise<Record<st
   return { requests: n, directMedianMs: round(med(direct)), relayedMedianMs: round(med(relayed)), overheadPerHopMs: round(med(relayed) - med(direct)) }
 }
 
-async function replicationSupported (dir: string, cfg: Record<string, unknown>): Promise<{ ok: boolean, message: string }> {
-  const file = path.join(dir, 'replication-check.yaml')
-  fs.writeFileSync(file, stringify(cfg))
-  const procs = new Procs()
-  const r = await procs.runToEnd(process.execPath, [FERRY_JS, 'check', '--config', file], 30_000)
-  return { ok: r.code === 0, message: (r.stdout + r.stderr).trim().split('\n').slice(0, 3).join(' ') }
-}
-
 export default async function run (argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -164,7 +153,8 @@ export default async function run (argv: string[]): Promise<void> {
   const blocksUsed = new Set(accesses.map(a => a.block))
   let bytesStored = 0
   for (const b of blocksUsed) bytesStored += Math.max(1, Math.min((s.blocks[b] as Setup['blocks'][number]).bytes, maxBytes))
-  const capacityBytes = Math.ceil(popts.capacity * bytesStored)
+  // R copies of every block must fit: each gateway holds R × the placement benchmark's share (at most everything).
+  const capacityBytes = Math.ceil(Math.min(1, popts.capacity * (replicas ?? 1)) * bytesStored)
   console.log(`fleet: ${accesses.length} accesses (trace ${startS}–${round(startS + sliceS, 0)} s), ${blocksUsed.size} blocks, ${s.sites.length} sites × ${perSite} gateway(s); speed ×${speed} → ≈ ${round(sliceS / speed, 0)} s per policy`)
 
   // The simulation of the same slice.
@@ -187,7 +177,7 @@ export default async function run (argv: string[]): Promise<void> {
   const series: Record<string, Sample[]> = {}
   const windows: Window[] = []
   let relay: Record<string, unknown> = {}
-  let replication: Record<string, unknown> = { requested: replicas ?? null }
+  const replication = { factor: replicas ?? 1, written: replicas !== undefined }
   let current: MultiSiteFleet | undefined
   let interrupted = false
   const onSignal = (): void => {
@@ -202,19 +192,9 @@ export default async function run (argv: string[]): Promise<void> {
     for (const policy of policies) {
       if (interrupted) break
       const dir = path.join(runDir, policy)
-      const fo: FleetOptions = { dir, sites: s.sites, latency: popts.latency as LatencyModel, link, gatewaysPerSite: perSite, planner: policy === 'ferry', speed, capacityBytes, replicas: undefined, basePort, logLevel: 'warn', ...(scenario !== undefined ? { predictionModel: modelFile } : {}) }
+      const fo: FleetOptions = { dir, sites: s.sites, latency: popts.latency as LatencyModel, link, gatewaysPerSite: perSite, planner: policy === 'ferry', speed, capacityBytes, replicas, basePort, logLevel: 'warn', ...(scenario !== undefined ? { predictionModel: modelFile } : {}) }
       const fleet = new MultiSiteFleet(fo)
       current = fleet
-      if (replicas !== undefined && replication.supported === undefined) {
-        fs.mkdirSync(dir, { recursive: true })
-        const probe = new MultiSiteFleet({ ...fo, replicas })
-        // The fleet's gateways are not known before it starts: one stands in, so only the key is judged.
-        const probeCfg = { ...probe.config(s.sites[0], 1, () => 'http://127.0.0.1:1'), gateways: [{ id: 'gw-probe', url: 'http://127.0.0.1:1', kind: 'ferry', site: s.sites[0] }] }
-        const chk = await replicationSupported(dir, probeCfg)
-        replication = { requested: replicas, supported: chk.ok, ...(chk.ok ? {} : { message: `unsupported: ferry check refused replication.factor (${chk.message})` }) }
-        console.log(`  --replicas ${replicas}: ${chk.ok ? 'accepted' : replication.message as string}`)
-      }
-      if (replication.supported === true) fo.replicas = replicas
       console.log(`  ${policy}: starting the fleet in ${dir}`)
       await fleet.start()
       if (Object.keys(relay).length === 0) relay = await relayOverhead(fleet.gateways[0]?.port as number, 500)
@@ -281,6 +261,9 @@ export default async function run (argv: string[]): Promise<void> {
         }
       })
       const tookMs = await replay.run(accesses)
+      // Acknowledged writes that did not survive the faults (read back once everything is up).
+      const verify = await replay.verify()
+      console.log(`  ${policy}: read-back of ${verify.blocks} acknowledged blocks: ${verify.lost} lost, ${verify.unreadable} unreadable`)
       await replay.close()
       await driver?.stop()
       await feed?.stop()
@@ -304,6 +287,7 @@ export default async function run (argv: string[]): Promise<void> {
         dnsLookups: replay.dnsLookups,
         dnsFailures: replay.dnsFailures,
         hashMismatches: replay.hashMismatches,
+        readBack: verify,
         faults: { degrade: degradeGw === undefined ? null : degrade, crash: crash === 'none' ? null : crash, prediction: policy === 'ferry', phases },
         errorSamples: [...new Set(samples.filter(x => x.error !== undefined).map(x => x.error as string))].slice(0, 10),
         cpuSeconds: { bench: round(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, 2), ...fleet.cpuSeconds() },
@@ -344,7 +328,18 @@ export default async function run (argv: string[]): Promise<void> {
       return Object.entries(ph).filter(([k]) => k.endsWith('degrading') || k.endsWith('degraded-down')).reduce((a, [, v]) => a + v.failed, 0)
     })(),
     degradationTarget: 0,
-    crashFailedReadsR2: 'not measured: replica sets (issue 20) not on this branch'
+    crash: Object.fromEntries(Object.entries(live).map(([p, l]) => {
+      const ph = (l.faults as { phases: Record<string, { failedReads: number, failedWrites: number, requests: number }> }).phases
+      const down = Object.entries(ph).find(([k]) => k.endsWith('crash-down'))?.[1]
+      const rb = l.readBack as { lost: number, unreadable: number }
+      return [p, { replicas: replication.factor, requestsWhileDown: down?.requests ?? null, failedReadsWhileDown: down?.failedReads ?? null, failedWritesWhileDown: down?.failedWrites ?? null, lostAcknowledgedWrites: rb.lost, unreadableAtEnd: rb.unreadable }]
+    })),
+    crashTarget: 'R = 2: 0 failed reads while down, 0 lost acknowledged writes',
+    crashMet: replication.factor < 2 ? null : Object.values(live).every(l => {
+      const ph = (l.faults as { phases: Record<string, { failedReads: number }> }).phases
+      const down = Object.entries(ph).find(([k]) => k.endsWith('crash-down'))?.[1]
+      return down !== undefined && down.failedReads === 0 && (l.readBack as { lost: number }).lost === 0
+    })
   }
   const svg = latencyPlot(series, windows, speed)
   fs.mkdirSync(resultsDir, { recursive: true })
