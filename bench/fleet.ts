@@ -59,11 +59,53 @@ function stats (samples: Sample[]): Record<string, unknown> {
     localShare: withLoc.length === 0 ? null : round(withLoc.filter(s => s.local === true).length / withLoc.length, 4),
     // The links' share of the latency: what the same accesses would cost with instant processes.
     networkFloorMeanMs: withLoc.length === 0 ? null : round(withLoc.reduce((a, s) => a + (s.netMs ?? 0), 0) / withLoc.length),
+    // Without the failed requests (a 502 after a connect timeout to a dead gateway weighs seconds).
+    okMeanMs: mean(samples.filter(s => s.ok).map(s => s.ms)),
+    failedMeanMs: mean(samples.filter(s => !s.ok).map(s => s.ms)),
     readMeanMs: mean(samples.filter(s => !s.write).map(s => s.ms)),
     writeMeanMs: mean(samples.filter(s => s.write).map(s => s.ms)),
     errors: samples.filter(s => !s.ok).length,
     writes: samples.filter(s => s.write).length
   }
+}
+
+/**
+ * What Redis did for one policy (it is private to the policy's fleet): its CPU seconds, the
+ * commands that took most of its time, and how many took ≥ 10 ms (the slow log's default).
+ */
+async function redisWork (port: number): Promise<Record<string, unknown>> {
+  const { Redis } = await import('ioredis')
+  const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 1 })
+  try {
+    await r.connect()
+    const field = (text: string, name: string): number => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(text)?.[1] ?? NaN)
+    const cpu = await r.info('cpu')
+    const stats = (await r.info('commandstats')).split('\n').flatMap(line => {
+      const m = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(line)
+      return m === null ? [] : [{ command: m[1] as string, calls: Number(m[2]), usec: Number(m[3]) }]
+    }).sort((a, b) => b.usec - a.usec)
+    return {
+      cpuSeconds: round(field(cpu, 'used_cpu_user') + field(cpu, 'used_cpu_sys'), 2),
+      calls: stats.reduce((a, x) => a + x.calls, 0),
+      top: stats.slice(0, 6).map(x => ({ ...x, usecPerCall: round(x.usec / Math.max(1, x.calls), 2) })),
+      slowlogOver10ms: await r.slowlog('LEN')
+    }
+  } catch (err) {
+    return { error: (err as Error).message }
+  } finally {
+    r.disconnect()
+  }
+}
+
+/** Lines in each process's log that report a state-store timeout (ioredis' or the store's own deadline). */
+function timeoutLines (dir: string): Record<string, number> {
+  const out: Record<string, number> = {}
+  const logs = path.join(dir, 'logs')
+  for (const f of fs.existsSync(logs) ? fs.readdirSync(logs) : []) {
+    const n = fs.readFileSync(path.join(logs, f), 'utf8').split('\n').filter(l => /Command timed out|no answer within/.test(l)).length
+    if (n > 0) out[f.replace(/\.log$/, '')] = n
+  }
+  return out
 }
 
 /** The relay's own cost: the same small GETs straight to a gateway and through a zero-delay link. */
@@ -250,6 +292,18 @@ export default async function run (argv: string[]): Promise<void> {
         schedule.push({ atMs: at(0.55), run: now => { mark('crash-down', now, { name: `SIGKILL ${crash}`, untilMs: at(0.75) }); void fleet.kill(crash) } })
         schedule.push({ atMs: at(0.75), run: now => { mark('after', now); void fleet.restart(crash).catch((err: Error) => { console.error(`restart of ${crash} failed: ${err.message}`) }) } })
       }
+      // The planner keeps its last 64 rounds: polled, so every round of the replay is seen once.
+      const rounds = new Map<number, { durationMs: number, scanned: number, moves: number }>()
+      const pollRounds = async (): Promise<void> => {
+        if (fleet.plannerAdminUrl === undefined) return
+        try {
+          const { request } = await import('undici')
+          const res = await request(`${fleet.plannerAdminUrl}/v1/rebalancer`, { headers: { authorization: `Bearer ${FLEET_TOKEN}` }, headersTimeout: 5000, bodyTimeout: 5000 })
+          const body = await res.body.json() as { rounds?: Array<{ at: number, durationMs: number, scanned: number, moves: number }> }
+          for (const x of body.rounds ?? []) rounds.set(x.at, { durationMs: x.durationMs, scanned: x.scanned, moves: x.moves })
+        } catch { /* a slow answer costs a poll, not the run */ }
+      }
+      const roundsTimer = setInterval(() => { void pollRounds() }, 5000)
       let replayT0 = performance.now()
       const replay = new Replay(fleet, s, cache, {
         speed,
@@ -261,6 +315,8 @@ export default async function run (argv: string[]): Promise<void> {
         }
       })
       const tookMs = await replay.run(accesses)
+      clearInterval(roundsTimer)
+      await pollRounds()
       // Acknowledged writes that did not survive the faults (read back once everything is up).
       const verify = await replay.verify()
       console.log(`  ${policy}: read-back of ${verify.blocks} acknowledged blocks: ${verify.lost} lost, ${verify.unreadable} unreadable`)
@@ -274,7 +330,7 @@ export default async function run (argv: string[]): Promise<void> {
       const samples = replay.samples.sort((a, b) => a.wallMs - b.wallMs)
       const byPhase = (from: number, to: number): Record<string, number> => {
         const xs = samples.filter(x => x.wallMs >= from && x.wallMs < to)
-        return { requests: xs.length, failed: xs.filter(x => !x.ok).length, failedReads: xs.filter(x => !x.ok && !x.write).length, failedWrites: xs.filter(x => !x.ok && x.write).length }
+        return { requests: xs.length, meanMs: mean(xs.map(x => x.ms)) ?? 0, failed: xs.filter(x => !x.ok).length, failedReads: xs.filter(x => !x.ok && !x.write).length, failedWrites: xs.filter(x => !x.ok && x.write).length }
       }
       const phases: Record<string, Record<string, number>> = {}
       boundaries.forEach((b, i) => { phases[`${i}-${b.phase}`] = { fromTraceS: round(b.atMs / 1000 * speed, 0), ...byPhase(b.atMs, boundaries[i + 1]?.atMs ?? Infinity) } })
@@ -290,6 +346,14 @@ export default async function run (argv: string[]): Promise<void> {
         readBack: verify,
         faults: { degrade: degradeGw === undefined ? null : degrade, crash: crash === 'none' ? null : crash, prediction: policy === 'ferry', phases },
         errorSamples: [...new Set(samples.filter(x => x.error !== undefined).map(x => x.error as string))].slice(0, 10),
+        redis: await redisWork(fleet.redisPort),
+        storeTimeoutLogLines: timeoutLines(dir),
+        rebalancerRounds: (() => {
+          const xs = [...rounds.values()]
+          if (xs.length === 0) return null
+          const d = Float64Array.from(xs.map(x => x.durationMs)).sort()
+          return { rounds: xs.length, meanMs: round(d.reduce((a, b) => a + b, 0) / d.length, 1), p50Ms: percentile(d, 50), p99Ms: percentile(d, 99), maxMs: d[d.length - 1], blocksScannedMax: Math.max(...xs.map(x => x.scanned)) }
+        })(),
         cpuSeconds: { bench: round(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, 2), ...fleet.cpuSeconds() },
         unexpectedExits: fleet.unexpectedExits.map(e => ({ member: e.member, code: e.code, signal: e.signal }))
       }
