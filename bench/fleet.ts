@@ -10,7 +10,9 @@
  *             live yet: issue 21) — what the live ferry run should come within 10 % of.
  *
  * During each live run a gateway is SIGKILLed and restarted (--crash ID, at 55 % and 75 % of
- * the replay; `none` to skip); failed requests are counted per phase (before, down, after).
+ * the replay; `none` to skip), after a gateway degrading with precursors (--degrade ID);
+ * failed requests are counted per phase, and once the replay is over every block whose write
+ * was acknowledged is read back (lost: 404 or an older version).
  *
  * Options: --trace FILE, --sites FILE.json, --latency FILE.json (placement.ts formats),
  * --speed N (trace s per wall s; default 80: the 12.9 h trace in ≈ 9.7 min per policy),
@@ -18,8 +20,8 @@
  * size cap, default 65536), --link rtt|one-way (the matrix value is an access's round trip,
  * default; or each direction's delay), --gateways-per-site N, --policies hashing,ferry,
  * --replicas R (written as replication.factor into every config; each gateway's capacity is
- * then R × the placement benchmark's share, so R copies fit), --crash ID|none, --base-port N (fixed ports, refused if taken), --keep (leave the run
- * directory). Writes bench/results/fleet.json and bench/results/fleet.svg.
+ * then R × the placement benchmark's share, so R copies fit), --crash ID|none, --base-port N
+ * (fixed ports, refused if taken), --keep (leave the run directory). Writes bench/results/fleet.json and bench/results/fleet.svg.
  */
 import fs from 'node:fs'
 import os from 'node:os'
@@ -59,7 +61,8 @@ function stats (samples: Sample[]): Record<string, unknown> {
     localShare: withLoc.length === 0 ? null : round(withLoc.filter(s => s.local === true).length / withLoc.length, 4),
     // The links' share of the latency: what the same accesses would cost with instant processes.
     networkFloorMeanMs: withLoc.length === 0 ? null : round(withLoc.reduce((a, s) => a + (s.netMs ?? 0), 0) / withLoc.length),
-    // Without the failed requests (a 502 after a connect timeout to a dead gateway weighs seconds).
+    // Failed requests apart: a refused connection to a dead gateway answers fast, a timeout slowly,
+    // and either would bend the mean of the requests that were served.
     okMeanMs: mean(samples.filter(s => s.ok).map(s => s.ms)),
     failedMeanMs: mean(samples.filter(s => !s.ok).map(s => s.ms)),
     readMeanMs: mean(samples.filter(s => !s.write).map(s => s.ms)),
