@@ -10,33 +10,32 @@
  *             live yet: issue 21) — what the live ferry run should come within 10 % of.
  *
  * During each live run a gateway is SIGKILLed and restarted (--crash ID, at 55 % and 75 % of
- * the replay; `none` to skip); failed requests are counted per phase (before, down, after).
+ * the replay; `none` to skip), after a gateway degrading with precursors (--degrade ID);
+ * failed requests are counted per phase, and once the replay is over every block whose write
+ * was acknowledged is read back (lost: 404 or an older version).
  *
  * Options: --trace FILE, --sites FILE.json, --latency FILE.json (placement.ts formats),
  * --speed N (trace s per wall s; default 80: the 12.9 h trace in ≈ 9.7 min per policy),
  * --start-s S --duration-s S (a slice of the trace, in trace seconds), --max-bytes N (block
  * size cap, default 65536), --link rtt|one-way (the matrix value is an access's round trip,
  * default; or each direction's delay), --gateways-per-site N, --policies hashing,ferry,
- * --replicas R (written as replication.factor; reported unsupported if `ferry check` refuses
- * it), --crash ID|none, --base-port N (fixed ports, refused if taken), --keep (leave the run
- * directory). Writes bench/results/fleet.json and bench/results/fleet.svg.
+ * --replicas R (written as replication.factor into every config; each gateway's capacity is
+ * then R × the placement benchmark's share, so R copies fit), --crash ID|none, --base-port N
+ * (fixed ports, refused if taken), --keep (leave the run directory). Writes bench/results/fleet.json and bench/results/fleet.svg.
  */
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { stringify } from 'yaml'
 import { options as placementOptions, setup, hashing as simHashing, ferry as simFerry, summarise, type Setup } from './placement.js'
 import { CachingEmbedder, NgramHashEmbedder } from '../planner/partition/embedder.js'
 import { createStore, waitForReady } from '../state/factory.js'
 import { LocationCache } from '../state/cache.js'
-import { FERRY_JS } from './fleet-faults/deployment.js'
 import { FLEET_TOKEN, MultiSiteFleet, type FleetOptions, type LatencyModel } from './fleet/deployment.js'
 import { Replay, type Sample } from './fleet/replay.js'
 import { DelayRelay } from './fleet/relay.js'
 import { latencyPlot } from './fleet/plot.js'
 import { percentile, resultsDir, writeResult } from './lib.js'
-import { Procs } from './procs.js'
 import { pickScenario } from './health-e2e.js'
 import { httpTelemetrySink, parseFaultTimeline, remoteFaults, ScenarioDriver, ScenarioTelemetryFeed } from '../gateway/scenario.js'
 import { generateScenario, HealthModel, scenarioRecords } from '../planner/health/index.js'
@@ -62,11 +61,54 @@ function stats (samples: Sample[]): Record<string, unknown> {
     localShare: withLoc.length === 0 ? null : round(withLoc.filter(s => s.local === true).length / withLoc.length, 4),
     // The links' share of the latency: what the same accesses would cost with instant processes.
     networkFloorMeanMs: withLoc.length === 0 ? null : round(withLoc.reduce((a, s) => a + (s.netMs ?? 0), 0) / withLoc.length),
+    // Failed requests apart: a refused connection to a dead gateway answers fast, a timeout slowly,
+    // and either would bend the mean of the requests that were served.
+    okMeanMs: mean(samples.filter(s => s.ok).map(s => s.ms)),
+    failedMeanMs: mean(samples.filter(s => !s.ok).map(s => s.ms)),
     readMeanMs: mean(samples.filter(s => !s.write).map(s => s.ms)),
     writeMeanMs: mean(samples.filter(s => s.write).map(s => s.ms)),
     errors: samples.filter(s => !s.ok).length,
     writes: samples.filter(s => s.write).length
   }
+}
+
+/**
+ * What Redis did for one policy (it is private to the policy's fleet): its CPU seconds, the
+ * commands that took most of its time, and how many took ≥ 10 ms (the slow log's default).
+ */
+async function redisWork (port: number): Promise<Record<string, unknown>> {
+  const { Redis } = await import('ioredis')
+  const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 1 })
+  try {
+    await r.connect()
+    const field = (text: string, name: string): number => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(text)?.[1] ?? NaN)
+    const cpu = await r.info('cpu')
+    const stats = (await r.info('commandstats')).split('\n').flatMap(line => {
+      const m = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(line)
+      return m === null ? [] : [{ command: m[1] as string, calls: Number(m[2]), usec: Number(m[3]) }]
+    }).sort((a, b) => b.usec - a.usec)
+    return {
+      cpuSeconds: round(field(cpu, 'used_cpu_user') + field(cpu, 'used_cpu_sys'), 2),
+      calls: stats.reduce((a, x) => a + x.calls, 0),
+      top: stats.slice(0, 6).map(x => ({ ...x, usecPerCall: round(x.usec / Math.max(1, x.calls), 2) })),
+      slowlogOver10ms: await r.slowlog('LEN')
+    }
+  } catch (err) {
+    return { error: (err as Error).message }
+  } finally {
+    r.disconnect()
+  }
+}
+
+/** Lines in each process's log that report a state-store timeout (ioredis' or the store's own deadline). */
+function timeoutLines (dir: string): Record<string, number> {
+  const out: Record<string, number> = {}
+  const logs = path.join(dir, 'logs')
+  for (const f of fs.existsSync(logs) ? fs.readdirSync(logs) : []) {
+    const n = fs.readFileSync(path.join(logs, f), 'utf8').split('\n').filter(l => /Command timed out|no answer within/.test(l)).length
+    if (n > 0) out[f.replace(/\.log$/, '')] = n
+  }
+  return out
 }
 
 /** The relay's own cost: the same small GETs straight to a gateway and through a zero-delay link. */
@@ -96,14 +138,6 @@ async function relayOverhead (gatewayPort: number, n: number): Promise<Record<st
   }
   const med = (xs: number[]): number => percentile(Float64Array.from(xs).sort(), 50)
   return { requests: n, directMedianMs: round(med(direct)), relayedMedianMs: round(med(relayed)), overheadPerHopMs: round(med(relayed) - med(direct)) }
-}
-
-async function replicationSupported (dir: string, cfg: Record<string, unknown>): Promise<{ ok: boolean, message: string }> {
-  const file = path.join(dir, 'replication-check.yaml')
-  fs.writeFileSync(file, stringify(cfg))
-  const procs = new Procs()
-  const r = await procs.runToEnd(process.execPath, [FERRY_JS, 'check', '--config', file], 30_000)
-  return { ok: r.code === 0, message: (r.stdout + r.stderr).trim().split('\n').slice(0, 3).join(' ') }
 }
 
 export default async function run (argv: string[]): Promise<void> {
@@ -164,7 +198,8 @@ export default async function run (argv: string[]): Promise<void> {
   const blocksUsed = new Set(accesses.map(a => a.block))
   let bytesStored = 0
   for (const b of blocksUsed) bytesStored += Math.max(1, Math.min((s.blocks[b] as Setup['blocks'][number]).bytes, maxBytes))
-  const capacityBytes = Math.ceil(popts.capacity * bytesStored)
+  // R copies of every block must fit: each gateway holds R × the placement benchmark's share (at most everything).
+  const capacityBytes = Math.ceil(Math.min(1, popts.capacity * (replicas ?? 1)) * bytesStored)
   console.log(`fleet: ${accesses.length} accesses (trace ${startS}–${round(startS + sliceS, 0)} s), ${blocksUsed.size} blocks, ${s.sites.length} sites × ${perSite} gateway(s); speed ×${speed} → ≈ ${round(sliceS / speed, 0)} s per policy`)
 
   // The simulation of the same slice.
@@ -187,7 +222,7 @@ export default async function run (argv: string[]): Promise<void> {
   const series: Record<string, Sample[]> = {}
   const windows: Window[] = []
   let relay: Record<string, unknown> = {}
-  let replication: Record<string, unknown> = { requested: replicas ?? null }
+  const replication = { factor: replicas ?? 1, written: replicas !== undefined }
   let current: MultiSiteFleet | undefined
   let interrupted = false
   const onSignal = (): void => {
@@ -202,19 +237,9 @@ export default async function run (argv: string[]): Promise<void> {
     for (const policy of policies) {
       if (interrupted) break
       const dir = path.join(runDir, policy)
-      const fo: FleetOptions = { dir, sites: s.sites, latency: popts.latency as LatencyModel, link, gatewaysPerSite: perSite, planner: policy === 'ferry', speed, capacityBytes, replicas: undefined, basePort, logLevel: 'warn', ...(scenario !== undefined ? { predictionModel: modelFile } : {}) }
+      const fo: FleetOptions = { dir, sites: s.sites, latency: popts.latency as LatencyModel, link, gatewaysPerSite: perSite, planner: policy === 'ferry', speed, capacityBytes, replicas, basePort, logLevel: 'warn', ...(scenario !== undefined ? { predictionModel: modelFile } : {}) }
       const fleet = new MultiSiteFleet(fo)
       current = fleet
-      if (replicas !== undefined && replication.supported === undefined) {
-        fs.mkdirSync(dir, { recursive: true })
-        const probe = new MultiSiteFleet({ ...fo, replicas })
-        // The fleet's gateways are not known before it starts: one stands in, so only the key is judged.
-        const probeCfg = { ...probe.config(s.sites[0], 1, () => 'http://127.0.0.1:1'), gateways: [{ id: 'gw-probe', url: 'http://127.0.0.1:1', kind: 'ferry', site: s.sites[0] }] }
-        const chk = await replicationSupported(dir, probeCfg)
-        replication = { requested: replicas, supported: chk.ok, ...(chk.ok ? {} : { message: `unsupported: ferry check refused replication.factor (${chk.message})` }) }
-        console.log(`  --replicas ${replicas}: ${chk.ok ? 'accepted' : replication.message as string}`)
-      }
-      if (replication.supported === true) fo.replicas = replicas
       console.log(`  ${policy}: starting the fleet in ${dir}`)
       await fleet.start()
       if (Object.keys(relay).length === 0) relay = await relayOverhead(fleet.gateways[0]?.port as number, 500)
@@ -270,6 +295,18 @@ export default async function run (argv: string[]): Promise<void> {
         schedule.push({ atMs: at(0.55), run: now => { mark('crash-down', now, { name: `SIGKILL ${crash}`, untilMs: at(0.75) }); void fleet.kill(crash) } })
         schedule.push({ atMs: at(0.75), run: now => { mark('after', now); void fleet.restart(crash).catch((err: Error) => { console.error(`restart of ${crash} failed: ${err.message}`) }) } })
       }
+      // The planner keeps its last 64 rounds: polled, so every round of the replay is seen once.
+      const rounds = new Map<number, { durationMs: number, scanned: number, moves: number }>()
+      const pollRounds = async (): Promise<void> => {
+        if (fleet.plannerAdminUrl === undefined) return
+        try {
+          const { request } = await import('undici')
+          const res = await request(`${fleet.plannerAdminUrl}/v1/rebalancer`, { headers: { authorization: `Bearer ${FLEET_TOKEN}` }, headersTimeout: 5000, bodyTimeout: 5000 })
+          const body = await res.body.json() as { rounds?: Array<{ at: number, durationMs: number, scanned: number, moves: number }> }
+          for (const x of body.rounds ?? []) rounds.set(x.at, { durationMs: x.durationMs, scanned: x.scanned, moves: x.moves })
+        } catch { /* a slow answer costs a poll, not the run */ }
+      }
+      const roundsTimer = setInterval(() => { void pollRounds() }, 5000)
       let replayT0 = performance.now()
       const replay = new Replay(fleet, s, cache, {
         speed,
@@ -281,6 +318,11 @@ export default async function run (argv: string[]): Promise<void> {
         }
       })
       const tookMs = await replay.run(accesses)
+      clearInterval(roundsTimer)
+      await pollRounds()
+      // Acknowledged writes that did not survive the faults (read back once everything is up).
+      const verify = await replay.verify()
+      console.log(`  ${policy}: read-back of ${verify.blocks} acknowledged blocks: ${verify.lost} lost, ${verify.unreadable} unreadable`)
       await replay.close()
       await driver?.stop()
       await feed?.stop()
@@ -291,7 +333,7 @@ export default async function run (argv: string[]): Promise<void> {
       const samples = replay.samples.sort((a, b) => a.wallMs - b.wallMs)
       const byPhase = (from: number, to: number): Record<string, number> => {
         const xs = samples.filter(x => x.wallMs >= from && x.wallMs < to)
-        return { requests: xs.length, failed: xs.filter(x => !x.ok).length, failedReads: xs.filter(x => !x.ok && !x.write).length, failedWrites: xs.filter(x => !x.ok && x.write).length }
+        return { requests: xs.length, meanMs: mean(xs.map(x => x.ms)) ?? 0, failed: xs.filter(x => !x.ok).length, failedReads: xs.filter(x => !x.ok && !x.write).length, failedWrites: xs.filter(x => !x.ok && x.write).length }
       }
       const phases: Record<string, Record<string, number>> = {}
       boundaries.forEach((b, i) => { phases[`${i}-${b.phase}`] = { fromTraceS: round(b.atMs / 1000 * speed, 0), ...byPhase(b.atMs, boundaries[i + 1]?.atMs ?? Infinity) } })
@@ -304,8 +346,17 @@ export default async function run (argv: string[]): Promise<void> {
         dnsLookups: replay.dnsLookups,
         dnsFailures: replay.dnsFailures,
         hashMismatches: replay.hashMismatches,
+        readBack: verify,
         faults: { degrade: degradeGw === undefined ? null : degrade, crash: crash === 'none' ? null : crash, prediction: policy === 'ferry', phases },
         errorSamples: [...new Set(samples.filter(x => x.error !== undefined).map(x => x.error as string))].slice(0, 10),
+        redis: await redisWork(fleet.redisPort),
+        storeTimeoutLogLines: timeoutLines(dir),
+        rebalancerRounds: (() => {
+          const xs = [...rounds.values()]
+          if (xs.length === 0) return null
+          const d = Float64Array.from(xs.map(x => x.durationMs)).sort()
+          return { rounds: xs.length, meanMs: round(d.reduce((a, b) => a + b, 0) / d.length, 1), p50Ms: percentile(d, 50), p99Ms: percentile(d, 99), maxMs: d[d.length - 1], blocksScannedMax: Math.max(...xs.map(x => x.scanned)) }
+        })(),
         cpuSeconds: { bench: round(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, 2), ...fleet.cpuSeconds() },
         unexpectedExits: fleet.unexpectedExits.map(e => ({ member: e.member, code: e.code, signal: e.signal }))
       }
@@ -344,7 +395,18 @@ export default async function run (argv: string[]): Promise<void> {
       return Object.entries(ph).filter(([k]) => k.endsWith('degrading') || k.endsWith('degraded-down')).reduce((a, [, v]) => a + v.failed, 0)
     })(),
     degradationTarget: 0,
-    crashFailedReadsR2: 'not measured: replica sets (issue 20) not on this branch'
+    crash: Object.fromEntries(Object.entries(live).map(([p, l]) => {
+      const ph = (l.faults as { phases: Record<string, { failedReads: number, failedWrites: number, requests: number }> }).phases
+      const down = Object.entries(ph).find(([k]) => k.endsWith('crash-down'))?.[1]
+      const rb = l.readBack as { lost: number, unreadable: number }
+      return [p, { replicas: replication.factor, requestsWhileDown: down?.requests ?? null, failedReadsWhileDown: down?.failedReads ?? null, failedWritesWhileDown: down?.failedWrites ?? null, lostAcknowledgedWrites: rb.lost, unreadableAtEnd: rb.unreadable }]
+    })),
+    crashTarget: 'R = 2: 0 failed reads while down, 0 lost acknowledged writes',
+    crashMet: replication.factor < 2 ? null : Object.values(live).every(l => {
+      const ph = (l.faults as { phases: Record<string, { failedReads: number }> }).phases
+      const down = Object.entries(ph).find(([k]) => k.endsWith('crash-down'))?.[1]
+      return down !== undefined && down.failedReads === 0 && (l.readBack as { lost: number }).lost === 0
+    })
   }
   const svg = latencyPlot(series, windows, speed)
   fs.mkdirSync(resultsDir, { recursive: true })

@@ -232,7 +232,15 @@ export class MultiSiteFleet {
         flushIntervalMs: Math.max(50, Math.min(1000, Math.round(scaled(30_000, 50) / 4)))
       },
       admin: { listen: { host: '127.0.0.1', port: adminPort }, token: FLEET_TOKEN },
-      state: { backend: 'redis', url: `redis://127.0.0.1:${this.redisPort}`, keyPrefix: 'fleet:' },
+      state: {
+        backend: 'redis',
+        url: `redis://127.0.0.1:${this.redisPort}`,
+        keyPrefix: 'fleet:',
+        // The merged affinity map's decay, which the rebalancer ranks by: 600 s of trace time,
+        // like the recorder's (left at its wall-clock default, scores would barely decay over
+        // the whole replay and the planner would chase the trace's first hours).
+        affinity: { halfLifeMs: scaled(600_000, 100) }
+      },
       dns: site === undefined ? { enabled: false, zone: FLEET_ZONE } : {
         listen: [{ address: this.edgeOf(this.o.sites.indexOf(site)), port: this.dnsPort, udp: true, tcp: true }],
         workers: 1,

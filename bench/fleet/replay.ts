@@ -51,12 +51,11 @@ export class Replay {
   private readonly agent = new Agent({ keepAliveTimeout: 3000, connections: 64 })
   private readonly resolvers: dnsp.Resolver[]
   private readonly dnsCache = new Map<string, { edge: number, until: number }>()
-  /** Block → acceptable body hashes (the acknowledged version, and any being written). */
   /**
    * Block → the bodies a read may return: the last acknowledged version and every later one
    * whose PUT is in flight or failed (a failed write's outcome is unknown: it may have landed).
    */
-  private readonly versions = new Map<number, { n: number, ok: Version[], acked: boolean }>()
+  private readonly versions = new Map<number, { n: number, ok: Version[], acked: boolean, site: number }>()
   private readonly created = new Map<number, Promise<void>>()
   dnsLookups = 0
   dnsFailures = 0
@@ -116,7 +115,7 @@ export class Replay {
       if (link === undefined) throw new Error('no link')
       const url = `http://127.0.0.1:${link.port}/${blk.volume}/${blk.id}`
       if (write) {
-        const v = this.versions.get(a.block) ?? { n: 0, ok: [], acked: false }
+        const v = this.versions.get(a.block) ?? { n: 0, ok: [], acked: false, site: a.site }
         this.versions.set(a.block, v)
         const n = ++v.n
         const data = body(blk.volume, blk.id, n, size)
@@ -126,17 +125,11 @@ export class Replay {
         await r.body.dump()
         ok = r.statusCode >= 200 && r.statusCode < 300
         // Acknowledged: older versions may no longer be read.
-        if (ok) { v.ok = v.ok.slice(v.ok.indexOf(next)); v.acked = true } else error = `PUT ${r.statusCode}`
+        if (ok) { v.ok = v.ok.slice(v.ok.indexOf(next)); v.acked = true; v.site = a.site } else error = `PUT ${r.statusCode}`
       } else {
-        const r = await request(url, { method: 'GET', dispatcher: this.agent, headersTimeout: 30_000, bodyTimeout: 30_000 })
-        const buf = Buffer.from(await r.body.arrayBuffer())
-        if (r.statusCode !== 200) {
-          error = `GET ${r.statusCode}`
-        } else {
-          const h = crypto.createHash('sha256').update(buf).digest('hex')
-          ok = (this.versions.get(a.block)?.ok ?? []).some(x => x.hash === h)
-          if (!ok) { this.hashMismatches++; error = 'body hash mismatch' }
-        }
+        const r = await this.read(url, a.block)
+        ok = r.ok
+        if (!ok) { error = r.error; if (r.mismatch) this.hashMismatches++ }
       }
     } catch (err) {
       error = (err as Error).message
@@ -157,6 +150,53 @@ export class Replay {
       netMs: gwSite === undefined || edgeSite === undefined ? null : 2 * (this.fleet.oneWayMs(this.fleet.sites[a.site]?.name as string, edgeSite) + this.fleet.oneWayMs(edgeSite, gwSite)),
       ...(error !== undefined ? { error } : {})
     })
+  }
+
+  /** GET a block and check its body against the versions a read may return. */
+  private async read (url: string, block: number): Promise<{ ok: boolean, status: number, mismatch: boolean, error?: string }> {
+    const r = await request(url, { method: 'GET', dispatcher: this.agent, headersTimeout: 30_000, bodyTimeout: 30_000 })
+    const buf = Buffer.from(await r.body.arrayBuffer())
+    if (r.statusCode !== 200) return { ok: false, status: r.statusCode, mismatch: false, error: `GET ${r.statusCode}` }
+    const h = crypto.createHash('sha256').update(buf).digest('hex')
+    const ok = (this.versions.get(block)?.ok ?? []).some(x => x.hash === h)
+    return ok ? { ok, status: 200, mismatch: false } : { ok, status: 200, mismatch: true, error: 'body hash mismatch' }
+  }
+
+  /**
+   * After the replay (the crashed gateway restarted, the planner's repair given its time): every
+   * block whose write was acknowledged is read once more, from the site that wrote it, through
+   * DNS as a client would. `lost`: the store no longer has it (404) or returns another body
+   * (an older version) — an acknowledged write that did not survive; `unreadable`: any other
+   * failure (5xx, timeout), which says nothing about the data.
+   */
+  async verify (concurrency = 32): Promise<{ blocks: number, lost: number, unreadable: number, samples: string[] }> {
+    const todo = [...this.versions].filter(([, v]) => v.acked)
+    let lost = 0
+    let unreadable = 0
+    const samples: string[] = []
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < todo.length) {
+        const [block, v] = todo[next++] as [number, { site: number }]
+        const blk = this.s.blocks[block] as Setup['blocks'][number]
+        let why: string | undefined
+        let isLost = false
+        try {
+          const edge = await this.edgeFor(v.site, blk.volume)
+          const link = this.fleet.clientLinks.get(this.fleet.sites[v.site]?.name as string)?.get(this.fleet.sites[edge]?.name as string)
+          if (link === undefined) throw new Error('no link')
+          const r = await this.read(`http://127.0.0.1:${link.port}/${blk.volume}/${blk.id}`, block)
+          if (!r.ok) { why = r.error; isLost = r.status === 404 || r.mismatch }
+        } catch (err) {
+          why = (err as Error).message
+        }
+        if (why === undefined) continue
+        if (isLost) lost++; else unreadable++
+        if (samples.length < 10) samples.push(`${blk.volume}/${blk.id}: ${why}`)
+      }
+    }
+    await Promise.all(Array.from({ length: concurrency }, worker))
+    return { blocks: todo.length, lost, unreadable, samples }
   }
 
   /** Issues every access at its trace time / speed; resolves when all have answered. */
