@@ -314,20 +314,29 @@ export class ProxyServer {
   private dispatchFromStore (op: BlockOperation, sync: StateSync): void {
     this.metrics.storeLookups.inc()
     sync.store.getLocation(op.volume, op.block).then(location => {
+      if (location !== null) {
+        sync.cache.apply(op.volume, op.block, location.epoch, location, 'resync')
+        return false
+      }
       // None: moves never delete a location, so this is a store that came back empty (its
-      // rebuild, recovery/, may not have begun) or a first write's claim given up. The cache
-      // has what this proxy knew; the reload and the store-loss guards take it from there.
-      if (location !== null) sync.cache.apply(op.volume, op.block, location.epoch, location, 'resync')
+      // rebuild, recovery/, may not have begun), a deleted block or a first write's claim given
+      // up. A PUT then claims the block as every proxy does for a block without a location (sent
+      // where this proxy's cache last had it, it would be acknowledged on a gateway the store
+      // will not name: 404s for an acknowledged write in the soak's store loss). A read keeps
+      // what the cache knew; the reload and the store-loss guards take it from there.
+      return op.method === 'PUT'
     }, () => {
       // The store does not answer: nobody can change a location without it (and after an outage
       // the planner waits for proxies to reconnect), so the cache holds the last word.
-    }).then(() => { this.dispatchRouted(op) }).catch(err => {
+      return false
+    }).then(unplaced => { this.dispatchRouted(op, unplaced) }).catch(err => {
       this.logger.error({ err }, 'dispatch after a store lookup failed')
       if (!op.res.headersSent) sendError(op.res, 500, 'FERRY_INTERNAL', 'internal error')
     })
   }
 
-  private dispatchRouted (op: BlockOperation): void {
+  /** `unplaced`: the store says the block has no location, whatever the cache says. */
+  private dispatchRouted (op: BlockOperation, unplaced = false): void {
     const { req, res, method, volume, block } = op
     const write = method === 'PUT' || method === 'DELETE'
     const key = blockKey(volume, block)
@@ -336,7 +345,7 @@ export class ProxyServer {
     const client = this.clients.resolve(peer, req.headers['x-forwarded-for'])
     const site = this.sites.siteOf(client)
     if (this.recording) this.recorder.recordAt(key, volume, block, site, write, now)
-    const route = this.routes.route(volume, block, key, now, site)
+    const route = unplaced ? { gateway: this.routes.hashed(key, now), placed: false, location: undefined } : this.routes.route(volume, block, key, now, site)
     // A PUT still goes through: it replaces the whole block, and the rebuild never overwrites a
     // location recorded after the loss, so the new write stays the version every proxy serves.
     if (!route.placed && method !== 'PUT') {

@@ -57,3 +57,36 @@ t.test('a move made while the subscription is down is followed at once, not afte
   await waitFor(() => cache?.fresh === true, 'the reload after the reconnection', 10_000)
   t.equal(cache?.get('v', 'b')?.gateway, 'gw2', 'the cache caught up')
 })
+
+t.test('a PUT while the cache may be stale, of a block the store no longer places, claims it as a first write', { skip }, async t => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const gws = await startGateways(2)
+  t.teardown(gws.stopAll)
+  const state: StateConfigInput = { backend: 'redis', url: redis.url, keyPrefix: 'stale:', reconnect: { minDelayMs: 2000, maxDelayMs: 2000 } }
+  const proxy = await startProxy(testConfig(gws.urls, { state }))
+  t.teardown(proxy.stop)
+  const planner = createStore({ ...state })
+  t.teardown(() => planner.close())
+  t.ok(await waitForReady(planner, 10_000), 'the planner\'s store connected')
+
+  // Placed off its hashed gateway, so a claim and the cache's old location differ.
+  const hashed = proxy.node.proxy?.routes.hashed('v/gone')?.id
+  const old = hashed === 'gw1' ? 'gw2' : 'gw1'
+  const placed = await planner.casLocation('v', 'gone', 0, { gateway: old })
+  t.ok(placed.ok, `placed on ${old}`)
+  const cache = proxy.node.proxy?.sync?.cache
+  await waitFor(() => cache?.get('v', 'gone')?.gateway === old && cache.fresh, 'the proxy to hear of it')
+
+  await run(REDIS_CLI, ['-p', new URL(redis.url).port, 'CLIENT', 'KILL', 'TYPE', 'pubsub'])
+  await waitFor(() => cache?.fresh === false, 'the proxy to notice the lost subscription', 2000, 5)
+  // What a store that came back empty looks like for this block.
+  t.ok((await planner.deleteLocation('v', 'gone', placed.ok ? placed.location.epoch : 0)).ok, 'the store no longer places it')
+  const res = await request(`${proxy.url}/v/gone`, { method: 'PUT', body: 'after the loss' })
+  await res.body.dump()
+  t.ok(res.statusCode < 300, `acknowledged (${res.statusCode})`)
+  const now = await planner.getLocation('v', 'gone')
+  t.ok(now !== null, 'the PUT recorded a location, as a first write does')
+  const holder = gws.urls[Number(now?.gateway.slice(2)) - 1] as string
+  t.equal(await (await request(`${holder}/v/gone`)).body.text(), 'after the loss', 'and the bytes are where the store says')
+})

@@ -82,7 +82,13 @@ t.test('a Redis that restarts empty loses no block: locations are rebuilt from t
   t.equal(served, acked.size * 2, `every acknowledged block is served again through both proxies (in ${recoveredMs} ms; ${seen.rebuilding} typed 503s meanwhile)`)
   t.ok(recoveredMs < 15_000, 'within 15 s')
 
-  const after = await a.node.store.generation()
+  // Reads may all be served (from the cache or the store) before this proxy's own connection
+  // to the store is back: wait for it, and for the rebuild to say it is done.
+  const after = await waitFor(async () => {
+    if (!a.node.store.status().ok) return undefined
+    const g = await a.node.store.generation().catch(() => undefined)
+    return g?.rebuilding === false ? g : undefined
+  }, 'the store back and rebuilt', 15_000) as Awaited<ReturnType<typeof a.node.store.generation>>
   t.not(after.id, before, 'the store is a new generation')
   t.equal(after.rebuilding, false, 'and says it is rebuilt')
   const loc = await a.node.store.getLocation('vol', 'blk-0')
