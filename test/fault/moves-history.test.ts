@@ -220,10 +220,14 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
   t.same(counts.failures.slice(0, 10), [], 'no request failed')
   t.equal(counts.writesRefused, 0, `0 refused writes (${counts.writesAcked} acknowledged)`)
   t.same(lost.slice(0, 5), [], '0 lost acknowledged writes')
-  // KNOWN DEFECT, open under issue 20: the first CI run at 300 moves (2026-12-05) saw one stale
-  // read (b19 read v125 after v126 was acknowledged, around the Redis kill). Until it is found and
-  // fixed, this assertion is reported as todo: it still runs and prints what it saw, without
-  // failing the suite; every other assertion here (lost, refused, corrupt) stays strict.
+  // KNOWN DEFECT, open under issue 20. The stale reads CI saw here (b19 read v125 after v126 was
+  // acknowledged, around the Redis kill) were writes acknowledged from a location cache that
+  // had not heard of a move; fixed (2026-12-05): proxies check the store when their cache may
+  // lag, and the planner waits for proxies after a store outage. Since then, at load 20-36,
+  // 1 run of 10 still saw one stale read, 4 s after a planner SIGKILL, as the next leader took
+  // over; its cause is not found yet. Until it is, this assertion is todo: it runs and prints
+  // the read with the block's writes and set changes, without failing the suite; lost, refused
+  // and corrupt stay strict.
   // What a stale read needs to be understood: the block's writes and its set's history.
   for (const a of stale.slice(0, 3)) {
     t.comment(`stale: ${JSON.stringify(a)}`)
@@ -234,7 +238,7 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
     const seen = new Set<string>()
     for (const h of changes) { const j = JSON.stringify(h); if (around(h) && !seen.has(j)) { seen.add(j); t.comment(`  set: ${j}`) } }
   }
-  t.same(stale.slice(0, 5), [], '0 stale reads', { todo: 'a stale read after a Redis kill during R = 1 membership moves (issue 20)' })
+  t.same(stale.slice(0, 5), [], '0 stale reads', { todo: 'a stale read as a new planner leader takes over mid-move, R = 1 (issue 20)' })
   t.same(corrupt.slice(0, 5), [], '0 corrupt reads')
   for (const key of keys) {
     const want = history.settledVersion(key)

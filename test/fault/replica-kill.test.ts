@@ -189,22 +189,7 @@ t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0
   const stale = history.anomalies.filter(a => a.kind === 'stale')
   const corrupt = history.anomalies.filter(a => a.kind === 'corrupt')
   t.same(lost.slice(0, 5), [], '0 lost acknowledged writes')
-  // KNOWN DEFECT, open under issue 20: after the replica-set and hot-path merges of 2026-12-05 one
-  // CI run out of two saw one stale read here (b21 read v62 after v63 was acknowledged: the
-  // previous version, as from the killed member's old copy). moves-history.test.ts saw the same
-  // shape. Until it is found and fixed this assertion is todo: it runs and prints what it saw,
-  // without failing the suite; lost, failed and corrupt stay strict.
-  // What a stale read needs to be understood: the block's writes and its set's history.
-  for (const a of stale.slice(0, 3)) {
-    t.comment(`stale: ${JSON.stringify(a)}`)
-    for (const line of a.writes) t.comment(`  ${line}`)
-    // The set's changes from two seconds before the read to two seconds after.
-    const around = (h: unknown): boolean => Math.abs(((h as { at?: number }).at ?? 0) - Date.parse(a.at)) < 2000
-    const changes = [...((await staleSets.get(a.key)) ?? []), ...(await setHistory(a.key))]
-    const seen = new Set<string>()
-    for (const h of changes) { const j = JSON.stringify(h); if (around(h) && !seen.has(j)) { seen.add(j); t.comment(`  set: ${j}`) } }
-  }
-  t.same(stale.slice(0, 5), [], '0 stale reads', { todo: 'a stale read of the previous version after a member is killed (issue 20)' })
+  t.same(stale.slice(0, 5), [], '0 stale reads')
   t.same(corrupt.slice(0, 5), [], '0 corrupt reads')
   t.ok(counts.reads > 200 && counts.writesAcked > 200, `traffic flowed (${counts.writesAcked} writes, ${counts.reads} reads)`)
 
