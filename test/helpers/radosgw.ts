@@ -49,7 +49,24 @@ export interface RadosgwGateway {
   stop: () => Promise<void>
 }
 
+/**
+ * Starts a cluster, trying again in a fresh dir (new ports, new fsid) when one fails to come up:
+ * on this 2-core machine under load, about one start in five right after another cluster stopped
+ * saw its ceph-osd exit at boot ("mon_cmd_maybe_osd_create fail: 'wrong fsid'"), cause not found.
+ */
 export async function startRadosgw (): Promise<RadosgwGateway> {
+  const errors: string[] = []
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      return await startOnce()
+    } catch (err) {
+      errors.push((err as Error).message)
+    }
+  }
+  throw new Error(`radosgw did not come up in 3 attempts:\n${errors.join('\n---\n')}`)
+}
+
+async function startOnce (): Promise<RadosgwGateway> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-rgw-'))
   const procs: ChildProcess[] = []
   let stopped = false
@@ -117,7 +134,7 @@ rgw gc processor period = 10
       if (exited !== undefined) {
         const log = { 'ceph-mon': 'mon.a', 'ceph-osd': 'osd.0', radosgw: 'client.rgw' }[exited.spawnfile] ?? exited.spawnfile
         const tail = await readFile(path.join(dir, `${log}.log`), 'utf8').then(s => s.split('\n').slice(-15).join('\n'), () => '(no log)')
-        throw new Error(`${String(exited.spawnfile)} exited (${String(exited.exitCode ?? exited.signalCode)}); its log ends:\n${tail}`)
+        throw new Error(`${String(exited.spawnfile)} exited (${String(exited.exitCode ?? exited.signalCode)}); stderr: ${stderrOf.get(exited)?.() ?? ''}; its log ends:\n${tail}`)
       }
       const ok = await request(url + '/', { headersTimeout: 1000 }).then(async r => { await r.body.dump(); return r.statusCode === 200 }, () => false)
       if (ok) break
@@ -135,10 +152,16 @@ rgw gc processor period = 10
 }
 
 function daemon (bin: string, args: string[], cwd: string): ChildProcess {
-  const p = spawn(bin, args, { cwd, stdio: 'ignore' })
+  const p = spawn(bin, args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] })
   p.on('error', () => {})
+  // What a daemon says on stderr before its log is open (a bind failure): kept for the error.
+  let stderr = ''
+  p.stderr?.on('data', (b: Buffer) => { stderr = (stderr + b.toString()).slice(-4000) })
+  stderrOf.set(p, () => stderr)
   return p
 }
+
+const stderrOf = new WeakMap<ChildProcess, () => string>()
 
 async function stopProcess (p: ChildProcess): Promise<void> {
   if (p.exitCode !== null || p.signalCode !== null || p.pid === undefined) return
