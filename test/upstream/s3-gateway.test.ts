@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { Agent, request } from 'undici'
+import { parseConfig } from '../../config/load.js'
 import type { FerryConfig } from '../../config/schema.js'
 import { gatewaySchema, type GatewayConfig } from '../../fleet/schema.js'
 import { createStore } from '../../state/factory.js'
@@ -245,4 +246,19 @@ t.test('the config asks an s3 gateway for its s3 section, and no other kind', as
   const signed = s3Signer(ok).sign({ method: 'GET', path: '/ferry-blocks/v/b', headers: { authorization: 'AWS4-HMAC-SHA256 client', 'x-amz-date': 'x' } })
   t.match(signed.headers, { authorization: /^AWS4-HMAC-SHA256 Credential=KEY\/\d{8}\/us-east-1\/s3\/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=[0-9a-f]{64}$/ }, 'the client\'s signature is replaced by ferry\'s')
   delete process.env.FERRY_TEST_S3_SECRET
+})
+
+t.test('a config whose s3 gateway secret cannot be read is refused, at load and so on reload', async t => {
+  const text = (secret: string): string => `
+sites: [{ name: s }]
+gateways:
+  - id: g
+    url: http://127.0.0.1:1
+    site: s
+    kind: s3
+    s3: { bucket: ferry-blocks, accessKeyId: KEY, ${secret} }
+`
+  t.throws(() => parseConfig(text('secretFile: /nonexistent/ferry-secret')), { message: /gateways\[0\]\.s3\.secretFile: .*cannot read s3\.secretFile/s })
+  t.throws(() => parseConfig(text('secretEnv: FERRY_TEST_UNSET_SECRET')), { message: /gateways\[0\]\.s3\.secretEnv: .*is not set/s })
+  t.match(parseConfig(text('secret: inline-secret-1')).gateways[0], { kind: 's3', s3: { bucket: 'ferry-blocks' } })
 })
