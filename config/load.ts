@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import { isMap, isSeq, type Document, type LineCounter } from 'yaml'
 import type { ZodIssue } from 'zod'
 import { FerryError } from '../lib/errors.js'
+import { s3Secret } from '../upstream/s3.js'
 import { configSchema, type FerryConfig } from './schema.js'
 import { parseYaml, type ConfigProblem } from './yaml.js'
 
@@ -97,6 +98,19 @@ export function parseConfig (text: string, file = '<config>'): FerryConfig {
     const issues = result.error.issues
     throw new ConfigError(file, issues.slice(0, MAX_PROBLEMS).map(issue => locate(doc, lineCounter, issue)), Math.max(0, issues.length - MAX_PROBLEMS))
   }
+  // An s3 gateway's secret file or variable is read now, so a missing one refuses the config (at
+  // start, or a reload that keeps the previous config) instead of failing when its pool is made.
+  const secrets: ZodIssue[] = []
+  result.data.gateways.forEach((g, i) => {
+    if (g.kind !== 's3') return
+    try {
+      s3Secret(g)
+    } catch (err) {
+      const key = g.s3?.secretFile !== undefined ? 'secretFile' : 'secretEnv'
+      secrets.push({ code: 'custom', path: ['gateways', i, 's3', key], message: (err as Error).message })
+    }
+  })
+  if (secrets.length > 0) throw new ConfigError(file, secrets.slice(0, MAX_PROBLEMS).map(issue => locate(doc, lineCounter, issue)), Math.max(0, secrets.length - MAX_PROBLEMS))
   return result.data
 }
 

@@ -12,13 +12,14 @@ const idPattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/
 /**
  * How ferry talks to a gateway (upstream/README.md): `ferry`, the reference gateway, whose ETag
  * is the content's SHA-256; `webdav`, nginx's dav module, whose ETag is mtime-size and so proves
- * nothing about the bytes. Copies, cut-over checks and inventory follow the kind.
+ * nothing about the bytes; `s3`, any S3 gateway, reached with SigV4-signed requests, whose
+ * single-part ETag is the content's MD5. Copies, cut-over checks and inventory follow the kind.
  */
-export const GATEWAY_KINDS = ['ferry', 'webdav'] as const
+export const GATEWAY_KINDS = ['ferry', 'webdav', 's3'] as const
 export type GatewayKind = typeof GATEWAY_KINDS[number]
 
 /** Kinds DESIGN.md names that are not implemented yet: refused with a message saying so, not as a typo. */
-const PLANNED_KINDS: readonly string[] = ['s3']
+const PLANNED_KINDS: readonly string[] = []
 
 export function isGatewayKind (k: string): k is GatewayKind {
   return (GATEWAY_KINDS as readonly string[]).includes(k)
@@ -30,18 +31,46 @@ const kindSchema = z.string().default('ferry').refine(isGatewayKind, k => ({
     : `gateway kind must be one of ${GATEWAY_KINDS.join(', ')}, got "${k}"`
 }))
 
-export const gatewaySchema = z.object({
+/**
+ * Where an `s3` gateway keeps ferry's blocks: one bucket for all volumes, block `/{volume}/{block}`
+ * at key `<prefix><volume>/<block>`. One bucket rather than one per volume: ferry never has to
+ * create buckets as volumes appear (CreateBucket needs rights a data key often lacks), and a
+ * volume's blocks are one ListObjectsV2 prefix.
+ */
+export const s3GatewaySchema = z.object({
+  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name: 3-63 lower-case letters, digits, "." or "-"').describe('the bucket that holds every volume'),
+  prefix: z.string().max(512).regex(/^([^/].*\/)?$/, 'empty, or not starting with "/" and ending with "/"').default('').describe('key prefix before <volume>/<block>'),
+  region: z.string().regex(/^[a-z0-9-]{1,32}$/).default('us-east-1').describe('the region requests are signed for'),
+  accessKeyId: z.string().min(3).max(128).describe('the access key ferry signs with'),
+  secret: z.string().min(8).optional().describe('the secret key, inline (prefer secretFile or secretEnv)'),
+  secretFile: z.string().optional().describe('path of a file holding the secret key (surrounding whitespace ignored), read at start and on reload'),
+  secretEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional().describe('name of an environment variable holding the secret key')
+}).strict().superRefine((c, ctx) => {
+  const n = [c.secret, c.secretFile, c.secretEnv].filter(v => v !== undefined).length
+  if (n !== 1) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['secret'], message: 'give exactly one of secret, secretFile, secretEnv' })
+})
+
+export type S3GatewayConfig = z.infer<typeof s3GatewaySchema>
+
+const gatewayObject = z.object({
   /** Stable gateway id: used in routes, metrics, DNS names (`<id>.gw.<zone>`). */
   id: z.string().regex(idPattern, 'gateway id must be 1-63 letters, digits, "_" or "-", starting with a letter or digit'),
   /** Base URL of the gateway's block API, e.g. http://10.0.0.5:9001 */
   url: z.string().url().refine(isHttpUrlOrUnparseable, 'gateway url must be http or https'),
-  /** What speaks at `url`: `ferry` (the reference gateway) or `webdav` (nginx's dav module). */
+  /** What speaks at `url`: `ferry` (the reference gateway), `webdav` (nginx's dav module) or `s3`. */
   kind: kindSchema,
   /** The site the gateway is in (one of `sites[].name`). */
   site: z.string().min(1),
   /** Capacity in bytes; the planner never fills a gateway past it. 0 = unlimited. */
-  capacityBytes: z.number().int().nonnegative().default(0)
+  capacityBytes: z.number().int().nonnegative().default(0),
+  /** Kind `s3` only: bucket mapping and credentials. */
+  s3: s3GatewaySchema.optional()
 }).strict()
+
+export const gatewaySchema = gatewayObject.superRefine((g, ctx) => {
+  if (g.kind === 's3' && g.s3 === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['s3'], message: 'a gateway of kind s3 needs an s3 section (bucket, accessKeyId, secret)' })
+  if (g.kind !== 's3' && g.s3 !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['s3'], message: `an s3 section is only for gateways of kind s3 (this one is ${g.kind})` })
+})
 
 const cidrSchema = z.string().refine(isCidr, 'must be a CIDR such as 10.1.0.0/16 or 2001:db8::/32')
 

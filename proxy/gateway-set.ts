@@ -1,11 +1,12 @@
 import { EventEmitter } from 'node:events'
-import { Pool } from 'undici'
+import { Pool, type Dispatcher } from 'undici'
 import type { GatewayConfig, GatewayKind } from '../fleet/schema.js'
 import type { HealthSection, ProxySection } from './config.js'
 import { rendezvousNode, type RendezvousNode } from '../lib/rendezvous.js'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
 import { probeOnce, ProbeState } from '../upstream/prober.js'
+import { gatewayDispatcher } from '../upstream/s3.js'
 
 /** Why a gateway is not healthy, for /readyz and /v1/gateways. */
 export type GatewayDownReason = 'ejected' | 'probe-failed'
@@ -18,7 +19,10 @@ export class Gateway {
   readonly site: string
   readonly capacityBytes: number
   readonly node: RendezvousNode
-  pool: Pool
+  /** Kind `s3`: its bucket mapping and credentials, which its pool signs with. */
+  readonly s3: GatewayConfig['s3']
+  /** The gateway's pool; for kind `s3`, one that maps and signs every request (upstream/s3.ts). */
+  pool: Dispatcher
   // Passive health (outlier detection, after Envoy): consecutive failures eject the gateway
   // for a time that doubles with each ejection in a row.
   consecutiveFailures = 0
@@ -39,7 +43,8 @@ export class Gateway {
     this.site = cfg.site
     this.capacityBytes = cfg.capacityBytes
     this.node = rendezvousNode(cfg.id)
-    this.pool = createPool(cfg.url, proxy)
+    this.s3 = cfg.s3
+    this.pool = createPool(cfg, proxy)
   }
 
   isHealthy (now: number): boolean {
@@ -56,8 +61,8 @@ export class Gateway {
 /** The gateway sockets' write buffer before an upload is paused (see createPool). */
 const UPSTREAM_HIGH_WATER_MARK = 256 * 1024
 
-function createPool (url: string, proxy: ProxySection): Pool {
-  return new Pool(new URL(url).origin, {
+function createPool (cfg: GatewayConfig, proxy: ProxySection): Dispatcher {
+  return gatewayDispatcher(cfg, new Pool(new URL(cfg.url).origin, {
     connections: proxy.connectionsPerGateway,
     pipelining: 1,
     keepAliveTimeout: 4_000,
@@ -69,7 +74,7 @@ function createPool (url: string, proxy: ProxySection): Pool {
     // says it is full; at its default (64 KiB) that is after every 64 KiB chunk a client sends.
     // (undici hands its connect options to net.connect; its types only list the TLS ones.)
     connect: { highWaterMark: UPSTREAM_HIGH_WATER_MARK } as Pool.Options['connect']
-  })
+  }))
 }
 
 export interface GatewaySetEvents {
@@ -189,10 +194,10 @@ export class GatewaySet extends EventEmitter<GatewaySetEvents> {
     const next = new Map<string, Gateway>()
     for (const cfg of gateways) {
       const old = this.byId.get(cfg.id)
-      if (old !== undefined && old.url === cfg.url && old.kind === cfg.kind && old.site === cfg.site && old.capacityBytes === cfg.capacityBytes) {
+      if (old !== undefined && old.url === cfg.url && old.kind === cfg.kind && old.site === cfg.site && old.capacityBytes === cfg.capacityBytes && JSON.stringify(old.s3) === JSON.stringify(cfg.s3)) {
         if (rebuildPools) {
           const oldPool = old.pool
-          old.pool = createPool(cfg.url, this.proxy)
+          old.pool = createPool(cfg, this.proxy)
           void oldPool.close() // lets requests in flight finish on the old pool
         }
         next.set(cfg.id, old)

@@ -3,6 +3,7 @@ import { request, type Dispatcher } from 'undici'
 import type { GatewayConfig } from '../fleet/schema.js'
 import { FerryError } from '../lib/errors.js'
 import { blockKey, isValidId } from '../lib/ids.js'
+import { s3Signer } from './s3.js'
 
 /** One block a gateway holds. */
 export interface InventoryEntry {
@@ -46,7 +47,7 @@ export const INVENTORY_PAGE_SIZE = 2000
  * the gateway cannot be listed — at the start or part-way; on abort, the signal's reason.
  */
 export async function * listBlocks (gateway: GatewayConfig, opts: ListOptions = {}): AsyncIterable<InventoryEntry> {
-  const lister = gateway.kind === 'webdav' ? listWebdav : listReference
+  const lister = gateway.kind === 'webdav' ? listWebdav : gateway.kind === 's3' ? listS3 : listReference
   yield * lister(new Lister(gateway, opts))
 }
 
@@ -66,10 +67,10 @@ class Lister {
   }
 
   /** GET `path`; a response that is not 200 is the caller's to judge. Network errors become FERRY_INVENTORY_FAILED. */
-  async get (path: string): Promise<Dispatcher.ResponseData> {
+  async get (path: string, headers: Record<string, string> = { accept: 'application/json' }): Promise<Dispatcher.ResponseData> {
     const { signal, dispatcher } = this.opts
     try {
-      return await request(this.origin + path, { method: 'GET', headers: { accept: 'application/json' }, ...(signal === undefined ? {} : { signal }), ...(dispatcher === undefined ? {} : { dispatcher }) })
+      return await request(this.origin + path, { method: 'GET', headers, ...(signal === undefined ? {} : { signal }), ...(dispatcher === undefined ? {} : { dispatcher }) })
     } catch (err) {
       throw this.rethrow(`GET ${path} failed`, err)
     }
@@ -133,6 +134,64 @@ function isReferencePage (v: unknown): v is ReferencePage {
   if (p === null || typeof p !== 'object' || !Array.isArray(p.blocks) || (p.next !== null && typeof p.next !== 'string')) return false
   return p.blocks.every(b => b !== null && typeof b === 'object' && typeof b.volume === 'string' && typeof b.block === 'string' &&
     Number.isSafeInteger(b.size) && (b.etag === null || typeof b.etag === 'string') && Number.isFinite(b.modifiedAt))
+}
+
+/** Keys asked of an S3 gateway per ListObjectsV2 page: S3's own maximum. */
+const S3_PAGE_KEYS = 1000
+
+/**
+ * An `s3` gateway: ListObjectsV2 of the bucket under the gateway's prefix, `encoding-type=url` so
+ * keys come percent-encoded (no XML escaping to undo), paged by continuation token. A key that is
+ * not `<prefix><volume>/<block>` with valid ids is not a block ferry wrote, and is skipped.
+ * `modifiedAt` is the object's LastModified: the time of its PUT, also for a migration's copy (the
+ * listing does not carry the `x-amz-meta-ferry-written-at` a copy keeps; a HEAD does).
+ */
+async function * listS3 (l: Lister): AsyncIterable<InventoryEntry> {
+  const signer = s3Signer(l.gateway)
+  let token: string | null = null
+  for (;;) {
+    const query: string = `list-type=2&encoding-type=url&max-keys=${S3_PAGE_KEYS}${signer.prefix === '' ? '' : `&prefix=${encodeURIComponent(signer.prefix)}`}${token === null ? '' : `&continuation-token=${encodeURIComponent(token)}`}`
+    const signed = signer.sign({ method: 'GET', path: signer.bucketPath(query) })
+    const res = await l.get(signed.path, signed.headers as Record<string, string>)
+    const text = await res.body.text().catch((err: unknown) => { throw l.rethrow('reading a ListObjectsV2 page failed', err) })
+    if (res.statusCode !== 200) {
+      const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1]
+      throw l.fail(`ListObjectsV2 answered ${res.statusCode}${code === undefined ? '' : ` ${code}`}`, res.statusCode)
+    }
+    if (!text.includes('<ListBucketResult')) throw l.fail('the ListObjectsV2 answer is not a ListBucketResult')
+    for (const m of text.matchAll(/<Contents>([\s\S]*?)<\/Contents>/g)) {
+      const c = m[1] as string
+      const rawKey = xmlField(c, 'Key')
+      const size = Number(xmlField(c, 'Size'))
+      const modifiedAt = Date.parse(xmlField(c, 'LastModified') ?? '')
+      const etag = xmlField(c, 'ETag')
+      if (rawKey === undefined || !Number.isSafeInteger(size) || !Number.isFinite(modifiedAt)) throw l.fail('ListObjectsV2 listed an entry without Key, Size and LastModified')
+      let key: string
+      try { key = decodeURIComponent(rawKey.replace(/\+/g, ' ')) } catch { continue }
+      if (!key.startsWith(signer.prefix)) continue
+      const rest = key.slice(signer.prefix.length)
+      const slash = rest.indexOf('/')
+      const volume = rest.slice(0, slash)
+      const block = rest.slice(slash + 1)
+      if (slash <= 0 || !isValidId(volume) || !isValidId(block)) continue
+      yield { volume, block, size, etag: etag === undefined ? null : xmlText(etag), modifiedAt }
+    }
+    if (xmlField(text, 'IsTruncated') !== 'true') return
+    const next = xmlField(text, 'NextContinuationToken')
+    if (next === undefined || next === token) throw l.fail('ListObjectsV2 is truncated without a new NextContinuationToken')
+    token = xmlText(next)
+  }
+}
+
+function xmlField (xml: string, name: string): string | undefined {
+  const i = xml.indexOf(`<${name}>`)
+  if (i < 0) return undefined
+  const j = xml.indexOf(`</${name}>`, i)
+  return j < 0 ? undefined : xml.slice(i + name.length + 2, j)
+}
+
+function xmlText (s: string): string {
+  return s.replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&#(\d+);/g, (_, n: string) => String.fromCharCode(Number(n))).replace(/&amp;/g, '&')
 }
 
 /** An entry of nginx's `autoindex_format json` listing. */

@@ -16,6 +16,9 @@ export interface Digests {
 /** The reference gateway's strong ETag: the quoted hex SHA-256 of the content. */
 const SHA256_ETAG = /^"([0-9a-f]{64})"$/
 
+/** Where a copy onto an `s3` gateway keeps its original's written-at: user metadata, returned by GET and HEAD. */
+export const S3_WRITTEN_AT_HEADER = 'x-amz-meta-ferry-written-at'
+
 /**
  * The hex SHA-256 a gateway's ETag proves the block's bytes hash to, or null when it proves
  * nothing about them. Only the reference gateway's ETag is a content hash. nginx's is
@@ -33,8 +36,19 @@ export function contentHashOf (kind: GatewayKind, etag: string | null | undefine
  * target may answer with. Neither the reference gateway nor nginx offers MD5, so none yet; an
  * S3 kind (MD5 ETags) will add `md5` here.
  */
-export function copyDigests (_target: GatewayKind): readonly DigestAlgorithm[] {
-  return ['sha256']
+export function copyDigests (target: GatewayKind): readonly DigestAlgorithm[] {
+  return target === 's3' ? ['sha256', 'md5'] : ['sha256']
+}
+
+/** An S3 gateway's ETag for an object stored by one PUT: the quoted hex MD5 of the content. A
+ * multipart object's (`"<hex>-<parts>"`) is not, and ferry never writes one. */
+const MD5_ETAG = /^"([0-9a-f]{32})"$/
+
+/** What a kind's ETag claims as a digest other than `contentHashOf`'s SHA-256: an `s3` ETag's MD5. */
+export function etagDigestClaim (kind: GatewayKind, etag: string | null | undefined): DigestClaim | null {
+  if (kind !== 's3' || typeof etag !== 'string') return null
+  const hex = MD5_ETAG.exec(etag)?.[1]
+  return hex === undefined ? null : { algorithm: 'md5', hex, header: 'etag' }
 }
 
 /** One digest a response claims for the block's bytes. */
@@ -97,10 +111,15 @@ export function judgeByEtag (kind: GatewayKind, now: string | null | undefined, 
 /**
  * When the bytes a gateway answered a GET or HEAD with were first written, ms since the epoch:
  * the reference gateway says it (`x-ferry-written-at`), nginx's `Last-Modified` is its file's
- * mtime to the second. Null when the answer does not tell.
+ * mtime to the second; an S3 gateway's copy keeps it in `x-amz-meta-ferry-written-at`, else its
+ * `Last-Modified` is the PUT's time. Null when the answer does not tell.
  */
 export function writtenAtOf (kind: GatewayKind, headers: IncomingHttpHeaders): number | null {
   if (kind === 'ferry') return parseWrittenAt(headers[WRITTEN_AT_HEADER])
+  if (kind === 's3') {
+    const kept = parseWrittenAt(headers[S3_WRITTEN_AT_HEADER])
+    if (kept !== null) return kept
+  }
   const lastModified = headers['last-modified']
   if (typeof lastModified !== 'string') return null
   const ms = Date.parse(lastModified)
@@ -114,5 +133,7 @@ export function writtenAtOf (kind: GatewayKind, headers: IncomingHttpHeaders): n
  */
 export function writtenAtHeaders (kind: GatewayKind, writtenAt: number): Record<string, string> {
   if (kind === 'ferry') return { [WRITTEN_AT_HEADER]: String(writtenAt) }
+  // S3 sets Last-Modified itself; user metadata keeps the original's time with the object.
+  if (kind === 's3') return { [S3_WRITTEN_AT_HEADER]: String(writtenAt) }
   return { date: new Date(writtenAt).toUTCString() }
 }

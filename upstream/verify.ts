@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Dispatcher } from 'undici'
 import { FerryError } from '../lib/errors.js'
-import { contentHashOf, digestClaims, type Digests, type GatewayKind } from './kinds.js'
+import { contentHashOf, digestClaims, etagDigestClaim, type Digests, type GatewayKind } from './kinds.js'
 
 /** What a copy of one block knows once the target has answered its PUT. */
 export interface CopyEvidence {
@@ -54,8 +54,13 @@ export async function verifyCopy (e: CopyEvidence): Promise<CopyProof> {
     if (stored !== e.sent.sha256) throw new FerryError('FERRY_COPY_VERIFY_FAILED', `the target stored ${e.path} with ETag ${putEtag as string}, the bytes sent hash to "${e.sent.sha256}"`, 502)
     return { method: 'etag', targetEtag: putEtag }
   }
+  const sourceMd5 = etagDigestClaim(e.source.kind, e.source.etag)
+  if (sourceMd5 !== null && e.sent.md5 !== undefined && sourceMd5.hex !== e.sent.md5) {
+    throw new FerryError('FERRY_COPY_VERIFY_FAILED', `the bytes read from the source do not hash to its MD5 ETag ${String(e.source.etag)}`, 502)
+  }
   let matched = false
-  for (const c of digestClaims(e.putHeaders)) {
+  const etagClaim = etagDigestClaim(e.target.kind, putEtag)
+  for (const c of etagClaim === null ? digestClaims(e.putHeaders) : [etagClaim, ...digestClaims(e.putHeaders)]) {
     const ours = e.sent[c.algorithm]
     if (ours === undefined) continue
     if (ours !== c.hex) throw new FerryError('FERRY_COPY_VERIFY_FAILED', `the target's ${c.header} for ${e.path} does not match the bytes sent (${c.algorithm})`, 502)

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { Pool } from 'undici'
+import { Pool, type Dispatcher } from 'undici'
 import type { GatewayConfig, GatewayKind } from '../../fleet/schema.js'
 import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
@@ -7,6 +7,7 @@ import { rendezvousNode, rendezvousPick, rendezvousRank, type RendezvousNode } f
 import { gatewayHealthChannel } from '../../state/channels.js'
 import { GatewayHealthView } from '../../state/gateway-health.js'
 import { probeOnce, ProbeState } from '../../upstream/prober.js'
+import { gatewayDispatcher } from '../../upstream/s3.js'
 import type { BlockLocation, StoreEvent } from '../../state/types.js'
 import type { GatewayInfo } from '../affinity/index.js'
 import type { PlannerHealthConfig } from '../config.js'
@@ -19,8 +20,10 @@ export interface FleetGateway {
   readonly kind: GatewayKind
   readonly site: string
   readonly capacityBytes: number
-  /** Keep-alive connections for copies, checks, deletes and probes. */
-  readonly pool: Pool
+  /** Kind `s3`: its bucket mapping and credentials. */
+  readonly s3?: GatewayConfig['s3']
+  /** Keep-alive connections for copies, checks, deletes and probes; for kind `s3`, mapped and signed (upstream/s3.ts). */
+  readonly pool: Dispatcher
   /** The planner's own probes (upstream/prober.ts). */
   readonly probe: ProbeState
   /** Operator drain: never a target, everything on it is moved off. */
@@ -84,7 +87,7 @@ export class Fleet extends EventEmitter<FleetEvents> {
     const next = new Map<string, FleetGateway>()
     for (const g of gateways) {
       const old = this.gateways.get(g.id)
-      if (old !== undefined && old.url === g.url && connections === this.connections) {
+      if (old !== undefined && old.url === g.url && connections === this.connections && old.kind === g.kind && JSON.stringify(old.s3) === JSON.stringify(g.s3)) {
         next.set(g.id, { ...old, kind: g.kind, site: g.site, capacityBytes: g.capacityBytes, pool: old.pool })
         continue
       }
@@ -96,7 +99,8 @@ export class Fleet extends EventEmitter<FleetEvents> {
         kind: g.kind,
         site: g.site,
         capacityBytes: g.capacityBytes,
-        pool: new Pool(g.url, { connections, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: 2_000 }),
+        s3: g.s3,
+        pool: gatewayDispatcher(g, new Pool(g.url, { connections, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: 2_000 })),
         probe: new ProbeState(),
         draining: old?.draining ?? false
       })
