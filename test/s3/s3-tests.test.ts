@@ -17,7 +17,8 @@ import { ROOT, spawnFerry } from '../helpers/process.js'
  * (there is no PyPI here): .ci/run installs them.
  */
 
-const SUITE = process.env.S3_TESTS_DIR ?? path.resolve(ROOT, '..', 'shared', 's3-tests')
+// Beside the repository, or where this machine keeps the shared material (a CI checkout may sit elsewhere).
+const SUITE = process.env.S3_TESTS_DIR ?? [path.resolve(ROOT, '..', 'shared', 's3-tests'), '/work/shared/s3-tests'].find(d => fs.existsSync(d)) ?? path.resolve(ROOT, '..', 'shared', 's3-tests')
 // Debian's interpreter, whose packages .ci/run installs (a pyenv python3 earlier on PATH lacks them).
 const PYTHON = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'
 const MODULES: Record<string, string> = { pytest: 'python3-pytest', boto3: 'python3-boto3', munch: 'python3-munch', isodate: 'python3-isodate', pytz: 'python3-tz', dateutil: 'python3-dateutil', requests: 'python3-requests' }
