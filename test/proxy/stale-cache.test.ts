@@ -1,14 +1,15 @@
 import { execFile } from 'node:child_process'
 import fs from 'node:fs'
 import { promisify } from 'node:util'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { request } from 'undici'
 import type { StateConfigInput } from '../../state/config.js'
 import { createStore, waitForReady } from '../../state/factory.js'
-import { startProxy, testConfig } from '../helpers/ferry.js'
-import { startGateways } from '../helpers/gateway.js'
+import type { StateStore } from '../../state/types.js'
+import { startProxy, testConfig, type ProxyUnderTest } from '../helpers/ferry.js'
+import { startGateways, type Gateways } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/net.js'
-import { REDIS_CLI, REDIS_SERVER, startRedis } from '../helpers/redis.js'
+import { REDIS_CLI, REDIS_SERVER, startRedis, type RedisServer } from '../helpers/redis.js'
 
 /**
  * A proxy whose location cache may have missed a notification routes by the store until its
@@ -21,7 +22,8 @@ import { REDIS_CLI, REDIS_SERVER, startRedis } from '../helpers/redis.js'
 const run = promisify(execFile)
 const skip = !fs.existsSync(REDIS_SERVER) || !fs.existsSync(REDIS_CLI) ? 'redis-server or redis-cli is not installed' : false
 
-t.test('a move made while the subscription is down is followed at once, not after the reload', { skip }, async t => {
+/** A private Redis, two gateways, a proxy that reconnects 2 s after a loss, and a planner's store. */
+async function rig (t: Test): Promise<{ redis: RedisServer, gws: Gateways, proxy: ProxyUnderTest, planner: StateStore }> {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
   const gws = await startGateways(2)
@@ -32,6 +34,11 @@ t.test('a move made while the subscription is down is followed at once, not afte
   const planner = createStore({ ...state })
   t.teardown(() => planner.close())
   t.ok(await waitForReady(planner, 10_000), 'the planner\'s store connected')
+  return { redis, gws, proxy, planner }
+}
+
+t.test('a move made while the subscription is down is followed at once, not after the reload', { skip }, async t => {
+  const { redis, gws, proxy, planner } = await rig(t)
 
   const [gw1, gw2] = gws.urls as [string, string]
   await (await request(`${gw1}/v/b`, { method: 'PUT', body: 'old' })).body.dump()
@@ -59,16 +66,7 @@ t.test('a move made while the subscription is down is followed at once, not afte
 })
 
 t.test('a PUT while the cache may be stale, of a block the store no longer places, claims it as a first write', { skip }, async t => {
-  const redis = await startRedis()
-  t.teardown(() => redis.stop())
-  const gws = await startGateways(2)
-  t.teardown(gws.stopAll)
-  const state: StateConfigInput = { backend: 'redis', url: redis.url, keyPrefix: 'stale:', reconnect: { minDelayMs: 2000, maxDelayMs: 2000 } }
-  const proxy = await startProxy(testConfig(gws.urls, { state }))
-  t.teardown(proxy.stop)
-  const planner = createStore({ ...state })
-  t.teardown(() => planner.close())
-  t.ok(await waitForReady(planner, 10_000), 'the planner\'s store connected')
+  const { redis, gws, proxy, planner } = await rig(t)
 
   // Placed off its hashed gateway, so a claim and the cache's old location differ.
   const hashed = proxy.node.proxy?.routes.hashed('v/gone')?.id
