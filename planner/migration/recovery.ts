@@ -93,7 +93,7 @@ export class MigrationRecovery {
       if (s.dueAt > now || !this.isActive() || !ops.fleet.isHealthy(s.gateway)) continue
       if (this.admission.busy(s.volume, s.block)) continue
       const loc = await ops.store.getLocation(s.volume, s.block)
-      if (loc?.members.includes(s.gateway) === true) { ops.strays.delete(`${s.gateway} /${s.volume}/${s.block}`); continue }
+      if (loc?.members.includes(s.gateway) === true || (s.recheck && loc?.epoch !== s.epoch)) { ops.strays.delete(`${s.gateway} /${s.volume}/${s.block}`); continue }
       await ops.dropStray(s.volume, s.block, s.gateway)
     }
   }
