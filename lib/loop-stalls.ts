@@ -34,11 +34,10 @@ export class LoopStalls {
   /**
    * Whether the loop stalled for over the threshold at any time since `since` (performance.now()
    * ms), the stall in progress included: code that runs right after a long stall may run before
-   * the timer has had its turn to notice it.
+   * the timer has had its turn to notice it. `now`: the caller's performance.now(), if it has one.
    */
-  stalledSince (since: number): boolean {
+  stalledSince (since: number, now = performance.now()): boolean {
     if (this.timer === null) return false
-    const now = performance.now()
     return this.lastStallEnd >= since || now - this.lastTick > this.intervalMs + this.thresholdMs
   }
 }

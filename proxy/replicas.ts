@@ -83,7 +83,9 @@ export class Replication {
   cacheMayLag (request: ProxyRequest): boolean {
     const routedAgo = Date.now() - request.now
     const half = this.settleMs / 2
-    return routedAgo >= half || this.stalls.stalledSince(performance.now() - routedAgo - half)
+    if (routedAgo >= half) return true
+    const now = performance.now()
+    return this.stalls.stalledSince(now - routedAgo - half, now)
   }
 
   /** When the cache may lag (cacheMayLag), takes the block's location from the store first. */

@@ -307,7 +307,8 @@ export class ProxyServer {
     const sync = this.sync as StateSync
     if (!sync.cache.fresh) return true
     if (this.replication === undefined || (op.method !== 'GET' && op.method !== 'HEAD')) return false
-    return this.stalls.stalledSince(performance.now() - this.replication.lagBoundMs)
+    const now = performance.now()
+    return this.stalls.stalledSince(now - this.replication.lagBoundMs, now)
   }
 
   /** dispatchRouted after the block's location was read from the store into the cache. */
