@@ -5,6 +5,7 @@ import { ABSENT, History } from '../../bench/fleet-faults/ledger.js'
 import { freePort, sleep, waitFor } from '../helpers/net.js'
 import type { FerryProcess } from '../helpers/process.js'
 import { startProcessFleet } from '../helpers/process-fleet.js'
+import { StaleReport } from '../helpers/stale-report.js'
 import { REDIS_SERVER, startRedis } from '../helpers/redis.js'
 import { TEST_ADMIN_TOKEN } from '../helpers/ferry.js'
 
@@ -98,14 +99,7 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
       await sleep(30)
     }
   }
-  const staleSets = new Map<string, Promise<unknown[]>>()
-  const setHistory = async (key: string): Promise<unknown[]> => {
-    for (const a of plannerAdmins) {
-      const h = await request(`${a}/v1/blocks/vol/${key}/history`).then(async r => (await r.body.json() as { history?: unknown[] }).history).catch(() => undefined)
-      if (h !== undefined) return h
-    }
-    return []
-  }
+  const report = new StaleReport(plannerAdmins, 'vol')
   const reader = async (r: number): Promise<void> => {
     while (running) {
       const key = keys[(n++ * 7 + r) % keys.length] as string
@@ -116,10 +110,7 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
         const text = await res.body.text()
         const ended = performance.now()
         counts.reads++
-        if (res.statusCode === 200 || res.statusCode === 404) {
-          // A stale read's set history, taken at once (the store keeps only the latest entries).
-          if (history.checkRead(key, started, ended, res.statusCode === 404 ? ABSENT : text, via, 'load') === 'stale') staleSets.set(key, setHistory(key))
-        }
+        if (res.statusCode === 200 || res.statusCode === 404) report.judged(key, history.checkRead(key, started, ended, res.statusCode === 404 ? ABSENT : text, via, 'load'))
         else { counts.readsFailed++; counts.failures.push(`GET ${key} via ${via}: ${res.statusCode} ${text.slice(0, 200)}`) }
       } catch (err) {
         counts.readsFailed++
@@ -229,15 +220,7 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
   // the read with the block's writes and set changes, without failing the suite; lost, refused
   // and corrupt stay strict.
   // What a stale read needs to be understood: the block's writes and its set's history.
-  for (const a of stale.slice(0, 3)) {
-    t.comment(`stale: ${JSON.stringify(a)}`)
-    for (const line of a.writes) t.comment(`  ${line}`)
-    // The set's changes from two seconds before the read to two seconds after.
-    const around = (h: unknown): boolean => Math.abs(((h as { at?: number }).at ?? 0) - Date.parse(a.at)) < 2000
-    const changes = [...((await staleSets.get(a.key)) ?? []), ...(await setHistory(a.key))]
-    const seen = new Set<string>()
-    for (const h of changes) { const j = JSON.stringify(h); if (around(h) && !seen.has(j)) { seen.add(j); t.comment(`  set: ${j}`) } }
-  }
+  await report.print(t, stale)
   t.same(stale.slice(0, 5), [], '0 stale reads', { todo: 'a stale read as a new planner leader takes over mid-move, R = 1 (issue 20)' })
   t.same(corrupt.slice(0, 5), [], '0 corrupt reads')
   for (const key of keys) {

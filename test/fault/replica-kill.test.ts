@@ -4,6 +4,7 @@ import { request } from 'undici'
 import { ABSENT, History } from '../../bench/fleet-faults/ledger.js'
 import { freePort, sleep, waitFor } from '../helpers/net.js'
 import { startProcessFleet } from '../helpers/process-fleet.js'
+import { StaleReport } from '../helpers/stale-report.js'
 import { REDIS_SERVER, startRedis } from '../helpers/redis.js'
 import { TEST_ADMIN_TOKEN } from '../helpers/ferry.js'
 
@@ -83,14 +84,7 @@ t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0
       await sleep(20)
     }
   }
-  const staleSets = new Map<string, Promise<unknown[]>>()
-  const setHistory = async (key: string): Promise<unknown[]> => {
-    for (const a of [admin]) {
-      const h = await request(`${a}/v1/blocks/vol/${key}/history`).then(async r => (await r.body.json() as { history?: unknown[] }).history).catch(() => undefined)
-      if (h !== undefined) return h
-    }
-    return []
-  }
+  const report = new StaleReport([admin], 'vol')
   const reader = async (r: number): Promise<void> => {
     while (running) {
       const key = keys[(n++ * 7 + r) % keys.length] as string
@@ -101,10 +95,7 @@ t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0
         const text = await res.body.text()
         const ended = performance.now()
         counts.reads++
-        if (res.statusCode === 200 || res.statusCode === 404) {
-          // A stale read's set history, taken at once (the store keeps only the latest entries).
-          if (history.checkRead(key, started, ended, res.statusCode === 404 ? ABSENT : text, via, 'load') === 'stale') staleSets.set(key, setHistory(key))
-        }
+        if (res.statusCode === 200 || res.statusCode === 404) report.judged(key, history.checkRead(key, started, ended, res.statusCode === 404 ? ABSENT : text, via, 'load'))
         else { counts.readsFailed++; counts.failures.push(`GET ${key} via ${via}: ${res.statusCode} ${text.slice(0, 200)}`) }
       } catch (err) {
         counts.readsFailed++
@@ -189,6 +180,7 @@ t.test('R = 2, SIGKILL a gateway under load: 0 failed reads or writes, 0 lost, 0
   const stale = history.anomalies.filter(a => a.kind === 'stale')
   const corrupt = history.anomalies.filter(a => a.kind === 'corrupt')
   t.same(lost.slice(0, 5), [], '0 lost acknowledged writes')
+  await report.print(t, stale)
   t.same(stale.slice(0, 5), [], '0 stale reads')
   t.same(corrupt.slice(0, 5), [], '0 corrupt reads')
   t.ok(counts.reads > 200 && counts.writesAcked > 200, `traffic flowed (${counts.writesAcked} writes, ${counts.reads} reads)`)

@@ -1,0 +1,42 @@
+import type { Test } from 'tap'
+import { request } from 'undici'
+import type { Anomaly, AnomalyKind } from '../../bench/fleet-faults/ledger.js'
+
+/**
+ * What a stale read in a history test needs to be understood: the block's writes (kept by the
+ * ledger with the anomaly) and its set's changes around the read, from whichever planner admin
+ * answers. The set's history is taken the moment the read is judged (the store keeps only the
+ * latest entries) and again when the report is printed.
+ */
+export class StaleReport {
+  private readonly taken = new Map<string, Promise<unknown[]>>()
+
+  constructor (private readonly admins: readonly string[], private readonly volume: string) {}
+
+  /** Call with each read's verdict (History.checkRead). */
+  judged (key: string, kind: AnomalyKind | undefined): void {
+    if (kind === 'stale') this.taken.set(key, this.history(key))
+  }
+
+  /** Comments the first stale reads with their writes and the set's changes within 2 s of them. */
+  async print (t: Test, stale: readonly Anomaly[]): Promise<void> {
+    for (const a of stale.slice(0, 3)) {
+      t.comment(`stale: ${JSON.stringify(a)}`)
+      for (const line of a.writes) t.comment(`  ${line}`)
+      const at = Date.parse(a.at)
+      const seen = new Set<string>()
+      for (const h of [...((await this.taken.get(a.key)) ?? []), ...(await this.history(a.key))]) {
+        const line = JSON.stringify(h)
+        if (Math.abs(((h as { at?: number }).at ?? 0) - at) < 2000 && !seen.has(line)) { seen.add(line); t.comment(`  set: ${line}`) }
+      }
+    }
+  }
+
+  private async history (key: string): Promise<unknown[]> {
+    for (const admin of this.admins) {
+      const h = await request(`${admin}/v1/blocks/${this.volume}/${key}/history`).then(async r => (await r.body.json() as { history?: unknown[] }).history).catch(() => undefined)
+      if (h !== undefined) return h
+    }
+    return []
+  }
+}
