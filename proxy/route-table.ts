@@ -35,6 +35,11 @@ export class RouteTable {
       const gateway = location.inSync.length > 1 ? nearestInSync(this.gateways, location, site, now) : this.gateways.get(location.gateway)
       return { gateway, placed: true, location }
     }
+    return this.unplaced(key, now)
+  }
+
+  /** The route of a block without a location: its hashed gateway. */
+  unplaced (key: string, now = Date.now()): Route {
     return { gateway: this.hashed(key, now), placed: false, location: undefined }
   }
 

@@ -346,7 +346,7 @@ export class ProxyServer {
     const client = this.clients.resolve(peer, req.headers['x-forwarded-for'])
     const site = this.sites.siteOf(client)
     if (this.recording) this.recorder.recordAt(key, volume, block, site, write, now)
-    const route = unplaced ? { gateway: this.routes.hashed(key, now), placed: false, location: undefined } : this.routes.route(volume, block, key, now, site)
+    const route = unplaced ? this.routes.unplaced(key, now) : this.routes.route(volume, block, key, now, site)
     // A PUT still goes through: it replaces the whole block, and the rebuild never overwrites a
     // location recorded after the loss, so the new write stays the version every proxy serves.
     if (!route.placed && method !== 'PUT') {
