@@ -310,14 +310,16 @@ export class MigrationOps {
       if (existed && entry !== undefined && entry.recheck) {
         this.lateCopies++
         this.metrics.lateCopies.inc()
-        this.recheckLater(volume, block, gateway, entry.epoch, entry.afterMs * 2, entry.checks + 1)
+        this.recheckLater(volume, block, gateway, entry.afterMs * 2, entry.checks + 1)
       }
     } catch (err) {
-      if (entry === undefined || entry.recheck) {
+      // Counted once per copy: a failed delete waits in `strays` with dueAt 0.
+      if (entry === undefined || entry.dueAt !== 0) {
         this.logger.warn({ path: `/${volume}/${block}`, gateway, err: describeError(err) }, 'could not delete a copy that is no member\'s; will retry')
         this.metrics.strays.inc()
       }
-      this.strays.set(key, { volume, block, gateway, dueAt: 0, recheck: false, epoch: 0, afterMs: 0, checks: entry?.checks ?? 0 })
+      // Retried at the next pass; a re-check stays one, so a copy found then still counts as late.
+      this.strays.set(key, { volume, block, gateway, dueAt: 0, recheck: entry?.recheck ?? false, afterMs: entry?.afterMs ?? 0, checks: entry?.checks ?? 0 })
     }
   }
 
@@ -326,20 +328,20 @@ export class MigrationOps {
    * heard of the removal can still land after the DELETE and leave a copy that is no member's
    * (wasted space, and a stale copy the day the gateway rejoins the set without a fresh copy).
    * The recovery pass deletes it again after `afterMs`; a copy found then means more may follow,
-   * so the re-check repeats with a doubled delay, up to five times. Only while the block's set
-   * is still the one the clean-up left (`epoch`): a later change may be a move back onto the
-   * gateway, whose copy this DELETE would remove under it.
+   * so the re-check repeats with a doubled delay, up to five times. The pass skips a block that
+   * is being moved and holds it against admission while it deletes (MigrationRecovery): a move
+   * back onto the gateway would otherwise lose its new copy to this DELETE.
    */
-  recheckLater (volume: string, block: string, gateway: string, epoch: number, afterMs: number, checks = 0): void {
+  recheckLater (volume: string, block: string, gateway: string, afterMs: number, checks = 0): void {
     if (checks >= 5) return
-    this.strays.set(`${gateway} /${volume}/${block}`, { volume, block, gateway, dueAt: performance.now() + afterMs, recheck: true, epoch, afterMs, checks })
+    this.strays.set(`${gateway} /${volume}/${block}`, { volume, block, gateway, dueAt: performance.now() + afterMs, recheck: true, afterMs, checks })
   }
 
   /**
    * Copies to delete (again) once `dueAt` (performance.now() ms) has passed, by `gateway path`:
    * deletes that failed (dropStray) and re-checks after a move's clean-up (recheckLater).
    */
-  readonly strays = new Map<string, { volume: string, block: string, gateway: string, dueAt: number, recheck: boolean, epoch: number, afterMs: number, checks: number }>()
+  readonly strays = new Map<string, { volume: string, block: string, gateway: string, dueAt: number, recheck: boolean, afterMs: number, checks: number }>()
 
   // ───────────────────────────── the log ─────────────────────────────
 

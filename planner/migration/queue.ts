@@ -120,6 +120,21 @@ export class Admission {
     return this.byBlock.has(key) || this.reserving.has(key)
   }
 
+  /**
+   * Holds the block against admission while the caller works on its copies outside any job (the
+   * recovery pass deleting a stray): a move admitted meanwhile could join that gateway and copy
+   * to it, and the DELETE would then remove the new copy under it. False when it is busy already.
+   */
+  reserve (volume: string, block: string): boolean {
+    if (this.busy(volume, block)) return false
+    this.reserving.add(blockKey(volume, block))
+    return true
+  }
+
+  release (volume: string, block: string): void {
+    this.reserving.delete(blockKey(volume, block))
+  }
+
   /** Replica set repairs queued or running (the repair decider's budget). */
   activeRepairs (): number {
     let n = 0

@@ -91,10 +91,17 @@ export class MigrationRecovery {
     const now = performance.now()
     for (const s of [...ops.strays.values()]) {
       if (s.dueAt > now || !this.isActive() || !ops.fleet.isHealthy(s.gateway)) continue
-      if (this.admission.busy(s.volume, s.block)) continue
-      const loc = await ops.store.getLocation(s.volume, s.block)
-      if (loc?.members.includes(s.gateway) === true || (s.recheck && loc?.epoch !== s.epoch)) { ops.strays.delete(`${s.gateway} /${s.volume}/${s.block}`); continue }
-      await ops.dropStray(s.volume, s.block, s.gateway)
+      if (!this.admission.reserve(s.volume, s.block)) continue
+      try {
+        const loc = await ops.store.getLocation(s.volume, s.block)
+        // A member's copy is the block's, not a stray: the gateway rejoined (a move back). No
+        // location after a store loss: the rebuild may yet locate the block on this copy (the
+        // clean-up keeps the source's copy for the same reason, MigrationSteps.remove).
+        if (loc?.members.includes(s.gateway) === true || (loc === null && s.recheck)) { ops.strays.delete(`${s.gateway} /${s.volume}/${s.block}`); continue }
+        await ops.dropStray(s.volume, s.block, s.gateway)
+      } finally {
+        this.admission.release(s.volume, s.block)
+      }
     }
   }
 

@@ -170,15 +170,14 @@ export class MigrationSteps {
         await ops.end(job, 'rolled-back', `FERRY_LOCATION_CHANGED: a write that started before the move ended on ${job.from} only and put it back in sync`)
         return
       }
-      let after = now
       if (now.members.includes(job.from)) {
-        after = await ops.cas(job, now, { gateway: now.gateway, members: now.members.filter(m => m !== job.from), inSync: now.inSync }, 'remove', true)
+        await ops.cas(job, now, { gateway: now.gateway, members: now.members.filter(m => m !== job.from), inSync: now.inSync }, 'remove', true)
         // Writes still teed to the source by proxies that have not heard yet land first; one
         // landing after the DELETE leaves a copy that is no member's, which the re-check deletes.
         await delay(ops.config.settleMs)
       }
       await ops.deleteCopy(job.path, job.from)
-      ops.recheckLater(job.volume, job.block, job.from, after.epoch, Math.max(ops.config.gracePeriodMs, ops.config.settleMs))
+      ops.recheckLater(job.volume, job.block, job.from, Math.max(ops.config.gracePeriodMs, ops.config.settleMs))
       await ops.end(job, 'ok', null)
     } catch (err) {
       if (err instanceof DeposedError || job.abort.signal.aborted) { ops.forget(job); return }

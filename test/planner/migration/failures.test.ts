@@ -219,5 +219,39 @@ t.test('a write teed to the source after its clean-up DELETE (a proxy that had n
   await waitFor(async () => (await get(`${gatewayUrl(r, from)}/v/late`)).status === 404, 'the re-check to delete it', 5000, 50)
   t.same((await r.store.getLocation('v', 'late'))?.members, [to], 'the block stays on its target only')
   t.equal((await get(`${gatewayUrl(r, to)}/v/late`)).body, 'late:1', 'the target keeps the acknowledged write')
+  // The gateway answers the DELETE before the planner reads that answer: the count follows.
+  await waitFor(() => p.engine.lateCopies === 1, 'the late copy to be counted', 2000, 10)
   t.equal(p.engine.lateCopies, 1, 'counted as a late copy (ferry_planner_late_copies_total)')
+})
+
+t.test('the re-check outlives later changes to the set: a move on elsewhere keeps it, a move back onto the gateway ends it', async t => {
+  const r = await rig(t)
+  const proxy = await r.proxy()
+  const p = await r.planner({ migration: { gracePeriodMs: 1500, recoveryIntervalMs: 100 } })
+  await waitLeader(p)
+  const moveTo = async (block: string, to: string): Promise<void> => {
+    const { migrations } = await p.move({ volume: 'v', block, to })
+    t.equal((await waitEnded(p, migrations[0]!.id)).result, 'ok', `${block} moved to ${to}`)
+  }
+
+  // The block moves on before the re-check: its set changed (a new epoch), yet the late copy on
+  // the first source is still no member's and must go (a re-check that stood down on any epoch
+  // change left it for good: the load test's "still on gw2").
+  const a = await placedBlock(r, proxy.url, 'onward', 'onward:1')
+  await moveTo('onward', a.to)
+  t.equal((await put(`${gatewayUrl(r, a.from)}/v/onward`, 'onward:late')).status, 201, 'a late write recreates the source copy')
+  const third = ['gw1', 'gw2', 'gw3'].find(g => g !== a.from && g !== a.to) as string
+  await moveTo('onward', third)
+  await waitFor(async () => (await get(`${gatewayUrl(r, a.from)}/v/onward`)).status === 404, 'the re-check to delete the late copy', 8000, 50)
+  t.same((await r.store.getLocation('v', 'onward'))?.members, [third], 'the block is on its last target only')
+  t.equal((await get(`${gatewayUrl(r, third)}/v/onward`)).body, 'onward:1', 'with the acknowledged write')
+
+  // The block moves back onto the source before the re-check: the copy there is a member's now.
+  const b = await placedBlock(r, proxy.url, 'back', 'back:1')
+  await moveTo('back', b.to)
+  await moveTo('back', b.from)
+  await new Promise(resolve => setTimeout(resolve, 2500))
+  t.same((await r.store.getLocation('v', 'back'))?.members, [b.from], 'the block is back on its first gateway')
+  t.equal((await get(`${gatewayUrl(r, b.from)}/v/back`)).body, 'back:1', 'and its copy there survived the re-check')
+  t.equal((await get(`${proxy.url}/v/back`)).body, 'back:1', 'read through the proxy')
 })
