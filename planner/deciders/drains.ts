@@ -213,11 +213,15 @@ export class Drains {
     return this.drains.delete(gateway)
   }
 
-  /** The blocks on `gateway`: placed there (its head), or never placed and served there by hash. */
+  /**
+   * The blocks with a copy on `gateway`: placed there (in any place of the set: a drain that moved
+   * only the sets the gateway heads left every other copy on it), or never placed and served
+   * there by hash.
+   */
   private async blocksOn (gateway: string): Promise<BlockRef[]> {
     const { store, fleet, locations } = this.opts
     const out: BlockRef[] = []
-    for (const { volume, block, location } of locations.located()) if (location.gateway === gateway) out.push({ volume, block })
+    for (const { volume, block, location } of locations.located()) if (location.members.includes(gateway)) out.push({ volume, block })
     // Blocks never placed are served by hash: the ones the affinity map knows and that hash here.
     // (A scan may return an entry twice.)
     const hashed = new Set<string>()
@@ -244,9 +248,12 @@ export class Drains {
     for (const { volume, block, score } of blocks) {
       if (engine.busy(volume, block)) continue
       const loc = locations.get(volume, block)
-      if (loc !== null && loc !== undefined && (loc.phase !== 'stable' || loc.gateway !== gateway)) continue
+      // A member out of sync is not moved: repair brings it back in sync or replaces it.
+      if (loc !== null && loc !== undefined && (loc.phase !== 'stable' || !loc.inSync.includes(gateway))) continue
       try {
-        const rec = await submitter.submit({ volume, block, to: d.to, reason: `${d.cause === 'health' ? 'health' : 'drain'}:${gateway}` }, planned)
+        // The operator's `to` that already holds the block in sync cannot take this copy too.
+        const to = d.to !== undefined && loc?.inSync.includes(d.to) === true ? undefined : d.to
+        const rec = await submitter.submit({ volume, block, to, from: loc == null ? undefined : gateway, reason: `${d.cause === 'health' ? 'health' : 'drain'}:${gateway}` }, planned)
         d.ids.add(rec.id)
         summary.started++
         if (summary.first.length < 5) summary.first.push({ volume, block, score: Math.round(score * 1000) / 1000, to: rec.to })

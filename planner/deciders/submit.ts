@@ -12,6 +12,8 @@ export interface BlockMove {
   block: string
   /** Omitted: the block's best gateway by affinity, capacity and predicted health. */
   to?: string | undefined
+  /** The member whose copy moves (default the set's head): a drain moves the drained gateway's. */
+  from?: string | undefined
   /** Kept in the migration log. */
   reason: string
 }
@@ -44,12 +46,12 @@ export class MoveSubmitter {
     if (engine.busy(volume, block)) throw plannerError('FERRY_BLOCK_BUSY', `block ${key} is already being moved`, 409)
     const loc = locations.get(volume, block) ?? await store.getLocation(volume, block)
     if (loc !== null && loc.phase !== 'stable') throw plannerError('FERRY_BLOCK_BUSY', `block ${key} is in ${loc.phase} (a migration is being finished)`, 409)
-    const current = loc?.gateway ?? fleet.hashed(key) ?? null
+    const current = move.from ?? loc?.gateway ?? fleet.hashed(key) ?? null
     const size = fleet.sizeOf(volume, block) ?? fleet.meanBlockBytes()
-    const target = move.to ?? await targets.best(volume, block, current, size, planned)
+    const target = move.to ?? await targets.best(volume, block, current, size, planned, loc?.members ?? [])
     if (target === undefined) throw plannerError('FERRY_NO_TARGET', `no healthy gateway with room to move ${key} to`, 409)
     if (loc !== null && loc !== undefined && loc.gateway === target) throw plannerError('FERRY_MIGRATION_NOOP', `block ${key} is already on ${target}`, 409)
-    const rec = await engine.submit({ volume, block, to: target, reason: move.reason, priority: await targets.score(volume, block) })
+    const rec = await engine.submit({ volume, block, to: target, reason: move.reason, priority: await targets.score(volume, block), ...(move.from === undefined ? {} : { from: move.from }) })
     planned?.set(target, (planned.get(target) ?? 0) + size)
     return rec
   }

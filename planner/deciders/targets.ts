@@ -24,15 +24,20 @@ export class Targets {
   /**
    * The best gateway other than `current` for one block. `planned` adds bytes already promised
    * to gateways by the caller's earlier choices, so a drain does not pour everything onto one
-   * gateway past its capacity.
+   * gateway past its capacity. `members`: the block's other members, which hold a copy already
+   * (never a target) and whose sites the choice avoids where it can (failure domains: distinct
+   * sites first, then distinct gateways).
    */
-  async best (volume: string, block: string, current: string | null, sizeBytes: number, planned?: ReadonlyMap<string, number>): Promise<string | undefined> {
+  async best (volume: string, block: string, current: string | null, sizeBytes: number, planned?: ReadonlyMap<string, number>, members: readonly string[] = []): Promise<string | undefined> {
     const now = Date.now()
     const entry = await this.opts.store.getAffinity(volume, block)
     const scores = entry === null ? {} : decayScores(entry, now, this.opts.halfLifeMs())
-    const infos = this.opts.fleet.infos(now).map(g => ({ ...g, usedBytes: g.usedBytes + (planned?.get(g.id) ?? 0) }))
+    const { fleet } = this.opts
+    const infos = fleet.infos(now).map(g => ({ ...g, usedBytes: g.usedBytes + (planned?.get(g.id) ?? 0) }))
     const prefs = this.opts.scorer().preferred(scores, infos, { ...(current === null ? {} : { current }), sizeBytes, key: blockKey(volume, block) })
-    return prefs.find(p => p.gateway !== current)?.gateway
+    const eligible = prefs.filter(p => p.gateway !== current && !members.includes(p.gateway))
+    const taken = new Set(members.filter(m => m !== current).map(m => fleet.get(m)?.site))
+    return (eligible.find(p => !taken.has(fleet.get(p.gateway)?.site)) ?? eligible[0])?.gateway
   }
 
   /** The block's decayed access score now (0 when it is not in the affinity map): its migration priority. */

@@ -64,9 +64,10 @@ export class Fleet extends EventEmitter<FleetEvents> {
   private readonly logger: Logger
   /** Known block sizes, by blockKey. */
   private readonly sizes = new Map<string, number>()
-  /** Placed blocks per gateway, by blockKey (kept from location changes). */
+  /** Placed blocks per gateway, by blockKey (kept from location changes): every member's copy. */
   private readonly placed = new Map<string, Set<string>>()
-  private readonly where = new Map<string, string>()
+  /** The members of each placed block's set, by blockKey: every copy takes room on its gateway. */
+  private readonly where = new Map<string, readonly string[]>()
   /** Per gateway: bytes of its placed blocks of known size, and how many are of unknown size. */
   private readonly knownBytes = new Map<string, number>()
   private readonly unknownCount = new Map<string, number>()
@@ -187,38 +188,42 @@ export class Fleet extends EventEmitter<FleetEvents> {
     if (old === bytes) return
     this.sizes.set(key, bytes)
     this.sizeSum += bytes - (old ?? 0)
-    const at = this.where.get(key)
-    if (at === undefined) return
-    this.add(this.knownBytes, at, bytes - (old ?? 0))
-    if (old === undefined) this.add(this.unknownCount, at, -1)
+    for (const at of this.where.get(key) ?? []) {
+      this.add(this.knownBytes, at, bytes - (old ?? 0))
+      if (old === undefined) this.add(this.unknownCount, at, -1)
+    }
   }
 
   private add (m: Map<string, number>, id: string, delta: number): void {
     m.set(id, (m.get(id) ?? 0) + delta)
   }
 
-  /** Keeps per-gateway placement (and usage) in step with the planner's LocationCache. */
+  /**
+   * Keeps per-gateway placement (and usage) in step with the planner's LocationCache. Every
+   * member holds a copy, in sync or not (one being repaired is written to): each one counts.
+   */
   noteLocation (volume: string, block: string, location: BlockLocation | null): void {
     const key = blockKey(volume, block)
-    const before = this.where.get(key)
-    const after = location?.gateway
-    if (before === after) return
+    const before = this.where.get(key) ?? []
+    const after = location?.members ?? []
+    if (before.length === after.length && before.every(m => after.includes(m))) return
     const size = this.sizes.get(key)
-    if (before !== undefined) {
-      this.placed.get(before)?.delete(key)
-      if (size !== undefined) this.add(this.knownBytes, before, -size)
-      else this.add(this.unknownCount, before, -1)
+    for (const id of before) {
+      if (after.includes(id)) continue
+      this.placed.get(id)?.delete(key)
+      if (size !== undefined) this.add(this.knownBytes, id, -size)
+      else this.add(this.unknownCount, id, -1)
     }
-    if (after === undefined) {
-      this.where.delete(key)
-      return
+    for (const id of after) {
+      if (before.includes(id)) continue
+      let set = this.placed.get(id)
+      if (set === undefined) this.placed.set(id, set = new Set())
+      set.add(key)
+      if (size !== undefined) this.add(this.knownBytes, id, size)
+      else this.add(this.unknownCount, id, 1)
     }
-    this.where.set(key, after)
-    let set = this.placed.get(after)
-    if (set === undefined) this.placed.set(after, set = new Set())
-    set.add(key)
-    if (size !== undefined) this.add(this.knownBytes, after, size)
-    else this.add(this.unknownCount, after, 1)
+    if (after.length === 0) this.where.delete(key)
+    else this.where.set(key, after)
   }
 
   /** Placed blocks on `id` (blockKeys), as last seen. */

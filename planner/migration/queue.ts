@@ -80,6 +80,11 @@ export interface SubmitRequest {
   /** Higher runs first; default 0. The planner passes the block's access score. */
   priority?: number
   /**
+   * The in-sync member whose place `to` takes (default the set's head): a drain moves the copy
+   * on the drained gateway wherever it stands in the set.
+   */
+  from?: string
+  /**
    * A replica set repair: `to` joins the block's set as a new member, copied from `from` (an
    * in-sync member; default the set's head), and no member leaves. Recorded with a reason that
    * starts with `repair`.
@@ -159,7 +164,8 @@ export class Admission {
       const loc = await ops.ensurePlaced(req.volume, req.block)
       if (loc.phase !== 'stable') throw plannerError('FERRY_BLOCK_BUSY', `block ${key} is in ${loc.phase} (a migration is being finished)`, 409)
       if (loc.gateway === req.to || loc.inSync.includes(req.to)) throw plannerError('FERRY_MIGRATION_NOOP', `block ${key} is already on ${req.to}`, 409)
-      const from = req.repair?.from ?? loc.gateway
+      const from = req.repair?.from ?? req.from ?? loc.gateway
+      if (!loc.inSync.includes(from)) throw plannerError('FERRY_LOCATION_CHANGED', `block ${key}: ${from} is not an in-sync member (${loc.inSync.join(',')})`, 409)
       if (!active()) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: ops.leader.holder })
       const record = await ops.store.appendMigration({
         id: newId(), volume: req.volume, block: req.block, from, to: req.to, phase: 'queued', bytes: 0,

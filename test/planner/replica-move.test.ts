@@ -87,3 +87,57 @@ t.test('R = 2: an operator move is add target, copy, verify, in sync, remove sou
   const src = gws.gateways[Number(source.slice(2)) - 1]!
   await waitFor(async () => (await request(`${src.url}/v/moved`)).statusCode === 404, 'the source copy is deleted after the grace period', 10_000)
 })
+
+/**
+ * A drain at R = 2 moves every copy off the gateway, wherever the gateway stands in a set: the
+ * sets it heads and the ones it is a second member of (a drain that moved only the heads left
+ * half its copies there). Every copy counts toward the gateways' usage.
+ */
+t.test('R = 2: a drain moves every copy off the gateway, not only the sets it heads', async t => {
+  const gws = await startGateways(3)
+  t.teardown(gws.stopAll)
+  const config = testConfig(gws.urls, {
+    replication: { factor: 2, minInSync: 1 },
+    planner: { rebalancer: { enabled: false }, prediction: { enabled: false }, migration: { gracePeriodMs: 100, settleMs: 50 } }
+  })
+  const node = new FerryNode({ config, roles: new Set(['proxy', 'planner']), logger: silentLogger, registry: createRegistry(false) })
+  await node.start()
+  t.teardown(() => node.stop())
+  const proxy = `http://127.0.0.1:${node.proxy?.address.port ?? 0}`
+  const admin = `http://127.0.0.1:${node.admin.address.port}`
+  const auth = { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' }
+  await waitFor(() => node.planner?.isLeader, 'planner leads')
+
+  const blocks = Array.from({ length: 12 }, (_, i) => `d${i}`)
+  for (const b of blocks) {
+    const res = await request(`${proxy}/v/${b}`, { method: 'PUT', body: `${b}:1` })
+    await res.body.dump()
+    t.equal(res.statusCode, 201, `${b} written`)
+  }
+  const before = await Promise.all(blocks.map(async b => await node.store.getLocation('v', b)))
+  const drained = 'gw1'
+  const headed = before.filter(l => l?.members[0] === drained).length
+  const second = before.filter(l => l?.members.indexOf(drained) === 1).length
+  t.ok(second > 0, `${drained} heads ${headed} sets and is the second member of ${second}`)
+  const gateways = async (): Promise<Array<{ id: string, placedBlocks: number }>> =>
+    (await (await request(`${admin}/v1/planner`)).body.json() as { gateways: Array<{ id: string, placedBlocks: number }> }).gateways
+  t.equal((await gateways()).find(g => g.id === drained)?.placedBlocks, headed + second, 'every copy on the gateway counts, not only the heads')
+
+  const post = await request(`${admin}/v1/gateways/${drained}/drain`, { method: 'POST', headers: auth, body: '{}' })
+  await post.body.dump()
+  t.equal(post.statusCode, 202)
+  await waitFor(async () => (await (await request(`${admin}/v1/gateways/${drained}/drain`)).body.json() as { state: string }).state === 'drained', 'the drain to finish', 30_000)
+
+  const gw1 = gws.gateways[0]!
+  for (const b of blocks) {
+    const loc = await node.store.getLocation('v', b)
+    t.notOk(loc?.members.includes(drained), `${b} left ${drained} (members ${loc?.members.join(',') ?? 'none'})`)
+    t.equal(loc?.inSync.length, 2, `${b} still has two copies in sync`)
+    t.equal(await (await request(`${proxy}/v/${b}`)).body.text(), `${b}:1`, `${b} reads back`)
+  }
+  await waitFor(async () => {
+    for (const b of blocks) if ((await request(`${gw1.url}/v/${b}`, { method: 'HEAD' })).statusCode !== 404) return false
+    return true
+  }, `every copy on ${drained} to be deleted`, 10_000)
+  t.equal((await gateways()).find(g => g.id === drained)?.placedBlocks, 0, 'nothing placed on the drained gateway')
+})
