@@ -26,11 +26,18 @@ const PAD = 'x'.repeat(1500)
 t.test(`${MIGRATIONS} migrations under concurrent reads and writes lose no acknowledged write`, async t => {
   const r = await rig(t)
   const proxy = await r.proxy()
-  // The grace period must outlast any read routed to the source just before the flip; on a
-  // loaded 2-core machine the event loop alone can stall for tens of milliseconds.
   // A long lease: on a loaded machine an event-loop stall can outlast a short one, and a leader
   // that cannot vouch for its lease rightly stands down (the mover then waits for it to return).
-  const p = await r.planner({ lease: { ttlMs: 10_000, renewIntervalMs: 1000 }, migration: { concurrency: 12, settleMs: 5, gracePeriodMs: 300, progressIntervalMs: 10_000, cutoverTimeoutMs: 1500 } })
+  // The grace period must outlast any read routed to the source just before the flip, and is
+  // what a write that started before a move may take and still be acknowledged (the product's
+  // default is 30 s): at 300 ms, writes slowed by a load of 14 on two cores outlived it and were
+  // refused with FERRY_WRITE_NOT_CONFIRMED. Probes get the same slack: a 300 ms probe timeout
+  // took healthy gateways out as targets under that load.
+  const p = await r.planner({
+    lease: { ttlMs: 10_000, renewIntervalMs: 1000 },
+    health: { probeIntervalMs: 500, probeTimeoutMs: 2000 },
+    migration: { concurrency: 12, settleMs: 5, gracePeriodMs: 1000, progressIntervalMs: 10_000, cutoverTimeoutMs: 1500 }
+  })
   await waitLeader(p)
   const agent = new Agent({ connections: 64 })
   t.teardown(() => agent.close())
