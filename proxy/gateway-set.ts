@@ -31,6 +31,11 @@ export class Gateway {
   /** Active health: the last probes' verdict (upstream/prober.ts). */
   readonly probe = new ProbeState()
   inflight = 0
+  /**
+   * The planner is moving its copies off (an operator's drain, or an evacuation before a predicted
+   * failure): reads go to another in-sync member while one can serve (proxy/drained.ts).
+   */
+  drained = false
   // Running totals of what real traffic saw, for the planner's passive telemetry.
   requests = 0
   errors = 0
@@ -97,6 +102,7 @@ export class GatewaySet extends EventEmitter<GatewaySetEvents> {
   private readonly logger: Logger
   private readonly lastHealthy = new Map<string, boolean>()
   private ejectionTimers = new Map<string, NodeJS.Timeout>()
+  private drainedIds: ReadonlySet<string> = new Set()
 
   constructor (gateways: readonly GatewayConfig[], health: HealthSection, proxy: ProxySection, logger: Logger = silentLogger) {
     super()
@@ -117,6 +123,12 @@ export class GatewaySet extends EventEmitter<GatewaySetEvents> {
     let n = 0
     for (const g of this.list) if (g.isHealthy(now)) n++
     return n
+  }
+
+  /** The gateways the planner drains (the store's drains), kept across config reloads. */
+  setDrained (ids: ReadonlySet<string>): void {
+    this.drainedIds = ids
+    for (const g of this.list) g.drained = ids.has(g.id)
   }
 
   /** A response came back that says the gateway works (any status below 500). */
@@ -215,6 +227,7 @@ export class GatewaySet extends EventEmitter<GatewaySetEvents> {
     this.byId = next
     this.list = [...next.values()]
     this.nodes = this.list.map(g => g.node)
+    for (const g of this.list) g.drained = this.drainedIds.has(g.id)
     for (const g of this.list) this.notify(g)
   }
 

@@ -270,9 +270,13 @@ export function nearestInSync (gateways: GatewaySet, loc: BlockLocation, site: s
   return best
 }
 
-/** Healthy before unhealthy, the client's site before others, then set order (i: 1-based position). */
+/**
+ * Healthy before unhealthy, then members the planner is not draining (an operator's drain, or an
+ * evacuation before a predicted failure: the gateway may fail before its copies are moved), then
+ * the client's site before others, then set order (i: 1-based position).
+ */
 function readRank (g: Gateway, site: string | undefined, now: number, i: number): number {
-  return (g.isHealthy(now) ? 0 : 2000) + (site !== undefined && g.site === site ? 0 : 1000) + i
+  return (g.isHealthy(now) ? 0 : 4000) + (g.drained ? 2000 : 0) + (site !== undefined && g.site === site ? 0 : 1000) + i
 }
 
 interface MemberResult {

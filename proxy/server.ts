@@ -29,6 +29,7 @@ import { S3Adapter } from './s3/adapter.js'
 import { createObjectIndex } from '../state/objects.js'
 import { WriteGuard } from './write-guard.js'
 import { PlacementClient } from '../placement/client.js'
+import { DrainedGateways } from './drained.js'
 import { requestMetadata, type RequestMetadata } from '../placement/metadata.js'
 import { PROCESS_REPORTER, gatewayHealthChannel } from '../state/channels.js'
 import type { StateStore } from '../state/types.js'
@@ -89,6 +90,8 @@ export class ProxyServer {
   readonly sessions: SessionManager | undefined
   /** First-touch placement (placement/): only with a store, where a first write's location is recorded. */
   readonly placement: PlacementClient | undefined
+  /** Which gateways the planner drains: reads go to other members meanwhile. */
+  private readonly drained: DrainedGateways | undefined
   /** The S3 front end (proxy/s3/): S3 requests are parsed and authenticated there, then handed back as block operations. */
   readonly s3: S3Adapter
   private readonly forwarder: Forwarder
@@ -124,6 +127,7 @@ export class ProxyServer {
         store: opts.store, gateways: cfg.gateways, eligible: id => this.gateways.isHealthy(id),
         reportIntervalMs: cfg.placement.reportIntervalMs, registry: this.registry, logger: this.logger
       })
+      this.drained = new DrainedGateways(opts.store, this.gateways, this.logger)
     }
     this.routes = new RouteTable(this.gateways, this.sync?.cache)
     this.stalls = new LoopStalls(cfg.planner.migration.settleMs / 2)
@@ -186,6 +190,7 @@ export class ProxyServer {
     // blocks it has no location for answer 503 FERRY_LOCATIONS_NOT_LOADED until the first load.
     await this.sync?.start()
     await this.placement?.start()
+    await this.drained?.start()
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject)
       this.server.listen(port, host, () => { this.server.off('error', reject); resolve() })
@@ -238,6 +243,7 @@ export class ProxyServer {
     this.listening = false
     await this.gateways.destroy()
     await this.placement?.stop()
+    this.drained?.stop()
     await this.sync?.stop()
     this.stalls.stop()
     await this.recorder.close()

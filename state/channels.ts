@@ -17,6 +17,7 @@ import type { StateStore, StoreEvent } from './types.js'
  * | `passive` | proxy → planner | request/error/latency counts per gateway since the last interval |
  * | `profile` | proxy → planner | one interval's access-profile summary (the profiler's own format) |
  * | `generation` | the rebuilder → every process | the store's locations were rebuilt for a generation |
+ * | `drains` | planner → proxies | the drains in the store changed (a drain or evacuation started or ended) |
  * | `placement-table` | planner → proxies | a new placement table is in the store document of that name |
  * | `placement-decisions` | proxy → planner | first-touch decisions since the last report, by how they were made |
  * | `placement-first-writes` | proxy → planner | first writes: block, origin site, content metadata (training history) |
@@ -129,6 +130,15 @@ export const generationChannel = new Channel<GenerationNotice>('generation', z.o
   id: z.string().min(1).max(64),
   rebuilt: z.boolean()
 }))
+
+// ── drains
+
+export interface DrainsNotice {
+  /** The gateway whose drain started or ended; the list itself is read from the store (listDrains). */
+  gateway: string
+}
+
+export const drainsChannel = new Channel<DrainsNotice>('drains', z.object({ gateway: id }))
 
 // ── placement (placement/README.md)
 

@@ -2,6 +2,7 @@ import { FerryError } from '../../lib/errors.js'
 import { blockKey } from '../../lib/ids.js'
 import type { Logger } from '../../lib/log.js'
 import type { LocationCache } from '../../state/cache.js'
+import { drainsChannel } from '../../state/channels.js'
 import type { BlockRef, DrainRecord, MigrationRecord, StateStore } from '../../state/types.js'
 import type { MigrationEngine } from '../migration/engine.js'
 import { plannerError } from '../migration/errors.js'
@@ -94,6 +95,7 @@ export class Drains {
     const record: DrainRecord = { gateway, cause: 'operator', to: to ?? null, startedAt: this.drains.get(gateway)?.startedAt ?? Date.now() }
     await this.opts.store.putDrain(record)
     this.adopt(record)
+    this.announce(gateway)
     this.opts.onDrainStarted()
     await this.pass(gateway)
     return this.status(gateway) as DrainStatus
@@ -110,6 +112,7 @@ export class Drains {
       const record: DrainRecord = { gateway, cause, to: null, startedAt: Date.now() }
       await this.opts.store.putDrain(record)
       this.adopt(record)
+      this.announce(gateway)
     }
     return await this.pass(gateway)
   }
@@ -122,7 +125,19 @@ export class Drains {
     this.checkGateway(gateway)
     const stored = await this.opts.store.deleteDrain(gateway)
     const here = this.lift(gateway)
+    this.announce(gateway)
     return stored || here
+  }
+
+  /**
+   * Tells the proxies that the drains changed: they read from another member of a set while one
+   * of its gateways is drained. A lost notice costs only time: proxies re-read the drains at
+   * every store resync and periodically (proxy/drained.ts).
+   */
+  private announce (gateway: string): void {
+    drainsChannel.publish(this.opts.store, { gateway }).catch(err => {
+      this.opts.logger.debug({ gateway, err: (err as Error).message }, 'drain notice not published; proxies will see it at their next read of the drains')
+    })
   }
 
   /** The cause of the drain in force on `gateway`, if any. */

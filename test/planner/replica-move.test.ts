@@ -141,3 +141,56 @@ t.test('R = 2: a drain moves every copy off the gateway, not only the sets it he
   }, `every copy on ${drained} to be deleted`, 10_000)
   t.equal((await gateways()).find(g => g.id === drained)?.placedBlocks, 0, 'nothing placed on the drained gateway')
 })
+
+/**
+ * While a gateway is drained (an operator's drain, or an evacuation before a predicted failure:
+ * the same record), every proxy reads a block from its other in-sync members, before the drain
+ * has moved anything: data movement is paused here, so the drained gateway stays a member.
+ */
+t.test('R = 2: reads go to the other member while a gateway is drained, and come back when the drain ends', async t => {
+  const gws = await startGateways(3)
+  t.teardown(gws.stopAll)
+  const config = testConfig(gws.urls, {
+    replication: { factor: 2, minInSync: 1 },
+    planner: { rebalancer: { enabled: false }, prediction: { enabled: false }, migration: { gracePeriodMs: 100, settleMs: 50 } }
+  })
+  const node = new FerryNode({ config, roles: new Set(['proxy', 'planner']), logger: silentLogger, registry: createRegistry(false) })
+  await node.start()
+  t.teardown(() => node.stop())
+  const proxy = node.proxy!
+  const base = `http://127.0.0.1:${proxy.address.port}`
+  const admin = `http://127.0.0.1:${node.admin.address.port}`
+  const auth = { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' }
+  const call = async (method: 'POST' | 'DELETE', path: string): Promise<number> => {
+    const res = await request(`${admin}${path}`, { method, headers: auth, body: method === 'POST' ? '{}' : undefined })
+    await res.body.dump()
+    return res.statusCode
+  }
+  await waitFor(() => node.planner?.isLeader, 'planner leads')
+
+  const put = await request(`${base}/v/r`, { method: 'PUT', body: 'r:1' })
+  await put.body.dump()
+  t.equal(put.statusCode, 201)
+  const loc = await node.store.getLocation('v', 'r')
+  t.equal(loc?.inSync.length, 2, 'two members in sync')
+  // Which member serves this proxy's reads: the proxy counts requests per gateway.
+  const servedBy = async (): Promise<string> => {
+    const before = new Map(proxy.gateways.all().map(g => [g.id, g.requests]))
+    const res = await request(`${base}/v/r`)
+    t.equal(await res.body.text(), 'r:1')
+    return proxy.gateways.all().find(g => g.requests > (before.get(g.id) ?? 0))?.id ?? 'none'
+  }
+  const usual = await servedBy()
+  t.ok(loc?.members.includes(usual), `reads go to ${usual}`)
+  const other = loc!.members.find(m => m !== usual)!
+
+  t.ok(await call('POST', '/v1/planner/pause') < 300, 'data movement paused: the drain moves nothing')
+  t.equal(await call('POST', `/v1/gateways/${usual}/drain`), 202, `${usual} drained`)
+  await waitFor(() => proxy.gateways.get(usual)?.drained, 'the proxy to hear of the drain', 5000)
+  t.same((await node.store.getLocation('v', 'r'))?.members.slice().sort(), loc!.members.slice().sort(), 'the set is unchanged')
+  for (let i = 0; i < 5; i++) t.equal(await servedBy(), other, `read ${i + 1} goes to ${other}`)
+
+  t.equal(await call('DELETE', `/v1/gateways/${usual}/drain`), 200, 'drain ended')
+  await waitFor(() => proxy.gateways.get(usual)?.drained === false, 'the proxy to hear the drain ended', 5000)
+  t.equal(await servedBy(), usual, `reads go to ${usual} again`)
+})
