@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- health-e2e [--speed N] [--seed S] [--blocks N] [--clients N]`
+ * `npm run bench -- health-e2e [--speed N] [--seed S] [--blocks N] [--clients N] [--replicas R]`
  *
  * End to end, in one run, twice: three reference gateways, a proxy and a planner in this process
  * (the sandbox set-up, on free ports), a workload through the proxy (reads and writes over a few
@@ -7,7 +7,10 @@
  * (planner/health scenarios: its fault steps on the gateway, its telemetry pushed to the planner
  * as an agent would — a simulation, see gateway/scenario.ts). Once with prediction OFF (reactive
  * ejection only), once ON. Reports failed client requests in each, the trigger's lead time and
- * the blocks moved off gw1 before it failed. Writes bench/results/health-e2e.json.
+ * the blocks moved off gw1 before it failed. With `--replicas 2` every block has two copies (the
+ * hot ones and a third of the rest with gw1 among them) and each phase also reports how long the
+ * repair took to restore R after gw1 failed. Writes bench/results/health-e2e.json (R = 1) or
+ * health-e2e-r<R>.json.
  *
  * The story is replayed `speed` times faster (default 20) from 700 s before the degradation
  * (the model's window, so it starts warm); lead times are given in story seconds and wall seconds.
@@ -60,12 +63,16 @@ interface PhaseResult {
   blocksMovedBeforeFailure: number
   hotMovedBeforeFailure: number
   blocksOnGw1AtFailure: number
+  /** R ≥ 2: ms from gw1's failure until no block was under-replicated (null: not within the wait, or R = 1). */
+  restoreRMs: number | null
+  /** R ≥ 2: blocks under-replicated at the first repair pass after the failure. */
+  underReplicatedAfterFailure: number | null
   unreadableAfter: number
   lostWrites: number
   wallS: number
 }
 
-async function phase (prediction: boolean, scenario: Scenario, modelFile: string, o: { speed: number, blocks: number, clients: number }): Promise<PhaseResult> {
+async function phase (prediction: boolean, scenario: Scenario, modelFile: string, o: { speed: number, blocks: number, clients: number, replicas: number }): Promise<PhaseResult> {
   const dirs: string[] = []
   const gws: ReferenceGateway[] = []
   for (let i = 1; i <= 3; i++) {
@@ -83,6 +90,8 @@ async function phase (prediction: boolean, scenario: Scenario, modelFile: string
     admin: { listen: { host: '127.0.0.1', port: 0 }, token: TOKEN },
     health: { active: { intervalMs: 500, timeoutMs: 500 }, passive: { failures: 2, baseEjectMs: 1000 } },
     dns: { enabled: false },
+    // A member down for 5 s is lost: the repair copies its blocks elsewhere (30 s by default).
+    replication: { factor: o.replicas, minInSync: 1, downAfterMs: 5000, repairIntervalMs: 500 },
     planner: {
       rebalancer: { enabled: false },
       health: { probeIntervalMs: 500, probeTimeoutMs: 500 },
@@ -104,7 +113,9 @@ async function phase (prediction: boolean, scenario: Scenario, modelFile: string
   for (let i = 0; i < o.blocks; i++) {
     const b = i < hot ? `hot${i}` : `b${i}`
     const gw = i < hot || i % 3 === 0 ? 'gw1' : i % 3 === 1 ? 'gw2' : 'gw3'
-    await node.store.casLocation('vol', b, 0, { gateway: gw })
+    // The set: gw first, then the next gateways in turn (distinct sites).
+    const members = Array.from({ length: o.replicas }, (_, k) => `gw${((Number(gw.slice(2)) - 1 + k) % 3) + 1}`)
+    await node.store.casLocation('vol', b, 0, { gateway: gw, members, inSync: members })
     const body = `v0 ${b} `.padEnd(4096, '.')
     const res = await request(`${proxy}/vol/${b}`, { method: 'PUT', body })
     await res.body.dump()
@@ -177,6 +188,18 @@ async function phase (prediction: boolean, scenario: Scenario, modelFile: string
   await driver.done()
   clearInterval(progress)
   await new Promise(resolve => setTimeout(resolve, 2000))
+  // R ≥ 2: the workload keeps running while the repair restores R (gw1 is lost after downAfterMs).
+  let restoreRMs: number | null = null
+  let underAfter: number | null = null
+  if (o.replicas > 1 && failureWall > 0) {
+    for (const until = Date.now() + 120_000; Date.now() < until; await new Promise(resolve => setTimeout(resolve, 100))) {
+      const v = planner.repair.view()
+      if (v.lastPassAt === null || v.lastPassAt <= failureWall) continue
+      underAfter ??= v.underReplicated
+      // Restored: no block lacks a copy, and gw1 (lost, or evacuated before it failed) is in no set.
+      if (v.underReplicated === 0 && planner.fleet.blocksOn('gw1').length === 0) { restoreRMs = v.lastPassAt - failureWall; break }
+    }
+  }
   stop = true
   await Promise.all(clients)
   await feed.stop()
@@ -206,6 +229,8 @@ async function phase (prediction: boolean, scenario: Scenario, modelFile: string
     blocksMovedBeforeFailure: movedBeforeFailure,
     hotMovedBeforeFailure,
     blocksOnGw1AtFailure: onGw1AtFailure,
+    restoreRMs,
+    underReplicatedAfterFailure: underAfter,
     unreadableAfter: unreadable,
     lostWrites: lost,
     wallS: Math.round((Date.now() - started) / 1000)
@@ -217,27 +242,30 @@ async function phase (prediction: boolean, scenario: Scenario, modelFile: string
 }
 
 export default async function run (args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { speed: { type: 'string' }, seed: { type: 'string' }, blocks: { type: 'string' }, clients: { type: 'string' } } })
+  const { values } = parseArgs({ args, options: { speed: { type: 'string' }, seed: { type: 'string' }, blocks: { type: 'string' }, clients: { type: 'string' }, replicas: { type: 'string' } } })
   const speed = Number(values.speed ?? 20)
   const blocks = Number(values.blocks ?? 300)
   const clients = Number(values.clients ?? 8)
+  const replicas = Number(values.replicas ?? 1)
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 3) throw new Error('--replicas: 1, 2 or 3 (three gateways)')
   const scenario = pickScenario(Number(values.seed ?? 1), 1800)
   // A model trained on a healthy fleet it never sees again (as `ferry train` on history would).
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-e2e-model-'))
   const modelFile = path.join(tmp, 'model.json')
   HealthModel.train([901, 902, 903].flatMap(seed => scenarioRecords(generateScenario('healthy', { seed, gateway: `train-${seed}`, durationS: 5400 })))).save(modelFile)
   console.log(`scenario ${scenario.name}: onset ${scenario.onsetS} s, failure ${scenario.failureS} s; replayed ×${speed} from ${(scenario.onsetS as number) - 700} s`)
-  const off = await phase(false, scenario, modelFile, { speed, blocks, clients })
+  const off = await phase(false, scenario, modelFile, { speed, blocks, clients, replicas })
   console.log('prediction OFF', off)
-  const on = await phase(true, scenario, modelFile, { speed, blocks, clients })
+  const on = await phase(true, scenario, modelFile, { speed, blocks, clients, replicas })
   console.log('prediction ON ', on)
   fs.rmSync(tmp, { recursive: true, force: true })
-  const file = writeResult('health-e2e', {
+  const file = writeResult(replicas === 1 ? 'health-e2e' : `health-e2e-r${replicas}`, {
     scenario: { name: scenario.name, kind: scenario.kind, seed: scenario.seed, onsetS: scenario.onsetS, failureS: scenario.failureS, replayFromS: (scenario.onsetS as number) - 700, speed },
-    workload: { blocks, hotBlocksOnGw1: Math.round(blocks / 5), clients, writeFraction: 0.2, hotFraction: 0.7, blockBytes: 4096 },
+    workload: { blocks, hotBlocksOnGw1: Math.round(blocks / 5), clients, writeFraction: 0.2, hotFraction: 0.7, blockBytes: 4096, replicas },
     predictionOff: off,
     predictionOn: on,
     target: { failedWithPredictionOn: 0, met: on.failed === 0 }
   })
-  console.log(`failed client requests: prediction OFF ${off.failed} of ${off.requests}, ON ${on.failed} of ${on.requests}; lead time ${on.leadTimeStoryS} s story (${on.leadTimeWallS} s wall); ${on.blocksMovedBeforeFailure} blocks moved before the failure\n${file}`)
+  const restore = replicas === 1 ? '' : `; R = ${replicas} restored ${off.restoreRMs ?? '—'} ms (OFF) / ${on.restoreRMs ?? '—'} ms (ON) after the failure`
+  console.log(`failed client requests: prediction OFF ${off.failed} of ${off.requests}, ON ${on.failed} of ${on.requests}; lead time ${on.leadTimeStoryS} s story (${on.leadTimeWallS} s wall); ${on.blocksMovedBeforeFailure} blocks moved before the failure${restore}\n${file}`)
 }
