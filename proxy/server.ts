@@ -121,7 +121,7 @@ export class ProxyServer {
       this.sync = new StateSync(opts.store, this.recorder, cfg.recorder, this.registry, this.logger)
       this.sessions = new SessionManager(opts.store, cfg.sessions, this.logger)
       this.placement = new PlacementClient({
-        store: opts.store, gateways: cfg.gateways, eligible: id => this.gateways.isHealthy(id),
+        store: opts.store, gateways: cfg.gateways, eligible: (id, now) => this.gateways.isHealthy(id, now),
         reportIntervalMs: cfg.placement.reportIntervalMs, registry: this.registry, logger: this.logger
       })
     }
