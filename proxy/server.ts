@@ -362,6 +362,7 @@ export class ProxyServer {
       }
     }
     let gateway = route.gateway
+    let placedSet: string[] | undefined
     const placing = this.placement !== undefined && this.config.placement.enabled
     if (method === 'PUT' && placing) {
       let meta: RequestMetadata
@@ -371,12 +372,15 @@ export class ProxyServer {
         if (!(err instanceof FerryError)) throw err
         return this.forwarder.refuse(req, res, err.statusCode, err.code as FerryErrorCode, err.message)
       }
-      if (!route.placed) gateway = this.placeFirstWrite(volume, block, site, now, meta) ?? gateway
+      if (!route.placed) {
+        placedSet = this.placeFirstWrite(volume, block, site, now, meta)
+        gateway = (placedSet[0] === undefined ? undefined : this.gateways.get(placedSet[0])) ?? gateway
+      }
     }
     const request: ProxyRequest = {
       req, res, method, volume, block, key, write, body: op.body, client, site, peer, now,
       location: route.location, gateway, hashed: route.placed ? undefined : route.gateway,
-      fanout: undefined, claimedEpoch: undefined, attempts: 0, status: 0, startedAt: 0
+      placedSet, fanout: undefined, claimedEpoch: undefined, attempts: 0, status: 0, startedAt: 0
     }
     if (op.upstreamHeaders !== undefined) request.upstreamHeaders = op.upstreamHeaders
     if (op.user !== undefined) request.user = op.user
@@ -387,15 +391,15 @@ export class ProxyServer {
   }
 
   /**
-   * Where a block without a location is created: the head of its replica set by the
-   * partitioning engine's table (placement/). The write guard then claims it, and falls back to
-   * the hashed gateway if the claim cannot be recorded.
+   * Where a block without a location is created: its whole replica set (replication.factor
+   * members, head first) by the partitioning engine's table (placement/). The write guard then
+   * claims it, and falls back to the hashed gateway if the claim cannot be recorded.
    */
-  private placeFirstWrite (volume: string, block: string, site: string | undefined, now: number, meta: RequestMetadata): Gateway | undefined {
+  private placeFirstWrite (volume: string, block: string, site: string | undefined, now: number, meta: RequestMetadata): string[] {
     const placement = this.placement as PlacementClient
-    const head = placement.placer.chooseReplicaSet(volume, block, site, 1)[0]
+    const set = placement.placer.chooseReplicaSet(volume, block, site, this.replication?.factor ?? 1)
     placement.noteFirstWrite(volume, block, site, now, meta)
-    return head === undefined ? undefined : this.gateways.get(head)
+    return set
   }
 
   clientOf (req: IncomingMessage): string {
