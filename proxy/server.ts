@@ -373,8 +373,9 @@ export class ProxyServer {
         return this.forwarder.refuse(req, res, err.statusCode, err.code as FerryErrorCode, err.message)
       }
       if (!route.placed) {
-        placedSet = this.placeFirstWrite(volume, block, site, now, meta)
-        gateway = (placedSet[0] === undefined ? undefined : this.gateways.get(placedSet[0])) ?? gateway
+        const set = this.placeFirstWrite(volume, block, site, now, meta)
+        const head = set[0] === undefined ? undefined : this.gateways.get(set[0])
+        if (head !== undefined) { gateway = head; placedSet = set }
       }
     }
     const request: ProxyRequest = {
