@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- first-touch`: what one first-touch placement decision costs at the proxy
  * (issue 21: ≤ 5 µs), on the class the proxy runs (placement/placer.ts FirstTouchPlacer) and a
- * table the shape the planner publishes, against rendezvous hashing (the proxy's default route)
+ * table the shape the planner publishes and the proxy's eligibility (its GatewaySet's health), against rendezvous hashing (the proxy's default route)
  * in the same run. Fleets: 3 sites × 1 gateway (the sandbox), 4 × 1 (the placement bench),
  * 8 sites × 2 gateways; tables of 20,000 volumes (placement.maxTableVolumes). Each round times
  * 200,000 decisions over 50,000 distinct blocks; the figure is the median of 7 rounds, so a
@@ -12,6 +12,8 @@ import os from 'node:os'
 import { rendezvousNode, rendezvousPick } from '../lib/rendezvous.js'
 import { FirstTouchPlacer, type PlacementGateway } from '../placement/placer.js'
 import { placementTableSchema, type PlacementTable } from '../placement/table.js'
+import { configSchema } from '../config/schema.js'
+import { GatewaySet } from '../proxy/gateway-set.js'
 import { ratio, writeResult } from './lib.js'
 
 const DECISIONS = 200_000
@@ -53,9 +55,14 @@ export default async function run (): Promise<void> {
   let sink = 0
   for (const [name, sites, perSite] of [['3 sites × 1 gateway', 3, 1], ['4 sites × 1 gateway', 4, 1], ['8 sites × 2 gateways', 8, 2]] as const) {
     const f = fleet(sites, perSite)
-    const placer = new FirstTouchPlacer(f.gateways, () => true)
+    // The proxy's own eligibility (proxy/server.ts): its GatewaySet's health, one clock reading
+    // per decision. The pools connect only when used, so nothing is dialled here.
+    const cfg = configSchema.parse({ gateways: f.gateways.map((g, i) => ({ id: g.id, site: g.site, url: `http://127.0.0.1:${20000 + i}` })) })
+    const set = new GatewaySet(cfg.gateways, cfg.health, cfg.proxy)
+    const eligible = (id: string, now?: number): boolean => set.isHealthy(id, now)
+    const placer = new FirstTouchPlacer(f.gateways, eligible)
     placer.setTable(f.table)
-    const noModel = new FirstTouchPlacer(f.gateways, () => true)
+    const noModel = new FirstTouchPlacer(f.gateways, eligible)
     const nodes = f.gateways.map(g => rendezvousNode(g.id))
     const us: Record<string, number[]> = { model: [], modelR3: [], origin: [], hash: [] }
     const wall: Record<string, number[]> = { model: [], modelR3: [], origin: [], hash: [] }
@@ -80,6 +87,7 @@ export default async function run (): Promise<void> {
     }
     const m = Object.fromEntries(Object.entries(us).map(([k, v]) => [k, Math.round(median(v) * 1000) / 1000]))
     const w = Object.fromEntries(Object.entries(wall).map(([k, v]) => [k, Math.round(median(v) * 1000) / 1000]))
+    await set.close()
     results[name] = {
       usPerDecision: { model: m.model, modelR3: m.modelR3, noModelWriteLocality: m.origin, hash: m.hash },
       wallUsPerDecision: { model: w.model, modelR3: w.modelR3, noModelWriteLocality: w.origin, hash: w.hash },

@@ -200,7 +200,8 @@ export function options (argv: string[]): Options {
 
 // ───────────────────────────── the replay set-up ─────────────────────────────
 
-export interface Access { at: number, site: number, block: number, write: boolean }
+/** `client`: the client host's index (bench/placement-sessions.ts groups accesses by client). */
+export interface Access { at: number, site: number, block: number, write: boolean, client: number }
 interface Block { volume: string, id: string, url: string, meta: BlockMeta, bytes: number }
 
 export interface Setup {
@@ -232,7 +233,7 @@ export function setup (opts: Options): Setup {
   const volumeIdx = new Map<string, number>()
   const blocks: Block[] = []
   const accesses: Access[] = []
-  const hosts = new Set<string>()
+  const hosts = new Map<string, number>()
   for (const r of requests) {
     const m = urlBlock(r.url)
     let b = blockIdx.get(m.block)
@@ -246,8 +247,9 @@ export function setup (opts: Options): Setup {
     }
     const blk = blocks[b] as Block
     if (r.bytes > blk.bytes) blk.bytes = r.bytes
-    hosts.add(r.client)
-    accesses.push({ at: r.at, site: siteIdx.get(siteOfHost(r.client, opts.rules)) as number, block: b, write: isWriteMethod(r.method) })
+    let client = hosts.get(r.client)
+    if (client === undefined) hosts.set(r.client, client = hosts.size)
+    accesses.push({ at: r.at, site: siteIdx.get(siteOfHost(r.client, opts.rules)) as number, block: b, write: isWriteMethod(r.method), client })
   }
   return { sites, gateways, gatewaySite: sites.map((_, i) => i), lat, latency, accesses, blocks, capacity: Math.floor(opts.capacity * blocks.length), hosts: hosts.size, volumes: volumeIdx.size, skipped }
 }

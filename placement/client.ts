@@ -17,7 +17,7 @@ export interface PlacementClientOptions {
   store: StateStore
   gateways: readonly PlacementGateway[]
   /** The proxy's view of a gateway's health. */
-  eligible: (id: string) => boolean
+  eligible: (id: string, now: number) => boolean
   reportIntervalMs: number
   registry: Registry
   logger: Logger

@@ -103,11 +103,12 @@ export class Replication {
   }
 
   /**
-   * The set a block's first write records: `chooseReplicaSet`, except that a gateway a sticky
-   * session proposes goes first (the session's reads then find the block on it).
+   * The set a block's first write records: the partitioning engine's set when it placed the
+   * write (request.placedSet), else `chooseReplicaSet` by hashing; a gateway a sticky session
+   * proposes goes first either way (the session's reads then find the block on it).
    */
   claimSet (request: ProxyRequest, proposed: Gateway): LocationInput {
-    const chosen = this.placer.chooseReplicaSet(request.volume, request.block, request.site, this.config.factor)
+    const chosen = request.placedSet ?? this.placer.chooseReplicaSet(request.volume, request.block, request.site, this.config.factor)
     const members = chosen.includes(proposed.id) ? [proposed.id, ...chosen.filter(id => id !== proposed.id)] : [proposed.id, ...chosen].slice(0, Math.max(1, this.config.factor))
     return { gateway: proposed.id, members, inSync: members }
   }

@@ -41,6 +41,11 @@ export interface ProxyRequest {
    * one gateway's pool. `gateway` is then the member whose answer the client gets.
    */
   fanout: { dispatch (opts: Dispatcher.DispatchOptions, handler: ResponseHandler): boolean } | undefined
+  /**
+   * A first write placed by the partitioning engine (placement/): the whole replica set it chose,
+   * head first, which the claim records (replicas.ts claimSet). Undefined otherwise.
+   */
+  placedSet: readonly string[] | undefined
   /** Set when this request recorded the block's first location (undone if the write fails). */
   claimedEpoch: number | undefined
   /** Dispatches to a gateway so far (0 while a stage still decides; more than 1 after a retry). */

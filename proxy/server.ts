@@ -124,7 +124,7 @@ export class ProxyServer {
       this.sync = new StateSync(opts.store, this.recorder, cfg.recorder, this.registry, this.logger)
       this.sessions = new SessionManager(opts.store, cfg.sessions, this.logger)
       this.placement = new PlacementClient({
-        store: opts.store, gateways: cfg.gateways, eligible: id => this.gateways.isHealthy(id),
+        store: opts.store, gateways: cfg.gateways, eligible: (id, now) => this.gateways.isHealthy(id, now),
         reportIntervalMs: cfg.placement.reportIntervalMs, registry: this.registry, logger: this.logger
       })
       this.drained = new DrainedGateways(opts.store, this.gateways, this.logger)
@@ -368,6 +368,7 @@ export class ProxyServer {
       }
     }
     let gateway = route.gateway
+    let placedSet: string[] | undefined
     const placing = this.placement !== undefined && this.config.placement.enabled
     if (method === 'PUT' && placing) {
       let meta: RequestMetadata
@@ -377,12 +378,16 @@ export class ProxyServer {
         if (!(err instanceof FerryError)) throw err
         return this.forwarder.refuse(req, res, err.statusCode, err.code as FerryErrorCode, err.message)
       }
-      if (!route.placed) gateway = this.placeFirstWrite(volume, block, site, now, meta) ?? gateway
+      if (!route.placed) {
+        const set = this.placeFirstWrite(volume, block, site, now, meta)
+        const head = set[0] === undefined ? undefined : this.gateways.get(set[0])
+        if (head !== undefined) { gateway = head; placedSet = set }
+      }
     }
     const request: ProxyRequest = {
       req, res, method, volume, block, key, write, body: op.body, client, site, peer, now,
       location: route.location, gateway, hashed: route.placed ? undefined : route.gateway,
-      fanout: undefined, claimedEpoch: undefined, attempts: 0, status: 0, startedAt: 0
+      placedSet, fanout: undefined, claimedEpoch: undefined, attempts: 0, status: 0, startedAt: 0
     }
     if (op.upstreamHeaders !== undefined) request.upstreamHeaders = op.upstreamHeaders
     if (op.user !== undefined) request.user = op.user
@@ -393,15 +398,15 @@ export class ProxyServer {
   }
 
   /**
-   * Where a block without a location is created: the head of its replica set by the
-   * partitioning engine's table (placement/). The write guard then claims it, and falls back to
-   * the hashed gateway if the claim cannot be recorded.
+   * Where a block without a location is created: its whole replica set (replication.factor
+   * members, head first) by the partitioning engine's table (placement/). The write guard then
+   * claims it, and falls back to the hashed gateway if the claim cannot be recorded.
    */
-  private placeFirstWrite (volume: string, block: string, site: string | undefined, now: number, meta: RequestMetadata): Gateway | undefined {
+  private placeFirstWrite (volume: string, block: string, site: string | undefined, now: number, meta: RequestMetadata): string[] {
     const placement = this.placement as PlacementClient
-    const head = placement.placer.chooseReplicaSet(volume, block, site, 1)[0]
+    const set = placement.placer.chooseReplicaSet(volume, block, site, this.replication?.factor ?? 1)
     placement.noteFirstWrite(volume, block, site, now, meta)
-    return head === undefined ? undefined : this.gateways.get(head)
+    return set
   }
 
   clientOf (req: IncomingMessage): string {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { rendezvousNode, rendezvousPick } from '../../lib/rendezvous.js'
+import { hashBlock, rendezvousNode, rendezvousPick, rendezvousScore } from '../../lib/rendezvous.js'
 import { FirstTouchPlacer } from '../../placement/placer.js'
 import { emptyPlacementTable, placementTableSchema, type PlacementTable } from '../../placement/table.js'
 
@@ -68,4 +68,65 @@ t.test('the table schema refuses vectors of the wrong length', async t => {
   t.notOk(placementTableSchema.safeParse(table({ volumes: { v: [1, 2] } })).success)
   t.notOk(placementTableSchema.safeParse({ format: 'x' }).success)
   t.ok(placementTableSchema.safeParse(table()).success)
+})
+
+/**
+ * The definition the placer's selection must keep (it folds the table at swap and selects R
+ * instead of sorting): expected cost (volume or prior + origin)·cost / Σ shares, ties by
+ * rendezvous order; then R at distinct sites among the eligible, then any eligible; nothing
+ * eligible: the ranking as it is.
+ */
+function reference (gws: Array<{ id: string, site: string }>, t: PlacementTable, volume: string, block: string, origin: string, R: number, ok: (id: string) => boolean): string[] {
+  const kh = hashBlock(volume, block)
+  const base = t.volumes[volume] ?? t.prior
+  const o = t.origins[origin]
+  const mix = base.map((v, s) => v + (o?.[s] ?? 0))
+  const sum = mix.reduce((a, b) => a + b, 0)
+  const ranked = gws.map(g => {
+    const cv = t.gateways.find(x => x.id === g.id)?.cost
+    const cost = cv === undefined || sum <= 0 ? Infinity : mix.reduce((a, m, s) => a + m * (cv[s] as number), 0) / sum
+    return { ...g, cost, score: rendezvousScore(kh, rendezvousNode(g.id)) }
+  }).sort((a, b) => a.cost !== b.cost ? a.cost - b.cost : b.score - a.score)
+  const eligible = ranked.filter(g => ok(g.id) && !t.exclude.includes(g.id))
+  if (eligible.length === 0) return ranked.slice(0, R).map(g => g.id)
+  const out: typeof ranked = []
+  for (const g of eligible) if (out.length < R && !out.some(x => x.site === g.site)) out.push(g)
+  for (const g of eligible) if (out.length < R && !out.includes(g)) out.push(g)
+  return out.map(g => g.id)
+}
+
+t.test('the selection is the ranking: random tables, health and R against the definition', async t => {
+  let seed = 11
+  const rnd = (): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32 }
+  const sites = ['a', 'b', 'c', 'd']
+  let mismatches = 0
+  let checked = 0
+  for (let round = 0; round < 40; round++) {
+    const gws = Array.from({ length: 2 + Math.floor(rnd() * 10) }, (_, i) => ({ id: `g${i}`, site: sites[Math.floor(rnd() * sites.length)] as string }))
+    // Some gateways of a site share a cost vector (ties), one gateway may be unknown to the table.
+    const siteCost = Object.fromEntries(sites.map(s => [s, sites.map(x => x === s ? 2 : Math.round(20 + rnd() * 100))]))
+    const known = gws.filter(() => rnd() > 0.1)
+    const tbl = placementTableSchema.parse(table({
+      sites,
+      gateways: known.map(g => ({ id: g.id, cost: rnd() < 0.5 ? siteCost[g.site] as number[] : sites.map(() => Math.round(rnd() * 200)) })),
+      exclude: gws.filter(() => rnd() < 0.15).map(g => g.id),
+      prior: sites.map(() => rnd() < 0.2 ? 0 : rnd()),
+      volumes: { v1: sites.map(() => rnd() * 3), v0: sites.map(() => 0) },
+      origins: { a: sites.map(() => rnd()), b: sites.map(() => 0) }
+    })) as PlacementTable
+    const down = new Set(gws.filter(() => rnd() < 0.2).map(g => g.id))
+    const ok = (id: string): boolean => !down.has(id)
+    const p = new FirstTouchPlacer(gws, ok)
+    p.setTable(tbl)
+    for (let k = 0; k < 25; k++) {
+      const volume = ['v1', 'v0', 'vx'][k % 3] as string
+      const origin = ['a', 'b', 'c'][k % 3] as string
+      const R = 1 + (k % 3)
+      const got = p.chooseReplicaSet(volume, `blk${k}`, origin, R)
+      const want = reference(gws, tbl, volume, `blk${k}`, origin, Math.min(R, gws.length), ok)
+      checked++
+      if (got.join() !== want.join()) { mismatches++; if (mismatches < 5) t.same(got, want, `round ${round} ${volume} ${origin} R=${R}`) }
+    }
+  }
+  t.equal(mismatches, 0, `${checked} decisions as the definition ranks them`)
 })
