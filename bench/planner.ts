@@ -37,6 +37,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { Pool, request } from 'undici'
 import { stringify } from 'yaml'
@@ -105,7 +106,7 @@ export default async function run (args: string[]): Promise<void> {
     await memProxy.listen()
     const memPlanner = startPlanner(tapped, memStore, { settleMs: 5 })
     await memPlanner.start()
-    const sameProcess = await measureReroute(memPlanner, `http://127.0.0.1:${memProxy.address.port}`, 'mem', flips, probes, taps)
+    const sameProcess = await measureReroute(memPlanner, `http://127.0.0.1:${memProxy.address.port}`, 'mem', flips, probes, taps, undefined, memProxy)
     report('same process', sameProcess)
     await memPlanner.stop()
     await memProxy.close()
@@ -220,15 +221,41 @@ function startPlanner (gateways: Array<{ id: string, url: string }>, store: Stat
 /** Blocks the reroute set-ups cycle over: a block's cleanup (after the grace period) overlaps the next blocks' migrations. */
 const REROUTE_BLOCKS = 16
 
-interface Reroute { served: Stats, routed: Stats }
+interface Reroute {
+  served: Stats
+  routed: Stats
+  /**
+   * Where the routed time goes (same process only, where the proxy's location cache can be
+   * watched): flip → the proxy's cache holds the new set (`applied`, negative when the
+   * notification arrived before the planner's flip event), then → the target receives the first
+   * request (`waited`: a probe's response must come back and the client send the next GET).
+   */
+  applied: Stats | null
+  waited: Stats | null
+  /**
+   * The first GET of the block that entered the proxy after its cache applied the flip → the
+   * target receiving it: the proxy's own part of the reroute (same process only).
+   */
+  proxied: Stats | null
+  /** Each probe GET's round trip through the proxy during the migrations: what `waited` is made of. */
+  probeRtt: Stats
+  /** This process's event-loop delay during the set-up (monitorEventLoopDelay, ms). */
+  loopDelay: { p50: number, p99: number, max: number }
+  /** Major GCs of this process during the set-up (proxy, planner, taps and client share it in the same-process set-up). */
+  majorGcs: number
+}
 
 /**
  * `flips` migrations of 4 KiB blocks, each with `probes` GETs of the block in flight through the
  * proxy; per migration, the time from the flip to the first response from the target (served)
  * and to the target's tap receiving its first request for the block (routed).
  */
-async function measureReroute (planner: Planner, proxyUrl: string, volume: string, flips: number, probes: number, taps: Tap[], proc?: Proc): Promise<Reroute> {
+async function measureReroute (planner: Planner, proxyUrl: string, volume: string, flips: number, probes: number, taps: Tap[], proc?: Proc, proxy?: ProxyServer): Promise<Reroute> {
+  const proxyCache = proxy?.sync?.cache
   await waitFor(() => planner.engine.isActive, 'the planner to lead')
+  const loop = monitorEventLoopDelay({ resolution: 1 })
+  let majorGcs = 0
+  const gcs = new PerformanceObserver(list => { for (const e of list.getEntries()) if (((e as { detail?: { kind?: number } }).detail)?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) majorGcs++ })
   const pool = new Pool(proxyUrl, { connections: probes + 2 })
   const blocks = Array.from({ length: REROUTE_BLOCKS }, (_, i) => `r${i}`)
   for (const block of blocks) {
@@ -239,7 +266,22 @@ async function measureReroute (planner: Planner, proxyUrl: string, volume: strin
   await waitFor(() => blocks.every(b => planner.locations.get(volume, b) != null), 'the blocks\' locations')
   const served: number[] = []
   const routed: number[] = []
+  const applied: number[] = []
+  const waited: number[] = []
+  const rtts: number[] = []
+  const proxied: number[] = []
+  let watchEntry: { path: string, after: () => number, at: number } | undefined
+  // Added after the proxy's own listener: it runs once the proxy has dispatched the request.
+  const onEntry = (req: IncomingMessage): void => {
+    if (watchEntry !== undefined && watchEntry.at < 0 && req.url === watchEntry.path && watchEntry.after() >= 0) watchEntry.at = entryAt
+  }
+  let entryAt = 0
+  const onEntryFirst = (): void => { entryAt = performance.now() }
+  proxy?.server.prependListener('request', onEntryFirst)
+  proxy?.server.on('request', onEntry)
   const lastId = new Map<string, string>()
+  loop.enable()
+  gcs.observe({ entryTypes: ['gc'] })
   try {
     for (let i = 0; i < flips; i++) {
       proc?.assertAlive()
@@ -253,15 +295,23 @@ async function measureReroute (planner: Planner, proxyUrl: string, volume: strin
       let flipAt = -1
       let servedAt = -1
       let probing = true
+      let appliedAt = -1
       const onFlip = (e: FlipEvent): void => { if (e.block === block) { flipAt = e.at; tap.watch(`/${volume}/${block}`) } }
       planner.engine.on('flip', onFlip)
+      // The proxy's cache holds a set without the source: reads go to the target from then on.
+      const offApplied = proxyCache?.onChange(c => {
+        if (c.volume === volume && c.block === block && c.location !== null && !c.location.inSync.includes(loc.gateway)) appliedAt = performance.now()
+      })
+      watchEntry = proxy === undefined ? undefined : { path: `/${volume}/${block}`, after: () => appliedAt, at: -1 }
       const deadline = performance.now() + 10_000
       const loops = Array.from({ length: probes }, async () => {
         while (probing) {
           if (performance.now() > deadline) { probing = false; throw new Error(`migration ${i}: no response from ${to} within 10 s of its start`) }
+          const sent = performance.now()
           const res = await pool.request({ method: 'GET', path: `/${volume}/${block}` })
           await res.body.dump()
           const at = performance.now()
+          rtts.push(at - sent)
           if (res.statusCode !== 200) { probing = false; throw new Error(`GET during migration ${i}: ${res.statusCode}`) }
           if (flipAt >= 0 && servedAt < 0 && res.headers['x-bench-gateway'] === to) { servedAt = at; probing = false }
         }
@@ -270,13 +320,30 @@ async function measureReroute (planner: Planner, proxyUrl: string, volume: strin
       lastId.set(block, (migrations[0] as { id: string }).id)
       await Promise.all(loops)
       planner.engine.off('flip', onFlip)
+      offApplied?.()
       served.push(servedAt - flipAt)
       routed.push(tap.firstArrival - flipAt)
+      if (appliedAt >= 0) { applied.push(appliedAt - flipAt); waited.push(tap.firstArrival - appliedAt) }
+      if (watchEntry !== undefined && watchEntry.at >= 0) proxied.push(tap.firstArrival - watchEntry.at)
     }
   } finally {
+    loop.disable()
+    gcs.disconnect()
+    proxy?.server.off('request', onEntryFirst)
+    proxy?.server.off('request', onEntry)
     await pool.close()
   }
-  return { served: stats(served), routed: stats(routed) }
+  const ms = (ns: number): number => Math.round(ns / 1e4) / 100
+  return {
+    served: stats(served),
+    routed: stats(routed),
+    applied: applied.length === 0 ? null : stats(applied),
+    waited: waited.length === 0 ? null : stats(waited),
+    proxied: proxied.length === 0 ? null : stats(proxied),
+    probeRtt: stats(rtts),
+    loopDelay: { p50: ms(loop.percentile(50)), p99: ms(loop.percentile(99)), max: ms(loop.max) },
+    majorGcs
+  }
 }
 
 /**
@@ -517,6 +584,12 @@ const fmt = (ms: number): string => ms.toFixed(2)
 
 function report (what: string, r: Reroute): void {
   console.log(`  ${what}: served p50 ${fmt(r.served.p50)} ms, p99 ${fmt(r.served.p99)} ms, max ${fmt(r.served.max)} ms; routed p50 ${fmt(r.routed.p50)} ms, p99 ${fmt(r.routed.p99)} ms`)
+  if (r.applied !== null && r.waited !== null) {
+    console.log(`    routed = flip → proxy cache applied (p50 ${fmt(r.applied.p50)}, p99 ${fmt(r.applied.p99)}, max ${fmt(r.applied.max)} ms)` +
+      ` + applied → target's first request (p50 ${fmt(r.waited.p50)}, p99 ${fmt(r.waited.p99)}, max ${fmt(r.waited.max)} ms)`)
+    if (r.proxied !== null) console.log(`    first GET entering the proxy after the flip → the target receives it: p50 ${fmt(r.proxied.p50)}, p99 ${fmt(r.proxied.p99)}, max ${fmt(r.proxied.max)} ms (n ${r.proxied.n})`)
+  }
+  console.log(`    probe GET round trip p50 ${fmt(r.probeRtt.p50)} / p99 ${fmt(r.probeRtt.p99)} ms; this process's event-loop delay p50 ${fmt(r.loopDelay.p50)} / p99 ${fmt(r.loopDelay.p99)} / max ${fmt(r.loopDelay.max)} ms; ${r.majorGcs} major GCs; load ${os.loadavg()[0]?.toFixed(1)}`)
 }
 
 async function waitForValue<T> (fn: () => T | undefined, what: string, proc?: Proc): Promise<T> {

@@ -21,7 +21,8 @@
  * go through the targets in one order, odd rounds in the reverse order (ABBA), so slow drifts in
  * the machine's load fall evenly on each pair that is compared. Per phase: requests/s, latency
  * percentiles (from the load generator), the proxy's and the gateway's CPU-seconds (utime+stime
- * delta, split into user and kernel), the proxy's peak RSS (VmHWM). Each ratio is computed per
+ * delta, split into user and kernel), the proxy's peak RSS (VmHWM), and for ferry its garbage
+ * collections by kind (count and main-thread time, from its admin /metrics). Each ratio is computed per
  * round, from phases that ran back to back, and judged on the median over rounds (the machine is
  * shared, and one disturbed phase must not decide a verdict); the ratio of the pooled sums is
  * reported beside it.
@@ -126,9 +127,20 @@ interface PhaseFigures {
   gatewayCpuS: number
   proxyHwmMB: number | null
   proxyRssMB: number | null
+  /**
+   * ferry's garbage collections during the phase (its /metrics, nodejs_gc_duration_seconds): on
+   * large bodies the dead 64 KiB socket buffers push V8 into major GCs, a cost no profile of
+   * ferry's own code shows. null for targets that are not ferry.
+   */
+  gc: GcFigures | null
   /** The machine's 1-minute load average at the end of the phase: how crowded the 2 cores were. */
   load1: number
 }
+
+/** Counts and main-thread seconds by kind of GC, as prom-client's default metrics report them. */
+type GcFigures = Record<GcKind, { count: number, seconds: number }>
+type GcKind = 'minor' | 'major' | 'incremental'
+const GC_KINDS: readonly GcKind[] = ['minor', 'major', 'incremental']
 
 interface Aggregate {
   target: TargetName
@@ -149,6 +161,10 @@ interface Aggregate {
   mbPerProxyCpuS: number | null
   gatewayCpuSPer1k: number
   proxyPeakRssMB: number | null
+  /** ferry's major GCs per 1,000 requests (null: not ferry). */
+  majorGcPer1k: number | null
+  /** ferry's GC main-thread time (every kind) per request, ms. */
+  gcMsPerRequest: number | null
 }
 
 export default async function run (args: string[]): Promise<void> {
@@ -277,6 +293,7 @@ export default async function run (args: string[]): Promise<void> {
           process.stderr.write(`  [${n}/${total}] round ${round + 1} ${w.label.padEnd(10)} ${t.name.padEnd(11)} ${fmt(f.rps, 0).padStart(7)} req/s  ` +
             `p50 ${fmt(f.latencyMs.p50, 2)} ms  p99 ${fmt(f.latencyMs.p99, 2)} ms` +
             (f.proxyCpuS === null ? '' : `  proxy ${fmt(1000 * f.proxyCpuS / Math.max(1, f.requests), 3)} CPU-s/1k`) +
+            (f.gc === null ? '' : `  major GCs ${f.gc.major.count}`) +
             (f.errors > 0 ? `  ERRORS ${f.errors}` : '') + '\n')
         }
       }
@@ -341,13 +358,14 @@ async function startTarget (name: TargetName, ctx: StartContext): Promise<Target
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
   if (name === 'ferry-rec' || name === 'ferry-norec') {
-    const yaml = ferryYaml(ctx.gwUrl, port, await freePort(), name === 'ferry-rec')
+    const adminPort = await freePort()
+    const yaml = ferryYaml(ctx.gwUrl, port, adminPort, name === 'ferry-rec')
     parseConfig(yaml, `${name}.yaml`) // a schema change shows up here, with file:line:key, not as a dead child
     const file = path.join(ctx.tmp, `${name}.yaml`)
     fs.writeFileSync(file, yaml)
     const prof = name === 'ferry-rec' && ctx.cpuProfDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir] : []
     if (prof.length > 0) fs.mkdirSync(ctx.cpuProfDir as string, { recursive: true })
-    return { name, url, proc: ctx.procs.start(name, process.execPath, [...prof, FERRY_JS, 'start', '--config', file, '--roles', 'proxy'], ctx.env) }
+    return { name, url, adminPort, proc: ctx.procs.start(name, process.execPath, [...prof, FERRY_JS, 'start', '--config', file, '--roles', 'proxy'], ctx.env) }
   }
   if (REPLICA_TARGETS.includes(name)) {
     const adminPort = await freePort()
@@ -498,9 +516,11 @@ async function measure (round: number, t: Target, gateway: Proc, w: Workload, se
   const none = { user: 0, sys: 0 }
   const p0 = pid === undefined ? none : cpuTimes(pid)
   const g0 = cpuTimes(gateway.child.pid as number)
+  const gc0 = t.adminPort === undefined ? undefined : await gcFigures(t.adminPort)
   const r = await runLoad(lg, t.url, w, seconds)
   const p1 = pid === undefined ? none : cpuTimes(pid)
   const g1 = cpuTimes(gateway.child.pid as number)
+  const gc1 = t.adminPort === undefined ? undefined : await gcFigures(t.adminPort)
   if (t.proc !== undefined) t.proc.assertAlive()
   gateway.assertAlive()
   const mem = pid === undefined ? undefined : memory(pid)
@@ -522,8 +542,29 @@ async function measure (round: number, t: Target, gateway: Proc, w: Workload, se
     gatewayCpuS: round3(g1.user + g1.sys - g0.user - g0.sys),
     proxyHwmMB: mem === undefined ? null : round3(mem.hwm / 1e6),
     proxyRssMB: mem === undefined ? null : round3(mem.rss / 1e6),
+    gc: gc0 === undefined || gc1 === undefined ? null : gcDelta(gc0, gc1),
     load1: Math.round((os.loadavg()[0] ?? 0) * 100) / 100
   }
+}
+
+/**
+ * A ferry target's GC totals from its admin /metrics. Read after the load ends, so a collection
+ * that straddles the phase's end counts in the next phase (the observer reports it when done).
+ */
+async function gcFigures (adminPort: number): Promise<GcFigures> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()
+  const out = Object.fromEntries(GC_KINDS.map(k => [k, { count: 0, seconds: 0 }])) as GcFigures
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_(count|sum)\{kind="(\w+)"\} (\S+)$/gm)) {
+    const kind = m[2] as GcKind
+    if (!GC_KINDS.includes(kind)) continue
+    if (m[1] === 'count') out[kind].count = Number(m[3])
+    else out[kind].seconds = Number(m[3])
+  }
+  return out
+}
+
+function gcDelta (a: GcFigures, b: GcFigures): GcFigures {
+  return Object.fromEntries(GC_KINDS.map(k => [k, { count: b[k].count - a[k].count, seconds: round4(b[k].seconds - a[k].seconds) }])) as GcFigures
 }
 
 async function runLoad (lg: LoadgenSettings, url: string, w: Workload, seconds: number): Promise<LoadgenResult> {
@@ -631,7 +672,9 @@ function aggregate (phases: PhaseFigures[]): Aggregate[] {
       requestsPerProxyCpuS: cpu === null || cpu === 0 ? null : Math.round(requests / cpu),
       mbPerProxyCpuS: cpu === null || cpu === 0 ? null : round3(requests * WORKLOADS[workload].bytes / 1e6 / cpu),
       gatewayCpuSPer1k: round4(1000 * sum(ps.map(p => p.gatewayCpuS)) / requests),
-      proxyPeakRssMB: ps[0]?.proxyHwmMB === null ? null : Math.max(...ps.map(p => p.proxyHwmMB ?? 0))
+      proxyPeakRssMB: ps[0]?.proxyHwmMB === null ? null : Math.max(...ps.map(p => p.proxyHwmMB ?? 0)),
+      majorGcPer1k: ps.some(p => p.gc === null) ? null : round3(1000 * sum(ps.map(p => (p.gc as GcFigures).major.count)) / requests),
+      gcMsPerRequest: ps.some(p => p.gc === null) ? null : round4(1000 * sum(ps.map(p => sum(GC_KINDS.map(k => (p.gc as GcFigures)[k].seconds)))) / requests)
     })
   }
   return out
@@ -719,7 +762,7 @@ function computeRatios (phases: PhaseFigures[], aggs: Aggregate[], rounds: numbe
 }
 
 function printTable (aggs: Aggregate[], workloads: Workload[]): void {
-  const head = ['workload', 'target', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU-s/1k req', '(kernel)', 'req/proxy CPU-s', 'MB/proxy CPU-s', 'gateway CPU-s/1k', 'proxy peak RSS MB', 'errors']
+  const head = ['workload', 'target', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU-s/1k req', '(kernel)', 'req/proxy CPU-s', 'MB/proxy CPU-s', 'gateway CPU-s/1k', 'proxy peak RSS MB', 'major GC/1k req', 'GC ms/req', 'errors']
   const rows: string[][] = []
   for (const w of workloads) {
     for (const t of ALL_TARGETS) {
@@ -727,7 +770,8 @@ function printTable (aggs: Aggregate[], workloads: Workload[]): void {
       if (a === undefined) continue
       rows.push([w.label, t, fmt(a.rps, 0), fmt(a.p50Ms, 2), fmt(a.p99Ms, 2), a.proxyCpuSPer1k === null ? '–' : fmt(a.proxyCpuSPer1k, 3),
         a.proxySysShare === null ? '–' : `${Math.round(a.proxySysShare * 100)}%`,
-        a.requestsPerProxyCpuS === null ? '–' : fmt(a.requestsPerProxyCpuS, 0), a.mbPerProxyCpuS === null ? '–' : fmt(a.mbPerProxyCpuS, 1), fmt(a.gatewayCpuSPer1k, 3), a.proxyPeakRssMB === null ? '–' : fmt(a.proxyPeakRssMB, 1), String(a.errors)])
+        a.requestsPerProxyCpuS === null ? '–' : fmt(a.requestsPerProxyCpuS, 0), a.mbPerProxyCpuS === null ? '–' : fmt(a.mbPerProxyCpuS, 1), fmt(a.gatewayCpuSPer1k, 3), a.proxyPeakRssMB === null ? '–' : fmt(a.proxyPeakRssMB, 1),
+        a.majorGcPer1k === null ? '–' : fmt(a.majorGcPer1k, 2), a.gcMsPerRequest === null ? '–' : fmt(a.gcMsPerRequest, 3), String(a.errors)])
     }
   }
   console.log('\n' + markdownTable(head, rows))
