@@ -61,7 +61,12 @@ export class MoveSubmitter {
     if (fleet.isTarget(id)) return
     const g = fleet.get(id)
     // Why it is down, when the planner's own probes know (a TLS handshake refused reads as such).
-    const why = g?.draining === true ? 'draining' : g?.probe.up === false && g.probe.lastError !== null ? `down (its probes fail: ${g.probe.lastError})` : 'down'
+    const reporters = fleet.reportedDownBy(id)
+    const why = g?.draining === true
+      ? 'draining'
+      : g?.probe.lastError !== null && g?.probe.lastError !== undefined
+        ? `down (its last probe: ${g.probe.lastError})`
+        : reporters.length > 0 ? `down (reported down by ${reporters.join(', ')})` : 'down'
     throw plannerError('FERRY_TARGET_UNAVAILABLE', `gateway ${id} is ${why}`, 409)
   }
 }
