@@ -11,7 +11,7 @@ import { silentLogger, type Logger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
 import type { AgentSample } from '../telemetry/fields.js'
 import { AgentMetrics } from './metrics.js'
-import type { Peer } from './probes.js'
+import type { Peer, ProbeTls } from './probes.js'
 import { Pusher } from './pusher.js'
 import { Sampler, type Source } from './sampler.js'
 
@@ -26,6 +26,8 @@ export interface TelemetryAgentOptions {
   intervalMs?: number
   /** The gateway's health URL, probed every interval. */
   probe?: URL | string
+  /** An https probe's CA (instead of the system's) and client certificate, PEM bytes. */
+  probeTls?: ProbeTls
   peers?: readonly Peer[]
   /** Block device to report; default the busiest. */
   disk?: string
@@ -88,7 +90,8 @@ export class TelemetryAgent {
       ...(opts.procRoot !== undefined ? { procRoot: opts.procRoot } : {}),
       ...(opts.disk !== undefined ? { disk: opts.disk } : {}),
       ...(opts.peers !== undefined ? { peers: opts.peers } : {}),
-      ...(opts.probe !== undefined ? { probe: new URL(opts.probe) } : {})
+      ...(opts.probe !== undefined ? { probe: new URL(opts.probe) } : {}),
+      ...(opts.probeTls !== undefined ? { probeTls: opts.probeTls } : {})
     })
     this.pusher = new Pusher({
       planner: new URL(opts.planner),

@@ -1,3 +1,4 @@
+import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 import { FerryError } from '../lib/errors.js'
 import { isValidId } from '../lib/ids.js'
@@ -17,6 +18,9 @@ health probe) every interval and pushes the samples to the planner. See agent/RE
   --token T             admin bearer token; prefer FERRY_AGENT_TOKEN (keeps it out of ps)
   --interval-ms N       sampling interval (default 1000)
   --probe URL           the gateway's health URL, e.g. http://127.0.0.1:9001/healthz
+  --probe-ca FILE       an https probe: PEM CA the gateway's certificate must chain to (default: the system's)
+  --probe-cert FILE     an https probe: PEM client certificate to present (with --probe-key)
+  --probe-key FILE      its PEM private key
   --peers H:P,...       hosts to measure TCP connect latency to (the other gateways)
   --timeout-ms N        probe and connect timeout (default min(1000, interval))
   --disk DEV            block device to report, as named in /proc/diskstats (default: busiest)
@@ -54,6 +58,9 @@ export function parseAgentArgs (argv: string[], env: NodeJS.ProcessEnv = process
         token: { type: 'string' },
         'interval-ms': { type: 'string' },
         probe: { type: 'string' },
+        'probe-ca': { type: 'string' },
+        'probe-cert': { type: 'string' },
+        'probe-key': { type: 'string' },
         peers: { type: 'string' },
         'timeout-ms': { type: 'string' },
         disk: { type: 'string' },
@@ -80,6 +87,19 @@ export function parseAgentArgs (argv: string[], env: NodeJS.ProcessEnv = process
   if (values['interval-ms'] !== undefined) opts.intervalMs = int('--interval-ms', values['interval-ms'], 10, 3_600_000)
   if (values['timeout-ms'] !== undefined) opts.timeoutMs = int('--timeout-ms', values['timeout-ms'], 1, 60_000)
   if (values.probe !== undefined) opts.probe = url('--probe', values.probe)
+  const tlsFlags = (['probe-ca', 'probe-cert', 'probe-key'] as const).filter(f => values[f] !== undefined)
+  if (tlsFlags.length > 0) {
+    if (values.probe === undefined || new URL(values.probe).protocol !== 'https:') throw usage(`--${tlsFlags[0] as string} is for an https --probe URL`)
+    if ((values['probe-cert'] === undefined) !== (values['probe-key'] === undefined)) throw usage('--probe-cert and --probe-key go together')
+    const read = (flag: string, file: string | undefined): Buffer | undefined => {
+      if (file === undefined) return undefined
+      try { return fs.readFileSync(file) } catch (err) { throw usage(`--${flag}: cannot read ${file}: ${(err as Error).message}`) }
+    }
+    const ca = read('probe-ca', values['probe-ca'])
+    const cert = read('probe-cert', values['probe-cert'])
+    const key = read('probe-key', values['probe-key'])
+    opts.probeTls = { ...(ca === undefined ? {} : { ca }), ...(cert === undefined ? {} : { cert }), ...(key === undefined ? {} : { key }) }
+  }
   if (values.peers !== undefined) opts.peers = peers(values.peers)
   if (values.disk !== undefined) {
     if (!/^[\w.!-]{1,64}$/.test(values.disk)) throw usage(`--disk must be a device name as in /proc/diskstats (got ${JSON.stringify(values.disk)})`)

@@ -56,11 +56,14 @@ export interface ProbeResult {
 /** Health bodies are tiny; a probe never buffers more than this. */
 const PROBE_BODY_MAX = 64 * 1024
 
+/** An https probe's CA (instead of the system's) and client certificate, PEM bytes. */
+export interface ProbeTls { ca?: Buffer, cert?: Buffer, key?: Buffer }
+
 /**
  * GET `url` on a fresh connection (no keep-alive: a gateway that stopped accepting connections
  * must fail its probe even while an old idle connection would still work). ok = 2xx.
  */
-export async function httpProbe (url: URL, timeoutMs: number): Promise<ProbeResult> {
+export async function httpProbe (url: URL, timeoutMs: number, tls: ProbeTls = {}): Promise<ProbeResult> {
   return await new Promise(resolve => {
     const started = performance.now()
     let settled = false
@@ -72,7 +75,7 @@ export async function httpProbe (url: URL, timeoutMs: number): Promise<ProbeResu
       resolve({ ...r, latencyMs: performance.now() - started })
     }
     const client = url.protocol === 'https:' ? https : http
-    const req = client.get(url, { agent: false, headers: { 'user-agent': 'ferry-agent' } }, res => {
+    const req = client.get(url, { agent: false, headers: { 'user-agent': 'ferry-agent' }, ...(url.protocol === 'https:' ? tls : {}) }, res => {
       let size = 0
       res.on('data', (chunk: Buffer) => {
         size += chunk.length

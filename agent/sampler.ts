@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks'
 import { cpuUtilisation, diskUsage, median, memoryUsed, type CpuTimes, type DiskCounters } from '../telemetry/counters.js'
 import type { AgentSample } from '../telemetry/fields.js'
 import { parseDiskstats, parseMeminfo, parseProcStat, parsePsiSomeAvg10 } from './procfs.js'
-import { httpProbe, tcpConnectRtt, type Peer, type ProbeResult } from './probes.js'
+import { httpProbe, tcpConnectRtt, type Peer, type ProbeResult, type ProbeTls } from './probes.js'
 
 export interface SamplerOptions {
   /** Where /proc is (tests point it at fixtures; a container may mount the host's elsewhere). */
@@ -20,6 +20,8 @@ export interface SamplerOptions {
   peers?: readonly Peer[]
   /** The gateway's health URL (e.g. http://127.0.0.1:9001/healthz). */
   probe?: URL
+  /** An https probe's CA and client certificate. */
+  probeTls?: ProbeTls
   /** Limit for each connect and for the probe, ms. Default 1000. */
   timeoutMs?: number
   /** probe_error_rate is over this many most recent probes. Default 10. */
@@ -85,7 +87,7 @@ export class Sampler {
       // Timestamped when read, not when the slowest probe returns: disk_util divides by it.
       this.read('diskstats').then(text => [text, performance.now()] as const),
       Promise.all((o.peers ?? []).map(p => tcpConnectRtt(p, this.timeoutMs))),
-      o.probe === undefined ? Promise.resolve(undefined) : httpProbe(o.probe, this.timeoutMs)
+      o.probe === undefined ? Promise.resolve(undefined) : httpProbe(o.probe, this.timeoutMs, o.probeTls)
     ])
     const sample: AgentSample = { at: Math.round(at) }
     const unavailable: Source[] = []

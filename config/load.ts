@@ -3,6 +3,7 @@ import { isMap, isSeq, type Document, type LineCounter } from 'yaml'
 import type { ZodIssue } from 'zod'
 import { FerryError } from '../lib/errors.js'
 import { s3Secret } from '../upstream/s3.js'
+import { loadGatewayTls } from '../upstream/connect.js'
 import { configSchema, type FerryConfig } from './schema.js'
 import { parseYaml, type ConfigProblem } from './yaml.js'
 
@@ -108,6 +109,16 @@ export function parseConfig (text: string, file = '<config>'): FerryConfig {
     } catch (err) {
       const key = g.s3?.secretFile !== undefined ? 'secretFile' : 'secretEnv'
       secrets.push({ code: 'custom', path: ['gateways', i, 's3', key], message: (err as Error).message })
+    }
+  })
+  // An https gateway's CA and client certificate likewise: a file that cannot be used would fail
+  // every connection to the gateway, which the operator should hear of from the config check.
+  result.data.gateways.forEach((g, i) => {
+    try {
+      loadGatewayTls(g)
+    } catch (err) {
+      const { key, reason } = (err as FerryError).details ?? {}
+      secrets.push({ code: 'custom', path: ['gateways', i, 'tls', ...(typeof key === 'string' ? [key] : [])], message: typeof reason === 'string' ? reason : (err as Error).message })
     }
   })
   if (secrets.length > 0) throw new ConfigError(file, secrets.slice(0, MAX_PROBLEMS).map(issue => locate(doc, lineCounter, issue)), Math.max(0, secrets.length - MAX_PROBLEMS))

@@ -4,8 +4,18 @@ import { EventEmitter } from 'node:events'
 import { Counter, type Registry } from 'prom-client'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
+import { gatewayTlsFingerprint } from '../upstream/connect.js'
 import { loadConfigFile } from './load.js'
 import type { FerryConfig } from './schema.js'
+
+/**
+ * What a reload compares: the config, and the contents of the gateways' TLS files it names — a
+ * certificate renewed under the same path is a change to apply (the pools are rebuilt), though
+ * the text of the config is the same.
+ */
+function snapshot (cfg: FerryConfig): string {
+  return JSON.stringify(cfg) + '\n' + cfg.gateways.map(g => gatewayTlsFingerprint(g) ?? '').join(',')
+}
 
 export interface ConfigWatcherOptions {
   file: string
@@ -29,6 +39,7 @@ export interface ConfigWatcherEvents {
  */
 export class ConfigWatcher extends EventEmitter<ConfigWatcherEvents> {
   current: FerryConfig
+  private currentSnapshot: string
   private readonly file: string
   private readonly logger: Logger
   private readonly reloads: Counter<'result'>
@@ -51,6 +62,7 @@ export class ConfigWatcher extends EventEmitter<ConfigWatcherEvents> {
       registers: opts.registry ? [opts.registry] : []
     })
     this.current = loadConfigFile(this.file)
+    this.currentSnapshot = snapshot(this.current)
   }
 
   start (): void {
@@ -76,9 +88,11 @@ export class ConfigWatcher extends EventEmitter<ConfigWatcherEvents> {
       this.emit('invalid', err as Error)
       return false
     }
-    if (JSON.stringify(next) === JSON.stringify(this.current)) return false
+    const nextSnapshot = snapshot(next)
+    if (nextSnapshot === this.currentSnapshot) return false
     const prev = this.current
     this.current = next
+    this.currentSnapshot = nextSnapshot
     this.reloads.inc({ result: 'success' })
     this.logger.info({ trigger }, 'config reloaded')
     this.emit('reload', next, prev)

@@ -52,6 +52,24 @@ export const s3GatewaySchema = z.object({
 
 export type S3GatewayConfig = z.infer<typeof s3GatewaySchema>
 
+/**
+ * How ferry checks an `https` gateway and proves itself to it, for every client of the gateway
+ * (the proxy's pools and probes, the planner's copies, checks and probes, the inventory): PEM
+ * files, as the listeners' `tls` (lib/tls.ts) and the store's `state.tls` name theirs. Read when
+ * the config is loaded (a file that cannot be used refuses the config) and again on every reload,
+ * so a renewed certificate is taken by SIGHUP. Shared by many gateways through a YAML anchor.
+ */
+export const gatewayTlsSchema = z.object({
+  ca: z.string().min(1).optional().describe('PEM file of the CA certificate(s) the gateway\'s certificate must chain to, instead of the system store'),
+  cert: z.string().min(1).optional().describe('PEM client certificate ferry presents to the gateway (mutual TLS)'),
+  key: z.string().min(1).optional().describe('PEM private key of `cert`'),
+  servername: z.string().min(1).max(253).optional().describe('the name the gateway\'s certificate must carry (and the SNI sent), when it is not the url\'s host')
+}).strict().superRefine((c, ctx) => {
+  if ((c.cert === undefined) !== (c.key === undefined)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [c.cert === undefined ? 'cert' : 'key'], message: 'a client certificate needs both cert and key' })
+})
+
+export type GatewayTlsConfig = z.infer<typeof gatewayTlsSchema>
+
 const gatewayObject = z.object({
   /** Stable gateway id: used in routes, metrics, DNS names (`<id>.gw.<zone>`). */
   id: z.string().regex(idPattern, 'gateway id must be 1-63 letters, digits, "_" or "-", starting with a letter or digit'),
@@ -64,12 +82,15 @@ const gatewayObject = z.object({
   /** Capacity in bytes; the planner never fills a gateway past it. 0 = unlimited. */
   capacityBytes: z.number().int().nonnegative().default(0),
   /** Kind `s3` only: bucket mapping and credentials. */
-  s3: s3GatewaySchema.optional()
+  s3: s3GatewaySchema.optional(),
+  /** An `https` url only: the CA to trust and the client certificate to present. */
+  tls: gatewayTlsSchema.optional()
 }).strict()
 
 export const gatewaySchema = gatewayObject.superRefine((g, ctx) => {
   if (g.kind === 's3' && g.s3 === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['s3'], message: 'a gateway of kind s3 needs an s3 section (bucket, accessKeyId, secret)' })
   if (g.kind !== 's3' && g.s3 !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['s3'], message: `an s3 section is only for gateways of kind s3 (this one is ${g.kind})` })
+  if (g.tls !== undefined && !/^https:/i.test(g.url)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['tls'], message: 'a tls section is only for an https:// gateway url' })
 })
 
 const cidrSchema = z.string().refine(isCidr, 'must be a CIDR such as 10.1.0.0/16 or 2001:db8::/32')

@@ -16,6 +16,9 @@ Runs a reference gateway: a file-backed block store on GET/HEAD/PUT/DELETE /{vol
   --admin-port PORT      fault-injection admin port (default 0: any free port, logged at start)
   --max-block-bytes N    largest block accepted; a number with an optional KiB/MiB/GiB suffix
                          (default 64MiB)
+  --tls-cert FILE        serve the data port over HTTPS with this PEM certificate (chain)
+  --tls-key FILE         the certificate's PEM private key (with --tls-cert)
+  --tls-client-ca FILE   with --tls-cert: serve only clients with a certificate signed by this CA (mutual TLS)
   --id ID                name in logs and metrics (default gateway-<port>)
   --log-level LEVEL      trace|debug|info|warn|error|silent (default info; FERRY_LOG_LEVEL wins)
   --scenario FILE        drive the fault injection from a scenario file (JSON: {"steps":[{"atMs","faults"}]}
@@ -43,6 +46,9 @@ export async function gatewayCommand (argv: string[]): Promise<void> {
         'admin-port': { type: 'string' },
         'max-block-bytes': { type: 'string' },
         id: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-client-ca': { type: 'string' },
         'log-level': { type: 'string' },
         scenario: { type: 'string' },
         'scenario-speed': { type: 'string' },
@@ -62,6 +68,12 @@ export async function gatewayCommand (argv: string[]): Promise<void> {
   const level = values['log-level'] ?? 'info'
   if (!LEVELS.has(level)) throw usageError(`--log-level must be one of ${[...LEVELS].join(', ')}`)
 
+  if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) throw usageError('--tls-cert and --tls-key go together')
+  if (values['tls-client-ca'] !== undefined && values['tls-cert'] === undefined) throw usageError('--tls-client-ca needs --tls-cert and --tls-key')
+  const tls = values['tls-cert'] === undefined || values['tls-key'] === undefined
+    ? undefined
+    : { cert: values['tls-cert'], key: values['tls-key'], ...(values['tls-client-ca'] === undefined ? {} : { clientCa: values['tls-client-ca'] }) }
+
   const logger = createLogger(level as 'info', 'ferry-gateway')
   const registry = createRegistry(true)
   guardProcess(logger, registry)
@@ -73,6 +85,7 @@ export async function gatewayCommand (argv: string[]): Promise<void> {
     adminToken: process.env.FERRY_GATEWAY_ADMIN_TOKEN || undefined,
     maxBlockBytes: values['max-block-bytes'] === undefined ? DEFAULT_MAX_BLOCK_BYTES : parseBytes('--max-block-bytes', values['max-block-bytes']),
     id: values.id,
+    ...(tls === undefined ? {} : { tls }),
     logger,
     registry
   })

@@ -1,4 +1,6 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import https from 'node:https'
+import { readFileSync } from 'node:fs'
 import type { Socket, AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -13,6 +15,7 @@ import { responseInFlight, sendError, sendJson } from '../lib/http.js'
 import { blockKey, isValidId } from '../lib/ids.js'
 import { silentLogger, type Logger } from '../lib/log.js'
 import { createRegistry, type Registry } from '../lib/metrics.js'
+import { loadTlsPair } from '../lib/tls.js'
 import { evaluatePreconditions, hasPreconditions } from './conditional.js'
 import { delaysOrStalls, parseFaults, type Faults, type FaultsInput } from './faults.js'
 import { GatewayMetrics } from './metrics.js'
@@ -43,6 +46,12 @@ export interface GatewayOptions {
   idleTimeoutMs?: number
   /** How long stop() waits for in-flight requests before cutting connections. Default 10 s. */
   drainTimeoutMs?: number
+  /**
+   * HTTPS on the data listener (the fault admin stays plain HTTP): certificate and key PEM files,
+   * read at every start; with `clientCa`, only clients presenting a certificate signed by it are
+   * served (mutual TLS).
+   */
+  tls?: { cert: string, key: string, clientCa?: string }
   /** Faults in force from every start (a fresh process starts with its flags, not its past). */
   faults?: FaultsInput
   logger?: Logger
@@ -121,8 +130,8 @@ export class ReferenceGateway {
   get faults (): Faults { return this.#faults }
 
   /** Base URL of the data listener, e.g. `http://127.0.0.1:9001` (valid once a port is known). */
-  get url (): string { return this.#urlFor(this.#port) }
-  get adminUrl (): string { return this.#urlFor(this.#adminPort) }
+  get url (): string { return this.#urlFor(this.#port, this.#opts.tls !== undefined) }
+  get adminUrl (): string { return this.#urlFor(this.#adminPort, false) }
 
   async start (): Promise<void> {
     if (this.#state !== 'stopped') throw new FerryError('GATEWAY_RUNNING', `gateway ${this.id} is already ${this.#state}`, 500)
@@ -236,7 +245,7 @@ export class ReferenceGateway {
       noDelay: true
     }
     const life: Life = {
-      server: http.createServer(serverOptions),
+      server: this.#dataServer(serverOptions),
       admin: http.createServer(serverOptions),
       store,
       sockets: new Set(),
@@ -274,6 +283,17 @@ export class ReferenceGateway {
     server.on('error', onServerError)
     admin.on('error', onServerError)
     return life
+  }
+
+  /** The data listener's server: HTTPS with `tls` (its files checked as ferry's own listeners check theirs), else HTTP. */
+  #dataServer (serverOptions: http.ServerOptions): http.Server {
+    const tls = this.#opts.tls
+    if (tls === undefined) return http.createServer(serverOptions)
+    const pair = loadTlsPair({ cert: tls.cert, key: tls.key })
+    const clientCa = tls.clientCa === undefined ? {} : { ca: readFileSync(tls.clientCa), requestCert: true, rejectUnauthorized: true }
+    const server = https.createServer({ ...serverOptions, cert: pair.cert, key: pair.key, ...clientCa })
+    server.on('tlsClientError', (err: Error & { code?: string }) => { this.#log.info({ err: err.code ?? err.message }, 'TLS handshake refused') })
+    return server as unknown as http.Server
   }
 
   /** Brings the data listener in line with the `refuse` fault. */
@@ -317,10 +337,10 @@ export class ReferenceGateway {
     }
   }
 
-  #urlFor (port: number): string {
+  #urlFor (port: number, secure: boolean): string {
     if (port === 0) throw new FerryError('GATEWAY_NOT_STARTED', `gateway ${this.id} has no port yet: start it first`, 500)
     const host = this.host.includes(':') ? `[${this.host}]` : this.host
-    return `http://${host}:${port}`
+    return `${secure ? 'https' : 'http'}://${host}:${port}`
   }
 
   // ---- data listener ----

@@ -34,6 +34,7 @@ export const FERRY_ERRORS = {
   FERRY_REPLICAS_UNAVAILABLE: { status: 503, meaning: 'fewer than replication.minInSync in-sync members of the block\'s replica set stored the write (or could be recorded as having left the set): not acknowledged; retry (`Retry-After`)' },
   FERRY_LOCATIONS_REBUILDING: { status: 503, meaning: 'the store lost its block locations and they are being rebuilt from the gateways; retry' },
   FERRY_LOCATIONS_NOT_LOADED: { status: 503, meaning: 'the proxy started while the store did not answer and has not loaded block locations yet; a read of a block it has no location for is retried' },
+  FERRY_GATEWAY_TLS: { status: 502, meaning: 'the TLS handshake with an https gateway failed: its certificate did not verify (not signed by gateways[].tls.ca, expired, not for its name) or the handshake was refused; the message names the gateway and the TLS error code' },
   FERRY_GATEWAY_TIMEOUT: { status: 504, meaning: 'the gateway sent no response headers within proxy.upstreamHeadersTimeoutMs' },
 
   // The admin listener (admin/).
@@ -89,7 +90,7 @@ export const FERRY_ERRORS = {
   // Configuration (config/).
   FERRY_CONFIG_INVALID: { status: 400, meaning: 'the config file does not validate; every problem is listed as file:line:col: key.path' },
   FERRY_CONFIG_UNREADABLE: { status: 400, meaning: 'the config file cannot be read' },
-  FERRY_TLS_INVALID: { status: 400, meaning: 'a listener\'s TLS certificate or key cannot be read, is expired or not yet valid, or the key does not match' },
+  FERRY_TLS_INVALID: { status: 400, meaning: 'a listener\'s TLS certificate or key, or a gateway\'s CA or client certificate, cannot be read, is expired or not yet valid, or the key does not match' },
 
   // The authoritative DNS server (dns/): why a query was answered FORMERR (logged), or the server could not start.
   FERRY_DNS_TRUNCATED: { status: 400, meaning: 'a DNS message that ends inside a name, question or record' },

@@ -3,6 +3,7 @@ import { idParam } from '../admin/input.js'
 import type { AdminServer } from '../admin/server.js'
 import { blockKey } from '../lib/ids.js'
 import type { ProxyServer } from './server.js'
+import { describeGatewayError } from '../upstream/connect.js'
 
 /** The proxy's readiness and its part of the /v1 API; called by bin/ for a process with the proxy role. */
 export function registerProxyAdmin (admin: AdminServer, proxy: ProxyServer): void {
@@ -80,6 +81,6 @@ async function memberVersion (proxy: ProxyServer, id: string, volume: string, bl
     if (res.statusCode !== 200) return { version: null, error: `status ${res.statusCode}` }
     return { version: typeof res.headers.etag === 'string' ? res.headers.etag : null }
   } catch (err) {
-    return { version: null, error: (err as { code?: string }).code ?? (err as Error).message }
+    return { version: null, error: describeGatewayError(err) }
   }
 }

@@ -8,6 +8,7 @@ import { downstreamHeaders, upstreamHeaders } from './headers.js'
 import type { ProxyMetrics } from './metrics.js'
 import { PathPattern } from './path-pattern.js'
 import { ProxyAnswer, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
+import { describeGatewayError, gatewayTlsError } from '../upstream/connect.js'
 
 /** Sees every forwarded access with the site of the gateway that serves it. */
 export type AccessObserver = (volume: string, block: string, client: string, site: string | undefined, write: boolean, at: number, servedBySite: string) => void
@@ -199,12 +200,15 @@ export class ClientResponse implements ResponseHandler {
     if (!clientGone) {
       const code = (err as { code?: string }).code ?? ''
       const gateway = request.gateway as Gateway
-      this.forwarder.gateways.reportFailure(gateway, code || err.message)
+      this.forwarder.gateways.reportFailure(gateway, describeGatewayError(err))
       if (request.status === 0) {
-        request.status = code === 'UND_ERR_HEADERS_TIMEOUT' ? 504 : 502
+        const close = request.body === null ? undefined : { connection: 'close' }
+        // A certificate that does not verify is a configuration problem, not an outage: say which.
+        const tls = gatewayTlsError(gateway.id, err)
+        request.status = tls !== null ? 502 : code === 'UND_ERR_HEADERS_TIMEOUT' ? 504 : 502
         this.finish()
-        sendError(res, request.status, request.status === 504 ? 'FERRY_GATEWAY_TIMEOUT' : 'FERRY_GATEWAY_ERROR',
-          `gateway ${gateway.id} failed: ${code || err.message}`, request.body === null ? undefined : { connection: 'close' })
+        if (tls !== null) sendError(res, 502, 'FERRY_GATEWAY_TLS', tls.message, close)
+        else sendError(res, request.status, request.status === 504 ? 'FERRY_GATEWAY_TIMEOUT' : 'FERRY_GATEWAY_ERROR', `gateway ${gateway.id} failed: ${code || err.message}`, close)
         return
       }
     }

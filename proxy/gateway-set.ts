@@ -1,12 +1,12 @@
 import { EventEmitter } from 'node:events'
-import { Pool, type Dispatcher } from 'undici'
+import type { Dispatcher, Pool } from 'undici'
 import type { GatewayConfig, GatewayKind } from '../fleet/schema.js'
 import type { HealthSection, ProxySection } from './config.js'
 import { rendezvousNode, type RendezvousNode } from '../lib/rendezvous.js'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
 import { probeOnce, ProbeState } from '../upstream/prober.js'
-import { gatewayDispatcher } from '../upstream/s3.js'
+import { gatewayPool, gatewayTlsFingerprint } from '../upstream/connect.js'
 
 /** Why a gateway is not healthy, for /readyz and /v1/gateways. */
 export type GatewayDownReason = 'ejected' | 'probe-failed'
@@ -21,6 +21,9 @@ export class Gateway {
   readonly node: RendezvousNode
   /** Kind `s3`: its bucket mapping and credentials, which its pool signs with. */
   readonly s3: GatewayConfig['s3']
+  /** An `https` gateway's CA and client certificate (upstream/connect.ts), and what they held when its pool was made. */
+  readonly tls: GatewayConfig['tls']
+  tlsFingerprint: string | null
   /** The gateway's pool; for kind `s3`, one that maps and signs every request (upstream/s3.ts). */
   pool: Dispatcher
   // Passive health (outlier detection, after Envoy): consecutive failures eject the gateway
@@ -49,6 +52,8 @@ export class Gateway {
     this.capacityBytes = cfg.capacityBytes
     this.node = rendezvousNode(cfg.id)
     this.s3 = cfg.s3
+    this.tls = cfg.tls
+    this.tlsFingerprint = gatewayTlsFingerprint(cfg)
     this.pool = createPool(cfg, proxy)
   }
 
@@ -67,7 +72,7 @@ export class Gateway {
 const UPSTREAM_HIGH_WATER_MARK = 256 * 1024
 
 function createPool (cfg: GatewayConfig, proxy: ProxySection): Dispatcher {
-  return gatewayDispatcher(cfg, new Pool(new URL(cfg.url).origin, {
+  return gatewayPool(cfg, {
     connections: proxy.connectionsPerGateway,
     pipelining: 1,
     keepAliveTimeout: 4_000,
@@ -79,7 +84,7 @@ function createPool (cfg: GatewayConfig, proxy: ProxySection): Dispatcher {
     // says it is full; at its default (64 KiB) that is after every 64 KiB chunk a client sends.
     // (undici hands its connect options to net.connect; its types only list the TLS ones.)
     connect: { highWaterMark: UPSTREAM_HIGH_WATER_MARK } as Pool.Options['connect']
-  }))
+  })
 }
 
 export interface GatewaySetEvents {
@@ -206,8 +211,12 @@ export class GatewaySet extends EventEmitter<GatewaySetEvents> {
     const next = new Map<string, Gateway>()
     for (const cfg of gateways) {
       const old = this.byId.get(cfg.id)
-      if (old !== undefined && old.url === cfg.url && old.kind === cfg.kind && old.site === cfg.site && old.capacityBytes === cfg.capacityBytes && JSON.stringify(old.s3) === JSON.stringify(cfg.s3)) {
-        if (rebuildPools) {
+      if (old !== undefined && old.url === cfg.url && old.kind === cfg.kind && old.site === cfg.site && old.capacityBytes === cfg.capacityBytes && JSON.stringify(old.s3) === JSON.stringify(cfg.s3) &&
+        JSON.stringify(old.tls) === JSON.stringify(cfg.tls)) {
+        // The same paths may hold renewed certificates: a reload (SIGHUP) takes them.
+        const fingerprint = gatewayTlsFingerprint(cfg)
+        if (rebuildPools || (fingerprint !== null && fingerprint !== old.tlsFingerprint)) {
+          old.tlsFingerprint = fingerprint
           const oldPool = old.pool
           old.pool = createPool(cfg, this.proxy)
           void oldPool.close() // lets requests in flight finish on the old pool

@@ -6,6 +6,7 @@ import type { IncomingHttpHeaders, ProxyRequest, ResponseHandler, Stage } from '
 import type { RouteTable } from './route-table.js'
 import type { BlockLocation } from '../state/types.js'
 import { readOrder } from './replicas.js'
+import { tlsFailureOf } from '../upstream/connect.js'
 
 /** Error codes for which the gateway never saw the request: safe to try elsewhere. */
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'EAI_AGAIN'])
@@ -15,6 +16,14 @@ const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'EN
  * one times out).
  */
 const READ_FAILOVER_ERRORS = new Set([...CONNECT_ERRORS, 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
+/**
+ * A gateway whose TLS handshake failed (its certificate did not verify) never saw the request
+ * either: another gateway may take it, as after a refused connection.
+ */
+function neverReached (code: string, err: Error): boolean {
+  return CONNECT_ERRORS.has(code) || tlsFailureOf(err) !== null
+}
 
 /**
  * Retries a request on the next gateway in rendezvous order when the connection to its gateway
@@ -102,7 +111,7 @@ class RetryOnConnect implements ResponseHandler {
     const { request } = this
     const code = (err as { code?: string }).code ?? ''
     // Not once the gateway has answered, and not for a client that has left.
-    if (request.status === 0 && CONNECT_ERRORS.has(code) && !request.req.readableAborted && !request.res.destroyed &&
+    if (request.status === 0 && neverReached(code, err) && !request.req.readableAborted && !request.res.destroyed &&
       this.stage.retry(request, this, this.tried ??= new Set(), code)) return
     this.handler.onResponseError(controller, err)
   }
@@ -146,7 +155,7 @@ class ReadFailover implements ResponseHandler {
 
   onResponseError (controller: Dispatcher.DispatchController | null, err: Error): void {
     const code = (err as { code?: string }).code ?? ''
-    if ((this.swallowing || (this.request.status === 0 && READ_FAILOVER_ERRORS.has(code))) && this.again(code || err.message)) return
+    if ((this.swallowing || (this.request.status === 0 && (READ_FAILOVER_ERRORS.has(code) || neverReached(code, err)))) && this.again(code || err.message)) return
     this.handler.onResponseError(controller, err)
   }
 

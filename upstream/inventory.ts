@@ -4,6 +4,7 @@ import type { GatewayConfig } from '../fleet/schema.js'
 import { FerryError } from '../lib/errors.js'
 import { blockKey, isValidId } from '../lib/ids.js'
 import { s3Signer } from './s3.js'
+import { describeGatewayError, rawGatewayPool } from './connect.js'
 
 /** One block a gateway holds. */
 export interface InventoryEntry {
@@ -25,7 +26,11 @@ export interface InventoryEntry {
 export interface ListOptions {
   /** Aborts the listing; the iterator then throws the signal's reason. */
   signal?: AbortSignal
-  /** Connections to the gateway (a pool the caller already has); default: undici's global one. */
+  /**
+   * Connections to the gateway (a pool the caller already has, without the s3 mapping: the
+   * listing signs its own bucket requests); default: a pool for this listing, with the gateway's
+   * `tls` (upstream/connect.ts).
+   */
   dispatcher?: Dispatcher
   /**
    * Also list the gateway's tombstones, after its blocks (gateway/README.md "Tombstones"). Only
@@ -48,7 +53,12 @@ export const INVENTORY_PAGE_SIZE = 2000
  */
 export async function * listBlocks (gateway: GatewayConfig, opts: ListOptions = {}): AsyncIterable<InventoryEntry> {
   const lister = gateway.kind === 'webdav' ? listWebdav : gateway.kind === 's3' ? listS3 : listReference
-  yield * lister(new Lister(gateway, opts))
+  const own = opts.dispatcher === undefined ? rawGatewayPool(gateway, { connections: 1 }) : undefined
+  try {
+    yield * lister(new Lister(gateway, own === undefined ? opts : { ...opts, dispatcher: own }))
+  } finally {
+    if (own !== undefined) await own.destroy().catch(() => {})
+  }
 }
 
 /** The requests and error reporting both kinds share. */
@@ -61,7 +71,7 @@ class Lister {
   }
 
   fail (message: string, status?: number, cause?: unknown): FerryError {
-    const why = cause === undefined ? '' : `: ${(cause as { code?: string }).code ?? (cause as Error).message}`
+    const why = cause === undefined ? '' : `: ${describeGatewayError(cause)}`
     return new FerryError('FERRY_INVENTORY_FAILED', `cannot list gateway ${this.gateway.id} (${this.gateway.kind}): ${message}${why}`, 502,
       { gateway: this.gateway.id, kind: this.gateway.kind, ...(status === undefined ? {} : { status }) })
   }

@@ -1,4 +1,5 @@
 import type { Dispatcher } from 'undici'
+import { describeGatewayError } from './connect.js'
 
 /**
  * Active health checks of a gateway, one rule for every role that probes: the proxy (which takes
@@ -17,7 +18,7 @@ export interface ProbeThresholds {
 /**
  * One probe: GET `path` on the gateway's pool within `timeoutMs`. Any answer below 500 passes (a
  * 404 from a gateway without a health path still proves it serves). Resolves to null when it
- * passed, else to why it failed (a socket error code, or the status); never rejects.
+ * passed, else to why it failed (a socket error code, a TLS failure, or the status); never rejects.
  */
 export async function probeOnce (pool: Dispatcher, path: string, timeoutMs: number): Promise<string | null> {
   try {
@@ -26,9 +27,9 @@ export async function probeOnce (pool: Dispatcher, path: string, timeoutMs: numb
     return res.statusCode < 500 ? null : `status ${res.statusCode}`
   } catch (err) {
     // Socket errors carry a string code (ECONNREFUSED); the timeout's DOMException carries a
-    // number (23), which says nothing in a log, so its message is kept instead.
-    const code = (err as { code?: unknown }).code
-    return typeof code === 'string' ? code : (err as Error).message
+    // number (23), which says nothing in a log, so its message is kept instead; a failed TLS
+    // handshake says so (the CA is what to look at).
+    return describeGatewayError(err)
   }
 }
 

@@ -60,6 +60,15 @@ export class MoveSubmitter {
   checkTarget (id: string): void {
     const { fleet } = this.opts
     if (!fleet.has(id)) throw plannerError('FERRY_UNKNOWN_GATEWAY', `no gateway ${id} is configured`, 404)
-    if (!fleet.isTarget(id)) throw plannerError('FERRY_TARGET_UNAVAILABLE', `gateway ${id} is ${fleet.get(id)?.draining === true ? 'draining' : 'down'}`, 409)
+    if (fleet.isTarget(id)) return
+    const g = fleet.get(id)
+    // Why it is down, when the planner's own probes know (a TLS handshake refused reads as such).
+    const reporters = fleet.reportedDownBy(id)
+    const why = g?.draining === true
+      ? 'draining'
+      : g?.probe.lastError !== null && g?.probe.lastError !== undefined
+        ? `down (its last probe: ${g.probe.lastError})`
+        : reporters.length > 0 ? `down (reported down by ${reporters.join(', ')})` : 'down'
+    throw plannerError('FERRY_TARGET_UNAVAILABLE', `gateway ${id} is ${why}`, 409)
   }
 }

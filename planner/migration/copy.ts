@@ -5,6 +5,7 @@ import { FerryError } from '../../lib/errors.js'
 import { copyDigests, writtenAtHeaders, writtenAtOf, type DigestAlgorithm, type Digests, type GatewayKind } from '../../upstream/kinds.js'
 import { verifyCopy, type CopyProof } from '../../upstream/verify.js'
 import type { TokenBucket } from './token-bucket.js'
+import { describeGatewayError } from '../../upstream/connect.js'
 
 /** One side of a copy: how to reach the gateway, and what kind it is (how it can prove a copy). */
 export interface CopyEndpoint {
@@ -55,7 +56,7 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
   const fail = (code: 'FERRY_COPY_SOURCE_FAILED' | 'FERRY_COPY_TARGET_FAILED', what: string, err?: unknown): FerryError => {
     if (opts.signal.aborted) throw opts.signal.reason
     if (timeout.aborted) return new FerryError('FERRY_COPY_TIMEOUT', `copy of ${opts.path} did not finish within ${opts.timeoutMs} ms`, 504)
-    const why = err === undefined ? '' : `: ${(err as { code?: string }).code ?? (err as Error).message}`
+    const why = err === undefined ? '' : `: ${describeGatewayError(err)}`
     return new FerryError(code, `${what}${why}`, 502)
   }
 

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { Pool, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import type { GatewayConfig, GatewayKind } from '../../fleet/schema.js'
 import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
@@ -7,7 +7,7 @@ import { rendezvousNode, rendezvousPick, rendezvousRank, type RendezvousNode } f
 import { gatewayHealthChannel } from '../../state/channels.js'
 import { GatewayHealthView } from '../../state/gateway-health.js'
 import { probeOnce, ProbeState } from '../../upstream/prober.js'
-import { gatewayDispatcher } from '../../upstream/s3.js'
+import { gatewayPool, gatewayTlsFingerprint } from '../../upstream/connect.js'
 import type { BlockLocation, StoreEvent } from '../../state/types.js'
 import type { GatewayInfo } from '../affinity/index.js'
 import type { PlannerHealthConfig } from '../config.js'
@@ -22,7 +22,10 @@ export interface FleetGateway {
   readonly capacityBytes: number
   /** Kind `s3`: its bucket mapping and credentials. */
   readonly s3?: GatewayConfig['s3']
-  /** Keep-alive connections for copies, checks, deletes and probes; for kind `s3`, mapped and signed (upstream/s3.ts). */
+  /** An `https` gateway's CA and client certificate, and what they held when its pool was made (upstream/connect.ts). */
+  readonly tls?: GatewayConfig['tls']
+  readonly tlsFingerprint: string | null
+  /** Keep-alive connections for copies, checks, deletes and probes; for kind `s3`, mapped and signed (upstream/s3.ts); for `https`, with its `tls`. */
   readonly pool: Dispatcher
   /** The planner's own probes (upstream/prober.ts). */
   readonly probe: ProbeState
@@ -88,7 +91,10 @@ export class Fleet extends EventEmitter<FleetEvents> {
     const next = new Map<string, FleetGateway>()
     for (const g of gateways) {
       const old = this.gateways.get(g.id)
-      if (old !== undefined && old.url === g.url && connections === this.connections && old.kind === g.kind && JSON.stringify(old.s3) === JSON.stringify(g.s3)) {
+      // The same paths may hold renewed certificates: a reload (SIGHUP) that finds them changed makes a new pool.
+      const fingerprint = gatewayTlsFingerprint(g)
+      if (old !== undefined && old.url === g.url && connections === this.connections && old.kind === g.kind && JSON.stringify(old.s3) === JSON.stringify(g.s3) &&
+        JSON.stringify(old.tls) === JSON.stringify(g.tls) && (fingerprint === null || fingerprint === old.tlsFingerprint)) {
         next.set(g.id, { ...old, kind: g.kind, site: g.site, capacityBytes: g.capacityBytes, pool: old.pool })
         continue
       }
@@ -101,7 +107,9 @@ export class Fleet extends EventEmitter<FleetEvents> {
         site: g.site,
         capacityBytes: g.capacityBytes,
         s3: g.s3,
-        pool: gatewayDispatcher(g, new Pool(g.url, { connections, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: 2_000 })),
+        tls: g.tls,
+        tlsFingerprint: fingerprint,
+        pool: gatewayPool(g, { connections, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: 2_000 }),
         probe: new ProbeState(),
         draining: old?.draining ?? false
       })

@@ -1,5 +1,6 @@
 import { FerryError } from '../../lib/errors.js'
 import type { FleetGateway } from './fleet.js'
+import { describeGatewayError } from '../../upstream/connect.js'
 
 /** What a HEAD said about a block on one gateway. `status` 0: the gateway did not answer. */
 export interface HeadResult {
@@ -25,7 +26,7 @@ export async function headBlock (g: FleetGateway | undefined, path: string, time
     return { status: res.statusCode, etag: typeof etag === 'string' ? etag : null, size: typeof len === 'string' ? Number(len) : null }
   } catch (err) {
     if (signal?.aborted === true) throw signal.reason
-    return { status: 0, etag: null, size: null, error: (err as { code?: string }).code ?? (err as Error).message }
+    return { status: 0, etag: null, size: null, error: describeGatewayError(err) }
   }
 }
 

@@ -13,6 +13,7 @@ import { deleteBlock, delay, headBlock, type HeadResult } from './gateway-ops.js
 import type { Job } from './job.js'
 import type { EngineMetrics } from './metrics.js'
 import type { TokenBucket } from './token-bucket.js'
+import { describeGatewayError } from '../../upstream/connect.js'
 
 /** What the engine needs of leader election (planner/leader.ts). */
 export interface LeaderView {
@@ -223,7 +224,7 @@ export class MigrationOps {
         why = String(h.status)
       } catch (err) {
         if (job.abort.signal.aborted) throw job.abort.signal.reason
-        why = (err as { code?: string }).code ?? (err as Error).message
+        why = describeGatewayError(err)
       }
       if (left() <= 0) {
         throw plannerError('FERRY_CUTOVER_TIMEOUT', `gateway ${g.id} could not be read for the check of ${job.key} in time (${why})`, 503)

@@ -75,6 +75,7 @@ export const FERRY_TO_S3: Partial<Record<ErrorCode, S3ErrorCode>> = {
   FERRY_HEADERS_TOO_LARGE: 'RequestHeaderSectionTooLarge',
   FERRY_INTERNAL: 'InternalError',
   FERRY_GATEWAY_ERROR: 'BadGateway',
+  FERRY_GATEWAY_TLS: 'BadGateway',
   FERRY_NO_GATEWAY: 'ServiceUnavailable',
   FERRY_WRITE_NOT_CONFIRMED: 'SlowDown',
   FERRY_LOCATIONS_REBUILDING: 'SlowDown',

@@ -139,3 +139,33 @@ t.test('probe: latency and a windowed error rate from GET /healthz', async t => 
   }
   t.same(rates, [0, 0.5, 1 / 3, 0.25, 0.25, 0], 'the failure leaves the 4-probe window after 4 more probes')
 })
+
+t.test('probe over https: the gateway\'s CA and a client certificate from --probe-ca/--probe-cert/--probe-key', async t => {
+  const { readFileSync } = await import('node:fs')
+  const { makeCert } = await import('../helpers/tls.js')
+  const { startGateways } = await import('../helpers/gateway.js')
+  const { parseAgentArgs } = await import('../../agent/command.js')
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-agent-tls-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const [server, client] = await Promise.all([makeCert(dir, 'server', 2), makeCert(dir, 'client', 2)])
+  const gws = await startGateways(1, { tls: { cert: server.cert, key: server.key, clientCa: client.ca } })
+  t.teardown(gws.stopAll)
+  const probe = `${gws.urls[0] as string}/healthz`
+
+  const base = ['--gateway', 'gw1', '--planner', 'http://127.0.0.1:1', '--probe', probe]
+  const o = parseAgentArgs([...base, '--probe-ca', server.ca, '--probe-cert', client.cert, '--probe-key', client.key], { FERRY_AGENT_TOKEN: 't' })
+  t.not(o, 'help')
+  const tls = (o as { probeTls?: { ca?: Buffer } }).probeTls
+  t.same(tls?.ca, readFileSync(server.ca), 'the files are read at start')
+  const ok = await httpProbe(new URL(probe), 2000, tls)
+  t.ok(ok.ok, `passes with the CA and the client certificate (${String(ok.error)})`)
+  const noCa = await httpProbe(new URL(probe), 2000)
+  t.notOk(noCa.ok, 'the system\'s CAs do not know the gateway\'s')
+  t.match(noCa.error, /CERT|SIGNED|VERIFY/, 'a certificate error')
+  const noCert = await httpProbe(new URL(probe), 2000, { ca: readFileSync(server.ca) })
+  t.notOk(noCert.ok, 'no client certificate: refused by the gateway')
+
+  t.throws(() => parseAgentArgs([...base.slice(0, 4), '--probe', 'http://127.0.0.1:9001/healthz', '--probe-ca', server.ca], { FERRY_AGENT_TOKEN: 't' }), { code: 'FERRY_AGENT_USAGE', message: /--probe-ca is for an https --probe URL/ })
+  t.throws(() => parseAgentArgs([...base, '--probe-cert', client.cert], { FERRY_AGENT_TOKEN: 't' }), { code: 'FERRY_AGENT_USAGE', message: /--probe-cert and --probe-key go together/ })
+  t.throws(() => parseAgentArgs([...base, '--probe-ca', path.join(dir, 'missing.pem')], { FERRY_AGENT_TOKEN: 't' }), { code: 'FERRY_AGENT_USAGE', message: /--probe-ca: cannot read/ })
+})
