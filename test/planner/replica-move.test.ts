@@ -1,11 +1,26 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { FerryNode } from '../../bin/node.js'
 import { silentLogger } from '../../lib/log.js'
 import { createRegistry } from '../../lib/metrics.js'
-import { startGateways } from '../helpers/gateway.js'
+import { startGateways, type Gateways } from '../helpers/gateway.js'
 import { TEST_ADMIN_TOKEN, testConfig } from '../helpers/ferry.js'
 import { sleep, waitFor } from '../helpers/net.js'
+
+/** Three reference gateways and one process with the proxy and planner roles at R = 2, leading. */
+async function replicatedNode (t: Test, migration: { gracePeriodMs: number, settleMs: number }): Promise<{ node: FerryNode, gws: Gateways, proxy: string, admin: string }> {
+  const gws = await startGateways(3)
+  t.teardown(gws.stopAll)
+  const config = testConfig(gws.urls, {
+    replication: { factor: 2, minInSync: 1 },
+    planner: { rebalancer: { enabled: false }, prediction: { enabled: false }, migration }
+  })
+  const node = new FerryNode({ config, roles: new Set(['proxy', 'planner']), logger: silentLogger, registry: createRegistry(false) })
+  await node.start()
+  t.teardown(() => node.stop())
+  await waitFor(() => node.planner?.isLeader, 'planner leads')
+  return { node, gws, proxy: `http://127.0.0.1:${node.proxy?.address.port ?? 0}`, admin: `http://127.0.0.1:${node.admin.address.port}` }
+}
 
 /**
  * A move of a block with a replica set is a membership change: the target joins, is copied to,
@@ -15,18 +30,7 @@ import { sleep, waitFor } from '../helpers/net.js'
  * process with the proxy and planner roles on the memory store.
  */
 t.test('R = 2: an operator move is add target, copy, verify, in sync, remove source — no write refused', async t => {
-  const gws = await startGateways(3)
-  t.teardown(gws.stopAll)
-  const config = testConfig(gws.urls, {
-    replication: { factor: 2, minInSync: 1 },
-    planner: { rebalancer: { enabled: false }, prediction: { enabled: false }, migration: { gracePeriodMs: 300, settleMs: 1000 } }
-  })
-  const node = new FerryNode({ config, roles: new Set(['proxy', 'planner']), logger: silentLogger, registry: createRegistry(false) })
-  await node.start()
-  t.teardown(() => node.stop())
-  const proxy = `http://127.0.0.1:${node.proxy?.address.port ?? 0}`
-  const admin = `http://127.0.0.1:${node.admin.address.port}`
-  await waitFor(() => node.planner?.isLeader, 'planner leads')
+  const { node, gws, proxy, admin } = await replicatedNode(t, { gracePeriodMs: 300, settleMs: 1000 })
 
   const body = Buffer.alloc(256 * 1024, 'x')
   const first = await request(`${proxy}/v/moved`, { method: 'PUT', body })
@@ -94,19 +98,8 @@ t.test('R = 2: an operator move is add target, copy, verify, in sync, remove sou
  * half its copies there). Every copy counts toward the gateways' usage.
  */
 t.test('R = 2: a drain moves every copy off the gateway, not only the sets it heads', async t => {
-  const gws = await startGateways(3)
-  t.teardown(gws.stopAll)
-  const config = testConfig(gws.urls, {
-    replication: { factor: 2, minInSync: 1 },
-    planner: { rebalancer: { enabled: false }, prediction: { enabled: false }, migration: { gracePeriodMs: 100, settleMs: 50 } }
-  })
-  const node = new FerryNode({ config, roles: new Set(['proxy', 'planner']), logger: silentLogger, registry: createRegistry(false) })
-  await node.start()
-  t.teardown(() => node.stop())
-  const proxy = `http://127.0.0.1:${node.proxy?.address.port ?? 0}`
-  const admin = `http://127.0.0.1:${node.admin.address.port}`
+  const { node, gws, proxy, admin } = await replicatedNode(t, { gracePeriodMs: 100, settleMs: 50 })
   const auth = { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' }
-  await waitFor(() => node.planner?.isLeader, 'planner leads')
 
   const blocks = Array.from({ length: 12 }, (_, i) => `d${i}`)
   for (const b of blocks) {
@@ -148,25 +141,14 @@ t.test('R = 2: a drain moves every copy off the gateway, not only the sets it he
  * has moved anything: data movement is paused here, so the drained gateway stays a member.
  */
 t.test('R = 2: reads go to the other member while a gateway is drained, and come back when the drain ends', async t => {
-  const gws = await startGateways(3)
-  t.teardown(gws.stopAll)
-  const config = testConfig(gws.urls, {
-    replication: { factor: 2, minInSync: 1 },
-    planner: { rebalancer: { enabled: false }, prediction: { enabled: false }, migration: { gracePeriodMs: 100, settleMs: 50 } }
-  })
-  const node = new FerryNode({ config, roles: new Set(['proxy', 'planner']), logger: silentLogger, registry: createRegistry(false) })
-  await node.start()
-  t.teardown(() => node.stop())
+  const { node, proxy: base, admin } = await replicatedNode(t, { gracePeriodMs: 100, settleMs: 50 })
   const proxy = node.proxy!
-  const base = `http://127.0.0.1:${proxy.address.port}`
-  const admin = `http://127.0.0.1:${node.admin.address.port}`
   const auth = { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' }
   const call = async (method: 'POST' | 'DELETE', path: string): Promise<number> => {
     const res = await request(`${admin}${path}`, { method, headers: auth, body: method === 'POST' ? '{}' : undefined })
     await res.body.dump()
     return res.statusCode
   }
-  await waitFor(() => node.planner?.isLeader, 'planner leads')
 
   const put = await request(`${base}/v/r`, { method: 'PUT', body: 'r:1' })
   await put.body.dump()
