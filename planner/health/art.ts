@@ -81,6 +81,8 @@ export const DEFAULT_ART: ArtParams = {
 class FuzzyArt {
   readonly weights: Float32Array[] = []
   readonly labels: number[] = []
+  /** Each category's size (the sum of its 2 x dim weights): it changes only when the category learns. */
+  private readonly norms: number[] = []
   private clusters = 0
   rhoLow = 0
   rhoHigh = 0
@@ -98,6 +100,7 @@ class FuzzyArt {
     if (this.weights.length === 0) {
       // The first category is the whole box: every later input fits it, weakly.
       this.weights.push(new Float32Array(n2).fill(1))
+      this.norms.push(n2)
       this.labels.push(1)
       this.clusters = 1
       this.best = 0
@@ -114,15 +117,14 @@ class FuzzyArt {
     for (let j = 0; j < k; j++) {
       const w = this.weights[j] as Float32Array
       let num = 0
-      let den = 0
       for (let i = 0; i < d; i++) {
         const a = x[i] as number
         const wa = w[i] as number
         const wb = w[d + i] as number
         const b = 1 - a
         num += (a < wa ? a : wa) + (b < wb ? b : wb)
-        den += wa + wb
       }
+      const den = this.norms[j] as number
       const fs = num / (den === 0 ? 0.001 : den)
       // Level similarity: the current level against the category's (1 - their distance).
       const wl = w[last] as number
@@ -145,6 +147,7 @@ class FuzzyArt {
         if (a < (w[i] as number)) w[i] = a
         if (1 - a < (w[d + i] as number)) w[d + i] = 1 - a
       }
+      this.norms[j] = normOf(w, d)
       resonated = true
     }
     if (resonated) return this.labels[top] as number
@@ -164,13 +167,22 @@ class FuzzyArt {
     const w = new Float32Array(2 * d)
     for (let i = 0; i < d; i++) { w[i] = x[i] as number; w[d + i] = 1 - (x[i] as number) }
     this.weights.push(w)
+    this.norms.push(normOf(w, d))
     this.labels.push(label)
     if (this.weights.length > this.maxCategories) {
       // Index 0 is the whole-box category every input fits; the oldest learned one goes.
       this.weights.splice(1, 1)
+      this.norms.splice(1, 1)
       this.labels.splice(1, 1)
     }
   }
+}
+
+/** A category's size, summed in the order the similarity loop used to (same float result). */
+function normOf (w: Float32Array, d: number): number {
+  let den = 0
+  for (let i = 0; i < d; i++) den += (w[i] as number) + (w[d + i] as number)
+  return den
 }
 
 /** In-place orthonormal Haar transform of a power-of-two length vector (coarsest first). */
