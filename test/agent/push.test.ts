@@ -49,6 +49,8 @@ t.test('the agent samples this host and its gateway, and the samples land in the
   t.equal(last.probe_error_rate, 0, 'the gateway answers its probe')
   t.equal(last.net_error_rate, 0, 'the peer accepts connections')
   t.ok(stored.every((s, i) => i === 0 || s.at > (stored[i - 1]?.at ?? 0)), 'one sample per tick, in time order')
+  // The planner stores a batch before the agent reads its answer and counts it: the count follows.
+  await waitFor(async () => await metricValue(agent.registry, 'ferry_agent_samples_pushed_total') >= 3, 'the pushed samples to be counted', 5000)
   t.ok(await metricValue(agent.registry, 'ferry_agent_samples_pushed_total') >= 3)
 
   const port = agent.metricsAddress?.port
