@@ -37,7 +37,8 @@ t.test('a pause outlives its leader: the new one moves nothing until resumed', a
       admin: { listen: { host: '127.0.0.1', port: adminPort }, token: TOKEN },
       state: { backend: 'redis', url: redis.url },
       placement: { enabled: false },
-      planner: { lease: { ttlMs: 2000, renewIntervalMs: 500 } }
+      // A move ends after its grace period (30 s by default): short here, so the wait for its end is not a race with it.
+      planner: { lease: { ttlMs: 2000, renewIntervalMs: 500 }, migration: { gracePeriodMs: 1000 } }
     }))
     return file
   }
