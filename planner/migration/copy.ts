@@ -24,6 +24,15 @@ export interface CopyOptions {
   onBytes?: (n: number) => void
   /** Called once the source said how large the block is. */
   onSize?: (bytes: number) => void
+  /**
+   * The target's ETag when the copy began (null: it held no copy). The PUT is then conditional
+   * (If-Match, or If-None-Match: *): a write a proxy teed to the joining target since then is
+   * newer than what the copy may have read from the source, and overwriting it would leave the
+   * target older than the source once that write lands there too — and the verify could still
+   * find them equal in between (the write in flight to the source), marking a stale copy in
+   * sync. Only for targets that honour preconditions on PUT (the reference gateway).
+   */
+  unlessChangedFrom?: string | null
 }
 
 export interface CopyResult {
@@ -47,10 +56,11 @@ export interface CopyResult {
  * side proves what it can for its kind (upstream/verify.ts): a content-hash ETag where the
  * gateway gives one, a digest header, else the target's copy is read back and hashed (nginx).
  *
+ * Resolves null when the PUT was conditional (`unlessChangedFrom`) and the target had changed.
  * Throws FerryError FERRY_SOURCE_MISSING (the source has no such block), FERRY_COPY_SOURCE_FAILED,
  * FERRY_COPY_TARGET_FAILED, FERRY_COPY_VERIFY_FAILED or FERRY_COPY_TIMEOUT; on abort, the signal's reason.
  */
-export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opts: CopyOptions): Promise<CopyResult> {
+export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opts: CopyOptions): Promise<CopyResult | null> {
   const timeout = AbortSignal.timeout(Math.max(1, Math.ceil(opts.timeoutMs)))
   const signal = AbortSignal.any([opts.signal, timeout])
   const fail = (code: 'FERRY_COPY_SOURCE_FAILED' | 'FERRY_COPY_TARGET_FAILED', what: string, err?: unknown): FerryError => {
@@ -92,7 +102,8 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
       headers: {
         'content-type': 'application/octet-stream',
         ...(size === null ? {} : { 'content-length': String(size) }),
-        ...(writtenAt === null ? {} : writtenAtHeaders(target.kind, writtenAt))
+        ...(writtenAt === null ? {} : writtenAtHeaders(target.kind, writtenAt)),
+        ...(opts.unlessChangedFrom === undefined ? {} : opts.unlessChangedFrom === null ? { 'if-none-match': '*' } : { 'if-match': opts.unlessChangedFrom })
       },
       signal
     })
@@ -106,6 +117,8 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
     if (!meter.writableFinished) src.body.destroy()
   }
   await put.body.dump().catch(() => {})
+  // The target took a write since the copy began: it is newer, and is kept (null: superseded).
+  if (put.statusCode === 412 && opts.unlessChangedFrom !== undefined) return null
   if (put.statusCode < 200 || put.statusCode >= 300) throw fail('FERRY_COPY_TARGET_FAILED', `PUT ${opts.path} to the target answered ${put.statusCode}`)
   if (sourceError !== undefined) throw fail('FERRY_COPY_SOURCE_FAILED', `reading ${opts.path} from the source failed mid-copy`, sourceError)
 

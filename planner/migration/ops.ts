@@ -254,8 +254,12 @@ export class MigrationOps {
     return { same: ha.status === 200 && hb.status === 200 && ha.sha256 === hb.sha256, sourceTag: ha.sha256 ?? null }
   }
 
-  /** Streams the block from the source to the target (see copy.ts), with progress. */
-  async copy (job: Job, timeoutMs = this.config.copyTimeoutMs): Promise<CopyResult> {
+  /**
+   * Streams the block from the source to the target (see copy.ts), with progress. Null: a write
+   * proxies teed to the target since the copy began was kept rather than overwritten (the
+   * verify that follows compares the two sides; every later write reaches both).
+   */
+  async copy (job: Job, timeoutMs = this.config.copyTimeoutMs): Promise<CopyResult | null> {
     this.guard(job)
     const source = this.fleet.get(job.from)
     const target = this.fleet.get(job.to)
@@ -263,7 +267,15 @@ export class MigrationOps {
     if (target === undefined) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} is no longer configured`, 502)
     job.bytes = 0
     job.copyStartedAt = performance.now()
+    // The target's version before the source is read: the PUT may replace only that.
+    let unlessChangedFrom: string | null | undefined
+    if (target.kind === 'ferry') {
+      const before = await this.head(job.path, job.to, job.abort.signal)
+      if (before.status === 404) unlessChangedFrom = null
+      else if (before.status === 200 && before.etag !== null) unlessChangedFrom = before.etag
+    }
     const result = await copyBlock(source, target, {
+      ...(unlessChangedFrom === undefined ? {} : { unlessChangedFrom }),
       path: job.path,
       bucket: this.bucket,
       // No lease bound here: losing the lease aborts the job's signal (deactivate), which cuts
@@ -277,6 +289,10 @@ export class MigrationOps {
         if (performance.now() - job.lastPersistAt >= this.config.progressIntervalMs) this.persist(job, { bytes: job.bytes, totalBytes: job.totalBytes })
       }
     })
+    if (result === null) {
+      this.logger.debug({ id: job.id, key: job.key, target: job.to }, 'the target took a newer write during the copy; kept')
+      return null
+    }
     job.totalBytes = result.bytes
     this.fleet.noteSize(job.volume, job.block, result.bytes)
     this.persist(job, { bytes: result.bytes, totalBytes: result.bytes })

@@ -84,11 +84,11 @@ t.test('copies onto and off nginx are verified by reading back, with the target\
 
   const onto = await copyBlock(ref, dav, { ...copyOptions, signal: new AbortController().signal })
   t.match(onto, { proof: 'read-back', bytes: body.length, sha256: sha256(body), sourceEtag: `"${sha256(body)}"` })
-  t.match(onto.targetEtag, /^"[0-9a-f]+-[0-9a-f]+"$/, 'nginx\'s ETag of the copy it holds')
+  t.match(onto?.targetEtag, /^"[0-9a-f]+-[0-9a-f]+"$/, 'nginx\'s ETag of the copy it holds')
 
   await put(`${gws.urls[0]}/v/b`, 'replaced') // the copy back must overwrite it
   const off = await copyBlock(dav, ref, { ...copyOptions, signal: new AbortController().signal })
-  t.match(off, { proof: 'etag', bytes: body.length, targetEtag: `"${sha256(body)}"`, sourceEtag: onto.targetEtag })
+  t.match(off, { proof: 'etag', bytes: body.length, targetEtag: `"${sha256(body)}"`, sourceEtag: onto?.targetEtag })
 })
 
 /**
@@ -124,4 +124,43 @@ t.test('a copy keeps its original\'s written-at, onto the reference gateway and 
   const bad = await fetch(`${gws.urls[0]}/v/c`, { method: 'PUT', body: 'x', headers: { 'x-ferry-written-at': 'yesterday' } })
   t.equal(bad.status, 400, 'a written-at that is not ms since the epoch is refused')
   t.equal(((await bad.json()) as { error: { code: string } }).error.code, 'INVALID_HEADER')
+})
+
+/**
+ * A copy onto a joining member must not overwrite a write proxies teed to it since the copy
+ * began: that write is newer than what the copy read from the source, and once it lands on the
+ * source too the target would be the older side — a stale copy the verify could still mark in
+ * sync while that write was in flight (the 10,000-move run's stale reads). The PUT is
+ * conditional on the target's version when the copy began.
+ */
+t.test('a conditional copy keeps a write that landed on the target since it began', async t => {
+  const gws = await startGateways(2)
+  t.teardown(gws.stopAll)
+  const source = endpoint(t, 'ferry', gws.urls[0] as string)
+  const target = endpoint(t, 'ferry', gws.urls[1] as string)
+  await put(`${gws.urls[0]}/v/c`, 'v1')
+  const head = async (): Promise<string | null> => {
+    const res = await target.pool.request({ method: 'HEAD', path: '/v/c' })
+    await res.body.dump()
+    return res.statusCode === 200 ? res.headers.etag as string : null
+  }
+
+  // The target had nothing when the copy began, and a teed write landed before its PUT.
+  const before = await head()
+  t.equal(before, null)
+  await put(`${gws.urls[1]}/v/c`, 'v2')
+  t.equal(await copyBlock(source, target, { ...copyOptions, path: '/v/c', signal: new AbortController().signal, unlessChangedFrom: before }), null, 'superseded: not copied')
+  t.equal(await (await target.pool.request({ method: 'GET', path: '/v/c' })).body.text(), 'v2', 'the newer write is kept')
+
+  // The target held a version when the copy began, and another write replaced it since.
+  const held = await head()
+  await put(`${gws.urls[1]}/v/c`, 'v3')
+  t.equal(await copyBlock(source, target, { ...copyOptions, path: '/v/c', signal: new AbortController().signal, unlessChangedFrom: held }), null, 'superseded again')
+  t.equal(await (await target.pool.request({ method: 'GET', path: '/v/c' })).body.text(), 'v3')
+
+  // Unchanged since the copy began: the copy replaces it.
+  const now = await head()
+  const copied = await copyBlock(source, target, { ...copyOptions, path: '/v/c', signal: new AbortController().signal, unlessChangedFrom: now })
+  t.match(copied, { proof: 'etag', bytes: 2 }, 'copied over the version it began from')
+  t.equal(await (await target.pool.request({ method: 'GET', path: '/v/c' })).body.text(), 'v1')
 })
