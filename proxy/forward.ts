@@ -205,7 +205,7 @@ export class ClientResponse implements ResponseHandler {
         const close = request.body === null ? undefined : { connection: 'close' }
         // A certificate that does not verify is a configuration problem, not an outage: say which.
         const tls = gatewayTlsError(gateway.id, err)
-        request.status = tls !== null ? 502 : code === 'UND_ERR_HEADERS_TIMEOUT' ? 504 : 502
+        request.status = tls === null && code === 'UND_ERR_HEADERS_TIMEOUT' ? 504 : 502
         this.finish()
         if (tls !== null) sendError(res, 502, 'FERRY_GATEWAY_TLS', tls.message, close)
         else sendError(res, request.status, request.status === 504 ? 'FERRY_GATEWAY_TIMEOUT' : 'FERRY_GATEWAY_ERROR', `gateway ${gateway.id} failed: ${code || err.message}`, close)
