@@ -5,6 +5,7 @@ import { placementDecisionsChannel, placementFirstWritesChannel, placementTableC
 import type { StateStore } from '../state/types.js'
 import type { RequestMetadata } from './metadata.js'
 import { FirstTouchPlacer, type PlacementBy, type PlacementGateway } from './placer.js'
+import { SingleFlight } from '../lib/single-flight.js'
 import { PLACEMENT_TABLE_DOC, placementTableSchema } from './table.js'
 
 /** First-write records waiting for the next report; beyond this the oldest are dropped (training data, not state). */
@@ -39,8 +40,8 @@ export class PlacementClient {
   private reported: Record<PlacementBy, number> = { model: 0, origin: 0, hash: 0 }
   private timer: NodeJS.Timeout | null = null
   private unsubscribe: (() => void) | null = null
-  private loading: Promise<void> | null = null
-  private reloadAgain = false
+  /** Loads the table document; notices that arrive during a load cause one more load after it. */
+  private readonly loads = new SingleFlight(async () => { await this.load() })
   private readonly refused: Counter
   private reportIntervalMs: number
 
@@ -64,7 +65,7 @@ export class PlacementClient {
       if (placementTableChannel.decode(event) !== undefined || event.type === 'resync') this.reload()
     })
     this.reload()
-    await this.loading
+    await this.loads.settled()
     this.timer = setInterval(() => { void this.report() }, Math.max(100, this.reportIntervalMs))
     this.timer.unref()
   }
@@ -93,13 +94,8 @@ export class PlacementClient {
     this.pending.push({ volume, block, origin: origin ?? null, at, ...meta })
   }
 
-  /** Loads the table document; notices that arrive during a load cause one more load after it. */
   private reload (): void {
-    if (this.loading !== null) { this.reloadAgain = true; return }
-    this.loading = this.load().finally(() => {
-      this.loading = null
-      if (this.reloadAgain) { this.reloadAgain = false; this.reload() }
-    })
+    this.loads.request()
   }
 
   private async load (): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Logger } from '../lib/log.js'
+import { SingleFlight } from '../lib/single-flight.js'
 import { drainsChannel } from '../state/channels.js'
 import type { StateStore } from '../state/types.js'
 import type { GatewaySet } from './gateway-set.js'
@@ -17,8 +18,7 @@ const REREAD_MS = 10_000
 export class DrainedGateways {
   private unsubscribe: (() => void) | null = null
   private timer: NodeJS.Timeout | null = null
-  private loading: Promise<void> | null = null
-  private again = false
+  private readonly loads = new SingleFlight(async () => { await this.load() })
 
   constructor (private readonly store: StateStore, private readonly gateways: GatewaySet, private readonly logger: Logger) {}
 
@@ -29,7 +29,7 @@ export class DrainedGateways {
     this.timer = setInterval(() => { this.reload() }, REREAD_MS)
     this.timer.unref()
     this.reload()
-    await this.loading
+    await this.loads.settled()
   }
 
   stop (): void {
@@ -41,11 +41,7 @@ export class DrainedGateways {
 
   /** One read at a time; a notice during a read causes one more after it. */
   private reload (): void {
-    if (this.loading !== null) { this.again = true; return }
-    this.loading = this.load().finally(() => {
-      this.loading = null
-      if (this.again) { this.again = false; this.reload() }
-    })
+    this.loads.request()
   }
 
   private async load (): Promise<void> {
