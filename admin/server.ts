@@ -65,6 +65,13 @@ export class AdminServer {
   private fallback: ((req: IncomingMessage, res: ServerResponse) => Promise<boolean>) | undefined
   private metricsSource: (() => Promise<string>) | undefined
   private readonly logger: Logger
+  /**
+   * True from `beginStart()` until `finishStart()`. The listener binds first (liveness and
+   * metrics answer at once), while the roles register their routes afterwards: a call in
+   * that window must hear "retry" (503 FERRY_STARTING), never a 404 that says the endpoint
+   * does not exist, and /readyz must not call the process ready.
+   */
+  private starting = false
 
   constructor (private readonly opts: AdminServerOptions) {
     this.registry = opts.registry
@@ -124,6 +131,11 @@ export class AdminServer {
     this.metricsSource = source
   }
 
+  /** Until finishStart(): /readyz answers 503 and a path no route serves yet answers 503 FERRY_STARTING. */
+  beginStart (): void { this.starting = true }
+
+  finishStart (): void { this.starting = false }
+
   addReadinessCheck (name: string, check: ReadinessCheck): void {
     this.checks.set(name, check)
   }
@@ -156,6 +168,7 @@ export class AdminServer {
   async readiness (): Promise<{ ready: boolean, reasons: string[], degraded: string[] }> {
     const reasons: string[] = []
     const degraded: string[] = []
+    if (this.starting) reasons.push('starting: the roles are still being set up')
     for (const [name, check] of this.checks) {
       try {
         const r = await check()
@@ -215,6 +228,7 @@ export class AdminServer {
     }
     if (pathMatched) return sendError(res, 405, 'FERRY_METHOD_NOT_ALLOWED', `method ${method} not allowed here`)
     if (this.fallback !== undefined && await this.fallback(req, res)) return
+    if (this.starting) return sendError(res, 503, 'FERRY_STARTING', `${url.pathname} is not served yet: the process is starting; retry`, { 'retry-after': '1' })
     sendError(res, 404, 'FERRY_NOT_FOUND', `no admin endpoint ${url.pathname}`)
   }
 

@@ -148,6 +148,7 @@ export class FerryNode {
   }
 
   async start (): Promise<void> {
+    this.admin.beginStart()
     await this.admin.listen()
     await this.generation.start()
     this.rebuilder.start()
@@ -173,6 +174,7 @@ export class FerryNode {
       registerAffinityRoutes(this.admin, this.store, this.planner, this.config.state.affinity.halfLifeMs)
       await this.planner.start()
     }
+    this.admin.finishStart()
   }
 
   /** Loaded on demand: a process without the DNS role never loads dns2. */

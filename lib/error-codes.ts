@@ -41,6 +41,7 @@ export const FERRY_ERRORS = {
   FERRY_BAD_JSON: { status: 400, meaning: 'an admin request body that is not JSON' },
   FERRY_UNAUTHORIZED: { status: 401, meaning: 'a mutating admin call without the bearer token (or admin.token unset)' },
   FERRY_NOT_FOUND: { status: 404, meaning: 'no such admin endpoint, or nothing recorded for the block or volume asked about' },
+  FERRY_STARTING: { status: 503, meaning: 'the process is starting and has not registered that endpoint yet (its roles are still being set up); retry (`Retry-After`)' },
 
   // The planner's operator API (planner/): refusals of a request.
   FERRY_PLANNER_BAD_REQUEST: { status: 400, meaning: 'a migration or drain request body or parameter that does not validate' },
