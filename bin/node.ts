@@ -94,6 +94,7 @@ export class FerryNode {
       watch: this.generation,
       gateways: () => this.config.gateways,
       holder: `${os.hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`,
+      settleMs: opts.config.state.backend === 'memory' ? 0 : opts.config.state.reconnect.maxDelayMs + 1000,
       logger: opts.logger,
       registry: opts.registry
     })

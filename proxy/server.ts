@@ -353,9 +353,12 @@ export class ProxyServer {
     const site = this.sites.siteOf(client)
     if (this.recording) this.recorder.recordAt(key, volume, block, site, write, now)
     const route = unplaced ? this.routes.unplaced(key, now) : this.routes.route(volume, block, key, now, site)
-    // A PUT still goes through: it replaces the whole block, and the rebuild never overwrites a
-    // location recorded after the loss, so the new write stays the version every proxy serves.
-    if (!route.placed && method !== 'PUT') {
+    if (!route.placed) {
+      // A PUT too: placed anew now, the block would be acknowledged on gateways that a proxy
+      // which has not reconnected to the store yet does not look at — it still routes by the
+      // cache it had before the loss, to where the block was (a tombstone's 404 or the older
+      // bytes there: the lost and stale reads of the 30-minute soak). The rebuild locates the
+      // block where it is, then the write goes there, where every proxy's cache agrees.
       if (this.locationsRecovering()) {
         return this.forwarder.refuse(req, res, 503, 'FERRY_LOCATIONS_REBUILDING', `the shared store lost its block locations and they are being rebuilt from the gateways; retry ${key} shortly`, { 'retry-after': 1 })
       }
@@ -363,7 +366,7 @@ export class ProxyServer {
       // block the planner moved would be read by hash from a gateway without it, a 404 for an
       // acknowledged write (seen in the 30-minute soak: a proxy restarted at load 30 while Redis
       // timed out). Until the first load, only what it knows is served.
-      if (this.sync !== undefined && !this.sync.cache.loaded) {
+      if (method !== 'PUT' && this.sync !== undefined && !this.sync.cache.loaded) {
         return this.forwarder.refuse(req, res, 503, 'FERRY_LOCATIONS_NOT_LOADED', `this proxy has not loaded block locations from the shared store yet; retry ${key} shortly`, { 'retry-after': 1 })
       }
     }

@@ -26,6 +26,15 @@ export interface LocationRebuilderOptions {
   leaseTtlMs?: number
   /** Locations recorded at once. Default 64. */
   concurrency?: number
+  /**
+   * The rebuild finishes no earlier than this long after the store came back (the marker's
+   * `createdAt`). Finishing lets proxies place blocks that have no location anew; a proxy that
+   * has not reconnected yet still routes by the cache it had before the loss and would not see
+   * such a block where it was put. So it is the longest a process can take to reconnect
+   * (state.reconnect.maxDelayMs) plus a margin for its generation check; 0 for a store that
+   * lives in the process (nothing else can be behind).
+   */
+  settleMs?: number
 }
 
 export interface RebuildReport {
@@ -214,6 +223,8 @@ export class LocationRebuilder {
       duplicates,
       deleted
     }
+    const settled = generation.createdAt + (this.opts.settleMs ?? 0)
+    while (!this.closed && Date.now() < settled) await new Promise(resolve => setTimeout(resolve, Math.min(250, settled - Date.now())))
     if (this.closed) return report
     await this.opts.store.finishRebuild(generation.id)
     await generationChannel.publish(this.opts.store, { id: generation.id, rebuilt: true }).catch(() => {})

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import t from 'tap'
 import { request } from 'undici'
-import { proxyOnState, collectEscapes } from '../helpers/ferry.js'
+import { proxyOnState, collectEscapes, startProxy, testConfig } from '../helpers/ferry.js'
 import { startGateways } from '../helpers/gateway.js'
 import { sleep, waitFor } from '../helpers/net.js'
 import { startRedis } from '../helpers/redis.js'
@@ -198,5 +198,68 @@ t.test('a rebuild brings back neither an older copy nor a deleted block', async 
   const home = (await a.node.store.getLocation('vol', 'gone'))?.gateway as string
   const after = await (await request(`${urlOf(home)}/inventory?tombstones=1`)).body.json() as { blocks: unknown[] }
   t.same(after.blocks, [], 'the gateway that holds the new version keeps no tombstone for it')
+  t.same(escaped, [], 'nothing escaped to the process')
+})
+
+/**
+ * The lost and stale reads that the 30-minute soak still saw after `redis-restart-empty`: a proxy
+ * that had already reconnected to the empty store placed a block's next write anew (by hash), while
+ * another proxy, not reconnected yet, still routed the block by the cache it had before the loss —
+ * to where the block had been moved, which still held the older bytes. A proxy that is recovering
+ * from the loss now writes only where the rebuild has located a block, and the rebuild does not
+ * finish (letting blocks without a location be placed anew) before every proxy can have reconnected.
+ */
+t.test('a write after a store loss lands where a proxy that has not reconnected yet reads it', async t => {
+  const redis = await startRedis({ persistent: false })
+  t.teardown(() => redis.stop())
+  const gws = await startGateways(3)
+  t.teardown(gws.stopAll)
+  const a = await proxyOnState(t, gws.urls, { backend: 'redis', url: redis.url, reconnect: { minDelayMs: 50, maxDelayMs: 200 } })
+  // b reconnects 4–8 s after losing the store: the window in which it still routes by its old cache.
+  const late = testConfig(gws.urls, {
+    state: { backend: 'redis', url: redis.url, reconnect: { minDelayMs: 8000, maxDelayMs: 8000 } },
+    planner: { migration: { afterStoreOutageMs: 8000 } }
+  })
+  const b = await startProxy(late)
+  t.teardown(b.stop)
+  await waitFor(() => b.node.store.status().ok && b.node.proxy?.sync?.cache.loaded, 'b to load its routes', 10_000)
+  await waitFor(async () => (await a.node.store.generation()).rebuilding === false, 'the first (empty) rebuild to finish', 10_000)
+  const urlOf = (id: string): string => gws.urls[gws.gateways.findIndex(g => g.id === id)] as string
+
+  // A block moved off the gateway hashing would choose, as the planner moves blocks: its bytes on
+  // gw X, its location there, every proxy's cache told.
+  const first = await request(`${a.url}/vol/moved`, { method: 'PUT', body: 'v0' })
+  await first.body.dump()
+  const home = await a.node.store.getLocation('vol', 'moved')
+  t.ok(home !== null, 'placed by its first write')
+  const x = gws.gateways.map(g => g.id).find(id => id !== home?.gateway) as string
+  const copy = await request(`${urlOf(x)}/vol/moved`, { method: 'PUT', body: 'v1' })
+  await copy.body.dump()
+  const moved = await a.node.store.casLocation('vol', 'moved', home?.epoch ?? 0, { gateway: x, members: [x], inSync: [x], version: copy.headers.etag as string }, { reason: 'test-move' })
+  t.ok(moved.ok, `moved to ${x}`)
+  await waitFor(() => b.node.proxy?.sync?.cache.get('vol', 'moved')?.gateway === x, 'b to hear of the move', 5000)
+
+  await redis.kill()
+  await redis.restart()
+  await waitFor(() => a.node.generation.recoveringFromLoss, 'a to see the loss', 10_000)
+
+  // The next write, through a, retried on typed 503s as a client does.
+  let status = 0
+  const refused: string[] = []
+  const t0 = Date.now()
+  while (Date.now() - t0 < 20_000) {
+    const r = await request(`${a.url}/vol/moved`, { method: 'PUT', body: 'v2' })
+    const text = await r.body.text()
+    status = r.statusCode
+    if (status < 300) break
+    t.equal(r.headers['retry-after'], '1', `a refusal is a typed 503 with Retry-After (${status} ${text.slice(0, 80)})`)
+    refused.push((JSON.parse(text) as { error: { code: string } }).error.code)
+    await sleep(100)
+  }
+  t.ok(status >= 200 && status < 300, `the write is acknowledged (after ${refused.length} refusals: ${[...new Set(refused)].join(', ')})`)
+  const bReconnected = b.node.store.status().ok
+  const read = await request(`${b.url}/vol/moved`)
+  t.equal(read.statusCode, 200)
+  t.equal(await read.body.text(), 'v2', `b reads the acknowledged write (b ${bReconnected ? 'had' : 'had not'} reconnected)`)
   t.same(escaped, [], 'nothing escaped to the process')
 })
