@@ -1,7 +1,11 @@
 import { z } from 'zod'
 import { listenSchema, workersSchema } from '../admin/config.js'
 import { tlsSchema } from '../lib/tls.js'
-import { isCidr } from '../fleet/schema.js'
+import { isCidr, type GatewayConfig, type SiteConfig } from '../fleet/schema.js'
+import type { ReplicationConfig } from '../fleet/replication.js'
+import type { PlacementConfig } from '../placement/config.js'
+import type { StateConfig } from '../state/config.js'
+import type { S3Config } from './s3/config.js'
 
 /**
  * The `proxy:`, `health:`, `recorder:` and `sessions:` sections. Every key has a
@@ -83,3 +87,26 @@ export type ProxySection = z.infer<typeof proxySectionSchema>
 export type HealthSection = z.infer<typeof healthSectionSchema>
 export type RecorderSection = z.infer<typeof recorderSectionSchema>
 export type SessionsSection = z.infer<typeof sessionsSectionSchema>
+
+/**
+ * The parts of the ferry config the proxy reads (a FerryConfig fits): its own sections, the fleet,
+ * and the few settings of other sections it follows. Named here rather than imported as the whole
+ * FerryConfig so that the proxy depends on config/ for nothing: config/ composes this folder's
+ * sections, and the arrow runs one way.
+ */
+export interface ProxyConfigPieces {
+  sites: readonly SiteConfig[]
+  gateways: readonly GatewayConfig[]
+  proxy: ProxySection
+  health: HealthSection
+  recorder: RecorderSection
+  sessions: SessionsSection
+  s3: S3Config
+  state: StateConfig
+  replication: ReplicationConfig
+  placement: PlacementConfig
+  /** The zone under which S3's virtual-hosted names (`<bucket>.<zone>`) are answered. */
+  dns: { zone: string }
+  /** A write to a set that changed in flight settles within this (the planner's own bound). */
+  planner: { migration: { settleMs: number } }
+}

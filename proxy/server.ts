@@ -2,7 +2,6 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { pipeline, Transform, type TransformCallback } from 'node:stream'
 import { Gauge, type Registry } from 'prom-client'
-import type { FerryConfig } from '../config/schema.js'
 import { SiteMap } from '../fleet/site-map.js'
 import type { FerryErrorCode } from '../lib/error-codes.js'
 import { FerryError } from '../lib/errors.js'
@@ -15,6 +14,7 @@ import { HttpListener } from '../lib/tls.js'
 import { LoopStalls } from '../lib/loop-stalls.js'
 import { AccessRecorder, type AccessRecorderOptions } from './access-recorder.js'
 import { ClientAddressResolver } from './client-address.js'
+import type { ProxyConfigPieces } from './config.js'
 import { ClientResponse, Forwarder, type AccessObserver } from './forward.js'
 import { GatewaySet, type Gateway } from './gateway-set.js'
 import { ProxyMetrics } from './metrics.js'
@@ -37,7 +37,7 @@ import type { StateStore } from '../state/types.js'
 export type { AccessObserver } from './forward.js'
 
 export interface ProxyServerOptions {
-  config: FerryConfig
+  config: ProxyConfigPieces
   logger?: Logger
   registry?: Registry
   /**
@@ -102,7 +102,7 @@ export class ProxyServer {
   private readonly stalls: LoopStalls
   /** Where every request enters the chain. */
   private readonly first: Stage
-  private config: FerryConfig
+  private config: ProxyConfigPieces
   private pattern: PathPattern
   private sites: SiteMap
   private clients: ClientAddressResolver
@@ -201,7 +201,7 @@ export class ProxyServer {
   }
 
   /** Applies a reloaded config. Listen addresses are fixed for the process's life. */
-  reconfigure (cfg: FerryConfig): void {
+  reconfigure (cfg: ProxyConfigPieces): void {
     if (cfg.proxy.listen.host !== this.config.proxy.listen.host || cfg.proxy.listen.port !== this.config.proxy.listen.port) {
       this.logger.warn('proxy.listen changed: takes effect on restart')
     }
@@ -483,7 +483,7 @@ export class ProxyServer {
   }
 }
 
-function recorderOptions (cfg: FerryConfig): AccessRecorderOptions {
+function recorderOptions (cfg: ProxyConfigPieces): AccessRecorderOptions {
   return { ...cfg.recorder, sites: cfg.sites.map(s => s.name) }
 }
 
