@@ -30,16 +30,8 @@ import type { DrainPassSummary } from './deciders/drains.js'
 import { toHealthRecord } from './telemetry.js'
 
 /** The inputs a decision was made from (seed: score, interval, confidence; plus why). */
-export interface DecisionInputs {
-  score: number
-  lower: number
-  upper: number
-  level: number
-  confidence: number
-  current: number
-  trend: HealthAssessment['trend']
+export interface DecisionInputs extends Pick<HealthAssessment, 'score' | 'lower' | 'upper' | 'level' | 'confidence' | 'current' | 'trend' | 'novelty'> {
   limitingSignal: string | null
-  novelty: number
   /** Time of the newest sample scored (Unix ms, the sample's clock). */
   sampleAt: number
 }

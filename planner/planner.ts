@@ -207,12 +207,8 @@ export class Planner {
     await this.leader.start()
   }
 
-  /**
-   * Graceful: migrations before their flip are rolled back, the lease is released (a standby
-   * takes over at once), connections are closed. Flipped migrations finish under the next leader.
-   */
-  async stop (): Promise<void> {
-    if (!this.started) return
+  /** Every decider and the status tick stop: what a graceful stop and a crash both begin with. */
+  private stopDeciding (): void {
     this.started = false
     this.rebalancer.stop()
     this.repair.stop()
@@ -220,6 +216,15 @@ export class Planner {
     this.placement.stop()
     if (this.tickTimer !== null) clearInterval(this.tickTimer)
     this.tickTimer = null
+  }
+
+  /**
+   * Graceful: migrations before their flip are rolled back, the lease is released (a standby
+   * takes over at once), connections are closed. Flipped migrations finish under the next leader.
+   */
+  async stop (): Promise<void> {
+    if (!this.started) return
+    this.stopDeciding()
     await this.scraper?.stop()
     await this.engine.stop()
     await this.leader.stop()
@@ -233,13 +238,7 @@ export class Planner {
    * connections are cut mid-request, the lease is left to expire.
    */
   async kill (): Promise<void> {
-    this.started = false
-    this.rebalancer.stop()
-    this.repair.stop()
-    this.health.stop()
-    this.placement.stop()
-    if (this.tickTimer !== null) clearInterval(this.tickTimer)
-    this.tickTimer = null
+    this.stopDeciding()
     this.leader.kill()
     this.engine.kill()
     void this.scraper?.stop()

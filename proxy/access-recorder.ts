@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import { blockKey } from '../lib/ids.js'
 import { decayFactor, growth } from '../lib/forward-decay.js'
+import type { AccessDelta } from '../state/types.js'
 
 /** One access, as the seed's data inputs describe it: when, who, from where, what, read or write. */
 export interface Access {
@@ -29,15 +30,6 @@ export interface BlockAccessSnapshot {
   bursting: boolean
 }
 
-/** Raw counts per block and site since the last drain: what proxies merge into the shared store. */
-export interface AccessDelta {
-  volume: string
-  block: string
-  site: string
-  reads: number
-  writes: number
-  lastAccessMs: number
-}
 
 export interface AccessRecorderOptions {
   halfLifeS: number
