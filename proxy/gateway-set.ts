@@ -6,7 +6,7 @@ import { rendezvousNode, type RendezvousNode } from '../lib/rendezvous.js'
 import type { Logger } from '../lib/log.js'
 import { silentLogger } from '../lib/log.js'
 import { probeOnce, ProbeState } from '../upstream/prober.js'
-import { gatewayPool, gatewayTlsFingerprint } from '../upstream/connect.js'
+import { gatewayPool, gatewayTlsFingerprint, poolStillServes } from '../upstream/connect.js'
 
 /** Why a gateway is not healthy, for /readyz and /v1/gateways. */
 export type GatewayDownReason = 'ejected' | 'probe-failed'
@@ -211,8 +211,7 @@ export class GatewaySet extends EventEmitter<GatewaySetEvents> {
     const next = new Map<string, Gateway>()
     for (const cfg of gateways) {
       const old = this.byId.get(cfg.id)
-      if (old !== undefined && old.url === cfg.url && old.kind === cfg.kind && old.site === cfg.site && old.capacityBytes === cfg.capacityBytes && JSON.stringify(old.s3) === JSON.stringify(cfg.s3) &&
-        JSON.stringify(old.tls) === JSON.stringify(cfg.tls)) {
+      if (old !== undefined && poolStillServes(old, cfg) && old.site === cfg.site && old.capacityBytes === cfg.capacityBytes) {
         // The same paths may hold renewed certificates: a reload (SIGHUP) takes them.
         const fingerprint = gatewayTlsFingerprint(cfg)
         if (rebuildPools || (fingerprint !== null && fingerprint !== old.tlsFingerprint)) {

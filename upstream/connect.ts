@@ -78,6 +78,15 @@ export function gatewayTlsFingerprint (gateway: GatewayConfig): string | null {
 }
 
 /**
+ * Whether a pool made for `old` still reaches `next` after a reload: the same address, protocol,
+ * S3 signing and TLS files. (Renewed certificates at the same paths are the TLS fingerprint's
+ * concern, which each owner of a pool checks on its own schedule.)
+ */
+export function poolStillServes (old: Pick<GatewayConfig, 'url' | 'kind' | 's3' | 'tls'>, next: GatewayConfig): boolean {
+  return old.url === next.url && old.kind === next.kind && JSON.stringify(old.s3) === JSON.stringify(next.s3) && JSON.stringify(old.tls) === JSON.stringify(next.tls)
+}
+
+/**
  * A keep-alive pool to the gateway: `options` (connections, timeouts) with the gateway's TLS
  * options added to `connect`, and for kind `s3` every request mapped onto the bucket and signed
  * (upstream/s3.ts). Closing or destroying it closes the pool.

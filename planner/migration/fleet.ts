@@ -7,7 +7,7 @@ import { rendezvousNode, rendezvousPick, rendezvousRank, type RendezvousNode } f
 import { gatewayHealthChannel } from '../../state/channels.js'
 import { GatewayHealthView } from '../../state/gateway-health.js'
 import { probeOnce, ProbeState } from '../../upstream/prober.js'
-import { gatewayPool, gatewayTlsFingerprint } from '../../upstream/connect.js'
+import { gatewayPool, gatewayTlsFingerprint, poolStillServes } from '../../upstream/connect.js'
 import type { BlockLocation, StoreEvent } from '../../state/types.js'
 import type { GatewayInfo } from '../affinity/index.js'
 import type { PlannerHealthConfig } from '../config.js'
@@ -93,8 +93,7 @@ export class Fleet extends EventEmitter<FleetEvents> {
       const old = this.gateways.get(g.id)
       // The same paths may hold renewed certificates: a reload (SIGHUP) that finds them changed makes a new pool.
       const fingerprint = gatewayTlsFingerprint(g)
-      if (old !== undefined && old.url === g.url && connections === this.connections && old.kind === g.kind && JSON.stringify(old.s3) === JSON.stringify(g.s3) &&
-        JSON.stringify(old.tls) === JSON.stringify(g.tls) && (fingerprint === null || fingerprint === old.tlsFingerprint)) {
+      if (old !== undefined && poolStillServes(old, g) && connections === this.connections && (fingerprint === null || fingerprint === old.tlsFingerprint)) {
         next.set(g.id, { ...old, kind: g.kind, site: g.site, capacityBytes: g.capacityBytes, pool: old.pool })
         continue
       }
