@@ -282,7 +282,11 @@ export function serveAsWorker (opts: {
   readiness: () => Promise<{ reasons: string[], degraded: string[] }>
   onOrphaned: () => void
 }): () => void {
-  const send = (m: WorkerMessage): void => { if (process.connected) process.send?.(m) }
+  // With a callback, a failed send is handed to it instead of being emitted as 'error' on the
+  // process, where nothing listens: a primary SIGKILLed between the `connected` check and the
+  // write made it an uncaught EPIPE in the 30-minute soak. Nothing to do with the error: the
+  // 'disconnect' that follows stops this worker (onOrphaned).
+  const send = (m: WorkerMessage): void => { if (process.connected) process.send?.(m, undefined, undefined, () => {}) }
   process.on('message', (m: unknown) => {
     if ((m as MetricsRequest | null)?.type !== 'ferry:metrics') return
     const id = (m as MetricsRequest).id
