@@ -32,7 +32,8 @@ export interface LocationRebuilderOptions {
    * has not reconnected yet still routes by the cache it had before the loss and would not see
    * such a block where it was put. So it is the longest a process can take to reconnect
    * (state.reconnect.maxDelayMs) plus a margin for its generation check; 0 for a store that
-   * lives in the process (nothing else can be behind).
+   * lives in the process (nothing else can be behind). Only after a loss this process saw: a
+   * store it meets for the first time (a new deployment) is rebuilt without waiting.
    */
   settleMs?: number
 }
@@ -223,7 +224,8 @@ export class LocationRebuilder {
       duplicates,
       deleted
     }
-    const settled = generation.createdAt + (this.opts.settleMs ?? 0)
+    // A store this process never saw before (a new deployment's) leaves no cache behind to wait for.
+    const settled = this.opts.watch.recoveringFromLoss ? generation.createdAt + (this.opts.settleMs ?? 0) : 0
     while (!this.closed && Date.now() < settled) await new Promise(resolve => setTimeout(resolve, Math.min(250, settled - Date.now())))
     if (this.closed) return report
     await this.opts.store.finishRebuild(generation.id)
