@@ -173,9 +173,12 @@ export class FerryNode {
       registerPlannerAdmin(this.admin, this.planner)
       const { registerAffinityRoutes } = await import('./affinity-routes.js')
       registerAffinityRoutes(this.admin, this.store, this.planner, this.config.state.affinity.halfLifeMs)
-      await this.planner.start()
     }
+    // Every route is registered: from here a path no route serves is a 404. The planner's start
+    // (its first leadership round, recovering migrations) is not waited for: until it leads, its
+    // routes answer as a standby does.
     this.admin.finishStart()
+    await this.planner?.start()
   }
 
   /** Loaded on demand: a process without the DNS role never loads dns2. */
