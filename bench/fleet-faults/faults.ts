@@ -57,8 +57,8 @@ export async function adminCall<T> (url: string, opts: { method?: 'GET' | 'POST'
     method: opts.method ?? 'GET',
     headers: { 'content-type': 'application/json', ...(opts.token !== undefined ? { authorization: `Bearer ${opts.token}` } : {}) },
     body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-    headersTimeout: 5000,
-    bodyTimeout: 5000
+    headersTimeout: 15_000,
+    bodyTimeout: 15_000
   })
   const text = await r.body.text()
   let json: unknown
@@ -107,9 +107,17 @@ async function blockGateway (adminUrl: string, key: string): Promise<string | un
  * already there, or busy with a move the rebalancer started) starts none; anything else is wrong.
  */
 async function moveVolume (ctx: FaultContext, volume: string, to: string): Promise<MigrationView[]> {
-  const { status, json } = await adminCall<{ migrations?: MigrationView[] }>(`${ctx.deployment.plannerAdminUrl}/v1/migrations`, {
+  // A typed 503 (the store timing out on a loaded machine, a planner between leaderships) is
+  // retried for a while, as an operator's script would: the step tests the fleet, not the call.
+  const post = async (): Promise<{ status: number, json: { migrations?: MigrationView[] } }> => await adminCall<{ migrations?: MigrationView[] }>(`${ctx.deployment.plannerAdminUrl}/v1/migrations`, {
     method: 'POST', body: { volume, to, reason: 'fault-suite' }, token: ADMIN_TOKEN
   })
+  let { status, json } = await post()
+  for (const until = Date.now() + 30_000; status === 503 && Date.now() < until;) {
+    ctx.log(`moving ${volume} to ${to}: 503 ${JSON.stringify(json)}; retrying`)
+    await sleep(1000);
+    ({ status, json } = await post())
+  }
   if (status === 409) {
     ctx.log(`moving ${volume} to ${to}: nothing to start (${JSON.stringify(json)})`)
     return []
@@ -508,7 +516,9 @@ function idleConnections (): FaultStep {
       for (const i of idle) {
         try {
           const r = await i.client.request({ method: 'GET', path: i.path, timeoutMs: 5000 })
-          if (r.status !== 200) problems.push(`${i.name}: reused after idling, got ${r.status}`)
+          // /readyz answers 503 while a process is not ready: an answer all the same, which is
+          // what this step asks of a connection that idled.
+          if (r.status !== 200 && !(i.path === '/readyz' && r.status === 503)) problems.push(`${i.name}: reused after idling, got ${r.status}`)
         } catch (err) {
           problems.push(`${i.name}: reused after idling: ${(err as Error).message}`)
         }
