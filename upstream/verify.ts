@@ -15,6 +15,15 @@ export interface CopyEvidence {
   /** The target's answer to the PUT. */
   putHeaders: IncomingHttpHeaders
   signal: AbortSignal
+  /**
+   * Other writes may have landed on the target's copy since the PUT (a copy at the block's own
+   * name onto a kind that cannot make it conditional: nginx without MOVE). A read-back that
+   * differs, or finds nothing, is then no evidence of corruption — it may be a newer write that
+   * proxies teed to the target — and resolves null (superseded) instead of throwing; the
+   * migration's verify step settles it by comparing source and target, and copies again while
+   * they differ (FERRY_COPY_VERIFY_FAILED after planner.migration.maxRecopies).
+   */
+  mayBeSuperseded?: boolean
 }
 
 /** How the target proved it holds the bytes sent. */
@@ -39,11 +48,12 @@ export interface CopyProof {
  *    hash; a digest header in that answer (`Repr-Digest`, `Digest`, `Content-MD5`) for an
  *    algorithm ferry computed; otherwise the copy is read back and hashed.
  *
- * Throws FerryError FERRY_COPY_VERIFY_FAILED on any mismatch. A target that fails the read-back
+ * Throws FerryError FERRY_COPY_VERIFY_FAILED on any mismatch; resolves null for a read-back that
+ * differs when `mayBeSuperseded`. A target that fails the read-back
  * (GatewayStatusError for an error status; connection errors and aborts as they came) has
  * proved nothing either way: the caller classifies it as a gateway failure.
  */
-export async function verifyCopy (e: CopyEvidence): Promise<CopyProof> {
+export async function verifyCopy (e: CopyEvidence): Promise<CopyProof | null> {
   const claimed = contentHashOf(e.source.kind, e.source.etag)
   if (claimed !== null && claimed !== e.sent.sha256) {
     throw new FerryError('FERRY_COPY_VERIFY_FAILED', `the bytes read from the source do not hash to its ETag ${String(e.source.etag)}`, 502)
@@ -68,6 +78,7 @@ export async function verifyCopy (e: CopyEvidence): Promise<CopyProof> {
   }
   if (matched) return { method: 'digest', targetEtag: putEtag }
   const back = await hashBlock(e.target.dispatcher, e.path, e.signal)
+  if (e.mayBeSuperseded === true && (back.status === 404 || (back.status === 200 && back.sha256 !== e.sent.sha256))) return null
   if (back.status === 404) throw new FerryError('FERRY_COPY_VERIFY_FAILED', `the target answered 404 reading ${e.path} back right after storing it`, 502)
   if (back.status !== 200) throw new GatewayStatusError(back.status, `reading ${e.path} back from the target answered ${back.status}`)
   if (back.sha256 !== e.sent.sha256) throw new FerryError('FERRY_COPY_VERIFY_FAILED', `the target's copy of ${e.path} differs from the bytes sent (read back ${back.bytes} bytes)`, 502)

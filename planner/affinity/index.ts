@@ -23,3 +23,4 @@ export { AffinityScorer, type AffinityScorerOptions, type Preference, type Prefe
 export { NO_GATEWAY, PreferenceKernel } from './kernel.js'
 export { AffinityTable, type AffinityTableOptions, type TrackedBlock } from './table.js'
 export type { MoveCandidate, PlannedMove, PlanOptions } from './moves.js'
+export { bestReplacement, setCostMs, type MemberReplacement } from './sets.js'

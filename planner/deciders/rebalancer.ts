@@ -4,7 +4,7 @@ import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
 import { decayScores } from '../../state/affinity.js'
 import type { BlockLocation, StateStore } from '../../state/types.js'
-import { AffinityTable, type AffinityScorer, type MoveCandidate } from '../affinity/index.js'
+import { AffinityTable, bestReplacement, type AffinityScorer, type GatewayInfo, type MoveCandidate } from '../affinity/index.js'
 import type { RebalancerConfig } from '../config.js'
 import type { MigrationEngine } from '../migration/engine.js'
 import type { Fleet } from '../migration/fleet.js'
@@ -75,6 +75,9 @@ export interface RebalancePlan extends RebalanceRound {
 }
 
 const ROUNDS_KEPT = 64
+
+/** Candidates that replace one member of a replica set (their `from` is that member). */
+const setCandidates = new WeakSet<MoveCandidate>()
 
 const emptyRound = (at: number, scanned: number, candidates: number, activeVolumes: number): RebalanceRound => ({
   at, durationMs: 0, scanned, candidates, moves: 0, bytes: 0,
@@ -202,7 +205,8 @@ export class Rebalancer {
       const v = this.check(c, round, room, mean, now)
       if (typeof v === 'string') { round.skipped[v]++; continue }
       try {
-        await engine.submit({ volume: c.volume, block: c.block, to: c.to, reason: 'rebalance', priority: Number.isFinite(c.benefit) ? c.benefit : c.score })
+        // A set's candidate names the member whose place the target takes; a single copy moves from where it is.
+        await engine.submit({ volume: c.volume, block: c.block, to: c.to, ...(setCandidates.has(c) ? { from: c.from } : {}), reason: 'rebalance', priority: Number.isFinite(c.benefit) ? c.benefit : c.score })
       } catch (err) {
         round.skipped.refused++
         if (err instanceof FerryError && err.code === 'FERRY_PLANNER_NOT_LEADER') break
@@ -278,12 +282,24 @@ export class Rebalancer {
     // here, so the kernel never proposes them.
     const signal = this.coAccess
     const table = new AffinityTable({ sites: this.sites, halfLifeMs: this.halfLifeMs, now, priorWeight: signal === null ? 0 : cfg.coAccess.priorWeight })
+    const infos = fleet.infos(now)
+    const byId = new Map(infos.map(g => [g.id, g]))
+    // Blocks with several members are decided per member (below), not by the table, which knows
+    // one current gateway per block: ranked by their head, a set would move its preferred reader
+    // wherever the block's readers are, though another member may already serve them.
+    const sets: MoveCandidate[] = []
     let scanned = 0
     for await (const entry of store.scanAffinity()) {
       scanned++
-      table.load(entry)
       signal?.observe(entry.volume, decayScores(entry, now, this.halfLifeMs))
       const loc = locations.get(entry.volume, entry.block)
+      if (loc !== null && loc !== undefined && loc.members.length > 1) {
+        if (loc.phase !== 'stable' || loc.inSync.length !== loc.members.length) continue // joining, leaving or stale: a move or a repair has it
+        const c = this.setCandidate(entry.volume, entry.block, decayScores(entry, now, this.halfLifeMs), loc, byId, infos)
+        if (c !== null) { sets.push(c); setCandidates.add(c) }
+        continue
+      }
+      table.load(entry)
       if (loc === undefined) continue
       const current = loc === null ? fleet.hashed(blockKey(entry.volume, entry.block), now) : loc.phase === 'stable' ? loc.gateway : undefined
       if (current === undefined) continue
@@ -295,11 +311,34 @@ export class Rebalancer {
       signal.endRound(now)
       activeVolumes = signal.apply(table)
     }
-    const infos = fleet.infos(now)
     const kernel = this.scorer.compile(table.sites, infos)
-    const candidates = table.moveCandidates(kernel, { marginMs: cfg.minGainMs, marginRatio: cfg.margin, now })
+    const candidates = [...table.moveCandidates(kernel, { marginMs: cfg.minGainMs, marginRatio: cfg.margin, now }), ...sets]
+      .sort((a, b) => b.benefit - a.benefit)
     const room = new Map(infos.map(g => [g.id, g.capacityBytes === 0 ? Infinity : g.capacityBytes - g.usedBytes]))
     return { scanned, candidates, room, mean: fleet.meanBlockBytes(), activeVolumes }
+  }
+
+  /**
+   * A replica set's best single change (planner/affinity/sets.ts): the member whose replacement
+   * by a gateway outside the set cuts the set's cost with nearest-member reads the most, when
+   * that beats the margin. A set with a member the fleet does not know, or one that is down, is
+   * left to repair.
+   */
+  private setCandidate (volume: string, block: string, scores: Record<string, number>, loc: BlockLocation, byId: ReadonlyMap<string, GatewayInfo>, infos: readonly GatewayInfo[]): MoveCandidate | null {
+    const members: GatewayInfo[] = []
+    for (const id of loc.members) {
+      const g = byId.get(id)
+      if (g === undefined || !g.healthy) return null
+      members.push(g)
+    }
+    let score = 0
+    for (const site in scores) score += Math.max(0, scores[site] as number)
+    const sizeBytes = this.opts.fleet.sizeOf(volume, block) ?? 0
+    const r = bestReplacement(this.scorer, scores, members, infos, sizeBytes > 0 ? sizeBytes : this.opts.fleet.meanBlockBytes())
+    if (r === null) return null
+    const gainMs = r.costMs - r.afterMs
+    if (gainMs <= Math.max(this.config.minGainMs, this.config.margin * r.costMs)) return null
+    return { volume, block, from: r.from, to: r.to, gainMs, score, benefit: gainMs * score, sizeBytes }
   }
 
   /** A candidate against the round's rules so far: why it is skipped, or the bytes it would move. */

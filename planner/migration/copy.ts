@@ -25,14 +25,23 @@ export interface CopyOptions {
   /** Called once the source said how large the block is. */
   onSize?: (bytes: number) => void
   /**
-   * The target's ETag when the copy began (null: it held no copy). The PUT is then conditional
-   * (If-Match, or If-None-Match: *): a write a proxy teed to the joining target since then is
-   * newer than what the copy may have read from the source, and overwriting it would leave the
-   * target older than the source once that write lands there too — and the verify could still
-   * find them equal in between (the write in flight to the source), marking a stale copy in
-   * sync. Only for targets that honour preconditions on PUT (the reference gateway).
+   * Makes the PUT conditional, so that a write proxies teed to the joining target since the copy
+   * began is kept rather than overwritten: it is newer than what the copy may have read from the
+   * source, and overwriting it would leave the target older than the source once that write
+   * lands there too — while the verify could still find them equal in between (the write in
+   * flight to the source) and mark a stale copy in sync (the 5 stale reads of the first
+   * 10,000-move run). The value is the target's ETag when the copy began (If-Match), or null:
+   * it held no copy then (If-None-Match: *). Each kind as it can (upstream/README.md
+   * "Conditional copies"): the reference gateway and S3 take the header; nginx WebDAV ignores
+   * both, so onto it the copy is PUT to `stagingPath` and moved into place with MOVE and
+   * `Overwrite: F` (null only: the caller clears the target first).
    */
   unlessChangedFrom?: string | null
+  /**
+   * For a webdav target: where the conditional copy is staged, a hidden name beside the block
+   * (`/{volume}/.ferry-copy.{block}.{random}`: not an id, so no inventory and no client sees it).
+   */
+  stagingPath?: string
 }
 
 export interface CopyResult {
@@ -56,11 +65,88 @@ export interface CopyResult {
  * side proves what it can for its kind (upstream/verify.ts): a content-hash ETag where the
  * gateway gives one, a digest header, else the target's copy is read back and hashed (nginx).
  *
- * Resolves null when the PUT was conditional (`unlessChangedFrom`) and the target had changed.
+ * Resolves null when the PUT was conditional (`unlessChangedFrom`) and the target had changed:
+ * superseded. Onto nginx the copy is staged (read back from its private name, where no other
+ * write lands, so a difference there is corruption) and moved into place only if the block is
+ * still absent; an nginx that refuses MOVE (left out of `dav_methods`) gets the copy at the
+ * block's own name, unconditionally, and a read-back that differs then counts as superseded
+ * too — it cannot be told from a newer write — for the verify step to settle by comparing the
+ * two sides (upstream/README.md "Conditional copies").
  * Throws FerryError FERRY_SOURCE_MISSING (the source has no such block), FERRY_COPY_SOURCE_FAILED,
  * FERRY_COPY_TARGET_FAILED, FERRY_COPY_VERIFY_FAILED or FERRY_COPY_TIMEOUT; on abort, the signal's reason.
  */
 export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opts: CopyOptions): Promise<CopyResult | null> {
+  if (target.kind !== 'webdav' || opts.unlessChangedFrom === undefined) return await copyOnce(source, target, opts, opts.path, 'strict')
+  if (opts.unlessChangedFrom !== null || opts.stagingPath === undefined) throw new Error('a conditional copy onto webdav needs a cleared target (unlessChangedFrom null) and a stagingPath')
+  if (!moveRefused(target.pool)) {
+    const staged = await stagedCopy(source, target, opts, opts.stagingPath)
+    if (staged !== 'move-refused') return staged
+  }
+  return await copyOnce(source, target, opts, opts.path, 'superseded')
+}
+
+/**
+ * The copy onto nginx that cannot overwrite a newer write: PUT to the staging name, verified by
+ * reading it back there, then MOVE onto the block with `Overwrite: F` (nginx answers 412 when
+ * the block exists: a write teed to the target since the caller cleared it, which is kept).
+ */
+async function stagedCopy (source: CopyEndpoint, target: CopyEndpoint, opts: CopyOptions, staging: string): Promise<CopyResult | null | 'move-refused'> {
+  const dropStaging = async (): Promise<void> => {
+    const res = await target.pool.request({ method: 'DELETE', path: staging, signal: AbortSignal.timeout(10_000) }).catch(() => null)
+    await res?.body.dump().catch(() => {})
+  }
+  let copied: CopyResult | null
+  try {
+    copied = await copyOnce(source, target, { ...opts, unlessChangedFrom: undefined }, staging, 'strict')
+  } catch (err) {
+    await dropStaging()
+    throw err
+  }
+  if (copied === null) { await dropStaging(); return null }
+  let moved: Dispatcher.ResponseData
+  try {
+    moved = await target.pool.request({
+      method: 'MOVE',
+      path: staging,
+      headers: { destination: opts.path, overwrite: 'F' },
+      signal: AbortSignal.any([opts.signal, AbortSignal.timeout(Math.max(1, Math.ceil(opts.timeoutMs)))])
+    })
+  } catch (err) {
+    await dropStaging()
+    if (opts.signal.aborted) throw opts.signal.reason
+    throw new FerryError('FERRY_COPY_TARGET_FAILED', `MOVE ${staging} to ${opts.path} on the target failed: ${describeGatewayError(err)}`, 502)
+  }
+  await moved.body.dump().catch(() => {})
+  if (moved.statusCode >= 200 && moved.statusCode < 300) return copied
+  await dropStaging()
+  if (moved.statusCode === 412) return null
+  if (moved.statusCode === 405 || moved.statusCode === 501 || moved.statusCode === 403) {
+    noMove.set(target.pool, performance.now())
+    return 'move-refused'
+  }
+  throw new FerryError('FERRY_COPY_TARGET_FAILED', `MOVE ${staging} to ${opts.path} on the target answered ${moved.statusCode}`, 502)
+}
+
+/**
+ * Targets (pools) that refused MOVE, and when: their copies go to the block's name directly,
+ * and MOVE is tried again after MOVE_RETRY_MS (the operator may have added it).
+ */
+const noMove = new WeakMap<Dispatcher, number>()
+const MOVE_RETRY_MS = 600_000
+
+function moveRefused (pool: Dispatcher): boolean {
+  const at = noMove.get(pool)
+  if (at === undefined) return false
+  if (performance.now() - at < MOVE_RETRY_MS) return true
+  noMove.delete(pool)
+  return false
+}
+
+/**
+ * One streamed copy to `putPath`. `readBack`: what a read-back that differs from the bytes sent
+ * means — corruption (`strict`), or possibly a newer write (`superseded`: resolves null).
+ */
+async function copyOnce (source: CopyEndpoint, target: CopyEndpoint, opts: CopyOptions, putPath: string, readBack: 'strict' | 'superseded'): Promise<CopyResult | null> {
   const timeout = AbortSignal.timeout(Math.max(1, Math.ceil(opts.timeoutMs)))
   const signal = AbortSignal.any([opts.signal, timeout])
   const fail = (code: 'FERRY_COPY_SOURCE_FAILED' | 'FERRY_COPY_TARGET_FAILED', what: string, err?: unknown): FerryError => {
@@ -97,7 +183,7 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
   try {
     put = await target.pool.request({
       method: 'PUT',
-      path: opts.path,
+      path: putPath,
       body: meter,
       headers: {
         'content-type': 'application/octet-stream',
@@ -110,7 +196,7 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
   } catch (err) {
     src.body.destroy()
     if (sourceError !== undefined) throw fail('FERRY_COPY_SOURCE_FAILED', `reading ${opts.path} from the source failed mid-copy`, sourceError)
-    throw fail('FERRY_COPY_TARGET_FAILED', `PUT ${opts.path} to the target failed`, err)
+    throw fail('FERRY_COPY_TARGET_FAILED', `PUT ${putPath} to the target failed`, err)
   } finally {
     // A target that answered before reading the whole body (an error, a 413) leaves the source
     // stream half read: release its connection rather than letting it stall.
@@ -119,7 +205,7 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
   await put.body.dump().catch(() => {})
   // The target took a write since the copy began: it is newer, and is kept (null: superseded).
   if (put.statusCode === 412 && opts.unlessChangedFrom !== undefined) return null
-  if (put.statusCode < 200 || put.statusCode >= 300) throw fail('FERRY_COPY_TARGET_FAILED', `PUT ${opts.path} to the target answered ${put.statusCode}`)
+  if (put.statusCode < 200 || put.statusCode >= 300) throw fail('FERRY_COPY_TARGET_FAILED', `PUT ${putPath} to the target answered ${put.statusCode}`)
   if (sourceError !== undefined) throw fail('FERRY_COPY_SOURCE_FAILED', `reading ${opts.path} from the source failed mid-copy`, sourceError)
 
   const sent = meter.digests()
@@ -127,19 +213,21 @@ export async function copyBlock (source: CopyEndpoint, target: CopyEndpoint, opt
   if (size !== null && bytes !== size) {
     throw new FerryError('FERRY_COPY_VERIFY_FAILED', `copied ${bytes} bytes of ${opts.path}, the source announced ${size}`, 502)
   }
-  let proof: CopyProof
+  let proof: CopyProof | null
   try {
     proof = await verifyCopy({
-      path: opts.path,
+      path: putPath,
       source: { kind: source.kind, etag: sourceEtag },
       target: { kind: target.kind, dispatcher: target.pool },
       sent,
       putHeaders: put.headers,
-      signal
+      signal,
+      ...(readBack === 'superseded' ? { mayBeSuperseded: true } : {})
     })
   } catch (err) {
-    throw err instanceof FerryError ? err : fail('FERRY_COPY_TARGET_FAILED', `reading ${opts.path} back from the target failed`, err)
+    throw err instanceof FerryError ? err : fail('FERRY_COPY_TARGET_FAILED', `reading ${putPath} back from the target failed`, err)
   }
+  if (proof === null) return null
   return { sourceEtag, targetEtag: proof.targetEtag, bytes, sha256: sent.sha256, proof: proof.method }
 }
 

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import type { EventEmitter } from 'node:events'
 import { FerryError } from '../../lib/errors.js'
 import { blockKey } from '../../lib/ids.js'
@@ -267,15 +268,30 @@ export class MigrationOps {
     if (target === undefined) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} is no longer configured`, 502)
     job.bytes = 0
     job.copyStartedAt = performance.now()
-    // The target's version before the source is read: the PUT may replace only that.
+    // The target's version before the source is read: the PUT may replace only that (see
+    // CopyOptions.unlessChangedFrom). The reference gateway compares If-Match with its ETag. S3
+    // gateways and nginx cannot be trusted to (radosgw compares it unquoted, so a quoted ETag
+    // never matches; nginx ignores it): their copy is cleared instead — the target is out of
+    // sync, so nobody reads it — and the copy may only create the block. A write teed there from
+    // then on is kept, as one landing after the reference gateway's HEAD is.
     let unlessChangedFrom: string | null | undefined
     if (target.kind === 'ferry') {
       const before = await this.head(job.path, job.to, job.abort.signal)
       if (before.status === 404) unlessChangedFrom = null
       else if (before.status === 200 && before.etag !== null) unlessChangedFrom = before.etag
+    } else {
+      this.guard(job)
+      try {
+        await this.deleteCopy(job.path, job.to)
+      } catch (err) {
+        if (err instanceof FerryError || err instanceof DeposedError || job.abort.signal.aborted) throw err
+        throw plannerError('FERRY_COPY_TARGET_FAILED', `clearing ${job.key} on ${job.to} before the copy failed: ${describeGatewayError(err)}`, 502)
+      }
+      unlessChangedFrom = null
     }
     const result = await copyBlock(source, target, {
-      ...(unlessChangedFrom === undefined ? {} : { unlessChangedFrom }),
+      unlessChangedFrom,
+      ...(target.kind === 'webdav' ? { stagingPath: `/${job.volume}/.ferry-copy.${job.block}.${randomBytes(4).toString('hex')}` } : {}),
       path: job.path,
       bucket: this.bucket,
       // No lease bound here: losing the lease aborts the job's signal (deactivate), which cuts

@@ -13,9 +13,10 @@ import type { MigrationOps } from './ops.js'
  *   join      the target becomes a member, out of sync: from then on every proxy sends it every
  *             write (a write it fails takes it out again)
  *   copy      after settleMs (every proxy has heard of the new member), stream the current
- *             version from the source; onto a reference gateway the PUT is conditional on the
- *             target's version when the copy began, so a write proxies teed to the target
- *             meanwhile (newer than what the copy read) is kept, not overwritten
+ *             version from the source; the PUT is conditional on the target's version when the
+ *             copy began (each kind as it can: upstream/README.md "Conditional copies"), so a
+ *             write proxies teed to the target meanwhile (newer than what the copy read) is
+ *             kept, not overwritten
  *   verify    the target holds the source's bytes at one moment after the copy (writes keep
  *             changing both meanwhile; a persistent difference while the source stays the same
  *             means the copy missed something: copy again)

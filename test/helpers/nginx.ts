@@ -7,7 +7,7 @@ import { promisify } from 'node:util'
 import { freePort, sleep } from './net.js'
 
 /**
- * nginx as a third-party gateway: its WebDAV module (`dav_methods PUT DELETE`) speaks the same
+ * nginx as a third-party gateway: its WebDAV module (`dav_methods PUT DELETE MOVE`) speaks the same
  * GET/HEAD/PUT/DELETE subset as the reference gateway, and JSON autoindex lists its blocks
  * (the config upstream/README.md asks of users). Each instance runs in the foreground
  * (`daemon off`, single process) in a private temp prefix with its own config, pid file, error log,
@@ -37,6 +37,12 @@ export interface NginxOptions {
    * them out has.
    */
   autoindex?: boolean
+  /**
+   * `dav_methods`; default `PUT DELETE MOVE`, the config upstream/README.md asks of users (MOVE:
+   * the planner's copies land by rename, so a newer write proxies sent meanwhile is kept).
+   * `PUT DELETE`: what a user who left MOVE out has.
+   */
+  davMethods?: string
 }
 
 const execFileP = promisify(execFile)
@@ -132,7 +138,7 @@ http {
     listen 127.0.0.1:${port};
     root ${root};
     location / {
-      dav_methods PUT DELETE;
+      dav_methods ${opts.davMethods ?? 'PUT DELETE MOVE'};
       create_full_put_path on;
       dav_access user:rw group:r all:r;
       default_type application/octet-stream;${opts.autoindex === false ? '' : `

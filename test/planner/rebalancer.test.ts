@@ -146,3 +146,41 @@ t.test('co-access: cold blocks of a volume being read at a site move there befor
     t.ok((await coldMoves()).every(r => r === 'ok'), 'every predicted move completed')
   })
 })
+
+/**
+ * At R = 2 the rebalancer decides per member: which member of the set to replace by which
+ * gateway, so that the set covers the sites that read the block (reads go to the nearest
+ * member). Ranked by its head, as before, a set whose head is on one of two reading sites was
+ * never changed (no single gateway beats the head for both), whatever its other member.
+ */
+t.test('R = 2: the member to replace is chosen per set, toward the sites that read the block', async t => {
+  const r = await rig(t, { config: { state: { affinity: { halfLifeMs: 1500 } }, recorder: { flushIntervalMs: 100 }, replication: { factor: 2, minInSync: 1 } } })
+  const proxy = await r.proxy()
+  const p = await r.planner({
+    latency: { sameSiteMs: 1, defaultMs: 50 },
+    rebalancer: { enabled: true, intervalMs: 250, margin: 0.25, minGainMs: 1, minDwellMs: 1000, minScore: 0.5 }
+  })
+  await waitLeader(p)
+  // Every set starts as {gw1, gw2}: site-a's gateway first, then the one on site-b.
+  for (const b of BLOCKS) {
+    t.ok((await r.store.casLocation('wl', b, 0, { gateway: 'gw1', members: ['gw1', 'gw2'], inSync: ['gw1', 'gw2'] })).ok)
+    const res = await request(`${proxy.url}/wl/${b}`, { method: 'PUT', body: `block ${b}`, headers: { 'x-forwarded-for': NOWHERE } })
+    t.ok(res.statusCode >= 200 && res.statusCode < 300, `${b} written to both members (${res.statusCode})`)
+    await res.body.dump()
+  }
+  const sets = (): string[] => BLOCKS.map(b => { const l = p.locations.get('wl', b); return l === null || l === undefined || l.phase !== 'stable' ? '?' : [...l.inSync].sort().join('+') + (l.members.length === l.inSync.length ? '' : '(leaving)') })
+  // Read from site-a and site-c alike: the set that serves both is {gw1, gw3}, so gw2 — not
+  // the head — gives its place to gw3, and gw1 stays.
+  const a = traffic(proxy.url, 'site-a')
+  const c = traffic(proxy.url, 'site-c')
+  await waitFor(() => sets().every(s => s === 'gw1+gw3'), 'every set to be {gw1, gw3}', 20_000).catch(() => {})
+  await a.stop()
+  await c.stop()
+  t.same(sets(), BLOCKS.map(() => 'gw1+gw3'), 'every set holds a member on each reading site')
+  const moved = (await p.store.listMigrations({ limit: 1000 })).filter(m => m.reason === 'rebalance')
+  t.ok(moved.length >= BLOCKS.length && moved.every(m => m.from === 'gw2' && m.to === 'gw3'), `each block moved its site-b member to site-c (${JSON.stringify(moved.map(m => `${m.block}:${m.from}→${m.to}:${String(m.result)}`))})`)
+  for (const b of BLOCKS) {
+    const res = await request(`${proxy.url}/wl/${b}`, { headers: { 'x-forwarded-for': SITE_CLIENT['site-a'] } })
+    t.equal(await res.body.text(), `block ${b}`, `${b} reads back`)
+  }
+})
