@@ -21,6 +21,7 @@ export class FleetDnsView implements DnsView {
   private config: FerryConfig
   private sites: SiteMap
   private siteEdges = new Map<string, EdgeSet>()
+  private allEdges: EdgeSet = { v4: [], v6: [] }
   private gatewaySite = new Map<string, string>()
   private readonly volumes = new Map<string, VolumeEntry>()
   private readonly listeners = new Set<(change?: DnsChange) => void>()
@@ -48,7 +49,7 @@ export class FleetDnsView implements DnsView {
 
   volumeEdges (volume: string, site: string | undefined): EdgeSet | undefined {
     const entry = this.volumes.get(volume)
-    if (entry === undefined) return undefined
+    if (entry === undefined) return this.newVolumeEdges(site)
     let best: string | undefined
     let bestRank = -Infinity
     for (const [gateway, count] of entry.gateways) {
@@ -59,6 +60,20 @@ export class FleetDnsView implements DnsView {
     }
     if (best === undefined) return undefined
     return this.siteEdges.get(this.gatewaySite.get(best) ?? '') ?? { v4: [], v6: [] }
+  }
+
+  /**
+   * A volume that holds no block yet. With the S3 front end on, every bucket name is addressable
+   * as `<bucket>.<zone>` before it holds anything — CreateBucket and the first PUT of
+   * virtual-hosted clients go to that name — so it resolves, to the edge of the client's own
+   * site (where a first write is placed before a model says otherwise), else to every edge.
+   * Without S3 an unknown volume is NXDOMAIN.
+   */
+  private newVolumeEdges (site: string | undefined): EdgeSet | undefined {
+    if (!this.config.s3.enabled) return undefined
+    const own = site !== undefined ? this.siteEdges.get(site) : undefined
+    if (own !== undefined && own.v4.length + own.v6.length > 0) return own
+    return this.allEdges
   }
 
   gatewayEdges (gateway: string): EdgeSet | undefined {
@@ -111,6 +126,8 @@ export class FleetDnsView implements DnsView {
       v6: s.edges.filter(a => net.isIPv6(a))
     }]))
     this.gatewaySite = new Map(config.gateways.map(g => [g.id, g.site]))
+    const edges = [...this.siteEdges.values()]
+    this.allEdges = { v4: [...new Set(edges.flatMap(e => e.v4))], v6: [...new Set(edges.flatMap(e => e.v6))] }
   }
 
   private emit (change?: DnsChange): void {

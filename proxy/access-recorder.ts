@@ -12,6 +12,8 @@ export interface Access {
   write: boolean
   /** Epoch milliseconds. */
   at: number
+  /** Who: the S3 access key that signed the request; undefined for an anonymous one. */
+  user?: string
 }
 
 /** A block's access figures at the time of the snapshot. Scores are in "accesses" decayed to now. */
@@ -172,7 +174,7 @@ export class AccessRecorder {
     // A slow disk must not grow the heap without bound: drop and count instead.
     if (this.log.writableNeedDrain) { this.logDropped++; return }
     this.log.write(JSON.stringify({
-      t: new Date(a.at).toISOString(), client: a.client, site: a.site ?? null, volume: a.volume, block: a.block,
+      t: new Date(a.at).toISOString(), client: a.client, user: a.user ?? null, site: a.site ?? null, volume: a.volume, block: a.block,
       op: a.write ? 'write' : 'read', status, gateway: gateway ?? null, ms: Math.round(durationMs * 100) / 100
     }) + '\n')
   }

@@ -62,8 +62,8 @@ export class Forwarder implements Stage {
       if (this.observer !== undefined && this.recording) this.observer(request.volume, request.block, request.client, request.site, request.write, request.now, gateway.site)
       if (this.recorder.logging) {
         res.once('close', () => {
-          const { volume, block, client, site, write, now } = request
-          this.recorder.logAccess({ volume, block, client, site, write, at: now }, request.status, (request.gateway as Gateway).id, performance.now() - request.startedAt)
+          const { volume, block, client, site, write, now, user } = request
+          this.recorder.logAccess({ volume, block, client, site, write, at: now, user }, request.status, (request.gateway as Gateway).id, performance.now() - request.startedAt)
         })
       }
     }

@@ -489,11 +489,22 @@ export class S3Adapter {
     let cursor = from
     let truncated = false
     let count = 0
+    // How many entries to ask the index for next. A batch that ends inside a common prefix was
+    // mostly wasted (its keys roll up into one entry), so the next one after it is small and
+    // grows again while keys are listed one by one: a bucket of 1,000 directories of 1,000 keys
+    // is listed with a seek per directory, not 1,000 keys and their metadata read per directory
+    // (test/s3/listing-cost.test.ts).
+    let batchSize = 1000
     outer: for (;;) {
-      const want = Math.min(1000, maxKeys - count + 1)
+      const want = Math.min(batchSize, maxKeys - count + 1)
       const batch = await this.index.list(bucket, prefix, cursor, want)
       if (batch.length === 0) break
+      let rolledUp: string | undefined
+      let endedRolledUp = false
       for (const e of batch) {
+        // The rest of a common prefix already returned, within this batch.
+        if (rolledUp !== undefined && e.key.startsWith(rolledUp)) { endedRolledUp = true; continue }
+        endedRolledUp = false
         if (count >= maxKeys) { truncated = true; break outer }
         if (delimiter !== '') {
           const i = e.key.indexOf(delimiter, prefix.length)
@@ -502,7 +513,9 @@ export class S3Adapter {
             prefixes.push(cp)
             count++
             cursor = { key: cp, skipPrefix: true }
-            continue outer
+            rolledUp = cp
+            endedRolledUp = true
+            continue
           }
         }
         contents.push(e)
@@ -510,6 +523,7 @@ export class S3Adapter {
         cursor = { key: e.key, skipPrefix: false }
       }
       if (batch.length < want) break
+      batchSize = endedRolledUp ? 4 : Math.min(1000, batchSize * 4)
     }
     return { contents, prefixes, truncated, next: cursor }
   }

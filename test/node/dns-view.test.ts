@@ -34,7 +34,9 @@ t.test('volume answers follow block locations and gateway health', async t => {
   const resolver = new dns.promises.Resolver({ timeout: 1000, tries: 2 })
   resolver.setServers([`127.0.0.1:${dnsPort}`])
 
-  await t.rejects(resolver.resolve4('vx.fleet.test'), { code: 'ENOTFOUND' }, 'no data yet: NXDOMAIN')
+  // S3 is on (the default): a bucket name resolves before it holds data, to the asking client's site.
+  t.same(await resolver.resolve4('fresh.fleet.test'), ['127.0.0.11'], 'no data yet: the edge of the client\'s site (127.0.0.1 is site-a)')
+  t.same(await resolver.resolve4('vx.fleet.test'), ['127.0.0.11'], 'the same for vx before its blocks')
   await store.casLocation('vx', 'b1', 0, { gateway: 'gw1' })
   await store.casLocation('vx', 'b2', 0, { gateway: 'gw1' })
   await store.casLocation('vx', 'b3', 0, { gateway: 'gw2' })
@@ -54,4 +56,22 @@ t.test('volume answers follow block locations and gateway health', async t => {
   node.proxy?.gateways.reportFailure(node.proxy.gateways.get('gw3')!, 'test')
   await waitFor(async () => (await resolver.resolve4('vx.fleet.test'))[0] === '127.0.0.12', 'no edge of an unhealthy gateway while a healthy one holds the volume')
   t.pass('answers follow the data and the health')
+})
+
+t.test('without the S3 front end, a volume with no data is NXDOMAIN', async t => {
+  const gws = await startGateways(1)
+  t.teardown(gws.stopAll)
+  const store = createStore({})
+  t.teardown(() => store.close())
+  const dnsPort = await freePort({ udp: true })
+  const config = testConfig(gws.urls, {
+    dns: { listen: [{ address: '127.0.0.1', port: dnsPort }], zone: 'fleet.test', rateLimit: { responsesPerSecond: 0 } },
+    s3: { enabled: false }
+  })
+  const node = new FerryNode({ config, roles: new Set(['proxy', 'dns']), logger: silentLogger, registry: createRegistry(false), store })
+  await node.start()
+  t.teardown(() => node.stop())
+  const resolver = new dns.promises.Resolver({ timeout: 1000, tries: 2 })
+  resolver.setServers([`127.0.0.1:${dnsPort}`])
+  await t.rejects(resolver.resolve4('vx.fleet.test'), { code: 'ENOTFOUND' }, 'no data yet: NXDOMAIN')
 })

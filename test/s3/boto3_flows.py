@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """boto3 against a running ferry (test/s3/clients.test.ts starts it): the flows an SDK user runs.
 
-Reads FERRY_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY from the environment; prints
+Reads FERRY_S3_ENDPOINT (http:// or https://), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and, for
+HTTPS, AWS_CA_BUNDLE (boto3 reads it; the presigned URLs are fetched with it too) from the environment; prints
 one line per step ("ok   name" / "FAIL name: why") and exits 1 if any failed.
 """
-import hashlib, os, sys, tempfile, urllib.request, urllib.error
+import base64, hashlib, os, ssl, sys, tempfile, urllib.request, urllib.error, zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
@@ -16,6 +17,13 @@ endpoint = os.environ['FERRY_S3_ENDPOINT']
 cfg = Config(s3={'addressing_style': 'path'}, signature_version='s3v4', retries={'max_attempts': 2}, max_pool_connections=16)
 s3 = boto3.client('s3', endpoint_url=endpoint, region_name='us-east-1', config=cfg)
 failed = []
+# urllib for the presigned URLs: the CA boto3 was given (HTTPS), else the default context.
+tls = ssl.create_default_context(cafile=os.environ['AWS_CA_BUNDLE']) if os.environ.get('AWS_CA_BUNDLE') else None
+
+
+def urlopen(u):
+    return urllib.request.urlopen(u, context=tls)
+
 
 
 def step(name, ok, why=''):
@@ -51,6 +59,18 @@ with tempfile.TemporaryDirectory() as d:
     with open(dst, 'rb') as f:
         step('download_file returns the same bytes', f.read() == data)
 
+# The SDK's default checksum (CRC32; over HTTPS an aws-chunked body with the CRC32 as a trailer):
+# checked by ferry and echoed.
+body = os.urandom(300_001)
+with tempfile.TemporaryFile() as f:
+    f.write(body)
+    f.seek(0)
+    r = s3.put_object(Bucket=bucket, Key='checksum/default.bin', Body=f)
+crc = base64.b64encode((zlib.crc32(body) & 0xffffffff).to_bytes(4, 'big')).decode()
+step('put_object with the default checksum: CRC32 checked and echoed', r.get('ChecksumCRC32') == crc, (r.get('ChecksumCRC32'), crc))
+step('put_object with the default checksum: the ETag is the MD5 of the body', r['ETag'].strip('"') == hashlib.md5(body).hexdigest(), r['ETag'])
+step('put_object with the default checksum: the stored bytes are the body', s3.get_object(Bucket=bucket, Key='checksum/default.bin')['Body'].read() == body)
+
 # Metadata round trip.
 s3.put_object(Bucket=bucket, Key='meta/obj.txt', Body=b'hello metadata', ContentType='text/plain; charset=utf-8',
               Metadata={'colour': 'blue', 'owner': 'ferry'}, ContentDisposition='attachment; filename="x.txt"',
@@ -63,23 +83,23 @@ step('ETag is the MD5', h['ETag'].strip('"') == hashlib.md5(b'hello metadata').h
 
 # Presigned GET and PUT, by a plain HTTP client.
 url = s3.generate_presigned_url('get_object', Params={'Bucket': bucket, 'Key': 'meta/obj.txt'}, ExpiresIn=300)
-with urllib.request.urlopen(url) as r:
+with urlopen(url) as r:
     step('presigned GET', r.read() == b'hello metadata')
 put_url = s3.generate_presigned_url('put_object', Params={'Bucket': bucket, 'Key': 'presigned/up.txt'}, ExpiresIn=300)
 req = urllib.request.Request(put_url, data=b'uploaded by URL', method='PUT')
-with urllib.request.urlopen(req) as r:
+with urlopen(req) as r:
     step('presigned PUT', r.status == 200, r.status)
 step('presigned PUT stored', s3.get_object(Bucket=bucket, Key='presigned/up.txt')['Body'].read() == b'uploaded by URL')
 bad = url.replace('X-Amz-Signature=', 'X-Amz-Signature=0')
 try:
-    urllib.request.urlopen(bad)
+    urlopen(bad)
     step('tampered presigned URL refused', False, 'accepted')
 except urllib.error.HTTPError as e:
     step('tampered presigned URL refused', e.code == 403 and b'SignatureDoesNotMatch' in e.read(), e.code)
 expired = s3.generate_presigned_url('get_object', Params={'Bucket': bucket, 'Key': 'meta/obj.txt'}, ExpiresIn=1)
 import time; time.sleep(2.1)
 try:
-    urllib.request.urlopen(expired)
+    urlopen(expired)
     step('expired presigned URL refused', False, 'accepted')
 except urllib.error.HTTPError as e:
     step('expired presigned URL refused', e.code == 403 and b'AccessDenied' in e.read(), e.code)
@@ -87,7 +107,7 @@ except urllib.error.HTTPError as e:
 v2 = boto3.client('s3', endpoint_url=endpoint, region_name='us-east-1', config=Config(s3={'addressing_style': 'path'}))
 v2url = v2.generate_presigned_url('get_object', Params={'Bucket': bucket, 'Key': 'meta/obj.txt'}, ExpiresIn=300)
 try:
-    urllib.request.urlopen(v2url)
+    urlopen(v2url)
     step('a SigV2 presigned URL is refused, not taken as anonymous', 'Signature=' not in v2url, 'accepted')
 except urllib.error.HTTPError as e:
     step('a SigV2 presigned URL is refused, not taken as anonymous', e.code == 400, e.code)
