@@ -4,6 +4,7 @@
  */
 import v8 from 'node:v8'
 import type { Role } from './node.js'
+import { enableBodyGc } from '../lib/body-gc.js'
 
 /**
  * undici parses HTTP/1.1 with llhttp compiled to WebAssembly. V8 compiles it with Liftoff at
@@ -20,8 +21,12 @@ const LIFTOFF_ONLY = '--liftoff-only'
  * per GET in an A/B (one build with and without them; more scavenges promote requests in flight).
  */
 
-/** Applies the data-plane settings to this process when it runs no planner; before any HTTP client connects. */
+/**
+ * Applies the data-plane settings to this process, before any HTTP client connects: the proxy's
+ * young-generation GC by body bytes (lib/body-gc.ts), and Liftoff when it runs no planner.
+ */
 export function tuneDataPlane (roles: ReadonlySet<Role>): void {
+  if (roles.has('proxy')) enableBodyGc()
   if (roles.has('planner')) return
   v8.setFlagsFromString(LIFTOFF_ONLY)
 }
