@@ -9,6 +9,7 @@ import type { ProxyMetrics } from './metrics.js'
 import { PathPattern } from './path-pattern.js'
 import { ProxyAnswer, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
 import { describeGatewayError, gatewayTlsError } from '../upstream/connect.js'
+import { noteBodyBytes } from '../lib/body-gc.js'
 
 /** Sees every forwarded access with the site of the gateway that serves it. */
 export type AccessObserver = (volume: string, block: string, client: string, site: string | undefined, write: boolean, at: number, servedBySite: string) => void
@@ -59,6 +60,8 @@ export class Forwarder implements Stage {
     if (request.attempts++ === 0) {
       this.inflight++
       request.startedAt = performance.now()
+      // The upload's bytes, counted once as it starts (a chunked one is counted by BodyLimit).
+      if (request.body !== null) noteBodyBytes(Number(req.headers['content-length'] ?? 0))
       if (this.observer !== undefined && this.recording) this.observer(request.volume, request.block, request.client, request.site, request.write, request.now, gateway.site)
       if (this.recorder.logging) {
         res.once('close', () => {
@@ -169,6 +172,7 @@ export class ClientResponse implements ResponseHandler {
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
     const res = this.request.res
+    noteBodyBytes(chunk.length)
     if (!res.write(chunk)) {
       controller.pause()
       res.once('drain', this.onDrain)

@@ -1,4 +1,5 @@
 import { Counter, Gauge, type Registry } from 'prom-client'
+import { bodyGcCollections } from '../lib/body-gc.js'
 
 const METHODS = ['GET', 'HEAD', 'PUT', 'DELETE'] as const
 const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -38,6 +39,8 @@ export class ProxyMetrics {
       }
       return values
     }))
+    registry.registerMetric(exported('ferry_proxy_body_gcs_total', 'Young-generation GCs this process ran after a few MB of bodies (lib/body-gc.ts: dead body chunks freed before they force a full GC)', 'counter',
+      () => [{ labels: {}, value: bodyGcCollections() }]))
     const name = 'ferry_proxy_request_duration_seconds'
     registry.registerMetric(exported(name, 'Time from request to the end of the response, by gateway and method', 'histogram', () => {
       const values: Value[] = []

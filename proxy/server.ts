@@ -12,6 +12,7 @@ import { silentLogger } from '../lib/log.js'
 import { createRegistry } from '../lib/metrics.js'
 import { HttpListener } from '../lib/tls.js'
 import { LoopStalls } from '../lib/loop-stalls.js'
+import { noteBodyBytes } from '../lib/body-gc.js'
 import { AccessRecorder, type AccessRecorderOptions } from './access-recorder.js'
 import { ClientAddressResolver } from './client-address.js'
 import type { ProxyConfigPieces } from './config.js'
@@ -500,6 +501,7 @@ class BodyLimit extends Transform {
 
   override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.seen += chunk.length
+    noteBodyBytes(chunk.length)
     if (this.seen > this.limit) {
       // The upload is cut where it stands and nothing is stored; the rest of it is not read.
       cb(new ProxyAnswer('FERRY_BODY_TOO_LARGE', `request body exceeds ${this.limit} bytes`, 413, { connection: 'close' }))
