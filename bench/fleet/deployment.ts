@@ -57,6 +57,15 @@ export interface FleetOptions {
   logLevel: 'info' | 'warn' | 'debug'
   /** A trained health model for the planner (planner.prediction.model). */
   predictionModel?: string
+  /**
+   * First-touch placement (`placement.enabled`): on, the proxies place new blocks by the
+   * partitioning engine (write locality until the planner has trained a model); off, by
+   * rendezvous hashing. The hashing policy runs with it off: with the planner off and placement
+   * on, the proxies would place by write locality, which is not hashing.
+   */
+  placement: boolean
+  /** Trace seconds between retrains of the placement model (the placement benchmark's --retrain). */
+  retrainS: number
 }
 
 export interface SiteEndpoint {
@@ -259,7 +268,15 @@ export class MultiSiteFleet {
         health: { probeIntervalMs: 3000, probeTimeoutMs: 2500 },
         migration: { gracePeriodMs: scaled(30_000, 500) },
         prediction: { enabled: true, tickMs: 500, ...(this.o.predictionModel !== undefined ? { model: this.o.predictionModel } : {}) }
-      }
+      },
+      // Retrain and publish in trace time, as the placement simulation does (retrain every
+      // --retrain s, the table republished every rebalancer round); the proxies report their
+      // first writes (the training history) as often, so a retrain sees the blocks created
+      // before it. At the wall-clock defaults (10 min, 30 s) the model would be trained once
+      // in a whole replay at ×80, after the trace was over.
+      placement: this.o.placement
+        ? { enabled: true, retrainIntervalMs: scaled(this.o.retrainS * 1000, 1000), publishIntervalMs: scaled(30_000, 100), reportIntervalMs: scaled(1000, 50) }
+        : { enabled: false }
     }
     if (this.o.replicas !== undefined) cfg.replication = { factor: this.o.replicas }
     return cfg
