@@ -419,7 +419,7 @@ export default async function run (argv: string[]): Promise<void> {
       return [p, { replicas: replication.factor, requestsWhileDown: down?.requests ?? null, failedReadsWhileDown: down?.failedReads ?? null, failedWritesWhileDown: down?.failedWrites ?? null, lostAcknowledgedWrites: rb.lost, unreadableAtEnd: rb.unreadable }]
     })),
     crashTarget: 'R = 2: 0 failed reads while down, 0 lost acknowledged writes',
-    crashMet: replication.factor < 2 ? null : Object.values(live).every(l => {
+    crashMet: replication.factor < 2 || crash === 'none' ? null : Object.values(live).every(l => {
       const ph = (l.faults as { phases: Record<string, { failedReads: number }> }).phases
       const down = Object.entries(ph).find(([k]) => k.endsWith('crash-down'))?.[1]
       return down !== undefined && down.failedReads === 0 && (l.readBack as { lost: number }).lost === 0
