@@ -437,7 +437,7 @@ export default async function run (argv: string[]): Promise<void> {
       latency: popts.latency,
       link: link === 'rtt' ? 'matrix value = round trip; each relay direction adds half' : 'matrix value added in each direction',
       speed,
-      scaledClocks: { recorderHalfLifeS: 600 / speed, rebalancerIntervalMs: Math.round(30_000 / speed), minDwellMs: Math.round(600_000 / speed), migrationGraceMs: Math.max(500, Math.round(30_000 / speed)), maxMovesPerInterval: 64, dnsTtlS: 5, ...(placement ? { placementRetrainMs: Math.max(1000, Math.round(popts.retrainS * 1000 / speed)), placementPublishMs: Math.max(100, Math.round(30_000 / speed)), placementReportMs: Math.max(50, Math.round(1000 / speed)) } : {}) },
+      scaledClocks: { recorderHalfLifeS: 600 / speed, rebalancerIntervalMs: Math.round(30_000 / speed), minDwellMs: Math.round(600_000 / speed), migrationGraceMs: Math.max(500, Math.round(30_000 / speed)), maxMovesPerInterval: 64, migrationConcurrency: Math.min(64, Math.max(4, Math.ceil(4 * speed / 10))), dnsTtlS: 5, ...(placement ? { placementRetrainMs: Math.max(1000, Math.round(popts.retrainS * 1000 / speed)), placementPublishMs: Math.max(100, Math.round(30_000 / speed)), placementReportMs: Math.max(50, Math.round(1000 / speed)) } : {}) },
       capacityBytesPerGateway: capacityBytes,
       maxBlockBytes: maxBytes,
       crash: crash === 'none' ? null : { gateway: crash, killAtFraction: 0.55, restartAtFraction: 0.75 },

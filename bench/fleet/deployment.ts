@@ -266,7 +266,13 @@ export class MultiSiteFleet {
           maxMovesPerInterval: 64
         },
         health: { probeIntervalMs: 3000, probeTimeoutMs: 2500 },
-        migration: { gracePeriodMs: scaled(30_000, 500) },
+        // A move takes ≈ 0.5 s of wall time whatever the speed (settleMs, 250 ms, is the
+        // store's notification bound and is not scaled; then the copy and four compare-and-sets):
+        // 40 s of trace at ×80, longer than a rebalancer round, so the default 4 slots finish
+        // ≈ 8 moves per wall second where the simulation moves up to a round's budget (64) at
+        // once. At 1× the same 4 slots do 240 moves per round. So the slots are scaled too (to a
+        // round's budget at most), and a round's moves complete within about a round.
+        migration: { gracePeriodMs: scaled(30_000, 500), concurrency: Math.min(64, Math.max(4, Math.ceil(4 * sp / 10))) },
         prediction: { enabled: true, tickMs: 500, ...(this.o.predictionModel !== undefined ? { model: this.o.predictionModel } : {}) }
       },
       // Retrain and publish in trace time, as the placement simulation does (retrain every
