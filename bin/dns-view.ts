@@ -1,7 +1,7 @@
 import net from 'node:net'
 import type { FerryConfig } from '../config/schema.js'
 import { SiteMap } from '../fleet/site-map.js'
-import { latencyMatrix, type LatencyMatrix } from '../planner/affinity/latency.js'
+import { latencyMatrix, type LatencyMatrix } from '../fleet/latency.js'
 import type { DnsChange, DnsView, EdgeSet, SrvTarget } from '../dns/view.js'
 import type { LocationCache, LocationChange } from '../state/cache.js'
 import type { GatewayHealthView } from '../state/gateway-health.js'
