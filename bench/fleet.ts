@@ -6,8 +6,10 @@
  *   hashing   no planner: every block stays where the proxy's first write put it (rendezvous);
  *   ferry     the planner running (rebalancer, migrations, health), clocks scaled by --speed;
  *   sim       the placement benchmark's simulation of the same set-up (same slice, sites,
- *             matrix): its hashing, and its ferry without the partitioning engine (which is not
- *             live yet: issue 21) — what the live ferry run should come within 10 % of.
+ *             matrix): its hashing, and its ferry — with the partitioning engine when live
+ *             placement is on (--placement on, the default), without it otherwise — what the
+ *             live ferry run should come within 10 % of. The simulation keeps one copy of each
+ *             block: at --replicas 2 it is the R = 1 figure.
  *
  * During each live run a gateway is SIGKILLed and restarted (--crash ID, at 55 % and 75 % of
  * the replay; `none` to skip), after a gateway degrading with precursors (--degrade ID);
@@ -20,7 +22,10 @@
  * size cap, default 65536), --link rtt|one-way (the matrix value is an access's round trip,
  * default; or each direction's delay), --gateways-per-site N, --policies hashing,ferry,
  * --replicas R (written as replication.factor into every config; each gateway's capacity is
- * then R × the placement benchmark's share, so R copies fit), --crash ID|none, --base-port N
+ * then R × the placement benchmark's share, so R copies fit), --placement on|off (first-touch
+ * placement by the partitioning engine in the ferry policy; hashing always places by
+ * rendezvous hashing), --retrain S (trace seconds between retrains, default the placement
+ * benchmark's 900), --crash ID|none, --base-port N
  * (fixed ports, refused if taken), --keep (leave the run directory). Writes bench/results/fleet.json and bench/results/fleet.svg.
  */
 import fs from 'node:fs'
@@ -59,6 +64,8 @@ function stats (samples: Sample[]): Record<string, unknown> {
     p50Ms: round(percentile(ms, 50)),
     p99Ms: round(percentile(ms, 99)),
     localShare: withLoc.length === 0 ? null : round(withLoc.filter(s => s.local === true).length / withLoc.length, 4),
+    // Accesses DNS sent to the client's own site's edge (the rest pay a WAN hop to a remote edge first).
+    ownEdgeShare: round(samples.filter(s => s.edgeLocal === true).length / Math.max(1, samples.length), 4),
     // The links' share of the latency: what the same accesses would cost with instant processes.
     networkFloorMeanMs: withLoc.length === 0 ? null : round(withLoc.reduce((a, s) => a + (s.netMs ?? 0), 0) / withLoc.length),
     // Failed requests apart: a refused connection to a dead gateway answers fast, a timeout slowly,
@@ -156,6 +163,8 @@ export default async function run (argv: string[]): Promise<void> {
       'gateways-per-site': { type: 'string' },
       policies: { type: 'string' },
       replicas: { type: 'string' },
+      placement: { type: 'string' },
+      retrain: { type: 'string' },
       crash: { type: 'string' },
       degrade: { type: 'string' },
       'base-port': { type: 'string' },
@@ -171,8 +180,11 @@ export default async function run (argv: string[]): Promise<void> {
   const popts = placementOptions([
     ...(values.trace !== undefined ? ['--trace', values.trace] : []),
     ...(values.sites !== undefined ? ['--sites', values.sites] : []),
-    ...(values.latency !== undefined ? ['--latency', values.latency] : [])
+    ...(values.latency !== undefined ? ['--latency', values.latency] : []),
+    ...(values.retrain !== undefined ? ['--retrain', values.retrain] : [])
   ])
+  const placement = (values.placement ?? 'on') === 'on'
+  if (values.placement !== undefined && values.placement !== 'on' && values.placement !== 'off') throw new Error('--placement: on or off')
   const speed = num('speed', values.speed, 80, x => x > 0)
   const startS = num('start-s', values['start-s'], 0, x => x >= 0)
   const durationS = num('duration-s', values['duration-s'], Infinity, x => x > 0)
@@ -205,8 +217,9 @@ export default async function run (argv: string[]): Promise<void> {
   // The simulation of the same slice.
   const embedder = new CachingEmbedder(new NgramHashEmbedder())
   const simH = summarise(s, simHashing(s))
-  const simF = summarise(s, await simFerry(s, popts, { partition: false, rebalance: true, displace: true }, embedder))
-  console.log(`  sim hashing ${simH.meanMs as number} ms, sim ferry (no partitioning engine) ${simF.meanMs as number} ms`)
+  const simF = summarise(s, await simFerry(s, popts, { partition: placement, rebalance: true, displace: true }, embedder))
+  const simFerryName = placement ? 'ferry' : 'ferryWithoutPartitioning'
+  console.log(`  sim hashing ${simH.meanMs as number} ms, sim ${simFerryName} ${simF.meanMs as number} ms`)
 
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-fleet-'))
   // The degradation: a memory leak with precursors (health scenarios), replayed on the gateway's
@@ -237,7 +250,7 @@ export default async function run (argv: string[]): Promise<void> {
     for (const policy of policies) {
       if (interrupted) break
       const dir = path.join(runDir, policy)
-      const fo: FleetOptions = { dir, sites: s.sites, latency: popts.latency as LatencyModel, link, gatewaysPerSite: perSite, planner: policy === 'ferry', speed, capacityBytes, replicas, basePort, logLevel: 'warn', ...(scenario !== undefined ? { predictionModel: modelFile } : {}) }
+      const fo: FleetOptions = { dir, sites: s.sites, latency: popts.latency as LatencyModel, link, gatewaysPerSite: perSite, planner: policy === 'ferry', placement: placement && policy === 'ferry', retrainS: popts.retrainS, speed, capacityBytes, replicas, basePort, logLevel: 'warn', ...(scenario !== undefined ? { predictionModel: modelFile } : {}) }
       const fleet = new MultiSiteFleet(fo)
       current = fleet
       console.log(`  ${policy}: starting the fleet in ${dir}`)
@@ -296,14 +309,14 @@ export default async function run (argv: string[]): Promise<void> {
         schedule.push({ atMs: at(0.75), run: now => { mark('after', now); void fleet.restart(crash).catch((err: Error) => { console.error(`restart of ${crash} failed: ${err.message}`) }) } })
       }
       // The planner keeps its last 64 rounds: polled, so every round of the replay is seen once.
-      const rounds = new Map<number, { durationMs: number, scanned: number, moves: number }>()
+      const rounds = new Map<number, { durationMs: number, scanned: number, moves: number, candidates: number, skipped: Record<string, number> }>()
       const pollRounds = async (): Promise<void> => {
         if (fleet.plannerAdminUrl === undefined) return
         try {
           const { request } = await import('undici')
           const res = await request(`${fleet.plannerAdminUrl}/v1/rebalancer`, { headers: { authorization: `Bearer ${FLEET_TOKEN}` }, headersTimeout: 5000, bodyTimeout: 5000 })
-          const body = await res.body.json() as { rounds?: Array<{ at: number, durationMs: number, scanned: number, moves: number }> }
-          for (const x of body.rounds ?? []) rounds.set(x.at, { durationMs: x.durationMs, scanned: x.scanned, moves: x.moves })
+          const body = await res.body.json() as { rounds?: Array<{ at: number, durationMs: number, scanned: number, moves: number, candidates: number, skipped: Record<string, number> }> }
+          for (const x of body.rounds ?? []) rounds.set(x.at, { durationMs: x.durationMs, scanned: x.scanned, moves: x.moves, candidates: x.candidates, skipped: x.skipped })
         } catch { /* a slow answer costs a poll, not the run */ }
       }
       const roundsTimer = setInterval(() => { void pollRounds() }, 5000)
@@ -355,7 +368,11 @@ export default async function run (argv: string[]): Promise<void> {
           const xs = [...rounds.values()]
           if (xs.length === 0) return null
           const d = Float64Array.from(xs.map(x => x.durationMs)).sort()
-          return { rounds: xs.length, meanMs: round(d.reduce((a, b) => a + b, 0) / d.length, 1), p50Ms: percentile(d, 50), p99Ms: percentile(d, 99), maxMs: d[d.length - 1], blocksScannedMax: Math.max(...xs.map(x => x.scanned)) }
+          // Why candidates did not move, summed over the rounds seen: 'capacity' is a hot block
+          // whose best gateway is full (the live rebalancer does not make room; the simulation does).
+          const skipped: Record<string, number> = {}
+          for (const x of xs) for (const [k, v] of Object.entries(x.skipped ?? {})) skipped[k] = (skipped[k] ?? 0) + v
+          return { rounds: xs.length, meanMs: round(d.reduce((a, b) => a + b, 0) / d.length, 1), p50Ms: percentile(d, 50), p99Ms: percentile(d, 99), maxMs: d[d.length - 1], blocksScannedMax: Math.max(...xs.map(x => x.scanned)), candidates: xs.reduce((a, x) => a + (x.candidates ?? 0), 0), moves: xs.reduce((a, x) => a + x.moves, 0), skipped }
         })(),
         cpuSeconds: { bench: round(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, 2), ...fleet.cpuSeconds() },
         unexpectedExits: fleet.unexpectedExits.map(e => ({ member: e.member, code: e.code, signal: e.signal }))
@@ -402,7 +419,7 @@ export default async function run (argv: string[]): Promise<void> {
       return [p, { replicas: replication.factor, requestsWhileDown: down?.requests ?? null, failedReadsWhileDown: down?.failedReads ?? null, failedWritesWhileDown: down?.failedWrites ?? null, lostAcknowledgedWrites: rb.lost, unreadableAtEnd: rb.unreadable }]
     })),
     crashTarget: 'R = 2: 0 failed reads while down, 0 lost acknowledged writes',
-    crashMet: replication.factor < 2 ? null : Object.values(live).every(l => {
+    crashMet: replication.factor < 2 || crash === 'none' ? null : Object.values(live).every(l => {
       const ph = (l.faults as { phases: Record<string, { failedReads: number }> }).phases
       const down = Object.entries(ph).find(([k]) => k.endsWith('crash-down'))?.[1]
       return down !== undefined && down.failedReads === 0 && (l.readBack as { lost: number }).lost === 0
@@ -420,16 +437,17 @@ export default async function run (argv: string[]): Promise<void> {
       latency: popts.latency,
       link: link === 'rtt' ? 'matrix value = round trip; each relay direction adds half' : 'matrix value added in each direction',
       speed,
-      scaledClocks: { recorderHalfLifeS: 600 / speed, rebalancerIntervalMs: Math.round(30_000 / speed), minDwellMs: Math.round(600_000 / speed), migrationGraceMs: Math.max(500, Math.round(30_000 / speed)), maxMovesPerInterval: 64, dnsTtlS: 5 },
+      scaledClocks: { recorderHalfLifeS: 600 / speed, rebalancerIntervalMs: Math.round(30_000 / speed), minDwellMs: Math.round(600_000 / speed), migrationGraceMs: Math.max(500, Math.round(30_000 / speed)), maxMovesPerInterval: 64, migrationConcurrency: Math.min(64, Math.max(4, Math.ceil(4 * speed / 10))), dnsTtlS: 5, ...(placement ? { placementRetrainMs: Math.max(1000, Math.round(popts.retrainS * 1000 / speed)), placementPublishMs: Math.max(100, Math.round(30_000 / speed)), placementReportMs: Math.max(50, Math.round(1000 / speed)) } : {}) },
       capacityBytesPerGateway: capacityBytes,
       maxBlockBytes: maxBytes,
       crash: crash === 'none' ? null : { gateway: crash, killAtFraction: 0.55, restartAtFraction: 0.75 },
       degrade: scenario === undefined ? null : { gateway: degrade, scenario: scenario.name, onsetS: scenario.onsetS, failureS: scenario.failureS, fromFraction: 0.15, failureAtFraction: 0.45, restartAtFraction: 0.5, telemetry: 'the scenario\'s generated telemetry pushed to the planner as an agent would (ferry policy only)' },
       replication,
+      placement: placement ? { ferry: 'partitioning engine (write locality until a model), retrained every ' + String(popts.retrainS) + ' s of trace', hashing: 'rendezvous hashing (placement.enabled: false)' } : { ferry: 'rendezvous hashing', hashing: 'rendezvous hashing' },
       load: os.loadavg().map(x => round(x, 2))
     },
     live,
-    simulated: { hashing: simH, ferryWithoutPartitioning: simF },
+    simulated: { hashing: simH, [simFerryName]: simF, replicas: 1 },
     relay,
     targets,
     faultWindows: windows

@@ -1,6 +1,7 @@
 import net from 'node:net'
 import type { FerryConfig } from '../config/schema.js'
 import { SiteMap } from '../fleet/site-map.js'
+import { latencyMatrix, type LatencyMatrix } from '../fleet/latency.js'
 import type { DnsChange, DnsView, EdgeSet, SrvTarget } from '../dns/view.js'
 import type { LocationCache, LocationChange } from '../state/cache.js'
 import type { GatewayHealthView } from '../state/gateway-health.js'
@@ -11,18 +12,41 @@ interface VolumeEntry {
 }
 
 /**
- * DNS answers derived from where the data is. A volume's edges are those of the site of the
- * gateway holding most of its blocks (every in-sync member of a block's replica set counts) —
- * preferring, for a client, a healthy gateway at the client's own site, so the nearest in-sync
- * member — so answers follow the data as blocks move. The per-volume counts are
- * kept incrementally from the location cache's changes, so a query never scans blocks.
+ * DNS answers derived from where the data is. A client is sent to the edge that gives it the
+ * lowest expected latency to the volume's data in ferry's latency model (`planner.latency`, the
+ * one the planner places by): the client's link to the edge, plus the edge's link to the
+ * gateways holding the volume's blocks, weighted by how many blocks each holds (every in-sync
+ * member of a block's replica set counts; healthy holders only, while one exists). A volume
+ * spread over sites is one name for blocks in many places: the edge of the site holding most of
+ * it (the rule before) sent a client whose blocks were elsewhere over two WAN links, where its
+ * own site's edge costs one — in a latency model that keeps the triangle inequality, the own
+ * edge is never worse. Near-equal costs (within `TIE_MS` or `TIE_RATIO`) go to the site holding
+ * most of the volume, then the client's own site, so a volume held at one site is still
+ * answered with that site's edge: answers follow the data as blocks move. The per-volume counts
+ * are kept incrementally from the location cache's changes, so a query never scans blocks.
  */
+/** Expected latencies closer than this many ms, or this fraction of the lower one, are a tie. */
+const TIE_MS = 1
+const TIE_RATIO = 0.02
+
+interface EdgeChoice { cost: number, held: number, own: boolean }
+
+/** `a` beats `b`: clearly cheaper, or as cheap and holding more of the volume, or as cheap and as full and the client's own. */
+function better (a: EdgeChoice, b: EdgeChoice): boolean {
+  const tie = Math.max(TIE_MS, TIE_RATIO * Math.min(a.cost, b.cost))
+  if (a.cost < b.cost - tie) return true
+  if (a.cost > b.cost + tie) return false
+  if (a.held !== b.held) return a.held > b.held
+  return a.own && !b.own
+}
+
 export class FleetDnsView implements DnsView {
   private config: FerryConfig
   private sites: SiteMap
   private siteEdges = new Map<string, EdgeSet>()
   private allEdges: EdgeSet = { v4: [], v6: [] }
   private gatewaySite = new Map<string, string>()
+  private latency: LatencyMatrix
   private readonly volumes = new Map<string, VolumeEntry>()
   private readonly listeners = new Set<(change?: DnsChange) => void>()
   private readonly unsubscribe: Array<() => void> = []
@@ -30,6 +54,7 @@ export class FleetDnsView implements DnsView {
   constructor (config: FerryConfig, private readonly locations: LocationCache, private readonly health: GatewayHealthView, private proxyPort: number) {
     this.config = config
     this.sites = new SiteMap(config.sites)
+    this.latency = latencyMatrix(config.planner.latency.between, config.planner.latency)
     this.index(config)
     this.unsubscribe.push(locations.onChange(c => { this.onLocation(c) }))
     this.unsubscribe.push(health.onChange(() => { this.emit() }))
@@ -39,6 +64,7 @@ export class FleetDnsView implements DnsView {
     this.config = config
     this.proxyPort = proxyPort
     this.sites = new SiteMap(config.sites)
+    this.latency = latencyMatrix(config.planner.latency.between, config.planner.latency)
     this.index(config)
     this.emit()
   }
@@ -50,16 +76,31 @@ export class FleetDnsView implements DnsView {
   volumeEdges (volume: string, site: string | undefined): EdgeSet | undefined {
     const entry = this.volumes.get(volume)
     if (entry === undefined) return this.newVolumeEdges(site)
-    let best: string | undefined
-    let bestRank = -Infinity
+    // Blocks per site, of healthy holders only while there is one: an edge is never chosen
+    // for data on a gateway that is ejected, degraded or draining when healthy copies exist.
+    let healthy = false
+    for (const [gateway, count] of entry.gateways) if (count > 0 && this.health.isHealthy(gateway)) { healthy = true; break }
+    const bySite = new Map<string, number>()
+    let total = 0
     for (const [gateway, count] of entry.gateways) {
-      if (count <= 0) continue
-      // Health dominates, then the client's own site, then where most of the volume is.
-      const rank = (this.health.isHealthy(gateway) ? 2e9 : 0) + (site !== undefined && this.gatewaySite.get(gateway) === site ? 1e9 : 0) + count
-      if (rank > bestRank) { bestRank = rank; best = gateway }
+      if (count <= 0 || (healthy && !this.health.isHealthy(gateway))) continue
+      const at = this.gatewaySite.get(gateway)
+      if (at === undefined) continue
+      bySite.set(at, (bySite.get(at) ?? 0) + count)
+      total += count
     }
-    if (best === undefined) return undefined
-    return this.siteEdges.get(this.gatewaySite.get(best) ?? '') ?? { v4: [], v6: [] }
+    if (total === 0) return entry.gateways.size === 0 ? undefined : { v4: [], v6: [] }
+    let best: { edges: EdgeSet, cost: number, held: number, own: boolean } | undefined
+    for (const [edgeSite, edges] of this.siteEdges) {
+      if (edges.v4.length + edges.v6.length === 0) continue
+      let data = 0
+      for (const [at, n] of bySite) data += n * this.latency.get(edgeSite, at)
+      // A client in no site sees every edge alike: the data decides.
+      const cost = (site === undefined ? 0 : this.latency.get(site, edgeSite)) + data / total
+      const c = { edges, cost, held: bySite.get(edgeSite) ?? 0, own: edgeSite === site }
+      if (best === undefined || better(c, best)) best = c
+    }
+    return best?.edges ?? { v4: [], v6: [] }
   }
 
   /**

@@ -3,6 +3,7 @@ import { listenSchema, workersSchema } from '../admin/config.js'
 import { tlsSchema } from '../lib/tls.js'
 import { isCidr, type GatewayConfig, type SiteConfig } from '../fleet/schema.js'
 import type { ReplicationConfig } from '../fleet/replication.js'
+import type { LatencyTable } from '../fleet/latency.js'
 import type { PlacementConfig } from '../placement/config.js'
 import type { StateConfig } from '../state/config.js'
 import type { S3Config } from './s3/config.js'
@@ -107,6 +108,9 @@ export interface ProxyConfigPieces {
   placement: PlacementConfig
   /** The zone under which S3's virtual-hosted names (`<bucket>.<zone>`) are answered. */
   dns: { zone: string }
-  /** A write to a set that changed in flight settles within this (the planner's own bound). */
-  planner: { migration: { settleMs: number } }
+  /**
+   * A write to a set that changed in flight settles within this (the planner's own bound); and
+   * the latency model between sites, by which a read picks the nearest in-sync member.
+   */
+  planner: { migration: { settleMs: number }, latency: LatencyTable }
 }

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { Dispatcher, Pool } from 'undici'
 import type { GatewayConfig, GatewayKind } from '../fleet/schema.js'
+import type { LatencyMatrix } from '../fleet/latency.js'
 import type { HealthSection, ProxySection } from './config.js'
 import { rendezvousNode, type RendezvousNode } from '../lib/rendezvous.js'
 import type { Logger } from '../lib/log.js'
@@ -108,6 +109,8 @@ export class GatewaySet extends EventEmitter<GatewaySetEvents> {
   private readonly lastHealthy = new Map<string, boolean>()
   private ejectionTimers = new Map<string, NodeJS.Timeout>()
   private drainedIds: ReadonlySet<string> = new Set()
+  /** ms from a client's site to a gateway's site (planner.latency): a read goes to the nearest in-sync member. Unset: own site first, then set order. */
+  latency: LatencyMatrix | undefined
 
   constructor (gateways: readonly GatewayConfig[], health: HealthSection, proxy: ProxySection, logger: Logger = silentLogger) {
     super()

@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { pipeline, Transform, type TransformCallback } from 'node:stream'
 import { Gauge, type Registry } from 'prom-client'
 import { SiteMap } from '../fleet/site-map.js'
+import { latencyMatrix } from '../fleet/latency.js'
 import type { FerryErrorCode } from '../lib/error-codes.js'
 import { FerryError } from '../lib/errors.js'
 import { blockKey } from '../lib/ids.js'
@@ -120,6 +121,7 @@ export class ProxyServer {
     this.metrics = new ProxyMetrics(this.registry)
     const cfg = opts.config
     this.gateways = new GatewaySet(cfg.gateways, cfg.health, cfg.proxy, this.logger)
+    this.gateways.latency = latencyMatrix(cfg.planner.latency.between, cfg.planner.latency)
     this.recorder = new AccessRecorder(recorderOptions(cfg))
     if (opts.store !== undefined) {
       this.sync = new StateSync(opts.store, this.recorder, cfg.recorder, this.registry, this.logger)
@@ -208,6 +210,7 @@ export class ProxyServer {
     }
     this.listener.update(cfg.proxy.tls)
     this.gateways.reconfigure(cfg.gateways, cfg.health, cfg.proxy)
+    this.gateways.latency = latencyMatrix(cfg.planner.latency.between, cfg.planner.latency)
     this.recorder.reconfigure(recorderOptions(cfg))
     this.sync?.reconfigure(cfg.recorder)
     this.sessions?.reconfigure(cfg.sessions)

@@ -57,6 +57,15 @@ export interface FleetOptions {
   logLevel: 'info' | 'warn' | 'debug'
   /** A trained health model for the planner (planner.prediction.model). */
   predictionModel?: string
+  /**
+   * First-touch placement (`placement.enabled`): on, the proxies place new blocks by the
+   * partitioning engine (write locality until the planner has trained a model); off, by
+   * rendezvous hashing. The hashing policy runs with it off: with the planner off and placement
+   * on, the proxies would place by write locality, which is not hashing.
+   */
+  placement: boolean
+  /** Trace seconds between retrains of the placement model (the placement benchmark's --retrain). */
+  retrainS: number
 }
 
 export interface SiteEndpoint {
@@ -257,9 +266,23 @@ export class MultiSiteFleet {
           maxMovesPerInterval: 64
         },
         health: { probeIntervalMs: 3000, probeTimeoutMs: 2500 },
-        migration: { gracePeriodMs: scaled(30_000, 500) },
+        // A move takes ≈ 0.5 s of wall time whatever the speed (settleMs, 250 ms, is the
+        // store's notification bound and is not scaled; then the copy and four compare-and-sets):
+        // 40 s of trace at ×80, longer than a rebalancer round, so the default 4 slots finish
+        // ≈ 8 moves per wall second where the simulation moves up to a round's budget (64) at
+        // once. At 1× the same 4 slots do 240 moves per round. So the slots are scaled too (to a
+        // round's budget at most), and a round's moves complete within about a round.
+        migration: { gracePeriodMs: scaled(30_000, 500), concurrency: Math.min(64, Math.max(4, Math.ceil(4 * sp / 10))) },
         prediction: { enabled: true, tickMs: 500, ...(this.o.predictionModel !== undefined ? { model: this.o.predictionModel } : {}) }
-      }
+      },
+      // Retrain and publish in trace time, as the placement simulation does (retrain every
+      // --retrain s, the table republished every rebalancer round); the proxies report their
+      // first writes (the training history) as often, so a retrain sees the blocks created
+      // before it. At the wall-clock defaults (10 min, 30 s) the model would be trained once
+      // in a whole replay at ×80, after the trace was over.
+      placement: this.o.placement
+        ? { enabled: true, retrainIntervalMs: scaled(this.o.retrainS * 1000, 1000), publishIntervalMs: scaled(30_000, 100), reportIntervalMs: scaled(1000, 50) }
+        : { enabled: false }
     }
     if (this.o.replicas !== undefined) cfg.replication = { factor: this.o.replicas }
     return cfg

@@ -26,6 +26,8 @@ export interface Sample {
   local: boolean | null
   /** What the links alone cost this access: client→edge and edge→gateway round trips (ms). */
   netMs: number | null
+  /** The client was sent to its own site's edge (DNS); null: no answer. */
+  edgeLocal: boolean | null
   error?: string
 }
 
@@ -138,7 +140,29 @@ export class Replay {
     }
     const ms = performance.now() - started
     const loc = this.locations?.get(blk.volume, blk.id)
-    const gwSite = loc == null ? undefined : this.fleet.gateways.find(g => g.id === loc.gateway)?.site
+    const clientSite = this.fleet.sites[a.site]?.name as string
+    const siteOf = (id: string): string | undefined => this.fleet.gateways.find(g => g.id === id)?.site
+    // The gateway(s) the access reached: a write goes to every member and waits for the slowest;
+    // a read goes to one in-sync member, chosen as the proxy does (proxy/replicas.ts readRank,
+    // health and drains aside): the client's site first, then the set's order.
+    let gwSite: string | undefined
+    let gwLinkMs = 0
+    if (loc != null && edgeSite !== undefined) {
+      const from = edgeSite
+      if (write) {
+        for (const id of loc.members) {
+          const site = siteOf(id)
+          if (site === undefined) continue
+          if (gwSite === undefined || site === clientSite) gwSite = site
+          gwLinkMs = Math.max(gwLinkMs, this.fleet.oneWayMs(from, site))
+        }
+      } else {
+        const inSync = loc.members.filter(id => loc.inSync.includes(id))
+        const id = inSync.find(x => siteOf(x) === clientSite) ?? inSync[0] ?? loc.gateway
+        gwSite = siteOf(id)
+        if (gwSite !== undefined) gwLinkMs = this.fleet.oneWayMs(from, gwSite)
+      }
+    }
     this.samples.push({
       wallMs: started - t0,
       traceS: (a.at - traceStart) / 1000,
@@ -146,8 +170,9 @@ export class Replay {
       ms,
       ok,
       write,
-      local: gwSite === undefined ? null : gwSite === this.fleet.sites[a.site]?.name,
-      netMs: gwSite === undefined || edgeSite === undefined ? null : 2 * (this.fleet.oneWayMs(this.fleet.sites[a.site]?.name as string, edgeSite) + this.fleet.oneWayMs(edgeSite, gwSite)),
+      local: gwSite === undefined ? null : gwSite === clientSite,
+      netMs: gwSite === undefined || edgeSite === undefined ? null : 2 * (this.fleet.oneWayMs(clientSite, edgeSite) + gwLinkMs),
+      edgeLocal: edgeSite === undefined ? null : edgeSite === clientSite,
       ...(error !== undefined ? { error } : {})
     })
   }

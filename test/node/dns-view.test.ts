@@ -9,9 +9,12 @@ import { testConfig } from '../helpers/ferry.js'
 import { freePort, waitFor } from '../helpers/net.js'
 
 /**
- * DNS answers derived from the fleet (bin/dns-view.ts): a volume resolves to the edge of the
- * site whose gateway holds its data, follows the data when blocks move, and never points at an
- * unhealthy gateway's site while a healthy one holds the volume.
+ * DNS answers derived from the fleet (bin/dns-view.ts): a volume resolves to the edge with the
+ * lowest expected latency to its data for the client (planner.latency: here 2 ms within a site,
+ * 100 ms between): the edge of the site holding it when it is at one site, so answers follow the
+ * data when blocks move; the client's own edge when the volume is spread over other sites (one
+ * WAN link to each block instead of two); and never an edge for data on an unhealthy gateway
+ * while a healthy one holds the volume.
  */
 t.test('volume answers follow block locations and gateway health', async t => {
   const gws = await startGateways(3)
@@ -47,13 +50,24 @@ t.test('volume answers follow block locations and gateway health', async t => {
   t.same(srv.map(r => r.name).sort(), ['site-a.edge.fleet.test', 'site-b.edge.fleet.test', 'site-c.edge.fleet.test'])
   t.equal(srv[0]?.port, node.proxy?.address.port, 'SRV names the proxy port')
 
-  // The data moves: both gw1 blocks go to gw3.
+  // Both gw1 blocks go to gw3: vx is spread over site-b (b3) and site-c. Through site-c's edge
+  // the client (at site-a) would pay 100 ms to the edge and 100 more for b3: 134.7 ms expected,
+  // against 102 ms through its own edge. (The rule before, the edge of the site holding most of
+  // the volume, answered site-c's.)
   await store.casLocation('vx', 'b1', 1, { gateway: 'gw3' })
   await store.casLocation('vx', 'b2', 1, { gateway: 'gw3' })
+  await waitFor(async () => (await resolver.resolve4('vx.fleet.test'))[0] === '127.0.0.11', 'a volume spread over other sites: the client\'s own edge')
+  for (let i = 0; i < 3; i++) t.same(await resolver.resolve4('vx.fleet.test'), ['127.0.0.11'], 'and it stays')
+
+  // b3 follows: all of vx is at site-c, and the answer follows the data there (as cheap as the
+  // own edge in the model; the site holding the volume wins the tie).
+  await store.casLocation('vx', 'b3', 1, { gateway: 'gw3' })
   await waitFor(async () => (await resolver.resolve4('vx.fleet.test'))[0] === '127.0.0.13', 'the answer to follow the data to site-c')
 
-  // gw3 goes down (reported by the proxy): site-b's gateway still holds part of vx, so it wins.
+  // gw3 goes down (reported by the proxy), and a new block of vx lands on gw2: site-b's
+  // gateway is the only healthy holder, so site-b's edge answers, not site-c's.
   node.proxy?.gateways.reportFailure(node.proxy.gateways.get('gw3')!, 'test')
+  await store.casLocation('vx', 'b4', 0, { gateway: 'gw2' })
   await waitFor(async () => (await resolver.resolve4('vx.fleet.test'))[0] === '127.0.0.12', 'no edge of an unhealthy gateway while a healthy one holds the volume')
   t.pass('answers follow the data and the health')
 })
