@@ -90,6 +90,13 @@ export class WriteGuard implements Stage {
     } catch (err) {
       this.claimsFailed.inc()
       this.logger.debug({ err: (err as Error).message, volume, block }, 'could not record a first location')
+      // A claim that timed out may have been recorded all the same (the command reached the
+      // store; its answer did not come back in time). Written to the hashed gateway alone, the
+      // block would then be acknowledged where its recorded set does not look: reads 404 (two
+      // acknowledged writes lost in a fleet replay at load 42). One read, on the same connection
+      // after the claim, tells; a store that does not answer it either is the outage case below.
+      claimed = await this.sync.store.getLocation(volume, block).catch(() => null)
+      if (claimed !== null) this.sync.cache.apply(volume, block, claimed.epoch, claimed, 'resync')
     }
     if (claimed !== null) {
       if (ours) request.claimedEpoch = claimed.epoch
