@@ -136,5 +136,5 @@ t.test('AccessRecorder writes a JSON-lines access log', async t => {
   const r = new AccessRecorder({ halfLifeS: 60, burstHalfLifeS: 5, burstFactor: 4, maxBlocks: 10, sites: ['x'], accessLog: file })
   r.logAccess({ volume: 'v', block: 'b', client: '10.0.0.1', site: 'x', write: true, at: Date.UTC(2026, 0, 1) }, 201, 'gw1', 1.234)
   await r.close()
-  t.same(JSON.parse(fs.readFileSync(file, 'utf8')), { t: '2026-01-01T00:00:00.000Z', client: '10.0.0.1', site: 'x', volume: 'v', block: 'b', op: 'write', status: 201, gateway: 'gw1', ms: 1.23 })
+  t.same(JSON.parse(fs.readFileSync(file, 'utf8')), { t: '2026-01-01T00:00:00.000Z', client: '10.0.0.1', user: null, site: 'x', volume: 'v', block: 'b', op: 'write', status: 201, gateway: 'gw1', ms: 1.23 })
 })
