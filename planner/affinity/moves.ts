@@ -50,6 +50,8 @@ export interface MoveCandidate {
   /** gainMs × score: what the move is worth; candidates come sorted by it. */
   benefit: number
   sizeBytes: number
+  /** A replica set's candidate: `from` is the member whose place the target takes (the move names it). */
+  replacesMember?: true
 }
 
 export interface PlanOptions {

@@ -76,9 +76,6 @@ export interface RebalancePlan extends RebalanceRound {
 
 const ROUNDS_KEPT = 64
 
-/** Candidates that replace one member of a replica set (their `from` is that member). */
-const setCandidates = new WeakSet<MoveCandidate>()
-
 const emptyRound = (at: number, scanned: number, candidates: number, activeVolumes: number): RebalanceRound => ({
   at, durationMs: 0, scanned, candidates, moves: 0, bytes: 0,
   skipped: { cold: 0, dwell: 0, busy: 0, sourceDown: 0, budget: 0, capacity: 0, refused: 0 },
@@ -206,7 +203,7 @@ export class Rebalancer {
       if (typeof v === 'string') { round.skipped[v]++; continue }
       try {
         // A set's candidate names the member whose place the target takes; a single copy moves from where it is.
-        await engine.submit({ volume: c.volume, block: c.block, to: c.to, ...(setCandidates.has(c) ? { from: c.from } : {}), reason: 'rebalance', priority: Number.isFinite(c.benefit) ? c.benefit : c.score })
+        await engine.submit({ volume: c.volume, block: c.block, to: c.to, ...(c.replacesMember === true ? { from: c.from } : {}), reason: 'rebalance', priority: Number.isFinite(c.benefit) ? c.benefit : c.score })
       } catch (err) {
         round.skipped.refused++
         if (err instanceof FerryError && err.code === 'FERRY_PLANNER_NOT_LEADER') break
@@ -291,12 +288,13 @@ export class Rebalancer {
     let scanned = 0
     for await (const entry of store.scanAffinity()) {
       scanned++
-      signal?.observe(entry.volume, decayScores(entry, now, this.halfLifeMs))
+      const scores = signal === null ? undefined : decayScores(entry, now, this.halfLifeMs)
+      if (scores !== undefined) signal?.observe(entry.volume, scores)
       const loc = locations.get(entry.volume, entry.block)
       if (loc !== null && loc !== undefined && loc.members.length > 1) {
         if (loc.phase !== 'stable' || loc.inSync.length !== loc.members.length) continue // joining, leaving or stale: a move or a repair has it
-        const c = this.setCandidate(entry.volume, entry.block, decayScores(entry, now, this.halfLifeMs), loc, byId, infos)
-        if (c !== null) { sets.push(c); setCandidates.add(c) }
+        const c = this.setCandidate(entry.volume, entry.block, scores ?? decayScores(entry, now, this.halfLifeMs), loc, byId, infos)
+        if (c !== null) sets.push(c)
         continue
       }
       table.load(entry)
@@ -338,7 +336,7 @@ export class Rebalancer {
     if (r === null) return null
     const gainMs = r.costMs - r.afterMs
     if (gainMs <= Math.max(this.config.minGainMs, this.config.margin * r.costMs)) return null
-    return { volume, block, from: r.from, to: r.to, gainMs, score, benefit: gainMs * score, sizeBytes }
+    return { volume, block, from: r.from, to: r.to, gainMs, score, benefit: gainMs * score, sizeBytes, replacesMember: true }
   }
 
   /** A candidate against the round's rules so far: why it is skipped, or the bytes it would move. */
