@@ -1,16 +1,11 @@
 import t from 'tap'
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { PerformanceObserver, constants } from 'node:perf_hooks'
 import { request } from 'undici'
-import { stringify } from 'yaml'
 import { bodyGcCollections, enableBodyGc, noteBodyBytes } from '../../lib/body-gc.js'
 import { startGateways } from '../helpers/gateway.js'
-import { freePort, waitFor } from '../helpers/net.js'
-import { spawnFerry } from '../helpers/process.js'
+import { startProxyProcess } from '../helpers/proxy-process.js'
 
 const MiB = 1024 * 1024
 
@@ -34,20 +29,7 @@ t.test('after every N body bytes a young-generation GC runs; the main context ge
 t.test('ferry start: bodies through the proxy drive the young-generation GCs, and arrive intact', async t => {
   const gws = await startGateways(1, { maxBlockBytes: 64 * MiB })
   t.teardown(gws.stopAll)
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-body-gc-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const port = await freePort()
-  const adminPort = await freePort()
-  const file = path.join(dir, 'ferry.yaml')
-  fs.writeFileSync(file, stringify({
-    log: { level: 'warn' },
-    gateways: [{ id: 'gw1', url: gws.urls[0], site: 's' }],
-    proxy: { listen: { host: '127.0.0.1', port } },
-    admin: { listen: { host: '127.0.0.1', port: adminPort } }
-  }))
-  const ferry = spawnFerry(['start', '--config', file])
-  t.teardown(() => ferry.stop())
-  await waitFor(async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode === 200, 'ferry to be ready', 60_000, 100)
+  const { ferry, port, adminPort } = await startProxyProcess(t, gws.urls[0] as string, 'ferry-body-gc-')
   const metric = async (): Promise<number> => {
     const text = await (await request(`http://127.0.0.1:${adminPort}/metrics`)).body.text()
     return Number(/^ferry_proxy_body_gcs_total (\d+)/m.exec(text)?.[1] ?? NaN)

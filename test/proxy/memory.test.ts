@@ -1,14 +1,10 @@
 import t from 'tap'
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { request } from 'undici'
-import { stringify } from 'yaml'
 import { startGateways } from '../helpers/gateway.js'
-import { freePort, waitFor } from '../helpers/net.js'
-import { procStatusBytes, spawnFerry } from '../helpers/process.js'
+import { procStatusBytes } from '../helpers/process.js'
+import { startProxyProcess } from '../helpers/proxy-process.js'
 
 const MiB = 1024 * 1024
 const SIZE = 200 * MiB
@@ -31,20 +27,7 @@ function source (hash: ReturnType<typeof createHash>): Readable {
 t.test('a 200 MiB streamed upload and download keep the proxy RSS growth under 64 MiB', async t => {
   const gws = await startGateways(1, { maxBlockBytes: 512 * MiB })
   t.teardown(gws.stopAll)
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-mem-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const port = await freePort()
-  const adminPort = await freePort()
-  const file = path.join(dir, 'ferry.yaml')
-  fs.writeFileSync(file, stringify({
-    log: { level: 'warn' },
-    gateways: [{ id: 'gw1', url: gws.urls[0], site: 's' }],
-    proxy: { listen: { host: '127.0.0.1', port } },
-    admin: { listen: { host: '127.0.0.1', port: adminPort } }
-  }))
-  const ferry = spawnFerry(['start', '--config', file])
-  t.teardown(() => ferry.stop())
-  await waitFor(async () => (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode === 200, 'ferry to be ready', 60_000, 100)
+  const { ferry, port } = await startProxyProcess(t, gws.urls[0] as string, 'ferry-mem-')
   const pid = ferry.child.pid as number
 
   // Warm up the code paths so JIT and pools are not counted as "growth".
