@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -43,4 +43,18 @@ export function procStatusBytes (pid: number, field: 'VmRSS' | 'VmHWM'): number 
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
   if (m === null) throw new Error(`no ${field} for ${pid}`)
   return Number(m[1]) * 1024
+}
+
+export interface CommandRun { code: number, stdout: string, stderr: string }
+
+/** Runs a client command to its end (the environment extended by `env`; undefined unsets), never rejecting: its exit code and output. */
+export async function runCommand (cmd: string, args: string[], env: Record<string, string | undefined>, timeoutMs: number): Promise<CommandRun> {
+  const fullEnv: Record<string, string> = {}
+  for (const [k, v] of Object.entries({ ...process.env, ...env })) if (v !== undefined) fullEnv[k] = v
+  return await new Promise(resolve => {
+    execFile(cmd, args, { env: fullEnv, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) })
+    })
+  })
 }

@@ -1,5 +1,4 @@
 import t from 'tap'
-import { execFile } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -7,7 +6,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import { freePort, waitFor } from '../helpers/net.js'
-import { spawnFerry } from '../helpers/process.js'
+import { runCommand, spawnFerry, type CommandRun } from '../helpers/process.js'
 import { loadSdk, sdkFlows, virtualHostedFlow } from './sdk-flows.js'
 
 /**
@@ -19,18 +18,9 @@ import { loadSdk, sdkFlows, virtualHostedFlow } from './sdk-flows.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 
-interface Run { code: number, stdout: string, stderr: string }
+type Run = CommandRun
 
-async function run (cmd: string, args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 180_000): Promise<Run> {
-  const fullEnv: Record<string, string> = {}
-  for (const [k, v] of Object.entries({ ...process.env, ...env })) if (v !== undefined) fullEnv[k] = v
-  return await new Promise(resolve => {
-    execFile(cmd, args, { env: fullEnv, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) })
-    })
-  })
-}
+const run = async (cmd: string, args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 180_000): Promise<Run> => await runCommand(cmd, args, env, timeoutMs)
 
 async function have (cmd: string, args: string[]): Promise<boolean> {
   return (await run(cmd, args, {}, 30_000)).code === 0

@@ -1,5 +1,4 @@
 import t from 'tap'
-import { execFile } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -7,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { Agent, request } from 'undici'
 import { parse, stringify } from 'yaml'
 import { freePort, waitFor } from '../helpers/net.js'
-import { ROOT, spawnFerry } from '../helpers/process.js'
+import { ROOT, runCommand, spawnFerry, type CommandRun } from '../helpers/process.js'
 import { makeCert } from '../helpers/tls.js'
 import { loadSdk, sdkFlows } from './sdk-flows.js'
 
@@ -21,18 +20,9 @@ import { loadSdk, sdkFlows } from './sdk-flows.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 
-interface Run { code: number, stdout: string, stderr: string }
+type Run = CommandRun
 
-async function run (cmd: string, args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 300_000): Promise<Run> {
-  const fullEnv: Record<string, string> = {}
-  for (const [k, v] of Object.entries({ ...process.env, ...env })) if (v !== undefined) fullEnv[k] = v
-  return await new Promise(resolve => {
-    execFile(cmd, args, { env: fullEnv, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) })
-    })
-  })
-}
+const run = async (cmd: string, args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 300_000): Promise<Run> => await runCommand(cmd, args, env, timeoutMs)
 
 const hasOpenssl = (await run('openssl', ['version'], {}, 30_000)).code === 0
 const hasBoto3 = (await run('python3', ['-c', 'import boto3'], {}, 30_000)).code === 0
