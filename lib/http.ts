@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { ErrorCode } from './error-codes.js'
 
@@ -32,10 +32,50 @@ export function answerErrorsWith (res: ServerResponse, writer: ErrorWriter): voi
 }
 
 /**
+ * The most of an unread request body ferry reads and throws away after answering early (an
+ * error before the body was needed). Beyond it the connection is closed instead: reading a
+ * large upload only to discard it would waste the bandwidth the answer saves. 16 MiB holds an
+ * S3 client's parts (8 MiB by default in the AWS CLI and boto3).
+ */
+export const DISCARD_MAX_BYTES = 16 * 1024 * 1024
+
+const CLOSE = { connection: 'close' } as const
+
+/**
+ * What to do with the rest of a request's body when ferry answers before reading it all (an
+ * error decided from the headers, a signature that does not match, a gateway that failed
+ * mid-upload). Closing the connection at once is not enough: a client that sends its whole body
+ * before it reads the answer (Python's http.client, so boto3 and the AWS CLI) gets a broken pipe
+ * or a reset instead of the error — the kernel drops an answer it had received when the reset
+ * arrives — once the body outgrows the socket buffers. So the rest is read and discarded, as
+ * nginx does for its error pages, and the connection stays open for the next request; past
+ * DISCARD_MAX_BYTES (declared, or counted for a chunked body) it is closed. A client that stops
+ * sending meanwhile meets the idle timeout. Returns the headers to answer with (`connection:
+ * close` added when the connection will not be kept).
+ */
+export function discardUnreadBody (req: IncomingMessage, headers?: Record<string, string | number>): Record<string, string | number> | undefined {
+  if (req.readableEnded || req.destroyed || headers?.connection === 'close') return headers
+  const cl = req.headers['content-length']
+  if (cl === undefined ? req.headers['transfer-encoding'] === undefined : cl === '0') return headers
+  if (cl !== undefined && !(Number(cl) <= DISCARD_MAX_BYTES)) return headers === undefined ? CLOSE : { ...headers, ...CLOSE }
+  // A consumer that gave up on the body (a hash, a tee to gateways) may still be attached: the
+  // rest must go nowhere but away.
+  req.unpipe()
+  req.removeAllListeners('data')
+  req.removeAllListeners('readable')
+  let seen = 0
+  req.on('data', (chunk: Buffer) => {
+    seen += chunk.length
+    if (seen > DISCARD_MAX_BYTES) req.socket.destroy()
+  })
+  req.resume()
+  return headers
+}
+
+/**
  * Sends a JSON error body `{ error: { code, message } }`. Every 4xx/5xx that ferry itself
  * produces goes through here so that clients and load balancers see one shape.
- * `Connection: close` is left to the caller: only a response sent before the request body was
- * consumed needs it (otherwise the unread body would be parsed as the next request).
+ * What happens to a body not yet read is left to the caller (discardUnreadBody).
  */
 export function sendError (res: ServerResponse, status: number, code: ErrorCode, message: string, headers?: Record<string, string | number>): void {
   if (res.headersSent) {

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { FerryErrorCode } from '../lib/error-codes.js'
-import { sendError } from '../lib/http.js'
+import { discardUnreadBody, sendError } from '../lib/http.js'
 import type { AccessRecorder } from './access-recorder.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
 import { downstreamHeaders, upstreamHeaders } from './headers.js'
@@ -109,14 +109,13 @@ export class Forwarder implements Stage {
   }
 
   /**
-   * Answers an error without forwarding. When the request may still have body bytes coming,
-   * the connection is closed after the answer: reading (say) a 1 GiB upload just to discard it
-   * would waste the bandwidth the 413 was meant to save.
+   * Answers an error without forwarding. Body bytes still to come are read and discarded, up to
+   * a bound, so that a client which reads only after sending gets this answer (discardUnreadBody);
+   * a caller that must not read them (a 413) passes `connection: close`.
    */
   refuse (req: IncomingMessage, res: ServerResponse, status: number, code: FerryErrorCode, message: string, headers?: Record<string, string | number>): void {
     this.metrics.errors.inc({ code })
-    const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined
-    sendError(res, status, code, message, hasBody || this.closing ? { ...headers, connection: 'close' } : headers)
+    sendError(res, status, code, message, this.closing ? { ...headers, connection: 'close' } : discardUnreadBody(req, headers))
   }
 
   /** Resolves when no forwarded request is in flight, or after `graceMs`. */
@@ -197,7 +196,7 @@ export class ClientResponse implements ResponseHandler {
       // After the dispatch: the body passed the size limit, or a write could not be confirmed.
       request.status = err.statusCode
       this.finish()
-      sendError(res, err.statusCode, err.code, err.message, err.headers)
+      sendError(res, err.statusCode, err.code, err.message, discardUnreadBody(req, err.headers))
       return
     }
     const clientGone = err instanceof ClientGoneError || req.readableAborted || res.destroyed
@@ -206,7 +205,7 @@ export class ClientResponse implements ResponseHandler {
       const gateway = request.gateway as Gateway
       this.forwarder.gateways.reportFailure(gateway, describeGatewayError(err))
       if (request.status === 0) {
-        const close = request.body === null ? undefined : { connection: 'close' }
+        const close = discardUnreadBody(req)
         // A certificate that does not verify is a configuration problem, not an outage: say which.
         const tls = gatewayTlsError(gateway.id, err)
         request.status = tls === null && code === 'UND_ERR_HEADERS_TIMEOUT' ? 504 : 502

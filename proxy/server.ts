@@ -272,7 +272,7 @@ export class ProxyServer {
       const cl = req.headers['content-length']
       if (cl !== undefined) {
         if (Number(cl) > this.config.proxy.maxBodyBytes) {
-          return this.forwarder.refuse(req, res, 413, 'FERRY_BODY_TOO_LARGE', `request body of ${cl} bytes exceeds ${this.config.proxy.maxBodyBytes}`)
+          return this.forwarder.refuse(req, res, 413, 'FERRY_BODY_TOO_LARGE', `request body of ${cl} bytes exceeds ${this.config.proxy.maxBodyBytes}`, { connection: 'close' })
         }
         body = req
       } else {

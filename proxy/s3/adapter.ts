@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import { Counter, type Registry } from 'prom-client'
 import { TOMBSTONE_HEADER } from '../../lib/block-headers.js'
-import { answerErrorsWith } from '../../lib/http.js'
+import { answerErrorsWith, discardUnreadBody } from '../../lib/http.js'
 import { blockOfKey, blockOfPart, isValidId, isValidObjectKey, OBJECT_KEY_MAX_BYTES } from '../../lib/ids.js'
 import type { Logger } from '../../lib/log.js'
 import type { ListedObject, ListFrom, ObjectIndex, ObjectMeta, PartRecord, UploadRecord } from '../../state/objects.js'
@@ -207,9 +207,7 @@ export class S3Adapter {
       this.noteAuthFailure(this.core.clientOf(req))
     }
     if (res.headersSent) { res.destroy(); return }
-    // An unread body would be parsed as the next request: close after answering.
-    const unread = !req.readableEnded && (req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined)
-    writeError(res, e, resource, requestId, unread ? { connection: 'close' } : undefined)
+    writeError(res, e, resource, requestId, discardUnreadBody(req))
   }
 
   // ─────────────────────────── parsing and authentication ───────────────────────────

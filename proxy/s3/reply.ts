@@ -137,7 +137,7 @@ export class S3Reply implements ResponseHandler {
     const s3 = this.bodyError() ?? (err instanceof S3Error ? err : (err as { cause?: unknown }).cause instanceof S3Error ? (err as { cause: S3Error }).cause : undefined)
     if (s3 !== undefined && !this.request.res.headersSent) {
       pendingS3Errors.set(this.request.res, s3)
-      this.inner.onResponseError(controller, new ProxyAnswer('FERRY_BAD_REQUEST', s3.message, s3.status, { connection: 'close' }))
+      this.inner.onResponseError(controller, new ProxyAnswer('FERRY_BAD_REQUEST', s3.message, s3.status))
       return
     }
     this.inner.onResponseError(controller, err)

@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import path from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
 import { ABSENT, History } from '../../bench/fleet-faults/ledger.js'
@@ -38,6 +39,7 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
 
   // 0, 1: proxies; 2, 3: planners.
   const ports = await Promise.all([0, 1, 2, 3].map(async () => ({ proxy: await freePort(), admin: await freePort() })))
+  const accessLogs = [0, 1].map(i => path.join(fleet.dir, `access-${i}.jsonl`))
   const config = (i: number): Record<string, unknown> => ({
     log: { level: 'warn' },
     ...fleet.topology(),
@@ -46,6 +48,8 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
     health: { active: { intervalMs: 500, timeoutMs: 1000 }, passive: { failures: 5, baseEjectMs: 500 } },
     sessions: { enabled: false },
     placement: { enabled: false },
+    // Which gateway served each request: what a stale read's report needs to say where it read.
+    ...(i < 2 ? { recorder: { accessLog: accessLogs[i] } } : {}),
     // A long per-block history: a stale read is reported with its set's changes around it.
     state: { backend: 'redis', url: redis.url, history: { limit: 1000 } },
     // gracePeriodMs 3 s (30 s by default): a write still in flight when its move ends, one that
@@ -99,7 +103,7 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
       await sleep(30)
     }
   }
-  const report = new StaleReport(plannerAdmins, 'vol')
+  const report = new StaleReport(plannerAdmins, 'vol', accessLogs)
   const reader = async (r: number): Promise<void> => {
     while (running) {
       const key = keys[(n++ * 7 + r) % keys.length] as string

@@ -1,3 +1,4 @@
+import fs from 'node:fs'
 import type { Test } from 'tap'
 import { request } from 'undici'
 import type { Anomaly, AnomalyKind } from '../../bench/fleet-faults/ledger.js'
@@ -11,7 +12,8 @@ import type { Anomaly, AnomalyKind } from '../../bench/fleet-faults/ledger.js'
 export class StaleReport {
   private readonly taken = new Map<string, Promise<unknown[]>>()
 
-  constructor (private readonly admins: readonly string[], private readonly volume: string) {}
+  /** accessLogs: the proxies' JSON-lines access logs (recorder.accessLog), to show which gateway served each request. */
+  constructor (private readonly admins: readonly string[], private readonly volume: string, private readonly accessLogs: readonly string[] = []) {}
 
   /** Call with each read's verdict (History.checkRead). */
   judged (key: string, kind: AnomalyKind | undefined): void {
@@ -29,7 +31,24 @@ export class StaleReport {
         const line = JSON.stringify(h)
         if (Math.abs(((h as { at?: number }).at ?? 0) - at) < 2000 && !seen.has(line)) { seen.add(line); t.comment(`  set: ${line}`) }
       }
+      for (const [i, file] of this.accessLogs.entries()) {
+        for (const line of this.accessNear(file, a.key, at)) t.comment(`  proxy ${i}: ${line}`)
+      }
     }
+  }
+
+  /** The access-log lines of one block within 1 s of `at` (the log's `t` is when the request began). */
+  private accessNear (file: string, key: string, at: number): string[] {
+    let text: string
+    try { text = fs.readFileSync(file, 'utf8') } catch { return [] }
+    const out: string[] = []
+    for (const line of text.split('\n')) {
+      if (!line.includes(`"block":"${key}"`)) continue
+      let e: { t: string, volume: string, op: string, status: number, gateway: string | null, ms: number }
+      try { e = JSON.parse(line) as typeof e } catch { continue } // the line being written
+      if (e.volume === this.volume && Math.abs(Date.parse(e.t) - at) < 1000) out.push(`${e.t} ${e.op} ${e.status} ${e.gateway ?? '-'} ${e.ms} ms`)
+    }
+    return out
   }
 
   private async history (key: string): Promise<unknown[]> {
