@@ -1,4 +1,5 @@
-import type { ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { ErrorCode } from './error-codes.js'
 
@@ -63,4 +64,48 @@ export function sendJson (res: ServerResponse, status: number, value: unknown, h
     ...headers
   })
   res.end(body)
+}
+
+/** At most this much of a refused request's body is read and discarded by a lingering close. */
+export const LINGER_MAX_BYTES = 16 * 1024 * 1024
+/** A lingering close gives the client at most this long (ms) to stop sending and close. */
+export const LINGER_MAX_MS = 10_000
+/** How often a lingering close counts the bytes read (the HTTP parser reads them, not us). */
+const LINGER_CHECK_MS = 50
+
+/**
+ * Makes the `connection: close` answer being written on `res` close the way servers close a
+ * connection whose request body they did not read (nginx's lingering_close, Apache's lingering
+ * close): the answer, then our half of the connection closed (FIN), then the rest of the body
+ * read and discarded until the client closes its half — at most `maxBytes` more, for at most
+ * `maxMs` — then the socket closed.
+ *
+ * Why: Node ends such an answer with `socket.destroySoon()`, which closes the socket as soon as
+ * the answer is flushed. A socket closed with received bytes unread makes the kernel send RST,
+ * and a client that sends its whole body before reading (Python's http.client under boto3 and
+ * requests, many others) has its next write fail and never reads the answer: a wrong-signature
+ * PUT seen as a cut connection instead of a 403. The bounds keep a client that goes on sending
+ * a large body from holding the connection; it is then cut as before.
+ */
+export function closeLingering (req: IncomingMessage, res: ServerResponse, maxBytes = LINGER_MAX_BYTES, maxMs = LINGER_MAX_MS): void {
+  const socket = res.socket
+  if (socket === null || socket.destroyed) return
+  // Node's server calls destroySoon() once the answer is finished (after it set the unread body
+  // to be discarded): the one place to replace "close now" with "close after lingering".
+  (socket as Socket & { destroySoon: () => void }).destroySoon = () => { linger(socket, req, maxBytes, maxMs) }
+}
+
+function linger (socket: Socket, req: IncomingMessage, maxBytes: number, maxMs: number): void {
+  if (socket.destroyed) return
+  const start = socket.bytesRead
+  const started = performance.now()
+  const timer = setInterval(() => {
+    if (socket.bytesRead - start > maxBytes || performance.now() - started > maxMs) socket.destroy()
+  }, LINGER_CHECK_MS)
+  socket.once('close', () => { clearInterval(timer) })
+  // The client has read the answer and closed its half: nothing more will come.
+  socket.once('end', () => { socket.destroy() })
+  // A body that was being read when the answer was decided may be paused: read and discard it.
+  req.resume()
+  socket.end()
 }

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { FerryErrorCode } from '../lib/error-codes.js'
-import { sendError } from '../lib/http.js'
+import { closeLingering, sendError } from '../lib/http.js'
 import type { AccessRecorder } from './access-recorder.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
 import { downstreamHeaders, upstreamHeaders } from './headers.js'
@@ -111,11 +111,13 @@ export class Forwarder implements Stage {
   /**
    * Answers an error without forwarding. When the request may still have body bytes coming,
    * the connection is closed after the answer: reading (say) a 1 GiB upload just to discard it
-   * would waste the bandwidth the 413 was meant to save.
+   * would waste the bandwidth the 413 was meant to save. It is closed lingering (closeLingering),
+   * so that a client still sending the body reads the answer rather than a reset.
    */
   refuse (req: IncomingMessage, res: ServerResponse, status: number, code: FerryErrorCode, message: string, headers?: Record<string, string | number>): void {
     this.metrics.errors.inc({ code })
     const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined
+    if (hasBody && !req.readableEnded) closeLingering(req, res)
     sendError(res, status, code, message, hasBody || this.closing ? { ...headers, connection: 'close' } : headers)
   }
 

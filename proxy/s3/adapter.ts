@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import { Counter, type Registry } from 'prom-client'
 import { TOMBSTONE_HEADER } from '../../lib/block-headers.js'
-import { answerErrorsWith } from '../../lib/http.js'
+import { answerErrorsWith, closeLingering } from '../../lib/http.js'
 import { blockOfKey, blockOfPart, isValidId, isValidObjectKey, OBJECT_KEY_MAX_BYTES } from '../../lib/ids.js'
 import type { Logger } from '../../lib/log.js'
 import type { ListedObject, ListFrom, ObjectIndex, ObjectMeta, PartRecord, UploadRecord } from '../../state/objects.js'
@@ -207,8 +207,10 @@ export class S3Adapter {
       this.noteAuthFailure(this.core.clientOf(req))
     }
     if (res.headersSent) { res.destroy(); return }
-    // An unread body would be parsed as the next request: close after answering.
+    // An unread body would be parsed as the next request: close after answering, lingering so
+    // that a client still sending it (boto3 with a wrong secret) reads the answer, not a reset.
     const unread = !req.readableEnded && (req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined)
+    if (unread) closeLingering(req, res)
     writeError(res, e, resource, requestId, unread ? { connection: 'close' } : undefined)
   }
 
