@@ -31,6 +31,9 @@ const HEAP_GROWING = '--heap-growing-percent=200'
  * Tried and not kept (BENCHMARKS.md "Proxy", issue 22): a 4 MB semi-space (V8's default grows
  * to 16 MB) with MALLOC_ARENA_MAX=2 cut peak RSS by 10–30 MB but cost about a quarter more CPU
  * per GET in an A/B (one build with and without them; more scavenges promote requests in flight).
+ * Measured again alone (fifth pass, `npm run bench -- proxy-ab`): 4 and 2 MB lowered the peak
+ * by 4–12 MB only, and two runs disagreed on the sign of the CPU effect; it can only be given at
+ * process start anyway. Nor did malloc's trim threshold or single-threaded scavenges help.
  */
 
 /**

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { ErrorCode } from './error-codes.js'
 
@@ -33,11 +34,16 @@ export function answerErrorsWith (res: ServerResponse, writer: ErrorWriter): voi
 
 /**
  * The most of an unread request body ferry reads and throws away after answering early (an
- * error before the body was needed). Beyond it the connection is closed instead: reading a
- * large upload only to discard it would waste the bandwidth the answer saves. 16 MiB holds an
- * S3 client's parts (8 MiB by default in the AWS CLI and boto3).
+ * error before the body was needed), whether it keeps the connection (discardUnreadBody) or
+ * closes it (closeLingering). Beyond it the connection is cut: reading a large upload only to
+ * discard it would waste the bandwidth the answer saves. 16 MiB holds an S3 client's parts
+ * (8 MiB by default in the AWS CLI and boto3).
  */
 export const DISCARD_MAX_BYTES = 16 * 1024 * 1024
+/** A lingering close gives the client at most this long (ms) to stop sending and close. */
+export const LINGER_MAX_MS = 10_000
+/** How often a lingering close counts the bytes read (the HTTP parser reads them, not us). */
+const LINGER_CHECK_MS = 50
 
 const CLOSE = { connection: 'close' } as const
 
@@ -47,17 +53,25 @@ const CLOSE = { connection: 'close' } as const
  * mid-upload). Closing the connection at once is not enough: a client that sends its whole body
  * before it reads the answer (Python's http.client, so boto3 and the AWS CLI) gets a broken pipe
  * or a reset instead of the error — the kernel drops an answer it had received when the reset
- * arrives — once the body outgrows the socket buffers. So the rest is read and discarded, as
- * nginx does for its error pages, and the connection stays open for the next request; past
- * DISCARD_MAX_BYTES (declared, or counted for a chunked body) it is closed. A client that stops
- * sending meanwhile meets the idle timeout. Returns the headers to answer with (`connection:
- * close` added when the connection will not be kept).
+ * arrives — once the body outgrows the socket buffers.
+ *
+ * - A body of at most DISCARD_MAX_BYTES (declared, or counted for a chunked one) is read and
+ *   discarded, as nginx does for its error pages, and the connection stays open for the next
+ *   request. A client that stops sending meanwhile meets the idle timeout.
+ * - When the answer closes the connection anyway (`headers` say so: a 413) or the body is
+ *   declared larger, it closes lingering (closeLingering).
+ *
+ * Returns the headers to answer with (`connection: close` added when the connection will not be
+ * kept).
  */
-export function discardUnreadBody (req: IncomingMessage, headers?: Record<string, string | number>): Record<string, string | number> | undefined {
-  if (req.readableEnded || req.destroyed || headers?.connection === 'close') return headers
+export function discardUnreadBody (req: IncomingMessage, res: ServerResponse, headers?: Record<string, string | number>): Record<string, string | number> | undefined {
+  if (req.readableEnded || req.destroyed) return headers
   const cl = req.headers['content-length']
   if (cl === undefined ? req.headers['transfer-encoding'] === undefined : cl === '0') return headers
-  if (cl !== undefined && !(Number(cl) <= DISCARD_MAX_BYTES)) return headers === undefined ? CLOSE : { ...headers, ...CLOSE }
+  if (headers?.connection === 'close' || (cl !== undefined && !(Number(cl) <= DISCARD_MAX_BYTES))) {
+    closeLingering(req, res)
+    return headers?.connection === 'close' ? headers : { ...headers, ...CLOSE }
+  }
   // A consumer that gave up on the body (a hash, a tee to gateways) may still be attached: the
   // rest must go nowhere but away.
   req.unpipe()
@@ -103,4 +117,41 @@ export function sendJson (res: ServerResponse, status: number, value: unknown, h
     ...headers
   })
   res.end(body)
+}
+
+/**
+ * Makes the `connection: close` answer being written on `res` close the way servers close a
+ * connection whose request body they did not read (nginx's lingering_close, Apache's lingering
+ * close): the answer, then our half of the connection closed (FIN), then the rest of the body
+ * read and discarded until the client closes its half — at most `maxBytes` more, for at most
+ * `maxMs` — then the socket closed.
+ *
+ * Why: Node ends such an answer with `socket.destroySoon()`, which closes the socket as soon as
+ * the answer is flushed. A socket closed with received bytes unread makes the kernel send RST,
+ * and a client that sends its whole body before reading (Python's http.client under boto3 and
+ * requests, many others) has its next write fail and never reads the answer: a wrong-signature
+ * PUT seen as a cut connection instead of a 403. The bounds keep a client that goes on sending
+ * a large body from holding the connection; it is then cut as before.
+ */
+export function closeLingering (req: IncomingMessage, res: ServerResponse, maxBytes = DISCARD_MAX_BYTES, maxMs = LINGER_MAX_MS): void {
+  const socket = res.socket
+  if (socket === null || socket.destroyed) return
+  // Node's server calls destroySoon() once the answer is finished (after it set the unread body
+  // to be discarded): the one place to replace "close now" with "close after lingering".
+  (socket as Socket & { destroySoon: () => void }).destroySoon = () => { linger(socket, req, maxBytes, maxMs) }
+}
+
+function linger (socket: Socket, req: IncomingMessage, maxBytes: number, maxMs: number): void {
+  if (socket.destroyed) return
+  const start = socket.bytesRead
+  const started = performance.now()
+  const timer = setInterval(() => {
+    if (socket.bytesRead - start > maxBytes || performance.now() - started > maxMs) socket.destroy()
+  }, LINGER_CHECK_MS)
+  socket.once('close', () => { clearInterval(timer) })
+  // The client has read the answer and closed its half: nothing more will come.
+  socket.once('end', () => { socket.destroy() })
+  // A body that was being read when the answer was decided may be paused: read and discard it.
+  req.resume()
+  socket.end()
 }

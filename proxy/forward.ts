@@ -110,12 +110,13 @@ export class Forwarder implements Stage {
 
   /**
    * Answers an error without forwarding. Body bytes still to come are read and discarded, up to
-   * a bound, so that a client which reads only after sending gets this answer (discardUnreadBody);
-   * a caller that must not read them (a 413) passes `connection: close`.
+   * a bound, so that a client which reads only after sending gets this answer; a caller that
+   * must not keep the connection (a 413) passes `connection: close`, and it closes lingering
+   * (lib/http.ts discardUnreadBody).
    */
   refuse (req: IncomingMessage, res: ServerResponse, status: number, code: FerryErrorCode, message: string, headers?: Record<string, string | number>): void {
     this.metrics.errors.inc({ code })
-    sendError(res, status, code, message, this.closing ? { ...headers, connection: 'close' } : discardUnreadBody(req, headers))
+    sendError(res, status, code, message, discardUnreadBody(req, res, this.closing ? { ...headers, connection: 'close' } : headers))
   }
 
   /** Resolves when no forwarded request is in flight, or after `graceMs`. */
@@ -196,7 +197,7 @@ export class ClientResponse implements ResponseHandler {
       // After the dispatch: the body passed the size limit, or a write could not be confirmed.
       request.status = err.statusCode
       this.finish()
-      sendError(res, err.statusCode, err.code, err.message, discardUnreadBody(req, err.headers))
+      sendError(res, err.statusCode, err.code, err.message, discardUnreadBody(req, res, err.headers))
       return
     }
     const clientGone = err instanceof ClientGoneError || req.readableAborted || res.destroyed
@@ -205,7 +206,7 @@ export class ClientResponse implements ResponseHandler {
       const gateway = request.gateway as Gateway
       this.forwarder.gateways.reportFailure(gateway, describeGatewayError(err))
       if (request.status === 0) {
-        const close = discardUnreadBody(req)
+        const close = discardUnreadBody(req, res)
         // A certificate that does not verify is a configuration problem, not an outage: say which.
         const tls = gatewayTlsError(gateway.id, err)
         request.status = tls === null && code === 'UND_ERR_HEADERS_TIMEOUT' ? 504 : 502

@@ -207,7 +207,9 @@ export class S3Adapter {
       this.noteAuthFailure(this.core.clientOf(req))
     }
     if (res.headersSent) { res.destroy(); return }
-    writeError(res, e, resource, requestId, discardUnreadBody(req))
+    // The rest of an unread body is read and discarded (or the connection closes lingering), so
+    // that a client still sending it (boto3 with a wrong secret) reads this answer, not a reset.
+    writeError(res, e, resource, requestId, discardUnreadBody(req, res))
   }
 
   // ─────────────────────────── parsing and authentication ───────────────────────────
