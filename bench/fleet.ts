@@ -217,7 +217,7 @@ export default async function run (argv: string[]): Promise<void> {
   // The simulation of the same slice.
   const embedder = new CachingEmbedder(new NgramHashEmbedder())
   const simH = summarise(s, simHashing(s))
-  const simF = summarise(s, await simFerry(s, popts, { partition: placement, rebalance: true, displace: true }, embedder))
+  const simF = summarise(s, await simFerry(s, popts, { partition: placement, rebalance: true }, embedder))
   const simFerryName = placement ? 'ferry' : 'ferryWithoutPartitioning'
   console.log(`  sim hashing ${simH.meanMs as number} ms, sim ${simFerryName} ${simF.meanMs as number} ms`)
 
