@@ -271,7 +271,7 @@ export class Rebalancer {
     const scan = await this.scan(now)
     const round = emptyRound(now, scan.scanned, 0, scan.activeVolumes)
     const skipped: Record<string, number> = {}
-    const singles = this.rules.plan(scan.table, scan.kernel, now, { ...this.world(now, scan.flux), decided: (_m, verdict) => { if (verdict !== 'move' || _m.reason === 'gain') round.candidates++ } }, skipped)
+    const singles = this.rules.plan(scan.table, scan.kernel, now, { ...this.world(now, scan.flux), decided: m => { if (m.reason === 'gain') round.candidates++ } }, skipped)
     for (const [reason, n] of Object.entries(skipped)) round.skipped[reason as SkipReason] += n
     // Room is re-checked as moves are submitted, with planMoves' accounting: a make-room move
     // frees its block's room on the full gateway for the move it makes room for (that gateway
@@ -356,7 +356,8 @@ export class Rebalancer {
     const singles = this.rules.plan(scan.table, scan.kernel, now, {
       ...this.world(now, scan.flux),
       decided: (m, verdict) => {
-        round.candidates++
+        // Candidates are blocks better off elsewhere; make-room moves are listed with the moves below.
+        if (m.reason === 'gain') round.candidates++
         if (verdict !== 'move') listed.push({ c: m, verdict })
       }
     }, skipped)
