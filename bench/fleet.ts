@@ -217,7 +217,7 @@ export default async function run (argv: string[]): Promise<void> {
   // The simulation of the same slice.
   const embedder = new CachingEmbedder(new NgramHashEmbedder())
   const simH = summarise(s, simHashing(s))
-  const simF = summarise(s, await simFerry(s, popts, { partition: placement, rebalance: true, displace: true }, embedder))
+  const simF = summarise(s, await simFerry(s, popts, { partition: placement, rebalance: true }, embedder))
   const simFerryName = placement ? 'ferry' : 'ferryWithoutPartitioning'
   console.log(`  sim hashing ${simH.meanMs as number} ms, sim ${simFerryName} ${simF.meanMs as number} ms`)
 
@@ -253,6 +253,9 @@ export default async function run (argv: string[]): Promise<void> {
       const fo: FleetOptions = { dir, sites: s.sites, latency: popts.latency as LatencyModel, link, gatewaysPerSite: perSite, planner: policy === 'ferry', placement: placement && policy === 'ferry', retrainS: popts.retrainS, speed, capacityBytes, replicas, basePort, logLevel: 'warn', ...(scenario !== undefined ? { predictionModel: modelFile } : {}) }
       const fleet = new MultiSiteFleet(fo)
       current = fleet
+      // The benchmark's own CPU during this policy (process.cpuUsage() alone is since start:
+      // the second policy's figure included the first's).
+      const cpu0 = process.cpuUsage()
       console.log(`  ${policy}: starting the fleet in ${dir}`)
       await fleet.start()
       if (Object.keys(relay).length === 0) relay = await relayOverhead(fleet.gateways[0]?.port as number, 500)
@@ -374,7 +377,7 @@ export default async function run (argv: string[]): Promise<void> {
           for (const x of xs) for (const [k, v] of Object.entries(x.skipped ?? {})) skipped[k] = (skipped[k] ?? 0) + v
           return { rounds: xs.length, meanMs: round(d.reduce((a, b) => a + b, 0) / d.length, 1), p50Ms: percentile(d, 50), p99Ms: percentile(d, 99), maxMs: d[d.length - 1], blocksScannedMax: Math.max(...xs.map(x => x.scanned)), candidates: xs.reduce((a, x) => a + (x.candidates ?? 0), 0), moves: xs.reduce((a, x) => a + x.moves, 0), skipped }
         })(),
-        cpuSeconds: { bench: round(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, 2), ...fleet.cpuSeconds() },
+        cpuSeconds: { bench: round((process.cpuUsage(cpu0).user + process.cpuUsage(cpu0).system) / 1e6, 2), ...fleet.cpuSeconds() },
         unexpectedExits: fleet.unexpectedExits.map(e => ({ member: e.member, code: e.code, signal: e.signal }))
       }
       series[policy] = samples

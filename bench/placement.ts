@@ -74,6 +74,7 @@ import { createStore } from '../state/factory.js'
 import { DEFAULT_SITE_RULES, isWriteMethod, loadSiteRules, readTsvTrace, siteNames, siteOfHost, urlBlock, type SiteRules } from '../planner/partition/trace.js'
 import { rendezvousNode, rendezvousPick, rendezvousRank } from '../lib/rendezvous.js'
 import { rebalancerSchema } from '../planner/config.js'
+import { RoundRules } from '../planner/deciders/rebalancer.js'
 import { VolumeCoAccess, type PredictionOptions } from '../planner/prediction.js'
 import { percentile, ratio, writeResult } from './lib.js'
 
@@ -91,8 +92,9 @@ const DEFAULT_LATENCY = {
   } as Record<string, Record<string, number>>
 }
 
-/** The live planner's defaults of the co-access signal (planner/config.ts), so the bench runs what a user gets. */
-const CO_ACCESS = rebalancerSchema.parse({}).coAccess
+/** The live planner's rebalancer defaults (planner/config.ts), so the bench runs what a user gets. */
+const REBALANCER = rebalancerSchema.parse({})
+const CO_ACCESS = REBALANCER.coAccess
 
 const TARGET_VS_ORACLE = 1.15
 const TARGET_VS_HASHING = 0.6
@@ -110,6 +112,10 @@ interface Options {
   retrainS: number
   priorWeight: number
   headroom: number
+  /** rebalancer.minScore: blocks colder than this do not move for their own gain. */
+  minScore: number
+  /** rebalancer.minDwellMs, in trace seconds. */
+  dwellS: number
   volumeWeight: number
   volumeHalfLifeS: number
   prior: 'block' | 'volume' | 'global'
@@ -145,6 +151,8 @@ export function options (argv: string[]): Options {
       retrain: { type: 'string' },
       'prior-weight': { type: 'string' },
       headroom: { type: 'string' },
+      'min-score': { type: 'string' },
+      dwell: { type: 'string' },
       'volume-weight': { type: 'string' },
       'volume-half-life': { type: 'string' },
       prior: { type: 'string' },
@@ -176,16 +184,19 @@ export function options (argv: string[]): Options {
     rules: values.sites !== undefined ? loadSiteRules(values.sites) : DEFAULT_SITE_RULES,
     latency,
     capacity: num('capacity', values.capacity, 0.4, x => x > 0 && x <= 1),
-    // The planner's and proxy's defaults: recorder half-life 600 s; rebalancer every 30 s,
-    // margin 25 %, at least 1 ms, 64 moves per interval.
+    // The planner's and proxy's defaults: recorder half-life 600 s; the rebalancer's from its
+    // config schema (every 30 s, margin 25 %, at least 1 ms, 64 moves per interval, …). Each
+    // option below sets the live config key of the same meaning: no knob of the bench's own.
     halfLifeS: num('half-life', values['half-life'], 600, x => x > 0),
-    intervalS: num('interval', values.interval, 30, x => x > 0),
-    margin: num('margin', values.margin, 0.25, x => x >= 0 && x < 1),
-    minGainMs: num('min-gain-ms', values['min-gain-ms'], 1, x => x >= 0),
-    maxMoves: num('max-moves', values['max-moves'], 64, x => Number.isInteger(x) && x >= 0),
+    intervalS: num('interval', values.interval, REBALANCER.intervalMs / 1000, x => x > 0),
+    margin: num('margin', values.margin, REBALANCER.margin, x => x >= 0 && x < 1),
+    minGainMs: num('min-gain-ms', values['min-gain-ms'], REBALANCER.minGainMs, x => x >= 0),
+    maxMoves: num('max-moves', values['max-moves'], REBALANCER.maxMovesPerInterval, x => Number.isInteger(x) && x >= 0),
+    minScore: num('min-score', values['min-score'], REBALANCER.minScore, x => x >= 0),
+    dwellS: num('dwell', values.dwell, REBALANCER.minDwellMs / 1000, x => x >= 0),
     retrainS: num('retrain', values.retrain, 900, x => x > 0),
     priorWeight: num('prior-weight', values['prior-weight'], CO_ACCESS.priorWeight, x => x >= 0),
-    headroom: num('headroom', values.headroom, 0.02, x => x >= 0 && x < 1),
+    headroom: num('headroom', values.headroom, REBALANCER.headroom, x => x >= 0 && x <= 0.5),
     volumeWeight: num('volume-weight', values['volume-weight'], 0, x => x >= 0),
     volumeHalfLifeS: num('volume-half-life', values['volume-half-life'], 30, x => x > 0),
     prior: prior(values.prior),
@@ -320,7 +331,21 @@ function predictionOptions (sites: readonly string[], opts: Options): Prediction
   return { sites, halfLifeMs: opts.halfLifeS * 1000, activityHalfLifeMs: opts.activityHalfLifeS * 1000, activityScale: opts.activityScale }
 }
 
-interface FerryVariant { partition: boolean, rebalance: boolean, displace: boolean }
+interface FerryVariant { partition: boolean, rebalance: boolean }
+
+/** The live rebalancer's config with the bench's overrides (each a live key). */
+export function rebalancerConfig (opts: Options): ReturnType<typeof rebalancerSchema.parse> {
+  return rebalancerSchema.parse({
+    intervalMs: Math.round(opts.intervalS * 1000),
+    margin: opts.margin,
+    minGainMs: opts.minGainMs,
+    minScore: opts.minScore,
+    minDwellMs: Math.round(opts.dwellS * 1000),
+    maxMovesPerInterval: opts.maxMoves,
+    headroom: opts.headroom,
+    coAccess: { enabled: opts.predict, priorWeight: opts.priorWeight, activityHalfLifeMs: Math.round(opts.activityHalfLifeS * 1000), activityScale: opts.activityScale }
+  })
+}
 
 export async function ferry (s: Setup, opts: Options, variant: FerryVariant, embedder: Embedder): Promise<PolicyResult & { model: PlacementModel | null, table: PlacementTable | null }> {
   const G = s.gateways.length
@@ -341,6 +366,9 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
   const blockOf = new Map(s.blocks.map((b, i) => [`${b.volume}/${b.id}`, i]))
   const signal = opts.predict ? new VolumeCoAccess(predictionOptions(s.sites, opts)) : null
   let activeVolumes = 0
+  // The live rebalancer's single-copy round (planner/deciders/rebalancer.ts), in trace time.
+  const rules = new RoundRules(rebalancerConfig(opts))
+  const skipped: Record<string, number> = {}
 
   let bytesMoved = 0
   let moves = 0
@@ -404,7 +432,9 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
       activeVolumes += signal.apply(table)
     }
     const kernel = scorer.compile(table.sites, infos())
-    const plan = table.planMoves(kernel, { marginMs: opts.minGainMs, marginRatio: opts.margin, maxMoves: opts.maxMoves, now, displace: variant.displace, headroom: opts.headroom })
+    rules.expire(now)
+    // Moves take effect at once here: nothing is busy and no gateway is down.
+    const plan = rules.plan(table, kernel, now, signal === null ? {} : { pulled: v => signal.isActive(v) }, skipped)
     if (plan.length >= opts.maxMoves) budgetCut++
     for (const c of plan) {
       const to = gwIndex.get(c.to) as number
@@ -416,6 +446,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
       count[to] = (count[to] as number) + 1
       loc[b] = to
       table.setBlock(c.volume, c.block, { current: c.to })
+      rules.moved(c.volume, c.block, now)
       bytesMoved += (s.blocks[b] as Block).bytes
       moves++
     }
@@ -472,7 +503,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
     extra: {
       firstTouch: { decisions: firstTouches, byModel, meanUs: round(Number(firstTouchNs) / 1e3 / Math.max(1, firstTouches)) },
       ...(variant.partition ? { retrains, swaps, trainMsTotal: Math.round(trainMs), lastModel: lastValidation } : {}),
-      ...(variant.rebalance ? { roundsAtMoveBudget: budgetCut, makeRoomMoves: madeRoom } : {}),
+      ...(variant.rebalance ? { roundsAtMoveBudget: budgetCut, makeRoomMoves: madeRoom, skipped } : {}),
       ...(signal !== null ? { meanActiveVolumesPerRound: round(activeVolumes / Math.max(1, rebalances)) } : {}),
       finalBlocksPerGateway: Object.fromEntries(s.gateways.map((id, g) => [id, count[g]]))
     }
@@ -741,7 +772,7 @@ export default async function run (argv: string[]): Promise<void> {
     console.log(`  ${name}: ${Date.now() - started} ms`)
     return r
   }
-  const ALL: FerryVariant = { partition: true, rebalance: true, displace: true }
+  const ALL: FerryVariant = { partition: true, rebalance: true }
   const hash = await timed('hashing', () => hashing(s))
   const full = await timed('ferry', () => ferry(s, opts, ALL, embedder))
   const orc = await timed('oracle', () => oracle(s))
@@ -755,7 +786,6 @@ export default async function run (argv: string[]): Promise<void> {
   const ablate: Array<[string, Options, FerryVariant]> = [
     ['without partitioning engine (hash first touch, no prior)', opts, { ...ALL, partition: false }],
     ['without rebalancer', opts, { ...ALL, rebalance: false }],
-    ['without make-room moves', opts, { ...ALL, displace: false }],
     ['without headroom', { ...opts, headroom: 0 }, ALL],
     ['without prior (κ = 0)', { ...opts, priorWeight: 0 }, ALL]
   ]
@@ -804,6 +834,7 @@ export default async function run (argv: string[]): Promise<void> {
     console.log(`  ${name.padEnd(58)} mean ${String(p.meanMs).padStart(7)} ms  p99 ${String(p.p99Ms).padStart(4)} ms  local ${(100 * (p.localShare as number)).toFixed(1).padStart(5)} %  moved ${((p.bytesMoved as number) / 1e6).toFixed(1).padStart(7)} MB in ${p.moves} moves`)
   }
   for (const [name, p] of Object.entries(policies)) line(name, p)
+  console.log(`  ferry: rebalancer ${JSON.stringify(rebalancerConfig(opts))}; candidates passed over ${JSON.stringify(policies.ferry.skipped)}`)
   for (const [name, p] of Object.entries(ablations)) line(`ferry ${name}`, p)
   for (const [name, p] of Object.entries(sensitivity)) line(`ferry, ${name}`, p)
   console.log(`  online ideal (not runnable): ${reference.onlineIdealBlockHistory} ms from block history, ${reference.onlineIdealWithVolumeSignal} ms with the volume signal`)
@@ -823,7 +854,7 @@ export default async function run (argv: string[]): Promise<void> {
       gateways: s.gateways,
       capacity: { fraction: opts.capacity, blocksPerGateway: s.capacity, by: 'block count' },
       latency: opts.latency,
-      ferry: { halfLifeS: opts.halfLifeS, rebalanceIntervalS: opts.intervalS, margin: opts.margin, minGainMs: opts.minGainMs, maxMovesPerInterval: opts.maxMoves, retrainS: opts.retrainS, priorWeight: opts.priorWeight, prior: opts.prior, volumeWeight: opts.volumeWeight, volumeHalfLifeS: opts.volumeHalfLifeS, embedder: embedder.name },
+      ferry: { halfLifeS: opts.halfLifeS, rebalancer: rebalancerConfig(opts), retrainS: opts.retrainS, priorWeight: opts.priorWeight, prior: opts.prior, volumeWeight: opts.volumeWeight, volumeHalfLifeS: opts.volumeHalfLifeS, embedder: embedder.name },
       oracleSolverChecks: solverChecks
     },
     policies,

@@ -36,12 +36,18 @@ export const rebalancerSchema = z.object({
   minGainMs: z.number().nonnegative().default(1).describe('and by at least this many ms (absolute floor, so near-equal sites never trade blocks)'),
   minDwellMs: z.number().int().nonnegative().default(600_000)
     .describe('a block stays at least this long where it was last placed or moved before it may move again (no ping-pong)'),
-  minScore: z.number().nonnegative().default(1).describe('blocks whose decayed access score (all sites) is below this are too cold to be worth a move'),
+  // 0.1, not 1 (until 2026-12-05): at 1 a block read once never moved (its score is below 1 by
+  // the next round), which cost the placement benchmark 1.2 ms (41.33 against 40.15 ms, NASA
+  // trace) and made the live rebalancer skip 86 % of its candidates in the fleet replay; 0
+  // gains 0.15 ms more but moves long-dead blocks (below 0.1: no access for 3.3 half-lives)
+  // by the placement prior alone (BENCHMARKS.md "Placement", minScore sweep).
+  minScore: z.number().nonnegative().default(0.1).describe('blocks whose decayed access score (all sites) is below this are too cold to be worth a move for their own gain (0.1: a block read once moves within about 3 half-lives of the read; an older one stays unless the co-access signal pulls it or it must make room)'),
+  headroom: z.number().min(0).max(0.5).default(0.02).describe('fraction of each bounded gateway\'s capacity kept free by moving its coldest blocks away (within the move budget), so that new blocks find room where first-touch placement puts them; a hot block may also push a much colder one off a full gateway'),
   maxMovesPerInterval: z.number().int().nonnegative().default(64).describe('move budget: migrations started per interval'),
   maxBytesPerInterval: z.number().int().nonnegative().default(1024 ** 3).describe('move budget: bytes of the blocks moved per interval (0 = no byte limit)'),
   coAccess: z.object({
     enabled: z.boolean().default(false).describe('move the cold blocks of a volume towards the sites reading the volume now, before their own first access from there (planner/prediction.ts; off by default: on the NASA trace it buys nothing for 1.8× the bytes, BENCHMARKS.md "Placement")'),
-    priorWeight: z.number().nonnegative().default(1).describe('pseudo-count (decayed accesses) of the predicted site mix in a block\'s ranking: a block with more traffic of its own than this follows its own traffic'),
+    priorWeight: z.number().nonnegative().default(1).describe('pseudo-count (decayed accesses) of the expected site mix in a block\'s ranking — the placement model\'s prior shares, blended with the volume\'s current readers when co-access is on (used whether or not it is): a block with more traffic of its own than this follows its own traffic'),
     activityHalfLifeMs: ms(120_000, 'how long a site\'s reading of a volume keeps pulling the volume\'s other blocks'),
     activityScale: z.number().nonnegative().default(4).describe('recent accesses of a volume at which its readers weigh as much as the placement model\'s expected mix')
   }).strict().default({}).describe('the predictive signal: co-access by volume')

@@ -78,6 +78,29 @@ export interface PlanOptions {
    * them elsewhere until the rebalancer catches up.
    */
   headroom?: number
+  /**
+   * Blocks whose decayed score is below this move only to make room, never for their own gain
+   * (default 0): too cold to be worth a copy — unless `pulled` says their volume is being read.
+   */
+  minScore?: number
+  /** Volumes whose cold blocks may move anyway (the rebalancer's co-access signal). */
+  pulled?: (volume: string) => boolean
+  /**
+   * The caller's reason to leave a block where it is this round (the rebalancer's dwell, busy,
+   * source down), or null. Asked of gain candidates and of blocks that would be pushed to make room.
+   */
+  hold?: (volume: string, block: string, from: string) => string | null
+  /**
+   * Whether the headroom pass may push blocks off this gateway this round (default: yes). The
+   * rebalancer says no while copies are arriving at or leaving it: its usage then counts
+   * copies about to go, and a gateway a make-room move has just filled past its capacity
+   * would have more cold blocks pushed off it than the room it needs.
+   */
+  settled?: (gateway: string) => boolean
+  /** Filled in: candidates passed over, per reason ('cold', 'capacity', 'budget' and `hold`'s). */
+  skipped?: Record<string, number>
+  /** Told every gain candidate with its verdict ('move' or the reason it was passed over), and every make-room move ('move'): a dry run's listing. */
+  decided?: (move: PlannedMove, verdict: string) => void
   now?: number
 }
 
@@ -164,11 +187,17 @@ export function planMoves (table: RowSource, kernel: PreferenceKernel, opts: Pla
   const scan = opts.displaceScan ?? 16
   const displaceMin = opts.displaceMinScore ?? 1
   const headroom = opts.headroom ?? 0
+  const minScore = opts.minScore ?? 0
+  const hold = opts.hold
+  const skipped = opts.skipped
+  const decided = opts.decided
   const now = opts.now ?? Date.now()
   const rows = table.rowsAt(kernel, now)
   const f = rows.f
   const v = rows.vec
   const G = kernel.gateways.length
+  const held = (row: number, from: number): string | null =>
+    hold === undefined ? null : hold(rows.volume(row), rows.block(row), from === NO_GATEWAY ? '' : (kernel.gateways[from] as GatewayInfo).id)
   const room = Float64Array.from({ length: G }, (_, g) => kernel.roomOf(g))
   const fits = (g: number, size: number): boolean => {
     const cap = (kernel.gateways[g] as GatewayInfo).capacityBytes
@@ -208,34 +237,43 @@ export function planMoves (table: RowSource, kernel: PreferenceKernel, opts: Pla
   const moved = new Set<number>()
   const out: PlannedMove[] = []
   let bytes = 0
+  const asMove = (row: number, from: number, to: number, gain: number, score: number, reason: PlannedMove['reason']): PlannedMove => ({
+    volume: rows.volume(row),
+    block: rows.block(row),
+    from: from === NO_GATEWAY ? '' : (kernel.gateways[from] as GatewayInfo).id,
+    to: (kernel.gateways[to] as GatewayInfo).id,
+    gainMs: gain,
+    score,
+    benefit: gain === Infinity ? Infinity : gain * score,
+    sizeBytes: rows.sizeBytes(row),
+    reason
+  })
   const emit = (row: number, from: number, to: number, gain: number, score: number, reason: PlannedMove['reason']): void => {
-    const size = rows.sizeBytes(row)
-    out.push({
-      volume: rows.volume(row),
-      block: rows.block(row),
-      from: from === NO_GATEWAY ? '' : (kernel.gateways[from] as GatewayInfo).id,
-      to: (kernel.gateways[to] as GatewayInfo).id,
-      gainMs: gain,
-      score,
-      benefit: gain === Infinity ? Infinity : gain * score,
-      sizeBytes: size,
-      reason
-    })
+    const m = asMove(row, from, to, gain, score, reason)
+    out.push(m)
+    decided?.(m, 'move')
     moved.add(row)
-    bytes += size
-    if (from !== NO_GATEWAY) room[from] = (room[from] as number) + size
-    room[to] = (room[to] as number) - size
+    bytes += m.sizeBytes
+    if (from !== NO_GATEWAY) room[from] = (room[from] as number) + m.sizeBytes
+    room[to] = (room[to] as number) - m.sizeBytes
+  }
+  const skip = (c: typeof cands[number], reason: string): void => {
+    if (skipped !== undefined) skipped[reason] = (skipped[reason] ?? 0) + 1
+    decided?.(asMove(c.row, c.from, c.to, c.gain, c.score, 'gain'), reason)
   }
   for (const c of cands) {
-    if (out.length >= maxMoves) break
     if (moved.has(c.row)) continue
+    if (out.length >= maxMoves) { skip(c, 'budget'); continue }
+    if (c.score < minScore && opts.pulled?.(rows.volume(c.row)) !== true) { skip(c, 'cold'); continue }
+    const why = held(c.row, c.from)
+    if (why !== null) { skip(c, why); continue }
     const size = rows.sizeBytes(c.row)
-    if (bytes + size > maxBytes) continue
+    if (bytes + size > maxBytes) { skip(c, 'budget'); continue }
     // A cold block (drifting by its prior) does not eat into a gateway's headroom: that room
     // is for blocks with traffic, and the headroom pass would only push it out again.
     const reserve = c.score < displaceMin ? headroom * (kernel.gateways[c.to] as GatewayInfo).capacityBytes : 0
     if ((room[c.to] as number) - size >= reserve) { emit(c.row, c.from, c.to, c.gain, c.score, 'gain'); continue }
-    if (!displace || out.length + 2 > maxMoves || c.score < displaceMin) continue
+    if (!displace || out.length + 2 > maxMoves || c.score < displaceMin) { skip(c, 'capacity'); continue }
     // The cheapest block to push off the full target, among its coldest few.
     let victim = -1
     let victimTo = -1
@@ -246,7 +284,7 @@ export function planMoves (table: RowSource, kernel: PreferenceKernel, opts: Pla
     for (let i = coldNext[c.to] as number; i < list.length && looked < scan; i++) {
       const u = list[i] as number
       if (moved.has(u)) { if (i === coldNext[c.to]) coldNext[c.to] = i + 1; continue }
-      if (isCand[u] === 1) continue
+      if (isCand[u] === 1 || held(u, c.to) !== null) continue
       looked++
       const vsize = rows.sizeBytes(u)
       if ((room[c.to] as number) + vsize < size || bytes + size + vsize > maxBytes) continue
@@ -263,7 +301,7 @@ export function planMoves (table: RowSource, kernel: PreferenceKernel, opts: Pla
         if (loss < victimLoss) { victimLoss = loss; victim = u; victimTo = g; victimGain = here - there }
       }
     }
-    if (victim < 0 || !(c.benefit > victimLoss)) continue
+    if (victim < 0 || !(c.benefit > victimLoss)) { skip(c, 'capacity'); continue }
     emit(victim, c.to, victimTo, victimGain, scoreOf(victim) * f, 'make-room')
     emit(c.row, c.from, c.to, c.gain, c.score, 'gain')
   }
@@ -275,10 +313,11 @@ export function planMoves (table: RowSource, kernel: PreferenceKernel, opts: Pla
     for (let g = 0; g < G; g++) {
       const cap = (kernel.gateways[g] as GatewayInfo).capacityBytes
       if (cap === 0 || !kernel.isHealthy(g)) continue
+      if (opts.settled?.((kernel.gateways[g] as GatewayInfo).id) === false) continue
       const list = cold[g] as number[]
       for (let i = coldNext[g] as number; i < list.length && (room[g] as number) < headroom * cap && out.length < maxMoves; i++) {
         const u = list[i] as number
-        if (moved.has(u) || isCand[u] === 1) continue
+        if (moved.has(u) || isCand[u] === 1 || held(u, g) !== null) continue
         const usize = rows.sizeBytes(u)
         if (bytes + usize > maxBytes) break
         rows.rankVector(u)

@@ -4,7 +4,7 @@ import { blockKey } from '../../lib/ids.js'
 import { silentLogger, type Logger } from '../../lib/log.js'
 import { decayScores } from '../../state/affinity.js'
 import type { BlockLocation, StateStore } from '../../state/types.js'
-import { AffinityTable, bestReplacement, type AffinityScorer, type GatewayInfo, type MoveCandidate } from '../affinity/index.js'
+import { AffinityTable, bestReplacement, type AffinityScorer, type GatewayInfo, type MoveCandidate, type PlanOptions, type PlannedMove as TableMove, type PreferenceKernel } from '../affinity/index.js'
 import type { RebalancerConfig } from '../config.js'
 import type { MigrationEngine } from '../migration/engine.js'
 import type { Fleet } from '../migration/fleet.js'
@@ -86,6 +86,72 @@ const emptyRound = (at: number, scanned: number, candidates: number, activeVolum
 /** JSON has no Infinity: null. */
 const round2 = (x: number): number | null => Number.isFinite(x) ? Math.round(x * 100) / 100 : null
 
+/** What a round needs to know of the world beyond the table, for blocks that must stay put this round. */
+export interface RoundWorld {
+  /** A migration of the block is queued or running. */
+  busy?: (volume: string, block: string) => boolean
+  /** The gateway can be copied from (a block on a gateway that is down has nothing to copy). */
+  healthy?: (gateway: string) => boolean
+  /** Volumes whose cold blocks move anyway (the co-access signal). */
+  pulled?: (volume: string) => boolean
+  /** planMoves' `settled`: the headroom pass leaves a gateway alone while copies arrive at or leave it. */
+  settled?: (gateway: string) => boolean
+  /** Every gain candidate with its verdict, and every make-room move ('move'), as decided. */
+  decided?: (move: TableMove, verdict: 'move' | SkipReason) => void
+}
+
+/**
+ * The single-copy half of a rebalancer round, as one object that the live Rebalancer and the
+ * placement benchmark (bench/placement.ts, in trace time) both run, with the same config and
+ * defaults (issue 21, "one code path"): AffinityTable.planMoves with the config's hysteresis,
+ * budget, headroom and `minScore`, and the dwell rule over the moves it was told of (`moved`).
+ */
+export class RoundRules {
+  /** When each block last moved (flip time), for the dwell rule. */
+  readonly lastMoved = new Map<string, number>()
+
+  constructor (public config: RebalancerConfig) {}
+
+  moved (volume: string, block: string, at: number): void { this.lastMoved.set(blockKey(volume, block), at) }
+
+  /** Moved less than `minDwellMs` before `now`. */
+  dwelling (volume: string, block: string, now: number): boolean {
+    const at = this.lastMoved.get(blockKey(volume, block))
+    return at !== undefined && now - at < this.config.minDwellMs
+  }
+
+  /** Forgets the moves that no longer hold a block (bounded memory). */
+  expire (now: number): void {
+    for (const [key, at] of this.lastMoved) if (now - at >= this.config.minDwellMs) this.lastMoved.delete(key)
+  }
+
+  /** The round's moves, in the order to run them (make-room moves before the move they make room for). */
+  plan (table: AffinityTable, kernel: PreferenceKernel, now: number, world: RoundWorld = {}, skipped: Record<string, number> = {}): TableMove[] {
+    const cfg = this.config
+    const decided = world.decided
+    const opts: PlanOptions = {
+      marginMs: cfg.minGainMs,
+      marginRatio: cfg.margin,
+      maxMoves: cfg.maxMovesPerInterval,
+      maxBytes: cfg.maxBytesPerInterval > 0 ? cfg.maxBytesPerInterval : Infinity,
+      headroom: cfg.headroom,
+      minScore: cfg.minScore,
+      now,
+      skipped,
+      hold: (volume, block, from) => {
+        if (world.busy?.(volume, block) === true) return 'busy'
+        if (this.dwelling(volume, block, now)) return 'dwell'
+        if (from !== '' && world.healthy !== undefined && !world.healthy(from)) return 'sourceDown'
+        return null
+      },
+      ...(world.pulled === undefined ? {} : { pulled: world.pulled }),
+      ...(world.settled === undefined ? {} : { settled: world.settled }),
+      ...(decided === undefined ? {} : { decided: (m: TableMove, verdict: string) => decided(m, verdict as 'move' | SkipReason) })
+    }
+    return table.planMoves(kernel, opts)
+  }
+}
+
 /**
  * The seed's `migrate_shards`: every `intervalMs`, for every block in the store's affinity map,
  * rank the gateways by the block's expected access latency (AffinityScorer's kernel over its
@@ -98,16 +164,22 @@ const round2 = (x: number): number | null => Number.isFinite(x) ? Math.round(x *
  *   (scores lag a shifting workload; without it a block can follow every wobble);
  * - **budget**: at most `maxMovesPerInterval` migrations and `maxBytesPerInterval` bytes per
  *   pass, most valuable first (latency saved × access score), so a mass shift is spread out;
- * - never onto an unhealthy, draining or full gateway (the kernel leaves those out; room is
- *   re-checked as moves are committed), never off a gateway that is down (nothing to copy).
+ * - **cold**: a block whose decayed score is below `minScore` does not move for its own gain
+ *   (unless the co-access signal pulls its volume);
+ * - never onto an unhealthy, draining or full gateway, never off a gateway that is down
+ *   (nothing to copy). Capacity is handled as in planMoves: cold blocks are pushed off a full
+ *   gateway to make room for hot ones, and `headroom` of each bounded gateway is kept free.
+ *
+ * Single-copy blocks are decided by RoundRules (the same object the placement benchmark runs);
+ * replica sets, per member (setCandidate), with what budget the single copies left.
  */
 export class Rebalancer {
   private config: RebalancerConfig
   private readonly logger: Logger
   private timer: NodeJS.Timeout | null = null
   private running: Promise<RebalanceRound | null> | null = null
-  /** When each block last moved (flip time), for the dwell rule. */
-  private readonly lastMoved = new Map<string, number>()
+  /** The single-copy decisions and the dwell rule's memory. */
+  private readonly rules: RoundRules
   readonly rounds: RebalanceRound[] = []
   private readonly moves: Counter
   private sites: readonly string[]
@@ -118,6 +190,7 @@ export class Rebalancer {
 
   constructor (private readonly opts: RebalancerOptions) {
     this.config = opts.config
+    this.rules = new RoundRules(opts.config)
     this.sites = opts.sites
     this.halfLifeMs = opts.halfLifeMs
     this.scorer = opts.scorer
@@ -126,7 +199,7 @@ export class Rebalancer {
     this.moves = new Counter({ name: 'ferry_planner_rebalance_moves_total', help: 'Migrations started by the rebalancer', registers })
     const rounds = this.rounds
     new Gauge({ name: 'ferry_planner_rebalance_candidates', help: 'Blocks that beat the margin in the last rebalancer pass', registers, collect () { this.set(rounds.at(-1)?.candidates ?? 0) } })
-    opts.engine.on('flip', e => { this.lastMoved.set(blockKey(e.volume, e.block), Date.now()) })
+    opts.engine.on('flip', e => { this.rules.moved(e.volume, e.block, Date.now()) })
     this.coAccess = this.newCoAccess()
   }
 
@@ -140,6 +213,7 @@ export class Rebalancer {
     const restart = config.intervalMs !== this.config.intervalMs || config.enabled !== this.config.enabled
     const signal = JSON.stringify(config.coAccess) !== JSON.stringify(this.config.coAccess) || halfLifeMs !== this.halfLifeMs || sites.join() !== this.sites.join()
     this.config = config
+    this.rules.config = config
     this.sites = sites
     this.halfLifeMs = halfLifeMs
     this.scorer = scorer
@@ -173,7 +247,7 @@ export class Rebalancer {
       for (const rec of await this.opts.store.listMigrations({ limit: 10_000 })) {
         if (rec.result === 'ok' && rec.endedAt !== null && rec.endedAt >= since) {
           const key = blockKey(rec.volume, rec.block)
-          this.lastMoved.set(key, Math.max(this.lastMoved.get(key) ?? 0, rec.endedAt))
+          this.rules.lastMoved.set(key, Math.max(this.rules.lastMoved.get(key) ?? 0, rec.endedAt))
         }
       }
     } catch (err) {
@@ -193,34 +267,75 @@ export class Rebalancer {
     const started = performance.now()
     const now = Date.now()
     const cfg = this.config
-    for (const [key, at] of this.lastMoved) if (now - at >= cfg.minDwellMs) this.lastMoved.delete(key)
-    const { scanned, candidates, room, mean, activeVolumes } = await this.candidates(now)
-    const round = emptyRound(now, scanned, candidates.length, activeVolumes)
-    for (let i = 0; i < candidates.length; i++) {
-      const c = candidates[i] as MoveCandidate
-      if (round.moves >= cfg.maxMovesPerInterval) { round.skipped.budget += candidates.length - i; break }
-      const v = this.check(c, round, room, mean, now)
+    this.rules.expire(now)
+    const scan = await this.scan(now)
+    const round = emptyRound(now, scan.scanned, 0, scan.activeVolumes)
+    const skipped: Record<string, number> = {}
+    const singles = this.rules.plan(scan.table, scan.kernel, now, { ...this.world(now, scan.flux), decided: m => { if (m.reason === 'gain') round.candidates++ } }, skipped)
+    for (const [reason, n] of Object.entries(skipped)) round.skipped[reason as SkipReason] += n
+    // Room is re-checked as moves are submitted, with planMoves' accounting: a make-room move
+    // frees its block's room on the full gateway for the move it makes room for (that gateway
+    // holds both copies until the displaced one's grace period ends: over its capacity by at
+    // most the round's displaced bytes, for that long). A make-room move the engine refuses
+    // frees nothing, so its partner is skipped as `capacity`: no second victim is pushed out.
+    const room = scan.room
+    let stop = false
+    for (const m of singles) {
+      const size = m.sizeBytes > 0 ? m.sizeBytes : scan.mean
+      if ((room.get(m.to) ?? 0) < size) { round.skipped.capacity++; continue }
+      const r = await this.submit(m, round, size)
+      if (r === 'stop') { stop = true; break }
+      if (r === 'refused') continue
+      room.set(m.to, (room.get(m.to) ?? 0) - size)
+      if (m.reason === 'make-room') room.set(m.from, (room.get(m.from) ?? 0) + size)
+      if (m.reason === 'gain' && m.score < cfg.minScore) round.predicted++
+    }
+    // Replica sets: their own candidates, with the budget the single copies left.
+    round.candidates += scan.sets.length
+    for (let i = 0; i < scan.sets.length && !stop; i++) {
+      const c = scan.sets[i] as MoveCandidate
+      if (round.moves >= cfg.maxMovesPerInterval) { round.skipped.budget += scan.sets.length - i; break }
+      const v = this.check(c, round, room, scan.mean, now)
       if (typeof v === 'string') { round.skipped[v]++; continue }
-      try {
-        // A set's candidate names the member whose place the target takes; a single copy moves from where it is.
-        await engine.submit({ volume: c.volume, block: c.block, to: c.to, ...(c.replacesMember === true ? { from: c.from } : {}), reason: 'rebalance', priority: Number.isFinite(c.benefit) ? c.benefit : c.score })
-      } catch (err) {
-        round.skipped.refused++
-        if (err instanceof FerryError && err.code === 'FERRY_PLANNER_NOT_LEADER') break
-        this.logger.debug({ key: blockKey(c.volume, c.block), to: c.to, err: (err as Error).message }, 'rebalance move refused')
-        continue
-      }
+      const r = await this.submit(c, round, v)
+      if (r === 'stop') break
+      if (r === 'refused') continue
       room.set(c.to, (room.get(c.to) ?? 0) - v)
-      round.moves++
       if (c.score < cfg.minScore) round.predicted++
-      round.bytes += v
-      this.moves.inc()
     }
     round.durationMs = Math.round(performance.now() - started)
     this.rounds.push(round)
     if (this.rounds.length > ROUNDS_KEPT) this.rounds.shift()
     if (round.moves > 0 || round.candidates > 0) this.logger.info(round, 'rebalance pass')
     return round
+  }
+
+  /** Hands one move to the engine and counts it; 'stop' when this planner is no longer the leader. */
+  private async submit (c: MoveCandidate, round: RebalanceRound, size: number): Promise<'ok' | 'refused' | 'stop'> {
+    try {
+      // A set's candidate names the member whose place the target takes; a single copy moves from where it is.
+      await this.opts.engine.submit({ volume: c.volume, block: c.block, to: c.to, ...(c.replacesMember === true ? { from: c.from } : {}), reason: 'rebalance', priority: Number.isFinite(c.benefit) ? c.benefit : c.score })
+    } catch (err) {
+      round.skipped.refused++
+      if (err instanceof FerryError && err.code === 'FERRY_PLANNER_NOT_LEADER') return 'stop'
+      this.logger.debug({ key: blockKey(c.volume, c.block), to: c.to, err: (err as Error).message }, 'rebalance move refused')
+      return 'refused'
+    }
+    round.moves++
+    round.bytes += size
+    this.moves.inc()
+    return 'ok'
+  }
+
+  /** What the round rules ask of the live world: migrations in progress, gateway health, the co-access signal. */
+  private world (now: number, flux: ReadonlySet<string>): RoundWorld {
+    const signal = this.coAccess
+    return {
+      busy: (volume, block) => this.opts.engine.busy(volume, block),
+      healthy: gateway => this.opts.fleet.isHealthy(gateway, now),
+      settled: gateway => !flux.has(gateway),
+      ...(signal === null ? {} : { pulled: (volume: string) => signal.isActive(volume) })
+    }
   }
 
   /**
@@ -233,14 +348,37 @@ export class Rebalancer {
     const started = performance.now()
     const now = Date.now()
     const cfg = this.config
-    const { scanned, candidates, room, mean, activeVolumes } = await this.candidates(now)
-    const round = emptyRound(now, scanned, candidates.length, activeVolumes)
-    const decisions: PlannedMove[] = []
-    for (const c of candidates) {
+    const scan = await this.scan(now)
+    const round = emptyRound(now, scan.scanned, 0, scan.activeVolumes)
+    const listed: Array<{ c: MoveCandidate, verdict: PlannedMove['verdict'] }> = []
+    const room = scan.room
+    const skipped: Record<string, number> = {}
+    const singles = this.rules.plan(scan.table, scan.kernel, now, {
+      ...this.world(now, scan.flux),
+      decided: (m, verdict) => {
+        // Candidates are blocks better off elsewhere; make-room moves are listed with the moves below.
+        if (m.reason === 'gain') round.candidates++
+        if (verdict !== 'move') listed.push({ c: m, verdict })
+      }
+    }, skipped)
+    for (const [reason, n] of Object.entries(skipped)) round.skipped[reason as SkipReason] += n
+    for (const m of singles) {
+      const size = m.sizeBytes > 0 ? m.sizeBytes : scan.mean
+      let verdict: PlannedMove['verdict'] = 'move'
+      if ((room.get(m.to) ?? 0) < size) { verdict = 'capacity'; round.skipped.capacity++ } else {
+        room.set(m.to, (room.get(m.to) ?? 0) - size)
+        if (m.reason === 'make-room') room.set(m.from, (room.get(m.from) ?? 0) + size)
+        round.moves++
+        round.bytes += size
+      }
+      listed.push({ c: m, verdict })
+    }
+    round.candidates += scan.sets.length
+    for (const c of scan.sets) {
       let verdict: PlannedMove['verdict']
       if (round.moves >= cfg.maxMovesPerInterval) verdict = 'budget'
       else {
-        const v = this.check(c, round, room, mean, now)
+        const v = this.check(c, round, room, scan.mean, now)
         if (typeof v === 'string') verdict = v
         else if (this.inSyncMember(c)) verdict = 'member'
         else {
@@ -252,8 +390,15 @@ export class Rebalancer {
       }
       if (verdict === 'member') round.skipped.refused++
       else if (verdict !== 'move') round.skipped[verdict]++
-      if (decisions.length < limit) decisions.push({ ...c, gainMs: round2(c.gainMs), score: round2(c.score) ?? 0, benefit: round2(c.benefit), sites: {}, verdict })
+      listed.push({ c, verdict })
     }
+    // Most valuable first, as a round takes them.
+    listed.sort((a, b) => b.c.benefit - a.c.benefit)
+    const decisions: PlannedMove[] = listed.slice(0, limit).map(({ c, verdict }) => ({
+      volume: c.volume, block: c.block, from: c.from, to: c.to, score: round2(c.score) ?? 0, sizeBytes: c.sizeBytes,
+      ...(c.replacesMember === true ? { replacesMember: true as const } : {}),
+      gainMs: round2(c.gainMs), benefit: round2(c.benefit), sites: {}, verdict
+    }))
     await Promise.all(decisions.map(async d => {
       const entry = await this.opts.store.getAffinity(d.volume, d.block)
       if (entry !== null) for (const [site, x] of Object.entries(decayScores(entry, now, this.halfLifeMs))) d.sites[site] = round2(x) ?? 0
@@ -271,26 +416,34 @@ export class Rebalancer {
     return loc !== null && loc !== undefined && loc.members.length > 1 && loc.inSync.includes(c.to)
   }
 
-  /** The affinity map with where each block is now, ranked: the blocks whose best gateway beats the current one by the margin. */
-  private async candidates (now: number): Promise<{ scanned: number, candidates: MoveCandidate[], room: Map<string, number>, mean: number, activeVolumes: number }> {
+  /**
+   * The affinity map with where each block is now: single copies loaded into a table (with the
+   * placement model's prior, and the co-access signal's when on) for RoundRules, replica sets'
+   * candidates by benefit, and each gateway's room.
+   */
+  private async scan (now: number): Promise<{ scanned: number, table: AffinityTable, kernel: PreferenceKernel, sets: MoveCandidate[], room: Map<string, number>, mean: number, activeVolumes: number, flux: Set<string> }> {
     const { store, fleet, locations } = this.opts
     const cfg = this.config
     // The affinity map, with where each block is now. Blocks mid-migration have no "current"
     // here, so the kernel never proposes them.
     const signal = this.coAccess
-    const table = new AffinityTable({ sites: this.sites, halfLifeMs: this.halfLifeMs, now, priorWeight: signal === null ? 0 : cfg.coAccess.priorWeight })
+    const table = new AffinityTable({ sites: this.sites, halfLifeMs: this.halfLifeMs, now, priorWeight: cfg.coAccess.priorWeight })
     const infos = fleet.infos(now)
     const byId = new Map(infos.map(g => [g.id, g]))
+    const mean = fleet.meanBlockBytes()
     // Blocks with several members are decided per member (below), not by the table, which knows
     // one current gateway per block: ranked by their head, a set would move its preferred reader
     // wherever the block's readers are, though another member may already serve them.
     const sets: MoveCandidate[] = []
+    /** Gateways with a copy arriving or leaving (a member not in sync): their usage is in flux. */
+    const flux = new Set<string>()
     let scanned = 0
     for await (const entry of store.scanAffinity()) {
       scanned++
       const scores = signal === null ? undefined : decayScores(entry, now, this.halfLifeMs)
       if (scores !== undefined) signal?.observe(entry.volume, scores)
       const loc = locations.get(entry.volume, entry.block)
+      if (loc != null && loc.inSync.length !== loc.members.length) for (const id of loc.members) flux.add(id)
       if (loc !== null && loc !== undefined && loc.members.length > 1) {
         if (loc.phase !== 'stable' || loc.inSync.length !== loc.members.length) continue // joining, leaving or stale: a move or a repair has it
         const c = this.setCandidate(entry.volume, entry.block, scores ?? decayScores(entry, now, this.halfLifeMs), loc, byId, infos)
@@ -301,19 +454,23 @@ export class Rebalancer {
       if (loc === undefined) continue
       const current = loc === null ? fleet.hashed(blockKey(entry.volume, entry.block), now) : loc.phase === 'stable' ? loc.gateway : undefined
       if (current === undefined) continue
-      table.setBlock(entry.volume, entry.block, { current, sizeBytes: fleet.sizeOf(entry.volume, entry.block) ?? 0 })
+      // A block of unknown size is counted at the fleet's mean, as room is.
+      table.setBlock(entry.volume, entry.block, { current, sizeBytes: fleet.sizeOf(entry.volume, entry.block) ?? mean })
     }
     let activeVolumes = 0
+    // Where a block's traffic is expected once its own has decayed: the placement model's mix
+    // (pseudo-count coAccess.priorWeight), blended by the co-access signal with its volume's
+    // current readers when that is on.
+    const base = this.opts.basePrior?.() ?? null
     if (signal !== null) {
-      signal.setBase(this.opts.basePrior?.() ?? null)
+      signal.setBase(base)
       signal.endRound(now)
       activeVolumes = signal.apply(table)
-    }
+    } else table.setPrior(base)
     const kernel = this.scorer.compile(table.sites, infos)
-    const candidates = [...table.moveCandidates(kernel, { marginMs: cfg.minGainMs, marginRatio: cfg.margin, now }), ...sets]
-      .sort((a, b) => b.benefit - a.benefit)
+    sets.sort((a, b) => b.benefit - a.benefit)
     const room = new Map(infos.map(g => [g.id, g.capacityBytes === 0 ? Infinity : g.capacityBytes - g.usedBytes]))
-    return { scanned, candidates, room, mean: fleet.meanBlockBytes(), activeVolumes }
+    return { scanned, table, kernel, sets, room, mean, activeVolumes, flux }
   }
 
   /**
@@ -346,8 +503,7 @@ export class Rebalancer {
     // volume is being read now (the co-access signal); cold blocks of quiet volumes stay.
     if (c.score < cfg.minScore && this.coAccess?.isActive(c.volume) !== true) return 'cold'
     if (this.opts.engine.busy(c.volume, c.block)) return 'busy'
-    const moved = this.lastMoved.get(blockKey(c.volume, c.block))
-    if (moved !== undefined && now - moved < cfg.minDwellMs) return 'dwell'
+    if (this.rules.dwelling(c.volume, c.block, now)) return 'dwell'
     if (!this.opts.fleet.isHealthy(c.from, now)) return 'sourceDown'
     const size = c.sizeBytes > 0 ? c.sizeBytes : mean
     if (cfg.maxBytesPerInterval > 0 && round.bytes + size > cfg.maxBytesPerInterval && round.moves > 0) return 'budget'

@@ -405,3 +405,26 @@ t.test('table: blocks without scores rank in rendezvous order of volume/block, a
   t.ok(table.has('vol-1', 'b.1_x-7') && table.has('vol-0', 'b.39_x-273'), 'the row moved into the hole is still found')
   t.equal(table.size, 39)
 })
+
+t.test('planMoves: minScore holds cold blocks unless their volume is pulled; the caller\'s holds; every verdict reported', async t => {
+  const s = new AffinityScorer({ latency: LAT })
+  const table = new AffinityTable({ sites: SITES, halfLifeMs: 600_000, now: 0 })
+  // One read from asia 10 minutes ago (score 0.5) and three just now (≈ 3), both on g-east.
+  table.record('v', 'once', 'asia', false, 0)
+  for (let i = 0; i < 3; i++) table.record('w', 'often', 'asia', false, 600_000)
+  table.setBlock('v', 'once', { current: 'g-east', sizeBytes: 1 })
+  table.setBlock('w', 'often', { current: 'g-east', sizeBytes: 1 })
+  const kernel = s.compile(table.sites, FLEET)
+  const now = 600_000
+  t.same(table.planMoves(kernel, { now }).map(m => m.block).sort(), ['often', 'once'], 'no floor: both move')
+  const skipped: Record<string, number> = {}
+  const verdicts: string[] = []
+  const plan = table.planMoves(kernel, { now, minScore: 1, skipped, decided: (m, v) => verdicts.push(`${m.block}:${v}`) })
+  t.same(plan.map(m => m.block), ['often'], 'minScore 1: the block read once half a half-life ago stays')
+  t.same(skipped, { cold: 1 })
+  t.same(verdicts.sort(), ['often:move', 'once:cold'])
+  t.same(table.planMoves(kernel, { now, minScore: 1, pulled: v => v === 'v' }).map(m => m.block).sort(), ['often', 'once'], 'a pulled volume\'s cold block moves')
+  const held: Record<string, number> = {}
+  t.same(table.planMoves(kernel, { now, hold: (v, b, from) => b === 'often' && from === 'g-east' ? 'dwell' : null, skipped: held }).map(m => m.block), ['once'], 'a held block stays')
+  t.same(held, { dwell: 1 })
+})
