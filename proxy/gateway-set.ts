@@ -109,8 +109,12 @@ export class GatewaySet extends EventEmitter<GatewaySetEvents> {
   private readonly lastHealthy = new Map<string, boolean>()
   private ejectionTimers = new Map<string, NodeJS.Timeout>()
   private drainedIds: ReadonlySet<string> = new Set()
-  /** ms from a client's site to a gateway's site (planner.latency): a read goes to the nearest in-sync member. Unset: own site first, then set order. */
-  latency: LatencyMatrix | undefined
+  private latencyModel: LatencyMatrix | undefined
+  /**
+   * readMs's answers by client site, then gateway site: the model's lookup builds a key string,
+   * and the read order asks once per member of every replicated GET.
+   */
+  private readonly siteMs = new Map<string, Map<string, number>>()
 
   constructor (gateways: readonly GatewayConfig[], health: HealthSection, proxy: ProxySection, logger: Logger = silentLogger) {
     super()
@@ -121,6 +125,28 @@ export class GatewaySet extends EventEmitter<GatewaySetEvents> {
   }
 
   get (id: string): Gateway | undefined { return this.byId.get(id) }
+
+  /** ms from a client's site to a gateway's site (planner.latency): a read goes to the nearest in-sync member. Unset: own site first, then set order. */
+  get latency (): LatencyMatrix | undefined { return this.latencyModel }
+  set latency (model: LatencyMatrix | undefined) {
+    this.latencyModel = model
+    this.siteMs.clear()
+  }
+
+  /**
+   * How far `g` is from a client at `site`, for the read order: whole ms by the latency model
+   * (at most 9999), or without one 0 at the client's own site and 1 elsewhere.
+   */
+  readMs (site: string | undefined, g: Gateway): number {
+    const model = this.latencyModel
+    if (model === undefined) return site !== undefined && g.site === site ? 0 : 1
+    const from = site ?? ''
+    let row = this.siteMs.get(from)
+    if (row === undefined) { row = new Map(); this.siteMs.set(from, row) }
+    let ms = row.get(g.site)
+    if (ms === undefined) { ms = Math.min(9999, Math.round(model.get(from, g.site))); row.set(g.site, ms) }
+    return ms
+  }
   all (): readonly Gateway[] { return this.list }
 
   isHealthy (id: string, now = Date.now()): boolean {

@@ -281,10 +281,7 @@ export function nearestInSync (gateways: GatewaySet, loc: BlockLocation, site: s
  * 20 % of reads, 46.7 ms mean where the nearest member gives 35.6: BENCHMARKS.md, fleet replay).
  */
 function readRank (gateways: GatewaySet, g: Gateway, site: string | undefined, now: number, i: number): number {
-  const ms = gateways.latency === undefined
-    ? (site !== undefined && g.site === site ? 0 : 1)
-    : Math.min(9999, Math.round(gateways.latency.get(site ?? '', g.site)))
-  return (g.isHealthy(now) ? 0 : 1e8) + (g.drained ? 1e7 : 0) + ms * 32 + i
+  return (g.isHealthy(now) ? 0 : 1e8) + (g.drained ? 1e7 : 0) + gateways.readMs(site, g) * 32 + i
 }
 
 interface MemberResult {
