@@ -4,9 +4,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Agent, request } from 'undici'
-import { parse, stringify } from 'yaml'
-import { freePort, waitFor } from '../helpers/net.js'
-import { ROOT, runCommand, spawnFerry, type CommandRun } from '../helpers/process.js'
+import { runCommand, type CommandRun } from '../helpers/process.js'
+import { startConfiguredSandbox } from '../helpers/sandbox.js'
 import { makeCert } from '../helpers/tls.js'
 import { loadSdk, sdkFlows } from './sdk-flows.js'
 
@@ -32,17 +31,9 @@ t.test('boto3 and @aws-sdk/client-s3 over HTTPS with their default checksums', {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-s3-https-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const cert = await makeCert(dir, 'proxy', 3)
-  const [proxy, admin, dnsPort, g1, g2, g3] = await Promise.all([freePort(), freePort(), freePort({ udp: true }), freePort(), freePort(), freePort()])
-  const printed = await run(process.execPath, [path.join(ROOT, 'dist', 'bin', 'ferry.js'), 'sandbox', '--print-config', '--proxy-port', String(proxy), '--admin-port', String(admin), '--dns-port', String(dnsPort), '--gateway-ports', `${g1},${g2},${g3}`], {}, 30_000)
-  t.equal(printed.code, 0, 'ferry sandbox --print-config')
-  const config = parse(printed.stdout) as { proxy: { tls: unknown }, s3: { credentials: Array<{ accessKeyId: string, secret: string }> } }
-  config.proxy.tls = { cert: cert.cert, key: cert.key }
-  const configFile = path.join(dir, 'sandbox.yaml')
-  fs.writeFileSync(configFile, stringify(config))
-  const ferry = spawnFerry(['sandbox', '--config', configFile])
-  t.teardown(() => ferry.stop('SIGKILL'))
-  await waitFor(async () => (await request(`http://127.0.0.1:${admin}/readyz`)).statusCode === 200, 'the sandbox ready', 60_000, 200)
-    .catch(err => { throw new Error(`${(err as Error).message}; its output: ${ferry.output()}`) })
+  const { ferry, config, proxyPort: proxy } = await startConfiguredSandbox<{ proxy: { tls: unknown }, s3: { credentials: Array<{ accessKeyId: string, secret: string }> } }>(t, dir, c => {
+    c.proxy.tls = { cert: cert.cert, key: cert.key }
+  })
   const endpoint = `https://127.0.0.1:${proxy}`
   const { accessKeyId, secret } = config.s3.credentials[0] as { accessKeyId: string, secret: string }
   const ca = fs.readFileSync(cert.ca, 'utf8')

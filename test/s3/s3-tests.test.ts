@@ -3,10 +3,8 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
-import { request } from 'undici'
-import { parse, stringify } from 'yaml'
-import { freePort, waitFor } from '../helpers/net.js'
-import { ROOT, spawnFerry } from '../helpers/process.js'
+import { ROOT } from '../helpers/process.js'
+import { startConfiguredSandbox } from '../helpers/sandbox.js'
 
 /**
  * The Ceph project's S3 compatibility suite (s3-tests: pytest + boto3) against `ferry sandbox`,
@@ -53,19 +51,11 @@ t.test(`the s3-tests pass list (${passList.length} tests) passes against ferry s
   // The snapshot is read-only; pytest and Python write beside the code they run.
   fs.cpSync(SUITE, path.join(dir, 'suite'), { recursive: true })
 
-  const [proxy, admin, dnsPort, g1, g2, g3] = await Promise.all([freePort(), freePort(), freePort({ udp: true }), freePort(), freePort(), freePort()])
-  const printed = await run(process.execPath, [path.join(ROOT, 'dist', 'bin', 'ferry.js'), 'sandbox', '--print-config', '--proxy-port', String(proxy), '--admin-port', String(admin), '--dns-port', String(dnsPort), '--gateway-ports', `${g1},${g2},${g3}`])
-  t.equal(printed.code, 0, 'ferry sandbox --print-config')
-  const config = parse(printed.stdout) as { log: { level: string }, s3: { credentials: Array<Record<string, unknown>> } }
   const users = ['main', 'alt', 'tenant'].map(u => ({ user: u, accessKeyId: `s3tests-${u}`, secret: `s3tests-${u}-secret-0123456789` }))
-  for (const u of users) config.s3.credentials.push({ accessKeyId: u.accessKeyId, secret: u.secret })
-  config.log.level = 'warn'
-  const configFile = path.join(dir, 'sandbox.yaml')
-  fs.writeFileSync(configFile, stringify(config))
-  const ferry = spawnFerry(['sandbox', '--config', configFile])
-  t.teardown(() => ferry.stop('SIGKILL'))
-  await waitFor(async () => (await request(`http://127.0.0.1:${admin}/readyz`)).statusCode === 200, 'the sandbox ready', 60_000, 200)
-    .catch(err => { throw new Error(`${(err as Error).message}; its output: ${ferry.output()}`) })
+  const { ferry, proxyPort: proxy } = await startConfiguredSandbox<{ log: { level: string }, s3: { credentials: Array<Record<string, unknown>> } }>(t, dir, c => {
+    for (const u of users) c.s3.credentials.push({ accessKeyId: u.accessKeyId, secret: u.secret })
+    c.log.level = 'warn'
+  })
 
   // The suite will not load without main, alt and tenant users, and [iam] sections it reads at
   // import (ferry has no IAM: they name the main key; no test of the pass list uses them).
