@@ -125,6 +125,14 @@ export class RoundRules {
     for (const [key, at] of this.lastMoved) if (now - at >= this.config.minDwellMs) this.lastMoved.delete(key)
   }
 
+  /** Why a block must stay where it is this round, whatever it would gain (replica sets ask too), or null. */
+  held (volume: string, block: string, from: string, now: number, world: RoundWorld): 'busy' | 'dwell' | 'sourceDown' | null {
+    if (world.busy?.(volume, block) === true) return 'busy'
+    if (this.dwelling(volume, block, now)) return 'dwell'
+    if (from !== '' && world.healthy !== undefined && !world.healthy(from)) return 'sourceDown'
+    return null
+  }
+
   /** The round's moves, in the order to run them (make-room moves before the move they make room for). */
   plan (table: AffinityTable, kernel: PreferenceKernel, now: number, world: RoundWorld = {}, skipped: Record<string, number> = {}): TableMove[] {
     const cfg = this.config
@@ -138,12 +146,7 @@ export class RoundRules {
       minScore: cfg.minScore,
       now,
       skipped,
-      hold: (volume, block, from) => {
-        if (world.busy?.(volume, block) === true) return 'busy'
-        if (this.dwelling(volume, block, now)) return 'dwell'
-        if (from !== '' && world.healthy !== undefined && !world.healthy(from)) return 'sourceDown'
-        return null
-      },
+      hold: (volume, block, from) => this.held(volume, block, from, now, world),
       ...(world.pulled === undefined ? {} : { pulled: world.pulled }),
       ...(world.settled === undefined ? {} : { settled: world.settled }),
       ...(decided === undefined ? {} : { decided: (m: TableMove, verdict: string) => decided(m, verdict as 'move' | SkipReason) })
@@ -271,7 +274,8 @@ export class Rebalancer {
     const scan = await this.scan(now)
     const round = emptyRound(now, scan.scanned, 0, scan.activeVolumes)
     const skipped: Record<string, number> = {}
-    const singles = this.rules.plan(scan.table, scan.kernel, now, { ...this.world(now, scan.flux), decided: m => { if (m.reason === 'gain') round.candidates++ } }, skipped)
+    const world = this.world(now, scan.flux)
+    const singles = this.rules.plan(scan.table, scan.kernel, now, { ...world, decided: m => { if (m.reason === 'gain') round.candidates++ } }, skipped)
     for (const [reason, n] of Object.entries(skipped)) round.skipped[reason as SkipReason] += n
     // Room is re-checked as moves are submitted, with planMoves' accounting: a make-room move
     // frees its block's room on the full gateway for the move it makes room for (that gateway
@@ -295,7 +299,7 @@ export class Rebalancer {
     for (let i = 0; i < scan.sets.length && !stop; i++) {
       const c = scan.sets[i] as MoveCandidate
       if (round.moves >= cfg.maxMovesPerInterval) { round.skipped.budget += scan.sets.length - i; break }
-      const v = this.check(c, round, room, scan.mean, now)
+      const v = this.check(c, round, room, scan.mean, now, world)
       if (typeof v === 'string') { round.skipped[v]++; continue }
       const r = await this.submit(c, round, v)
       if (r === 'stop') break
@@ -353,8 +357,9 @@ export class Rebalancer {
     const listed: Array<{ c: MoveCandidate, verdict: PlannedMove['verdict'] }> = []
     const room = scan.room
     const skipped: Record<string, number> = {}
+    const world = this.world(now, scan.flux)
     const singles = this.rules.plan(scan.table, scan.kernel, now, {
-      ...this.world(now, scan.flux),
+      ...world,
       decided: (m, verdict) => {
         // Candidates are blocks better off elsewhere; make-room moves are listed with the moves below.
         if (m.reason === 'gain') round.candidates++
@@ -378,7 +383,7 @@ export class Rebalancer {
       let verdict: PlannedMove['verdict']
       if (round.moves >= cfg.maxMovesPerInterval) verdict = 'budget'
       else {
-        const v = this.check(c, round, room, scan.mean, now)
+        const v = this.check(c, round, room, scan.mean, now, world)
         if (typeof v === 'string') verdict = v
         else if (this.inSyncMember(c)) verdict = 'member'
         else {
@@ -497,14 +502,13 @@ export class Rebalancer {
   }
 
   /** A candidate against the round's rules so far: why it is skipped, or the bytes it would move. */
-  private check (c: MoveCandidate, round: RebalanceRound, room: ReadonlyMap<string, number>, mean: number, now: number): SkipReason | number {
+  private check (c: MoveCandidate, round: RebalanceRound, room: ReadonlyMap<string, number>, mean: number, now: number, world: RoundWorld): SkipReason | number {
     const cfg = this.config
     // A block too cold to move on its own traffic still moves ahead of its readers when its
     // volume is being read now (the co-access signal); cold blocks of quiet volumes stay.
-    if (c.score < cfg.minScore && this.coAccess?.isActive(c.volume) !== true) return 'cold'
-    if (this.opts.engine.busy(c.volume, c.block)) return 'busy'
-    if (this.rules.dwelling(c.volume, c.block, now)) return 'dwell'
-    if (!this.opts.fleet.isHealthy(c.from, now)) return 'sourceDown'
+    if (c.score < cfg.minScore && world.pulled?.(c.volume) !== true) return 'cold'
+    const held = this.rules.held(c.volume, c.block, c.from, now, world)
+    if (held !== null) return held
     const size = c.sizeBytes > 0 ? c.sizeBytes : mean
     if (cfg.maxBytesPerInterval > 0 && round.bytes + size > cfg.maxBytesPerInterval && round.moves > 0) return 'budget'
     if ((room.get(c.to) ?? 0) < size) return 'capacity'
