@@ -230,7 +230,7 @@ t.test(`${MOVES} moves (R = ${R}) under writers through two proxies, a planner k
   // before (the access logs name gw3); gw3 had become in sync and the set's head 1.7 s before, and
   // the history shows no member demoted in between, so that proxy had counted gw3 as storing v81.
   // Something wrote v80 onto gw3 after v81: not found (a copy's PUT is conditional on the
-  // target's version; proxy timeouts are 30 s and that write took 3.6 s). Until the cause is found, this assertion is todo: it runs and prints
+  // target's version; the proxy's upstream timeout is 30 s and the writes around it took 3.4–3.6 s). Until the cause is found, this assertion is todo: it runs and prints
   // the read with the block's writes and set changes, without failing the suite; lost, refused
   // and corrupt stay strict.
   // What a stale read needs to be understood: the block's writes and its set's history.
