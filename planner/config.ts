@@ -61,6 +61,7 @@ export const migrationSchema = z.object({
   settleMs: ms(250, 'after the target joins a block\'s set, wait this long before copying, so every proxy sends it every write from then on (>= the store\'s notification delay); also between removing a source and deleting its copy'),
   cutoverTimeoutMs: ms(1500, 'retired with round 1\'s cut-over (moves are membership changes): accepted so older files load, ignored'),
   maxRecopies: z.number().int().nonnegative().default(3).describe('copies repeated when the target still differs from an unchanging source after the copy, before giving up'),
+  lateWriteMs: ms(35_000, 'how long a write may still land on a block\'s source after it landed on the joining target (>= proxy.upstreamHeadersTimeoutMs): a target that holds bytes never seen on the source is copied over again only once the source has stayed the same this long, since they may be a write still on its way to the source'),
   gracePeriodMs: z.number().int().nonnegative().default(30_000)
     .describe('after the source leaves the in-sync set, how long it stays a member and keeps its copy (for reads routed there, and writes sent before the move) before it is removed and its copy deleted'),
   copyTimeoutMs: ms(60_000, 'a whole block copy (GET from the source streamed into a PUT to the target) must finish within this, and so must the check that the target holds the source\'s bytes'),

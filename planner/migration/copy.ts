@@ -30,8 +30,9 @@ export interface CopyOptions {
    * source, and overwriting it would leave the target older than the source once that write
    * lands there too — while the verify could still find them equal in between (the write in
    * flight to the source) and mark a stale copy in sync (the 5 stale reads of the first
-   * 10,000-move run). The value is the target's ETag when the copy began (If-Match), or null:
-   * it held no copy then (If-None-Match: *). Each kind as it can (upstream/README.md
+   * 10,000-move run). The value is the ETag of bytes the target holds that are no newer than
+   * the source's (If-Match: what it held before it joined, or what the verify checked), or null:
+   * it holds none (If-None-Match: *). Each kind as it can (upstream/README.md
    * "Conditional copies"): the reference gateway and S3 take the header; nginx WebDAV ignores
    * both, so onto it the copy is PUT to `stagingPath` and moved into place with MOVE and
    * `Overwrite: F` (null only: the caller clears the target first).

@@ -47,6 +47,21 @@ export interface EngineEvents {
 
 export const STEP_RETRY_MS = 25
 
+/** MigrationOps.sameBytes: whether both sides hold the same bytes, and what each holds. */
+export interface SameBytes {
+  same: boolean
+  /** The source's content hash (null: its kind gives none and it could not be read). */
+  sourceTag: string | null
+  /** What the target holds, with its content hash (null: absent, or unknown). */
+  target: TargetContent & { tag: string | null }
+}
+
+/** A block's copy on a gateway as it was looked at: absent, or present with its ETag (null: none given). */
+export interface TargetContent {
+  present: boolean
+  etag: string | null
+}
+
 export interface OpsOptions {
   store: StateStore
   fleet: Fleet
@@ -238,29 +253,73 @@ export class MigrationOps {
    * Whether the source and the target hold the same bytes now: by content-hash ETags where both
    * kinds give one, else by reading and hashing both (an nginx mtime-size ETag proves nothing).
    * `sourceTag` identifies the source's content (to tell a source that keeps changing from one
-   * that does not).
+   * that does not); `target` says what the target holds (absent, or its content hash and ETag),
+   * so that a copy again replaces exactly that (MigrationSteps.verifyInSync).
    */
-  async sameBytes (job: Job, left: () => number): Promise<{ same: boolean, sourceTag: string | null }> {
+  async sameBytes (job: Job, left: () => number): Promise<SameBytes> {
     const source = this.fleet.get(job.from)
     const target = this.fleet.get(job.to)
     if (source === undefined) throw plannerError('FERRY_COPY_SOURCE_FAILED', `gateway ${job.from} is no longer configured`, 502)
     if (target === undefined) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} is no longer configured`, 502)
     const [src, dst] = await Promise.all([this.headUntil(job, job.from, left), this.headUntil(job, job.to, left)])
     if (src.status === 404) throw plannerError('FERRY_SOURCE_MISSING', `block ${job.key} was deleted from the source`, 409)
-    if (dst.status !== 200) return { same: false, sourceTag: src.etag }
+    if (dst.status !== 200) return { same: false, sourceTag: contentHashOf(source.kind, src.etag), target: { present: false, tag: null, etag: null } }
     const a = contentHashOf(source.kind, src.etag)
     const b = contentHashOf(target.kind, dst.etag)
-    if (a !== null && b !== null) return { same: a === b, sourceTag: a }
+    if (a !== null && b !== null) return { same: a === b, sourceTag: a, target: { present: true, tag: b, etag: dst.etag } }
     const [ha, hb] = await Promise.all([this.hashUntil(job, source, left), this.hashUntil(job, target, left)])
-    return { same: ha.status === 200 && hb.status === 200 && ha.sha256 === hb.sha256, sourceTag: ha.sha256 ?? null }
+    const present = hb.status === 200
+    return { same: ha.status === 200 && present && ha.sha256 === hb.sha256, sourceTag: ha.sha256 ?? null, target: { present, tag: present ? hb.sha256 ?? null : null, etag: present ? dst.etag : null } }
+  }
+
+  /**
+   * What the target holds before it joins the block's set, when no proxy sends it writes yet:
+   * bytes no newer than the source's, which the first copy may replace (and only those). A
+   * gateway kind that takes no precondition is cleared now instead.
+   */
+  async targetBeforeJoin (job: Job): Promise<TargetContent> {
+    const target = this.fleet.get(job.to)
+    if (target === undefined) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} is no longer configured`, 502)
+    if (target.kind === 'ferry') return await this.targetContent(job, true)
+    await this.clearTarget(job)
+    return { present: false, etag: null }
+  }
+
+  /** The target's version now (HEAD, retried for requestTimeoutMs while it fails). */
+  private async targetContent (job: Job, needEtag: boolean): Promise<TargetContent> {
+    const started = performance.now()
+    const h = await this.headUntil(job, job.to, () => this.config.requestTimeoutMs - (performance.now() - started))
+    if (h.status === 404) return { present: false, etag: null }
+    if (needEtag && h.etag === null) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} gave no ETag for ${job.key}: a copy could not be made conditional`, 502)
+    return { present: true, etag: h.etag }
+  }
+
+  private async clearTarget (job: Job): Promise<void> {
+    this.guard(job)
+    try {
+      await this.deleteCopy(job.path, job.to)
+    } catch (err) {
+      if (err instanceof FerryError || err instanceof DeposedError || job.abort.signal.aborted) throw err
+      throw plannerError('FERRY_COPY_TARGET_FAILED', `clearing ${job.key} on ${job.to} before the copy failed: ${describeGatewayError(err)}`, 502)
+    }
   }
 
   /**
    * Streams the block from the source to the target (see copy.ts), with progress. Null: a write
    * proxies teed to the target since the copy began was kept rather than overwritten (the
    * verify that follows compares the two sides; every later write reaches both).
+   *
+   * `replacing`: what the target holds that the copy may replace — bytes known to be no newer
+   * than the source's: what it held before it joined the set (targetBeforeJoin), or what
+   * MigrationSteps.verifyInSync checked. Never unconditional onto a gateway that takes a
+   * precondition: a write teed to the target since it joined may still be on its way to the
+   * source, and a proxy has counted the target as storing it; overwritten with the source's
+   * older bytes, the target would go in sync without it the moment the source matched the copy
+   * (the stale read of the 10,000-move run at R = 2). Without `replacing` (a stale member being
+   * repaired: it was a member before this job) the target's version is read now; a write teed
+   * to it that is late on the source is the one case left (upstream/README.md "Conditional copies").
    */
-  async copy (job: Job, timeoutMs = this.config.copyTimeoutMs): Promise<CopyResult | null> {
+  async copy (job: Job, replacing?: TargetContent, timeoutMs = this.config.copyTimeoutMs): Promise<CopyResult | null> {
     this.guard(job)
     const source = this.fleet.get(job.from)
     const target = this.fleet.get(job.to)
@@ -268,25 +327,18 @@ export class MigrationOps {
     if (target === undefined) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} is no longer configured`, 502)
     job.bytes = 0
     job.copyStartedAt = performance.now()
-    // The target's version before the source is read: the PUT may replace only that (see
-    // CopyOptions.unlessChangedFrom). The reference gateway compares If-Match with its ETag. S3
-    // gateways and nginx cannot be trusted to (radosgw compares it unquoted, so a quoted ETag
-    // never matches; nginx ignores it): their copy is cleared instead — the target is out of
-    // sync, so nobody reads it — and the copy may only create the block. A write teed there from
-    // then on is kept, as one landing after the reference gateway's HEAD is.
-    let unlessChangedFrom: string | null | undefined
+    // The reference gateway compares If-Match with its ETag. S3 gateways and nginx cannot be
+    // trusted to (radosgw compares it unquoted, so a quoted ETag never matches; nginx ignores
+    // it): bytes they hold that may be replaced are cleared instead — the target is out of sync,
+    // so nobody reads it — and the copy may only create the block. A write teed there from then
+    // on is kept, as one landing after the reference gateway's HEAD is.
+    const holds = replacing ?? await this.targetContent(job, target.kind === 'ferry')
+    let unlessChangedFrom: string | null
     if (target.kind === 'ferry') {
-      const before = await this.head(job.path, job.to, job.abort.signal)
-      if (before.status === 404) unlessChangedFrom = null
-      else if (before.status === 200 && before.etag !== null) unlessChangedFrom = before.etag
+      if (holds.present && holds.etag === null) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} gave no ETag for ${job.key}: a copy could not be made conditional`, 502)
+      unlessChangedFrom = holds.etag
     } else {
-      this.guard(job)
-      try {
-        await this.deleteCopy(job.path, job.to)
-      } catch (err) {
-        if (err instanceof FerryError || err instanceof DeposedError || job.abort.signal.aborted) throw err
-        throw plannerError('FERRY_COPY_TARGET_FAILED', `clearing ${job.key} on ${job.to} before the copy failed: ${describeGatewayError(err)}`, 502)
-      }
+      if (holds.present) await this.clearTarget(job)
       unlessChangedFrom = null
     }
     const result = await copyBlock(source, target, {

@@ -13,13 +13,14 @@ import type { MigrationOps } from './ops.js'
  *   join      the target becomes a member, out of sync: from then on every proxy sends it every
  *             write (a write it fails takes it out again)
  *   copy      after settleMs (every proxy has heard of the new member), stream the current
- *             version from the source; the PUT is conditional on the target's version when the
- *             copy began (each kind as it can: upstream/README.md "Conditional copies"), so a
- *             write proxies teed to the target meanwhile (newer than what the copy read) is
- *             kept, not overwritten
+ *             version from the source; the PUT is conditional on what the target held before it
+ *             joined (each kind as it can: upstream/README.md "Conditional copies"), so a write
+ *             proxies teed to the target since (newer than what the copy read) is kept, not
+ *             overwritten
  *   verify    the target holds the source's bytes at one moment after the copy (writes keep
  *             changing both meanwhile; a persistent difference while the source stays the same
- *             means the copy missed something: copy again)
+ *             means the copy missed something: copy again, over bytes known to be no newer
+ *             than the source's only)
  *   in-sync   by a compare-and-set on an epoch read before that check: a write that landed on
  *             the source only in between has bumped it (proxy/replicas.ts settle), so the
  *             target is checked again rather than marked in sync without it
@@ -52,13 +53,17 @@ export class MigrationSteps {
     let inSync: BlockLocation
     job.touched = true
     try {
+      // What the target holds before any proxy sends it a write: the first copy may replace
+      // that and nothing newer (MigrationOps.copy). A stale member being repaired already gets
+      // writes: its version is read when the copy begins.
+      const before = loc.members.includes(job.to) ? undefined : await ops.targetBeforeJoin(job)
       const joined = await this.join(job, loc)
       ops.setPhase(job, 'copying')
       // Every proxy learns of the new member before the copy reads the source, so a write that
       // lands on the source after the copy's read was sent to the target too (or bumps the epoch).
       await delay(ops.config.settleMs, job.abort.signal)
-      await ops.copy(job)
-      inSync = await this.verifyInSync(job, joined)
+      const copied = await ops.copy(job, before)
+      inSync = await this.verifyInSync(job, joined, copied?.sha256)
       if (!isRepair(job)) inSync = await this.leave(job, inSync)
     } catch (err) {
       // Deposed or killed: touch nothing more, the next leader's recovery undoes the join.
@@ -81,13 +86,28 @@ export class MigrationSteps {
     return await this.ops.cas(job, loc, { gateway: loc.gateway, members: [...loc.members, job.to], inSync: loc.inSync }, 'join')
   }
 
-  /** Steps verify and in-sync (see the class comment). */
-  private async verifyInSync (job: Job, joined: BlockLocation): Promise<BlockLocation> {
+  /**
+   * Steps verify and in-sync (see the class comment). While the target differs from a source
+   * that stays the same, the target is copied to again — but only over bytes known to be no
+   * newer than the source's: bytes this job saw on the source or copied from it (`copied`: the
+   * first copy's hash). Other bytes on the target came from a proxy's write teed to it, which
+   * may still be on its way to the source; a proxy has counted the target as storing it, and
+   * replacing it with the source's older bytes would let the target go in sync without it the
+   * moment that write lands on the source (a stale read in the 10,000-move run at R = 2, under
+   * load: the write reached the target 0.3 s before the source). Such bytes are replaced only
+   * once the source has stayed the same for lateWriteMs, longer than a write can take to land.
+   */
+  private async verifyInSync (job: Job, joined: BlockLocation, copied: string | undefined): Promise<BlockLocation> {
     const { ops } = this
     const budgetStart = performance.now()
     const left = (): number => ops.config.copyTimeoutMs - (performance.now() - budgetStart)
+    // Contents no newer than the source's now (the source only moves forward): bounded by the
+    // number of checks and copies, a few hundred at most within copyTimeoutMs.
+    const seen = new Set<string>()
+    if (copied !== undefined) seen.add(copied)
     let unchanged = 0
     let lastSource: string | null = null
+    let sourceSince = performance.now()
     for (;;) {
       const now = await ops.read(job)
       // A write the target missed took it out of the set, or the source failed one: this change is over.
@@ -105,16 +125,27 @@ export class MigrationSteps {
           throw err
         }
       }
-      unchanged = check.sourceTag !== null && check.sourceTag === lastSource ? unchanged + 1 : 0
+      if (check.sourceTag !== null) seen.add(check.sourceTag)
+      if (check.sourceTag !== null && check.sourceTag === lastSource) {
+        unchanged++
+      } else {
+        unchanged = 0
+        sourceSince = performance.now()
+      }
       lastSource = check.sourceTag
-      if (unchanged >= 3) {
-        // The source stays the same and the target still differs: the copy's PUT may have
-        // overwritten a newer write on the target, or missed one. Copy again.
+      const { target } = check
+      const replaceable = !target.present || (target.tag !== null && seen.has(target.tag)) || performance.now() - sourceSince >= ops.config.lateWriteMs
+      if (unchanged >= 3 && replaceable) {
+        // The source stays the same and the target still differs, holding nothing newer: the
+        // copy missed a write (one a proxy that had not heard of the target sent the source
+        // alone), or the target stored other bytes than were sent. Copy again, over exactly
+        // what was checked.
         if (job.recopies >= ops.config.maxRecopies) throw plannerError('FERRY_COPY_VERIFY_FAILED', `block ${job.key}: ${job.to} still differs from ${job.from} after ${job.recopies} re-copies`, 502)
         job.recopies++
         ops.recopies++
         ops.metrics.recopies.inc()
-        await ops.copy(job)
+        const again = await ops.copy(job, target)
+        if (again !== null) seen.add(again.sha256)
         unchanged = 0
       } else {
         await delay(Math.min(100, Math.max(1, left())), job.abort.signal)

@@ -70,7 +70,7 @@ interface Setup { proxyUrl: string, onTarget: (path: string) => Promise<{ status
  * A reference gateway (gw1, where the block is) and the move's target (gw2): nginx WebDAV (with
  * `dav_methods`), or radosgw as an `s3` gateway; each behind an interposer with its hooks.
  */
-async function setup (t: Test, hooks: { gw1?: Hooks, gw2?: Hooks }, target: { kind: 'webdav', davMethods?: string } | { kind: 's3' } = { kind: 'webdav' }): Promise<Setup> {
+async function setup (t: Test, hooks: { gw1?: Hooks, gw2?: Hooks }, target: { kind: 'webdav', davMethods?: string } | { kind: 's3' } | { kind: 'ferry' } = { kind: 'webdav' }, migration: Record<string, number> = {}): Promise<Setup> {
   const refs = await startGateways(1)
   t.teardown(refs.stopAll)
   const ref = refs.urls[0] as string
@@ -78,7 +78,13 @@ async function setup (t: Test, hooks: { gw1?: Hooks, gw2?: Hooks }, target: { ki
   let gw2: Record<string, unknown>
   let onTarget: Setup['onTarget'] = async () => { throw new Error('no target') }
   let rgwUrl = ''
-  if (target.kind === 'webdav') {
+  if (target.kind === 'ferry') {
+    const refs2 = await startGateways(1)
+    t.teardown(refs2.stopAll)
+    const direct = refs2.urls[0] as string
+    gw2 = { id: 'gw2', url: await interposer(t, direct, hooks.gw2 ?? {}), kind: 'ferry', site: 'site-b' }
+    onTarget = async path => await text(direct + path)
+  } else if (target.kind === 'webdav') {
     const ngx = await startNginxGateway(target.davMethods === undefined ? {} : { davMethods: target.davMethods })
     t.teardown(ngx.stop)
     gw2 = { id: 'gw2', url: await interposer(t, ngx.url, hooks.gw2 ?? {}), kind: 'webdav', site: 'site-b' }
@@ -114,7 +120,7 @@ async function setup (t: Test, hooks: { gw1?: Hooks, gw2?: Hooks }, target: { ki
   t.teardown(() => store.close())
   const proxy = await startProxy(config, { store })
   t.teardown(proxy.stop)
-  const p = await startPlanner(t, config, store, { migration: { settleMs: 300, gracePeriodMs: 200 } })
+  const p = await startPlanner(t, config, store, { migration: { settleMs: 300, gracePeriodMs: 200, ...migration } })
   await waitLeader(p)
   t.ok((await store.casLocation('vol', 'blk', 0, { gateway: 'gw1' })).ok, 'the block is on gw1')
   const first = await request(`${proxy.url}/vol/blk`, { method: 'PUT', body: V1 })
@@ -237,7 +243,10 @@ for (const dav of ['PUT DELETE MOVE', 'PUT DELETE'] as const) {
           return undefined
         }
       }
-    }, { kind: 'webdav', davMethods: dav })
+      // Without MOVE the corrupted bytes at the block's name cannot be told from a write teed
+      // there and late on the source: they are copied over once the source has stayed the same
+      // for lateWriteMs (35 s by default; kept short here).
+    }, { kind: 'webdav', davMethods: dav }, { lateWriteMs: 300 })
     const rec = await f.move()
     t.match(rec, { result: 'rolled-back', error: dav.includes('MOVE') ? /^FERRY_COPY_VERIFY_FAILED: .*differs from the bytes sent/ : /^FERRY_COPY_VERIFY_FAILED: .*after 3 re-copies/ }, String(rec.error))
     t.equal(corrupted, dav.includes('MOVE') ? 1 : 4, 'caught at once by the staged read-back, or after the first copy and maxRecopies (3) more')
@@ -245,3 +254,85 @@ for (const dav of ['PUT DELETE MOVE', 'PUT DELETE'] as const) {
     t.equal((await f.onTarget('/vol/blk')).status, 404, 'the failed target\'s copy was removed')
   })
 }
+
+/**
+ * The stale read of the 10,000-move run at R = 2 (b22 read v80 63 ms after v81 was acknowledged,
+ * from the member that had joined and gone in sync during v81): v2 reached the reference
+ * gateway target while its way to the source was slow; the verify found the target differing
+ * from a source that stayed the same and copied again, re-reading the target's version — v2's —
+ * as the copy's If-Match, so v1 replaced v2; source and target then matched (v1), the target went
+ * in sync, v2 landed on the source and was acknowledged, and reads of the target returned v1.
+ * Here v2's PUT to the source is held for 2.5 s (far longer than three checks of the verify).
+ */
+t.test('a copy again never replaces a write teed to the reference gateway target that is late on the source', async t => {
+  let proxyUrl = ''
+  let write: Promise<number> | undefined
+  let copies = 0
+  let onTarget: () => void = () => {}
+  const v2OnTarget = new Promise<void>(resolve => { onTarget = resolve })
+  const f = await setup(t, {
+    gw1: { hold: x => x.method === 'PUT' && x.body.equals(V2) ? new Promise<void>(resolve => setTimeout(resolve, 2500)) : undefined },
+    gw2: {
+      after: (x, status) => {
+        if (x.method === 'PUT' && x.body.equals(V2) && status < 300) onTarget()
+        if (x.method !== 'PUT' || !x.body.equals(V1)) return undefined
+        copies++
+        if (copies !== 1 || status >= 300) return undefined
+        // The copy's answer waits until v2 is on the target: the verify then finds them differing.
+        write = request(`${proxyUrl}/vol/blk`, { method: 'PUT', body: V2 }).then(async r => { await r.body.dump(); return r.statusCode })
+        return Promise.race([v2OnTarget, new Promise<void>(resolve => setTimeout(resolve, 5000))])
+      }
+    }
+  }, { kind: 'ferry' })
+  proxyUrl = f.proxyUrl
+  const rec = await f.move()
+  const status = await write
+  t.ok(status !== undefined && status >= 200 && status < 300, `the write during the move was acknowledged (${String(status)})`)
+  t.match(rec, { result: 'ok', error: null }, `the move completed (${String(rec.error)})`)
+  t.equal(copies, 1, 'the source\'s older bytes were not copied onto the target again')
+  t.same(await f.onTarget('/vol/blk'), { status: 200, body: V2.toString() }, 'the target holds the acknowledged write')
+  t.same(await text(`${f.proxyUrl}/vol/blk`), { status: 200, body: V2.toString() }, 'a read through the proxy returns it, not the one before')
+})
+
+/**
+ * A HEAD of the target that failed under load left the copy without a precondition: a write teed
+ * to the target before the copy's PUT was overwritten by the source's older bytes. The target's
+ * version is now read before it joins (no proxy sends it writes yet), retried while the gateway
+ * fails, and a copy is never unconditional. Here the target's first HEAD is cut, and v2 reaches
+ * the target between the copy's read of the source and its PUT while its way to the source is slow.
+ */
+t.test('a HEAD of the reference gateway target that fails is retried, and the copy stays conditional', async t => {
+  let proxyUrl = ''
+  let heads = 0
+  let write: Promise<number> | undefined
+  let onTarget: () => void = () => {}
+  const v2OnTarget = new Promise<void>(resolve => { onTarget = resolve })
+  let copyRead = false
+  const f = await setup(t, {
+    gw1: {
+      hold: x => x.method === 'PUT' && x.body.equals(V2) ? new Promise<void>(resolve => setTimeout(resolve, 2500)) : undefined,
+      after: x => {
+        if (x.method !== 'GET' || x.path !== '/vol/blk' || copyRead) return undefined
+        copyRead = true
+        write = request(`${proxyUrl}/vol/blk`, { method: 'PUT', body: V2 }).then(async r => { await r.body.dump(); return r.statusCode })
+        return Promise.race([v2OnTarget, new Promise<void>(resolve => setTimeout(resolve, 5000))])
+      }
+    },
+    gw2: {
+      hold: x => {
+        if (x.method === 'HEAD' && x.path === '/vol/blk' && heads++ === 0) throw new Error('cut, as a timeout under load')
+        return undefined
+      },
+      after: (x, status) => { if (x.method === 'PUT' && x.body.equals(V2) && status < 300) onTarget(); return undefined }
+    }
+  }, { kind: 'ferry' })
+  proxyUrl = f.proxyUrl
+  const rec = await f.move()
+  t.ok(heads >= 2, `the target's HEAD was tried again (${heads})`)
+  t.ok(copyRead, 'the copy read the source')
+  const status = await write
+  t.ok(status !== undefined && status >= 200 && status < 300, `the write during the move was acknowledged (${String(status)})`)
+  t.match(rec, { result: 'ok', error: null }, `the move completed (${String(rec.error)})`)
+  t.same(await f.onTarget('/vol/blk'), { status: 200, body: V2.toString() }, 'the target holds the acknowledged write')
+  t.same(await text(`${f.proxyUrl}/vol/blk`), { status: 200, body: V2.toString() }, 'a read through the proxy returns it, not the one before')
+})
