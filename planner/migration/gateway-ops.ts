@@ -1,12 +1,15 @@
 import { FerryError } from '../../lib/errors.js'
 import type { FleetGateway } from './fleet.js'
 import { describeGatewayError } from '../../upstream/connect.js'
+import { writtenAtOf } from '../../upstream/kinds.js'
 
 /** What a HEAD said about a block on one gateway. `status` 0: the gateway did not answer. */
 export interface HeadResult {
   status: number
   etag: string | null
   size: number | null
+  /** When the bytes were first written (upstream/kinds.ts writtenAtOf), when the answer says. */
+  writtenAt: number | null
   /** Why there is no status (connection error code), when status is 0. */
   error?: string
 }
@@ -16,17 +19,17 @@ export interface HeadResult {
  * whether a silent gateway means "retry" or "give up". Throws only the signal's reason on abort.
  */
 export async function headBlock (g: FleetGateway | undefined, path: string, timeoutMs: number, signal?: AbortSignal): Promise<HeadResult> {
-  if (g === undefined) return { status: 0, etag: null, size: null, error: 'not configured' }
+  if (g === undefined) return { status: 0, etag: null, size: null, writtenAt: null, error: 'not configured' }
   const timeout = AbortSignal.timeout(timeoutMs)
   try {
     const res = await g.pool.request({ method: 'HEAD', path, signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]) })
     await res.body.dump()
     const etag = res.headers.etag
     const len = res.headers['content-length']
-    return { status: res.statusCode, etag: typeof etag === 'string' ? etag : null, size: typeof len === 'string' ? Number(len) : null }
+    return { status: res.statusCode, etag: typeof etag === 'string' ? etag : null, size: typeof len === 'string' ? Number(len) : null, writtenAt: writtenAtOf(g.kind, res.headers) }
   } catch (err) {
     if (signal?.aborted === true) throw signal.reason
-    return { status: 0, etag: null, size: null, error: describeGatewayError(err) }
+    return { status: 0, etag: null, size: null, writtenAt: null, error: describeGatewayError(err) }
   }
 }
 

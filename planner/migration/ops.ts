@@ -52,8 +52,10 @@ export interface SameBytes {
   same: boolean
   /** The source's content hash (null: its kind gives none and it could not be read). */
   sourceTag: string | null
-  /** What the target holds, with its content hash (null: absent, or unknown). */
-  target: TargetContent & { tag: string | null }
+  /** When the source's bytes were first written (null: its answer does not say). */
+  sourceWrittenAt: number | null
+  /** What the target holds, with its content hash and written-at (null: absent, or unknown). */
+  target: TargetContent & { tag: string | null, writtenAt: number | null }
 }
 
 /** A block's copy on a gateway as it was looked at: absent, or present with its ETag (null: none given). */
@@ -263,13 +265,14 @@ export class MigrationOps {
     if (target === undefined) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} is no longer configured`, 502)
     const [src, dst] = await Promise.all([this.headUntil(job, job.from, left), this.headUntil(job, job.to, left)])
     if (src.status === 404) throw plannerError('FERRY_SOURCE_MISSING', `block ${job.key} was deleted from the source`, 409)
-    if (dst.status !== 200) return { same: false, sourceTag: contentHashOf(source.kind, src.etag), target: { present: false, tag: null, etag: null } }
+    const sourceWrittenAt = src.writtenAt
+    if (dst.status !== 200) return { same: false, sourceTag: contentHashOf(source.kind, src.etag), sourceWrittenAt, target: { present: false, tag: null, etag: null, writtenAt: null } }
     const a = contentHashOf(source.kind, src.etag)
     const b = contentHashOf(target.kind, dst.etag)
-    if (a !== null && b !== null) return { same: a === b, sourceTag: a, target: { present: true, tag: b, etag: dst.etag } }
+    if (a !== null && b !== null) return { same: a === b, sourceTag: a, sourceWrittenAt, target: { present: true, tag: b, etag: dst.etag, writtenAt: dst.writtenAt } }
     const [ha, hb] = await Promise.all([this.hashUntil(job, source, left), this.hashUntil(job, target, left)])
     const present = hb.status === 200
-    return { same: ha.status === 200 && present && ha.sha256 === hb.sha256, sourceTag: ha.sha256 ?? null, target: { present, tag: present ? hb.sha256 ?? null : null, etag: present ? dst.etag : null } }
+    return { same: ha.status === 200 && present && ha.sha256 === hb.sha256, sourceTag: ha.sha256 ?? null, sourceWrittenAt, target: { present, tag: present ? hb.sha256 ?? null : null, etag: present ? dst.etag : null, writtenAt: present ? dst.writtenAt : null } }
   }
 
   /**
@@ -280,17 +283,14 @@ export class MigrationOps {
   async targetBeforeJoin (job: Job): Promise<TargetContent> {
     const target = this.fleet.get(job.to)
     if (target === undefined) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} is no longer configured`, 502)
-    if (target.kind === 'ferry') return await this.targetContent(job, true)
-    await this.clearTarget(job)
-    return { present: false, etag: null }
-  }
-
-  /** The target's version now (HEAD, retried for requestTimeoutMs while it fails). */
-  private async targetContent (job: Job, needEtag: boolean): Promise<TargetContent> {
+    if (target.kind !== 'ferry') {
+      await this.clearTarget(job)
+      return { present: false, etag: null }
+    }
     const started = performance.now()
     const h = await this.headUntil(job, job.to, () => this.config.requestTimeoutMs - (performance.now() - started))
     if (h.status === 404) return { present: false, etag: null }
-    if (needEtag && h.etag === null) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} gave no ETag for ${job.key}: a copy could not be made conditional`, 502)
+    if (h.etag === null) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} gave no ETag for ${job.key}: a copy could not be made conditional`, 502)
     return { present: true, etag: h.etag }
   }
 
@@ -309,17 +309,15 @@ export class MigrationOps {
    * proxies teed to the target since the copy began was kept rather than overwritten (the
    * verify that follows compares the two sides; every later write reaches both).
    *
-   * `replacing`: what the target holds that the copy may replace — bytes known to be no newer
-   * than the source's: what it held before it joined the set (targetBeforeJoin), or what
+   * `replacing`: what the target holds that the copy may replace — bytes known to be older than
+   * the source's: what it held before it joined the set (targetBeforeJoin), or what
    * MigrationSteps.verifyInSync checked. Never unconditional onto a gateway that takes a
    * precondition: a write teed to the target since it joined may still be on its way to the
    * source, and a proxy has counted the target as storing it; overwritten with the source's
    * older bytes, the target would go in sync without it the moment the source matched the copy
-   * (the stale read of the 10,000-move run at R = 2). Without `replacing` (a stale member being
-   * repaired: it was a member before this job) the target's version is read now; a write teed
-   * to it that is late on the source is the one case left (upstream/README.md "Conditional copies").
+   * (the stale read of the 10,000-move run at R = 2).
    */
-  async copy (job: Job, replacing?: TargetContent, timeoutMs = this.config.copyTimeoutMs): Promise<CopyResult | null> {
+  async copy (job: Job, replacing: TargetContent, timeoutMs = this.config.copyTimeoutMs): Promise<CopyResult | null> {
     this.guard(job)
     const source = this.fleet.get(job.from)
     const target = this.fleet.get(job.to)
@@ -332,13 +330,12 @@ export class MigrationOps {
     // it): bytes they hold that may be replaced are cleared instead — the target is out of sync,
     // so nobody reads it — and the copy may only create the block. A write teed there from then
     // on is kept, as one landing after the reference gateway's HEAD is.
-    const holds = replacing ?? await this.targetContent(job, target.kind === 'ferry')
     let unlessChangedFrom: string | null
     if (target.kind === 'ferry') {
-      if (holds.present && holds.etag === null) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} gave no ETag for ${job.key}: a copy could not be made conditional`, 502)
-      unlessChangedFrom = holds.etag
+      if (replacing.present && replacing.etag === null) throw plannerError('FERRY_COPY_TARGET_FAILED', `gateway ${job.to} gave no ETag for ${job.key}: a copy could not be made conditional`, 502)
+      unlessChangedFrom = replacing.etag
     } else {
-      if (holds.present) await this.clearTarget(job)
+      if (replacing.present) await this.clearTarget(job)
       unlessChangedFrom = null
     }
     const result = await copyBlock(source, target, {

@@ -34,6 +34,13 @@ import type { MigrationOps } from './ops.js'
  * is {source, target} for the length of the move). A failure before the target is in sync leaves
  * the old set in force and deletes the target's copy.
  */
+/**
+ * How much earlier than the source's bytes a target's must have been first written to be known
+ * older by their written-at (gateways' clocks apart by less: the store-loss rebuild trusts the
+ * same order; nginx's Last-Modified has whole seconds).
+ */
+const WRITTEN_AT_MARGIN_MS = 1000
+
 export class MigrationSteps {
   constructor (private readonly ops: MigrationOps) {}
 
@@ -55,15 +62,16 @@ export class MigrationSteps {
     try {
       // What the target holds before any proxy sends it a write: the first copy may replace
       // that and nothing newer (MigrationOps.copy). A stale member being repaired already gets
-      // writes: its version is read when the copy begins.
-      const before = loc.members.includes(job.to) ? undefined : await ops.targetBeforeJoin(job)
+      // writes: the verify step copies to it once what it holds is known to be older.
+      const stale = loc.members.includes(job.to)
+      const before = stale ? undefined : await ops.targetBeforeJoin(job)
       const joined = await this.join(job, loc)
       ops.setPhase(job, 'copying')
       // Every proxy learns of the new member before the copy reads the source, so a write that
       // lands on the source after the copy's read was sent to the target too (or bumps the epoch).
       await delay(ops.config.settleMs, job.abort.signal)
-      const copied = await ops.copy(job, before)
-      inSync = await this.verifyInSync(job, joined, copied?.sha256)
+      const copied = before === undefined ? null : await ops.copy(job, before)
+      inSync = await this.verifyInSync(job, joined, stale ? 'none' : copied?.sha256)
       if (!isRepair(job)) inSync = await this.leave(job, inSync)
     } catch (err) {
       // Deposed or killed: touch nothing more, the next leader's recovery undoes the join.
@@ -88,23 +96,26 @@ export class MigrationSteps {
 
   /**
    * Steps verify and in-sync (see the class comment). While the target differs from a source
-   * that stays the same, the target is copied to again — but only over bytes known to be no
-   * newer than the source's: bytes this job saw on the source or copied from it (`copied`: the
-   * first copy's hash). Other bytes on the target came from a proxy's write teed to it, which
-   * may still be on its way to the source; a proxy has counted the target as storing it, and
-   * replacing it with the source's older bytes would let the target go in sync without it the
-   * moment that write lands on the source (a stale read in the 10,000-move run at R = 2, under
-   * load: the write reached the target 0.3 s before the source). Such bytes are replaced only
-   * once the source has stayed the same for lateWriteMs, longer than a write can take to land.
+   * that stays the same, the target is copied to again — but only over bytes known to be older
+   * than the source's: bytes this job saw on the source or copied from it (`copied`: the first
+   * copy's hash; 'none': no copy yet, a stale member being repaired), or first written more than
+   * WRITTEN_AT_MARGIN_MS before the source's. Other bytes on the target came from a proxy's
+   * write teed to it, which may still be on its way to the source; a proxy has counted the
+   * target as storing it, and replacing it with the source's older bytes would let the target go
+   * in sync without it the moment that write lands on the source (a stale read in the
+   * 10,000-move run at R = 2, under load: the write reached the target before the source). Such
+   * bytes are replaced only once the source has stayed the same for lateWriteMs, longer than a
+   * write can take to land.
    */
-  private async verifyInSync (job: Job, joined: BlockLocation, copied: string | undefined): Promise<BlockLocation> {
+  private async verifyInSync (job: Job, joined: BlockLocation, copied: string | undefined | 'none'): Promise<BlockLocation> {
     const { ops } = this
     const budgetStart = performance.now()
     const left = (): number => ops.config.copyTimeoutMs - (performance.now() - budgetStart)
     // Contents no newer than the source's now (the source only moves forward): bounded by the
     // number of checks and copies, a few hundred at most within copyTimeoutMs.
     const seen = new Set<string>()
-    if (copied !== undefined) seen.add(copied)
+    if (copied !== undefined && copied !== 'none') seen.add(copied)
+    let copyDue = copied === 'none'
     let unchanged = 0
     let lastSource: string | null = null
     let sourceSince = performance.now()
@@ -133,9 +144,18 @@ export class MigrationSteps {
         sourceSince = performance.now()
       }
       lastSource = check.sourceTag
-      const { target } = check
-      const replaceable = !target.present || (target.tag !== null && seen.has(target.tag)) || performance.now() - sourceSince >= ops.config.lateWriteMs
-      if (unchanged >= 3 && replaceable) {
+      const { target, sourceWrittenAt } = check
+      const replaceable = !target.present ||
+        (target.tag !== null && seen.has(target.tag)) ||
+        (target.writtenAt !== null && sourceWrittenAt !== null && target.writtenAt + WRITTEN_AT_MARGIN_MS < sourceWrittenAt) ||
+        performance.now() - sourceSince >= ops.config.lateWriteMs
+      if (replaceable && copyDue) {
+        // A stale member's first copy, over bytes older than the source's.
+        const first = await ops.copy(job, target)
+        if (first !== null) seen.add(first.sha256)
+        copyDue = false
+        unchanged = 0
+      } else if (unchanged >= 3 && replaceable) {
         // The source stays the same and the target still differs, holding nothing newer: the
         // copy missed a write (one a proxy that had not heard of the target sent the source
         // alone), or the target stored other bytes than were sent. Copy again, over exactly
