@@ -44,6 +44,9 @@ export interface ReplicaRepairOptions {
   registry?: Registry
 }
 
+/** Blocks of unknown size a repair pass asks a gateway about (HEAD), at most. */
+const SIZE_PROBES_PER_PASS = 32
+
 /** The window over which the repair rate (and so the ETA) is measured. */
 const RATE_WINDOW_MS = 60_000
 
@@ -144,7 +147,11 @@ export class ReplicaRepair {
     // The scan visits every set anyway: the per-gateway tally for the console's fleet map costs nothing more.
     const tally = new Map<string, { gateway: string, members: number, inSync: number }>(fleet.all().map(g => [g.id, { gateway: g.id, members: 0, inSync: 0 }]))
     let bytesRemaining = 0
-    const mean = fleet.meanBlockBytes()
+    // Sizes are learnt from copies; blocks never copied yet are asked for theirs (a few per
+    // pass), so that "bytes to repair" is not 0 while nothing has been copied (a whole
+    // gateway's blocks lost before any move: the ETA would read "done").
+    let unknownCopies = 0
+    const unsized: Array<{ volume: string, block: string, from: string, copies: number }> = []
     for await (const { volume, block, location: loc } of store.scanLocations()) {
       for (const m of loc.members) {
         const t = tally.get(m)
@@ -161,9 +168,21 @@ export class ReplicaRepair {
         continue
       }
       under++
-      bytesRemaining += (fleet.sizeOf(volume, block) ?? mean) * (factor - live.length)
+      const size = fleet.sizeOf(volume, block)
+      if (size !== undefined) bytesRemaining += size * (factor - live.length)
+      else {
+        unknownCopies += factor - live.length
+        const from = live.find(m => fleet.isHealthy(m, now))
+        if (from !== undefined && unsized.length < SIZE_PROBES_PER_PASS) unsized.push({ volume, block, from, copies: factor - live.length })
+      }
       if (healthy > 0 && !engine.busy(volume, block)) needy.push({ volume, block, loc, healthy })
     }
+    for (const u of await Promise.all(unsized.map(async u => ({ ...u, size: await engine.learnSize(u.volume, u.block, u.from) })))) {
+      if (u.size === null) continue
+      bytesRemaining += u.size * u.copies
+      unknownCopies -= u.copies
+    }
+    bytesRemaining += unknownCopies * fleet.meanBlockBytes()
     // Fewest healthy copies first: those are one failure from unreadable.
     needy.sort((a, b) => a.healthy - b.healthy)
     let submitted = 0

@@ -185,6 +185,17 @@ export class MigrationEngine extends EventEmitter<EngineEvents> {
    * Queues a migration of one block to `to` and returns its log record (queue.ts Admission.admit
    * says what is refused). Throws FerryError; FERRY_PLANNER_NOT_LEADER on a standby planner.
    */
+  /**
+   * Learns a block's size from a HEAD on `gateway` (the fleet keeps it: repair's bytes to copy).
+   * Null when the gateway does not say; never throws for a gateway failure.
+   */
+  async learnSize (volume: string, block: string, gateway: string): Promise<number | null> {
+    const h = await this.ops.head(`/${volume}/${block}`, gateway)
+    if (h.status !== 200 || h.size === null) return null
+    this.ops.fleet.noteSize(volume, block, h.size)
+    return h.size
+  }
+
   async submit (req: SubmitRequest): Promise<MigrationRecord> {
     if (!this.active) throw plannerError('FERRY_PLANNER_NOT_LEADER', 'this planner is not the leader', 503, { holder: this.ops.leader.holder })
     return await this.admission.admit(req, () => this.active)
