@@ -176,3 +176,48 @@ t.test('R = 2: reads go to the other member while a gateway is drained, and come
   await waitFor(() => proxy.gateways.get(usual)?.drained === false, 'the proxy to hear the drain ended', 5000)
   t.equal(await servedBy(), usual, `reads go to ${usual} again`)
 })
+
+/**
+ * A repair onto a stale member (out of sync, still a member, so proxies send it every write)
+ * copies over what it holds only once that is known to be older than the source's: first
+ * written more than a second before (written-at) — the member that missed writes, copied at
+ * once — or not, and then it may be a write teed to it that is still on its way to the source,
+ * which a proxy has counted as stored there: left alone until the source has it too.
+ */
+t.test('R = 2: a repair copies over a stale member\'s older bytes at once, never over a newer write on its way to the source', async t => {
+  // The planner's repair pass (every replication.repairIntervalMs) finds the stale member and repairs onto it.
+  const { node, gws, proxy } = await replicatedNode(t, { gracePeriodMs: 300, settleMs: 200 })
+  const url = (id: string): string => gws.urls[Number(id.slice(2)) - 1] as string
+  const put = async (base: string, key: string, body: string): Promise<number> => {
+    const r = await request(`${base}/v/${key}`, { method: 'PUT', body })
+    await r.body.dump()
+    return r.statusCode
+  }
+  const at = async (id: string, key: string): Promise<string> => await (await request(`${url(id)}/v/${key}`)).body.text()
+  const inSync = async (key: string): Promise<string[]> => [...(await node.store.getLocation('v', key))?.inSync ?? []].sort()
+  /** The block written through the proxy, then its second member made stale, as a failed write makes it. */
+  const staleSet = async (key: string, meanwhile: (head: string, stale: string) => Promise<void>): Promise<{ head: string, stale: string }> => {
+    t.equal(await put(proxy, key, 'v1'), 201)
+    await sleep(1200) // the next version is first written over a second later
+    const loc = await node.store.getLocation('v', key)
+    const [head, stale] = loc!.members as [string, string]
+    await meanwhile(head, stale)
+    t.ok((await node.store.casLocation('v', key, loc!.epoch, { gateway: head, members: [head, stale], inSync: [head] })).ok, `${stale} leaves the in-sync set`)
+    return { head, stale }
+  }
+
+  const started = performance.now()
+  const older = await staleSet('missed', async head => { t.ok(await put(url(head), 'missed', 'v2, which the stale member missed') < 300) })
+  await waitFor(async () => (await inSync('missed')).length === 2, 'the stale member to be repaired', 20_000)
+  t.ok(performance.now() - started < 15_000, 'without waiting out lateWriteMs (35 s)')
+  t.equal(await at(older.stale, 'missed'), 'v2, which the stale member missed', 'the stale member holds the source\'s bytes')
+
+  // A write teed to the stale member that has not reached the source yet.
+  const newer = await staleSet('late', async (_head, stale) => { t.ok(await put(url(stale), 'late', 'v2, on its way to the source') < 300) })
+  await sleep(2500)
+  t.equal(await at(newer.stale, 'late'), 'v2, on its way to the source', 'the newer write is not replaced by the source\'s older bytes')
+  t.same(await inSync('late'), [newer.head], 'nor is the member in sync without it')
+  t.ok(await put(url(newer.head), 'late', 'v2, on its way to the source') < 300, 'the write lands on the source')
+  await waitFor(async () => (await inSync('late')).length === 2, 'the stale member to be in sync', 20_000)
+  t.equal(await at(newer.stale, 'late'), 'v2, on its way to the source')
+})
