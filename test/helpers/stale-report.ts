@@ -23,7 +23,7 @@ export class StaleReport {
   /** Comments the first stale reads with their writes and the set's changes within 2 s of them. */
   async print (t: Test, stale: readonly Anomaly[]): Promise<void> {
     for (const a of stale.slice(0, 3)) {
-      t.comment(`stale: ${JSON.stringify(a)}`)
+      t.comment(`${a.kind}: ${JSON.stringify(a)}`)
       for (const line of a.writes) t.comment(`  ${line}`)
       const at = Date.parse(a.at)
       const seen = new Set<string>()
