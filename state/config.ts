@@ -52,7 +52,7 @@ export const stateConfigSchema = z.object({
   commandTimeoutMs: ms(1000, 'fail a call with FERRY_STATE_UNAVAILABLE when the backend has not answered within this'),
   reconnect: z.object({
     minDelayMs: ms(100, 'first reconnection delay'),
-    maxDelayMs: ms(5000, 'reconnection delay cap (the delay doubles up to it, with jitter)')
+    maxDelayMs: ms(2000, 'reconnection delay cap (the delay doubles up to it, with jitter): how late after the store returns a process may still be disconnected — writes that must record a member\'s failure wait for it (up to 10 s, then 503), and the planner\'s planner.migration.afterStoreOutageMs must cover it, a reconnection and a reload of the locations')
   }).strict().default({}).describe('background reconnection after the connection is lost'),
   affinity: z.object({
     halfLifeMs: ms(600_000, 'half-life of access scores: an access this old weighs half as much as one now'),
