@@ -43,6 +43,13 @@
  *   --gateway-dir DIR  where the gateway's temporary block directory goes (default /dev/shm when
  *                      writable, so fsync does not put the disk into every PUT)
  *   --no-write         do not write bench/results/proxy.json (trial runs)
+ *   --no-s3            skip the S3 workloads that follow the rounds
+ *
+ * The S3 workloads (issue 27) follow: `bench/s3.ts` run paired (a SigV4-signed GET of 4 KiB and
+ * PUT of 64 KiB against the same workloads on the plain block API, on two identical proxies at
+ * the same time, swapped every round), with this run's --rounds and --duration, writing
+ * bench/results/s3.json. Signing every request needs the undici generator there (wrk's Lua has no
+ * HMAC), so its figures are judged against their own plain baseline, never against the table above.
  */
 import { spawnSync, execFileSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -56,6 +63,7 @@ import { parseConfig } from '../config/load.js'
 import { blockKey } from '../lib/ids.js'
 import { AccessRecorder } from '../proxy/access-recorder.js'
 import { ratio, writeResult } from './lib.js'
+import runS3 from './s3.js'
 import { cpuTimes, freePort, positiveInt, Procs, type Proc } from './procs.js'
 import { blockPath, RESULT_MARKER, type LoadgenResult } from './loadgen.js'
 
@@ -184,7 +192,8 @@ export default async function run (args: string[]): Promise<void> {
       loadgen: { type: 'string', default: 'auto' },
       'cpu-prof': { type: 'string' },
       'gateway-dir': { type: 'string' },
-      'no-write': { type: 'boolean', default: false }
+      'no-write': { type: 'boolean', default: false },
+      'no-s3': { type: 'boolean', default: false }
     }
   })
   const duration = positive('--duration', values.duration)
@@ -337,6 +346,10 @@ export default async function run (args: string[]): Promise<void> {
   if (!values['no-write']) {
     const file = writeResult('proxy', { config, results: aggregates, ratios, phases, recorderCost, notes, ...(profileSummary ? { profile: profileSummary } : {}) })
     console.log(`\nwrote ${path.relative(process.cwd(), file)}`)
+  }
+  if (!values['no-s3']) {
+    console.log('\nS3 workloads (bench/s3.ts, paired):')
+    await runS3(['--paired', '--rounds', String(rounds), '--duration', String(Math.max(1, Math.round(duration))), ...(values['no-write'] ? ['--no-write'] : [])])
   }
 }
 
