@@ -6,6 +6,13 @@ import { isRepair, type Job } from './job.js'
 import type { MigrationOps } from './ops.js'
 
 /**
+ * How much earlier than the source's bytes a target's must have been first written to be known
+ * older by their written-at (gateways' clocks apart by less: the store-loss rebuild trusts the
+ * same order; nginx's Last-Modified has whole seconds).
+ */
+const WRITTEN_AT_MARGIN_MS = 1000
+
+/**
  * The executor of one migration, as a membership change of the block's replica set, one step at
  * a time (in the manner of TiKV PD's operators: each step is one compare-and-set on the
  * location's epoch, and the next step starts only when the last one is in the store):
@@ -19,7 +26,7 @@ import type { MigrationOps } from './ops.js'
  *             overwritten
  *   verify    the target holds the source's bytes at one moment after the copy (writes keep
  *             changing both meanwhile; a persistent difference while the source stays the same
- *             means the copy missed something: copy again, over bytes known to be no newer
+ *             means the copy missed something: copy again, over bytes known to be older
  *             than the source's only)
  *   in-sync   by a compare-and-set on an epoch read before that check: a write that landed on
  *             the source only in between has bumped it (proxy/replicas.ts settle), so the
@@ -34,13 +41,6 @@ import type { MigrationOps } from './ops.js'
  * is {source, target} for the length of the move). A failure before the target is in sync leaves
  * the old set in force and deletes the target's copy.
  */
-/**
- * How much earlier than the source's bytes a target's must have been first written to be known
- * older by their written-at (gateways' clocks apart by less: the store-loss rebuild trusts the
- * same order; nginx's Last-Modified has whole seconds).
- */
-const WRITTEN_AT_MARGIN_MS = 1000
-
 export class MigrationSteps {
   constructor (private readonly ops: MigrationOps) {}
 
