@@ -266,7 +266,8 @@ export class MigrationOps {
     const [src, dst] = await Promise.all([this.headUntil(job, job.from, left), this.headUntil(job, job.to, left)])
     if (src.status === 404) throw plannerError('FERRY_SOURCE_MISSING', `block ${job.key} was deleted from the source`, 409)
     const sourceWrittenAt = src.writtenAt
-    if (dst.status !== 200) return { same: false, sourceTag: contentHashOf(source.kind, src.etag), sourceWrittenAt, target: { present: false, tag: null, etag: null, writtenAt: null } }
+    // Without a target to compare with, the source's ETag as it is still tells whether it changes.
+    if (dst.status !== 200) return { same: false, sourceTag: contentHashOf(source.kind, src.etag) ?? src.etag, sourceWrittenAt, target: { present: false, tag: null, etag: null, writtenAt: null } }
     const a = contentHashOf(source.kind, src.etag)
     const b = contentHashOf(target.kind, dst.etag)
     if (a !== null && b !== null) return { same: a === b, sourceTag: a, sourceWrittenAt, target: { present: true, tag: b, etag: dst.etag, writtenAt: dst.writtenAt } }
