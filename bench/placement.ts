@@ -57,6 +57,17 @@
  * Writes bench/results/placement.json: per policy meanMs, p99Ms, bytesMoved (and moves, local
  * share), the ratios against the targets, and the first-touch placement cost of the
  * partitioning engine against hashing (µs per decision).
+ *
+ * --replicas R (default 1; issue 20): every block is held by a replica set of R distinct
+ * gateways and every copy counts toward --capacity (so R × blocks must fit: R = 2 on four
+ * gateways needs --capacity ≥ 0.5, the run refuses less). hashing: the proxy's ReplicaPlacer
+ * (fleet/replication.ts, the top R of rendezvous order); ferry: FirstTouchPlacer.decide for R
+ * members, and the live rebalancer's set rounds (RoundRules.setCandidate / checkSet: one member
+ * replaced per move, no make-room, headroom or prior, as live); the oracle stays the single-copy
+ * hourly one at the same capacity. Every access is a read (the trace is GETs), served by the
+ * set's nearest member at that moment by the latency matrix, ties to the earlier member (the
+ * proxy's readOrder). Also the single-copy hashing and ferry at that capacity; no ablations.
+ * Writes bench/results/placement-rR-cCAPACITY.json.
  */
 import fs from 'node:fs'
 import path from 'node:path'
@@ -72,10 +83,12 @@ import { FirstTouchPlacer } from '../placement/placer.js'
 import type { PlacementTable } from '../placement/table.js'
 import { createStore } from '../state/factory.js'
 import { DEFAULT_SITE_RULES, isWriteMethod, loadSiteRules, readTsvTrace, siteNames, siteOfHost, urlBlock, type SiteRules } from '../planner/partition/trace.js'
-import { rendezvousNode, rendezvousPick, rendezvousRank } from '../lib/rendezvous.js'
+import { rendezvousNode, rendezvousPick } from '../lib/rendezvous.js'
 import { rebalancerSchema } from '../planner/config.js'
-import { RoundRules } from '../planner/deciders/rebalancer.js'
+import { RoundRules, type RoundWorld } from '../planner/deciders/rebalancer.js'
 import { VolumeCoAccess, type PredictionOptions } from '../planner/prediction.js'
+import { ReplicaPlacer } from '../fleet/replication.js'
+import type { MoveCandidate } from '../planner/affinity/index.js'
 import { percentile, ratio, writeResult } from './lib.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -126,6 +139,8 @@ interface Options {
   quick: boolean
   embedder: 'ngram' | 'transformers'
   model: string | undefined
+  /** R: gateways holding each block (replication.factor); every copy counts toward capacity. */
+  replicas: number
 }
 
 function prior (v: string | undefined): Options['prior'] {
@@ -162,7 +177,8 @@ export function options (argv: string[]): Options {
       'activity-scale': { type: 'string' },
       quick: { type: 'boolean' },
       embedder: { type: 'string' },
-      model: { type: 'string' }
+      model: { type: 'string' },
+      replicas: { type: 'string' }
     }
   })
   const num = (name: string, v: string | undefined, dflt: number, ok: (x: number) => boolean): number => {
@@ -205,7 +221,8 @@ export function options (argv: string[]): Options {
     activityScale: num('activity-scale', values['activity-scale'], CO_ACCESS.activityScale, x => x >= 0),
     quick: values.quick === true,
     embedder,
-    model: values.model
+    model: values.model,
+    replicas: num('replicas', values.replicas, 1, x => Number.isInteger(x) && x >= 1)
   }
 }
 
@@ -303,26 +320,63 @@ function round (x: number, digits = 3): number {
   return Math.round(x * f) / f
 }
 
+// ───────────────────────────── replica sets ─────────────────────────────
+
+/**
+ * The gateway a read from `site` goes to among a block's replica set (gateway indices, set
+ * order): the nearest by latency, ties to the earlier member — the proxy's readOrder
+ * (proxy/replicas.ts) when every member is healthy, in sync and not drained, as here.
+ */
+export function nearestMember (s: Setup, members: readonly number[], site: number): number {
+  const G = s.gateways.length
+  let best = members[0] as number
+  for (let j = 1; j < members.length; j++) {
+    const g = members[j] as number
+    if ((s.lat[site * G + g] as number) < (s.lat[site * G + best] as number)) best = g
+  }
+  return best
+}
+
+/**
+ * Counts a new block's copies on its set's gateways. A set of fewer than R distinct gateways, or
+ * a copy on a full gateway, makes the run invalid (the placer falls back to full gateways only
+ * when no gateway has room: a panic mode the capacity here must never reach), so it throws.
+ */
+export function addCopies (s: Setup, count: Int32Array, set: readonly number[], R: number): void {
+  if (set.length !== R || new Set(set).size !== R) throw new Error(`replica set ${JSON.stringify(set)}: not ${R} distinct gateways`)
+  for (const g of set) {
+    if ((count[g] as number) >= s.capacity) throw new Error(`${s.gateways[g] as string} is full (${s.capacity} copies): a copy over capacity`)
+    count[g] = (count[g] as number) + 1
+  }
+}
+
 // ───────────────────────────── (a) static rendezvous hashing ─────────────────────────────
 
-export function hashing (s: Setup): PolicyResult {
+export function hashing (s: Setup, R = 1): PolicyResult {
   const G = s.gateways.length
-  const nodes = s.gateways.map(id => rendezvousNode(id))
-  const loc = new Int32Array(s.blocks.length).fill(-1)
+  const gwIndex = new Map(s.gateways.map((id, g) => [id, g]))
   const count = new Int32Array(G)
+  // The proxy's hash placement of a first write (fleet/replication.ts ReplicaPlacer: the top R
+  // of rendezvous order, distinct sites first), a full gateway taking no new copies as an
+  // unhealthy one: at R = 1 the first gateway in rendezvous order with room (the cap rarely
+  // binds for a hash).
+  const placer = new ReplicaPlacer({
+    gateways: () => s.gateways.map((id, g) => ({ id, site: s.sites[s.gatewaySite[g] as number] as string })),
+    isHealthy: id => (count[gwIndex.get(id) as number] as number) < s.capacity
+  })
+  const sets: Array<number[] | undefined> = new Array<number[] | undefined>(s.blocks.length)
   const served = new Int32Array(s.accesses.length)
   s.accesses.forEach((a, i) => {
-    if (loc[a.block] === -1) {
-      // The first gateway in rendezvous order with room (the cap rarely binds for a hash).
+    let set = sets[a.block]
+    if (set === undefined) {
       const blk = s.blocks[a.block] as Block
-      const rank = rendezvousRank(`${blk.volume}/${blk.id}`, nodes)
-      const g = rank.map(id => s.gateways.indexOf(id)).find(g => (count[g] as number) < s.capacity) as number
-      loc[a.block] = g
-      count[g] = (count[g] as number) + 1
+      set = placer.chooseReplicaSet(blk.volume, blk.id, undefined, R).map(id => gwIndex.get(id) as number)
+      addCopies(s, count, set, R)
+      sets[a.block] = set
     }
-    served[i] = loc[a.block] as number
+    served[i] = nearestMember(s, set, a.site)
   })
-  return { served, bytesMoved: 0, moves: 0 }
+  return { served, bytesMoved: 0, moves: 0, ...(R > 1 ? { extra: { finalCopiesPerGateway: Object.fromEntries(s.gateways.map((id, g) => [id, count[g]])) } } : {}) }
 }
 
 // ───────────────────────────── (b) ferry online ─────────────────────────────
@@ -347,13 +401,19 @@ export function rebalancerConfig (opts: Options): ReturnType<typeof rebalancerSc
   })
 }
 
-export async function ferry (s: Setup, opts: Options, variant: FerryVariant, embedder: Embedder): Promise<PolicyResult & { model: PlacementModel | null, table: PlacementTable | null }> {
+export async function ferry (s: Setup, opts: Options, variant: FerryVariant, embedder: Embedder): Promise<PolicyResult & { model: PlacementModel | null, table: PlacementTable | null, replicaSets: ReadonlyArray<readonly number[] | undefined> | null }> {
   const G = s.gateways.length
+  const R = opts.replicas
+  // Hash first touch is placement/'s rendezvous pick of one gateway (an R = 1 ablation only).
+  if (R > 1 && !variant.partition) throw new Error('ferry at R > 1 runs with the partitioning engine (first touch by FirstTouchPlacer)')
   const t0 = s.accesses[0]?.at ?? 0
   const table = new AffinityTable({ sites: s.sites, halfLifeMs: opts.halfLifeS * 1000, now: t0, initialCapacity: s.blocks.length, priorWeight: variant.partition ? opts.priorWeight : 0, volumeWeight: opts.volumeWeight, volumeHalfLifeMs: opts.volumeHalfLifeS * 1000 })
   const scorer = new AffinityScorer({ latency: s.latency })
   const loc = new Int32Array(s.blocks.length).fill(-1)
+  /** At R > 1, each block's replica set (gateway indices, set order); loc holds its head. */
+  const sets: Array<number[] | undefined> = new Array<number[] | undefined>(R > 1 ? s.blocks.length : 0)
   const origin = new Int32Array(s.blocks.length).fill(-1)
+  /** Copies per gateway (every member of a set counts). */
   const count = new Int32Array(G)
   const served = new Int32Array(s.accesses.length)
   const infos = (): GatewayInfo[] => s.gateways.map((id, g) => ({ id, site: s.sites[s.gatewaySite[g] as number] as string, capacityBytes: s.capacity, usedBytes: count[g] as number, healthy: true }))
@@ -431,6 +491,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
       signal.endRound(now)
       activeVolumes += signal.apply(table)
     }
+    if (R > 1) { rebalanceSets(now); return }
     const kernel = scorer.compile(table.sites, infos())
     rules.expire(now)
     // Moves take effect at once here: nothing is busy and no gateway is down.
@@ -449,6 +510,58 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
       rules.moved(c.volume, c.block, now)
       bytesMoved += (s.blocks[b] as Block).bytes
       moves++
+    }
+  }
+
+  /**
+   * The live rebalancer's round for replica sets (planner/deciders/rebalancer.ts, Rebalancer.pass
+   * after its scan, with RoundRules' set rules): every set's best single change of one member
+   * (RoundRules.setCandidate: nearest-member cost, margin, distinct sites, room on the target),
+   * most valuable first within the move budget, each checked against the round so far
+   * (RoundRules.checkSet: minScore unless pulled, dwell, bytes, room). Blocks are counted by
+   * blocks, so each copy is 1 "byte" of capacity, as at R = 1. The target takes the leaving
+   * member's place in the set's order, as the migration engine's leave step does. Sets have no
+   * make-room moves, headroom or prior in the live round, so neither here.
+   */
+  const rebalanceSets = (now: number): void => {
+    const gws = infos()
+    rules.expire(now)
+    const world: RoundWorld = signal === null ? {} : { pulled: v => signal.isActive(v) }
+    const candidates: MoveCandidate[] = []
+    for (let b = 0; b < sets.length; b++) {
+      const set = sets[b]
+      if (set === undefined) continue
+      const blk = s.blocks[b] as Block
+      const scores = table.scores(blk.volume, blk.id, now)
+      if (scores === undefined) continue
+      const c = rules.setCandidate(scorer, blk.volume, blk.id, scores, set.map(g => gws[g] as GatewayInfo), gws, 1, 1)
+      if (c !== null) candidates.push(c)
+    }
+    candidates.sort((a, b) => b.benefit - a.benefit)
+    const room = new Map(gws.map(g => [g.id, g.capacityBytes - g.usedBytes]))
+    const round = { moves: 0, bytes: 0 }
+    for (let i = 0; i < candidates.length; i++) {
+      const c = candidates[i] as MoveCandidate
+      if (round.moves >= opts.maxMoves) { skipped.budget = (skipped.budget ?? 0) + candidates.length - i; budgetCut++; break }
+      const v = rules.checkSet(c, round, room, 1, now, world)
+      if (typeof v === 'string') { skipped[v] = (skipped[v] ?? 0) + 1; continue }
+      const b = blockOf.get(`${c.volume}/${c.block}`) as number
+      const set = sets[b] as number[]
+      const from = gwIndex.get(c.from) as number
+      const to = gwIndex.get(c.to) as number
+      if ((count[to] as number) >= s.capacity) throw new Error(`set move overfilled ${c.to}`)
+      set[set.indexOf(from)] = to
+      count[from] = (count[from] as number) - 1
+      count[to] = (count[to] as number) + 1
+      // As the live round: the source frees its room only when the move is done (next round here).
+      room.set(c.to, (room.get(c.to) ?? 0) - v)
+      loc[b] = set[0] as number
+      table.setBlock(c.volume, c.block, { current: s.gateways[set[0] as number] as string })
+      rules.moved(c.volume, c.block, now)
+      bytesMoved += (s.blocks[b] as Block).bytes
+      moves++
+      round.moves++
+      round.bytes += v
     }
   }
 
@@ -472,9 +585,12 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
       const site = s.sites[a.site] as string
       let gateway: string
       let by: string
+      let chosen: string[] = []
       const started = process.hrtime.bigint()
       if (variant.partition) {
-        const d = placer.decide(blk.volume, blk.id, site === '' ? undefined : site, 1)
+        // At R > 1 the proxy asks the same placer for the whole set (proxy/server.ts: replication.factor).
+        const d = placer.decide(blk.volume, blk.id, site === '' ? undefined : site, R)
+        chosen = d.gateways
         gateway = d.gateways[0] as string
         by = d.by
       } else {
@@ -487,11 +603,16 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
       if (variant.partition) live.noteFirstWrite({ volume: blk.volume, block: blk.id, origin: site === '' ? null : site, at: a.at, ...(meta.path === undefined ? {} : { path: meta.path }) })
       const g = gwIndex.get(gateway) as number
       loc[a.block] = g
-      count[g] = (count[g] as number) + 1
+      if (R === 1) count[g] = (count[g] as number) + 1
+      else {
+        const set = chosen.map(id => gwIndex.get(id) as number)
+        addCopies(s, count, set, R)
+        sets[a.block] = set
+      }
       table.setBlock(blk.volume, blk.id, { current: gateway, sizeBytes: 1 })
       if (by === 'model' && opts.prior === 'block' && model !== null) table.setBlockPrior(blk.volume, blk.id, await (model as PlacementModel).predict(meta))
     }
-    served[i] = loc[a.block] as number
+    served[i] = R === 1 ? loc[a.block] as number : nearestMember(s, sets[a.block] as number[], a.site)
     table.record(blk.volume, blk.id, s.sites[a.site], a.write, a.at)
   }
   return {
@@ -500,6 +621,7 @@ export async function ferry (s: Setup, opts: Options, variant: FerryVariant, emb
     moves,
     model,
     table: model === null ? null : live.buildTable(),
+    replicaSets: R > 1 ? sets : null,
     extra: {
       firstTouch: { decisions: firstTouches, byModel, meanUs: round(Number(firstTouchNs) / 1e3 / Math.max(1, firstTouches)) },
       ...(variant.partition ? { retrains, swaps, trainMsTotal: Math.round(trainMs), lastModel: lastValidation } : {}),
@@ -749,6 +871,87 @@ export function onlineIdeal (s: Setup, o: { halfLifeS: number, volumeWeight: num
   return round(total / s.accesses.length)
 }
 
+const timed = async <T>(name: string, f: () => T | Promise<T>): Promise<T> => {
+  const started = Date.now()
+  const r = await f()
+  console.log(`  ${name}: ${Date.now() - started} ms`)
+  return r
+}
+
+const printLine = (name: string, p: Record<string, unknown>): void => {
+  console.log(`  ${name.padEnd(58)} mean ${String(p.meanMs).padStart(7)} ms  p99 ${String(p.p99Ms).padStart(4)} ms  local ${(100 * (p.localShare as number)).toFixed(1).padStart(5)} %  moved ${((p.bytesMoved as number) / 1e6).toFixed(1).padStart(7)} MB in ${p.moves} moves`)
+}
+
+/**
+ * `--replicas R` (R > 1), issue 20's figure: every block held by a replica set of R gateways,
+ * every copy counting toward the per-gateway capacity, each read served by the set's nearest
+ * member. Hashing R (ReplicaPlacer), ferry R (FirstTouchPlacer's R members, the live
+ * rebalancer's set rounds) and the single-copy hourly oracle at the same capacity, in one run;
+ * the single-copy hashing and ferry at that capacity too, for what the second copy buys. No
+ * ablations or sensitivity sweep (they are R = 1 studies), so --quick changes nothing here.
+ */
+async function runReplicas (opts: Options, s: Setup, embedder: Embedder, base: { solverChecks: number, perSite: Record<string, number>, servedBytes: number }): Promise<void> {
+  const R = opts.replicas
+  const G = s.gateways.length
+  if (R > G) throw new Error(`--replicas ${R}: only ${G} gateways`)
+  // Every block lives for the whole trace, so by its end R copies of each must fit.
+  if (R * s.blocks.length > G * s.capacity) {
+    throw new Error(`--replicas ${R}: ${R} × ${s.blocks.length} blocks = ${R * s.blocks.length} copies do not fit in ${G} gateways × ${s.capacity} (--capacity ${opts.capacity}); R = ${R} needs --capacity ≥ ${(R / G).toFixed(3)}`)
+  }
+  const ALL: FerryVariant = { partition: true, rebalance: true }
+  const hashR = await timed(`hashing R = ${R}`, () => hashing(s, R))
+  const ferryR = await timed(`ferry R = ${R}`, () => ferry(s, opts, ALL, embedder))
+  const orc = await timed('oracle (R = 1)', () => oracle(s))
+  const hash1 = await timed('hashing R = 1', () => hashing(s, 1))
+  const ferry1 = await timed('ferry R = 1', () => ferry(s, { ...opts, replicas: 1 }, ALL, embedder))
+  const policies: Record<'hashing' | 'ferry' | 'oracle', Record<string, unknown>> = {
+    hashing: { replicas: R, ...summarise(s, hashR) },
+    ferry: { replicas: R, ...summarise(s, ferryR) },
+    oracle: { replicas: 1, ...summarise(s, orc) }
+  }
+  const singleCopy: Record<'hashing' | 'ferry', Record<string, unknown>> = {
+    hashing: { replicas: 1, ...summarise(s, hash1) },
+    ferry: { replicas: 1, ...summarise(s, ferry1) }
+  }
+  const fm = policies.ferry.meanMs as number
+  const ratios = {
+    ferryOverOracle: ratio(fm, policies.oracle.meanMs as number),
+    ferryOverHashing: ratio(fm, policies.hashing.meanMs as number),
+    ferryBytesOverOracle: ratio(policies.ferry.bytesMoved as number, policies.oracle.bytesMoved as number),
+    hashingOverOracle: ratio(policies.hashing.meanMs as number, policies.oracle.meanMs as number),
+    ferryOverSingleCopyFerry: ratio(fm, singleCopy.ferry.meanMs as number)
+  }
+  printLine(`hashing R = ${R}`, policies.hashing)
+  printLine(`ferry R = ${R}`, policies.ferry)
+  printLine('oracle R = 1 (hourly)', policies.oracle)
+  printLine('hashing R = 1 (same capacity)', singleCopy.hashing)
+  printLine('ferry R = 1 (same capacity)', singleCopy.ferry)
+  console.log(`  ferry R = ${R}: candidates passed over ${JSON.stringify(policies.ferry.skipped)}; copies per gateway ${JSON.stringify(policies.ferry.finalBlocksPerGateway)}`)
+  console.log(`  ferry/oracle ${ratios.ferryOverOracle}; ferry/hashing ${ratios.ferryOverHashing}; ferry bytes/oracle bytes ${ratios.ferryBytesOverOracle} (no target: reported)`)
+  const file = writeResult(`placement-r${R}-c${opts.capacity}`, {
+    setup: {
+      trace: path.relative(projectRoot, opts.trace),
+      accesses: s.accesses.length,
+      blocks: s.blocks.length,
+      volumes: s.volumes,
+      hosts: s.hosts,
+      accessesPerSite: base.perSite,
+      bytesServed: base.servedBytes,
+      gateways: s.gateways,
+      replicas: R,
+      capacity: { fraction: opts.capacity, copiesPerGateway: s.capacity, by: 'block count, every copy counts' },
+      reads: 'every access a read, served by the nearest member of the set at that moment (proxy/replicas.ts readOrder)',
+      latency: opts.latency,
+      ferry: { halfLifeS: opts.halfLifeS, rebalancer: rebalancerConfig(opts), retrainS: opts.retrainS, priorWeight: opts.priorWeight, prior: opts.prior, embedder: embedder.name },
+      oracleSolverChecks: base.solverChecks
+    },
+    policies,
+    singleCopySameCapacity: singleCopy,
+    ratios
+  })
+  console.log(`  wrote ${file}`)
+}
+
 export default async function run (argv: string[]): Promise<void> {
   const opts = options(argv)
   const solverChecks = checkSolver()
@@ -766,12 +969,7 @@ export default async function run (argv: string[]): Promise<void> {
   for (const a of s.accesses) servedBytes += (s.blocks[a.block] as Block).bytes
   console.log(`placement: ${s.accesses.length} accesses, ${s.blocks.length} blocks in ${s.volumes} volumes, ${s.hosts} hosts; per site ${JSON.stringify(perSite)}; capacity ${s.capacity} blocks per gateway`)
 
-  const timed = async <T>(name: string, f: () => T | Promise<T>): Promise<T> => {
-    const started = Date.now()
-    const r = await f()
-    console.log(`  ${name}: ${Date.now() - started} ms`)
-    return r
-  }
+  if (opts.replicas > 1) { await runReplicas(opts, s, embedder, { solverChecks, perSite, servedBytes }); return }
   const ALL: FerryVariant = { partition: true, rebalance: true }
   const hash = await timed('hashing', () => hashing(s))
   const full = await timed('ferry', () => ferry(s, opts, ALL, embedder))
@@ -830,9 +1028,7 @@ export default async function run (argv: string[]): Promise<void> {
     ferryBelowHashingTarget: 1 - TARGET_VS_HASHING,
     ferryBelowHashingMet: fm <= TARGET_VS_HASHING * hm
   }
-  const line = (name: string, p: Record<string, unknown>): void => {
-    console.log(`  ${name.padEnd(58)} mean ${String(p.meanMs).padStart(7)} ms  p99 ${String(p.p99Ms).padStart(4)} ms  local ${(100 * (p.localShare as number)).toFixed(1).padStart(5)} %  moved ${((p.bytesMoved as number) / 1e6).toFixed(1).padStart(7)} MB in ${p.moves} moves`)
-  }
+  const line = printLine
   for (const [name, p] of Object.entries(policies)) line(name, p)
   console.log(`  ferry: rebalancer ${JSON.stringify(rebalancerConfig(opts))}; candidates passed over ${JSON.stringify(policies.ferry.skipped)}`)
   for (const [name, p] of Object.entries(ablations)) line(`ferry ${name}`, p)

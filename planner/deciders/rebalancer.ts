@@ -101,10 +101,11 @@ export interface RoundWorld {
 }
 
 /**
- * The single-copy half of a rebalancer round, as one object that the live Rebalancer and the
- * placement benchmark (bench/placement.ts, in trace time) both run, with the same config and
- * defaults (issue 21, "one code path"): AffinityTable.planMoves with the config's hysteresis,
- * budget, headroom and `minScore`, and the dwell rule over the moves it was told of (`moved`).
+ * The rules of a rebalancer round, as one object that the live Rebalancer and the placement
+ * benchmark (bench/placement.ts, in trace time) both run, with the same config and defaults
+ * (issue 21, "one code path"): for single copies AffinityTable.planMoves with the config's
+ * hysteresis, budget, headroom and `minScore`; for replica sets the per-member decision
+ * (`setCandidate`, `checkSet`); and the dwell rule over the moves it was told of (`moved`).
  */
 export class RoundRules {
   /** When each block last moved (flip time), for the dwell rule. */
@@ -131,6 +132,41 @@ export class RoundRules {
     if (this.dwelling(volume, block, now)) return 'dwell'
     if (from !== '' && world.healthy !== undefined && !world.healthy(from)) return 'sourceDown'
     return null
+  }
+
+  /**
+   * A replica set's best single change (planner/affinity/sets.ts): the member whose replacement
+   * by a gateway outside the set cuts the set's cost with nearest-member reads the most, when
+   * that beats the margin. `members`: the set's gateways in set order, all known and healthy
+   * (the caller leaves any other set to repair); `sizeBytes`: the block's size, 0 when unknown
+   * (then the fleet's `meanBytes`). Also what the placement benchmark runs at R > 1.
+   */
+  setCandidate (scorer: AffinityScorer, volume: string, block: string, scores: Readonly<Record<string, number>>, members: readonly GatewayInfo[], gateways: readonly GatewayInfo[], sizeBytes: number, meanBytes: number): MoveCandidate | null {
+    let score = 0
+    for (const site in scores) score += Math.max(0, scores[site] as number)
+    const r = bestReplacement(scorer, scores, members, gateways, sizeBytes > 0 ? sizeBytes : meanBytes)
+    if (r === null) return null
+    const gainMs = r.costMs - r.afterMs
+    if (gainMs <= Math.max(this.config.minGainMs, this.config.margin * r.costMs)) return null
+    return { volume, block, from: r.from, to: r.to, gainMs, score, benefit: gainMs * score, sizeBytes, replacesMember: true }
+  }
+
+  /**
+   * A replica set's candidate against the round's rules so far (`round`: moves and bytes already
+   * started this round; `room`: each gateway's room now): why it is skipped, or the bytes it
+   * would move. The budget in moves is the caller's loop (it stops there).
+   */
+  checkSet (c: MoveCandidate, round: Pick<RebalanceRound, 'moves' | 'bytes'>, room: ReadonlyMap<string, number>, meanBytes: number, now: number, world: RoundWorld): SkipReason | number {
+    const cfg = this.config
+    // A block too cold to move on its own traffic still moves ahead of its readers when its
+    // volume is being read now (the co-access signal); cold blocks of quiet volumes stay.
+    if (c.score < cfg.minScore && world.pulled?.(c.volume) !== true) return 'cold'
+    const held = this.held(c.volume, c.block, c.from, now, world)
+    if (held !== null) return held
+    const size = c.sizeBytes > 0 ? c.sizeBytes : meanBytes
+    if (cfg.maxBytesPerInterval > 0 && round.bytes + size > cfg.maxBytesPerInterval && round.moves > 0) return 'budget'
+    if ((room.get(c.to) ?? 0) < size) return 'capacity'
+    return size
   }
 
   /** The round's moves, in the order to run them (make-room moves before the move they make room for). */
@@ -174,7 +210,8 @@ export class RoundRules {
  *   gateway to make room for hot ones, and `headroom` of each bounded gateway is kept free.
  *
  * Single-copy blocks are decided by RoundRules (the same object the placement benchmark runs);
- * replica sets, per member (setCandidate), with what budget the single copies left.
+ * replica sets, per member (RoundRules.setCandidate, checkSet), with what budget the single
+ * copies left.
  */
 export class Rebalancer {
   private config: RebalancerConfig
@@ -299,7 +336,7 @@ export class Rebalancer {
     for (let i = 0; i < scan.sets.length && !stop; i++) {
       const c = scan.sets[i] as MoveCandidate
       if (round.moves >= cfg.maxMovesPerInterval) { round.skipped.budget += scan.sets.length - i; break }
-      const v = this.check(c, round, room, scan.mean, now, world)
+      const v = this.rules.checkSet(c, round, room, scan.mean, now, world)
       if (typeof v === 'string') { round.skipped[v]++; continue }
       const r = await this.submit(c, round, v)
       if (r === 'stop') break
@@ -383,7 +420,7 @@ export class Rebalancer {
       let verdict: PlannedMove['verdict']
       if (round.moves >= cfg.maxMovesPerInterval) verdict = 'budget'
       else {
-        const v = this.check(c, round, room, scan.mean, now, world)
+        const v = this.rules.checkSet(c, round, room, scan.mean, now, world)
         if (typeof v === 'string') verdict = v
         else if (this.inSyncMember(c)) verdict = 'member'
         else {
@@ -479,10 +516,8 @@ export class Rebalancer {
   }
 
   /**
-   * A replica set's best single change (planner/affinity/sets.ts): the member whose replacement
-   * by a gateway outside the set cuts the set's cost with nearest-member reads the most, when
-   * that beats the margin. A set with a member the fleet does not know, or one that is down, is
-   * left to repair.
+   * A replica set's best single change (RoundRules.setCandidate). A set with a member the fleet
+   * does not know, or one that is down, is left to repair.
    */
   private setCandidate (volume: string, block: string, scores: Record<string, number>, loc: BlockLocation, byId: ReadonlyMap<string, GatewayInfo>, infos: readonly GatewayInfo[]): MoveCandidate | null {
     const members: GatewayInfo[] = []
@@ -491,27 +526,6 @@ export class Rebalancer {
       if (g === undefined || !g.healthy) return null
       members.push(g)
     }
-    let score = 0
-    for (const site in scores) score += Math.max(0, scores[site] as number)
-    const sizeBytes = this.opts.fleet.sizeOf(volume, block) ?? 0
-    const r = bestReplacement(this.scorer, scores, members, infos, sizeBytes > 0 ? sizeBytes : this.opts.fleet.meanBlockBytes())
-    if (r === null) return null
-    const gainMs = r.costMs - r.afterMs
-    if (gainMs <= Math.max(this.config.minGainMs, this.config.margin * r.costMs)) return null
-    return { volume, block, from: r.from, to: r.to, gainMs, score, benefit: gainMs * score, sizeBytes, replacesMember: true }
-  }
-
-  /** A candidate against the round's rules so far: why it is skipped, or the bytes it would move. */
-  private check (c: MoveCandidate, round: RebalanceRound, room: ReadonlyMap<string, number>, mean: number, now: number, world: RoundWorld): SkipReason | number {
-    const cfg = this.config
-    // A block too cold to move on its own traffic still moves ahead of its readers when its
-    // volume is being read now (the co-access signal); cold blocks of quiet volumes stay.
-    if (c.score < cfg.minScore && world.pulled?.(c.volume) !== true) return 'cold'
-    const held = this.rules.held(c.volume, c.block, c.from, now, world)
-    if (held !== null) return held
-    const size = c.sizeBytes > 0 ? c.sizeBytes : mean
-    if (cfg.maxBytesPerInterval > 0 && round.bytes + size > cfg.maxBytesPerInterval && round.moves > 0) return 'budget'
-    if ((room.get(c.to) ?? 0) < size) return 'capacity'
-    return size
+    return this.rules.setCandidate(this.scorer, volume, block, scores, members, infos, this.opts.fleet.sizeOf(volume, block) ?? 0, this.opts.fleet.meanBlockBytes())
   }
 }
