@@ -23,6 +23,7 @@ export class ProxyMetrics {
   readonly errors: Counter<'code'>
   readonly healthy: Gauge<'gateway'>
   readonly storeLookups: Counter
+  readonly missingCopies: Counter<'gateway'>
   private readonly traffic = new Map<string, Traffic>()
 
   constructor (registry: Registry) {
@@ -30,6 +31,7 @@ export class ProxyMetrics {
     this.retries = new Counter({ name: 'ferry_proxy_retries_total', help: 'Requests retried on another gateway after a connection failure', registers })
     this.errors = new Counter({ name: 'ferry_proxy_errors_total', help: 'Requests ferry answered itself with an error, by error code', labelNames: ['code'], registers })
     this.storeLookups = new Counter({ name: 'ferry_proxy_store_lookups_total', help: 'Requests routed by a location read from the store, because the location cache may have missed a notification (reconnecting to the store, or reloading after it)', registers })
+    this.missingCopies = new Counter({ name: 'ferry_proxy_missing_copies_total', help: 'Reads an in-sync member of the block\'s set answered 404 (it lost its copy, or this proxy had not heard of a change of the set): sent on to the next in-sync member', labelNames: ['gateway'], registers })
     this.healthy = new Gauge({ name: 'ferry_gateway_healthy', help: '1 when the gateway is healthy (probes pass and not ejected)', labelNames: ['gateway'], registers })
     const traffic = this.traffic
     registry.registerMetric(exported('ferry_proxy_requests_total', 'Proxied requests by gateway, method and status code', 'counter', () => {

@@ -53,13 +53,14 @@ export class RetryStage implements Stage {
    * Sends a read to the next in-sync member of the block's set (nearest first) after `failed`
    * did not answer it (connection failure, reset, timeout or 5xx); false when none is left.
    */
-  failover (request: ProxyRequest, handler: ReadFailover, tried: Set<string>, why: string): boolean {
+  failover (request: ProxyRequest, handler: ReadFailover, tried: Set<string>, why: string, gatewayFailed = true): boolean {
     const failed = request.gateway as Gateway
     tried.add(failed.id)
     const loc = request.location as BlockLocation
     const next = readOrder(this.next.gateways, loc, request.site, Date.now()).find(g => !tried.has(g.id))
     if (next === undefined) return false
-    this.next.gateways.reportFailure(failed, why)
+    if (gatewayFailed) this.next.gateways.reportFailure(failed, why)
+    else this.metrics.missingCopies.inc({ gateway: failed.id })
     failed.inflight--
     request.gateway = next
     this.metrics.retries.inc()
@@ -121,12 +122,16 @@ class RetryOnConnect implements ResponseHandler {
  * A read of a block with several in-sync members: a member that fails before its answer has
  * reached the client — connection refused or reset, timeout, or a 5xx — costs the client
  * nothing while another in-sync member is left. A 5xx is swallowed (its body discarded) and the
- * read sent on when it ends.
+ * read sent on when it ends. So is a 404: the set says the member holds the block (a client's
+ * delete removes the location, so no in-sync member is asked for a deleted block), so it lost
+ * its copy — a disk replaced, a copy deleted by hand, or a set this proxy has not heard has
+ * changed yet — and answering 404 would hide an acknowledged write another member holds. A 404
+ * is not a gateway failure: it is counted (ferry_proxy_missing_copies_total), not ejected for.
  */
 class ReadFailover implements ResponseHandler {
   private readonly tried = new Set<string>()
-  /** The current member answered 5xx: its response is being discarded. */
-  private swallowing = false
+  /** The current member answered 5xx or 404: its response is being discarded. */
+  private swallowing: 'failed' | 'missing' | false = false
 
   constructor (private readonly stage: RetryStage, private readonly request: ProxyRequest, private readonly handler: ResponseHandler) {}
 
@@ -135,7 +140,7 @@ class ReadFailover implements ResponseHandler {
   }
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
-    if (statusCode >= 500 && this.request.status === 0 && this.hasNext()) { this.swallowing = true; return }
+    if ((statusCode >= 500 || statusCode === 404) && this.request.status === 0 && this.hasNext()) { this.swallowing = statusCode === 404 ? 'missing' : 'failed'; return }
     this.swallowing = false
     this.handler.onResponseStart(controller, statusCode, headers, statusMessage)
   }
@@ -146,16 +151,17 @@ class ReadFailover implements ResponseHandler {
   }
 
   onResponseEnd (controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
-    if (this.swallowing) {
+    if (this.swallowing !== false) {
+      const missing = this.swallowing === 'missing'
       this.swallowing = false
-      if (this.again('status 5xx')) return
+      if (this.again(missing ? 'status 404' : 'status 5xx', !missing)) return
     }
     this.handler.onResponseEnd(controller, trailers)
   }
 
   onResponseError (controller: Dispatcher.DispatchController | null, err: Error): void {
     const code = (err as { code?: string }).code ?? ''
-    if ((this.swallowing || (this.request.status === 0 && (READ_FAILOVER_ERRORS.has(code) || neverReached(code, err)))) && this.again(code || err.message)) return
+    if ((this.swallowing !== false || (this.request.status === 0 && (READ_FAILOVER_ERRORS.has(code) || neverReached(code, err)))) && this.again(code || err.message)) return
     this.handler.onResponseError(controller, err)
   }
 
@@ -165,9 +171,9 @@ class ReadFailover implements ResponseHandler {
     return loc.inSync.some(id => id !== cur && !this.tried.has(id))
   }
 
-  private again (why: string): boolean {
+  private again (why: string, gatewayFailed = true): boolean {
     const { request } = this
     if (request.req.readableAborted || request.res.destroyed) return false
-    return this.stage.failover(request, this, this.tried, why)
+    return this.stage.failover(request, this, this.tried, why, gatewayFailed)
   }
 }

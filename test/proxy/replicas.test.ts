@@ -96,3 +96,32 @@ t.test('R = 1 stays a set of one', async t => {
   const loc = await p.node.store.getLocation('vol', 'one')
   t.same(loc?.members, [loc?.gateway])
 })
+
+/**
+ * An in-sync member that lost its copy (a replaced disk, a copy deleted by hand, a set this
+ * proxy has not heard has changed) answers 404 for a block its set says it holds: the read goes
+ * on to the next in-sync member rather than hiding an acknowledged write, for GET and HEAD, and
+ * the member is counted, not ejected. A block deleted by a client has no location: 404 at once.
+ */
+t.test('R = 2: an in-sync member without its copy answers 404: the read is served by the other member', async t => {
+  const gws = await startGateways(2)
+  t.teardown(gws.stopAll)
+  const p = await startProxy(testConfig(gws.urls, { replication: { factor: 2, minInSync: 1 } }))
+  t.teardown(p.stop)
+  await waitFor(() => p.node.proxy?.sync?.cache.loaded, 'routes loaded')
+  t.equal((await put(`${p.url}/vol/lost`, 'kept elsewhere')).status, 201)
+  // Both members in sync: remove the copy from each in turn, directly on the gateway.
+  for (const g of gws.gateways) {
+    t.equal((await request(`${g.url}/vol/lost`, { method: 'DELETE' })).statusCode, 204, `${g.id}'s copy removed by hand`)
+    for (let i = 0; i < 5; i++) t.same(await get(`${p.url}/vol/lost`), { status: 200, body: 'kept elsewhere' }, `GET ${i} with ${g.id}'s copy gone`)
+    const head = await request(`${p.url}/vol/lost`, { method: 'HEAD' })
+    await head.body.dump()
+    t.equal(head.statusCode, 200, 'HEAD too')
+    t.ok(p.node.proxy?.gateways.get(g.id)?.isHealthy(Date.now()), `${g.id} is not ejected for it`)
+    t.equal((await put(`${g.url}/vol/lost`, 'kept elsewhere')).status, 201, `${g.id}'s copy put back`)
+  }
+  const metrics = await (await request(`${p.adminUrl}/metrics`)).body.text()
+  t.match(metrics, /ferry_proxy_missing_copies_total\{gateway="gw1"\} [1-9]/, 'counted per member')
+  t.equal((await request(`${p.url}/vol/lost`, { method: 'DELETE' })).statusCode, 204, 'a client deletes it')
+  t.equal((await get(`${p.url}/vol/lost`)).status, 404, 'then it is 404')
+})
