@@ -46,6 +46,9 @@ interface BlockLog {
   written: Set<string>
 }
 
+/** Longer than any read of a history takes (clients time out well before): see beginWrite. */
+const RETAIN_MS = 120_000
+
 export class History {
   private readonly blocks = new Map<string, BlockLog>()
   readonly anomalies: Anomaly[] = []
@@ -58,11 +61,17 @@ export class History {
     const w: WriteRecord = { seq: (log.writes.at(-1)?.seq ?? -1) + 1, op, wallStartedAt: Date.now(), version, startedAt: performance.now(), endedAt: undefined, acked: false, etag: undefined, via }
     log.writes.push(w)
     log.written.add(version)
-    // Only the tail matters for checks (everything before the last ack is superseded); keep a
-    // bounded history so a long soak does not grow without limit.
+    // Only the tail matters for checks; keep a bounded history so a long soak does not grow
+    // without limit. A read still in flight is judged against the last write acknowledged before
+    // it *started*: trimmed to the last acknowledgement now, a read that began before it lost
+    // its base, and the version it rightly returned was reported stale (one in the 10,000-move
+    // run at R = 2: a read that began before v2016 was acknowledged and returned v2015, judged
+    // after v2017's start had trimmed v2015 away). So only writes superseded by an
+    // acknowledgement older than any read may take (RETAIN_MS) go.
     if (log.writes.length > 64) {
-      const lastAck = findLastIndex(log.writes, x => x.acked)
-      if (lastAck > 32) log.writes.splice(0, lastAck)
+      const horizon = w.startedAt - RETAIN_MS
+      const base = findLastIndex(log.writes, x => x.acked && (x.endedAt as number) < horizon)
+      if (base > 32) log.writes.splice(0, base)
     }
     return w
   }
