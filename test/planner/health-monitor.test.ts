@@ -129,8 +129,12 @@ t.test('a gateway whose telemetry degrades is evacuated, hottest blocks first, b
     for (let n = 1; writing; n++) {
       const b = blocks[n % blocks.length] as string
       const body = `v${n} ${b}`
-      const res = await put(`${proxy.url}/vol/${b}`, body)
-      if (res.status < 300) acked.set(b, body)
+      // A write that fails at the client is not acknowledged: what is asserted is that every
+      // acknowledged one survives. (A CI run at load 14 saw ECONNRESET here, unhandled, which
+      // failed the file; likely a keep-alive socket the proxy closed at its 5 s idle timeout as
+      // undici reused it after the replay's idle seconds — a PUT is not retried — not proven.)
+      const res = await put(`${proxy.url}/vol/${b}`, body).catch(() => null)
+      if (res !== null && res.status < 300) acked.set(b, body)
     }
   })()
   await waitFor(() => p.drainStatus('gw1')?.state === 'drained', 'gw1 evacuated', 20_000)
