@@ -51,7 +51,8 @@ export class RetryStage implements Stage {
 
   /**
    * Sends a read to the next in-sync member of the block's set (nearest first) after `failed`
-   * did not answer it (connection failure, reset, timeout or 5xx); false when none is left.
+   * did not answer it (connection failure, reset, timeout or 5xx) or answered 404 without its
+   * copy (`gatewayFailed` false: counted, not reported as a gateway failure); false when none is left.
    */
   failover (request: ProxyRequest, handler: ReadFailover, tried: Set<string>, why: string, gatewayFailed = true): boolean {
     const failed = request.gateway as Gateway
