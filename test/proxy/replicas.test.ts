@@ -1,6 +1,6 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { request } from 'undici'
-import { startGateways } from '../helpers/gateway.js'
+import { startGateways, type Gateways } from '../helpers/gateway.js'
 import { startProxy, testConfig } from '../helpers/ferry.js'
 import { waitFor } from '../helpers/net.js'
 
@@ -23,12 +23,18 @@ async function get (url: string): Promise<{ status: number, body: string }> {
   return { status: res.statusCode, body: await res.body.text() }
 }
 
-t.test('R = 2: a first write claims two members and lands on both; reads fail over; a failed member leaves the in-sync set', async t => {
-  const gws = await startGateways(3)
+/** `n` reference gateways and a proxy at R = 2 with `minInSync`, its routes loaded; stopped at teardown. */
+async function replicated (t: Test, n: number, minInSync: number): Promise<{ gws: Gateways, p: Awaited<ReturnType<typeof startProxy>> }> {
+  const gws = await startGateways(n)
   t.teardown(gws.stopAll)
-  const p = await startProxy(testConfig(gws.urls, { replication: { factor: 2, minInSync: 1 } }))
+  const p = await startProxy(testConfig(gws.urls, { replication: { factor: 2, minInSync } }))
   t.teardown(p.stop)
   await waitFor(() => p.node.proxy?.sync?.cache.loaded, 'routes loaded')
+  return { gws, p }
+}
+
+t.test('R = 2: a first write claims two members and lands on both; reads fail over; a failed member leaves the in-sync set', async t => {
+  const { gws, p } = await replicated(t, 3, 1)
 
   const put1 = await put(`${p.url}/vol/b1`, 'one')
   t.equal(put1.status, 201, 'first write acknowledged')
@@ -69,11 +75,7 @@ t.test('R = 2: a first write claims two members and lands on both; reads fail ov
 })
 
 t.test('minInSync = 2 with one member down: 503 FERRY_REPLICAS_UNAVAILABLE with Retry-After, never acknowledged', async t => {
-  const gws = await startGateways(2)
-  t.teardown(gws.stopAll)
-  const p = await startProxy(testConfig(gws.urls, { replication: { factor: 2, minInSync: 2 } }))
-  t.teardown(p.stop)
-  await waitFor(() => p.node.proxy?.sync?.cache.loaded, 'routes loaded')
+  const { gws, p } = await replicated(t, 2, 2)
   t.equal((await put(`${p.url}/vol/b`, 'v1')).status, 201, 'both up: acknowledged')
   await gws.gateways[1]!.kill()
   const r = await put(`${p.url}/vol/b`, 'v2')
@@ -104,11 +106,7 @@ t.test('R = 1 stays a set of one', async t => {
  * the member is counted, not ejected. A block deleted by a client has no location: 404 at once.
  */
 t.test('R = 2: an in-sync member without its copy answers 404: the read is served by the other member', async t => {
-  const gws = await startGateways(2)
-  t.teardown(gws.stopAll)
-  const p = await startProxy(testConfig(gws.urls, { replication: { factor: 2, minInSync: 1 } }))
-  t.teardown(p.stop)
-  await waitFor(() => p.node.proxy?.sync?.cache.loaded, 'routes loaded')
+  const { gws, p } = await replicated(t, 2, 1)
   t.equal((await put(`${p.url}/vol/lost`, 'kept elsewhere')).status, 201)
   // Both members in sync: remove the copy from each in turn, directly on the gateway.
   for (const g of gws.gateways) {
