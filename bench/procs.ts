@@ -13,10 +13,19 @@ export const CLK_TCK = (() => {
 
 /** utime and stime of a whole process, in seconds. */
 export function cpuTimes (pid: number): { user: number, sys: number } {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-  // After "(comm) ": [0] is field 3, so utime (field 14) is [11] and stime (15) is [12].
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const f = statFields(pid)
   return { user: Number(f[11]) / CLK_TCK, sys: Number(f[12]) / CLK_TCK }
+}
+
+/** Minor page faults of a process so far (minflt, field 10 of /proc/<pid>/stat). */
+export function minorFaults (pid: number): number {
+  return Number(statFields(pid)[7])
+}
+
+/** /proc/<pid>/stat after "(comm) ": [0] is field 3, so minflt (10) is [7], utime (14) [11], stime (15) [12]. */
+function statFields (pid: number): string[] {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
 }
 
 export class Proc {

@@ -26,9 +26,9 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { writeResult } from './lib.js'
-import { cpuTimes, freePort, positiveInt, Procs, type Proc } from './procs.js'
-import { RESULT_MARKER, type LoadgenResult } from './loadgen.js'
-import { blocksOf, ferryYaml, gcFigures, median, memory, preload, waitHttp, wrkScript, WORKLOADS, type GcFigures, type Workload, type WorkloadName } from './proxy.js'
+import { cpuTimes, freePort, minorFaults, positiveInt, Procs, type Proc } from './procs.js'
+import type { LoadgenResult } from './loadgen.js'
+import { blocksOf, ferryYaml, gcFigures, median, memory, preload, runLoad, waitHttp, WORKLOADS, type GcFigures, type LoadgenSettings, type Workload, type WorkloadName } from './proxy.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const THIS_DIST = path.resolve(here, '..')
@@ -101,14 +101,8 @@ export default async function run (args: string[]): Promise<void> {
       running.push({ ...v, url: `http://127.0.0.1:${port}`, adminPort, proc })
     }
     for (const r of running) await waitHttp(r.proc, `http://127.0.0.1:${r.adminPort}/readyz`, 60_000)
-    for (const w of workloads) fs.writeFileSync(path.join(tmp, `wrk-${w.name}.lua`), wrkScript(w, blocksOf(w, blocks)))
-    const wrk = async (url: string, w: Workload, seconds: number): Promise<LoadgenResult> => {
-      const argv = ['-t', values.threads, '-c', values.connections, '-d', `${seconds}s`, '--timeout', '10s', '-s', path.join(tmp, `wrk-${w.name}.lua`), url]
-      const { code, stdout, stderr } = await procs.runToEnd('wrk', argv, (seconds + 30) * 1000)
-      const line = stdout.split('\n').find(l => l.startsWith(RESULT_MARKER))
-      if (code !== 0 || line === undefined) throw new Error(`wrk failed (exit ${String(code)}): ${stdout}\n${stderr}`)
-      return JSON.parse(line.slice(RESULT_MARKER.length)) as LoadgenResult
-    }
+    const lg: LoadgenSettings = { procs, kind: 'wrk', connections: positiveInt('--connections', values.connections), threads: positiveInt('--threads', values.threads), blocks, tmp }
+    const wrk = async (url: string, w: Workload, seconds: number): Promise<LoadgenResult> => await runLoad(lg, url, w, seconds)
     process.stderr.write(`proxy-ab: ${variants.map(v => v.name).join(', ')} × ${workloads.map(w => w.name).join(', ')}, ${rounds} rounds of ${warmup}+${duration} s, load ${load0.toFixed(2)}\n`)
     for (let round = 0; round < rounds; round++) {
       for (const w of workloads) {
@@ -166,12 +160,6 @@ export default async function run (args: string[]): Promise<void> {
     fs.rmSync(tmp, { recursive: true, force: true })
     fs.rmSync(gwDir, { recursive: true, force: true })
   }
-}
-
-/** minflt of a process (field 10 of /proc/<pid>/stat). */
-function minorFaults (pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7])
 }
 
 function gcCount (a: GcFigures, b: GcFigures, kind: 'major' | 'minor'): number {

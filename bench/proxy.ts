@@ -515,7 +515,7 @@ async function serveHttpProxy (args: string[]): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Measuring
 
-interface LoadgenSettings {
+export interface LoadgenSettings {
   procs: Procs
   kind: 'wrk' | 'node'
   connections: number
@@ -580,7 +580,7 @@ function gcDelta (a: GcFigures, b: GcFigures): GcFigures {
   return Object.fromEntries(GC_KINDS.map(k => [k, { count: b[k].count - a[k].count, seconds: round4(b[k].seconds - a[k].seconds) }])) as GcFigures
 }
 
-async function runLoad (lg: LoadgenSettings, url: string, w: Workload, seconds: number): Promise<LoadgenResult> {
+export async function runLoad (lg: LoadgenSettings, url: string, w: Workload, seconds: number): Promise<LoadgenResult> {
   let cmd: string
   let argv: string[]
   if (lg.kind === 'wrk') {
