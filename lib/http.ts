@@ -123,8 +123,8 @@ export function sendJson (res: ServerResponse, status: number, value: unknown, h
  * Makes the `connection: close` answer being written on `res` close the way servers close a
  * connection whose request body they did not read (nginx's lingering_close, Apache's lingering
  * close): the answer, then our half of the connection closed (FIN), then the rest of the body
- * read and discarded until the client closes its half — at most `maxBytes` more, for at most
- * `maxMs` — then the socket closed.
+ * read and discarded until the client closes its half — at most DISCARD_MAX_BYTES more, for at
+ * most LINGER_MAX_MS — then the socket closed.
  *
  * Why: Node ends such an answer with `socket.destroySoon()`, which closes the socket as soon as
  * the answer is flushed. A socket closed with received bytes unread makes the kernel send RST,
@@ -133,20 +133,20 @@ export function sendJson (res: ServerResponse, status: number, value: unknown, h
  * PUT seen as a cut connection instead of a 403. The bounds keep a client that goes on sending
  * a large body from holding the connection; it is then cut as before.
  */
-export function closeLingering (req: IncomingMessage, res: ServerResponse, maxBytes = DISCARD_MAX_BYTES, maxMs = LINGER_MAX_MS): void {
+export function closeLingering (req: IncomingMessage, res: ServerResponse): void {
   const socket = res.socket
   if (socket === null || socket.destroyed) return
   // Node's server calls destroySoon() once the answer is finished (after it set the unread body
   // to be discarded): the one place to replace "close now" with "close after lingering".
-  (socket as Socket & { destroySoon: () => void }).destroySoon = () => { linger(socket, req, maxBytes, maxMs) }
+  (socket as Socket & { destroySoon: () => void }).destroySoon = () => { linger(socket, req) }
 }
 
-function linger (socket: Socket, req: IncomingMessage, maxBytes: number, maxMs: number): void {
+function linger (socket: Socket, req: IncomingMessage): void {
   if (socket.destroyed) return
   const start = socket.bytesRead
   const started = performance.now()
   const timer = setInterval(() => {
-    if (socket.bytesRead - start > maxBytes || performance.now() - started > maxMs) socket.destroy()
+    if (socket.bytesRead - start > DISCARD_MAX_BYTES || performance.now() - started > LINGER_MAX_MS) socket.destroy()
   }, LINGER_CHECK_MS)
   socket.once('close', () => { clearInterval(timer) })
   // The client has read the answer and closed its half: nothing more will come.
