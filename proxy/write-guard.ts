@@ -1,6 +1,7 @@
 import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 import type { Logger } from '../lib/log.js'
+import { wasNotSent } from '../state/errors.js'
 import type { BlockLocation } from '../state/types.js'
 import type { Forwarder } from './forward.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
@@ -82,6 +83,8 @@ export class WriteGuard implements Stage {
     const proposed = request.gateway as Gateway
     let claimed: BlockLocation | null = null
     let ours = false
+    /** The claim's outcome is unknown: it may have been recorded, and nothing read since says. */
+    let unknown = false
     try {
       const r = await this.sync.store.casLocation(volume, block, 0, this.replication.claimSet(request, proposed), { reason: 'first-write' })
       claimed = r.ok ? r.location : r.current
@@ -90,13 +93,27 @@ export class WriteGuard implements Stage {
     } catch (err) {
       this.claimsFailed.inc()
       this.logger.debug({ err: (err as Error).message, volume, block }, 'could not record a first location')
-      // A claim that timed out may have been recorded all the same (the command reached the
-      // store; its answer did not come back in time). Written to the hashed gateway alone, the
-      // block would then be acknowledged where its recorded set does not look: reads 404 (two
-      // acknowledged writes lost in a fleet replay at load 42). One read, on the same connection
-      // after the claim, tells; a store that does not answer it either is the outage case below.
-      claimed = await this.sync.store.getLocation(volume, block).catch(() => null)
-      if (claimed !== null) this.sync.cache.apply(volume, block, claimed.epoch, claimed, 'resync')
+      if (!wasNotSent(err)) {
+        // A claim that timed out (or whose connection dropped in flight) may have been recorded
+        // all the same: the command reached the store, only its answer did not come back.
+        // Written to the hashed gateway alone, the block would then be acknowledged where its
+        // recorded set does not look: reads 404 (two acknowledged writes lost in a fleet replay
+        // at load 42). One read after the claim tells.
+        try {
+          claimed = await this.sync.store.getLocation(volume, block)
+          if (claimed !== null) this.sync.cache.apply(volume, block, claimed.epoch, claimed, 'resync')
+        } catch {
+          unknown = true
+        }
+      }
+    }
+    if (unknown) {
+      // Neither the claim's answer nor a read came back: the store may name a set this write
+      // would not reach. Refused (nothing was forwarded, nothing is lost), never acknowledged
+      // on a guess; the client's retry finds the store answering or certainly away.
+      handler.onResponseError(null, new ProxyAnswer('FERRY_STATE_UNAVAILABLE',
+        `block ${request.key}: its first location may have been recorded, and the store does not answer to say where; not written, retry`, 503, { 'retry-after': 1 }))
+      return
     }
     if (claimed !== null) {
       if (ours) request.claimedEpoch = claimed.epoch
@@ -104,9 +121,10 @@ export class WriteGuard implements Stage {
       request.gateway = this.gateways.get(claimed.gateway)
       request.fanout = this.replication.fanOut(request)
     } else {
-      // The location could not be recorded (store away): put the block where every proxy
-      // will look for a block without a location — its hashed gateway — not where this
-      // session happens to be bound, or other clients would get 404 once the store is back.
+      // The claim certainly was not recorded (the store was away before it was sent, or the
+      // read after it found no location): put the block where every proxy will look for a block
+      // without a location — its hashed gateway — not where this session happens to be bound,
+      // or other clients would get 404 once the store is back.
       request.gateway = request.hashed ?? proposed
     }
     this.next.dispatch(request, new GuardedWrite(this, request, handler))

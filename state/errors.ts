@@ -14,6 +14,22 @@ export function unavailable (reason: string, cause?: unknown): FerryError {
   return err
 }
 
+/**
+ * FERRY_STATE_UNAVAILABLE for a call that never left this process (no connection was ready to
+ * take it): unlike a timeout or a connection lost in flight, nothing it asked can have been
+ * applied, so a caller may act on "it did not happen" without reading back.
+ */
+export function unsent (reason: string, cause?: unknown): FerryError {
+  const err = new FerryError('FERRY_STATE_UNAVAILABLE', `state store unavailable: ${reason}`, 503, { sent: false })
+  if (cause !== undefined) (err as Error & { cause?: unknown }).cause = cause
+  return err
+}
+
+/** True when the call failed before reaching the store (see unsent): it certainly was not applied. */
+export function wasNotSent (err: unknown): boolean {
+  return err instanceof FerryError && err.code === 'FERRY_STATE_UNAVAILABLE' && err.details?.sent === false
+}
+
 export function invalid (message: string, details?: Record<string, unknown>): FerryError {
   return new FerryError('FERRY_STATE_INVALID', message, 400, details)
 }

@@ -4,7 +4,7 @@ import type { Cluster, Redis, ClusterOptions, RedisOptions } from 'ioredis'
 import { ioredis } from './ioredis.js'
 import { FerryError, isFerryError } from '../../lib/errors.js'
 import type { StateConfig } from '../config.js'
-import { unavailable } from '../errors.js'
+import { unavailable, unsent } from '../errors.js'
 
 /**
  * Building ioredis clients from the `state:` config, with the fault behaviour ferry needs:
@@ -137,8 +137,13 @@ export function mapRedisError (err: unknown): FerryError {
     ;(out as Error & { cause?: unknown }).cause = err
     return out
   }
+  // ioredis refuses a command it has no writable connection for (the offline queue is off):
+  // it never reached Redis.
+  if (NOT_SENT.test(message)) return unsent(`redis: ${message}`, err)
   return unavailable(`redis: ${message}`, err)
 }
+
+const NOT_SENT = /enableOfflineQueue options is false/
 
 export function isUnavailable (err: FerryError): boolean {
   return err.code === 'FERRY_STATE_UNAVAILABLE'

@@ -9,7 +9,7 @@ import {
   encodeSet, liveLocation, newGenerationId, pairsToRecord, sortMigrations
 } from '../codec.js'
 import type { StateConfig } from '../config.js'
-import { conflict, corrupt, tooLarge, unavailable } from '../errors.js'
+import { conflict, corrupt, tooLarge, unavailable, unsent } from '../errors.js'
 import { EventHub } from '../events.js'
 import { KeySpace } from '../keys.js'
 import { StateMetrics } from '../metrics.js'
@@ -187,7 +187,7 @@ export class RedisBackend implements StoreBackend {
    * health bookkeeping (an unavailable error degrades `status()` until the next success).
    */
   private async run<T> (fn: () => Promise<T>): Promise<T> {
-    if (!this.cmdReady) throw unavailable(this.reason() ?? 'not connected')
+    if (!this.cmdReady) throw unsent(this.reason() ?? 'not connected')
     let timer: NodeJS.Timeout | undefined
     try {
       const deadline = new Promise<never>((_resolve, reject) => {
