@@ -52,7 +52,8 @@ s3:
     },
     clientOf: () => '127.0.0.1',
     readersOf: () => [],
-    holdersOf: () => []
+    holdersOf: () => [],
+    receiversOf: () => []
   }
   const index = new MemoryObjectIndex()
   const adapter = new S3Adapter(cfg.s3, undefined, core, index, createLogger('silent'), new Registry())

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { access, constants as fsConstants } from 'node:fs/promises'
 import { timingSafeEqual } from 'node:crypto'
 import { basename, resolve as resolvePath } from 'node:path'
-import { parseWrittenAt, TOMBSTONE_HEADER, WRITTEN_AT_HEADER } from '../lib/block-headers.js'
+import { DIGEST_MISMATCH_HEADER, digestField, parseDigestField, parseWrittenAt, TOMBSTONE_HEADER, WRITTEN_AT_HEADER } from '../lib/block-headers.js'
 import type { ErrorCode } from '../lib/error-codes.js'
 import { FerryError, isFerryError } from '../lib/errors.js'
 import { responseInFlight, sendError, sendJson } from '../lib/http.js'
@@ -484,12 +484,20 @@ export class ReferenceGateway {
     if (writtenAtHeader !== undefined && writtenAt === null) {
       throw new FerryError('INVALID_HEADER', `${WRITTEN_AT_HEADER} must be ms since the epoch (an integer), got ${show(String(writtenAtHeader))}`, 400)
     }
+    const expect = expectedDigests(req)
+    const wantMd5 = parseWantDigest(req.headers['want-repr-digest']).has('md5')
     if (req.headers.expect !== undefined) res.writeContinue()
     // destroyOnReturn: false — when the store stops early (413), the socket must survive long
     // enough to carry the 413 back.
     const body: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => req.iterator({ destroyOnReturn: false }) }
-    const r = await store.put(volume, block, body, { precondition, onBytes: n => this.#metrics.received(n), ...(writtenAt === null ? {} : { writtenAt }) })
-    res.writeHead(r.created ? 201 : 204, r.created ? { etag: r.etag, 'content-length': 0 } : { etag: r.etag })
+    const r = await store.put(volume, block, body, {
+      precondition, onBytes: n => this.#metrics.received(n), md5: wantMd5, ...(expect !== undefined ? { expect } : {}), ...(writtenAt === null ? {} : { writtenAt })
+    })
+    const headers: Record<string, string | number> = { etag: r.etag }
+    if (r.created) headers['content-length'] = 0
+    // What was stored, when a digest was asked for or checked (the proxy takes an S3 ETag from it).
+    if (wantMd5 || expect !== undefined) headers['repr-digest'] = digestField(r.md5 !== undefined ? [['sha-256', r.sha256], ['md5', r.md5]] : [['sha-256', r.sha256]])
+    res.writeHead(r.created ? 201 : 204, headers)
     res.end()
   }
 
@@ -541,7 +549,9 @@ export class ReferenceGateway {
     if (isFerryError(err)) {
       // A 412 tells the client which version it lost to.
       const etag = err.details?.etag
-      return reject(req, res, err.statusCode, err.code, err.message, typeof etag === 'string' ? { etag } : undefined)
+      const algorithm = err.details?.algorithm
+      return reject(req, res, err.statusCode, err.code, err.message,
+        typeof etag === 'string' ? { etag } : typeof algorithm === 'string' ? { [DIGEST_MISMATCH_HEADER]: algorithm } : undefined)
     }
     this.#log.error({ err, method: req.method, url: req.url }, 'request failed')
     reject(req, res, 500, 'INTERNAL', 'internal error')
@@ -644,6 +654,35 @@ function preconditionOf (req: IncomingMessage): Precondition | undefined {
  * response: otherwise Node would read (and discard) the rest of the body to reuse the connection,
  * which for a refused 1 GiB upload is exactly the work the early refusal was meant to avoid.
  */
+/** The digests a PUT declares its body has (block-headers.ts "Digests"); undefined when none. */
+function expectedDigests (req: IncomingMessage): { sha256?: Buffer, md5?: Buffer } | undefined {
+  let out: { sha256?: Buffer, md5?: Buffer } | undefined
+  const declared = req.headers['content-digest']
+  if (declared !== undefined) {
+    const sha256 = parseDigestField(declared).get('sha-256')
+    if (sha256?.length !== 32) throw new FerryError('INVALID_HEADER', 'Content-Digest must carry sha-256=:<base64 of 32 bytes>:', 400)
+    out = { sha256 }
+  }
+  const md5 = req.headers['content-md5']
+  if (md5 !== undefined) {
+    const raw = Buffer.from(String(md5), 'base64')
+    if (raw.length !== 16 || !/^[A-Za-z0-9+/]{22}==$/.test(String(md5))) throw new FerryError('INVALID_HEADER', 'Content-MD5 must be the base64 of 16 bytes', 400)
+    out = { ...out, md5: raw }
+  }
+  return out
+}
+
+/** The algorithms of a Want-Repr-Digest field (`md5=1, sha-256=5`) with a non-zero preference. */
+function parseWantDigest (value: string | string[] | undefined): Set<string> {
+  const out = new Set<string>()
+  if (typeof value !== 'string') return out
+  for (const member of value.split(',')) {
+    const [alg, pref] = member.split('=').map(s => s.trim().toLowerCase())
+    if (alg !== undefined && alg !== '' && pref !== '0') out.add(alg)
+  }
+  return out
+}
+
 function reject (req: IncomingMessage, res: ServerResponse, status: number, code: ErrorCode, message: string, headers?: Record<string, string>): void {
   const close = bodyPending(req)
   sendError(res, status, code, message, close ? { ...headers, connection: 'close' } : headers)

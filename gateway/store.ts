@@ -69,6 +69,14 @@ export interface PutOptions {
    * write to its source. Default: now.
    */
   writtenAt?: number
+  /**
+   * Digests the body must have (raw bytes): checked after the last byte, before the commit, so
+   * a mismatch stores nothing (DIGEST_MISMATCH). A client that signed its body's SHA-256, or
+   * sent Content-MD5, through a proxy that leaves the hashing to the gateway that stores it.
+   */
+  expect?: { sha256?: Buffer, md5?: Buffer }
+  /** Also compute the MD5 of the body (the ETag S3 clients check): returned as `md5`. */
+  md5?: boolean
 }
 
 export interface DeleteOptions {
@@ -88,6 +96,9 @@ export interface PutResult {
   etag: string
   size: number
   created: boolean
+  /** The body's SHA-256 (the ETag's) and, when asked for or checked, its MD5. */
+  sha256: Buffer
+  md5?: Buffer
 }
 
 /** Throws (typically a 412 FerryError) when the block's current ETag (null: absent) forbids the write. */
@@ -173,23 +184,29 @@ export class BlockStore {
    * On any failure (too large, client gone, precondition) the temp file is removed.
    */
   async put (volume: string, block: string, body: AsyncIterable<Buffer>, opts: PutOptions = {}): Promise<PutResult> {
-    const { precondition, onBytes, writtenAt } = opts
+    const { precondition, onBytes, writtenAt, expect } = opts
     const tmp = path.join(this.tmpDir, randomUUID())
     const fh = await open(tmp, 'wx', 0o644)
     let committed = false
     try {
       const hash = createHash('sha256')
+      const md5 = opts.md5 === true || expect?.md5 !== undefined ? createHash('md5') : undefined
       let size = 0
       for await (const chunk of body) {
         size += chunk.length
         onBytes?.(chunk.length)
         if (size > this.maxBlockBytes) throw tooLarge(this.maxBlockBytes)
         hash.update(chunk)
+        md5?.update(chunk)
         await writeAll(fh, chunk)
       }
+      const sha256 = hash.digest()
+      const md5Digest = md5?.digest()
+      if (expect?.sha256 !== undefined && !expect.sha256.equals(sha256)) throw digestMismatch('sha-256')
+      if (expect?.md5 !== undefined && md5Digest !== undefined && !expect.md5.equals(md5Digest)) throw digestMismatch('md5')
       if (writtenAt !== undefined) await fh.utimes(new Date(), new Date(writtenAt))
       await fh.sync()
-      const etag = quote(hash.digest('hex'))
+      const etag = quote(sha256.toString('hex'))
       const key = blockKey(volume, block)
       return await this.#locks.run(key, async () => {
         if (this.#closed) throw new FerryError('GATEWAY_STOPPED', 'the gateway stopped before the write was committed', 503)
@@ -214,7 +231,7 @@ export class BlockStore {
         // Stat through our own fd after the rename (rename changes ctime): the cache entry then
         // describes exactly this inode, even if a later write replaces the path.
         this.#etags.set(key, await fh.stat({ bigint: true }), etag)
-        return { etag, size, created }
+        return { etag, size, created, sha256, ...(md5Digest !== undefined ? { md5: md5Digest } : {}) }
       })
     } finally {
       await fh.close().catch(noop)
@@ -470,6 +487,10 @@ async function readdirOrEmpty (dir: string): Promise<string[]> {
     if (isNotFound(err)) return []
     throw err
   }
+}
+
+function digestMismatch (algorithm: 'sha-256' | 'md5'): FerryError {
+  return new FerryError('DIGEST_MISMATCH', `the body's ${algorithm} does not match the digest the request declared; nothing was stored`, 400, { algorithm })
 }
 
 /** Serialises the commit step per key (check-then-rename must not interleave for one block). */

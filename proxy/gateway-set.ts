@@ -40,6 +40,13 @@ export class Gateway {
    * failure): reads go to another in-sync member while one can serve (proxy/drained.ts).
    */
   drained = false
+  /**
+   * Whether it has shown that it checks the digests a PUT declares and reports the MD5 of what it
+   * stored (lib/block-headers.ts "Digests"): its last answer to an S3 upload that asked said so.
+   * Learned rather than taken from `kind`, whose default is `ferry`: a gateway that is something
+   * else never shows it, and the S3 front end keeps hashing the bodies it sends there.
+   */
+  reportsDigests = false
   // Running totals of what real traffic saw, for the planner's passive telemetry.
   requests = 0
   errors = 0

@@ -376,7 +376,14 @@ export class ReplicatedWrite {
       return
     }
     request.location = after
-    const first = answers.find(a => a.gateway.id === after.gateway && ok(a)) ?? answers.find(a => ok(a)) as MemberResult
+    let first = answers.find(a => a.gateway.id === after.gateway && ok(a)) ?? answers.find(a => ok(a)) as MemberResult
+    // The digest of what was stored (lib/block-headers.ts "Digests") stands for the write only
+    // when every member that stored it reported one: the S3 front end takes its ETag from it,
+    // and learns from it which gateways check what a client declared.
+    if (first.headers['repr-digest'] !== undefined && answers.some(a => ok(a) && a.headers['repr-digest'] === undefined)) {
+      const { 'repr-digest': _dropped, ...headers } = first.headers
+      first = { ...first, headers }
+    }
     relay(handler, controller, first, request)
   }
 

@@ -444,6 +444,15 @@ export class ProxyServer {
     return route.location.members.map(id => this.gateways.get(id))
   }
 
+  /**
+   * The gateways a dispatched write's body goes to: every member of a fanned-out write's set
+   * (joining ones included), else the one gateway.
+   */
+  receiversOf (request: ProxyRequest): Array<Gateway | undefined> {
+    if (request.fanout !== undefined && request.location !== undefined) return request.location.members.map(id => this.gateways.get(id))
+    return [request.gateway]
+  }
+
   get maxBodyBytes (): number { return this.config.proxy.maxBodyBytes }
 
   get via (): string { return this.forwarder.via }

@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import { Counter, type Registry } from 'prom-client'
-import { TOMBSTONE_HEADER } from '../../lib/block-headers.js'
+import { digestField, parseDigestField, TOMBSTONE_HEADER } from '../../lib/block-headers.js'
 import { answerErrorsWith, discardUnreadBody } from '../../lib/http.js'
 import { blockOfKey, blockOfPart, isValidId, isValidObjectKey, OBJECT_KEY_MAX_BYTES } from '../../lib/ids.js'
 import type { Logger } from '../../lib/log.js'
@@ -11,7 +11,7 @@ import type { ListedObject, ListFrom, ObjectIndex, ObjectMeta, PartRecord, Uploa
 import type { Gateway } from '../gateway-set.js'
 import { PathPattern } from '../path-pattern.js'
 import type { BlockOperation, ProxyRequest } from '../request.js'
-import { AwsChunkedDecoder, BodyCheck, ByteRange, CHECKSUM_ALGORITHMS, feed, type BodyExpectations, type ChecksumAlgorithm, type Trailers } from './body.js'
+import { AwsChunkedDecoder, BodyCheck, ByteRange, CHECKSUM_ALGORITHMS, feed, type BodyExpectations, type BodyResult, type ChecksumAlgorithm, type Trailers } from './body.js'
 import type { S3Config } from './config.js'
 import { S3Error, s3CodeOf } from './errors.js'
 import { pendingS3Errors, S3Reply, type ReplyPlan } from './reply.js'
@@ -24,6 +24,8 @@ import { doc, el, errorXml, isoDate, parseXml, text } from './xml.js'
 /** What the adapter needs of the proxy core (ProxyServer): one block operation at a time. */
 export interface BlockCore {
   dispatchBlock (op: BlockOperation): void
+  /** The gateways a dispatched write's body goes to (every member it is fanned out to). */
+  receiversOf (request: ProxyRequest): Array<Gateway | undefined>
   /** The client's address as the core sees it (X-Forwarded-For from trusted proxies). */
   clientOf (req: IncomingMessage): string
   /** The gateways a block may be read from now, best first (in-sync members only). */
@@ -94,6 +96,7 @@ export class S3Adapter {
   /** Authentication failures per client address in the current window (from its first failure). */
   private readonly failuresByClient = new Map<string, { count: number, until: number }>()
   private readonly requests: Counter
+  private readonly digestSources: Counter<'by'>
   /** The counter's child per operation: labels hashed once, not on every request. */
   private readonly requestsByOp = new Map<string, Counter.Internal>()
 
@@ -101,6 +104,7 @@ export class S3Adapter {
     this.cfg = cfg
     this.authFailures = new Counter({ name: 'ferry_s3_auth_failures_total', help: 'S3 requests refused by authentication or authorisation, by S3 code', labelNames: ['code'], registers: [registry] })
     this.rateLimited = new Counter({ name: 'ferry_s3_auth_rate_limited_total', help: 'signed S3 requests refused with SlowDown because their client address failed authentication too often', registers: [registry] })
+    this.digestSources = new Counter({ name: 'ferry_s3_upload_digests_total', help: 'S3 uploads by who hashed the body for its ETag and declared digests: the proxy, or the gateways that stored it (lib/block-headers.ts "Digests")', labelNames: ['by'], registers: [registry] })
     this.requests = new Counter({ name: 'ferry_s3_requests_total', help: 'S3 requests by operation', labelNames: ['op'], registers: [registry] })
     this.reconfigure(cfg, zone)
   }
@@ -546,7 +550,8 @@ export class S3Adapter {
     return out
   }
 
-  private dispatch (c: Ctx, method: ProxyRequest['method'], volume: string, block: string, body: NodeJS.ReadableStream | null, headers: string[], plan: ReplyPlan, bodyError: () => S3Error | undefined = () => undefined): void {
+  private dispatch (c: Ctx, method: ProxyRequest['method'], volume: string, block: string, body: NodeJS.ReadableStream | null, headers: string[], plan: ReplyPlan,
+    bodyError: () => S3Error | undefined = () => undefined, digests?: UploadDigests): void {
     this.core.dispatchBlock({
       req: c.req,
       res: c.res,
@@ -557,7 +562,10 @@ export class S3Adapter {
       // A client's delete leaves a tombstone (gateway/README.md "Tombstones"), as on the plain path.
       upstreamHeaders: this.upstreamHeaders(c, method === 'DELETE' ? [...headers, TOMBSTONE_HEADER, '1'] : headers),
       ...(c.principal.user !== undefined ? { user: c.principal.user } : {}),
-      wrap: (client, request) => new S3Reply(client, request, plan, bodyError)
+      wrap: (client, request) => {
+        digests?.bind(request)
+        return new S3Reply(client, request, plan, bodyError)
+      }
     })
   }
 
@@ -565,7 +573,7 @@ export class S3Adapter {
    * The body of an upload as the gateway is to get it: aws-chunked framing decoded (chunk
    * signatures checked), and every declared digest and length checked before its end is let go.
    */
-  private uploadBody (c: Ctx): { body: NodeJS.ReadableStream, check: BodyCheck, length: number | undefined, failed: () => S3Error | undefined } {
+  private uploadBody (c: Ctx): { body: NodeJS.ReadableStream, check: BodyCheck, headers: string[], failed: () => S3Error | undefined } {
     const { req } = c
     const h = req.headers
     const payload = c.sig?.payloadHash
@@ -624,7 +632,12 @@ export class S3Adapter {
     } else {
       body = feed(req, check)
     }
-    return { body, check, length, failed: () => failed }
+    // For the gateways that check what the client declared and report the MD5 themselves
+    // (lib/block-headers.ts "Digests"; BodyCheck.leaveDigestsTo): others ignore these headers.
+    const headers = length !== undefined ? ['content-length', String(length), 'want-repr-digest', 'md5=1'] : ['want-repr-digest', 'md5=1']
+    if (expect.sha256Hex !== undefined) headers.push('content-digest', digestField([['sha-256', Buffer.from(expect.sha256Hex, 'hex')]]))
+    if (expect.contentMd5 !== undefined) headers.push('content-md5', expect.contentMd5)
+    return { body, check, headers, failed: () => failed }
   }
 
   private objectHeaders (c: Ctx): Pick<ObjectMeta, 'contentType' | 'meta' | 'headers'> {
@@ -655,19 +668,20 @@ export class S3Adapter {
     const headers = this.objectHeaders(c)
     const up = this.uploadBody(c)
     const block = blockOfKey(key)
-    this.dispatch(c, 'PUT', bucket, block, up.body, up.length !== undefined ? ['content-length', String(up.length)] : [], {
+    const digests = new UploadDigests(this.core, up.check, this.digestSources)
+    this.dispatch(c, 'PUT', bucket, block, up.body, up.headers, {
       kind: 'write',
       resource: c.resource,
       requestId: c.requestId,
-      commit: async () => {
+      commit: async answer => {
         const r = up.check.result as NonNullable<BodyCheck['result']>
-        const etag = r.md5.toString('hex')
+        const etag = digests.md5(answer)
         await this.index.putObject(bucket, key, { etag, size: r.size, lastModified: Date.now(), ...headers })
         const out: Record<string, string> = { etag: `"${etag}"` }
         if (r.checksum !== undefined) out[`x-amz-checksum-${r.checksum.alg}`] = r.checksum.value
         return { headers: out }
       }
-    }, up.failed)
+    }, up.failed, digests)
   }
 
   private async getObject (c: Ctx, bucket: string, key: string, head: boolean): Promise<void> {
@@ -825,7 +839,7 @@ export class S3Adapter {
       commit: async () => {
         const r = check.result as NonNullable<BodyCheck['result']>
         // A multipart source keeps its ETag (it names the parts, which the copy keeps).
-        const etag = meta.parts !== undefined ? meta.etag : r.md5.toString('hex')
+        const etag = meta.parts !== undefined ? meta.etag : (r.md5 as Buffer).toString('hex') // a copy is hashed here: it declares no digest to leave to a gateway
         const now = Date.now()
         await this.index.putObject(bucket, key, { etag, size: r.size, lastModified: now, ...kept, ...(meta.parts !== undefined ? { parts: meta.parts } : {}) })
         return { headers: { 'content-type': 'application/xml' }, body: doc('CopyObjectResult', `${el('LastModified', isoDate(now))}${el('ETag', `"${etag}"`)}`) }
@@ -854,13 +868,14 @@ export class S3Adapter {
     if (c.req.headers['x-amz-copy-source'] !== undefined) return await this.uploadPartCopy(c, bucket, key, uploadId, n)
     await this.upload(bucket, key, uploadId)
     const up = this.uploadBody(c)
-    this.dispatch(c, 'PUT', bucket, blockOfPart(uploadId, n), up.body, up.length !== undefined ? ['content-length', String(up.length)] : [], {
+    const digests = new UploadDigests(this.core, up.check, this.digestSources)
+    this.dispatch(c, 'PUT', bucket, blockOfPart(uploadId, n), up.body, up.headers, {
       kind: 'write',
       resource: c.resource,
       requestId: c.requestId,
-      commit: async () => {
+      commit: async answer => {
         const r = up.check.result as NonNullable<BodyCheck['result']>
-        const etag = r.md5.toString('hex')
+        const etag = digests.md5(answer)
         // Aborted or completed while the part streamed: the part is an orphan, not acknowledged.
         if (await this.index.getUpload(bucket, uploadId) === null) {
           await this.deleteBlock(bucket, blockOfPart(uploadId, n)).catch(() => {})
@@ -869,7 +884,7 @@ export class S3Adapter {
         await this.index.putPart(bucket, uploadId, { part: n, etag, size: r.size, lastModified: Date.now() })
         return { headers: { etag: `"${etag}"` } }
       }
-    }, up.failed)
+    }, up.failed, digests)
   }
 
   /**
@@ -904,7 +919,7 @@ export class S3Adapter {
       requestId: c.requestId,
       commit: async () => {
         const r = check.result as NonNullable<BodyCheck['result']>
-        const etag = r.md5.toString('hex')
+        const etag = (r.md5 as Buffer).toString('hex') // hashed here, as a copy
         if (await this.index.getUpload(bucket, uploadId) === null) {
           await this.deleteBlock(bucket, blockOfPart(uploadId, n)).catch(() => {})
           throw new S3Error('NoSuchUpload', 'The specified upload does not exist.')
@@ -1050,6 +1065,40 @@ function writeError (res: ServerResponse, e: S3Error, resource: string, requestI
 }
 
 /** Whether the query names a subresource (not just x-id, which SDKs add, or presigning parameters). */
+/**
+ * Where an upload's MD5 (its ETag) and its declared digests are computed: by the gateways that
+ * store the body, once every one of them has shown it checks declared digests and reports the
+ * MD5 (Gateway.reportsDigests), else here (BodyCheck.leaveDigestsTo). Each answer teaches the
+ * receivers' `reportsDigests` again, so a gateway that stops reporting is hashed for at once.
+ */
+class UploadDigests {
+  private request: ProxyRequest | undefined
+
+  constructor (private readonly core: BlockCore, private readonly check: BodyCheck, private readonly sources: Counter<'by'>) {}
+
+  /** The write's request, once the core made it; from its first dispatch on its receivers are known. */
+  bind (request: ProxyRequest): void {
+    this.request = request
+    this.check.leaveDigestsTo(() => request.attempts === 0 ? undefined : this.core.receiversOf(request).every(g => g !== undefined && g.kind === 'ferry' && g.reportsDigests))
+  }
+
+  /**
+   * The body's MD5 (hex) for an acknowledged upload: hashed here, or the one the gateways report
+   * (`Repr-Digest`). A body left to gateways that did not report it is not acknowledged: whether
+   * they checked what the client declared is then unknown.
+   */
+  md5 (answer: IncomingHttpHeaders): string {
+    const reported = parseDigestField(answer['repr-digest']).get('md5')
+    const ok = reported?.length === 16
+    if (this.request !== undefined) for (const g of this.core.receiversOf(this.request)) if (g !== undefined) g.reportsDigests = ok
+    const own = (this.check.result as BodyResult).md5
+    if (own !== undefined) { this.sources.inc({ by: 'proxy' }); return own.toString('hex') }
+    if (!ok) throw new S3Error('InternalError', 'the gateway stored the object without reporting its MD5 (Repr-Digest), so what the request declared was not checked; not acknowledged, retry')
+    this.sources.inc({ by: 'gateway' })
+    return (reported as Buffer).toString('hex')
+  }
+}
+
 function hasSubresource (q: URLSearchParams): boolean {
   for (const k of q.keys()) if (k !== 'x-id' && !k.toLowerCase().startsWith('x-amz-')) return true
   return false

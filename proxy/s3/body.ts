@@ -253,7 +253,8 @@ export interface BodyExpectations {
   trailerChecksum?: { alg: ChecksumAlgorithm, trailers: Trailers }
 }
 
-export interface BodyResult { md5: Buffer, size: number, checksum?: { alg: ChecksumAlgorithm, value: string } }
+/** `md5` is undefined when the gateways that store the body compute it (BodyCheck.leaveDigestsTo). */
+export interface BodyResult { md5: Buffer | undefined, size: number, checksum?: { alg: ChecksumAlgorithm, value: string } }
 
 /**
  * Computes the MD5 (the S3 ETag) of the body as it streams and checks every declared digest and
@@ -262,9 +263,11 @@ export interface BodyResult { md5: Buffer, size: number, checksum?: { alg: Check
  */
 export class BodyCheck extends Transform {
   result: BodyResult | undefined
-  private readonly md5 = createHash('md5')
+  private md5: Hash | undefined = createHash('md5')
   /** Only when the client signed the body's SHA-256: most uploads do not need it. */
-  private readonly sha: Hash | undefined
+  private sha: Hash | undefined
+  /** Whether the gateways receiving the body check its declared digests and answer its MD5; undefined: not known yet. */
+  private upstream: (() => boolean | undefined) | undefined
   private readonly sum: { alg: ChecksumAlgorithm, h: { update: (b: Buffer) => void, digest: () => Buffer } } | undefined
   private size = 0
   private pending: Buffer | undefined
@@ -276,11 +279,31 @@ export class BodyCheck extends Transform {
     if (alg !== undefined) this.sum = { alg, h: checksummer(alg) }
   }
 
+  /**
+   * Leaves the MD5 (the ETag), Content-MD5 and the signed SHA-256 to the gateways that store the
+   * body, once `upstream()` says every one of them checks a PUT's declared digests itself and
+   * answers its MD5 (lib/block-headers.ts "Digests"; the reference gateway, which hashes every
+   * body anyway): hashing 64 KiB twice more here was most of a signed PUT's cost at the proxy.
+   * Until the body's route is known (`upstream()` undefined) it hashes, so nothing goes unchecked;
+   * a body with any other receiver (nginx, whose check could not stop its commit) is checked here.
+   */
+  leaveDigestsTo (upstream: () => boolean | undefined): void {
+    this.upstream = upstream
+  }
+
+  private decide (): void {
+    const verdict = (this.upstream as () => boolean | undefined)()
+    if (verdict === undefined) return
+    this.upstream = undefined
+    if (verdict) { this.md5 = undefined; this.sha = undefined }
+  }
+
   override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.size += chunk.length
     if (this.size > this.expect.maxBytes) { cb(new S3Error('EntityTooLarge', `the body exceeds ${this.expect.maxBytes} bytes`)); return }
     if (this.expect.length !== undefined && this.size > this.expect.length) { cb(new S3Error('IncompleteBody', 'the body is longer than declared')); return }
-    this.md5.update(chunk)
+    if (this.upstream !== undefined) this.decide()
+    this.md5?.update(chunk)
     this.sha?.update(chunk)
     this.sum?.h.update(chunk)
     const prev = this.pending
@@ -291,9 +314,10 @@ export class BodyCheck extends Transform {
 
   override _flush (cb: TransformCallback): void {
     const e = this.expect
-    const md5 = this.md5.digest()
+    if (this.upstream !== undefined) this.decide()
+    const md5 = this.md5?.digest()
     if (e.length !== undefined && this.size !== e.length) { cb(new S3Error('IncompleteBody', `the body has ${this.size} bytes, ${e.length} were declared`)); return }
-    if (e.contentMd5 !== undefined && md5.toString('base64') !== e.contentMd5) { cb(new S3Error('BadDigest', 'the Content-MD5 you specified did not match what we received')); return }
+    if (md5 !== undefined && e.contentMd5 !== undefined && md5.toString('base64') !== e.contentMd5) { cb(new S3Error('BadDigest', 'the Content-MD5 you specified did not match what we received')); return }
     if (this.sha !== undefined && this.sha.digest('hex') !== e.sha256Hex) { cb(new S3Error('XAmzContentSHA256Mismatch', 'the provided x-amz-content-sha256 header does not match what was computed')); return }
     let checksum: BodyResult['checksum']
     if (this.sum !== undefined) {

@@ -4,6 +4,7 @@ import { ProxyAnswer, type IncomingHttpHeaders, type ProxyRequest, type Response
 import { S3Error, s3CodeOfGatewayStatus } from './errors.js'
 import type { ObjectMeta } from '../../state/objects.js'
 import { errorXml } from './xml.js'
+import { DIGEST_MISMATCH_HEADER } from '../../lib/block-headers.js'
 
 /**
  * S3 errors that end a request inside the handler chain (a chunk signature or a digest that
@@ -25,8 +26,11 @@ export interface ReadPlan {
 
 export interface WritePlan {
   kind: 'write'
-  /** Runs once the gateway acknowledged the write (2xx); what it returns is the client's answer. */
-  commit: () => Promise<{ status?: number, headers: Record<string, string>, body?: string }>
+  /**
+   * Runs once the gateway acknowledged the write (2xx), with the gateway's answer's headers (its
+   * `Repr-Digest`, when the body's MD5 was left to it); what it returns is the client's answer.
+   */
+  commit: (answer: IncomingHttpHeaders) => Promise<{ status?: number, headers: Record<string, string>, body?: string }>
   /** A 404 from the gateway counts as success (DELETE of a missing object). */
   notFoundOk?: boolean
   resource: string
@@ -42,6 +46,8 @@ export type ReplyPlan = ReadPlan | WritePlan
  */
 export class S3Reply implements ResponseHandler {
   private status = 0
+  /** The gateway's answer's headers. */
+  private answerHeaders: IncomingHttpHeaders = {}
   /** Read: body bytes seen so far and the slice to pass on (when the gateway ignored Range). */
   private pos = 0
   private slice: { start: number, end: number } | undefined
@@ -57,6 +63,7 @@ export class S3Reply implements ResponseHandler {
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
     if (statusCode < 200) return
     this.status = statusCode
+    this.answerHeaders = headers
     const plan = this.plan
     if (plan.kind === 'write') return // answered at the end, after the commit
     if (statusCode >= 300) {
@@ -118,10 +125,16 @@ export class S3Reply implements ResponseHandler {
     if (plan.kind === 'read') { this.inner.onResponseEnd(controller, trailers); return }
     const ok = (this.status >= 200 && this.status < 300) || (this.status === 404 && plan.notFoundOk === true)
     if (!ok) {
-      this.answer(controller, new S3Error(s3CodeOfGatewayStatus(this.status), `the gateway refused the write with ${this.status}`))
+      // A digest the client declared, checked by the gateway that stores the body (BodyCheck.leaveDigestsTo).
+      const mismatch = this.status === 400 ? this.answerHeaders[DIGEST_MISMATCH_HEADER] : undefined
+      this.answer(controller, mismatch === 'sha-256'
+        ? new S3Error('XAmzContentSHA256Mismatch', 'the provided x-amz-content-sha256 header does not match what was computed')
+        : mismatch === 'md5'
+          ? new S3Error('BadDigest', 'the Content-MD5 you specified did not match what we received')
+          : new S3Error(s3CodeOfGatewayStatus(this.status), `the gateway refused the write with ${this.status}`))
       return
     }
-    plan.commit().then(r => {
+    plan.commit(this.answerHeaders).then(r => {
       const body = r.body ?? ''
       this.inner.onResponseStart(controller, r.status ?? 200, { ...r.headers, 'content-length': String(Buffer.byteLength(body)) })
       if (body !== '') this.inner.onResponseData(controller, Buffer.from(body))

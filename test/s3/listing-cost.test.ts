@@ -43,7 +43,7 @@ async function list (adapter: S3Adapter, url: string): Promise<{ status: number,
 
 t.test('a delimited listing seeks past each common prefix instead of reading its keys', async t => {
   const cfg = parseConfig('sites: [{ name: s, subnets: [127.0.0.0/8], edges: [127.0.0.1] }]\ngateways: [{ id: g, url: "http://127.0.0.1:1", site: s }]\ns3: { anonymous: ["*"] }\n', 'listing-cost.yaml')
-  const core: BlockCore = { maxBodyBytes: 1 << 30, via: '1.1 ferry', dispatchBlock () { throw new Error('a listing needs no block') }, clientOf: () => '127.0.0.1', readersOf: () => [], holdersOf: () => [] }
+  const core: BlockCore = { maxBodyBytes: 1 << 30, via: '1.1 ferry', dispatchBlock () { throw new Error('a listing needs no block') }, clientOf: () => '127.0.0.1', readersOf: () => [], holdersOf: () => [], receiversOf: () => [] }
   const index = new CountingIndex()
   const adapter = new S3Adapter(cfg.s3, undefined, core, index, silentLogger, new Registry())
   t.teardown(() => adapter.close())
