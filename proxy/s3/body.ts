@@ -210,6 +210,11 @@ export class AwsChunkedDecoder extends Transform {
  * whoever reads it — the gateway's request — fails instead of waiting. Not `stream.pipeline`
  * itself: per request it builds an AbortController and, on every finish, a DOMException with its
  * stack trace, which cost more than the rest of an upload's bookkeeping.
+ *
+ * The bytes start to flow only when `through` is first read, i.e. once the core has dispatched
+ * the upload to its gateways: a transform does its work (a hash, a chunk signature) on the first
+ * chunk as soon as it arrives, and the first chunk of a small upload is most of it. Until then
+ * what `through` does with it may not be decided yet (BodyCheck.leaveDigestsTo).
  */
 export function feed<T extends Transform> (source: Readable | NodeJS.ReadableStream, through: T): T {
   const src = source as Readable
@@ -220,7 +225,12 @@ export function feed<T extends Transform> (source: Readable | NodeJS.ReadableStr
   src.on('error', onError)
   src.once('close', onClose)
   src.once('end', () => { src.off('close', onClose) })
-  src.pipe(through)
+  const read = through._read
+  through._read = function (size: number): void {
+    through._read = read
+    src.pipe(through)
+    read.call(through, size)
+  }
   return through
 }
 
@@ -263,9 +273,11 @@ export interface BodyResult { md5: Buffer | undefined, size: number, checksum?: 
  */
 export class BodyCheck extends Transform {
   result: BodyResult | undefined
-  private md5: Hash | undefined = createHash('md5')
+  private md5: Hash | undefined
   /** Only when the client signed the body's SHA-256: most uploads do not need it. */
   private sha: Hash | undefined
+  /** Hashes here (MD5, and the signed SHA-256): until leaveDigestsTo's test says the gateways do. */
+  private local = true
   /** Whether the gateways receiving the body check its declared digests and answer its MD5; undefined: not known yet. */
   private upstream: (() => boolean | undefined) | undefined
   private readonly sum: { alg: ChecksumAlgorithm, h: { update: (b: Buffer) => void, digest: () => Buffer } } | undefined
@@ -274,7 +286,6 @@ export class BodyCheck extends Transform {
 
   constructor (private readonly expect: BodyExpectations) {
     super()
-    if (expect.sha256Hex !== undefined) this.sha = createHash('sha256')
     const alg = expect.checksum?.alg ?? expect.trailerChecksum?.alg
     if (alg !== undefined) this.sum = { alg, h: checksummer(alg) }
   }
@@ -295,7 +306,7 @@ export class BodyCheck extends Transform {
     const verdict = (this.upstream as () => boolean | undefined)()
     if (verdict === undefined) return
     this.upstream = undefined
-    if (verdict) { this.md5 = undefined; this.sha = undefined }
+    if (verdict) { this.local = false; this.md5 = undefined; this.sha = undefined }
   }
 
   override _transform (chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -303,8 +314,10 @@ export class BodyCheck extends Transform {
     if (this.size > this.expect.maxBytes) { cb(new S3Error('EntityTooLarge', `the body exceeds ${this.expect.maxBytes} bytes`)); return }
     if (this.expect.length !== undefined && this.size > this.expect.length) { cb(new S3Error('IncompleteBody', 'the body is longer than declared')); return }
     if (this.upstream !== undefined) this.decide()
-    this.md5?.update(chunk)
-    this.sha?.update(chunk)
+    if (this.local) {
+      (this.md5 ??= createHash('md5')).update(chunk)
+      if (this.expect.sha256Hex !== undefined) (this.sha ??= createHash('sha256')).update(chunk)
+    }
     this.sum?.h.update(chunk)
     const prev = this.pending
     this.pending = chunk
@@ -315,10 +328,10 @@ export class BodyCheck extends Transform {
   override _flush (cb: TransformCallback): void {
     const e = this.expect
     if (this.upstream !== undefined) this.decide()
-    const md5 = this.md5?.digest()
+    const md5 = this.local ? (this.md5 ?? createHash('md5')).digest() : undefined
     if (e.length !== undefined && this.size !== e.length) { cb(new S3Error('IncompleteBody', `the body has ${this.size} bytes, ${e.length} were declared`)); return }
     if (md5 !== undefined && e.contentMd5 !== undefined && md5.toString('base64') !== e.contentMd5) { cb(new S3Error('BadDigest', 'the Content-MD5 you specified did not match what we received')); return }
-    if (this.sha !== undefined && this.sha.digest('hex') !== e.sha256Hex) { cb(new S3Error('XAmzContentSHA256Mismatch', 'the provided x-amz-content-sha256 header does not match what was computed')); return }
+    if (this.local && e.sha256Hex !== undefined && (this.sha ?? createHash('sha256')).digest('hex') !== e.sha256Hex) { cb(new S3Error('XAmzContentSHA256Mismatch', 'the provided x-amz-content-sha256 header does not match what was computed')); return }
     let checksum: BodyResult['checksum']
     if (this.sum !== undefined) {
       const got = this.sum.h.digest().toString('base64')
