@@ -31,6 +31,39 @@ export function sandboxYaml (ports: SandboxPorts = SANDBOX_PORTS): string {
   return stringify(sandboxConfig(ports))
 }
 
+const SANDBOX_DIR_PREFIX = 'ferry-sandbox-'
+
+/**
+ * Removes the gateway directories of sandboxes whose process is gone. A sandbox removes its own
+ * when it stops, but one that never got to (SIGKILL, a second Ctrl-C, a crashed test) would leave
+ * them in the temp directory for good. Only `ferry-sandbox-<pid>-…` with no process of that pid
+ * is removed: a directory whose pid is alive (or was reused) is left alone.
+ */
+export function sweepAbandonedSandboxes (tmp: string, logger: Logger): void {
+  let entries: string[]
+  try { entries = fs.readdirSync(tmp) } catch { return }
+  for (const name of entries) {
+    const m = /^ferry-sandbox-(\d+)-[A-Za-z0-9]{6}$/.exec(name)
+    if (m === null || processAlive(Number(m[1]))) continue
+    try {
+      fs.rmSync(path.join(tmp, name), { recursive: true, force: true })
+      logger.info({ dir: path.join(tmp, name) }, 'removed the directory of a sandbox that did not stop')
+    } catch (err) {
+      logger.warn({ err: (err as Error).message, dir: path.join(tmp, name) }, 'could not remove an abandoned sandbox directory')
+    }
+  }
+}
+
+function processAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    // EPERM: it exists, owned by someone else.
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH'
+  }
+}
+
 /**
  * Everything on loopback: three reference gateways in temporary directories, and a ferry node
  * on the embedded config. Going through the YAML text means the sandbox validates exactly like
@@ -40,17 +73,20 @@ export class Sandbox {
   readonly gateways: ReferenceGateway[] = []
   readonly node: FerryNode
   readonly config: FerryConfig
-  private readonly dirs: string[] = []
+  /** Holds every gateway's directory; its name carries this process's pid (sweepAbandonedSandboxes). */
+  private readonly root: string
   private driver: ScenarioDriver | undefined
   private feed: ScenarioTelemetryFeed | undefined
 
   constructor (private readonly opts: SandboxOptions) {
     const ports: SandboxPorts = { ...SANDBOX_PORTS, ...opts.ports }
     this.config = opts.config ?? parseConfig(sandboxYaml(ports), '<embedded sandbox config>')
+    sweepAbandonedSandboxes(os.tmpdir(), opts.logger)
+    this.root = fs.mkdtempSync(path.join(os.tmpdir(), `${SANDBOX_DIR_PREFIX}${process.pid}-`))
     for (const g of this.config.gateways) {
       const url = new URL(g.url)
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), `ferry-sandbox-${g.id}-`))
-      this.dirs.push(dir)
+      const dir = path.join(this.root, g.id)
+      fs.mkdirSync(dir)
       // As large as the proxy takes: a multipart S3 upload is stored as one block.
       this.gateways.push(new ReferenceGateway({ id: g.id, dir, host: url.hostname, port: Number(url.port), maxBlockBytes: this.config.proxy.maxBodyBytes, logger: opts.logger.child({ role: 'gateway' }) }))
     }
@@ -87,7 +123,7 @@ export class Sandbox {
     await this.driver?.stop()
     await this.node.stop()
     await Promise.all(this.gateways.map(g => g.stop()))
-    for (const d of this.dirs) fs.rmSync(d, { recursive: true, force: true })
+    fs.rmSync(this.root, { recursive: true, force: true })
   }
 
   /** The embedded key when the config is the embedded one (a user's own secrets are never printed). */

@@ -1092,6 +1092,8 @@ class UploadDigests {
     const ok = reported?.length === 16
     if (this.request !== undefined) for (const g of this.core.receiversOf(this.request)) if (g !== undefined) g.reportsDigests = ok
     const own = (this.check.result as BodyResult).md5
+    // Both known and different: the gateways stored other bytes than were sent.
+    if (own !== undefined && ok && !own.equals(reported as Buffer)) throw new S3Error('InternalError', 'the gateway reports another MD5 than the body it was sent; not acknowledged, retry')
     if (own !== undefined) { this.sources.inc({ by: 'proxy' }); return own.toString('hex') }
     if (!ok) throw new S3Error('InternalError', 'the gateway stored the object without reporting its MD5 (Repr-Digest), so what the request declared was not checked; not acknowledged, retry')
     this.sources.inc({ by: 'gateway' })
