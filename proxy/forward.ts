@@ -58,6 +58,7 @@ export class Forwarder implements Stage {
       return
     }
     if (request.attempts++ === 0) {
+      if (request.bodyAt !== undefined) request.body = request.bodyAt(request)
       this.inflight++
       request.startedAt = performance.now()
       // The upload's bytes, counted once as it starts (a chunked one is counted by BodyLimit).

@@ -22,8 +22,10 @@ export interface ProxyRequest {
   readonly key: string
   /** PUT or DELETE. */
   readonly write: boolean
-  /** What is sent upstream: the request itself, the request through a BodyLimit, or null. */
-  readonly body: NodeJS.ReadableStream | null
+  /** What is sent upstream: the request itself, the request through a BodyLimit, or null (see bodyAt). */
+  body: NodeJS.ReadableStream | null
+  /** Chooses `body` at the first dispatch to a gateway, once the gateways it goes to are known (BlockOperation.bodyAt). */
+  bodyAt?: (request: ProxyRequest) => NodeJS.ReadableStream
   /** The client (the socket peer, or the first untrusted X-Forwarded-For hop). */
   readonly client: string
   readonly site: string | undefined
@@ -117,6 +119,12 @@ export interface BlockOperation {
   block: string
   /** What is sent upstream (null: no body). */
   body: NodeJS.ReadableStream | null
+  /**
+   * What is sent upstream instead of `body`, chosen when the request is first dispatched and its
+   * gateways are known: an adapter that checks a body only where the gateways do not (S3 uploads
+   * to gateways that check digests themselves go as the client's request, unwrapped).
+   */
+  bodyAt?: (request: ProxyRequest) => NodeJS.ReadableStream
   /** Headers for the gateway, when the adapter decides them (see ProxyRequest.upstreamHeaders). */
   upstreamHeaders?: string[]
   user?: string

@@ -397,6 +397,7 @@ export class ProxyServer {
       placedSet, fanout: undefined, claimedEpoch: undefined, attempts: 0, status: 0, startedAt: 0
     }
     if (op.upstreamHeaders !== undefined) request.upstreamHeaders = op.upstreamHeaders
+    if (op.bodyAt !== undefined) request.bodyAt = op.bodyAt
     if (op.user !== undefined) request.user = op.user
     // Synchronous down to the gateway's pool unless a stage has to wait (a session read from the
     // store, a write held in cut-over, a first write's location recorded).

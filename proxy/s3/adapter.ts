@@ -562,6 +562,7 @@ export class S3Adapter {
       // A client's delete leaves a tombstone (gateway/README.md "Tombstones"), as on the plain path.
       upstreamHeaders: this.upstreamHeaders(c, method === 'DELETE' ? [...headers, TOMBSTONE_HEADER, '1'] : headers),
       ...(c.principal.user !== undefined ? { user: c.principal.user } : {}),
+      ...(digests !== undefined ? { bodyAt: digests.bodyAt } : {}),
       wrap: (client, request) => {
         digests?.bind(request)
         return new S3Reply(client, request, plan, bodyError)
@@ -573,7 +574,7 @@ export class S3Adapter {
    * The body of an upload as the gateway is to get it: aws-chunked framing decoded (chunk
    * signatures checked), and every declared digest and length checked before its end is let go.
    */
-  private uploadBody (c: Ctx): { body: NodeJS.ReadableStream, check: BodyCheck, headers: string[], failed: () => S3Error | undefined } {
+  private uploadBody (c: Ctx): { body: NodeJS.ReadableStream, check: BodyCheck, headers: string[], plainLength: number | undefined, failed: () => S3Error | undefined } {
     const { req } = c
     const h = req.headers
     const payload = c.sig?.payloadHash
@@ -637,7 +638,9 @@ export class S3Adapter {
     const headers = length !== undefined ? ['content-length', String(length), 'want-repr-digest', 'md5=1'] : ['want-repr-digest', 'md5=1']
     if (expect.sha256Hex !== undefined) headers.push('content-digest', digestField([['sha-256', Buffer.from(expect.sha256Hex, 'hex')]]))
     if (expect.contentMd5 !== undefined) headers.push('content-md5', expect.contentMd5)
-    return { body, check, headers, failed: () => failed }
+    // Nothing but digests to check (which gateways may take over): the body may go unwrapped.
+    const plainLength = !streaming && h['content-length'] !== undefined && expect.checksum === undefined ? length : undefined
+    return { body, check, headers, plainLength, failed: () => failed }
   }
 
   private objectHeaders (c: Ctx): Pick<ObjectMeta, 'contentType' | 'meta' | 'headers'> {
@@ -668,14 +671,14 @@ export class S3Adapter {
     const headers = this.objectHeaders(c)
     const up = this.uploadBody(c)
     const block = blockOfKey(key)
-    const digests = new UploadDigests(this.core, up.check, this.digestSources)
+    const digests = new UploadDigests(this.core, up, c.req, this.digestSources)
     this.dispatch(c, 'PUT', bucket, block, up.body, up.headers, {
       kind: 'write',
       resource: c.resource,
       requestId: c.requestId,
       commit: async answer => {
-        const r = up.check.result as NonNullable<BodyCheck['result']>
-        const etag = digests.md5(answer)
+        const r = digests.result(answer)
+        const etag = r.md5
         await this.index.putObject(bucket, key, { etag, size: r.size, lastModified: Date.now(), ...headers })
         const out: Record<string, string> = { etag: `"${etag}"` }
         if (r.checksum !== undefined) out[`x-amz-checksum-${r.checksum.alg}`] = r.checksum.value
@@ -868,14 +871,14 @@ export class S3Adapter {
     if (c.req.headers['x-amz-copy-source'] !== undefined) return await this.uploadPartCopy(c, bucket, key, uploadId, n)
     await this.upload(bucket, key, uploadId)
     const up = this.uploadBody(c)
-    const digests = new UploadDigests(this.core, up.check, this.digestSources)
+    const digests = new UploadDigests(this.core, up, c.req, this.digestSources)
     this.dispatch(c, 'PUT', bucket, blockOfPart(uploadId, n), up.body, up.headers, {
       kind: 'write',
       resource: c.resource,
       requestId: c.requestId,
       commit: async answer => {
-        const r = up.check.result as NonNullable<BodyCheck['result']>
-        const etag = digests.md5(answer)
+        const r = digests.result(answer)
+        const etag = r.md5
         // Aborted or completed while the part streamed: the part is an orphan, not acknowledged.
         if (await this.index.getUpload(bucket, uploadId) === null) {
           await this.deleteBlock(bucket, blockOfPart(uploadId, n)).catch(() => {})
@@ -1070,34 +1073,51 @@ function writeError (res: ServerResponse, e: S3Error, resource: string, requestI
  * store the body, once every one of them has shown it checks declared digests and reports the
  * MD5 (Gateway.reportsDigests), else here (BodyCheck.leaveDigestsTo). Each answer teaches the
  * receivers' `reportsDigests` again, so a gateway that stops reporting is hashed for at once.
+ * An upload with nothing left to check here (a plain body of known length, no x-amz-checksum)
+ * then goes to those gateways as the client's request itself, through no stream of ours.
  */
 class UploadDigests {
   private request: ProxyRequest | undefined
+  /** The body went unwrapped (bodyAt): nothing here saw it. */
+  private direct = false
 
-  constructor (private readonly core: BlockCore, private readonly check: BodyCheck, private readonly sources: Counter<'by'>) {}
+  /** `plainLength`: the body's Content-Length when the upload may go unwrapped, else undefined. */
+  constructor (private readonly core: BlockCore, private readonly up: { body: NodeJS.ReadableStream, check: BodyCheck, plainLength: number | undefined }, private readonly req: IncomingMessage, private readonly sources: Counter<'by'>) {}
 
   /** The write's request, once the core made it; from its first dispatch on its receivers are known. */
   bind (request: ProxyRequest): void {
     this.request = request
-    this.check.leaveDigestsTo(() => request.attempts === 0 ? undefined : this.core.receiversOf(request).every(g => g !== undefined && g.kind === 'ferry' && g.reportsDigests))
+    this.up.check.leaveDigestsTo(() => request.attempts === 0 ? undefined : this.checkedUpstream(request))
+  }
+
+  /** BlockOperation.bodyAt: the client's request itself when the gateways check it and nothing is left to check here. */
+  readonly bodyAt = (request: ProxyRequest): NodeJS.ReadableStream => {
+    if (this.up.plainLength === undefined || !this.checkedUpstream(request)) return this.up.body
+    this.direct = true
+    return this.req
+  }
+
+  private checkedUpstream (request: ProxyRequest): boolean {
+    return this.core.receiversOf(request).every(g => g !== undefined && g.kind === 'ferry' && g.reportsDigests)
   }
 
   /**
-   * The body's MD5 (hex) for an acknowledged upload: hashed here, or the one the gateways report
-   * (`Repr-Digest`). A body left to gateways that did not report it is not acknowledged: whether
-   * they checked what the client declared is then unknown.
+   * The body's MD5 (hex), size and checksum for an acknowledged upload: hashed here, or the MD5
+   * the gateways report (`Repr-Digest`). A body left to gateways that did not report it is not
+   * acknowledged: whether they checked what the client declared is then unknown.
    */
-  md5 (answer: IncomingHttpHeaders): string {
+  result (answer: IncomingHttpHeaders): { md5: string, size: number, checksum?: BodyResult['checksum'] } {
     const reported = parseDigestField(answer['repr-digest']).get('md5')
     const ok = reported?.length === 16
     if (this.request !== undefined) for (const g of this.core.receiversOf(this.request)) if (g !== undefined) g.reportsDigests = ok
-    const own = (this.check.result as BodyResult).md5
+    // Unwrapped, the HTTP framing delivered exactly Content-Length bytes, or the write failed.
+    const r: BodyResult = this.direct ? { md5: undefined, size: this.up.plainLength as number } : this.up.check.result as BodyResult
+    const own = r.md5
     // Both known and different: the gateways stored other bytes than were sent.
     if (own !== undefined && ok && !own.equals(reported as Buffer)) throw new S3Error('InternalError', 'the gateway reports another MD5 than the body it was sent; not acknowledged, retry')
-    if (own !== undefined) { this.sources.inc({ by: 'proxy' }); return own.toString('hex') }
-    if (!ok) throw new S3Error('InternalError', 'the gateway stored the object without reporting its MD5 (Repr-Digest), so what the request declared was not checked; not acknowledged, retry')
-    this.sources.inc({ by: 'gateway' })
-    return (reported as Buffer).toString('hex')
+    if (own === undefined && !ok) throw new S3Error('InternalError', 'the gateway stored the object without reporting its MD5 (Repr-Digest), so what the request declared was not checked; not acknowledged, retry')
+    this.sources.inc({ by: own !== undefined ? 'proxy' : 'gateway' })
+    return { md5: (own ?? reported as Buffer).toString('hex'), size: r.size, ...(r.checksum !== undefined ? { checksum: r.checksum } : {}) }
   }
 }
 
