@@ -25,6 +25,9 @@
  * Options: --duration S (6), --warmup S (1), --rounds N (4), --connections N (16), --blocks N (256),
  * --only get|put|stream (one pair; stream is not in the default set: 64 MiB bodies), --stream-objects N (4),
  * --stream-connections N (2), --cpu-prof DIR (the proxy runs with node --cpu-prof, profile in DIR), --no-write,
+ * --redis: the proxies share a private redis-server as their state store, as in production (the
+ * object index, and so every S3 GET's metadata lookup, is then a Redis round trip; the plain API's
+ * locations are cached), instead of each keeping its state in memory.
  * --paired: two identical proxies, plain on one and S3 on the other at the same time, swapped every
  * round — on a shared, loaded machine both then run under the same load, which sequential
  * phases do not (their per-round ratios spread 0.2–2.3 at a load average of 25).
@@ -39,6 +42,7 @@ import { Pool } from 'undici'
 import { parseConfig } from '../config/load.js'
 import { canonicalRequest, EMPTY_SHA256, sha256Hex, signatureOf, signingKey, type SignedRequest } from '../proxy/s3/sigv4.js'
 import { ratio, writeResult } from './lib.js'
+import { startRedis } from '../test/helpers/redis.js'
 import { cpuTimes, freePort, positiveInt, Procs, waitFor } from './procs.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -63,6 +67,7 @@ export default async function run (args: string[]): Promise<void> {
       'stream-objects': { type: 'string', default: '4' },
       'stream-connections': { type: 'string', default: '2' },
       paired: { type: 'boolean', default: false },
+      redis: { type: 'boolean', default: false },
       'cpu-prof': { type: 'string' },
       'no-write': { type: 'boolean', default: false }
     }
@@ -78,7 +83,8 @@ export default async function run (args: string[]): Promise<void> {
   const streaming = values.only === 'stream'
   const procs = new Procs()
   const tmp = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'ferry-bench-s3-'))
-  const stop = (): void => { void procs.stopAll().finally(() => process.exit(130)) }
+  const redis = values.redis ? await startRedis() : undefined
+  const stop = (): void => { void procs.stopAll().finally(() => { void (redis?.stop() ?? Promise.resolve()).finally(() => process.exit(130)) }) }
   process.once('SIGINT', stop)
   try {
     const gwPort = await freePort()
@@ -94,9 +100,9 @@ export default async function run (args: string[]): Promise<void> {
 log: { level: warn }
 sites: [{ name: local, subnets: [127.0.0.0/8], edges: [127.0.0.1] }]
 gateways: [{ id: bench-gw, url: "http://127.0.0.1:${gwPort}", site: local }]
-proxy: { listen: { host: 127.0.0.1, port: ${port} }, shutdownGraceMs: 1000 }
+proxy: { listen: { host: 127.0.0.1, port: ${port} }, shutdownGraceMs: 1000, workers: 1 }
 admin: { listen: { host: 127.0.0.1, port: ${await freePort()} } }
-s3:
+${redis !== undefined ? `state: { backend: redis, url: "${redis.url}" }\n` : ''}s3:
   credentials: [{ accessKeyId: ${KEY.id}, secret: ${KEY.secret}, volumes: ["*"] }]
   anonymous: ["*"]
 `
@@ -247,11 +253,12 @@ s3:
     console.log(`errors: ${errors}`)
     for (const p of proxies) await p.pool.close()
     if (!values['no-write']) {
-      console.log(writeResult(streaming ? 's3-stream' : 's3', { settings: { duration, warmup, rounds, connections, blocks, paired: values.paired, ...(streaming ? { streamObjects, streamConnections, objectBytes: STREAM_BYTES, chunkBytes: STREAM_CHUNK } : {}) }, phases: figures, ratios, errors }))
+      console.log(writeResult(streaming ? 's3-stream' : values.redis ? 's3-redis' : 's3', { settings: { duration, warmup, rounds, connections, blocks, paired: values.paired, redis: values.redis, ...(streaming ? { streamObjects, streamConnections, objectBytes: STREAM_BYTES, chunkBytes: STREAM_CHUNK } : {}) }, phases: figures, ratios, errors }))
     }
   } finally {
     process.off('SIGINT', stop)
     await procs.stopAll()
+    await redis?.stop()
     fs.rmSync(tmp, { recursive: true, force: true })
   }
 }
