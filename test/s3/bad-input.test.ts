@@ -170,7 +170,9 @@ t.test('multipart: parts, ranges across them, abort, and the sweep of abandoned 
 })
 
 t.test('buckets and the plain API under configured credentials', async t => {
-  const secretFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-s3-')), 'secret')
+  const secretDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-s3-'))
+  t.teardown(() => fs.rmSync(secretDir, { recursive: true, force: true }))
+  const secretFile = path.join(secretDir, 'secret')
   fs.writeFileSync(secretFile, 'file-secret-0123456789\n')
   const cfg = testConfig(gws.urls, {
     s3: {
