@@ -27,10 +27,11 @@ export interface LocationRebuilderOptions {
   /** Locations recorded at once. Default 64. */
   concurrency?: number
   /**
-   * The rebuild finishes no earlier than this long after the store came back (the marker's
-   * `createdAt`). Finishing lets proxies place blocks that have no location anew; a proxy that
-   * has not reconnected yet still routes by the cache it had before the loss and would not see
-   * such a block where it was put. So it is the longest a process can take to reconnect
+   * The rebuild reads the inventories no earlier than this long after the store came back (the
+   * marker's `createdAt`), then records and finishes. Finishing lets proxies place blocks that
+   * have no location anew, and a location recorded earlier could name an older copy than a write
+   * a proxy that has not reconnected yet acknowledges meanwhile: such a proxy still routes by the
+   * cache it had before the loss. So it is the longest a process can take to reconnect
    * (state.reconnect.maxDelayMs) plus a margin for its generation check; 0 for a store that
    * lives in the process (nothing else can be behind). Only after a loss this process saw: a
    * store it meets for the first time (a new deployment) is rebuilt without waiting.
@@ -137,6 +138,15 @@ export class LocationRebuilder {
   }
 
   private async run (generation: StoreGeneration): Promise<RebuildReport> {
+    // The inventories are read only once every process can have heard of the loss (settleMs after
+    // the store came back). Until then a proxy that has not reconnected still writes where its
+    // old cache says, and acknowledges it: a location recorded from an earlier listing could name
+    // an older copy (an unconfirmed write's, a stale member's) while the acknowledged write sits
+    // elsewhere — stale reads of one block in CI's redis-restart-empty. Meanwhile proxies that
+    // have heard refuse what the rebuild has not located (FERRY_LOCATIONS_REBUILDING).
+    // A store this process never saw before (a new deployment's) leaves no cache behind to wait for.
+    const settled = this.opts.watch.recoveringFromLoss ? generation.createdAt + (this.opts.settleMs ?? 0) : 0
+    while (!this.closed && Date.now() < settled) await new Promise(resolve => setTimeout(resolve, Math.min(250, settled - Date.now())))
     const startedAt = Date.now()
     const deadline = startedAt + (this.opts.deadlineMs ?? 60_000)
     const gateways = [...this.opts.gateways()]
@@ -224,9 +234,6 @@ export class LocationRebuilder {
       duplicates,
       deleted
     }
-    // A store this process never saw before (a new deployment's) leaves no cache behind to wait for.
-    const settled = this.opts.watch.recoveringFromLoss ? generation.createdAt + (this.opts.settleMs ?? 0) : 0
-    while (!this.closed && Date.now() < settled) await new Promise(resolve => setTimeout(resolve, Math.min(250, settled - Date.now())))
     if (this.closed) return report
     await this.opts.store.finishRebuild(generation.id)
     await generationChannel.publish(this.opts.store, { id: generation.id, rebuilt: true }).catch(() => {})
