@@ -32,6 +32,8 @@ export function sandboxYaml (ports: SandboxPorts = SANDBOX_PORTS): string {
 }
 
 const SANDBOX_DIR_PREFIX = 'ferry-sandbox-'
+/** `${SANDBOX_DIR_PREFIX}<pid>-` plus mkdtemp's six characters. */
+const ABANDONED = new RegExp(`^${SANDBOX_DIR_PREFIX}(\\d+)-[A-Za-z0-9]{6}$`)
 
 /**
  * Removes the gateway directories of sandboxes whose process is gone. A sandbox removes its own
@@ -39,11 +41,11 @@ const SANDBOX_DIR_PREFIX = 'ferry-sandbox-'
  * them in the temp directory for good. Only `ferry-sandbox-<pid>-…` with no process of that pid
  * is removed: a directory whose pid is alive (or was reused) is left alone.
  */
-export function sweepAbandonedSandboxes (tmp: string, logger: Logger): void {
+function sweepAbandonedSandboxes (tmp: string, logger: Logger): void {
   let entries: string[]
   try { entries = fs.readdirSync(tmp) } catch { return }
   for (const name of entries) {
-    const m = /^ferry-sandbox-(\d+)-[A-Za-z0-9]{6}$/.exec(name)
+    const m = ABANDONED.exec(name)
     if (m === null || processAlive(Number(m[1]))) continue
     try {
       fs.rmSync(path.join(tmp, name), { recursive: true, force: true })

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { GatewayKind } from '../fleet/schema.js'
-import { parseWrittenAt, WRITTEN_AT_HEADER } from '../lib/block-headers.js'
+import { parseDigestField, parseWrittenAt, WRITTEN_AT_HEADER } from '../lib/block-headers.js'
 
 export type { GatewayKind }
 
@@ -67,23 +67,20 @@ export interface DigestClaim {
  */
 export function digestClaims (headers: IncomingHttpHeaders): DigestClaim[] {
   const claims: DigestClaim[] = []
-  const add = (algorithm: string, b64: string, header: string): void => {
+  const add = (algorithm: string, raw: Buffer, header: string): void => {
     const a = algorithm.trim().toLowerCase()
     const alg: DigestAlgorithm | null = a === 'sha-256' ? 'sha256' : a === 'md5' ? 'md5' : null
     if (alg === null) return
-    const hex = Buffer.from(b64.trim(), 'base64').toString('hex')
+    const hex = raw.toString('hex')
     if (hex.length === (alg === 'sha256' ? 64 : 32)) claims.push({ algorithm: alg, hex, header })
   }
-  for (const member of headerList(headers['repr-digest'])) {
-    const m = /^([A-Za-z0-9-]+)=:([A-Za-z0-9+/=]+):$/.exec(member)
-    if (m !== null) add(m[1] as string, m[2] as string, 'repr-digest')
-  }
+  for (const [alg, raw] of parseDigestField(headers['repr-digest'])) add(alg, raw, 'repr-digest')
   for (const member of headerList(headers.digest)) {
     const eq = member.indexOf('=')
-    if (eq > 0) add(member.slice(0, eq), member.slice(eq + 1), 'digest')
+    if (eq > 0) add(member.slice(0, eq), Buffer.from(member.slice(eq + 1).trim(), 'base64'), 'digest')
   }
   const md5 = headers['content-md5']
-  if (typeof md5 === 'string') add('md5', md5, 'content-md5')
+  if (typeof md5 === 'string') add('md5', Buffer.from(md5.trim(), 'base64'), 'content-md5')
   return claims
 }
 
