@@ -88,13 +88,21 @@ export class FerryNode {
     if (this.profile.merged !== undefined) registerProfileRoutes(this.admin, this.profile.merged, opts.registry)
     // Every process watches the store's generation and can rebuild lost locations (one at a
     // time, under a lease): a fleet of proxies without a running planner still recovers.
-    this.generation = new GenerationWatch(this.store, { logger: opts.logger, registry: opts.registry, reloadLocations: async () => { await this.reloadLocations() } })
+    // A memory store lives and dies with this process: no cache can outlive a loss of it.
+    const shared = opts.config.state.backend !== 'memory'
+    this.generation = new GenerationWatch(this.store, {
+      logger: opts.logger,
+      registry: opts.registry,
+      cutOffServeMs: shared ? cfg.state.cutOffServeMs : Infinity,
+      reloadLocations: async () => { await this.reloadLocations() }
+    })
     this.rebuilder = new LocationRebuilder({
       store: this.store,
       watch: this.generation,
       gateways: () => this.config.gateways,
       holder: `${os.hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`,
-      settleMs: opts.config.state.backend === 'memory' ? 0 : opts.config.state.reconnect.maxDelayMs + 1000,
+      // A second for the clocks of the processes that share the store.
+      settleMs: shared ? cfg.state.cutOffServeMs + 1000 : 0,
       logger: opts.logger,
       registry: opts.registry
     })
@@ -114,7 +122,7 @@ export class FerryNode {
       lastRebuild: this.rebuilder.last
     }))
     if (opts.roles.has('proxy')) {
-      this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry, store: this.store, observer: this.profile.observe, locationsRecovering: () => this.generation.recoveringFromLoss })
+      this.proxy = new ProxyServer({ config: cfg, logger: opts.logger.child({ role: 'proxy' }), registry: opts.registry, store: this.store, observer: this.profile.observe, locations: this.generation })
       registerProxyAdmin(this.admin, this.proxy)
     }
     // One check for the store whatever the roles: an outage degrades every role (the proxy serves

@@ -33,6 +33,7 @@ export const FERRY_ERRORS = {
   FERRY_WRITE_NOT_CONFIRMED: { status: 503, meaning: 'the write outlived a move of its block and its grace period: the gateways that stored it have left the block\'s set, so it is not acknowledged; retry (`Retry-After`)' },
   FERRY_REPLICAS_UNAVAILABLE: { status: 503, meaning: 'fewer than replication.minInSync in-sync members of the block\'s replica set stored the write (or could be recorded as having left the set): not acknowledged; retry (`Retry-After`)' },
   FERRY_LOCATIONS_REBUILDING: { status: 503, meaning: 'the store lost its block locations and they are being rebuilt from the gateways; retry' },
+  FERRY_LOCATIONS_UNCONFIRMED: { status: 503, meaning: 'the proxy has been out of touch with the store for longer than state.cutOffServeMs and no longer serves from its location cache (the store may have lost and rebuilt them meanwhile); retry' },
   FERRY_LOCATIONS_NOT_LOADED: { status: 503, meaning: 'the proxy started while the store did not answer and has not loaded block locations yet; a read of a block it has no location for is retried' },
   FERRY_GATEWAY_TLS: { status: 502, meaning: 'the TLS handshake with an https gateway failed: its certificate did not verify (not signed by gateways[].tls.ca, expired, not for its name) or the handshake was refused; the message names the gateway and the TLS error code' },
   FERRY_GATEWAY_TIMEOUT: { status: 504, meaning: 'the gateway sent no response headers within proxy.upstreamHeadersTimeoutMs' },

@@ -34,7 +34,7 @@ import { PlacementClient } from '../placement/client.js'
 import { DrainedGateways } from './drained.js'
 import { requestMetadata, type RequestMetadata } from '../placement/metadata.js'
 import { PROCESS_REPORTER, gatewayHealthChannel } from '../state/channels.js'
-import type { StateStore } from '../state/types.js'
+import type { LocationsStanding, StateStore } from '../state/types.js'
 
 export type { AccessObserver } from './forward.js'
 
@@ -51,12 +51,18 @@ export interface ProxyServerOptions {
   /** Called once per forwarded request (the access profiler); must be cheap. */
   observer?: AccessObserver
   /**
-   * True while block locations lost with the store are being rebuilt from the gateways: a block
-   * without a location may then exist on a gateway nobody points to, so a read of it is answered
-   * 503 FERRY_LOCATIONS_REBUILDING (retry), never a 404 that would hide acknowledged data.
+   * What the process knows of its caches against the store's generation (recovery/). While
+   * locations lost with the store are rebuilt, a block without a location may exist on a gateway
+   * nobody points to: a read of it is answered 503 FERRY_LOCATIONS_REBUILDING (retry), never a
+   * 404 that would hide acknowledged data. Once the store has been out of reach for
+   * `state.cutOffServeMs`, block requests are answered 503 FERRY_LOCATIONS_UNCONFIRMED.
+   * Without it (no store shared with other processes) both never happen.
    */
-  locationsRecovering?: () => boolean
+  locations?: LocationsStanding
 }
+
+/** For a process whose store nobody else can lose or rebuild. */
+const ALWAYS_STANDING: LocationsStanding = { recoveringFromLoss: false, cacheTrusted: () => true }
 
 const ALLOW = 'GET, HEAD, PUT, DELETE'
 
@@ -110,13 +116,13 @@ export class ProxyServer {
   private clients: ClientAddressResolver
   private recording: boolean
   private readonly logger: Logger
-  private readonly locationsRecovering: () => boolean
+  private readonly locations: LocationsStanding
   private listening = false
 
   constructor (opts: ProxyServerOptions) {
     this.config = opts.config
     this.logger = opts.logger ?? silentLogger
-    this.locationsRecovering = opts.locationsRecovering ?? (() => false)
+    this.locations = opts.locations ?? ALWAYS_STANDING
     this.registry = opts.registry ?? createRegistry(false)
     this.metrics = new ProxyMetrics(this.registry)
     const cfg = opts.config
@@ -145,7 +151,8 @@ export class ProxyServer {
       this.replication = new Replication(this.sync, this.gateways, cfg.replication, cfg.planner.migration.settleMs, this.stalls, this.registry, this.logger)
       this.guard = new WriteGuard({
         sync: this.sync, gateways: this.gateways, registry: this.registry,
-        logger: this.logger, forwarder: this.forwarder, next: this.retry, replication: this.replication
+        logger: this.logger, forwarder: this.forwarder, next: this.retry, replication: this.replication,
+        locations: this.locations
       })
       this.first = new SessionSteering(this.sessions, this.gateways, this.guard, this.logger)
     } else {
@@ -293,6 +300,12 @@ export class ProxyServer {
    * access, looks up the block's location and hands the request down the chain of stages.
    */
   dispatchBlock (op: BlockOperation): void {
+    if (!this.locations.cacheTrusted()) {
+      // Cut off from the store for longer than state.cutOffServeMs: it may have come back empty
+      // to the others and had its locations rebuilt, so what this cache says may be older than
+      // what they serve (GenerationWatch.cacheTrusted).
+      return this.forwarder.refuse(op.req, op.res, 503, 'FERRY_LOCATIONS_UNCONFIRMED', `this proxy has been out of touch with the shared store for longer than state.cutOffServeMs and no longer serves from its location cache; retry ${blockKey(op.volume, op.block)} shortly`, { 'retry-after': 1 })
+    }
     if (this.sync !== undefined && this.cacheMayMislead(op)) {
       this.dispatchFromStore(op, this.sync)
       return
@@ -363,7 +376,7 @@ export class ProxyServer {
       // cache it had before the loss, to where the block was (a tombstone's 404 or the older
       // bytes there: the lost and stale reads of the 30-minute soak). The rebuild locates the
       // block where it is, then the write goes there, where every proxy's cache agrees.
-      if (this.locationsRecovering()) {
+      if (this.locations.recoveringFromLoss) {
         return this.forwarder.refuse(req, res, 503, 'FERRY_LOCATIONS_REBUILDING', `the shared store lost its block locations and they are being rebuilt from the gateways; retry ${key} shortly`, { 'retry-after': 1 })
       }
       // A proxy that started while the store did not answer has never loaded the locations: a

@@ -2,7 +2,7 @@ import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 import type { Logger } from '../lib/log.js'
 import { wasNotSent } from '../state/errors.js'
-import type { BlockLocation } from '../state/types.js'
+import type { BlockLocation, LocationsStanding } from '../state/types.js'
 import type { Forwarder } from './forward.js'
 import type { Gateway, GatewaySet } from './gateway-set.js'
 import { ProxyAnswer, stageFailed, type IncomingHttpHeaders, type ProxyRequest, type ResponseHandler, type Stage } from './request.js'
@@ -20,6 +20,8 @@ export interface WriteGuardOptions {
   next: RetryStage
   /** Replica sets: the set a first write claims, and writes to several members. */
   replication: Replication
+  /** Whether the location cache may still be served (GenerationWatch.cacheTrusted). */
+  locations: LocationsStanding
 }
 
 interface PendingVersion { volume: string, block: string, epoch: number, version: string }
@@ -47,6 +49,7 @@ export class WriteGuard implements Stage {
   readonly forwarder: Forwarder
   private readonly next: RetryStage
   readonly replication: Replication
+  readonly locations: LocationsStanding
   private readonly claimsFailed: Counter
   private versions = new Map<string, PendingVersion>()
 
@@ -57,6 +60,7 @@ export class WriteGuard implements Stage {
     this.forwarder = opts.forwarder
     this.next = opts.next
     this.replication = opts.replication
+    this.locations = opts.locations
     this.claimsFailed = new Counter({ name: 'ferry_state_claims_failed_total', help: 'First-write locations that could not be recorded (store unreachable)', registers: [opts.registry] })
     this.sync.onFlush(() => this.flushVersions())
   }
@@ -214,6 +218,8 @@ class GuardedWrite implements ResponseHandler {
   private etag: string | undefined
   /** The acknowledgement held back until settle() says it may be given. */
   private held: { statusCode: number, headers: IncomingHttpHeaders, chunks: Buffer[] } | undefined
+  /** The client was already answered with a refusal: the rest of the gateway's reply is dropped. */
+  private refused = false
 
   constructor (private readonly guard: WriteGuard, private readonly request: ProxyRequest, private readonly handler: ResponseHandler) {}
 
@@ -222,6 +228,16 @@ class GuardedWrite implements ResponseHandler {
   }
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+    if (statusCode >= 200 && statusCode < 300 && !this.guard.locations.cacheTrusted()) {
+      // Routed while the cache was trusted, stored after this proxy lost touch with the store for
+      // state.cutOffServeMs: a rebuild after a store loss may already have listed the gateways
+      // without this write and located the block elsewhere. Not acknowledged (the client
+      // retries), so no acknowledged write can be hidden by it.
+      this.refused = true
+      this.handler.onResponseError(controller, new ProxyAnswer('FERRY_LOCATIONS_UNCONFIRMED',
+        `block ${this.request.key}: stored while this proxy was out of touch with the shared store for longer than state.cutOffServeMs; not acknowledged, retry`, 503, { 'retry-after': 1 }))
+      return
+    }
     if (statusCode >= 200) {
       this.status = statusCode
       const etag = headers.etag
@@ -236,11 +252,13 @@ class GuardedWrite implements ResponseHandler {
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.refused) return
     if (this.held !== undefined) { this.held.chunks.push(chunk); return } // a write's reply: tiny
     this.handler.onResponseData(controller, chunk)
   }
 
   onResponseEnd (controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+    if (this.refused) { this.settleVersion(false); return }
     const held = this.held
     if (held === undefined) {
       this.settleVersion(this.acknowledged)
@@ -261,6 +279,7 @@ class GuardedWrite implements ResponseHandler {
   }
 
   onResponseError (controller: Dispatcher.DispatchController | null, err: Error): void {
+    if (this.refused) { this.settleVersion(false); return }
     // An error after a 2xx (the reply's body broke off) still means the gateway stored the write.
     this.settleVersion(this.acknowledged)
     this.handler.onResponseError(controller, err)

@@ -2,13 +2,19 @@ import { EventEmitter } from 'node:events'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import { silentLogger, type Logger } from '../lib/log.js'
 import { generationChannel } from '../state/channels.js'
-import type { StateStore, StoreGeneration } from '../state/types.js'
+import type { LocationsStanding, StateStore, StoreGeneration } from '../state/types.js'
 
 export interface GenerationWatchOptions {
   logger?: Logger
   registry?: Registry
-  /** How often the marker is read when nothing else prompts it. Default 5 s; 1 s while rebuilding. */
+  /** How often the marker is read when nothing else prompts it. Default 5 s (at most a quarter of cutOffServeMs); 1 s while rebuilding. */
   pollMs?: number
+  /**
+   * `state.cutOffServeMs`: how long after its last confirmation of the generation the process
+   * still trusts its location caches (cacheTrusted). Infinity when nothing else shares the
+   * store (a memory store): nobody can rebuild it behind this process's back.
+   */
+  cutOffServeMs?: number
   /**
    * Reloads every cache of locations in the process. Awaited after a rebuild before the process
    * stops answering 503 for unknown blocks: until its caches hold the rebuilt locations, "no
@@ -30,8 +36,14 @@ export interface GenerationWatchEvents {
  * changed under it (the store lost its data) it reloads the process's location caches, and it
  * tells whether a rebuild from the gateways' inventories is still under way.
  */
-export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
+export class GenerationWatch extends EventEmitter<GenerationWatchEvents> implements LocationsStanding {
   private generation: StoreGeneration | null = null
+  /**
+   * performance.now() when the last successful read of the marker was sent. Taken before the
+   * read, not at its answer: the store answered for a moment no earlier than this.
+   */
+  private confirmedAt = -Infinity
+  private readonly cutOffServeMs: number
   private lostSeen = false
   /**
    * Set the moment the store reconnects, cleared once the marker has been read again. Between the
@@ -50,7 +62,9 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
   constructor (private readonly store: StateStore, opts: GenerationWatchOptions = {}) {
     super()
     this.logger = (opts.logger ?? silentLogger).child({ component: 'generation' })
-    this.pollMs = opts.pollMs ?? 5000
+    this.cutOffServeMs = opts.cutOffServeMs ?? Infinity
+    // Four reads per cut-off period: one or two slow or lost answers never stop the cache.
+    this.pollMs = Math.min(opts.pollMs ?? 5000, this.cutOffServeMs / 4)
     this.reloadLocations = opts.reloadLocations ?? (async () => {})
     const registers = opts.registry === undefined ? [] : [opts.registry]
     this.losses = new Counter({ name: 'ferry_state_generation_lost_total', help: 'Times this process saw the shared store come back without its data (a new generation)', registers })
@@ -76,6 +90,21 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
    */
   get recoveringFromLoss (): boolean { return this.unconfirmed || (this.lostSeen && this.rebuilding) }
 
+  /**
+   * Whether the process may still route from its location caches and acknowledge writes made
+   * from them. After a loss, the rebuild reads the gateways' inventories only `cutOffServeMs`
+   * (plus a margin) after the store came back (rebuilder.ts): by then every process that had not
+   * heard of the loss has gone that long without confirming its generation and stopped serving.
+   * Without the bound, a process that stayed cut off a little longer than the others (a slow
+   * reconnection, a partition) acknowledged writes where its old cache said after the rebuild had
+   * located the block elsewhere: the stale reads of the soak's store losses. Before the first
+   * successful read the process knows no generation to distrust: it started while the store was
+   * away, and its caches load from the store only when it answers, as this read then does.
+   */
+  cacheTrusted (): boolean {
+    return this.generation === null || performance.now() - this.confirmedAt < this.cutOffServeMs
+  }
+
   /** Reads the marker once (a store that is down is retried by the timer and the next resync). */
   async start (): Promise<void> {
     this.unsubscribe = this.store.subscribe(e => {
@@ -100,6 +129,7 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
 
   private async read (): Promise<void> {
     let next: StoreGeneration
+    const sentAt = performance.now()
     try {
       next = await this.store.generation()
     } catch (err) {
@@ -108,6 +138,7 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> {
     }
     const prev = this.generation
     this.generation = next
+    this.confirmedAt = Math.max(this.confirmedAt, sentAt)
     this.unconfirmed = false
     if (prev !== null && prev.id !== next.id) {
       this.lostSeen = true

@@ -30,11 +30,11 @@ export interface LocationRebuilderOptions {
    * The rebuild reads the inventories no earlier than this long after the store came back (the
    * marker's `createdAt`), then records and finishes. Finishing lets proxies place blocks that
    * have no location anew, and a location recorded earlier could name an older copy than a write
-   * a proxy that has not reconnected yet acknowledges meanwhile: such a proxy still routes by the
-   * cache it had before the loss. So it is the longest a process can take to reconnect
-   * (state.reconnect.maxDelayMs) plus a margin for its generation check; 0 for a store that
-   * lives in the process (nothing else can be behind). Only after a loss this process saw: a
-   * store it meets for the first time (a new deployment) is rebuilt without waiting.
+   * that a process which has not heard of the loss acknowledges meanwhile from the cache it had
+   * before it. Such a process stops serving from that cache `state.cutOffServeMs` after it last
+   * confirmed its generation (GenerationWatch.cacheTrusted), which was before the loss: so this
+   * is `cutOffServeMs` plus a margin for clocks; 0 for a store that lives in the process
+   * (nothing else can be behind).
    */
   settleMs?: number
 }
@@ -138,14 +138,16 @@ export class LocationRebuilder {
   }
 
   private async run (generation: StoreGeneration): Promise<RebuildReport> {
-    // The inventories are read only once every process can have heard of the loss (settleMs after
-    // the store came back). Until then a proxy that has not reconnected still writes where its
-    // old cache says, and acknowledges it: a location recorded from an earlier listing could name
-    // an older copy (an unconfirmed write's, a stale member's) while the acknowledged write sits
-    // elsewhere — stale reads of one block in CI's redis-restart-empty. Meanwhile proxies that
-    // have heard refuse what the rebuild has not located (FERRY_LOCATIONS_REBUILDING).
-    // A store this process never saw before (a new deployment's) leaves no cache behind to wait for.
-    const settled = this.opts.watch.recoveringFromLoss ? generation.createdAt + (this.opts.settleMs ?? 0) : 0
+    // The inventories are read only once no process can still be serving from a cache of the
+    // generation that was lost (settleMs after the store came back, see the option). Until then
+    // a process that has not heard of the loss may acknowledge writes where its old cache says:
+    // a location recorded from an earlier listing could name an older copy (an unconfirmed
+    // write's, a stale member's) while the acknowledged write sits elsewhere — stale reads in
+    // CI's and the soak's redis-restart-empty. Meanwhile processes that have heard refuse what
+    // the rebuild has not located (FERRY_LOCATIONS_REBUILDING). Whether this process saw the
+    // loss does not matter: one that met the store only after it (restarted meanwhile) is not
+    // the only process behind it.
+    const settled = generation.createdAt + (this.opts.settleMs ?? 0)
     while (!this.closed && Date.now() < settled) await new Promise(resolve => setTimeout(resolve, Math.min(250, settled - Date.now())))
     const startedAt = Date.now()
     const deadline = startedAt + (this.opts.deadlineMs ?? 60_000)

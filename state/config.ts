@@ -54,6 +54,7 @@ export const stateConfigSchema = z.object({
     minDelayMs: ms(100, 'first reconnection delay'),
     maxDelayMs: ms(2000, 'reconnection delay cap (the delay doubles up to it, with jitter): how late after the store returns a process may still be disconnected — writes that must record a member\'s failure wait for it (up to 10 s, then 503), and the planner\'s planner.migration.afterStoreOutageMs must cover it, a reconnection and a reload of the locations')
   }).strict().default({}).describe('background reconnection after the connection is lost'),
+  cutOffServeMs: ms(10_000, 'a process that cannot confirm the store\'s generation (the store is down or out of reach) routes from its location cache for this long, then answers block requests 503 FERRY_LOCATIONS_UNCONFIRMED until it reaches the store again; a store that comes back empty is rebuilt from the gateways only this long (plus 1 s) after it came back, so nothing such a process acknowledged is hidden by the rebuild and nothing it serves is older than a write acknowledged since'),
   affinity: z.object({
     halfLifeMs: ms(600_000, 'half-life of access scores: an access this old weighs half as much as one now'),
     ttlMs: ms(86_400_000, 'a block with no access for this long is forgotten (bounds memory); refreshed by every merge')
@@ -79,6 +80,10 @@ export const stateConfigSchema = z.object({
   }
   if (cfg.reconnect.minDelayMs > cfg.reconnect.maxDelayMs) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['reconnect', 'minDelayMs'], message: 'must not exceed maxDelayMs' })
+  }
+  if (cfg.cutOffServeMs < 2 * cfg.commandTimeoutMs) {
+    // The generation is re-read every quarter of it: one slow answer must not stop the cache.
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['cutOffServeMs'], message: `must be at least twice commandTimeoutMs (${cfg.commandTimeoutMs})` })
   }
   if (cfg.backend !== 'redis') return
   if (cfg.url === undefined && cfg.cluster === undefined) {

@@ -257,6 +257,22 @@ export interface StoreGeneration {
   rebuiltAt: number | null
 }
 
+/**
+ * What a process may make of its location caches, given what it knows of the store's generation
+ * (recovery/GenerationWatch). The proxy asks it before routing a block and before acknowledging a
+ * write.
+ */
+export interface LocationsStanding {
+  /** The store lost its data and its locations are not rebuilt yet: "no location" is not "not found". */
+  readonly recoveringFromLoss: boolean
+  /**
+   * The generation was confirmed within `state.cutOffServeMs`: the cache may be served and a
+   * write acknowledged from it. False once the store has been out of reach longer: it may have
+   * come back empty and had its locations rebuilt elsewhere meanwhile.
+   */
+  cacheTrusted (): boolean
+}
+
 // ───────────────────────────── events and health ─────────────────────────────
 
 export interface StoreStatus {

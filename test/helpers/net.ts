@@ -63,3 +63,44 @@ export async function waitFor<T> (fn: () => T | Promise<T>, what: string, timeou
   }
   throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`)
 }
+
+/**
+ * A TCP relay to a local port that can be cut (existing connections closed, new ones refused):
+ * one process losing its store while the others keep it, as a partition does.
+ */
+export class TcpRelay {
+  private readonly server: net.Server
+  private readonly sockets = new Set<net.Socket>()
+  private cut = false
+
+  constructor (private readonly targetPort: number) {
+    this.server = net.createServer(client => {
+      if (this.cut) { client.destroy(); return }
+      const upstream = net.connect(this.targetPort, '127.0.0.1')
+      for (const [s, other] of [[client, upstream], [upstream, client]] as const) {
+        this.sockets.add(s)
+        s.on('error', () => other.destroy())
+        s.on('close', () => { this.sockets.delete(s); other.destroy() })
+      }
+      client.pipe(upstream)
+      upstream.pipe(client)
+    })
+  }
+
+  async listen (): Promise<number> {
+    await new Promise<void>(resolve => this.server.listen(0, '127.0.0.1', resolve))
+    return (this.server.address() as net.AddressInfo).port
+  }
+
+  disconnect (): void {
+    this.cut = true
+    for (const s of this.sockets) s.destroy()
+  }
+
+  reconnect (): void { this.cut = false }
+
+  async close (): Promise<void> {
+    this.disconnect()
+    await new Promise<void>(resolve => this.server.close(() => resolve()))
+  }
+}

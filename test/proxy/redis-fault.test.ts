@@ -1,5 +1,4 @@
 import { execFile } from 'node:child_process'
-import net from 'node:net'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { request } from 'undici'
@@ -8,7 +7,7 @@ import type { StateConfigInput } from '../../state/config.js'
 import { createStore, waitForReady } from '../../state/factory.js'
 import { startProxy, testConfig, type ProxyUnderTest, collectEscapes } from '../helpers/ferry.js'
 import { startGateways, type Gateways } from '../helpers/gateway.js'
-import { waitFor } from '../helpers/net.js'
+import { TcpRelay, waitFor } from '../helpers/net.js'
 import { REDIS_CLI, startRedis } from '../helpers/redis.js'
 
 /**
@@ -26,44 +25,6 @@ import { REDIS_CLI, startRedis } from '../helpers/redis.js'
 const escaped = collectEscapes(t)
 
 const run = promisify(execFile)
-
-/** A TCP relay to Redis that can be cut (existing connections closed, new ones refused). */
-class Relay {
-  private readonly server: net.Server
-  private readonly sockets = new Set<net.Socket>()
-  private cut = false
-
-  constructor (private readonly targetPort: number) {
-    this.server = net.createServer(client => {
-      if (this.cut) { client.destroy(); return }
-      const upstream = net.connect(this.targetPort, '127.0.0.1')
-      for (const [s, other] of [[client, upstream], [upstream, client]] as const) {
-        this.sockets.add(s)
-        s.on('error', () => other.destroy())
-        s.on('close', () => { this.sockets.delete(s); other.destroy() })
-      }
-      client.pipe(upstream)
-      upstream.pipe(client)
-    })
-  }
-
-  async listen (): Promise<number> {
-    await new Promise<void>(resolve => this.server.listen(0, '127.0.0.1', resolve))
-    return (this.server.address() as net.AddressInfo).port
-  }
-
-  disconnect (): void {
-    this.cut = true
-    for (const s of this.sockets) s.destroy()
-  }
-
-  reconnect (): void { this.cut = false }
-
-  async close (): Promise<void> {
-    this.disconnect()
-    await new Promise<void>(resolve => this.server.close(() => resolve()))
-  }
-}
 
 async function metric (p: ProxyUnderTest, name: string): Promise<number> {
   const text = await (await request(`${p.adminUrl}/metrics`)).body.text()
@@ -88,7 +49,7 @@ const urlOf = (gws: Gateways, id: string): string => gws.urls[Number(id.slice(2)
 t.test('Redis killed under traffic and restarted: no failed requests, degraded, flushed, resynced', async t => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
-  const relay = new Relay(redis.port)
+  const relay = new TcpRelay(redis.port)
   const relayPort = await relay.listen()
   t.teardown(() => relay.close())
   const gws = await startGateways(3)
@@ -280,7 +241,7 @@ t.test('a first write under a session while Redis is down stays findable by ever
   const gws = await startGateways(3)
   t.teardown(gws.stopAll)
   const state: StateConfigInput = {
-    backend: 'redis', url: redis.url, keyPrefix: 'claim:', commandTimeoutMs: 300, connectTimeoutMs: 300, reconnect: { minDelayMs: 50, maxDelayMs: 200 }
+    backend: 'redis', url: redis.url, keyPrefix: 'claim:', commandTimeoutMs: 300, connectTimeoutMs: 300, reconnect: { minDelayMs: 50, maxDelayMs: 200 }, cutOffServeMs: 2000
   }
   const p = await startProxy(testConfig(gws.urls, { state, sessions: { enabled: true } }))
   t.teardown(p.stop)

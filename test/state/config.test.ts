@@ -38,6 +38,8 @@ t.test('refusals name the key', async t => {
   t.match(issues({ backnd: 'memory' }), [/Unrecognized key/], 'typos are caught')
   t.match(issues({ tls: { key: '/k.pem' } }), [/^tls\.cert/])
   t.match(issues({ reconnect: { minDelayMs: 10_000, maxDelayMs: 100 } }), [/^reconnect\.minDelayMs/])
+  t.match(issues({ cutOffServeMs: 1500 }), [/^cutOffServeMs: .*twice commandTimeoutMs/], 'one slow marker read must not stop the cache')
+  t.same(issues({ cutOffServeMs: 600, commandTimeoutMs: 300 }), [])
   t.same(issues({ backend: 'redis', cluster: { nodes: ['10.0.0.1:6379', '[::1]:7000'] } }), [])
 })
 

@@ -197,7 +197,8 @@ t.test('a store that comes back empty is rebuilt from the S3 gateway\'s inventor
   t.teardown(() => { delete process.env.FERRY_TEST_RGW_SECRET })
   const ref = refs.urls[0] as string
   const config = testConfig([ref, rgw.url], {
-    state: { backend: 'redis', url: redis.url },
+    // The rebuild reads the gateways cutOffServeMs (plus 1 s) after the store came back.
+    state: { backend: 'redis', url: redis.url, cutOffServeMs: 3000 },
     gateways: [
       { id: 'gw1', url: ref, kind: 'ferry', site: 'site-a' },
       { id: 'gw2', url: rgw.url, kind: 's3', site: 'site-b', s3: { bucket: 'rebuild', region: rgw.region, accessKeyId: rgw.accessKeyId, secretEnv: 'FERRY_TEST_RGW_SECRET' } }
