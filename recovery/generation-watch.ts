@@ -46,11 +46,15 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
   private readonly cutOffServeMs: number
   private lostSeen = false
   /**
-   * Set the moment the store reconnects, cleared once the marker has been read again. Between the
-   * two, this process cannot know whether the store it reconnected to still holds its locations:
-   * its caches may already have reloaded from an empty store while the marker read is in flight.
+   * Set the moment the store's connection drops (and again when it resyncs), cleared once the
+   * marker has been read on the connection that followed. While the store answers again and the
+   * read is not back, this process cannot know whether the store still holds its locations: its
+   * caches may already have reloaded from an empty store, and a first write's claim would be
+   * recorded in a store whose loss it has not heard of (see recoveringFromLoss).
    */
   private unconfirmed = false
+  /** Counts drops and resyncs: a read sent before one proves nothing about the store after it. */
+  private drops = 0
   private timer: NodeJS.Timeout | null = null
   private unsubscribe: (() => void) | null = null
   private checking: Promise<void> | null = null
@@ -84,11 +88,14 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
   get rebuilding (): boolean { return this.generation?.rebuilding === true }
 
   /**
-   * This process saw the store lose its data and the rebuild is not finished: a block with no
-   * location may well exist on some gateway, so "no location" is not "not found". A process that
-   * first met the store after the loss cannot tell a lost block from a new one, and does not claim to.
+   * This process saw the store lose its data and the rebuild is not finished, or the store
+   * answers again after its connection dropped and the marker has not been read since: a block
+   * with no location may well exist on some gateway, so "no location" is not "not found", and a
+   * first write must not be placed. While the store is down a first write goes to its hashed
+   * gateway as before (its claim cannot be recorded anywhere). A process that first met the
+   * store after the loss cannot tell a lost block from a new one, and does not claim to.
    */
-  get recoveringFromLoss (): boolean { return this.unconfirmed || (this.lostSeen && this.rebuilding) }
+  get recoveringFromLoss (): boolean { return (this.unconfirmed && this.store.status().ok) || (this.lostSeen && this.rebuilding) }
 
   /**
    * Whether the process may still route from its location caches and acknowledge writes made
@@ -110,7 +117,15 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
     this.unsubscribe = this.store.subscribe(e => {
       // A reconnection (not the first connection: nothing was known before it) may be to a store
       // that lost everything; say so synchronously, before any cache can act on what it reloads.
-      if (e.type === 'resync' && this.generation !== null) this.unconfirmed = true
+      // From the drop, not from the resync: commands flow again before the subscription is back
+      // and the resync is announced, and in that gap a first write's claim was recorded in the
+      // empty store while processes that had not reconnected yet wrote the block where their
+      // caches said (the rebuild keeps a location a proxy recorded: stale reads in the soak).
+      // While the store is down this changes nothing: a claim cannot be recorded at all.
+      if ((e.type === 'resync' || (e.type === 'status' && !e.status.ok)) && this.generation !== null) {
+        this.unconfirmed = true
+        this.drops++
+      }
       if (e.type === 'resync' || (e.type === 'status' && e.status.ok) || generationChannel.decode(e) != null) void this.check()
     })
     await this.check()
@@ -130,6 +145,7 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
   private async read (): Promise<void> {
     let next: StoreGeneration
     const sentAt = performance.now()
+    const drops = this.drops
     try {
       next = await this.store.generation()
     } catch (err) {
@@ -139,7 +155,7 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
     const prev = this.generation
     this.generation = next
     this.confirmedAt = Math.max(this.confirmedAt, sentAt)
-    this.unconfirmed = false
+    if (this.drops === drops) this.unconfirmed = false
     if (prev !== null && prev.id !== next.id) {
       this.lostSeen = true
       this.losses.inc()
