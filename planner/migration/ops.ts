@@ -193,12 +193,20 @@ export class MigrationOps {
    * The block's location; a block without one is placed where it is served now — the first
    * gateway in rendezvous order (healthy first, as the proxy routes it) that holds it. A
    * gateway that fails the check stops the search: placing the block on a later one that holds
-   * an older copy would lose the newer one.
+   * an older copy would lose the newer one. Never while the store's locations are being rebuilt
+   * (FERRY_LOCATIONS_REBUILDING): then a block without one is not a block routed by hash but one
+   * whose location was lost, and the first gateway in rendezvous order may hold only an old copy
+   * left behind by an earlier move. Placed there, it was served instead of the writes acknowledged
+   * elsewhere during the outage (stale reads in the soak, a rebalancing pass 1.2 s after the store
+   * came back empty); the rebuild locates it on the copy written last.
    */
   async ensurePlaced (volume: string, block: string): Promise<BlockLocation> {
     const existing = await this.store.getLocation(volume, block)
     if (existing !== null) return existing
     const key = blockKey(volume, block)
+    if ((await this.store.generation()).rebuilding) {
+      throw plannerError('FERRY_LOCATIONS_REBUILDING', `block ${key} has no location while the store's locations are rebuilt from the gateways; not moved`, 503)
+    }
     for (const id of this.fleet.ranked(key)) {
       const h = await this.head(`/${volume}/${block}`, id)
       if (h.status === 404) continue

@@ -151,7 +151,7 @@ export class Admission {
    * Accepts a migration of one block to `to` and queues it; returns its log record. A block
    * routed by hash is given its location first (where it is now). Throws FerryError:
    * FERRY_UNKNOWN_GATEWAY, FERRY_MIGRATION_QUEUE_FULL, FERRY_BLOCK_BUSY, FERRY_MIGRATION_NOOP,
-   * FERRY_BLOCK_NOT_FOUND, FERRY_PLANNER_NOT_LEADER (`active` turned false meanwhile).
+   * FERRY_BLOCK_NOT_FOUND, FERRY_LOCATIONS_REBUILDING, FERRY_PLANNER_NOT_LEADER (`active` turned false meanwhile).
    */
   async admit (req: SubmitRequest, active: () => boolean): Promise<MigrationRecord> {
     const { ops } = this.opts

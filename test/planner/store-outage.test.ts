@@ -33,7 +33,8 @@ for (const persistent of [true, false]) {
       sites: [{ name: 'site-a', subnets: ['127.0.0.0/24'] }, { name: 'site-b', subnets: ['127.0.1.0/24'] }],
       gateways: [{ id: 'gw1', url: gws.urls[0], site: 'site-a' }, { id: 'gw2', url: gws.urls[1], site: 'site-b' }],
       admin: { listen: { host: '127.0.0.1', port: adminPort }, token: 'outage-test-token-0123456789' },
-      state: { backend: 'redis', url: redis.url },
+      // The rebuild after the restart without persistence reads the gateways cutOffServeMs (+1 s) after it.
+      state: { backend: 'redis', url: redis.url, cutOffServeMs: 3000 },
       // Every store path a planner has runs during the outage: rounds, lease renewals, recovery.
       planner: { rebalancer: { intervalMs: 200, minDwellMs: 1000 }, lease: { ttlMs: 2000, renewIntervalMs: 500 }, migration: { recoveryIntervalMs: 300 } }
     }))

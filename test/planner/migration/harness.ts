@@ -53,7 +53,14 @@ export async function rig (t: Test, opts: { gateways?: number, store?: StateStor
   t.teardown(gws.stopAll)
   const config = testConfig(gws.urls, opts.config ?? {})
   const store = opts.store ?? createStore(config.state)
-  if (opts.store === undefined) t.teardown(() => store.close())
+  if (opts.store === undefined) {
+    t.teardown(() => store.close())
+    // What a node's rebuilder does at once for a memory store (nobody else can hold a cache of
+    // it): the rig's planners run without one, and a planner places no block while the store's
+    // locations are being rebuilt.
+    const generation = await store.generation()
+    await store.finishRebuild(generation.id)
+  }
   return {
     gws,
     store,
