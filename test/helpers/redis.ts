@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { freePort, sleep, waitFor } from './net.js'
+import type { Test } from 'tap'
+import { freePort, sleep, TcpRelay, waitFor } from './net.js'
 
 /**
  * Private redis-server processes for tests: one per call, on a free loopback port, with
@@ -193,6 +194,19 @@ function cli (args: string[], timeoutMs = 15000): Promise<string> {
       else resolve(stdout)
     })
   })
+}
+
+/**
+ * A private Redis and a relay in front of it that the test can cut: the processes given
+ * `relayUrl` lose the store while those given `redis.url` keep it. Both stopped at teardown.
+ */
+export async function startRelayedRedis (t: Test, opts: { persistent?: boolean } = {}): Promise<{ redis: RedisServer, relay: TcpRelay, relayUrl: string }> {
+  const redis = await startRedis(opts)
+  t.teardown(() => redis.stop())
+  const relay = new TcpRelay(redis.port)
+  const relayPort = await relay.listen()
+  t.teardown(() => relay.close())
+  return { redis, relay, relayUrl: `redis://127.0.0.1:${relayPort}` }
 }
 
 /** Three masters, no replicas, all slots assigned; resolves once every node reports cluster_state:ok. */

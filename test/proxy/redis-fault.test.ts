@@ -7,8 +7,8 @@ import type { StateConfigInput } from '../../state/config.js'
 import { createStore, waitForReady } from '../../state/factory.js'
 import { startProxy, testConfig, type ProxyUnderTest, collectEscapes } from '../helpers/ferry.js'
 import { startGateways, type Gateways } from '../helpers/gateway.js'
-import { TcpRelay, waitFor } from '../helpers/net.js'
-import { REDIS_CLI, startRedis } from '../helpers/redis.js'
+import { waitFor } from '../helpers/net.js'
+import { REDIS_CLI, startRedis, startRelayedRedis } from '../helpers/redis.js'
 
 /**
  * A private Redis killed under traffic and restarted, with two proxies in front of three
@@ -47,11 +47,7 @@ function offHash (p: ProxyUnderTest, volume: string, block: string, gateways: re
 const urlOf = (gws: Gateways, id: string): string => gws.urls[Number(id.slice(2)) - 1] as string
 
 t.test('Redis killed under traffic and restarted: no failed requests, degraded, flushed, resynced', async t => {
-  const redis = await startRedis()
-  t.teardown(() => redis.stop())
-  const relay = new TcpRelay(redis.port)
-  const relayPort = await relay.listen()
-  t.teardown(() => relay.close())
+  const { redis, relay, relayUrl } = await startRelayedRedis(t)
   const gws = await startGateways(3)
   t.teardown(gws.stopAll)
   const GATEWAYS = ['gw1', 'gw2', 'gw3']
@@ -59,7 +55,7 @@ t.test('Redis killed under traffic and restarted: no failed requests, degraded, 
   // Short timeouts and back-off so that the outage is noticed and the return picked up quickly.
   const state: StateConfigInput = {
     backend: 'redis',
-    url: `redis://127.0.0.1:${relayPort}`,
+    url: relayUrl,
     keyPrefix: 'fault:',
     commandTimeoutMs: 300,
     connectTimeoutMs: 300,

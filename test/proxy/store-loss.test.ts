@@ -3,8 +3,8 @@ import t from 'tap'
 import { request } from 'undici'
 import { proxyOnState, collectEscapes, startProxy, testConfig } from '../helpers/ferry.js'
 import { startGateways } from '../helpers/gateway.js'
-import { sleep, TcpRelay, waitFor } from '../helpers/net.js'
-import { startRedis } from '../helpers/redis.js'
+import { sleep, waitFor } from '../helpers/net.js'
+import { startRedis, startRelayedRedis } from '../helpers/redis.js'
 
 /**
  * A Redis without persistence (a common default) SIGKILLed and restarted: it comes back empty,
@@ -290,17 +290,13 @@ async function readThrough (base: string, path: string): Promise<{ status: numbe
  * generation, and the rebuild reads the gateways only after that long.
  */
 t.test('a proxy cut off from a store that came back empty stops serving its cache before the rebuild reads the gateways', async t => {
-  const redis = await startRedis({ persistent: false })
-  t.teardown(() => redis.stop())
-  const relay = new TcpRelay(redis.port)
-  const relayPort = await relay.listen()
-  t.teardown(() => relay.close())
+  const { redis, relay, relayUrl } = await startRelayedRedis(t, { persistent: false })
   const gws = await startGateways(3)
   t.teardown(gws.stopAll)
   const state = { backend: 'redis' as const, cutOffServeMs: 3000, reconnect: { minDelayMs: 50, maxDelayMs: 200 } }
   const a = await proxyOnState(t, gws.urls, { ...state, url: redis.url })
   // b reaches the store through a relay the test cuts: a partition, or a reconnection that is slow.
-  const b = await proxyOnState(t, gws.urls, { ...state, url: `redis://127.0.0.1:${relayPort}` })
+  const b = await proxyOnState(t, gws.urls, { ...state, url: relayUrl })
   await waitFor(async () => (await a.node.store.generation()).rebuilding === false, 'the first (empty) rebuild to finish', 10_000)
   const urlOf = (id: string): string => gws.urls[gws.gateways.findIndex(g => g.id === id)] as string
 
