@@ -377,7 +377,7 @@ export class ProxyServer {
       // bytes there: the lost and stale reads of the 30-minute soak). The rebuild locates the
       // block where it is, then the write goes there, where every proxy's cache agrees.
       if (this.locations.recoveringFromLoss) {
-        return this.forwarder.refuse(req, res, 503, 'FERRY_LOCATIONS_REBUILDING', `the shared store lost its block locations and they are being rebuilt from the gateways; retry ${key} shortly`, { 'retry-after': 1 })
+        return this.forwarder.refuse(req, res, 503, 'FERRY_LOCATIONS_REBUILDING', `the shared store lost its block locations and they are being rebuilt from the gateways (or this proxy, just reconnected, is checking whether it did); retry ${key} shortly`, { 'retry-after': 1 })
       }
       // A proxy that started while the store did not answer has never loaded the locations: a
       // block the planner moved would be read by hash from a gateway without it, a 404 for an
