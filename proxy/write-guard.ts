@@ -89,6 +89,25 @@ export class WriteGuard implements Stage {
     let ours = false
     /** The claim's outcome is unknown: it may have been recorded, and nothing read since says. */
     let unknown = false
+    if (this.locations.generationUnconfirmed) {
+      // The store's connection dropped since this process last read its generation: it may have
+      // come back empty, and a claim recorded there now would be kept by the rebuild while
+      // processes that have not reconnected yet write the block where their caches say.
+      await this.locations.confirm()
+      if (this.locations.recoveringFromLoss) {
+        handler.onResponseError(null, new ProxyAnswer('FERRY_LOCATIONS_REBUILDING',
+          `block ${request.key}: the shared store lost its block locations and they are being rebuilt from the gateways; not written, retry`, 503, { 'retry-after': 1 }))
+        return
+      }
+    }
+    if (this.locations.generationUnconfirmed) {
+      // The store did not answer the read: nothing can be recorded with certainty either. The
+      // block goes where every proxy looks for a block without a location, as in an outage.
+      this.claimsFailed.inc()
+      request.gateway = request.hashed ?? proposed
+      this.next.dispatch(request, new GuardedWrite(this, request, handler))
+      return
+    }
     try {
       const r = await this.sync.store.casLocation(volume, block, 0, this.replication.claimSet(request, proposed), { reason: 'first-write' })
       claimed = r.ok ? r.location : r.current

@@ -118,10 +118,10 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
       // A reconnection (not the first connection: nothing was known before it) may be to a store
       // that lost everything; say so synchronously, before any cache can act on what it reloads.
       // From the drop, not from the resync: commands flow again before the subscription is back
-      // and the resync is announced, and in that gap a first write's claim was recorded in the
-      // empty store while processes that had not reconnected yet wrote the block where their
-      // caches said (the rebuild keeps a location a proxy recorded: stale reads in the soak).
-      // While the store is down this changes nothing: a claim cannot be recorded at all.
+      // and the resync is announced (status() is not ok until then), and in that gap a first
+      // write's claim was recorded in the empty store while processes that had not reconnected
+      // yet wrote the block where their caches said (the rebuild keeps a location a proxy
+      // recorded: stale reads in the soak and in CI). The claim now waits for confirm().
       if ((e.type === 'resync' || (e.type === 'status' && !e.status.ok)) && this.generation !== null) {
         this.unconfirmed = true
         this.drops++
@@ -131,6 +131,10 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
     await this.check()
     this.schedule()
   }
+
+  get generationUnconfirmed (): boolean { return this.unconfirmed }
+
+  confirm (): Promise<void> { return this.check() }
 
   /** One read of the marker (concurrent calls share it). Never throws. */
   check (): Promise<void> {

@@ -55,7 +55,8 @@ t.test('after a drop, no first write is placed until the marker is read on the n
   t.equal(watch.recoveringFromLoss, false, 'connected, marker read')
 
   stub.drop()
-  t.equal(watch.recoveringFromLoss, false, 'while the store is down nothing changes: a claim cannot be recorded anywhere')
+  t.equal(watch.recoveringFromLoss, false, 'while the store is down, blocks without a location are routed by hash as before')
+  t.equal(watch.generationUnconfirmed, true, 'but a first write\'s claim waits for a read of the marker: commands may work again before status() says so (the subscription is not back)')
   await tick()
   stub.pending.shift()?.reject(new Error('down'))
   await tick()
@@ -68,6 +69,7 @@ t.test('after a drop, no first write is placed until the marker is read on the n
   await tick()
   await tick()
   t.equal(watch.recoveringFromLoss, false, 'the same generation: back to normal')
+  t.equal(watch.generationUnconfirmed, false)
 
   // The store came back empty: a new marker, rebuilding.
   stub.drop()
