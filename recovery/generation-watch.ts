@@ -50,7 +50,7 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
    * marker has been read on the connection that followed. While the store answers again and the
    * read is not back, this process cannot know whether the store still holds its locations: its
    * caches may already have reloaded from an empty store, and a first write's claim would be
-   * recorded in a store whose loss it has not heard of (see recoveringFromLoss).
+   * recorded in a store whose loss it has not heard of (generationUnconfirmed, confirm()).
    */
   private unconfirmed = false
   /** Counts drops and resyncs: a read sent before one proves nothing about the store after it. */
@@ -88,12 +88,14 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
   get rebuilding (): boolean { return this.generation?.rebuilding === true }
 
   /**
-   * This process saw the store lose its data and the rebuild is not finished, or the store
-   * answers again after its connection dropped and the marker has not been read since: a block
-   * with no location may well exist on some gateway, so "no location" is not "not found", and a
-   * first write must not be placed. While the store is down a first write goes to its hashed
-   * gateway as before (its claim cannot be recorded anywhere). A process that first met the
-   * store after the loss cannot tell a lost block from a new one, and does not claim to.
+   * This process saw the store lose its data and the rebuild is not finished, or the store is
+   * back (status ok: the subscription too, and the caches may have reloaded from it) after its
+   * connection dropped and the marker has not been read since: a block with no location may well
+   * exist on some gateway, so "no location" is not "not found". While the store is down, blocks
+   * without a location are routed by hash as before. A first write's claim has its own gate
+   * (generationUnconfirmed), which does not wait for status(): commands work before the
+   * subscription is back. A process that first met the store after the loss cannot tell a lost
+   * block from a new one, and does not claim to.
    */
   get recoveringFromLoss (): boolean { return (this.unconfirmed && this.store.status().ok) || (this.lostSeen && this.rebuilding) }
 
