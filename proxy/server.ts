@@ -62,7 +62,7 @@ export interface ProxyServerOptions {
 }
 
 /** For a process whose store nobody else can lose or rebuild. */
-const ALWAYS_STANDING: LocationsStanding = { recoveringFromLoss: false, cacheTrusted: () => true, generationUnconfirmed: false, confirm: async () => {} }
+const ALWAYS_STANDING: LocationsStanding = { recoveringFromLoss: false, cacheTrusted: () => true, generationUnconfirmed: false, check: async () => {} }
 
 const ALLOW = 'GET, HEAD, PUT, DELETE'
 

@@ -93,7 +93,7 @@ export class WriteGuard implements Stage {
       // The store's connection dropped since this process last read its generation: it may have
       // come back empty, and a claim recorded there now would be kept by the rebuild while
       // processes that have not reconnected yet write the block where their caches say.
-      await this.locations.confirm()
+      await this.locations.check()
       if (this.locations.recoveringFromLoss) {
         handler.onResponseError(null, new ProxyAnswer('FERRY_LOCATIONS_REBUILDING',
           `block ${request.key}: the shared store lost its block locations and they are being rebuilt from the gateways; not written, retry`, 503, { 'retry-after': 1 }))

@@ -50,7 +50,7 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
    * marker has been read on the connection that followed. While the store answers again and the
    * read is not back, this process cannot know whether the store still holds its locations: its
    * caches may already have reloaded from an empty store, and a first write's claim would be
-   * recorded in a store whose loss it has not heard of (generationUnconfirmed, confirm()).
+   * recorded in a store whose loss it has not heard of (generationUnconfirmed, check()).
    */
   private unconfirmed = false
   /** Counts drops and resyncs: a read sent before one proves nothing about the store after it. */
@@ -123,7 +123,7 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
       // and the resync is announced (status() is not ok until then), and in that gap a first
       // write's claim was recorded in the empty store while processes that had not reconnected
       // yet wrote the block where their caches said (the rebuild keeps a location a proxy
-      // recorded: stale reads in the soak and in CI). The claim now waits for confirm().
+      // recorded: stale reads in the soak and in CI). The claim now waits for check().
       if ((e.type === 'resync' || (e.type === 'status' && !e.status.ok)) && this.generation !== null) {
         this.unconfirmed = true
         this.drops++
@@ -135,8 +135,6 @@ export class GenerationWatch extends EventEmitter<GenerationWatchEvents> impleme
   }
 
   get generationUnconfirmed (): boolean { return this.unconfirmed }
-
-  confirm (): Promise<void> { return this.check() }
 
   /** One read of the marker (concurrent calls share it). Never throws. */
   check (): Promise<void> {

@@ -273,12 +273,12 @@ export interface LocationsStanding {
   cacheTrusted (): boolean
   /**
    * The store's connection dropped since the generation was last confirmed. A first write's
-   * claim then waits for confirm(): recorded in a store that came back empty before this process
+   * claim then waits for check(): recorded in a store that came back empty before this process
    * knows it did, the claim would be kept by the rebuild while others write the block elsewhere.
    */
   readonly generationUnconfirmed: boolean
   /** Reads the store's generation now (never throws): confirms it, or finds it lost. */
-  confirm (): Promise<void>
+  check (): Promise<void>
 }
 
 // ───────────────────────────── events and health ─────────────────────────────

@@ -337,3 +337,33 @@ t.test('a proxy cut off from a store that came back empty stops serving its cach
   t.equal(rb2.body, ra.body, 'what a serves')
   t.same(escaped, [], 'nothing escaped to the process')
 })
+
+/**
+ * The acknowledgement's own check: a write routed while the cache was trusted but stored only
+ * after the proxy had gone state.cutOffServeMs without confirming the store's generation. By then
+ * a rebuild after a store loss may have read the gateways without it, so it is not acknowledged.
+ */
+t.test('a write stored after its proxy lost touch with the store for cutOffServeMs is not acknowledged', async t => {
+  const { relay, relayUrl } = await startRelayedRedis(t)
+  const gws = await startGateways(3)
+  t.teardown(gws.stopAll)
+  const p = await proxyOnState(t, gws.urls, { backend: 'redis', url: relayUrl, cutOffServeMs: 2000, reconnect: { minDelayMs: 50, maxDelayMs: 200 } })
+  const first = await request(`${p.url}/vol/slow`, { method: 'PUT', body: 'v0' })
+  await first.body.dump()
+  t.equal(first.statusCode, 201)
+  const home = gws.gateways.find(g => g.id === p.node.proxy?.sync?.cache.get('vol', 'slow')?.gateway)
+  t.ok(home !== undefined, 'placed on one of the gateways')
+  // The gateway answers 3 s late: the write is routed at once, its answer comes after the cut-off.
+  await home?.setFaults({ latencyMs: 3000 })
+  relay.disconnect()
+  const w = await request(`${p.url}/vol/slow`, { method: 'PUT', body: 'v1' })
+  const text = await w.body.text()
+  t.equal(w.statusCode, 503, `not acknowledged (${w.statusCode} ${text.slice(0, 100)})`)
+  t.equal(w.statusCode === 503 ? (JSON.parse(text) as { error: { code: string } }).error.code : '', 'FERRY_LOCATIONS_UNCONFIRMED')
+  t.equal(w.headers['retry-after'], '1')
+  await home?.setFaults({})
+  const stored = await request(`${gws.urls[gws.gateways.indexOf(home as typeof gws.gateways[number])] as string}/vol/slow`)
+  t.equal(await stored.body.text(), 'v1', 'the gateway did store it: what was refused is the acknowledgement')
+  relay.reconnect()
+  t.same(escaped, [], 'nothing escaped to the process')
+})

@@ -10,6 +10,8 @@ import { sleep } from '../helpers/net.js'
  * reconnection), so the store here is a stub whose marker reads the test answers by hand.
  * test/proxy/store-loss.test.ts runs the whole thing on a real Redis.
  */
+const tick = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
+
 class StubStore {
   status: StoreStatus = { ok: true }
   private handlers = new Set<StoreEventHandler>()
@@ -21,6 +23,13 @@ class StubStore {
   }
 
   answer (g: StoreGeneration): void { this.pending.shift()?.resolve(g) }
+
+  /** Answers the oldest read and lets the watch take the answer in. */
+  async answered (g: StoreGeneration): Promise<void> {
+    this.answer(g)
+    await tick()
+    await tick()
+  }
 
   emit (e: StoreEvent): void { for (const h of this.handlers) h(e) }
 
@@ -44,7 +53,6 @@ class StubStore {
 }
 
 const gen = (id: string, rebuilding = false): StoreGeneration => ({ id, createdAt: Date.now(), rebuilding, rebuiltAt: rebuilding ? null : Date.now() })
-const tick = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
 
 t.test('after a drop, no first write is placed until the marker is read on the new connection', async t => {
   const stub = new StubStore()
@@ -65,9 +73,7 @@ t.test('after a drop, no first write is placed until the marker is read on the n
   t.equal(watch.recoveringFromLoss, true, 'the store answers again, its marker not read yet: blocks without a location are not placed')
   await tick()
   t.equal(stub.pending.length, 1, 'the marker is read at once')
-  stub.answer(gen('g1'))
-  await tick()
-  await tick()
+  await stub.answered(gen('g1'))
   t.equal(watch.recoveringFromLoss, false, 'the same generation: back to normal')
   t.equal(watch.generationUnconfirmed, false)
 
@@ -75,9 +81,7 @@ t.test('after a drop, no first write is placed until the marker is read on the n
   stub.drop()
   stub.back()
   await tick()
-  stub.answer(gen('g2', true))
-  await tick()
-  await tick()
+  await stub.answered(gen('g2', true))
   t.equal(watch.recoveringFromLoss, true, 'a new generation being rebuilt: still recovering')
   watch.close()
 })
@@ -96,9 +100,7 @@ t.test('a marker read sent before a drop does not confirm the store after it', a
   t.equal(watch.recoveringFromLoss, true, 'answered, but sent before the drop')
   await sleep(80) // the watch reads again (50 ms after a read that proved nothing)
   t.equal(stub.pending.length, 1, 'and reads again')
-  stub.answer(gen('g1'))
-  await tick()
-  await tick()
+  await stub.answered(gen('g1'))
   t.equal(watch.recoveringFromLoss, false, 'confirmed by a read sent after it')
   watch.close()
 })
@@ -119,9 +121,7 @@ t.test('the cache is trusted for cutOffServeMs after the last confirmation, and 
   stub.back()
   await tick()
   t.equal(watch.cacheTrusted(), false, 'reconnected is not confirmed')
-  stub.answer(gen('g1'))
-  await tick()
-  await tick()
+  await stub.answered(gen('g1'))
   t.equal(watch.cacheTrusted(), true, 'confirmed again')
   watch.close()
 })
